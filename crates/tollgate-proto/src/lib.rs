@@ -1,0 +1,25 @@
+//! The only crate that sees prost types. Generated code lives in the modules
+//! named after the proto packages; conversions between them and
+//! `tollgate-model` live in `convert/`, one file per message family.
+
+#![allow(clippy::large_enum_variant)]
+
+pub mod convert;
+
+/// Generated from `proto/tollgate/entitlement/v1/`.
+pub mod entitlement {
+    pub mod v1 {
+        tonic::include_proto!("tollgate.entitlement.v1");
+    }
+}
+
+/// Generated from `proto/tollgate/check/v1/`.
+pub mod check {
+    pub mod v1 {
+        tonic::include_proto!("tollgate.check.v1");
+    }
+}
+
+/// The encoded descriptor set of every Tollgate proto, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tollgate_descriptor.bin"));
