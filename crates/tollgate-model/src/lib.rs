@@ -1,1 +1,29 @@
-//! placeholder
+//! Tollgate's entitlement model: what a vendor sells (the catalog), who buys
+//! it (accounts and their subjects), and what they hold (entitlements), with
+//! the rules that limit it. Values only: no I/O, no clock, no randomness.
+//!
+//! Every value from outside the process is validated on the way in:
+//! identifiers are [`id`] newtypes, codes are [`geo`] newtypes, and the
+//! composite types have `validate` methods whose errors name the field.
+
+mod account;
+mod catalog;
+mod entitlement;
+mod error;
+pub mod geo;
+pub mod id;
+pub mod limits;
+mod time;
+
+pub use account::{Account, AccountStatus, Subject, SubjectKind};
+pub use catalog::{
+    Addon, CapEnforcement, Catalog, ConfigValues, Feature, FeatureGrant, FeatureKind, Plan,
+    Product, Sku, SkuQuantity, SkuTarget, UsageCap,
+};
+pub use entitlement::{
+    AfterGrace, Entitlement, EntitlementStatus, Grant, OfflinePolicy, SeatMode, Seats,
+};
+pub use error::ModelError;
+pub use geo::{AnonymousNetwork, Continent, CountryCode, GeoFacts, GeoRule, SubdivisionCode};
+pub use id::*;
+pub use time::{PeriodKey, UnixSeconds, UsagePeriod, UsagePeriodTag};

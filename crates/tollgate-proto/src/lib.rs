@@ -6,6 +6,8 @@
 
 pub mod convert;
 
+pub use convert::ConvertError;
+
 /// Generated from `proto/tollgate/entitlement/v1/`.
 pub mod entitlement {
     pub mod v1 {

@@ -1,1 +1,86 @@
-mod placeholder {}
+//! Conversions between the generated wire types and the model, one file per
+//! message family. Wire -> model is `TryFrom` and validates everything (the
+//! wire is outside input); model -> wire is `From` and cannot fail.
+
+mod check;
+mod entitlement;
+
+pub use check::{batch_from_proto, decision_to_proto};
+
+use thiserror::Error;
+use tollgate_model::ModelError;
+
+/// A wire message that does not make a valid model value. `field` is the
+/// path of the offending field in the message, so the error can be returned
+/// to the caller as is (gRPC INVALID_ARGUMENT).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConvertError {
+    #[error("{field} is required")]
+    Missing { field: String },
+    #[error("{field}: {source}")]
+    Invalid {
+        field: String,
+        #[source]
+        source: ModelError,
+    },
+    #[error("{field}: {reason}")]
+    OutOfRange { field: String, reason: String },
+}
+
+impl ConvertError {
+    pub(crate) fn missing(field: &str) -> Self {
+        ConvertError::Missing {
+            field: field.to_string(),
+        }
+    }
+
+    pub(crate) fn out_of_range(field: &str, reason: impl Into<String>) -> Self {
+        ConvertError::OutOfRange {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The field path, for error details.
+    pub fn field(&self) -> &str {
+        match self {
+            ConvertError::Missing { field }
+            | ConvertError::Invalid { field, .. }
+            | ConvertError::OutOfRange { field, .. } => field,
+        }
+    }
+}
+
+/// Adds the field path to a model error.
+pub(crate) trait AtField<T> {
+    fn at(self, field: &str) -> Result<T, ConvertError>;
+}
+
+impl<T> AtField<T> for Result<T, ModelError> {
+    fn at(self, field: &str) -> Result<T, ConvertError> {
+        self.map_err(|source| ConvertError::Invalid {
+            field: field.to_string(),
+            source,
+        })
+    }
+}
+
+/// Parses every string of a repeated field into a set of `T`, bounded.
+pub(crate) fn parse_set<T: Ord>(
+    field: &str,
+    values: Vec<String>,
+    max: usize,
+    parse: impl Fn(&str) -> Result<T, ModelError>,
+) -> Result<std::collections::BTreeSet<T>, ConvertError> {
+    if values.len() > max {
+        return Err(ConvertError::out_of_range(
+            field,
+            format!("holds {} entries, at most {max} are allowed", values.len()),
+        ));
+    }
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse(v).at(&format!("{field}[{i}]")))
+        .collect()
+}

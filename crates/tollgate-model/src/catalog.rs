@@ -1,0 +1,350 @@
+//! What the vendor sells: products, their features, plans (tiers), add-ons
+//! (access packages) and SKUs (what a CRM puts on an order).
+
+use crate::entitlement::OfflinePolicy;
+use crate::geo::GeoRule;
+use crate::id::{AddonId, ConfigKey, FeatureId, PlanId, ProductId, SkuId};
+use crate::limits::*;
+use crate::time::UsagePeriod;
+use crate::ModelError;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Configuration values a feature grant carries (`max_resolution` => `4k`).
+pub type ConfigValues = BTreeMap<ConfigKey, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Product {
+    pub id: ProductId,
+    pub name: String,
+}
+
+/// What kind of thing a feature is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum FeatureKind {
+    /// On or off.
+    Boolean,
+    /// Consumed in units (`exports`, `api_calls`), counted per period.
+    Metered { unit: String, period: UsagePeriod },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    pub id: FeatureId,
+    pub product: ProductId,
+    pub name: String,
+    pub kind: FeatureKind,
+    /// Applies wherever the feature is granted (export control, licensing
+    /// territory), on top of the plan's and the entitlement's rules.
+    #[serde(default)]
+    pub geo_rule: GeoRule,
+    /// Offline policy for this feature; see [`OfflinePolicy`] for how
+    /// several policies combine.
+    #[serde(default)]
+    pub offline_policy: Option<OfflinePolicy>,
+    /// Default configuration values; a grant's values override them key by key.
+    #[serde(default)]
+    pub config: ConfigValues,
+}
+
+impl Feature {
+    pub fn period(&self) -> Option<UsagePeriod> {
+        match &self.kind {
+            FeatureKind::Boolean => None,
+            FeatureKind::Metered { period, .. } => Some(*period),
+        }
+    }
+}
+
+/// How a usage cap is enforced once reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapEnforcement {
+    /// Deny with USAGE_CAP_REACHED.
+    #[default]
+    Hard,
+    /// Allow and flag the overage, to be billed.
+    Soft,
+}
+
+/// A limit on a metered feature's consumption per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageCap {
+    pub limit: u64,
+    #[serde(default)]
+    pub enforcement: CapEnforcement,
+    /// Adds to the other grants' caps for the same feature (a top-up pack)
+    /// instead of competing with them (the larger non-additive cap applies).
+    #[serde(default)]
+    pub additive: bool,
+}
+
+/// One feature as a plan, an add-on or a single-feature entitlement grants it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureGrant {
+    pub feature: FeatureId,
+    /// `None` means unlimited.
+    #[serde(default)]
+    pub usage_cap: Option<UsageCap>,
+    #[serde(default)]
+    pub config: ConfigValues,
+}
+
+impl FeatureGrant {
+    pub fn new(feature: FeatureId) -> Self {
+        Self {
+            feature,
+            usage_cap: None,
+            config: ConfigValues::new(),
+        }
+    }
+}
+
+/// A tier of a product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub id: PlanId,
+    pub product: ProductId,
+    pub name: String,
+    /// Orders plans of one product from entry level up; upgrade hints
+    /// suggest the lowest tier that would help.
+    pub tier: u32,
+    pub features: Vec<FeatureGrant>,
+    /// Seats included when an order does not say.
+    #[serde(default)]
+    pub included_seats: Option<u32>,
+    #[serde(default)]
+    pub geo_rule: GeoRule,
+    #[serde(default)]
+    pub offline_policy: Option<OfflinePolicy>,
+}
+
+/// An add-on or access package: features sold or granted on top of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Addon {
+    pub id: AddonId,
+    pub product: ProductId,
+    pub name: String,
+    pub features: Vec<FeatureGrant>,
+    /// Plans this add-on can be bought with; empty means any plan.
+    #[serde(default)]
+    pub compatible_plans: BTreeSet<PlanId>,
+    #[serde(default)]
+    pub geo_rule: GeoRule,
+    #[serde(default)]
+    pub offline_policy: Option<OfflinePolicy>,
+}
+
+/// What an SKU sells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SkuTarget {
+    Plan(PlanId),
+    Addon(AddonId),
+}
+
+/// What an order's quantity means for an SKU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkuQuantity {
+    /// Named seats, assigned to users or devices by the customer.
+    #[default]
+    NamedSeats,
+    /// Floating seats, leased concurrently.
+    FloatingSeats,
+    /// No seat limit; the quantity must be 1.
+    Unmetered,
+}
+
+/// A stock-keeping unit a CRM sells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sku {
+    pub id: SkuId,
+    pub name: String,
+    pub target: SkuTarget,
+    #[serde(default)]
+    pub quantity: SkuQuantity,
+}
+
+/// The whole catalog, as every node holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Catalog {
+    pub products: BTreeMap<ProductId, Product>,
+    pub features: BTreeMap<FeatureId, Feature>,
+    pub plans: BTreeMap<PlanId, Plan>,
+    pub addons: BTreeMap<AddonId, Addon>,
+    pub skus: BTreeMap<SkuId, Sku>,
+    /// Applies where no entitlement, plan, add-on or feature sets one.
+    pub default_offline_policy: OfflinePolicy,
+}
+
+fn validate_name(field: &'static str, name: &str) -> Result<(), ModelError> {
+    if name.is_empty() || name.len() > NAME_LEN_MAX {
+        return Err(ModelError::Length {
+            kind: field,
+            len: name.len(),
+            max: NAME_LEN_MAX,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_config(
+    field: &'static str,
+    config: &ConfigValues,
+) -> Result<(), ModelError> {
+    if config.len() > CONFIG_ENTRIES_MAX {
+        return Err(ModelError::TooMany {
+            field,
+            len: config.len(),
+            max: CONFIG_ENTRIES_MAX,
+        });
+    }
+    if let Some((key, value)) = config.iter().find(|(_, v)| v.len() > CONFIG_VALUE_LEN_MAX) {
+        return Err(ModelError::Invalid {
+            field,
+            reason: format!(
+                "value of {key} is {} bytes, at most {CONFIG_VALUE_LEN_MAX} are allowed",
+                value.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl FeatureGrant {
+    pub fn validate(&self) -> Result<(), ModelError> {
+        validate_config("feature_grant.config", &self.config)
+    }
+}
+
+fn validate_bundle(field: &'static str, grants: &[FeatureGrant]) -> Result<(), ModelError> {
+    if grants.len() > GRANTS_PER_BUNDLE_MAX {
+        return Err(ModelError::TooMany {
+            field,
+            len: grants.len(),
+            max: GRANTS_PER_BUNDLE_MAX,
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for grant in grants {
+        grant.validate()?;
+        if !seen.insert(&grant.feature) {
+            return Err(ModelError::Invalid {
+                field,
+                reason: format!("feature {} is listed twice", grant.feature),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// Checks limits and that every reference resolves: features belong to
+    /// known products, plans and add-ons grant known features of their own
+    /// product, SKUs sell known plans or add-ons.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let unknown = |field: &'static str, what: String| ModelError::Invalid {
+            field,
+            reason: format!("refers to unknown {what}"),
+        };
+        for p in self.products.values() {
+            validate_name("product.name", &p.name)?;
+        }
+        for f in self.features.values() {
+            validate_name("feature.name", &f.name)?;
+            validate_config("feature.config", &f.config)?;
+            f.geo_rule.validate()?;
+            if !self.products.contains_key(&f.product) {
+                return Err(unknown("feature.product", format!("product {}", f.product)));
+            }
+            if let FeatureKind::Metered { unit, .. } = &f.kind {
+                if unit.is_empty() || unit.len() > UNIT_LEN_MAX {
+                    return Err(ModelError::Length {
+                        kind: "feature.kind.metered.unit",
+                        len: unit.len(),
+                        max: UNIT_LEN_MAX,
+                    });
+                }
+            }
+        }
+        let check_grants = |field: &'static str,
+                            product: &ProductId,
+                            grants: &[FeatureGrant]|
+         -> Result<(), ModelError> {
+            validate_bundle(field, grants)?;
+            for g in grants {
+                match self.features.get(&g.feature) {
+                    None => return Err(unknown(field, format!("feature {}", g.feature))),
+                    Some(f) if &f.product != product => {
+                        return Err(ModelError::Invalid {
+                            field,
+                            reason: format!(
+                                "feature {} belongs to product {}, not {product}",
+                                g.feature, f.product
+                            ),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+            Ok(())
+        };
+        for plan in self.plans.values() {
+            validate_name("plan.name", &plan.name)?;
+            plan.geo_rule.validate()?;
+            if !self.products.contains_key(&plan.product) {
+                return Err(unknown("plan.product", format!("product {}", plan.product)));
+            }
+            check_grants("plan.features", &plan.product, &plan.features)?;
+        }
+        for addon in self.addons.values() {
+            validate_name("addon.name", &addon.name)?;
+            addon.geo_rule.validate()?;
+            if !self.products.contains_key(&addon.product) {
+                return Err(unknown(
+                    "addon.product",
+                    format!("product {}", addon.product),
+                ));
+            }
+            check_grants("addon.features", &addon.product, &addon.features)?;
+            if let Some(plan) = addon
+                .compatible_plans
+                .iter()
+                .find(|p| !self.plans.contains_key(*p))
+            {
+                return Err(unknown("addon.compatible_plans", format!("plan {plan}")));
+            }
+        }
+        for sku in self.skus.values() {
+            validate_name("sku.name", &sku.name)?;
+            match &sku.target {
+                SkuTarget::Plan(p) if !self.plans.contains_key(p) => {
+                    return Err(unknown("sku.target", format!("plan {p}")))
+                }
+                SkuTarget::Addon(a) if !self.addons.contains_key(a) => {
+                    return Err(unknown("sku.target", format!("add-on {a}")))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The features a plan or add-on grants, or `None` if it is unknown.
+    pub fn bundle(&self, target: &SkuTarget) -> Option<&[FeatureGrant]> {
+        match target {
+            SkuTarget::Plan(p) => self.plans.get(p).map(|p| p.features.as_slice()),
+            SkuTarget::Addon(a) => self.addons.get(a).map(|a| a.features.as_slice()),
+        }
+    }
+}

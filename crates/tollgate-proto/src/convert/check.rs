@@ -1,0 +1,221 @@
+//! `tollgate.check.v1` <-> engine.
+
+use super::{AtField, ConvertError};
+use crate::check::v1 as pb;
+use tollgate_engine::{
+    Check, CheckRequest, Consistency, Decision, Location, Reason, SeatInfo, UpgradeHint,
+    UpgradeTarget, BATCH_CHECKS_MAX, CONSUME_MAX, SUBDIVISIONS_MAX,
+};
+use tollgate_model::{
+    AccountId, AnonymousNetwork, Continent, CountryCode, FeatureId, GeoFacts, SubdivisionCode,
+    SubjectId,
+};
+
+impl From<Reason> for pb::Reason {
+    fn from(r: Reason) -> Self {
+        match r {
+            Reason::Allow => pb::Reason::Allow,
+            Reason::InGrace => pb::Reason::InGrace,
+            Reason::NotEntitled => pb::Reason::NotEntitled,
+            Reason::UnknownAccount => pb::Reason::UnknownAccount,
+            Reason::UnknownSubject => pb::Reason::UnknownSubject,
+            Reason::NotYetValid => pb::Reason::NotYetValid,
+            Reason::Expired => pb::Reason::Expired,
+            Reason::Suspended => pb::Reason::Suspended,
+            Reason::Revoked => pb::Reason::Revoked,
+            Reason::RoleRequired => pb::Reason::RoleRequired,
+            Reason::GeoBlocked => pb::Reason::GeoBlocked,
+            Reason::AnonymousNetworkBlocked => pb::Reason::AnonymousNetworkBlocked,
+            Reason::SeatLimit => pb::Reason::SeatLimit,
+            Reason::UsageCapReached => pb::Reason::UsageCapReached,
+            Reason::StaleData => pb::Reason::StaleData,
+        }
+    }
+}
+
+impl TryFrom<pb::Reason> for Reason {
+    type Error = ConvertError;
+    fn try_from(r: pb::Reason) -> Result<Self, ConvertError> {
+        Reason::ALL
+            .into_iter()
+            .find(|ours| pb::Reason::from(*ours) == r)
+            .ok_or_else(|| {
+                ConvertError::out_of_range("reason", "REASON_UNSPECIFIED is not a reason")
+            })
+    }
+}
+
+fn location_from_proto(loc: Option<pb::check_request::Location>) -> Result<Location, ConvertError> {
+    Ok(match loc {
+        None => Location::Unknown,
+        Some(pb::check_request::Location::Ip(ip)) => Location::Ip(ip.parse().map_err(|_| {
+            ConvertError::out_of_range(
+                "ip",
+                format!("{:?} is not an IPv4 or IPv6 address", truncate(&ip)),
+            )
+        })?),
+        Some(pb::check_request::Location::Resolved(r)) => {
+            let country = if r.country.is_empty() {
+                None
+            } else {
+                Some(CountryCode::new(&r.country).at("resolved.country")?)
+            };
+            let continent = if r.continent.is_empty() {
+                None
+            } else {
+                Some(Continent::from_code(&r.continent).at("resolved.continent")?)
+            };
+            if r.subdivisions.len() > SUBDIVISIONS_MAX {
+                return Err(ConvertError::out_of_range(
+                    "resolved.subdivisions",
+                    format!(
+                        "holds {} entries, at most {SUBDIVISIONS_MAX} are allowed",
+                        r.subdivisions.len()
+                    ),
+                ));
+            }
+            let subdivisions = r
+                .subdivisions
+                .iter()
+                .enumerate()
+                .map(|(i, s)| SubdivisionCode::new(s).at(&format!("resolved.subdivisions[{i}]")))
+                .collect::<Result<_, _>>()?;
+            Location::Resolved(GeoFacts {
+                country,
+                continent,
+                subdivisions,
+                // The proxy's flag is one bit; it does not say which kind.
+                anonymous: Some(AnonymousNetwork {
+                    public_proxy: r.anonymous_network,
+                    ..Default::default()
+                }),
+            })
+        }
+    })
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn consistency_from_proto(c: Option<pb::Consistency>) -> Consistency {
+    match c.and_then(|c| c.requirement) {
+        None | Some(pb::consistency::Requirement::Local(_)) => Consistency::Local,
+        Some(pb::consistency::Requirement::AtLeastRevision(rev)) => {
+            Consistency::AtLeastRevision(rev)
+        }
+    }
+}
+
+impl TryFrom<pb::CheckRequest> for CheckRequest {
+    type Error = ConvertError;
+
+    fn try_from(r: pb::CheckRequest) -> Result<Self, ConvertError> {
+        if r.consume > CONSUME_MAX {
+            return Err(ConvertError::out_of_range(
+                "consume",
+                format!("{} exceeds the maximum of {CONSUME_MAX}", r.consume),
+            ));
+        }
+        Ok(CheckRequest {
+            check: Check {
+                account: AccountId::new(r.account_id).at("account_id")?,
+                subject: r
+                    .subject_id
+                    .map(|s| SubjectId::new(s).at("subject_id"))
+                    .transpose()?,
+                feature: FeatureId::new(r.feature_id).at("feature_id")?,
+                consume: r.consume,
+            },
+            location: location_from_proto(r.location)?,
+            consistency: consistency_from_proto(r.consistency),
+        })
+    }
+}
+
+impl From<CheckRequest> for pb::CheckRequest {
+    fn from(r: CheckRequest) -> Self {
+        pb::CheckRequest {
+            account_id: r.check.account.into(),
+            subject_id: r.check.subject.map(Into::into),
+            feature_id: r.check.feature.into(),
+            consume: r.check.consume,
+            location: match r.location {
+                Location::Unknown => None,
+                Location::Ip(ip) => Some(pb::check_request::Location::Ip(ip.to_string())),
+                Location::Resolved(facts) => Some(pb::check_request::Location::Resolved(
+                    pb::ResolvedLocation {
+                        country: facts.country.map(String::from).unwrap_or_default(),
+                        continent: facts.continent.map(String::from).unwrap_or_default(),
+                        subdivisions: facts.subdivisions.into_iter().map(Into::into).collect(),
+                        anonymous_network: facts.anonymous.is_some_and(|a| a.is_anonymous()),
+                    },
+                )),
+            },
+            consistency: Some(pb::Consistency {
+                requirement: Some(match r.consistency {
+                    Consistency::Local => pb::consistency::Requirement::Local(true),
+                    Consistency::AtLeastRevision(rev) => {
+                        pb::consistency::Requirement::AtLeastRevision(rev)
+                    }
+                }),
+            }),
+        }
+    }
+}
+
+/// Validates a batch: its size as a whole, then each item on its own (an
+/// invalid item is an error for that item only, as the proto promises).
+pub fn batch_from_proto(
+    r: pb::BatchCheckRequest,
+) -> Result<(Vec<Result<CheckRequest, ConvertError>>, Consistency), ConvertError> {
+    if r.checks.len() > BATCH_CHECKS_MAX {
+        return Err(ConvertError::out_of_range(
+            "checks",
+            format!(
+                "holds {} checks, at most {BATCH_CHECKS_MAX} are allowed",
+                r.checks.len()
+            ),
+        ));
+    }
+    let consistency = consistency_from_proto(r.consistency);
+    let items = r
+        .checks
+        .into_iter()
+        .map(|c| {
+            CheckRequest::try_from(c).map(|mut c| {
+                c.consistency = consistency;
+                c
+            })
+        })
+        .collect();
+    Ok((items, consistency))
+}
+
+/// The wire form of a decision, with its explanation filled in.
+pub fn decision_to_proto(d: Decision) -> pb::Decision {
+    let explanation = d.explain();
+    pb::Decision {
+        allowed: d.allowed(),
+        reason: pb::Reason::from(d.reason) as i32,
+        entitlement_id: d.entitlement.map(String::from).unwrap_or_default(),
+        limit: d.limit,
+        remaining: d.remaining,
+        overage: d.overage,
+        valid_until: d.valid_until.map(|t| t.0),
+        upgrade_hint: d.upgrade_hint.map(|h: UpgradeHint| pb::UpgradeHint {
+            target: Some(match h.target {
+                UpgradeTarget::Plan(p) => pb::upgrade_hint::Target::PlanId(p.into()),
+                UpgradeTarget::Addon(a) => pb::upgrade_hint::Target::AddonId(a.into()),
+            }),
+            limit: h.limit,
+        }),
+        seats: d.seats.map(|s: SeatInfo| pb::SeatInfo {
+            used: s.used,
+            total: s.total,
+            holders: s.holders.into_iter().map(Into::into).collect(),
+        }),
+        config: d.config.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+        explanation,
+    }
+}
