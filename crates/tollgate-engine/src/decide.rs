@@ -211,10 +211,15 @@ impl Decision {
                 UpgradeTarget::Plan(p) => format!("plan {p}"),
                 UpgradeTarget::Addon(a) => format!("add-on {a}"),
             };
-            let limit = hint
-                .limit
-                .map_or("no cap".to_string(), |l| format!("a cap of {l}"));
-            text.push_str(&format!(" Upgrade: {what} gives {limit}."));
+            match hint.limit {
+                Some(limit) => {
+                    text.push_str(&format!(" Upgrade: {what} raises the cap to {limit}."))
+                }
+                None if self.reason == Reason::UsageCapReached => {
+                    text.push_str(&format!(" Upgrade: {what} removes the cap."))
+                }
+                None => text.push_str(&format!(" Upgrade: {what} grants it.")),
+            }
         }
         text
     }

@@ -28,4 +28,10 @@ pub enum ModelError {
     },
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    #[error("{collection} {id}: {source}")]
+    Item {
+        collection: &'static str,
+        id: String,
+        source: Box<ModelError>,
+    },
 }

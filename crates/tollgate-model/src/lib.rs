@@ -8,6 +8,7 @@
 
 mod account;
 mod catalog;
+mod dataset;
 mod entitlement;
 mod error;
 pub mod geo;
@@ -23,6 +24,7 @@ pub use catalog::{
 pub use entitlement::{
     AfterGrace, Entitlement, EntitlementStatus, Grant, OfflinePolicy, SeatMode, Seats,
 };
+pub use dataset::Dataset;
 pub use error::ModelError;
 pub use geo::{AnonymousNetwork, Continent, CountryCode, GeoFacts, GeoRule, SubdivisionCode};
 pub use id::*;

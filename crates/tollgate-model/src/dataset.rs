@@ -1,0 +1,110 @@
+//! A whole data set in one value: the catalog, accounts, subjects and
+//! entitlements. What `tollgate eval` reads, what `tollgate dev` seeds the
+//! origin with, and what tests build fixtures from.
+
+use crate::{Account, AccountId, Catalog, Entitlement, Grant, ModelError, SkuTarget, Subject};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dataset {
+    pub catalog: Catalog,
+    pub accounts: Vec<Account>,
+    pub subjects: Vec<Subject>,
+    pub entitlements: Vec<Entitlement>,
+}
+
+impl Dataset {
+    /// Validates every value and every reference between them; the error
+    /// names the collection and the id of the offending item.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let item = |collection: &'static str, id: &str, source: ModelError| ModelError::Item {
+            collection,
+            id: id.to_string(),
+            source: Box::new(source),
+        };
+        self.catalog.validate().map_err(|e| item("catalog", "-", e))?;
+        let mut accounts = BTreeSet::new();
+        for a in &self.accounts {
+            a.validate().map_err(|e| item("accounts", a.id.as_str(), e))?;
+            if !accounts.insert(&a.id) {
+                return Err(item("accounts", a.id.as_str(), duplicate()));
+            }
+        }
+        let known_account = |id: &AccountId| {
+            if accounts.contains(id) {
+                Ok(())
+            } else {
+                Err(ModelError::Invalid {
+                    field: "account",
+                    reason: format!("refers to unknown account {id}"),
+                })
+            }
+        };
+        let mut subjects = BTreeSet::new();
+        for s in &self.subjects {
+            s.validate()
+                .and_then(|()| known_account(&s.account))
+                .map_err(|e| item("subjects", s.id.as_str(), e))?;
+            if !subjects.insert((&s.account, &s.id)) {
+                return Err(item("subjects", s.id.as_str(), duplicate()));
+            }
+        }
+        let mut entitlements = BTreeSet::new();
+        for e in &self.entitlements {
+            e.validate()
+                .and_then(|()| known_account(&e.account))
+                .and_then(|()| self.check_grant(&e.grant))
+                .map_err(|err| item("entitlements", e.id.as_str(), err))?;
+            if !entitlements.insert(&e.id) {
+                return Err(item("entitlements", e.id.as_str(), duplicate()));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_grant(&self, grant: &Grant) -> Result<(), ModelError> {
+        let target = match grant {
+            Grant::Plan(p) => SkuTarget::Plan(p.clone()),
+            Grant::Addon(a) => SkuTarget::Addon(a.clone()),
+            Grant::Feature(f) if self.catalog.features.contains_key(&f.feature) => return Ok(()),
+            Grant::Feature(f) => {
+                return Err(ModelError::Invalid {
+                    field: "grant.feature",
+                    reason: format!("refers to unknown feature {}", f.feature),
+                })
+            }
+        };
+        match self.catalog.bundle(&target) {
+            Some(_) => Ok(()),
+            None => Err(ModelError::Invalid {
+                field: "grant",
+                reason: format!("refers to an unknown plan or add-on ({target:?})"),
+            }),
+        }
+    }
+
+    /// The subjects and entitlements of one account.
+    pub fn of_account<'a>(
+        &'a self,
+        account: &'a AccountId,
+    ) -> (
+        impl Iterator<Item = &'a Subject> + 'a,
+        impl Iterator<Item = &'a Entitlement> + 'a,
+    ) {
+        (
+            self.subjects.iter().filter(move |s| &s.account == account),
+            self.entitlements
+                .iter()
+                .filter(move |e| &e.account == account),
+        )
+    }
+}
+
+fn duplicate() -> ModelError {
+    ModelError::Invalid {
+        field: "id",
+        reason: "appears more than once".into(),
+    }
+}

@@ -1,0 +1,72 @@
+//! `tollgate`: one binary for every role. Today it evaluates checks offline
+//! against a data set (`eval`); `serve`, `dev`, `ctl` and `bench` join it as
+//! the pieces they drive land. Only commands that work are exposed.
+
+mod eval;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+/// Exit codes that scripts can rely on.
+pub mod exit {
+    /// The command succeeded (for `eval`: the check was allowed).
+    pub const OK: u8 = 0;
+    /// Something failed that is not the caller's input (I/O, internal).
+    pub const FAILURE: u8 = 1;
+    /// The input was invalid: flags, a data file, an id.
+    pub const INVALID_INPUT: u8 = 2;
+    /// `eval`: the check was answered, and the answer is a denial.
+    pub const DENIED: u8 = 10;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Tollgate: an edge-replicated software-entitlement cache."
+)]
+struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `tollgate=debug`.
+    #[arg(long, env = "TOLLGATE_LOG", default_value = "warn", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decide one check offline, with the same engine the nodes run,
+    /// against a data set file (or the built-in demo data).
+    Eval(eval::EvalArgs),
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(filter) => filter,
+        Err(error) => {
+            eprintln!("error: --log {:?} is not a valid filter: {error}", cli.log);
+            return ExitCode::from(exit::INVALID_INPUT);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let code = match cli.command {
+        Command::Eval(args) => eval::run(args),
+    };
+    ExitCode::from(code)
+}
