@@ -24,10 +24,13 @@ impl Dataset {
             id: id.to_string(),
             source: Box::new(source),
         };
-        self.catalog.validate().map_err(|e| item("catalog", "-", e))?;
+        self.catalog
+            .validate()
+            .map_err(|e| item("catalog", "-", e))?;
         let mut accounts = BTreeSet::new();
         for a in &self.accounts {
-            a.validate().map_err(|e| item("accounts", a.id.as_str(), e))?;
+            a.validate()
+                .map_err(|e| item("accounts", a.id.as_str(), e))?;
             if !accounts.insert(&a.id) {
                 return Err(item("accounts", a.id.as_str(), duplicate()));
             }

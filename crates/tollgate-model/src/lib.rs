@@ -21,10 +21,10 @@ pub use catalog::{
     Addon, CapEnforcement, Catalog, ConfigValues, Feature, FeatureGrant, FeatureKind, Plan,
     Product, Sku, SkuQuantity, SkuTarget, UsageCap,
 };
+pub use dataset::Dataset;
 pub use entitlement::{
     AfterGrace, Entitlement, EntitlementStatus, Grant, OfflinePolicy, SeatMode, Seats,
 };
-pub use dataset::Dataset;
 pub use error::ModelError;
 pub use geo::{AnonymousNetwork, Continent, CountryCode, GeoFacts, GeoRule, SubdivisionCode};
 pub use id::*;
