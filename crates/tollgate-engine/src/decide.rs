@@ -127,6 +127,8 @@ pub struct Decision {
     pub seats: Option<SeatInfo>,
     /// Configuration values of the winning grant.
     pub config: ConfigValues,
+    /// The deciding entitlement is a trial.
+    pub trial: bool,
     /// Seconds since the region last heard from the origin; `None` if never.
     pub staleness_seconds: Option<u64>,
     /// The origin revision the data was at.
@@ -145,6 +147,7 @@ impl Decision {
             upgrade_hint: None,
             seats: None,
             config: ConfigValues::new(),
+            trial: false,
             staleness_seconds: staleness_seconds(env),
             revision: env.freshness.applied_revision,
         }
@@ -162,6 +165,7 @@ impl Decision {
             .map(|e| format!(" by entitlement {e}"))
             .unwrap_or_default();
         let mut text = match self.reason {
+            Reason::Allow if self.trial => format!("Allowed{ent} (a trial)."),
             Reason::Allow => format!("Allowed{ent}."),
             Reason::InGrace => format!(
                 "Allowed{ent} in its grace period (expired {}).",
@@ -445,6 +449,7 @@ fn decision_from(
     let mut d = Decision::new(reason, env);
     d.entitlement = Some(ent.id.clone());
     d.valid_until = ent.valid_until;
+    d.trial = ent.trial;
     if reason.is_allowed() {
         d.config = grant.config.clone();
     }

@@ -111,3 +111,85 @@ fn duplicate() -> ModelError {
         reason: "appears more than once".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Dataset {
+        serde_json::from_str(
+            r#"{
+            "catalog": {
+                "products": {"p": {"id": "p", "name": "P"}},
+                "features": {"f": {"id": "f", "product": "p", "name": "F", "kind": "boolean"}},
+                "plans": {"basic": {"id": "basic", "product": "p", "name": "Basic", "tier": 1,
+                                    "features": [{"feature": "f"}]}},
+                "skus": {"S-1": {"id": "S-1", "name": "Basic", "target": {"plan": "basic"}}}
+            },
+            "accounts": [{"id": "acme", "name": "Acme"}],
+            "subjects": [{"id": "alice", "account": "acme", "kind": "user"}],
+            "entitlements": [{"id": "e1", "account": "acme", "grant": {"plan": "basic"}, "valid_from": 0}]
+        }"#,
+        )
+        .unwrap()
+    }
+
+    fn refused(mutate: impl FnOnce(&mut Dataset)) -> String {
+        let mut d = demo();
+        mutate(&mut d);
+        d.validate().expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn every_dangling_reference_and_duplicate_is_refused_by_name() {
+        assert_eq!(demo().validate(), Ok(()));
+        let f: crate::FeatureId = "ghost".parse().unwrap();
+        let cases = [
+            (
+                refused(|d| {
+                    d.catalog.plans.get_mut("basic").unwrap().features[0].feature = f.clone()
+                }),
+                "unknown feature ghost",
+            ),
+            (
+                refused(|d| {
+                    d.catalog.features.get_mut("f").unwrap().product = "q".parse().unwrap()
+                }),
+                "unknown product q",
+            ),
+            (
+                refused(|d| {
+                    let plan = d.catalog.plans.get_mut("basic").unwrap();
+                    plan.features.push(plan.features[0].clone());
+                }),
+                "listed twice",
+            ),
+            (
+                refused(|d| {
+                    d.catalog.skus.get_mut("S-1").unwrap().target =
+                        SkuTarget::Addon("x".parse().unwrap())
+                }),
+                "unknown add-on x",
+            ),
+            (
+                refused(|d| d.accounts.push(d.accounts[0].clone())),
+                "accounts acme: id: appears more than once",
+            ),
+            (
+                refused(|d| d.subjects[0].account = "nobody".parse().unwrap()),
+                "subjects alice: account: refers to unknown account nobody",
+            ),
+            (
+                refused(|d| d.entitlements[0].grant = Grant::Plan("gold".parse().unwrap())),
+                "entitlements e1: grant",
+            ),
+            (
+                refused(|d| d.entitlements.push(d.entitlements[0].clone())),
+                "entitlements e1: id",
+            ),
+        ];
+        for (err, expected) in cases {
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+    }
+}

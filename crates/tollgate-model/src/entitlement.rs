@@ -137,6 +137,10 @@ pub struct Entitlement {
     /// Origin revision of the last change.
     #[serde(default)]
     pub revision: u64,
+    /// A trial: it allows like any other entitlement, and decisions say so,
+    /// so applications can show it and sales can convert it.
+    #[serde(default)]
+    pub trial: bool,
 }
 
 impl Entitlement {
@@ -236,6 +240,7 @@ mod tests {
             allowed_groups: BTreeSet::new(),
             source_order: None,
             revision: 1,
+            trial: false,
         }
     }
 

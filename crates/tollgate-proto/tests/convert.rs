@@ -56,6 +56,7 @@ fn full_entitlement() -> Entitlement {
         allowed_groups: BTreeSet::from([GroupName::new("eng").unwrap()]),
         source_order: Some(OrderId::new("ord-9").unwrap()),
         revision: 77,
+        trial: true,
     }
 }
 

@@ -170,6 +170,7 @@ pub fn ent(eid: &str, grant: Grant) -> Entitlement {
         allowed_groups: BTreeSet::new(),
         source_order: None,
         revision: 1,
+        trial: false,
     }
 }
 

@@ -217,5 +217,6 @@ pub fn decision_to_proto(d: Decision) -> pb::Decision {
         }),
         config: d.config.into_iter().map(|(k, v)| (k.into(), v)).collect(),
         explanation,
+        trial: d.trial,
     }
 }

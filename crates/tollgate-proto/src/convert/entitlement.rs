@@ -259,6 +259,7 @@ impl From<Entitlement> for pb::Entitlement {
             allowed_groups: e.allowed_groups.into_iter().map(Into::into).collect(),
             source_order_id: e.source_order.map(Into::into),
             revision: e.revision,
+            trial: e.trial,
         }
     }
 }
@@ -339,6 +340,7 @@ impl TryFrom<pb::Entitlement> for Entitlement {
                 .map(|o| OrderId::new(o).at("source_order_id"))
                 .transpose()?,
             revision: e.revision,
+            trial: e.trial,
         };
         entitlement.validate().at("entitlement")?;
         Ok(entitlement)
