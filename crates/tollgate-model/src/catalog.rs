@@ -248,6 +248,55 @@ fn validate_bundle(field: &'static str, grants: &[FeatureGrant]) -> Result<(), M
     Ok(())
 }
 
+impl Product {
+    pub fn validate(&self) -> Result<(), ModelError> {
+        validate_name("product.name", &self.name)
+    }
+}
+
+impl Feature {
+    /// Checks the feature's own limits (not its references).
+    pub fn validate(&self) -> Result<(), ModelError> {
+        validate_name("feature.name", &self.name)?;
+        validate_config("feature.config", &self.config)?;
+        self.geo_rule.validate()?;
+        if let FeatureKind::Metered { unit, .. } = &self.kind {
+            if unit.is_empty() || unit.len() > UNIT_LEN_MAX {
+                return Err(ModelError::Length {
+                    kind: "feature.kind.metered.unit",
+                    len: unit.len(),
+                    max: UNIT_LEN_MAX,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    /// Checks the plan's own limits (not its references).
+    pub fn validate(&self) -> Result<(), ModelError> {
+        validate_name("plan.name", &self.name)?;
+        self.geo_rule.validate()?;
+        validate_bundle("plan.features", &self.features)
+    }
+}
+
+impl Addon {
+    /// Checks the add-on's own limits (not its references).
+    pub fn validate(&self) -> Result<(), ModelError> {
+        validate_name("addon.name", &self.name)?;
+        self.geo_rule.validate()?;
+        validate_bundle("addon.features", &self.features)
+    }
+}
+
+impl Sku {
+    pub fn validate(&self) -> Result<(), ModelError> {
+        validate_name("sku.name", &self.name)
+    }
+}
+
 impl Catalog {
     /// Checks limits and that every reference resolves: features belong to
     /// known products, plans and add-ons grant known features of their own
@@ -258,30 +307,18 @@ impl Catalog {
             reason: format!("refers to unknown {what}"),
         };
         for p in self.products.values() {
-            validate_name("product.name", &p.name)?;
+            p.validate()?;
         }
         for f in self.features.values() {
-            validate_name("feature.name", &f.name)?;
-            validate_config("feature.config", &f.config)?;
-            f.geo_rule.validate()?;
+            f.validate()?;
             if !self.products.contains_key(&f.product) {
                 return Err(unknown("feature.product", format!("product {}", f.product)));
-            }
-            if let FeatureKind::Metered { unit, .. } = &f.kind {
-                if unit.is_empty() || unit.len() > UNIT_LEN_MAX {
-                    return Err(ModelError::Length {
-                        kind: "feature.kind.metered.unit",
-                        len: unit.len(),
-                        max: UNIT_LEN_MAX,
-                    });
-                }
             }
         }
         let check_grants = |field: &'static str,
                             product: &ProductId,
                             grants: &[FeatureGrant]|
          -> Result<(), ModelError> {
-            validate_bundle(field, grants)?;
             for g in grants {
                 match self.features.get(&g.feature) {
                     None => return Err(unknown(field, format!("feature {}", g.feature))),
@@ -300,16 +337,14 @@ impl Catalog {
             Ok(())
         };
         for plan in self.plans.values() {
-            validate_name("plan.name", &plan.name)?;
-            plan.geo_rule.validate()?;
+            plan.validate()?;
             if !self.products.contains_key(&plan.product) {
                 return Err(unknown("plan.product", format!("product {}", plan.product)));
             }
             check_grants("plan.features", &plan.product, &plan.features)?;
         }
         for addon in self.addons.values() {
-            validate_name("addon.name", &addon.name)?;
-            addon.geo_rule.validate()?;
+            addon.validate()?;
             if !self.products.contains_key(&addon.product) {
                 return Err(unknown(
                     "addon.product",
@@ -326,7 +361,7 @@ impl Catalog {
             }
         }
         for sku in self.skus.values() {
-            validate_name("sku.name", &sku.name)?;
+            sku.validate()?;
             match &sku.target {
                 SkuTarget::Plan(p) if !self.plans.contains_key(p) => {
                     return Err(unknown("sku.target", format!("plan {p}")))

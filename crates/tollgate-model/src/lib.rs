@@ -8,6 +8,7 @@
 
 mod account;
 mod catalog;
+mod change;
 mod dataset;
 mod entitlement;
 mod error;
@@ -21,6 +22,7 @@ pub use catalog::{
     Addon, CapEnforcement, Catalog, ConfigValues, Feature, FeatureGrant, FeatureKind, Plan,
     Product, Sku, SkuQuantity, SkuTarget, UsageCap,
 };
+pub use change::{ChangeRecord, Mutation};
 pub use dataset::Dataset;
 pub use entitlement::{
     AfterGrace, Entitlement, EntitlementStatus, Grant, OfflinePolicy, SeatMode, Seats,

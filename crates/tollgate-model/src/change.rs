@@ -1,0 +1,53 @@
+//! Changes to the replicated data set: what the origin commits under one
+//! revision and what every region applies from the changefeed.
+
+use crate::{
+    Account, AccountId, Addon, Entitlement, Feature, OfflinePolicy, Plan, Product, Sku, Subject,
+    SubjectId, UnixSeconds,
+};
+use serde::{Deserialize, Serialize};
+
+/// One change to one object. A revision carries one or more of them,
+/// applied together or not at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mutation {
+    PutProduct(Product),
+    PutFeature(Feature),
+    PutPlan(Plan),
+    PutAddon(Addon),
+    PutSku(Sku),
+    SetDefaultOfflinePolicy(OfflinePolicy),
+    PutAccount(Account),
+    PutSubject(Subject),
+    DeleteSubject {
+        account: AccountId,
+        subject: SubjectId,
+    },
+    PutEntitlement(Entitlement),
+}
+
+impl Mutation {
+    /// The account a mutation concerns, if it concerns one (for per-account
+    /// change streams).
+    pub fn account(&self) -> Option<&AccountId> {
+        match self {
+            Mutation::PutAccount(a) => Some(&a.id),
+            Mutation::PutSubject(s) => Some(&s.account),
+            Mutation::DeleteSubject { account, .. } => Some(account),
+            Mutation::PutEntitlement(e) => Some(&e.account),
+            _ => None,
+        }
+    }
+}
+
+/// Everything one origin revision changed. Regions apply records in
+/// revision order, each exactly once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    /// Gap-free, starting at 1.
+    pub revision: u64,
+    /// When the origin committed it (stamped by the proposer).
+    pub committed_at: UnixSeconds,
+    pub mutations: Vec<Mutation>,
+}
