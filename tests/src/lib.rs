@@ -14,6 +14,10 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// How often a waiting test re-checks its condition; it only bounds how
+/// late success is noticed, it never synchronises anything.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Polls `condition` until it returns `Some`, or fails with `what` once
 /// `deadline` has passed. Never a fixed sleep: the poll interval only bounds
 /// how late success is noticed.
@@ -34,7 +38,7 @@ where
         if start.elapsed() > deadline {
             anyhow::bail!("timed out after {deadline:?} waiting for {what}");
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
