@@ -22,6 +22,14 @@ pub mod check {
     }
 }
 
+/// Generated from `proto/tollgate/cluster/v1/`: the Raft transport and the
+/// cluster-admin service.
+pub mod cluster {
+    pub mod v1 {
+        tonic::include_proto!("tollgate.cluster.v1");
+    }
+}
+
 /// The encoded descriptor set of every Tollgate proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tollgate_descriptor.bin"));

@@ -1,0 +1,223 @@
+//! Fast failover when the leader's process is gone.
+//!
+//! openraft 0.9 makes a follower wait out the leader lease
+//! (`election_timeout_max`) *plus* an election timeout after the last
+//! heartbeat before it campaigns: 450–600 ms with the default 150/300 ms
+//! timeouts, before the election itself. When the leader's process has died,
+//! its port refuses connections, which is a definite signal that no leader
+//! is there (a partition or a slow leader times out instead, and is left to
+//! openraft's timers).
+//!
+//! So each voter watches: when no AppendEntries has arrived for two
+//! heartbeat intervals, it asks the leader for its Status with a short
+//! deadline. If the connection is *refused*, the survivors compare their
+//! logs (Status again) and the one with the longest log (lowest id among
+//! equals) campaigns as soon as the other followers' leases on the dead
+//! leader have probably expired (they refuse to vote before that; their last
+//! heartbeat may have come a little after ours), and again every half
+//! heartbeat, at most `CAMPAIGNS_MAX` times, until a leader is known. Only
+//! that one node campaigns early, so the retries cannot split the vote, and
+//! it is one the others will vote for. Safety is untouched (these
+//! are ordinary elections, only started earlier): the election completes
+//! about one lease after the last heartbeat instead of a lease plus a
+//! randomised election timeout plus a tick.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use tokio::time::MissedTickBehavior;
+use tollgate_proto::cluster::v1 as pb;
+use tollgate_proto::cluster::v1::cluster_admin_client::ClusterAdminClient;
+
+use crate::logic::StateMachineLogic;
+use crate::node::NodeInner;
+use crate::types::NodeId;
+
+/// When this node last heard from a leader (AppendEntries or snapshot), as
+/// milliseconds since `epoch`.
+#[derive(Debug)]
+pub(crate) struct LeaderContact {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl LeaderContact {
+    pub(crate) fn new() -> Self {
+        LeaderContact {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Whether `addr` refuses connections (the process behind it is gone).
+async fn refuses<L: StateMachineLogic>(
+    inner: &NodeInner<L>,
+    addr: &str,
+    deadline: Duration,
+) -> bool {
+    let Ok(channel) = inner.pool.channel(addr) else {
+        return false;
+    };
+    let mut client = ClusterAdminClient::new(channel);
+    let mut request = tonic::Request::new(pb::StatusRequest {});
+    request.set_timeout(deadline);
+    match tokio::time::timeout(deadline, client.status(request)).await {
+        Ok(Err(status)) => status.code() == tonic::Code::Unavailable,
+        // Answered, or slow: not proof of death.
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+/// An early campaign after the leader was found dead.
+#[derive(Debug, Clone, Copy)]
+struct Campaign {
+    /// The dead leader.
+    gone: NodeId,
+    /// Not before this: the other followers' leases end about then.
+    at: Instant,
+    /// Whether this node is the one to campaign early.
+    eligible: bool,
+    /// Campaigns started so far.
+    attempts: u32,
+    last: Option<Instant>,
+}
+
+/// Whether this node should be the early candidate: it has the longest log
+/// among the surviving voters that answer (a shorter log would be refused a
+/// vote, and its ever higher terms would only delay the right candidate),
+/// the lowest id among equals.
+async fn is_best_candidate<L: StateMachineLogic>(
+    inner: &NodeInner<L>,
+    m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+    gone: NodeId,
+    deadline: Duration,
+) -> bool {
+    let mine = (m.last_log_index.unwrap_or(0), std::cmp::Reverse(inner.id));
+    let membership = m.membership_config.membership();
+    for peer in membership
+        .voter_ids()
+        .filter(|v| *v != gone && *v != inner.id)
+    {
+        let Some(addr) = membership.get_node(&peer).map(|n| n.addr.clone()) else {
+            continue;
+        };
+        let Ok(channel) = inner.pool.channel(&addr) else {
+            continue;
+        };
+        let mut client = ClusterAdminClient::new(channel);
+        let mut request = tonic::Request::new(pb::StatusRequest {});
+        request.set_timeout(deadline);
+        if let Ok(Ok(status)) = tokio::time::timeout(deadline, client.status(request)).await {
+            let theirs = (status.into_inner().last_log_index, std::cmp::Reverse(peer));
+            if theirs > mine {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+pub(crate) async fn run_watchdog<L: StateMachineLogic>(inner: Weak<NodeInner<L>>, timing: Timing) {
+    // Check twice per heartbeat so that the campaign starts close to the
+    // moment the other followers' leases expire.
+    let period = timing.heartbeat / 2;
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut campaign: Option<Campaign> = None;
+    loop {
+        ticker.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let m = inner.raft.metrics().borrow().clone();
+        if m.running_state.is_err() || m.state == ServerState::Shutdown {
+            return;
+        }
+        let membership = m.membership_config.membership();
+        let is_voter = membership.voter_ids().any(|v| v == inner.id);
+        if m.state == ServerState::Leader || m.state == ServerState::Learner || !is_voter {
+            campaign = None;
+            continue;
+        }
+        match (m.current_leader, campaign) {
+            (Some(leader), Some(c)) if leader != c.gone => {
+                // A new leader is known.
+                campaign = None;
+                continue;
+            }
+            (Some(leader), None) if leader != inner.id => {
+                let silent = inner.leader_contact.silent_for();
+                if silent < timing.heartbeat * 2 {
+                    continue;
+                }
+                let Some(addr) = membership.get_node(&leader).map(|n| n.addr.clone()) else {
+                    continue;
+                };
+                if !refuses(&inner, &addr, timing.heartbeat).await {
+                    continue;
+                }
+                let eligible = is_best_candidate(&inner, &m, leader, timing.heartbeat).await;
+                // The other followers heard the last heartbeat about when we
+                // did; they refuse votes until a lease after it.
+                let now = Instant::now();
+                let last_heard = now.checked_sub(silent).unwrap_or(now);
+                tracing::warn!(leader, %addr, eligible, "Leader refuses connections.");
+                campaign = Some(Campaign {
+                    gone: leader,
+                    at: last_heard + timing.lease + LEASE_MARGIN,
+                    eligible,
+                    attempts: 0,
+                    last: None,
+                });
+            }
+            _ => {}
+        }
+        let Some(c) = campaign.as_mut() else { continue };
+        if !c.eligible || c.attempts >= CAMPAIGNS_MAX || Instant::now() < c.at {
+            continue;
+        }
+        // A campaign refused because a follower's lease had not quite run
+        // out is retried shortly; a vote round trip is a few milliseconds.
+        if c.last.is_some_and(|t| t.elapsed() < timing.retry) {
+            continue;
+        }
+        c.last = Some(Instant::now());
+        c.attempts += 1;
+        tracing::info!(
+            attempt = c.attempts,
+            "Campaigning early: the leader is gone."
+        );
+        if inner.raft.trigger().elect().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Early campaigns per dead leader; after that openraft's own timers decide
+/// (so a wrong guess costs at most this many half-heartbeats).
+const CAMPAIGNS_MAX: u32 = 8;
+
+/// Slack added to the followers' lease before campaigning.
+const LEASE_MARGIN: Duration = Duration::from_millis(10);
+
+/// The timers the watchdog works with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// The leader's heartbeat period.
+    pub heartbeat: Duration,
+    /// openraft's leader lease: `election_timeout_max`.
+    pub lease: Duration,
+    /// Wait between two campaigns: half a heartbeat.
+    pub retry: Duration,
+}

@@ -1,0 +1,47 @@
+//! Tollgate's replicated storage layer: one openraft 0.9 group whose log and
+//! state machine live in sled and whose members talk over tonic.
+//!
+//! The crate is generic over a role's state machine ([`StateMachineLogic`]):
+//! the origin and every region plug their own commands in. The apply function
+//! is pure (command + read access to the current state -> writes + response),
+//! so it is tested without sled and can run in a simulation.
+//!
+//! Map:
+//! - [`logic`]: the role trait, the read view, and [`KvLogic`], a small
+//!   key-value state machine for tests and benchmarks.
+//! - [`store`]: the sled log store and the sled state machine with its
+//!   snapshot builder; every durability point is a sled flush plus an
+//!   fdatasync of sled's file (sled 0.34's own flush does not fsync).
+//! - [`network`]: the tonic client side of the Raft transport.
+//! - [`server`]: the gRPC services, the Raft transport and the cluster admin.
+//! - [`node`]: a node that ties them together, with a write batcher in front
+//!   of `client_write` so that concurrent proposals share one log entry (and
+//!   so one append and one fsync per node), and a failover watchdog
+//!   (`failover`) that campaigns at once when the leader's port refuses
+//!   connections.
+//!
+//! Invariants:
+//! - The state machine is only written through Raft apply; apply and
+//!   `last_applied` are one sled batch.
+//! - `append` reports entries flushed only after they are on disk (sled
+//!   flush, then fdatasync); the vote is on disk before `save_vote` returns.
+//! - Nothing here reads the clock inside apply: time is part of a command.
+
+pub mod codec;
+pub mod error;
+mod failover;
+pub mod logic;
+pub mod network;
+pub mod node;
+pub mod server;
+pub mod store;
+pub mod types;
+
+pub use error::Error;
+pub use logic::{
+    Applied, ApplyContext, KvCommand, KvLogic, KvResponse, MemState, ReadState, StateMachineLogic,
+    Write,
+};
+pub use node::{Node, NodeConfig, WriteOutcome};
+pub use store::{open_storage, LogStore, SledStateMachine, StateView, StorageConfig};
+pub use types::{NodeId, TypeConfig};

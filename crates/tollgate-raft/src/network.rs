@@ -1,0 +1,296 @@
+//! The client side of the Raft transport over tonic.
+//!
+//! One lazily-connected `tonic::transport::Channel` per peer address is kept
+//! in a [`ChannelPool`] and shared by every client to that peer (connection
+//! reuse: HTTP/2 multiplexes the calls). A channel whose connection broke
+//! reconnects on the next call; openraft waits between attempts to an
+//! unreachable peer according to [`RaftNetwork::backoff`], which doubles from
+//! `backoff_ms_min` to `backoff_ms_max`.
+
+// openraft's RPCError is large; it is openraft's type and contract.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use tollgate_proto::cluster::v1 as pb;
+use tollgate_proto::cluster::v1::raft_service_client::RaftServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::codec::{decode, encode};
+use crate::error::Error;
+use crate::logic::StateMachineLogic;
+use crate::types::{NodeId, TypeConfig};
+
+/// The parts of a snapshot chunk other than its bytes, as sent in
+/// `InstallSnapshotRequest.header`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct SnapshotChunkHeader {
+    pub vote: openraft::Vote<NodeId>,
+    pub meta: crate::types::SnapshotMeta,
+    pub offset: u64,
+    pub done: bool,
+}
+
+/// Transport limits and timing.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Largest gRPC message sent or accepted, in bytes.
+    pub message_bytes_max: usize,
+    /// Time allowed to establish a TCP connection.
+    pub connect_timeout_ms: u64,
+    /// First wait after a peer was found unreachable.
+    pub backoff_ms_min: u64,
+    /// Longest wait between attempts to an unreachable peer.
+    pub backoff_ms_max: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            message_bytes_max: 8 * 1024 * 1024,
+            connect_timeout_ms: 500,
+            backoff_ms_min: 25,
+            backoff_ms_max: 400,
+        }
+    }
+}
+
+/// Shared, lazily-connected channels, one per peer address.
+#[derive(Debug)]
+pub struct ChannelPool {
+    channels: Mutex<HashMap<String, Channel>>,
+    config: NetworkConfig,
+}
+
+impl ChannelPool {
+    /// An empty pool.
+    pub fn new(config: NetworkConfig) -> Self {
+        ChannelPool {
+            channels: Mutex::new(HashMap::new()),
+            config,
+        }
+    }
+
+    /// The transport settings.
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    /// The channel to `addr` (`host:port`), created on first use. Does not
+    /// connect: the first call does.
+    pub fn channel(&self, addr: &str) -> Result<Channel, Error> {
+        let mut channels = match self.channels.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(ch) = channels.get(addr) {
+            return Ok(ch.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::InvalidArgument(format!("bad peer address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_millis(self.config.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Builds a [`NetworkClient`] per peer for openraft.
+pub struct NetworkFactory<L> {
+    pool: Arc<ChannelPool>,
+    _logic: PhantomData<fn() -> L>,
+}
+
+impl<L> NetworkFactory<L> {
+    /// A factory drawing channels from `pool`.
+    pub fn new(pool: Arc<ChannelPool>) -> Self {
+        NetworkFactory {
+            pool,
+            _logic: PhantomData,
+        }
+    }
+}
+
+impl<L: StateMachineLogic> RaftNetworkFactory<TypeConfig<L>> for NetworkFactory<L> {
+    type Network = NetworkClient<L>;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        let client = self.pool.channel(&node.addr).map(|ch| {
+            RaftServiceClient::new(ch)
+                .max_decoding_message_size(self.pool.config.message_bytes_max)
+                .max_encoding_message_size(self.pool.config.message_bytes_max)
+        });
+        if let Err(e) = &client {
+            tracing::warn!(target_node = target, addr = %node.addr, error = %e, "Peer address is unusable.");
+        }
+        NetworkClient {
+            target,
+            client,
+            message_bytes_max: self.pool.config.message_bytes_max,
+            backoff_ms_min: self.pool.config.backoff_ms_min,
+            backoff_ms_max: self.pool.config.backoff_ms_max,
+            _logic: PhantomData,
+        }
+    }
+}
+
+/// The Raft transport to one peer.
+pub struct NetworkClient<L> {
+    target: NodeId,
+    client: Result<RaftServiceClient<Channel>, Error>,
+    message_bytes_max: usize,
+    backoff_ms_min: u64,
+    backoff_ms_max: u64,
+    _logic: PhantomData<fn() -> L>,
+}
+
+type RpcErr<E> = RPCError<NodeId, BasicNode, E>;
+
+fn status_to_rpc<E: std::error::Error>(status: tonic::Status) -> RpcErr<E> {
+    match status.code() {
+        // Connection refused / reset / not yet up: openraft backs off.
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+fn local_error<E: std::error::Error>(e: Error) -> RpcErr<E> {
+    RPCError::Network(NetworkError::new(&e))
+}
+
+fn decode_response<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+    target: NodeId,
+    response: pb::RaftResponse,
+) -> Result<T, RpcErr<E>> {
+    match response.result {
+        Some(pb::raft_response::Result::Ok(bytes)) => decode(&bytes).map_err(local_error),
+        Some(pb::raft_response::Result::RaftError(bytes)) => {
+            let e: E = decode(&bytes).map_err(local_error)?;
+            Err(RPCError::RemoteError(RemoteError::new(target, e)))
+        }
+        None => Err(local_error(Error::InvalidArgument(
+            "empty Raft response".into(),
+        ))),
+    }
+}
+
+impl<L: StateMachineLogic> NetworkClient<L> {
+    fn client<E: std::error::Error>(&self) -> Result<RaftServiceClient<Channel>, RpcErr<E>> {
+        match &self.client {
+            Ok(c) => Ok(c.clone()),
+            Err(e) => Err(RPCError::Unreachable(Unreachable::new(
+                &Error::InvalidArgument(e.to_string()),
+            ))),
+        }
+    }
+}
+
+fn with_deadline<T>(message: T, option: &RPCOption) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(option.hard_ttl());
+    request
+}
+
+async fn timed<T, E: std::error::Error>(
+    option: &RPCOption,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, RpcErr<E>> {
+    match tokio::time::timeout(option.hard_ttl(), fut).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(status_to_rpc(status)),
+        Err(_) => Err(local_error(Error::Timeout(format!(
+            "Raft RPC exceeded {:?}",
+            option.hard_ttl()
+        )))),
+    }
+}
+
+impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig<L>>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
+        let entries = rpc.entries.len() as u64;
+        let payload = encode(&rpc).map_err(local_error)?;
+        // Leave room for the envelope.
+        if payload.len() + 1024 > self.message_bytes_max && entries > 1 {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries / 2),
+            ));
+        }
+        let mut client = self.client()?;
+        let response = timed(
+            &option,
+            client.append_entries(with_deadline(pb::AppendEntriesRequest { payload }, &option)),
+        )
+        .await?;
+        decode_response(self.target, response)
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig<L>>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<RaftError<NodeId, InstallSnapshotError>>>
+    {
+        let header = SnapshotChunkHeader {
+            vote: rpc.vote,
+            meta: rpc.meta,
+            offset: rpc.offset,
+            done: rpc.done,
+        };
+        let header = encode(&header).map_err(local_error)?;
+        let mut client = self.client()?;
+        let message = pb::InstallSnapshotRequest {
+            header,
+            chunk: rpc.data,
+        };
+        let response = timed(
+            &option,
+            client.install_snapshot(with_deadline(message, &option)),
+        )
+        .await?;
+        decode_response(self.target, response)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
+        let payload = encode(&rpc).map_err(local_error)?;
+        let mut client = self.client()?;
+        let response = timed(
+            &option,
+            client.vote(with_deadline(pb::VoteRequest { payload }, &option)),
+        )
+        .await?;
+        decode_response(self.target, response)
+    }
+
+    fn backoff(&self) -> Backoff {
+        let min = self.backoff_ms_min.max(1);
+        let max = self.backoff_ms_max.max(min);
+        Backoff::new((0..).map(move |attempt: u32| {
+            Duration::from_millis(min.saturating_mul(1u64 << attempt.min(20)).min(max))
+        }))
+    }
+}

@@ -1,0 +1,320 @@
+//! The gRPC services a node serves: the Raft transport and the cluster
+//! admin.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use openraft::raft::InstallSnapshotRequest;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tollgate_proto::cluster::v1 as pb;
+use tollgate_proto::cluster::v1::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
+use tollgate_proto::cluster::v1::raft_service_server::{RaftService, RaftServiceServer};
+use tonic::{Request, Response, Status};
+
+use crate::codec::{decode, encode};
+use crate::error::Error;
+use crate::logic::StateMachineLogic;
+use crate::network::SnapshotChunkHeader;
+use crate::node::NodeInner;
+use crate::types::{NodeId, TypeConfig};
+
+/// The metadata key carrying the stable error code.
+pub const ERROR_CODE_KEY: &str = "tollgate-error-code";
+/// The metadata key naming the leader's id on `NOT_LEADER`.
+pub const LEADER_ID_KEY: &str = "tollgate-leader-id";
+/// The metadata key naming the leader's address on `NOT_LEADER`.
+pub const LEADER_ADDR_KEY: &str = "tollgate-leader-addr";
+
+/// Serve both services on `listener` until `shutdown` resolves.
+pub(crate) async fn serve<L: StateMachineLogic>(
+    inner: Arc<NodeInner<L>>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let limit = inner.config.network.message_bytes_max;
+    let raft = RaftServiceServer::new(RaftGrpc {
+        inner: inner.clone(),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
+    let admin = ClusterAdminServer::new(AdminGrpc { inner })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        // Bound the streams one connection may open (every peer multiplexes
+        // its calls on one connection).
+        .max_concurrent_streams(Some(1024))
+        .add_service(raft)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Map an error to a gRPC status carrying its stable code.
+pub fn error_to_status(e: &Error) -> Status {
+    let code = match e {
+        Error::InvalidArgument(_) | Error::InvalidConfig { .. } | Error::Codec(_) => {
+            tonic::Code::InvalidArgument
+        }
+        Error::NotLeader { .. } | Error::AlreadyInitialized | Error::Membership(_) => {
+            tonic::Code::FailedPrecondition
+        }
+        Error::Overloaded { .. } => tonic::Code::ResourceExhausted,
+        Error::Timeout(_) => tonic::Code::DeadlineExceeded,
+        Error::ShuttingDown | Error::Unavailable(_) | Error::Transport(_) => {
+            tonic::Code::Unavailable
+        }
+        _ => tonic::Code::Internal,
+    };
+    let mut status = Status::new(code, e.to_string());
+    let md = status.metadata_mut();
+    md.insert(
+        ERROR_CODE_KEY,
+        tonic::metadata::MetadataValue::from_static(e.code()),
+    );
+    if let Error::NotLeader {
+        leader_id,
+        leader_addr,
+    } = e
+    {
+        if let Some(id) = leader_id {
+            if let Ok(v) = id.to_string().parse() {
+                md.insert(LEADER_ID_KEY, v);
+            }
+        }
+        if let Some(addr) = leader_addr {
+            if let Ok(v) = addr.parse() {
+                md.insert(LEADER_ADDR_KEY, v);
+            }
+        }
+    }
+    status
+}
+
+/// Map a status received from `peer` back to an error.
+pub fn status_to_error(status: &Status, peer: NodeId, addr: &str) -> Error {
+    let md = status.metadata();
+    let code = md
+        .get(ERROR_CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match code {
+        "ERROR_CODE_NOT_LEADER" | "ERROR_CODE_NO_LEADER" => Error::NotLeader {
+            leader_id: md
+                .get(LEADER_ID_KEY)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+            leader_addr: md
+                .get(LEADER_ADDR_KEY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        },
+        "ERROR_CODE_INVALID_ARGUMENT" => Error::InvalidArgument(status.message().to_string()),
+        "ERROR_CODE_OVERLOADED" => {
+            Error::Unavailable(format!("node {peer} at {addr} is overloaded"))
+        }
+        _ => Error::Unavailable(format!(
+            "node {peer} at {addr}: {}: {}",
+            status.code(),
+            status.message()
+        )),
+    }
+}
+
+fn reply<T: Serialize, E: Serialize>(
+    result: Result<T, E>,
+) -> Result<Response<pb::RaftResponse>, Status> {
+    let result = match result {
+        Ok(ok) => pb::raft_response::Result::Ok(encode(&ok).map_err(|e| error_to_status(&e))?),
+        Err(err) => {
+            pb::raft_response::Result::RaftError(encode(&err).map_err(|e| error_to_status(&e))?)
+        }
+    };
+    Ok(Response::new(pb::RaftResponse {
+        result: Some(result),
+    }))
+}
+
+fn bad_request(e: Error) -> Status {
+    error_to_status(&Error::InvalidArgument(e.to_string()))
+}
+
+struct RaftGrpc<L: StateMachineLogic> {
+    inner: Arc<NodeInner<L>>,
+}
+
+#[tonic::async_trait]
+impl<L: StateMachineLogic> RaftService for RaftGrpc<L> {
+    async fn append_entries(
+        &self,
+        request: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::RaftResponse>, Status> {
+        let rpc = decode(&request.into_inner().payload).map_err(bad_request)?;
+        self.inner.leader_contact.touch();
+        reply(self.inner.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(
+        &self,
+        request: Request<pb::VoteRequest>,
+    ) -> Result<Response<pb::RaftResponse>, Status> {
+        let rpc = decode(&request.into_inner().payload).map_err(bad_request)?;
+        reply(self.inner.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<pb::InstallSnapshotRequest>,
+    ) -> Result<Response<pb::RaftResponse>, Status> {
+        let message = request.into_inner();
+        self.inner.leader_contact.touch();
+        let header: SnapshotChunkHeader = decode(&message.header).map_err(bad_request)?;
+        let rpc = InstallSnapshotRequest::<TypeConfig<L>> {
+            vote: header.vote,
+            meta: header.meta,
+            offset: header.offset,
+            data: message.chunk,
+            done: header.done,
+        };
+        reply(self.inner.raft.install_snapshot(rpc).await)
+    }
+}
+
+struct AdminGrpc<L: StateMachineLogic> {
+    inner: Arc<NodeInner<L>>,
+}
+
+impl<L: StateMachineLogic> AdminGrpc<L> {
+    fn membership_response(&self, log_index: u64) -> pb::MembershipResponse {
+        let status = self.inner.status();
+        pb::MembershipResponse {
+            log_index,
+            voters: status.voters,
+            learners: status.learners,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
+    async fn initialize(
+        &self,
+        request: Request<pb::InitializeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let members: Vec<(NodeId, String)> = request
+            .into_inner()
+            .members
+            .into_iter()
+            .map(|m| (m.node_id, m.addr))
+            .collect();
+        self.inner
+            .initialize(&members)
+            .await
+            .map_err(|e| error_to_status(&e))?;
+        Ok(Response::new(self.membership_response(0)))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let request = request.into_inner();
+        let member = request
+            .member
+            .ok_or_else(|| error_to_status(&Error::InvalidArgument("member is required".into())))?;
+        let index = self
+            .inner
+            .add_learner(member.node_id, &member.addr, request.wait_caught_up)
+            .await
+            .map_err(|e| error_to_status(&e))?;
+        Ok(Response::new(self.membership_response(index)))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let request = request.into_inner();
+        let voters: BTreeSet<NodeId> = request.voter_ids.into_iter().collect();
+        let index = self
+            .inner
+            .change_membership(voters, request.keep_removed_as_learners)
+            .await
+            .map_err(|e| error_to_status(&e))?;
+        Ok(Response::new(self.membership_response(index)))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let index = self
+            .inner
+            .remove_node(request.into_inner().node_id)
+            .await
+            .map_err(|e| error_to_status(&e))?;
+        Ok(Response::new(self.membership_response(index)))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(self.inner.status()))
+    }
+
+    async fn read_local(
+        &self,
+        request: Request<pb::ReadLocalRequest>,
+    ) -> Result<Response<pb::ReadLocalResponse>, Status> {
+        let key = request.into_inner().key;
+        if key.is_empty() || key.len() > crate::logic::KEY_BYTES_MAX {
+            return Err(error_to_status(&Error::InvalidArgument(format!(
+                "key of {} bytes; want 1..={}",
+                key.len(),
+                crate::logic::KEY_BYTES_MAX
+            ))));
+        }
+        let view = &self.inner.view;
+        let applied_index = view
+            .last_applied()
+            .map_err(|e| error_to_status(&e))?
+            .map(|l| l.index)
+            .unwrap_or(0);
+        let value = view.get(&key).map_err(|e| error_to_status(&e))?;
+        Ok(Response::new(pb::ReadLocalResponse {
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+            applied_index,
+        }))
+    }
+
+    async fn client_write(
+        &self,
+        request: Request<pb::ClientWriteRequest>,
+    ) -> Result<Response<pb::ClientWriteResponse>, Status> {
+        let request = request.into_inner();
+        if request.command.len() > self.inner.config.command_bytes_max {
+            return Err(error_to_status(&Error::InvalidArgument(format!(
+                "command of {} bytes exceeds {}",
+                request.command.len(),
+                self.inner.config.command_bytes_max
+            ))));
+        }
+        let command: L::Command = decode(&request.command).map_err(bad_request)?;
+        let outcome = self
+            .inner
+            .write(command, request.forward_hops)
+            .await
+            .map_err(|e| error_to_status(&e))?;
+        Ok(Response::new(pb::ClientWriteResponse {
+            response: encode(&outcome.response).map_err(|e| error_to_status(&e))?,
+            log_index: outcome.log_index,
+            leader_id: outcome.leader_id,
+        }))
+    }
+}

@@ -1,0 +1,377 @@
+//! The Raft log and vote on sled, with group commit.
+//!
+//! `append` writes the entries to sled's memory (readable at once, as
+//! openraft requires) and hands the completion callback to one flusher
+//! thread per store. That thread takes every callback queued so far, makes
+//! them durable with one flush + fdatasync (see [`super::DurableDb`]), then
+//! completes them all: appends that arrive while a flush runs share the next
+//! one.
+//!
+//! Measured caveat: openraft 0.9.25's core awaits each append's callback
+//! before running its next command (`RaftCore::append_to_log`), so a node
+//! never has more than one append in flight and the flusher, in practice,
+//! completes one callback per flush. What makes concurrent proposals share a
+//! flush on 0.9 is the write batcher in front of `client_write`
+//! ([`crate::node`]), which packs them into one entry. The flusher keeps the
+//! contract honest (the callback fires only after fdatasync) and groups as
+//! soon as the core pipelines appends (openraft 0.10).
+
+// openraft's StorageError is large; the trait methods return it anyway.
+#![allow(clippy::result_large_err)]
+
+use std::fmt::Debug;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{LogState, RaftLogReader, StorageIOError};
+
+use super::{
+    any_error, DurableDb, META_COMMITTED, META_LAST_PURGED, META_VOTE, STORED_VALUE_BYTES_MAX,
+    TREE_LOG, TREE_META,
+};
+use crate::codec::{decode_stored, encode};
+use crate::error::Error;
+use crate::logic::StateMachineLogic;
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+/// Most callbacks completed by one flush; bounds the flusher's batch.
+const FLUSH_BATCH_MAX: usize = 4096;
+
+type FlushCallback = Box<dyn FnOnce(Result<(), io::Error>) + Send>;
+
+/// Counters of the group commit, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct FlushStats {
+    /// `append` calls whose callback was queued.
+    pub appends: AtomicU64,
+    /// `sled::Db::flush` calls made by the flusher.
+    pub flushes: AtomicU64,
+}
+
+struct Flusher {
+    tx: Option<mpsc::Sender<FlushCallback>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    stats: Arc<FlushStats>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        // Close the queue, then wait for the thread to finish its last flush
+        // and let go of the Db: whoever reopens the directory next (a
+        // restart in the same process) must find its lock released.
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Flusher {
+    fn spawn(db: DurableDb) -> Result<Flusher, Error> {
+        let (tx, rx) = mpsc::channel::<FlushCallback>();
+        let stats = Arc::new(FlushStats::default());
+        let thread_stats = stats.clone();
+        // A thread, not a task: flush blocks, and openraft's test suite runs
+        // each case on a runtime of its own.
+        let thread = std::thread::Builder::new()
+            .name("tollgate-raft-flush".into())
+            .spawn(move || {
+                // Ends when every sender (every LogStore clone) is gone.
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < FLUSH_BATCH_MAX {
+                        match rx.try_recv() {
+                            Ok(cb) => batch.push(cb),
+                            Err(_) => break,
+                        }
+                    }
+                    let result = db.flush();
+                    thread_stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    for cb in batch {
+                        cb(match &result {
+                            Ok(_) => Ok(()),
+                            Err(e) => Err(io::Error::other(e.to_string())),
+                        });
+                    }
+                }
+            })?;
+        Ok(Flusher {
+            tx: Some(tx),
+            thread: Some(thread),
+            stats,
+        })
+    }
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// Reads log entries; cloned into each replication task.
+pub struct LogReader<L> {
+    log: sled::Tree,
+    _logic: PhantomData<fn() -> L>,
+}
+
+impl<L> Clone for LogReader<L> {
+    fn clone(&self) -> Self {
+        LogReader {
+            log: self.log.clone(),
+            _logic: PhantomData,
+        }
+    }
+}
+
+fn read_range<L: StateMachineLogic>(
+    log: &sled::Tree,
+    range: impl RangeBounds<u64>,
+) -> Result<Vec<Entry<L>>, StorageError> {
+    let start = match range.start_bound() {
+        Bound::Included(x) => *x,
+        Bound::Excluded(x) => x.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(x) => x.checked_add(1),
+        Bound::Excluded(x) => Some(*x),
+        Bound::Unbounded => None,
+    };
+    if end.is_some_and(|end| end <= start) {
+        return Ok(Vec::new());
+    }
+    let iter = match end {
+        Some(end) => log.range(index_key(start)..index_key(end)),
+        None => log.range(index_key(start)..),
+    };
+    let mut entries = Vec::new();
+    for item in iter {
+        let (_, value) = item.map_err(|e| StorageIOError::read_logs(any_error(e)))?;
+        let entry: Entry<L> = decode_stored("raft.log entry", &value)
+            .map_err(|e| StorageIOError::read_logs(any_error(e)))?;
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+impl<L: StateMachineLogic> RaftLogReader<TypeConfig<L>> for LogReader<L> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<L>>, StorageError> {
+        read_range::<L>(&self.log, range)
+    }
+}
+
+/// The Raft log and vote of one node.
+pub struct LogStore<L> {
+    db: DurableDb,
+    log: sled::Tree,
+    meta: sled::Tree,
+    flusher: Arc<Flusher>,
+    _logic: PhantomData<fn() -> L>,
+}
+
+impl<L> Clone for LogStore<L> {
+    fn clone(&self) -> Self {
+        LogStore {
+            db: self.db.clone(),
+            log: self.log.clone(),
+            meta: self.meta.clone(),
+            flusher: self.flusher.clone(),
+            _logic: PhantomData,
+        }
+    }
+}
+
+impl<L: StateMachineLogic> LogStore<L> {
+    pub(crate) fn open(db: DurableDb) -> Result<Self, Error> {
+        let log = db.db().open_tree(TREE_LOG)?;
+        let meta = db.db().open_tree(TREE_META)?;
+        let flusher = Arc::new(Flusher::spawn(db.clone())?);
+        Ok(LogStore {
+            db,
+            log,
+            meta,
+            flusher,
+            _logic: PhantomData,
+        })
+    }
+
+    /// The group-commit counters of this store.
+    pub fn flush_stats(&self) -> Arc<FlushStats> {
+        self.flusher.stats.clone()
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, Error> {
+        match self.meta.get(key)? {
+            Some(v) => Ok(Some(decode_stored(&String::from_utf8_lossy(key), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+        self.read_meta(META_LAST_PURGED)
+            .map_err(|e| StorageIOError::read_logs(any_error(e)).into())
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        self.db.flush_async().await
+    }
+}
+
+impl<L: StateMachineLogic> RaftLogReader<TypeConfig<L>> for LogStore<L> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<L>>, StorageError> {
+        read_range::<L>(&self.log, range)
+    }
+}
+
+impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
+    type LogReader = LogReader<L>;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig<L>>, StorageError> {
+        let last_purged_log_id = self.last_purged()?;
+        let last = self
+            .log
+            .last()
+            .map_err(|e| StorageIOError::read_logs(any_error(e)))?;
+        let last_log_id = match last {
+            Some((_, value)) => {
+                let entry: Entry<L> = decode_stored("raft.log entry", &value)
+                    .map_err(|e| StorageIOError::read_logs(any_error(e)))?;
+                Some(entry.log_id)
+            }
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        LogReader {
+            log: self.log.clone(),
+            _logic: PhantomData,
+        }
+    }
+
+    async fn save_vote(&mut self, vote: &openraft::Vote<NodeId>) -> Result<(), StorageError> {
+        let value = encode(vote).map_err(|e| StorageIOError::write_vote(any_error(e)))?;
+        self.meta
+            .insert(META_VOTE, value)
+            .map_err(|e| StorageIOError::write_vote(any_error(e)))?;
+        // The vote must be on disk before we answer the candidate.
+        self.flush()
+            .await
+            .map_err(|e| StorageIOError::write_vote(any_error(e)))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<openraft::Vote<NodeId>>, StorageError> {
+        self.read_meta(META_VOTE)
+            .map_err(|e| StorageIOError::read_vote(any_error(e)).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not flushed on its own: it is a hint that lets a restarted node
+        // re-apply up to it; the next append's flush persists it.
+        let value = encode(&committed).map_err(|e| StorageIOError::write(any_error(e)))?;
+        self.meta
+            .insert(META_COMMITTED, value)
+            .map_err(|e| StorageIOError::write(any_error(e)))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let stored: Option<Option<LogId>> = self
+            .read_meta(META_COMMITTED)
+            .map_err(|e| StorageIOError::read(any_error(e)))?;
+        Ok(stored.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig<L>>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry<L>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let value = encode(&entry).map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+            // Larger values would become sled blobs, which sled never fsyncs;
+            // the write batcher's byte limit keeps entries well below this.
+            if value.len() > STORED_VALUE_BYTES_MAX {
+                return Err(StorageIOError::write_log_entry(
+                    entry.log_id,
+                    any_error(format!(
+                        "entry of {} bytes exceeds {STORED_VALUE_BYTES_MAX}",
+                        value.len()
+                    )),
+                )
+                .into());
+            }
+            batch.insert(&index_key(entry.log_id.index), value);
+        }
+        // Readable as soon as this returns (openraft's requirement); durable
+        // once the flusher calls back.
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+        self.flusher.stats.appends.fetch_add(1, Ordering::Relaxed);
+        let queued = match &self.flusher.tx {
+            Some(tx) => tx
+                .send(Box::new(move |result| callback.log_io_completed(result)))
+                .is_ok(),
+            None => false,
+        };
+        if !queued {
+            return Err(StorageIOError::write_logs(any_error("log flusher thread is gone")).into());
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(index_key(log_id.index)..) {
+            let (key, _) = item.map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+            batch.remove(key);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Entries are only purged once a snapshot covers them, and the state
+        // machine they were applied to shares this Db but is not flushed on
+        // apply: flush first so that what the log forgets is on disk in the
+        // state machine.
+        self.flush()
+            .await
+            .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+        let value = encode(&log_id).map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+        self.meta
+            .insert(META_LAST_PURGED, value)
+            .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(..=index_key(log_id.index)) {
+            let (key, _) = item.map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+            batch.remove(key);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! Storage on sled: the Raft log ([`LogStore`]) and the state machine
+//! ([`SledStateMachine`]) share one `sled::Db`, so one flush makes both
+//! durable.
+//!
+//! Trees:
+//! - `raft.log`: key = log index (big-endian u64), value = the entry (JSON).
+//! - `raft.meta`: vote, committed log id, last purged log id, the state
+//!   machine's current generation, and the current snapshot (meta + bytes).
+//! - `sm.<generation>`: the state machine. Keys `0x00 ...` hold its own
+//!   bookkeeping (last applied log id, last membership), keys `0x01 ++ k`
+//!   hold the role's key `k`. Keeping both in one tree lets one
+//!   `apply_batch` write a batch of entries' effects and `last_applied`
+//!   atomically. Installing a snapshot fills a fresh generation tree,
+//!   flushes it, then flips `sm_generation` in `raft.meta`: a crash before
+//!   the flip leaves the old state, after it the new one.
+
+mod log_store;
+mod snapshot;
+mod state_machine;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use log_store::{FlushStats, LogReader, LogStore};
+pub use snapshot::{decode_snapshot, encode_pair, Pair, SNAPSHOT_MAGIC};
+pub use state_machine::{SledStateMachine, SnapshotBuilder, StateView};
+
+use crate::error::Error;
+use crate::logic::StateMachineLogic;
+
+pub(crate) const TREE_LOG: &str = "raft.log";
+pub(crate) const TREE_META: &str = "raft.meta";
+pub(crate) const SM_TREE_PREFIX: &str = "sm.";
+
+pub(crate) const META_VOTE: &[u8] = b"vote";
+pub(crate) const META_COMMITTED: &[u8] = b"committed";
+pub(crate) const META_LAST_PURGED: &[u8] = b"last_purged";
+pub(crate) const META_SM_GENERATION: &[u8] = b"sm_generation";
+pub(crate) const META_SNAPSHOT_META: &[u8] = b"snapshot_meta";
+pub(crate) const META_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+
+/// Default sled page-cache size: 64 MiB (sled's own default is 1 GiB).
+pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// Where and how a node keeps its data.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// The node's data directory; created if missing.
+    pub data_dir: PathBuf,
+    /// sled's page cache, in bytes.
+    pub cache_capacity_bytes: u64,
+    /// How long to wait for the directory's lock when it is still held (a
+    /// previous instance in this process that is still shutting down).
+    pub lock_wait_ms_max: u64,
+}
+
+impl StorageConfig {
+    /// Defaults for `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StorageConfig {
+            data_dir: data_dir.into(),
+            cache_capacity_bytes: CACHE_CAPACITY_BYTES_DEFAULT,
+            lock_wait_ms_max: 5_000,
+        }
+    }
+}
+
+/// sled's segment (and I/O buffer) size. sled writes any item larger than a
+/// quarter segment to a file of its own ("blob") and never fsyncs those, so
+/// the segment is sized for every item we store (log entries up to
+/// `write_batch_bytes_max`, snapshot pieces, state values) to stay inline:
+/// 4 MiB puts the blob threshold just under 1 MiB.
+pub const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest single value this crate writes to sled; keeps clear of the blob
+/// threshold (a quarter of [`SEGMENT_BYTES`], minus headers).
+pub const STORED_VALUE_BYTES_MAX: usize = SEGMENT_BYTES / 4 - 64 * 1024;
+
+/// A `sled::Db` plus a handle on its data file, to make flushes durable.
+///
+/// sled 0.34's `flush` writes its I/O buffers with `sync_file_range`, which
+/// neither flushes the drive's cache nor persists the file's size; only its
+/// periodic flusher (which we disable) calls `fsync`. So every durability
+/// point here is `flush` followed by `fdatasync` on the data file.
+#[derive(Clone)]
+pub struct DurableDb {
+    db: sled::Db,
+    file: Arc<std::fs::File>,
+}
+
+impl DurableDb {
+    /// The sled handle.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Flush sled's buffers and fsync its data file. Blocking.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.db.flush()?;
+        self.file.sync_data()?;
+        Ok(())
+    }
+
+    /// [`Self::flush`] off the async runtime's threads.
+    pub async fn flush_async(&self) -> Result<(), Error> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.flush())
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(format!("flush task failed: {e}"))))?
+    }
+}
+
+fn open_db(config: &StorageConfig) -> Result<DurableDb, Error> {
+    if config.cache_capacity_bytes < 1024 * 1024 {
+        return Err(Error::InvalidConfig {
+            key: "cache_capacity_bytes",
+            reason: format!("{} is below the 1 MiB minimum", config.cache_capacity_bytes),
+        });
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let deadline = Instant::now() + Duration::from_millis(config.lock_wait_ms_max);
+    loop {
+        let opened = sled::Config::new()
+            .path(&config.data_dir)
+            .cache_capacity(config.cache_capacity_bytes)
+            .mode(sled::Mode::LowSpace)
+            .segment_size(SEGMENT_BYTES)
+            // Every durability point flushes explicitly (append, vote,
+            // snapshot, purge); the periodic flusher would only add fsyncs
+            // that compete with them.
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Ok(db) => {
+                // sled keeps everything in one file, `db`, in the directory.
+                let file = std::fs::File::open(config.data_dir.join("db"))?;
+                let durable = DurableDb {
+                    db,
+                    file: Arc::new(file),
+                };
+                // The directory entries (the file itself, `conf`) must
+                // survive too.
+                std::fs::File::open(&config.data_dir)?.sync_all()?;
+                return Ok(durable);
+            }
+            // The lock is released once the previous instance's last handle
+            // is dropped; wait for that, with a deadline.
+            Err(sled::Error::Io(e)) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, dir = %config.data_dir.display(), "Data directory busy; retrying.");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Open (or create) a node's storage: its log store and state machine.
+pub fn open_storage<L: StateMachineLogic>(
+    config: &StorageConfig,
+    logic: Arc<L>,
+) -> Result<(LogStore<L>, SledStateMachine<L>), Error> {
+    let db = open_db(config)?;
+    let log_store = LogStore::open(db.clone())?;
+    let state_machine = SledStateMachine::open(db, logic)?;
+    Ok((log_store, state_machine))
+}
+
+pub(crate) fn any_error(e: impl std::fmt::Display) -> openraft::AnyError {
+    openraft::AnyError::error(e.to_string())
+}

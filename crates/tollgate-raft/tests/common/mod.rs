@@ -1,0 +1,241 @@
+//! A cluster of real nodes on 127.0.0.1, in this process, for the tests.
+//!
+//! Synchronisation is always "wait for a condition, with a deadline":
+//! openraft's metrics wait, or [`poll_until`].
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use tokio::net::TcpListener;
+use tollgate_raft::node::membership_of;
+use tollgate_raft::{
+    Error, KvCommand, KvLogic, KvResponse, Node, NodeConfig, NodeId, WriteOutcome,
+};
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn,tollgate_raft=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Poll `check` until it returns `Some`, or fail at the deadline.
+pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for: {what}");
+        }
+        // A polling interval, not a synchronisation point.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn put(key: impl Into<String>, value: impl Into<String>) -> KvCommand {
+    KvCommand::Put {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+pub struct Cluster {
+    pub base: tempfile::TempDir,
+    pub addrs: BTreeMap<NodeId, SocketAddr>,
+    pub nodes: BTreeMap<NodeId, Node<KvLogic>>,
+    pub tune: fn(&mut NodeConfig),
+}
+
+impl Cluster {
+    pub fn new(tune: fn(&mut NodeConfig)) -> anyhow::Result<Self> {
+        Ok(Cluster {
+            base: tempfile::tempdir()?,
+            addrs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            tune,
+        })
+    }
+
+    pub fn data_dir(&self, id: NodeId) -> PathBuf {
+        self.base.path().join(format!("node-{id}"))
+    }
+
+    pub fn config(&self, id: NodeId) -> NodeConfig {
+        let mut config = NodeConfig::new(id, self.data_dir(id));
+        config.storage.cache_capacity_bytes = 8 * 1024 * 1024;
+        (self.tune)(&mut config);
+        config
+    }
+
+    /// Start (or restart, on the same port and data directory) node `id`.
+    pub async fn start(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let listener = match self.addrs.get(&id) {
+            Some(addr) => TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("rebinding {addr}"))?,
+            None => TcpListener::bind("127.0.0.1:0").await?,
+        };
+        self.addrs.insert(id, listener.local_addr()?);
+        let node = Node::start(self.config(id), KvLogic, listener).await?;
+        self.nodes.insert(id, node);
+        Ok(())
+    }
+
+    /// Start nodes `ids` and form a cluster of them.
+    pub async fn three() -> anyhow::Result<Self> {
+        Self::formed(&[1, 2, 3], |_| {}).await
+    }
+
+    pub async fn formed(ids: &[NodeId], tune: fn(&mut NodeConfig)) -> anyhow::Result<Self> {
+        let mut cluster = Cluster::new(tune)?;
+        for id in ids {
+            cluster.start(*id).await?;
+        }
+        let members: Vec<(NodeId, String)> = ids
+            .iter()
+            .map(|id| (*id, cluster.addrs[id].to_string()))
+            .collect();
+        cluster.node(ids[0])?.initialize(&members).await?;
+        cluster.leader().await?;
+        Ok(cluster)
+    }
+
+    pub fn node(&self, id: NodeId) -> anyhow::Result<&Node<KvLogic>> {
+        self.nodes
+            .get(&id)
+            .ok_or_else(|| anyhow!("node {id} is not running"))
+    }
+
+    /// The leader that every running voter agrees on.
+    pub async fn leader(&self) -> anyhow::Result<NodeId> {
+        poll_until(
+            "a leader that the running nodes agree on",
+            DEADLINE,
+            || async {
+                let mut leaders = BTreeSet::new();
+                for node in self.nodes.values() {
+                    leaders.insert(node.metrics().current_leader?);
+                }
+                let leader = *leaders.iter().next()?;
+                let is_up = self
+                    .nodes
+                    .get(&leader)
+                    .is_some_and(|n| n.metrics().state.is_leader());
+                (leaders.len() == 1 && is_up).then_some(leader)
+            },
+        )
+        .await
+    }
+
+    /// Write through any running node, retrying while there is no leader
+    /// (or the one known is gone), until the deadline.
+    pub async fn write(&self, command: KvCommand) -> anyhow::Result<WriteOutcome<KvResponse>> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut last_error = None;
+        while Instant::now() < deadline {
+            for node in self.nodes.values() {
+                match node.write(command.clone()).await {
+                    Ok(outcome) => return Ok(outcome),
+                    Err(
+                        e @ (Error::NotLeader { .. }
+                        | Error::Unavailable(_)
+                        | Error::ShuttingDown
+                        | Error::Raft(_)
+                        | Error::Timeout(_)),
+                    ) => last_error = Some(e),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        bail!("no write accepted before the deadline; last error: {last_error:?}")
+    }
+
+    /// Wait until every running node has applied `index` and they all hold
+    /// the same state; returns that state.
+    pub async fn converged(&self, index: u64) -> anyhow::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+        for node in self.nodes.values() {
+            node.wait_until(DEADLINE, "applied the index", |m| {
+                m.last_applied.is_some_and(|l| l.index >= index)
+            })
+            .await?;
+        }
+        poll_until(
+            "every running node to hold the same state",
+            DEADLINE,
+            || async {
+                let mut states = Vec::new();
+                for node in self.nodes.values() {
+                    states.push(node.view().dump().ok()?);
+                }
+                states
+                    .windows(2)
+                    .all(|w| w[0] == w[1])
+                    .then(|| states.pop())
+                    .flatten()
+            },
+        )
+        .await
+    }
+
+    pub fn membership(&self, id: NodeId) -> anyhow::Result<(BTreeSet<NodeId>, BTreeSet<NodeId>)> {
+        Ok(membership_of(&self.node(id)?.metrics()))
+    }
+
+    pub async fn stop(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let node = self
+            .nodes
+            .remove(&id)
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        node.shutdown().await?;
+        Ok(())
+    }
+
+    pub async fn crash(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let node = self
+            .nodes
+            .remove(&id)
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        node.crash().await;
+        Ok(())
+    }
+
+    pub async fn shutdown_all(&mut self) -> anyhow::Result<()> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await?;
+        }
+        Ok(())
+    }
+}
+
+pub fn expect_value(
+    state: &BTreeMap<Vec<u8>, Vec<u8>>,
+    key: &str,
+    value: &str,
+) -> anyhow::Result<()> {
+    match state.get(key.as_bytes()) {
+        Some(v) if v == value.as_bytes() => Ok(()),
+        other => bail!(
+            "key {key}: expected {value}, found {:?}",
+            other.map(|v| String::from_utf8_lossy(v).into_owned())
+        ),
+    }
+}

@@ -1,0 +1,394 @@
+//! Multi-node tests: real nodes on 127.0.0.1, in this process, talking gRPC.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure};
+use common::{expect_value, init_tracing, poll_until, put, Cluster, DEADLINE};
+use tollgate_proto::cluster::v1 as pb;
+use tollgate_proto::cluster::v1::cluster_admin_client::ClusterAdminClient;
+use tollgate_raft::server::{ERROR_CODE_KEY, LEADER_ADDR_KEY};
+use tollgate_raft::{KvCommand, KvResponse};
+use tracing::info;
+
+async fn admin(addr: &str) -> anyhow::Result<ClusterAdminClient<tonic::transport::Channel>> {
+    Ok(ClusterAdminClient::connect(format!("http://{addr}")).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_every_acked_write_is_on_all_three() -> anyhow::Result<()> {
+    init_tracing();
+    let cluster = Cluster::three().await?;
+    let leader = cluster.leader().await?;
+
+    info!("Phase 1 proves: writes sent to any node (followers forward) are acked by the leader and applied on all three.");
+    let mut last = 0;
+    for i in 0..30u64 {
+        let via = [1, 2, 3][(i % 3) as usize];
+        let out = cluster
+            .node(via)?
+            .write(put(format!("k{i}"), format!("v{i}")))
+            .await?;
+        ensure!(
+            out.leader_id == leader,
+            "write {i} acked by {} not leader {leader}",
+            out.leader_id
+        );
+        last = last.max(out.log_index);
+    }
+    let state = cluster.converged(last).await?;
+    for i in 0..30 {
+        expect_value(&state, &format!("k{i}"), &format!("v{i}"))?;
+    }
+
+    info!("Phase 2 proves: 200 concurrent writers are all acked and applied everywhere, sharing log entries.");
+    let leader_node = cluster.node(leader)?;
+    let writes = (0..200).map(|i| leader_node.write(put(format!("c{i}"), format!("{i}"))));
+    let outcomes = futures::future::join_all(writes).await;
+    let mut indexes = BTreeSet::new();
+    for outcome in outcomes {
+        let outcome = outcome?;
+        indexes.insert(outcome.log_index);
+        last = last.max(outcome.log_index);
+    }
+    info!(
+        entries = indexes.len(),
+        writes = 200,
+        "Concurrent writes were batched into entries."
+    );
+    let state = cluster.converged(last).await?;
+    for i in 0..200 {
+        expect_value(&state, &format!("c{i}"), &format!("{i}"))?;
+    }
+
+    info!("Phase 3 proves: the admin service forwards a follower's ClientWrite to the leader over gRPC.");
+    let follower = *cluster
+        .nodes
+        .keys()
+        .find(|id| **id != leader)
+        .ok_or_else(|| anyhow!("no follower"))?;
+    let mut client = admin(cluster.node(follower)?.addr()).await?;
+    let command = serde_json::to_vec(&put("via-grpc", "yes"))?;
+    let reply = client
+        .client_write(pb::ClientWriteRequest {
+            command: command.clone(),
+            forward_hops: 0,
+        })
+        .await?;
+    let reply = reply.into_inner();
+    let response: KvResponse = serde_json::from_slice(&reply.response)?;
+    ensure!(
+        response.changed && reply.leader_id == leader,
+        "unexpected reply {reply:?}"
+    );
+    let state = cluster.converged(reply.log_index).await?;
+    expect_value(&state, "via-grpc", "yes")?;
+
+    info!("Phase 4 proves: a follower that may not forward (hop limit reached) answers NOT_LEADER naming the leader's address.");
+    let status = client
+        .client_write(pb::ClientWriteRequest {
+            command,
+            forward_hops: 1,
+        })
+        .await
+        .err()
+        .ok_or_else(|| anyhow!("a follower accepted a write past the hop limit"))?;
+    let code = status
+        .metadata()
+        .get(ERROR_CODE_KEY)
+        .and_then(|v| v.to_str().ok());
+    let addr = status
+        .metadata()
+        .get(LEADER_ADDR_KEY)
+        .and_then(|v| v.to_str().ok());
+    ensure!(code == Some("ERROR_CODE_NOT_LEADER"), "code {code:?}");
+    ensure!(
+        addr == Some(cluster.node(leader)?.addr()),
+        "leader addr {addr:?}"
+    );
+
+    info!("Phase 5 proves: Status over gRPC reports the leader and the three voters.");
+    let status = client.status(pb::StatusRequest {}).await?.into_inner();
+    ensure!(
+        status.leader_id == leader && status.voters.len() == 3,
+        "status {status:?}"
+    );
+    ensure!(
+        status.state == pb::ServerState::Follower as i32,
+        "status {status:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_stops_new_leader_takes_writes_old_leader_rejoins() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = Cluster::three().await?;
+    let mut last = 0;
+    for i in 0..20 {
+        last = last.max(
+            cluster
+                .write(put(format!("before{i}"), "1"))
+                .await?
+                .log_index,
+        );
+    }
+    let old_leader = cluster.leader().await?;
+
+    info!(
+        old_leader,
+        "Phase 1 proves: after the leader stops, a new leader is elected and writes continue."
+    );
+    let stopped_at = Instant::now();
+    cluster.stop(old_leader).await?;
+    let first = cluster.write(put("first-after-stop", "1")).await?;
+    info!(
+        elapsed_ms = stopped_at.elapsed().as_millis() as u64,
+        "First write acked after the leader stopped."
+    );
+    let new_leader = cluster.leader().await?;
+    ensure!(new_leader != old_leader, "leader did not change");
+    last = last.max(first.log_index);
+    for i in 0..20 {
+        last = last.max(
+            cluster
+                .write(put(format!("after{i}"), "2"))
+                .await?
+                .log_index,
+        );
+    }
+
+    info!("Phase 2 proves: the old leader restarts from its data directory, rejoins as follower and converges.");
+    cluster.start(old_leader).await?;
+    let state = cluster.converged(last).await?;
+    for i in 0..20 {
+        expect_value(&state, &format!("before{i}"), "1")?;
+        expect_value(&state, &format!("after{i}"), "2")?;
+    }
+    expect_value(&state, "first-after-stop", "1")?;
+    ensure!(cluster.node(old_leader)?.metrics().current_leader == Some(new_leader));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_three_restart_from_disk_with_same_state_and_membership() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = Cluster::three().await?;
+
+    info!("Phase 1 proves nothing yet: it writes 40 acknowledged values, some overwritten and deleted.");
+    let mut last = 0;
+    for i in 0..40 {
+        last = last.max(
+            cluster
+                .write(put(format!("k{i}"), format!("v{i}")))
+                .await?
+                .log_index,
+        );
+    }
+    last = last.max(cluster.write(put("k0", "overwritten")).await?.log_index);
+    last = last.max(
+        cluster
+            .write(KvCommand::Delete { key: "k1".into() })
+            .await?
+            .log_index,
+    );
+    let before = cluster.converged(last).await?;
+    let membership_before = cluster.membership(1)?;
+
+    info!("Phase 2 proves: after all three stop and restart from disk, state and membership are the same.");
+    cluster.shutdown_all().await?;
+    for id in [1, 2, 3] {
+        cluster.start(id).await?;
+    }
+    cluster.leader().await?;
+    let after = cluster.converged(last).await?;
+    ensure!(after == before, "state differs after restart");
+    expect_value(&after, "k0", "overwritten")?;
+    ensure!(
+        !after.contains_key(b"k1".as_slice()),
+        "deleted key came back"
+    );
+    for id in [1, 2, 3] {
+        ensure!(
+            cluster.membership(id)? == membership_before,
+            "membership of {id} changed"
+        );
+    }
+
+    info!("Phase 3 proves: the restarted cluster takes new writes.");
+    let out = cluster.write(put("after-restart", "1")).await?;
+    ensure!(out.log_index > last, "log index went backwards");
+    Ok(())
+}
+
+fn small_snapshots(config: &mut tollgate_raft::NodeConfig) {
+    config.snapshot_logs_since_last = 20;
+    config.max_in_snapshot_log_to_keep = 0;
+    // Several chunks per snapshot.
+    config.snapshot_chunk_bytes_max = 1024;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fourth_node_catches_up_by_snapshot_then_membership_changes() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = Cluster::formed(&[1, 2, 3], small_snapshots).await?;
+    let value = "x".repeat(200);
+
+    info!("Phase 1 proves: the leader snapshots and purges its log after the configured number of entries.");
+    let mut last = 0;
+    for i in 0..70 {
+        last = last.max(
+            cluster
+                .write(put(format!("k{i:03}"), value.clone()))
+                .await?
+                .log_index,
+        );
+    }
+    let leader = cluster.leader().await?;
+    let metrics = cluster
+        .node(leader)?
+        .wait_until(DEADLINE, "log purged", |m| {
+            m.purged.is_some_and(|p| p.index >= 20)
+        })
+        .await?;
+    let purged = metrics.purged.map(|p| p.index).unwrap_or(0);
+
+    info!(purged, "Phase 2 proves: a new node added as learner after the purge catches up through a chunked snapshot.");
+    cluster.start(4).await?;
+    let addr4 = cluster.addrs[&4].to_string();
+    cluster.node(leader)?.add_learner(4, &addr4, true).await?;
+    let m4 = cluster
+        .node(4)?
+        .wait_until(DEADLINE, "learner applied everything", |m| {
+            m.last_applied.is_some_and(|l| l.index >= last)
+        })
+        .await?;
+    ensure!(
+        m4.snapshot.is_some_and(|s| s.index >= purged),
+        "node 4 has no snapshot covering {purged}: {m4:?}"
+    );
+    let state = cluster.converged(last).await?;
+    ensure!(state.len() == 70, "state has {} keys", state.len());
+
+    info!("Phase 3 proves: the learner is promoted to voter.");
+    cluster
+        .node(leader)?
+        .change_membership(BTreeSet::from([1, 2, 3, 4]), false)
+        .await?;
+    poll_until("node 4 sees itself as voter", DEADLINE, || async {
+        let (voters, _) = cluster.membership(4).ok()?;
+        voters.contains(&4).then_some(())
+    })
+    .await?;
+
+    info!("Phase 4 proves: a voter is removed and the remaining three keep committing.");
+    let victim = *[1, 2, 3, 4]
+        .iter()
+        .find(|id| **id != leader)
+        .ok_or_else(|| anyhow!("no victim"))?;
+    cluster.node(leader)?.remove_node(victim).await?;
+    let (voters, learners) = cluster.membership(leader)?;
+    ensure!(
+        !voters.contains(&victim) && !learners.contains(&victim),
+        "{victim} still a member"
+    );
+    cluster.stop(victim).await?;
+    let out = cluster.write(put("after-remove", "1")).await?;
+    let state = cluster.converged(out.log_index).await?;
+    expect_value(&state, "after-remove", "1")?;
+
+    info!("Phase 5 proves: a learner (read capacity) is added, serves the state, and is removed again.");
+    cluster.start(5).await?;
+    let addr5 = cluster.addrs[&5].to_string();
+    cluster.node(leader)?.add_learner(5, &addr5, true).await?;
+    let state = cluster.converged(out.log_index).await?;
+    expect_value(&state, "after-remove", "1")?;
+    cluster.node(leader)?.remove_node(5).await?;
+    let (voters, learners) = cluster.membership(leader)?;
+    ensure!(
+        !voters.contains(&5) && !learners.contains(&5),
+        "5 still a member"
+    );
+    cluster.stop(5).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_crash_mid_burst_recovers_and_converges() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = Cluster::three().await?;
+    let addrs: Vec<String> = cluster.addrs.values().map(|a| a.to_string()).collect();
+    let acked: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+
+    info!("Phase 1 proves nothing yet: 8 gRPC writers start a burst against all three nodes.");
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let addrs = addrs.clone();
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            let deadline = Instant::now() + DEADLINE * 2;
+            for i in 0..40 {
+                let key = format!("w{w}-{i}");
+                let command = serde_json::to_vec(&put(key.clone(), "1"))?;
+                let mut attempt = 0usize;
+                loop {
+                    if Instant::now() > deadline {
+                        bail!("writer {w} could not write {key} before the deadline");
+                    }
+                    let addr = &addrs[(w + attempt) % addrs.len()];
+                    attempt += 1;
+                    let Ok(mut client) = admin(addr).await else {
+                        continue;
+                    };
+                    let request = pb::ClientWriteRequest {
+                        command: command.clone(),
+                        forward_hops: 0,
+                    };
+                    if let Ok(reply) = client.client_write(request).await {
+                        acked
+                            .lock()
+                            .map_err(|_| anyhow!("poisoned"))?
+                            .push((key, reply.into_inner().log_index));
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let acked_count = || acked.lock().map(|a| a.len()).unwrap_or(0);
+    poll_until("50 acked writes", DEADLINE, || async {
+        (acked_count() >= 50).then_some(())
+    })
+    .await?;
+
+    let victim = cluster.leader().await?;
+    info!(
+        victim,
+        "Phase 2 proves: the leader is dropped without shutdown mid-burst and the burst goes on."
+    );
+    cluster.crash(victim).await?;
+    let at_crash = acked_count();
+    poll_until("30 more acked writes after the crash", DEADLINE, || async {
+        (acked_count() >= at_crash + 30).then_some(())
+    })
+    .await?;
+
+    info!("Phase 3 proves: the crashed node restarts from its data directory and converges; no acked write is lost.");
+    cluster.start(victim).await?;
+    for writer in writers {
+        writer.await??;
+    }
+    let acked = acked.lock().map_err(|_| anyhow!("poisoned"))?.clone();
+    let last = acked.iter().map(|(_, i)| *i).max().unwrap_or(0);
+    let state = cluster.converged(last).await?;
+    ensure!(acked.len() == 320, "{} writes acked", acked.len());
+    for (key, _) in &acked {
+        expect_value(&state, key, "1")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Crash safety with real processes: three `tollgate-raft-testnode`
+//! processes on 127.0.0.1, the leader killed with SIGKILL in the middle of a
+//! write burst, restarted from its data directory. Every acknowledged write
+//! must be readable on every node afterwards.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context};
+use common::{init_tracing, poll_until, put, DEADLINE};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tollgate_proto::cluster::v1 as pb;
+use tollgate_proto::cluster::v1::cluster_admin_client::ClusterAdminClient;
+use tracing::info;
+
+type Client = ClusterAdminClient<tonic::transport::Channel>;
+
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+async fn spawn_node(id: u64, data_dir: &Path, listen: &str) -> anyhow::Result<Proc> {
+    let log = std::fs::File::create(data_dir.with_extension("log"))?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-raft-testnode"))
+        .args(["--id", &id.to_string(), "--listen", listen])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning tollgate-raft-testnode")?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .context("node did not report READY in time")??
+        .ok_or_else(|| anyhow!("node {id} exited before READY"))?;
+    let addr = line
+        .strip_prefix("READY ")
+        .ok_or_else(|| anyhow!("unexpected line {line:?}"))?
+        .to_string();
+    Ok(Proc { child, addr })
+}
+
+async fn client(addr: &str) -> anyhow::Result<Client> {
+    Ok(ClusterAdminClient::connect(format!("http://{addr}")).await?)
+}
+
+async fn status(addr: &str) -> Option<pb::StatusResponse> {
+    let mut c = client(addr).await.ok()?;
+    Some(c.status(pb::StatusRequest {}).await.ok()?.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_with_sigkill_mid_burst_recovers_and_converges() -> anyhow::Result<()> {
+    init_tracing();
+    let base = tempfile::tempdir()?;
+    let dir = |id: u64| -> PathBuf { base.path().join(format!("node-{id}")) };
+    let mut procs: BTreeMap<u64, Proc> = BTreeMap::new();
+    for id in 1..=3 {
+        procs.insert(id, spawn_node(id, &dir(id), "127.0.0.1:0").await?);
+    }
+    let addrs: BTreeMap<u64, String> = procs.iter().map(|(id, p)| (*id, p.addr.clone())).collect();
+    let members = addrs
+        .iter()
+        .map(|(id, addr)| pb::Member {
+            node_id: *id,
+            addr: addr.clone(),
+        })
+        .collect();
+    client(&addrs[&1])
+        .await?
+        .initialize(pb::InitializeRequest { members })
+        .await?;
+    let leader = poll_until("a leader", DEADLINE, || async {
+        let s = status(&addrs[&1]).await?;
+        (s.leader_id != 0).then_some(s.leader_id)
+    })
+    .await?;
+
+    info!(
+        leader,
+        "Phase 1 proves nothing yet: 8 writers start a burst of 40 writes each over gRPC."
+    );
+    let acked: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let all_addrs: Vec<String> = addrs.values().cloned().collect();
+    let mut writers = Vec::new();
+    for w in 0..8usize {
+        let addrs = all_addrs.clone();
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            let deadline = Instant::now() + DEADLINE * 2;
+            for i in 0..40 {
+                let key = format!("w{w}-{i}");
+                let command = serde_json::to_vec(&put(key.clone(), "1"))?;
+                let mut attempt = 0usize;
+                loop {
+                    if Instant::now() > deadline {
+                        bail!("writer {w} could not write {key} before the deadline");
+                    }
+                    let addr = &addrs[(w + attempt) % addrs.len()];
+                    attempt += 1;
+                    if let Ok(mut c) = client(addr).await {
+                        let request = pb::ClientWriteRequest {
+                            command: command.clone(),
+                            forward_hops: 0,
+                        };
+                        if let Ok(reply) = c.client_write(request).await {
+                            let index = reply.into_inner().log_index;
+                            acked
+                                .lock()
+                                .map_err(|_| anyhow!("poisoned"))?
+                                .push((key, index));
+                            break;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let acked_count = || acked.lock().map(|a| a.len()).unwrap_or(0);
+    poll_until("50 acked writes", DEADLINE, || async {
+        (acked_count() >= 50).then_some(())
+    })
+    .await?;
+
+    info!(leader, "Phase 2 proves: the leader process is killed with SIGKILL mid-burst and the survivors keep acknowledging writes.");
+    let mut victim = procs
+        .remove(&leader)
+        .ok_or_else(|| anyhow!("leader process missing"))?;
+    victim.child.kill().await?;
+    let at_kill = acked_count();
+    poll_until("30 more acked writes after the kill", DEADLINE, || async {
+        (acked_count() >= at_kill + 30).then_some(())
+    })
+    .await?;
+
+    info!("Phase 3 proves: the killed node restarts from its data directory and every acked write is on every node.");
+    procs.insert(
+        leader,
+        spawn_node(leader, &dir(leader), &victim.addr).await?,
+    );
+    for writer in writers {
+        writer.await??;
+    }
+    let acked = acked.lock().map_err(|_| anyhow!("poisoned"))?.clone();
+    ensure!(acked.len() == 320, "{} writes acked", acked.len());
+    let last = acked.iter().map(|(_, i)| *i).max().unwrap_or(0);
+    for addr in addrs.values() {
+        poll_until(&format!("{addr} applied {last}"), DEADLINE, || async {
+            (status(addr).await?.last_applied_index >= last).then_some(())
+        })
+        .await?;
+        let mut c = client(addr).await?;
+        for (key, _) in &acked {
+            let r = c
+                .read_local(pb::ReadLocalRequest {
+                    key: key.clone().into_bytes(),
+                })
+                .await?
+                .into_inner();
+            ensure!(
+                r.found && r.value == b"1",
+                "{addr}: key {key} missing after recovery"
+            );
+        }
+    }
+    for p in procs.values_mut() {
+        p.child.kill().await?;
+    }
+    Ok(())
+}
