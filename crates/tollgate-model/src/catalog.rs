@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Configuration values a feature grant carries (`max_resolution` => `4k`).
 pub type ConfigValues = BTreeMap<ConfigKey, String>;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Product {
     pub id: ProductId,
@@ -21,7 +21,7 @@ pub struct Product {
 }
 
 /// What kind of thing a feature is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum FeatureKind {
     /// On or off.
@@ -30,7 +30,7 @@ pub enum FeatureKind {
     Metered { unit: String, period: UsagePeriod },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Feature {
     pub id: FeatureId,
@@ -47,6 +47,7 @@ pub struct Feature {
     pub offline_policy: Option<OfflinePolicy>,
     /// Default configuration values; a grant's values override them key by key.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub config: ConfigValues,
 }
 
@@ -60,7 +61,7 @@ impl Feature {
 }
 
 /// How a usage cap is enforced once reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CapEnforcement {
     /// Deny with USAGE_CAP_REACHED.
@@ -71,7 +72,7 @@ pub enum CapEnforcement {
 }
 
 /// A limit on a metered feature's consumption per period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsageCap {
     pub limit: u64,
@@ -84,7 +85,7 @@ pub struct UsageCap {
 }
 
 /// One feature as a plan, an add-on or a single-feature entitlement grants it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureGrant {
     pub feature: FeatureId,
@@ -92,6 +93,7 @@ pub struct FeatureGrant {
     #[serde(default)]
     pub usage_cap: Option<UsageCap>,
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub config: ConfigValues,
 }
 
@@ -106,7 +108,7 @@ impl FeatureGrant {
 }
 
 /// A tier of a product.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub id: PlanId,
@@ -126,7 +128,7 @@ pub struct Plan {
 }
 
 /// An add-on or access package: features sold or granted on top of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Addon {
     pub id: AddonId,
@@ -140,10 +142,28 @@ pub struct Addon {
     pub geo_rule: GeoRule,
     #[serde(default)]
     pub offline_policy: Option<OfflinePolicy>,
+    /// Access requests for this package that meet the rule are approved
+    /// when filed; `None`: every request waits for an approver.
+    #[serde(default)]
+    pub auto_approve: Option<AutoApprove>,
+}
+
+/// When an access request for an access package is approved without an
+/// approver.
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoApprove {
+    /// Only requests for at most this long (`None`: any duration, including
+    /// open-ended requests).
+    #[serde(default)]
+    pub max_duration_seconds: Option<u64>,
+    /// Only requests naming a user or device of the account.
+    #[serde(default)]
+    pub require_subject: bool,
 }
 
 /// What an SKU sells.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum SkuTarget {
     Plan(PlanId),
@@ -151,7 +171,7 @@ pub enum SkuTarget {
 }
 
 /// What an order's quantity means for an SKU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkuQuantity {
     /// Named seats, assigned to users or devices by the customer.
@@ -164,7 +184,7 @@ pub enum SkuQuantity {
 }
 
 /// A stock-keeping unit a CRM sells.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sku {
     pub id: SkuId,
@@ -175,13 +195,18 @@ pub struct Sku {
 }
 
 /// The whole catalog, as every node holds it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Catalog {
+    #[schema(value_type = BTreeMap<String, Product>)]
     pub products: BTreeMap<ProductId, Product>,
+    #[schema(value_type = BTreeMap<String, Feature>)]
     pub features: BTreeMap<FeatureId, Feature>,
+    #[schema(value_type = BTreeMap<String, Plan>)]
     pub plans: BTreeMap<PlanId, Plan>,
+    #[schema(value_type = BTreeMap<String, Addon>)]
     pub addons: BTreeMap<AddonId, Addon>,
+    #[schema(value_type = BTreeMap<String, Sku>)]
     pub skus: BTreeMap<SkuId, Sku>,
     /// Applies where no entitlement, plan, add-on or feature sets one.
     pub default_offline_policy: OfflinePolicy,

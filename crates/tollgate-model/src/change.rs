@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// One change to one object. A revision carries one or more of them,
 /// applied together or not at all.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mutation {
     PutProduct(Product),
@@ -43,7 +43,7 @@ impl Mutation {
 
 /// Everything one origin revision changed. Regions apply records in
 /// revision order, each exactly once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeRecord {
     /// Gap-free, starting at 1.
     pub revision: u64,

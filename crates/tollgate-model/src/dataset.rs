@@ -2,11 +2,13 @@
 //! entitlements. What `tollgate eval` reads, what `tollgate dev` seeds the
 //! origin with, and what tests build fixtures from.
 
-use crate::{Account, AccountId, Catalog, Entitlement, Grant, ModelError, SkuTarget, Subject};
+use crate::{
+    Account, AccountId, Catalog, Entitlement, Grant, ModelError, Mutation, SkuTarget, Subject,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Dataset {
     pub catalog: Catalog,
@@ -86,6 +88,83 @@ impl Dataset {
                 reason: format!("refers to an unknown plan or add-on ({target:?})"),
             }),
         }
+    }
+
+    /// Applies one change, as a replica following the origin does. Puts
+    /// replace the object with the same id; linear in the data set's size,
+    /// which suits tests and small deployments, not a region's store.
+    pub fn apply(&mut self, mutation: Mutation) {
+        match mutation {
+            Mutation::PutProduct(p) => {
+                self.catalog.products.insert(p.id.clone(), p);
+            }
+            Mutation::PutFeature(f) => {
+                self.catalog.features.insert(f.id.clone(), f);
+            }
+            Mutation::PutPlan(p) => {
+                self.catalog.plans.insert(p.id.clone(), p);
+            }
+            Mutation::PutAddon(a) => {
+                self.catalog.addons.insert(a.id.clone(), a);
+            }
+            Mutation::PutSku(s) => {
+                self.catalog.skus.insert(s.id.clone(), s);
+            }
+            Mutation::SetDefaultOfflinePolicy(p) => self.catalog.default_offline_policy = p,
+            Mutation::PutAccount(a) => match self.accounts.iter_mut().find(|x| x.id == a.id) {
+                Some(slot) => *slot = a,
+                None => self.accounts.push(a),
+            },
+            Mutation::PutSubject(s) => {
+                match self
+                    .subjects
+                    .iter_mut()
+                    .find(|x| x.id == s.id && x.account == s.account)
+                {
+                    Some(slot) => *slot = s,
+                    None => self.subjects.push(s),
+                }
+            }
+            Mutation::DeleteSubject { account, subject } => self
+                .subjects
+                .retain(|x| x.id != subject || x.account != account),
+            Mutation::PutEntitlement(e) => {
+                match self.entitlements.iter_mut().find(|x| x.id == e.id) {
+                    Some(slot) => *slot = e,
+                    None => self.entitlements.push(e),
+                }
+            }
+        }
+    }
+
+    /// The mutations that rebuild this data set from nothing.
+    pub fn to_mutations(&self) -> Vec<Mutation> {
+        let c = &self.catalog;
+        let mut out: Vec<Mutation> = Vec::new();
+        out.extend(c.products.values().cloned().map(Mutation::PutProduct));
+        out.extend(c.features.values().cloned().map(Mutation::PutFeature));
+        out.extend(c.plans.values().cloned().map(Mutation::PutPlan));
+        out.extend(c.addons.values().cloned().map(Mutation::PutAddon));
+        out.extend(c.skus.values().cloned().map(Mutation::PutSku));
+        out.push(Mutation::SetDefaultOfflinePolicy(c.default_offline_policy));
+        out.extend(self.accounts.iter().cloned().map(Mutation::PutAccount));
+        out.extend(self.subjects.iter().cloned().map(Mutation::PutSubject));
+        out.extend(
+            self.entitlements
+                .iter()
+                .cloned()
+                .map(Mutation::PutEntitlement),
+        );
+        out
+    }
+
+    /// The same data set in a canonical order, for comparing replicas.
+    pub fn canonical(mut self) -> Dataset {
+        self.accounts.sort_by(|a, b| a.id.cmp(&b.id));
+        self.subjects
+            .sort_by(|a, b| (&a.account, &a.id).cmp(&(&b.account, &b.id)));
+        self.entitlements.sort_by(|a, b| a.id.cmp(&b.id));
+        self
     }
 
     /// The subjects and entitlements of one account.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What an entitlement grants.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Grant {
     Plan(PlanId),
@@ -22,7 +22,7 @@ pub enum Grant {
     Feature(FeatureGrant),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntitlementStatus {
     #[default]
@@ -34,7 +34,7 @@ pub enum EntitlementStatus {
 }
 
 /// How seats are held.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum SeatMode {
     /// Assigned to particular users or devices.
@@ -47,7 +47,7 @@ pub enum SeatMode {
     Floating { lease_ttl_seconds: u32 },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Seats {
     pub count: u32,
@@ -56,7 +56,9 @@ pub struct Seats {
 
 /// What a region does once it has not heard from the origin for longer than
 /// the grace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AfterGrace {
     /// Keep answering from the last data it has.
@@ -71,7 +73,7 @@ pub enum AfterGrace {
 /// strictest applies: the shortest grace, and deny if any of them denies.
 /// That way a vendor's compliance rule on a feature cannot be loosened by a
 /// generous entitlement, and vice versa.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfflinePolicy {
     pub offline_grace_seconds: u64,
@@ -100,7 +102,7 @@ impl OfflinePolicy {
 }
 
 /// An account's right to a plan, an add-on or one feature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entitlement {
     pub id: EntitlementId,
@@ -118,6 +120,7 @@ pub struct Entitlement {
     pub seats: Option<Seats>,
     /// Caps that replace the plan's or add-on's caps for these features.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, UsageCap>)]
     pub usage_cap_overrides: BTreeMap<FeatureId, UsageCap>,
     #[serde(default)]
     pub status: EntitlementStatus,

@@ -205,7 +205,7 @@ impl fmt::Debug for SubdivisionCode {
 /// - `block_anonymous` blocks callers that the anonymous-IP data marks as
 ///   anonymous. Without such data the caller is not known to be anonymous
 ///   and passes: the rule cannot be stricter than the databases loaded.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeoRule {
     pub allow_countries: BTreeSet<CountryCode>,
@@ -257,7 +257,7 @@ impl GeoRule {
 
 /// Which kinds of anonymous network an address belongs to, as a MaxMind
 /// Anonymous IP database reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AnonymousNetwork {
     pub vpn: bool,
@@ -280,7 +280,7 @@ impl AnonymousNetwork {
 /// What a node knows about where a caller is. Resolved outside the engine
 /// (from an IP with MaxMind, or from a trusted proxy's header) and passed in,
 /// so the engine stays a pure function.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GeoFacts {
     pub country: Option<CountryCode>,

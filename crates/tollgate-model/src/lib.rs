@@ -15,12 +15,13 @@ mod error;
 pub mod geo;
 pub mod id;
 pub mod limits;
+mod schema;
 mod time;
 
 pub use account::{Account, AccountStatus, Subject, SubjectKind};
 pub use catalog::{
-    Addon, CapEnforcement, Catalog, ConfigValues, Feature, FeatureGrant, FeatureKind, Plan,
-    Product, Sku, SkuQuantity, SkuTarget, UsageCap,
+    Addon, AutoApprove, CapEnforcement, Catalog, ConfigValues, Feature, FeatureGrant, FeatureKind,
+    Plan, Product, Sku, SkuQuantity, SkuTarget, UsageCap,
 };
 pub use change::{ChangeRecord, Mutation};
 pub use dataset::Dataset;

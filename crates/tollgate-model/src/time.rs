@@ -49,7 +49,7 @@ impl fmt::Display for UnixSeconds {
 
 /// The period over which a metered feature's usage is counted and capped.
 /// Periods roll over at UTC boundaries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UsagePeriod {
     Day,

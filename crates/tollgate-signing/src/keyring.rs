@@ -12,6 +12,8 @@ use tollgate_model::UnixSeconds;
 pub const CONTEXT_CHANGE_RECORD: &str = "tollgate.change-record.v1";
 /// Context of the signature on a full snapshot.
 pub const CONTEXT_SNAPSHOT: &str = "tollgate.snapshot.v1";
+/// Context of the signature on an outgoing webhook delivery.
+pub const CONTEXT_WEBHOOK: &str = "tollgate.webhook.v1";
 
 /// Most keys a ring keeps (active, overlapping and retired).
 pub const KEYS_MAX: usize = 64;
@@ -54,6 +56,21 @@ impl TryFrom<String> for KeyId {
     }
 }
 
+impl utoipa::PartialSchema for KeyId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .description(Some(
+                "Key id: ed25519- and the first 8 bytes of the public key in hex.",
+            ))
+            .pattern(Some("^ed25519-[0-9a-f]{16}$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for KeyId {}
+
 impl From<KeyId> for String {
     fn from(k: KeyId) -> String {
         k.0
@@ -73,7 +90,7 @@ impl fmt::Debug for KeyId {
 }
 
 /// Where a key is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyStatus {
     /// Signs, and verifies.
@@ -406,7 +423,7 @@ impl KeyRing {
 }
 
 /// One public key, as verifiers see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicKey {
     pub kid: KeyId,
     /// Always `Ed25519`.
@@ -418,7 +435,7 @@ pub struct PublicKey {
 }
 
 /// The origin's public keys: what a region or an SDK needs to verify.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicKeySet {
     pub keys: Vec<PublicKey>,
 }

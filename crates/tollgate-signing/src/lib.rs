@@ -16,5 +16,5 @@ mod keyring;
 
 pub use keyring::{
     KeyId, KeyRing, KeyStatus, PublicKey, PublicKeySet, Signed, SigningError, VerifyError,
-    CONTEXT_CHANGE_RECORD, CONTEXT_SNAPSHOT,
+    CONTEXT_CHANGE_RECORD, CONTEXT_SNAPSHOT, CONTEXT_WEBHOOK, KEYS_MAX,
 };

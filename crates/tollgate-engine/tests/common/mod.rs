@@ -114,6 +114,7 @@ pub fn catalog() -> Catalog {
         compatible_plans: compatible.iter().map(|p| id(p)).collect(),
         geo_rule: GeoRule::default(),
         offline_policy: None,
+        auto_approve: None,
     };
     let mut pack = capped("render", 500);
     pack.usage_cap.as_mut().unwrap().additive = true;

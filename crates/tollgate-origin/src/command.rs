@@ -1,0 +1,478 @@
+//! What can be asked of the origin, and what it answers. Every command is
+//! stamped by the proposer with who asked (`actor`), when (`at`) and why
+//! (`reason`), so apply stays deterministic and the audit log complete.
+
+use serde::{Deserialize, Serialize};
+use tollgate_model::{
+    Account, AccountId, Addon, AddonId, Entitlement, EntitlementId, Feature, FeatureId,
+    OfflinePolicy, OrderId, Plan, Product, Seats, Sku, SkuId, Subject, SubjectId, UnixSeconds,
+};
+
+/// Longest actor name and reason, in bytes.
+pub const ACTOR_LEN_MAX: usize = 128;
+pub const REASON_LEN_MAX: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginCommand {
+    /// Who asked: an API key id, or `bootstrap`.
+    pub actor: String,
+    /// When the proposer received the request.
+    pub at: UnixSeconds,
+    /// Why, as the caller said.
+    pub reason: Option<String>,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    PutProduct(Product),
+    PutFeature(Feature),
+    PutPlan(Plan),
+    PutAddon(Addon),
+    PutSku(Sku),
+    SetDefaultOfflinePolicy(OfflinePolicy),
+    PutAccount(Account),
+    PutSubject(Subject),
+    DeleteSubject {
+        account: AccountId,
+        subject: SubjectId,
+    },
+    /// A new entitlement; its id must be unused.
+    Grant(Entitlement),
+    /// A change to an existing entitlement.
+    ChangeEntitlement {
+        id: EntitlementId,
+        change: EntitlementChange,
+    },
+    PlaceOrder(Order),
+    RequestAccess(AccessRequestSpec),
+    DecideAccess {
+        id: String,
+        approve: bool,
+    },
+    /// Create or replace an API key (stored as a hash only).
+    PutApiKey(ApiKeyRecord),
+    RevokeApiKey {
+        id: String,
+    },
+    /// Create or replace an outgoing webhook. It receives events committed
+    /// after this revision.
+    PutWebhook(WebhookSpec),
+    DeleteWebhook {
+        id: String,
+    },
+    /// A webhook's deliverer processed every event through `through`;
+    /// `delivery` records the outcome of the one it delivered, if any.
+    WebhookProgress {
+        id: String,
+        through: u64,
+        delivery: Option<DeliveryRecord>,
+    },
+    /// Drop the change records up to and including `through` (retention).
+    /// Subscribers below the new floor get a snapshot instead.
+    CompactChanges {
+        through: u64,
+    },
+}
+
+impl Op {
+    /// A stable name for the audit log (`order.place`, `entitlement.revoke`).
+    pub fn action(&self) -> &'static str {
+        match self {
+            Op::PutProduct(_) => "product.put",
+            Op::PutFeature(_) => "feature.put",
+            Op::PutPlan(_) => "plan.put",
+            Op::PutAddon(_) => "addon.put",
+            Op::PutSku(_) => "sku.put",
+            Op::SetDefaultOfflinePolicy(_) => "catalog.default_offline_policy",
+            Op::PutAccount(_) => "account.put",
+            Op::PutSubject(_) => "subject.put",
+            Op::DeleteSubject { .. } => "subject.delete",
+            Op::Grant(_) => "entitlement.grant",
+            Op::ChangeEntitlement { change, .. } => match change {
+                EntitlementChange::Replace(_) => "entitlement.change",
+                EntitlementChange::Extend { .. } => "entitlement.extend",
+                EntitlementChange::SetSeats(_) => "entitlement.seats",
+                EntitlementChange::Suspend => "entitlement.suspend",
+                EntitlementChange::Resume => "entitlement.resume",
+                EntitlementChange::Revoke => "entitlement.revoke",
+            },
+            Op::PlaceOrder(_) => "order.place",
+            Op::RequestAccess(_) => "access_request.create",
+            Op::DecideAccess { approve: true, .. } => "access_request.approve",
+            Op::DecideAccess { approve: false, .. } => "access_request.deny",
+            Op::PutApiKey(_) => "api_key.put",
+            Op::RevokeApiKey { .. } => "api_key.revoke",
+            Op::CompactChanges { .. } => "changefeed.compact",
+            Op::PutWebhook(_) => "webhook.put",
+            Op::DeleteWebhook { .. } => "webhook.delete",
+            Op::WebhookProgress { .. } => "webhook.progress",
+        }
+    }
+}
+
+/// How an existing entitlement changes. Every change takes effect in running
+/// applications at the next check: no new license file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntitlementChange {
+    /// Replace every field but the id and the account.
+    Replace(Box<Entitlement>),
+    /// Move `valid_until` (`None`: perpetual).
+    Extend {
+        valid_until: Option<UnixSeconds>,
+    },
+    /// Change the seats.
+    SetSeats(Option<Seats>),
+    Suspend,
+    /// Undo a suspension. A revoked entitlement cannot be resumed.
+    Resume,
+    Revoke,
+}
+
+/// What a CRM or billing order does.
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderKind {
+    /// A new entitlement to the SKU's plan or add-on.
+    New,
+    /// Upgrade or downgrade: the entitlement to a plan of the same product
+    /// moves to the SKU's plan and quantity.
+    Change,
+    /// Extend the entitlement to the order's term end.
+    Renew,
+    /// End the entitlement: at the term end when given, else at once.
+    Cancel,
+}
+
+/// An order from a CRM or billing system. Idempotent by `id`: the same
+/// order again changes nothing; a different order under the same id is a
+/// conflict.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Order {
+    pub id: OrderId,
+    pub account: AccountId,
+    pub sku: SkuId,
+    pub kind: OrderKind,
+    /// Seats (for seat SKUs); 1 for unmetered SKUs.
+    pub quantity: u32,
+    pub term_start: UnixSeconds,
+    /// `None`: no end (perpetual or until cancelled).
+    #[serde(default)]
+    pub term_end: Option<UnixSeconds>,
+    /// The entitlement a change, renewal or cancellation applies to; when
+    /// absent, the account's entitlement from the same product's SKUs.
+    #[serde(default)]
+    pub entitlement: Option<EntitlementId>,
+    /// Grace after the term end.
+    #[serde(default)]
+    pub grace_period_seconds: u64,
+}
+
+/// What an access request asks for.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessTarget {
+    Feature(FeatureId),
+    Addon(AddonId),
+}
+
+/// A request for access, as the requester files it.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRequestSpec {
+    /// Chosen by the caller (so a retried request is not filed twice).
+    pub id: String,
+    pub account: AccountId,
+    #[serde(default)]
+    pub subject: Option<SubjectId>,
+    pub target: AccessTarget,
+    pub justification: String,
+    /// How long the access lasts once approved (`None`: until revoked).
+    #[serde(default)]
+    pub duration_seconds: Option<u64>,
+}
+
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessRequestStatus {
+    Pending,
+    Approved { entitlement: EntitlementId },
+    Denied,
+}
+
+/// An access request with its state.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRequest {
+    pub spec: AccessRequestSpec,
+    pub status: AccessRequestStatus,
+    pub requested_by: String,
+    pub requested_at: UnixSeconds,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<UnixSeconds>,
+    pub decision_reason: Option<String>,
+    /// The revision that last changed it.
+    pub revision: u64,
+}
+
+/// An order as applied, kept for idempotency and for the audit trail.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    pub order: Order,
+    pub revision: u64,
+    pub entitlements: Vec<EntitlementId>,
+}
+
+/// One line of the audit log: who, what, when, why, and the revision.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub revision: u64,
+    pub at: UnixSeconds,
+    pub actor: String,
+    pub action: String,
+    /// The object acted on (`entitlement/acme-pro`).
+    pub target: String,
+    pub reason: Option<String>,
+}
+
+/// Why a command was refused. Nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RejectCode {
+    /// A referenced object does not exist.
+    NotFound,
+    /// The command contradicts the current state (id taken, order replayed
+    /// with a different body, revoked entitlement resumed).
+    Conflict,
+    /// The command is invalid in itself (limits, references, values).
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub message: String,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginResponse {
+    /// Applied under a new revision; the entitlements it created or changed.
+    Committed {
+        revision: u64,
+        entitlements: Vec<EntitlementId>,
+    },
+    /// Already applied (an order replayed): nothing changed.
+    Unchanged {
+        revision: u64,
+        entitlements: Vec<EntitlementId>,
+        note: String,
+    },
+    Rejected(Rejection),
+}
+
+impl OriginResponse {
+    pub fn revision(&self) -> Option<u64> {
+        match self {
+            OriginResponse::Committed { revision, .. }
+            | OriginResponse::Unchanged { revision, .. } => Some(*revision),
+            OriginResponse::Rejected(_) => None,
+        }
+    }
+}
+
+/// What an API key may do. `admin` may do everything.
+#[derive(
+    utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+)]
+pub enum Scope {
+    #[serde(rename = "admin")]
+    Admin,
+    /// Products, features, plans, add-ons, SKUs.
+    #[serde(rename = "catalog:write")]
+    CatalogWrite,
+    /// Accounts, subjects, entitlements.
+    #[serde(rename = "accounts:write")]
+    AccountsWrite,
+    /// Orders from a CRM or billing system.
+    #[serde(rename = "orders:write")]
+    OrdersWrite,
+    /// File access requests.
+    #[serde(rename = "access:request")]
+    AccessRequest,
+    /// Approve or deny access requests.
+    #[serde(rename = "access:approve")]
+    AccessApprove,
+    /// Read everything but API keys.
+    #[serde(rename = "read")]
+    Read,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 7] = [
+        Scope::Admin,
+        Scope::CatalogWrite,
+        Scope::AccountsWrite,
+        Scope::OrdersWrite,
+        Scope::AccessRequest,
+        Scope::AccessApprove,
+        Scope::Read,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::CatalogWrite => "catalog:write",
+            Scope::AccountsWrite => "accounts:write",
+            Scope::OrdersWrite => "orders:write",
+            Scope::AccessRequest => "access:request",
+            Scope::AccessApprove => "access:approve",
+            Scope::Read => "read",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// An API key as the origin keeps it: never the secret, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Public part of the key (`key-...`); an identifier.
+    pub id: String,
+    /// What it is for, for people.
+    pub name: String,
+    /// SHA-256 of the secret, lower-case hex. The secret is random (256
+    /// bits), so a fast hash is enough.
+    pub secret_sha256: String,
+    pub scopes: std::collections::BTreeSet<Scope>,
+    pub created_at: UnixSeconds,
+    pub revoked: bool,
+}
+
+impl ApiKeyRecord {
+    /// Whether the key grants `scope` (admin grants every scope).
+    pub fn allows(&self, scope: Scope) -> bool {
+        !self.revoked && (self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope))
+    }
+}
+
+/// What an outgoing webhook can be told about.
+#[derive(
+    utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+)]
+pub enum WebhookEvent {
+    /// An entitlement was granted, changed, suspended, resumed or revoked
+    /// (directly or by an order).
+    #[serde(rename = "entitlement.changed")]
+    EntitlementChanged,
+    #[serde(rename = "access_request.created")]
+    AccessRequestCreated,
+    #[serde(rename = "access_request.approved")]
+    AccessRequestApproved,
+    #[serde(rename = "access_request.denied")]
+    AccessRequestDenied,
+}
+
+impl WebhookEvent {
+    pub fn name(self) -> &'static str {
+        match self {
+            WebhookEvent::EntitlementChanged => "entitlement.changed",
+            WebhookEvent::AccessRequestCreated => "access_request.created",
+            WebhookEvent::AccessRequestApproved => "access_request.approved",
+            WebhookEvent::AccessRequestDenied => "access_request.denied",
+        }
+    }
+
+    /// The event an audit action raises, if any.
+    pub fn of_action(action: &str) -> Option<WebhookEvent> {
+        Some(match action {
+            "order.place"
+            | "entitlement.grant"
+            | "entitlement.change"
+            | "entitlement.extend"
+            | "entitlement.seats"
+            | "entitlement.suspend"
+            | "entitlement.resume"
+            | "entitlement.revoke" => WebhookEvent::EntitlementChanged,
+            "access_request.create" => WebhookEvent::AccessRequestCreated,
+            "access_request.approve" => WebhookEvent::AccessRequestApproved,
+            "access_request.deny" => WebhookEvent::AccessRequestDenied,
+            _ => return None,
+        })
+    }
+}
+
+/// Longest webhook URL, in bytes.
+pub const WEBHOOK_URL_LEN_MAX: usize = 2048;
+/// Most webhooks one origin keeps.
+pub const WEBHOOKS_MAX: usize = 64;
+
+/// An outgoing webhook as an admin defines it.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// An identifier (same rules as other ids).
+    pub id: String,
+    /// `http://` or `https://`, at most 2048 bytes.
+    pub url: String,
+    /// At least one.
+    pub events: std::collections::BTreeSet<WebhookEvent>,
+}
+
+/// A webhook with its state.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRecord {
+    pub spec: WebhookSpec,
+    pub created_at: UnixSeconds,
+    /// Events committed after this revision are delivered.
+    pub created_revision: u64,
+    /// Every event through this revision was processed.
+    pub processed_through: u64,
+}
+
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    Delivered,
+    /// Every attempt failed; the deliverer moved on.
+    GaveUp,
+}
+
+/// One entry of a webhook's delivery log.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub revision: u64,
+    pub event: WebhookEvent,
+    pub attempts: u32,
+    pub outcome: DeliveryOutcome,
+    /// The last HTTP status received, if any.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    pub finished_at: UnixSeconds,
+}

@@ -1,0 +1,72 @@
+//! Where the origin keeps each object in its replicated key-value state.
+//! Keys are `/`-separated ASCII; ids cannot contain `/` (see
+//! `tollgate_model::id`), so a key names exactly one object. Revisions are
+//! zero-padded so that byte order is revision order.
+
+use tollgate_model::{
+    AccountId, AddonId, EntitlementId, FeatureId, OrderId, PlanId, ProductId, SkuId, SubjectId,
+};
+
+pub const HEAD_REVISION: &[u8] = b"meta/revision";
+/// Change records up to and including this revision were compacted away.
+pub const CHANGE_FLOOR: &[u8] = b"meta/change-floor";
+pub const DEFAULT_OFFLINE_POLICY: &[u8] = b"catalog/default_offline_policy";
+
+pub const CHANGE_PREFIX: &str = "change/";
+/// The ids of every webhook (a bounded list).
+pub const WEBHOOK_INDEX: &[u8] = b"meta/webhooks";
+pub const AUDIT_PREFIX: &str = "audit/";
+
+fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("/").into_bytes()
+}
+
+pub fn product(id: &ProductId) -> Vec<u8> {
+    key(&["catalog/product", id.as_str()])
+}
+pub fn feature(id: &FeatureId) -> Vec<u8> {
+    key(&["catalog/feature", id.as_str()])
+}
+pub fn plan(id: &PlanId) -> Vec<u8> {
+    key(&["catalog/plan", id.as_str()])
+}
+pub fn addon(id: &AddonId) -> Vec<u8> {
+    key(&["catalog/addon", id.as_str()])
+}
+pub fn sku(id: &SkuId) -> Vec<u8> {
+    key(&["catalog/sku", id.as_str()])
+}
+pub fn account(id: &AccountId) -> Vec<u8> {
+    key(&["account", id.as_str()])
+}
+pub fn subject(account: &AccountId, id: &SubjectId) -> Vec<u8> {
+    key(&["subject", account.as_str(), id.as_str()])
+}
+pub fn entitlement(id: &EntitlementId) -> Vec<u8> {
+    key(&["entitlement", id.as_str()])
+}
+/// The ids of an account's entitlements (a bounded list).
+pub fn account_entitlements(account: &AccountId) -> Vec<u8> {
+    key(&["account-entitlements", account.as_str()])
+}
+pub fn order(id: &OrderId) -> Vec<u8> {
+    key(&["order", id.as_str()])
+}
+pub fn access_request(id: &str) -> Vec<u8> {
+    key(&["access-request", id])
+}
+pub fn change(revision: u64) -> Vec<u8> {
+    format!("{CHANGE_PREFIX}{revision:020}").into_bytes()
+}
+pub fn audit(revision: u64) -> Vec<u8> {
+    format!("{AUDIT_PREFIX}{revision:020}").into_bytes()
+}
+pub fn api_key(id: &str) -> Vec<u8> {
+    key(&["api-key", id])
+}
+pub fn webhook(id: &str) -> Vec<u8> {
+    key(&["webhook", id])
+}
+pub fn webhook_delivery(id: &str, revision: u64) -> Vec<u8> {
+    format!("webhook-delivery/{id}/{revision:020}").into_bytes()
+}
