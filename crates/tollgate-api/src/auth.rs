@@ -1,0 +1,143 @@
+//! API keys: issued once as a bearer token `tg_<key id>.<secret>`, stored
+//! only as the SHA-256 of the secret, checked on every request. Scopes say
+//! what a key may do; `admin` may do everything.
+
+use crate::problem::Problem;
+use crate::store::OriginStore;
+use crate::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use tollgate_model::UnixSeconds;
+use tollgate_origin::{keys, ApiKeyRecord, Scope};
+
+pub const TOKEN_PREFIX: &str = "tg_";
+/// Longest Authorization header considered, in bytes.
+const AUTHORIZATION_LEN_MAX: usize = 512;
+
+/// A new key: the token (shown once, never stored) and what the origin keeps.
+pub struct IssuedKey {
+    pub token: String,
+    pub record: ApiKeyRecord,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Generates a key with a random id and a 256-bit random secret.
+pub fn issue_key(
+    name: &str,
+    scopes: BTreeSet<Scope>,
+    now: UnixSeconds,
+) -> Result<IssuedKey, Problem> {
+    let mut random = [0u8; 40];
+    getrandom::fill(&mut random)
+        .map_err(|e| Problem::internal(format!("no randomness for a new key: {e}")))?;
+    let id: String = format!(
+        "key-{}",
+        random[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let secret = B64.encode(&random[8..]);
+    Ok(IssuedKey {
+        token: format!("{TOKEN_PREFIX}{id}.{secret}"),
+        record: ApiKeyRecord {
+            id,
+            name: name.to_string(),
+            secret_sha256: sha256_hex(secret.as_bytes()),
+            scopes,
+            created_at: now,
+            revoked: false,
+        },
+    })
+}
+
+/// Equal-length comparison that does not stop at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key: ApiKeyRecord,
+}
+
+impl Caller {
+    /// 403 unless the key has `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), Problem> {
+        if self.key.allows(scope) {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!(
+                "API key {} lacks the scope {}",
+                self.key.id,
+                scope.name()
+            )))
+        }
+    }
+}
+
+impl<S: OriginStore> FromRequestParts<AppState<S>> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self, Problem> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                Problem::unauthenticated("an API key is required: Authorization: Bearer tg_...")
+            })?;
+        if header.len() > AUTHORIZATION_LEN_MAX {
+            return Err(Problem::unauthenticated(
+                "the Authorization header is too long",
+            ));
+        }
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(|t| t.strip_prefix(TOKEN_PREFIX))
+            .ok_or_else(|| {
+                Problem::unauthenticated("expected Authorization: Bearer tg_<key id>.<secret>")
+            })?;
+        let (id, secret) = token
+            .split_once('.')
+            .ok_or_else(|| Problem::unauthenticated("malformed API key"))?;
+        if id.is_empty()
+            || id.len() > 64
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(Problem::unauthenticated("malformed API key"));
+        }
+        let stored = state.store.get(&keys::api_key(id))?;
+        let key: ApiKeyRecord = match stored.map(|b| serde_json::from_slice(&b)) {
+            Some(Ok(key)) => key,
+            Some(Err(e)) => {
+                return Err(Problem::internal(format!(
+                    "stored API key {id} is unreadable: {e}"
+                )))
+            }
+            None => return Err(Problem::unauthenticated("unknown or wrong API key")),
+        };
+        if !constant_time_eq(
+            sha256_hex(secret.as_bytes()).as_bytes(),
+            key.secret_sha256.as_bytes(),
+        ) {
+            return Err(Problem::unauthenticated("unknown or wrong API key"));
+        }
+        if key.revoked {
+            return Err(Problem::unauthenticated(format!("API key {id} is revoked")));
+        }
+        Ok(Caller { key })
+    }
+}

@@ -1,0 +1,79 @@
+//! The origin's REST API: JSON over HTTP at `/v1`, for CRMs, billing
+//! systems, admin tools and the customer portal.
+//!
+//! - Every endpoint but `/healthz` and the public key set needs an API key
+//!   (`Authorization: Bearer tg_...`) with the right scope: 401 without a
+//!   valid key, 403 without the scope.
+//! - Every write goes through the origin's Raft log as one
+//!   [`tollgate_origin::OriginCommand`] stamped with the caller's key id, the
+//!   time and the `X-Tollgate-Reason` header; it commits under the next
+//!   revision (returned in the body and the `X-Tollgate-Revision` header) or
+//!   changes nothing.
+//! - Errors are `application/problem+json` with a stable `code`.
+//! - Bodies are bounded ([`BODY_BYTES_MAX`]); lists are paginated.
+
+pub mod auth;
+pub mod openapi;
+pub mod problem;
+mod routes;
+pub mod store;
+
+use axum::Router;
+use std::sync::{Arc, RwLock};
+use tollgate_signing::PublicKeySet;
+
+pub use routes::{Page, WriteResult};
+pub use store::{MemStore, OriginStore, StoreError};
+
+/// Largest request body accepted, in bytes.
+pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Most items one list page returns.
+pub const PAGE_LIMIT_MAX: usize = 500;
+/// Items per page when the caller does not say.
+pub const PAGE_LIMIT_DEFAULT: usize = 100;
+/// Longest `X-Tollgate-Reason`, in bytes.
+pub const REASON_HEADER_LEN_MAX: usize = tollgate_origin::REASON_LEN_MAX;
+
+/// What every handler can reach.
+pub struct AppState<S> {
+    pub store: Arc<S>,
+    /// The origin's public keys, served without authentication.
+    pub public_keys: Arc<RwLock<PublicKeySet>>,
+}
+
+impl<S> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        AppState {
+            store: self.store.clone(),
+            public_keys: self.public_keys.clone(),
+        }
+    }
+}
+
+/// The OpenAPI document of the whole API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let table = routes::table::<MemStore>();
+    openapi::document(table.iter().map(|r| (r.path.as_str(), r.method, &r.doc)))
+}
+
+/// The paths and methods of every route, for checking them against the
+/// document.
+pub fn route_list() -> Vec<(String, &'static str)> {
+    routes::table::<MemStore>()
+        .into_iter()
+        .map(|r| {
+            let method = match r.method {
+                routes::Method::Get => "get",
+                routes::Method::Put => "put",
+                routes::Method::Post => "post",
+                routes::Method::Delete => "delete",
+            };
+            (r.path, method)
+        })
+        .collect()
+}
+
+/// The whole API as an axum router.
+pub fn router<S: OriginStore>(state: AppState<S>) -> Router {
+    routes::router(state)
+}

@@ -1,0 +1,250 @@
+//! Products, features, plans, add-ons, SKUs and accounts: `PUT` creates or
+//! replaces one (the body's id must match the path), `GET` reads one, and
+//! `GET` on the collection lists them in id order.
+
+use super::{
+    commit, list, path_id, read, route, Body, Doc, Method, Page, PageQuery, Route, SchemaRef,
+    PAGE_QUERY,
+};
+use crate::auth::Caller;
+use crate::problem::Problem;
+use crate::store::OriginStore;
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, put};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt::Display;
+use tollgate_model::*;
+use tollgate_origin::{keys, Op, Scope};
+
+/// An object kept under its own key, written whole.
+pub trait Resource: Serialize + DeserializeOwned + utoipa::ToSchema + Send + 'static {
+    type Id: TryFrom<String, Error = ModelError> + PartialEq + Display + Send;
+    /// For messages: `product`, `plan`, ...
+    const WHAT: &'static str;
+    /// The key prefix of the collection (see `tollgate_origin::keys`).
+    const PREFIX: &'static str;
+    /// Who may write it.
+    const SCOPE: Scope;
+    fn id(&self) -> &Self::Id;
+    fn key(id: &Self::Id) -> Vec<u8>;
+    fn into_op(self) -> Op;
+}
+
+macro_rules! resource {
+    ($ty:ty, $id:ty, $what:literal, $prefix:literal, $scope:expr, $key:path, $op:path) => {
+        impl Resource for $ty {
+            type Id = $id;
+            const WHAT: &'static str = $what;
+            const PREFIX: &'static str = $prefix;
+            const SCOPE: Scope = $scope;
+            fn id(&self) -> &$id {
+                &self.id
+            }
+            fn key(id: &$id) -> Vec<u8> {
+                $key(id)
+            }
+            fn into_op(self) -> Op {
+                $op(self)
+            }
+        }
+    };
+}
+
+resource!(
+    Product,
+    ProductId,
+    "product",
+    "catalog/product/",
+    Scope::CatalogWrite,
+    keys::product,
+    Op::PutProduct
+);
+resource!(
+    Feature,
+    FeatureId,
+    "feature",
+    "catalog/feature/",
+    Scope::CatalogWrite,
+    keys::feature,
+    Op::PutFeature
+);
+resource!(
+    Plan,
+    PlanId,
+    "plan",
+    "catalog/plan/",
+    Scope::CatalogWrite,
+    keys::plan,
+    Op::PutPlan
+);
+resource!(
+    Addon,
+    AddonId,
+    "add-on",
+    "catalog/addon/",
+    Scope::CatalogWrite,
+    keys::addon,
+    Op::PutAddon
+);
+resource!(
+    Sku,
+    SkuId,
+    "SKU",
+    "catalog/sku/",
+    Scope::CatalogWrite,
+    keys::sku,
+    Op::PutSku
+);
+resource!(
+    Account,
+    AccountId,
+    "account",
+    "account/",
+    Scope::AccountsWrite,
+    keys::account,
+    Op::PutAccount
+);
+
+async fn put_one<S: OriginStore, R: Resource>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    Body(body): Body<R>,
+) -> Result<Response, Problem> {
+    caller.require(R::SCOPE)?;
+    let id: R::Id = path_id(raw)?;
+    if body.id() != &id {
+        return Err(Problem::invalid(format!(
+            "the body's id {} differs from the path's {id}",
+            body.id()
+        )));
+    }
+    commit(&state, &caller, &headers, body.into_op()).await
+}
+
+async fn get_one<S: OriginStore, R: Resource>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<R>, Problem> {
+    caller.require(Scope::Read)?;
+    let id: R::Id = path_id(raw)?;
+    read(&state, &R::key(&id), &format!("{} {id}", R::WHAT)).map(Json)
+}
+
+async fn list_all<S: OriginStore, R: Resource>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<R>>, Problem> {
+    caller.require(Scope::Read)?;
+    list(&state, R::PREFIX, &page).map(Json)
+}
+
+fn resource<S: OriginStore, R: Resource>(collection: &str, tag: &'static str) -> Vec<Route<S>> {
+    let one = format!("{collection}/{{id}}");
+    vec![
+        route(
+            Method::Get,
+            collection,
+            get(list_all::<S, R>),
+            Doc::new(
+                tag,
+                format!("List {}s in id order.", R::WHAT),
+                Some(Scope::Read),
+            )
+            .ok(SchemaRef::page_of::<R>())
+            .query(PAGE_QUERY),
+        ),
+        route(
+            Method::Put,
+            one.clone(),
+            put(put_one::<S, R>),
+            Doc::new(
+                tag,
+                format!(
+                    "Create or replace a {} (the body's id must match the path).",
+                    R::WHAT
+                ),
+                Some(R::SCOPE),
+            )
+            .body(SchemaRef::of::<R>()),
+        ),
+        route(
+            Method::Get,
+            one,
+            get(get_one::<S, R>),
+            Doc::new(tag, format!("Read a {}.", R::WHAT), Some(Scope::Read))
+                .ok(SchemaRef::of::<R>()),
+        ),
+    ]
+}
+
+async fn put_default_offline_policy<S: OriginStore>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(policy): Body<OfflinePolicy>,
+) -> Result<Response, Problem> {
+    caller.require(Scope::CatalogWrite)?;
+    commit(
+        &state,
+        &caller,
+        &headers,
+        Op::SetDefaultOfflinePolicy(policy),
+    )
+    .await
+}
+
+async fn get_default_offline_policy<S: OriginStore>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+) -> Result<Json<OfflinePolicy>, Problem> {
+    caller.require(Scope::Read)?;
+    Ok(Json(
+        state
+            .store
+            .get(keys::DEFAULT_OFFLINE_POLICY)?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default(),
+    ))
+}
+
+pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
+    let mut routes = Vec::new();
+    routes.extend(resource::<S, Product>("/v1/products", "catalog"));
+    routes.extend(resource::<S, Feature>("/v1/features", "catalog"));
+    routes.extend(resource::<S, Plan>("/v1/plans", "catalog"));
+    routes.extend(resource::<S, Addon>("/v1/addons", "catalog"));
+    routes.extend(resource::<S, Sku>("/v1/skus", "catalog"));
+    routes.extend(resource::<S, Account>("/v1/accounts", "accounts"));
+    routes.push(route(
+        Method::Put,
+        "/v1/catalog/default-offline-policy",
+        put(put_default_offline_policy::<S>),
+        Doc::new(
+            "catalog",
+            "Set the offline policy used where none is set.",
+            Some(Scope::CatalogWrite),
+        )
+        .body(SchemaRef::of::<OfflinePolicy>()),
+    ));
+    routes.push(route(
+        Method::Get,
+        "/v1/catalog/default-offline-policy",
+        get(get_default_offline_policy::<S>),
+        Doc::new(
+            "catalog",
+            "Read the default offline policy.",
+            Some(Scope::Read),
+        )
+        .ok(SchemaRef::of::<OfflinePolicy>()),
+    ));
+    routes
+}

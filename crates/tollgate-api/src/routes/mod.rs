@@ -1,0 +1,355 @@
+//! Routes, and the helpers every route uses: bounded JSON bodies mapped to
+//! problems, validated path ids, one way to commit a command, one way to
+//! read and to list.
+
+mod catalog;
+mod entitlements;
+mod orders;
+mod origin_admin;
+
+use crate::auth::Caller;
+use crate::problem::Problem;
+use crate::store::OriginStore;
+use crate::{AppState, BODY_BYTES_MAX, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, REASON_HEADER_LEN_MAX};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tollgate_model::{EntitlementId, ModelError, UnixSeconds};
+use tollgate_origin::{Op, OriginCommand, OriginResponse, RejectCode};
+
+/// The HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Put,
+    Post,
+    Delete,
+}
+
+/// A schema for the OpenAPI document: how to reference it, and how to
+/// collect it (and what it refers to) into the components.
+pub struct SchemaRef {
+    pub reference: utoipa::openapi::RefOr<utoipa::openapi::Schema>,
+    pub collect: fn(&mut crate::openapi::Schemas),
+}
+
+/// What the OpenAPI document says about a route.
+pub struct Doc {
+    pub summary: String,
+    pub tag: &'static str,
+    /// The scope needed; `None` for public routes.
+    pub scope: Option<tollgate_origin::Scope>,
+    /// Query parameters and what they mean.
+    pub query: &'static [(&'static str, &'static str)],
+    pub body: Option<SchemaRef>,
+    /// `None`: a plain-text body.
+    pub ok: Option<SchemaRef>,
+    pub ok_status: u16,
+}
+
+impl Doc {
+    pub fn new(
+        tag: &'static str,
+        summary: impl Into<String>,
+        scope: Option<tollgate_origin::Scope>,
+    ) -> Doc {
+        Doc {
+            summary: summary.into(),
+            tag,
+            scope,
+            query: &[],
+            body: None,
+            ok: Some(SchemaRef::of::<WriteResult>()),
+            ok_status: 200,
+        }
+    }
+    pub fn body(mut self, body: SchemaRef) -> Doc {
+        self.body = Some(body);
+        self
+    }
+    pub fn ok(mut self, ok: SchemaRef) -> Doc {
+        self.ok = Some(ok);
+        self
+    }
+    pub fn query(mut self, query: &'static [(&'static str, &'static str)]) -> Doc {
+        self.query = query;
+        self
+    }
+}
+
+/// One route: the handler and its documentation, side by side.
+pub struct Route<S> {
+    pub method: Method,
+    pub path: String,
+    pub handler: axum::routing::MethodRouter<AppState<S>>,
+    pub doc: Doc,
+}
+
+pub fn route<S>(
+    method: Method,
+    path: impl Into<String>,
+    handler: axum::routing::MethodRouter<AppState<S>>,
+    doc: Doc,
+) -> Route<S> {
+    Route {
+        method,
+        path: path.into(),
+        handler,
+        doc,
+    }
+}
+
+const PAGE_QUERY: &[(&str, &str)] = &[
+    ("after", "Return items after this id (from `next_after`)."),
+    ("limit", "Items per page, 1..=500 (default 100)."),
+];
+
+/// Every route of the API.
+pub fn table<S: OriginStore>() -> Vec<Route<S>> {
+    let mut routes = vec![route(
+        Method::Get,
+        "/healthz",
+        get(|| async { "ok" }),
+        Doc {
+            ok: None,
+            ..Doc::new("health", "Liveness: the process answers HTTP.", None)
+        },
+    )];
+    routes.extend(catalog::routes());
+    routes.extend(entitlements::routes());
+    routes.extend(orders::routes());
+    routes.extend(origin_admin::routes());
+    routes.push(route(
+        Method::Get,
+        "/v1/openapi.json",
+        get(openapi_json),
+        Doc {
+            ok: None,
+            ..Doc::new(
+                "meta",
+                "This document (also checked in as crates/tollgate-api/openapi.json).",
+                Some(tollgate_origin::Scope::Read),
+            )
+        },
+    ));
+    routes
+}
+
+async fn openapi_json(caller: Caller) -> Result<Json<utoipa::openapi::OpenApi>, Problem> {
+    caller.require(tollgate_origin::Scope::Read)?;
+    Ok(Json(crate::openapi_document()))
+}
+
+pub fn router<S: OriginStore>(state: AppState<S>) -> Router {
+    let mut by_path: std::collections::BTreeMap<String, axum::routing::MethodRouter<AppState<S>>> =
+        std::collections::BTreeMap::new();
+    for r in table::<S>() {
+        let merged = match by_path.remove(&r.path) {
+            Some(existing) => existing.merge(r.handler),
+            None => r.handler,
+        };
+        by_path.insert(r.path, merged);
+    }
+    let mut router = Router::new();
+    for (path, handler) in by_path {
+        router = router.route(&path, handler);
+    }
+    router
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+/// A JSON body whose rejections are problem documents: 400 for malformed
+/// JSON, 413 for an oversized body, 415 without a JSON content type, 422
+/// for a body of the wrong shape (unknown field, wrong type, invalid id).
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(match &rejection {
+                JsonRejection::JsonSyntaxError(_) => Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "MALFORMED_BODY",
+                    rejection.body_text(),
+                ),
+                JsonRejection::JsonDataError(_) => Problem::invalid(rejection.body_text()),
+                JsonRejection::MissingJsonContentType(_) => Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UNSUPPORTED_MEDIA_TYPE",
+                    "expected Content-Type: application/json",
+                ),
+                _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    format!("the body exceeds {BODY_BYTES_MAX} bytes"),
+                ),
+                _ => Problem::bad_request(rejection.body_text()),
+            }),
+        }
+    }
+}
+
+/// Parses a path segment into a validated id, or 400 naming it.
+pub fn path_id<T: TryFrom<String, Error = ModelError>>(raw: String) -> Result<T, Problem> {
+    T::try_from(raw).map_err(|e| Problem::bad_request(format!("path: {e}")))
+}
+
+pub fn now() -> UnixSeconds {
+    UnixSeconds(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    )
+}
+
+fn reason(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    match headers.get("x-tollgate-reason") {
+        None => Ok(None),
+        Some(v) if v.len() > REASON_HEADER_LEN_MAX => Err(Problem::bad_request(format!(
+            "X-Tollgate-Reason exceeds {REASON_HEADER_LEN_MAX} bytes"
+        ))),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.to_string()))
+            .map_err(|_| Problem::bad_request("X-Tollgate-Reason must be visible ASCII")),
+    }
+}
+
+/// What a write answers.
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteResult {
+    /// The revision the change committed under (or, for a replay, the
+    /// revision that first applied it). Pass it as `at_least_revision` to a
+    /// region to read your own write.
+    pub revision: u64,
+    /// True when nothing changed because the request was already applied.
+    pub unchanged: bool,
+    /// The entitlements created or changed.
+    pub entitlements: Vec<EntitlementId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Commits `op` as `caller`, mapping the outcome to a response.
+pub async fn commit<S: OriginStore>(
+    state: &AppState<S>,
+    caller: &Caller,
+    headers: &HeaderMap,
+    op: Op,
+) -> Result<Response, Problem> {
+    let command = OriginCommand {
+        actor: caller.key.id.clone(),
+        at: now(),
+        reason: reason(headers)?,
+        op,
+    };
+    let result = match state.store.write(command).await? {
+        OriginResponse::Committed {
+            revision,
+            entitlements,
+        } => WriteResult {
+            revision,
+            unchanged: false,
+            entitlements,
+            note: None,
+        },
+        OriginResponse::Unchanged {
+            revision,
+            entitlements,
+            note,
+        } => WriteResult {
+            revision,
+            unchanged: true,
+            entitlements,
+            note: Some(note),
+        },
+        OriginResponse::Rejected(r) => {
+            return Err(match r.code {
+                RejectCode::NotFound => Problem::not_found(r.message),
+                RejectCode::Conflict => Problem::conflict(r.message),
+                RejectCode::Invalid => Problem::invalid(r.message),
+            })
+        }
+    };
+    Ok((
+        [("x-tollgate-revision", result.revision.to_string())],
+        Json(result),
+    )
+        .into_response())
+}
+
+/// Reads one object.
+pub fn read<S: OriginStore, T: DeserializeOwned>(
+    state: &AppState<S>,
+    key: &[u8],
+    what: &str,
+) -> Result<T, Problem> {
+    match state.store.get(key)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Problem::internal(format!("stored {what} is unreadable: {e}"))),
+        None => Err(Problem::not_found(format!("unknown {what}"))),
+    }
+}
+
+/// `?after=<cursor>&limit=<n>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_after: Option<String>,
+}
+
+/// Lists objects under `prefix`, paginated by the key suffix.
+pub fn list<S: OriginStore, T: DeserializeOwned>(
+    state: &AppState<S>,
+    prefix: &str,
+    page: &PageQuery,
+) -> Result<Page<T>, Problem> {
+    let limit = page.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+    if limit == 0 || limit > PAGE_LIMIT_MAX {
+        return Err(Problem::bad_request(format!(
+            "limit must be 1..={PAGE_LIMIT_MAX}"
+        )));
+    }
+    let after = page
+        .after
+        .as_ref()
+        .map(|a| format!("{prefix}{a}").into_bytes());
+    // One more than asked tells whether there is a next page.
+    let entries = state
+        .store
+        .scan(prefix.as_bytes(), after.as_deref(), limit + 1)?;
+    let more = entries.len() > limit;
+    let mut items = Vec::with_capacity(limit.min(entries.len()));
+    let mut last = None;
+    for (key, value) in entries.into_iter().take(limit) {
+        items.push(serde_json::from_slice(&value).map_err(|e| {
+            Problem::internal(format!("stored value under {prefix} is unreadable: {e}"))
+        })?);
+        last = Some(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+    }
+    Ok(Page {
+        items,
+        next_after: if more { last } else { None },
+    })
+}
