@@ -30,6 +30,13 @@ pub mod cluster {
     }
 }
 
+/// Generated from `proto/tollgate/origin/v1/`: the changefeed.
+pub mod origin {
+    pub mod v1 {
+        tonic::include_proto!("tollgate.origin.v1");
+    }
+}
+
 /// The encoded descriptor set of every Tollgate proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tollgate_descriptor.bin"));

@@ -1,0 +1,282 @@
+//! The region side: subscribe, verify, hand on.
+
+use crate::snapshot::SnapshotChunkPayload;
+use crate::{FeedError, BATCH_BYTES_MAX};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tollgate_model::{ChangeRecord, Mutation, UnixSeconds};
+use tollgate_proto::convert::signed_record_from_proto;
+use tollgate_proto::origin::v1 as pb;
+use tollgate_proto::origin::v1::changefeed_client::ChangefeedClient;
+use tollgate_signing::{PublicKeySet, Signed, CONTEXT_CHANGE_RECORD, CONTEXT_SNAPSHOT};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Streaming;
+
+/// Largest message accepted from the origin: a full batch plus framing.
+const MESSAGE_BYTES_MAX: usize = BATCH_BYTES_MAX + 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct FollowerConfig {
+    /// The origin node's gRPC address, e.g. `http://127.0.0.1:7000`.
+    pub endpoint: String,
+    /// The origin's public keys: only records signed by these are accepted.
+    pub keys: PublicKeySet,
+    /// Records per batch to ask for (0: the origin's default).
+    pub max_batch_records: u32,
+    /// Who we are, for the origin's logs.
+    pub subscriber: String,
+    pub connect_timeout: Duration,
+    /// With no message (not even a heartbeat) for this long, the stream is
+    /// considered dead.
+    pub idle_timeout: Duration,
+}
+
+/// What the follower hands on, verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowEvent {
+    /// Consecutive records, each verified.
+    Records(Vec<ChangeRecord>),
+    /// Part of a snapshot of the whole state at `revision`. Stage the chunks
+    /// and replace the state only at `last`: a snapshot cut short must leave
+    /// the old state in place.
+    SnapshotChunk {
+        revision: u64,
+        index: u32,
+        last: bool,
+        mutations: Vec<Mutation>,
+    },
+    /// The origin is alive; its head revision and clock.
+    Heartbeat {
+        head_revision: u64,
+        origin_time: UnixSeconds,
+    },
+}
+
+/// A verified subscription to one origin node.
+pub struct Follower {
+    stream: Streaming<pb::SubscribeResponse>,
+    keys: PublicKeySet,
+    idle_timeout: Duration,
+    /// The last revision handed on (records, or a completed snapshot).
+    applied: u64,
+    /// A snapshot in progress: its revision, next index, chunk count.
+    snapshot: Option<(u64, u32, u32)>,
+    /// Records that follow a refused one in the same batch are dropped; the
+    /// refusal is reported on the next call.
+    pending_error: Option<FeedError>,
+}
+
+fn now() -> UnixSeconds {
+    UnixSeconds(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    )
+}
+
+async fn connect(
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<ChangefeedClient<Channel>, FeedError> {
+    let unreachable = |reason: String| FeedError::Unreachable {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let channel = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| unreachable(e.to_string()))?
+        .connect_timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    Ok(ChangefeedClient::new(channel).max_decoding_message_size(MESSAGE_BYTES_MAX))
+}
+
+/// The origin's public key set, as it serves it. Trust it only over a
+/// channel you trust (TLS to a known origin), or compare it with a pinned
+/// set.
+pub async fn fetch_public_keys(
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<PublicKeySet, FeedError> {
+    let mut client = connect(endpoint, timeout).await?;
+    let set = tokio::time::timeout(timeout, client.get_public_keys(pb::GetPublicKeysRequest {}))
+        .await
+        .map_err(|_| FeedError::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason: "GetPublicKeys timed out".into(),
+        })??
+        .into_inner();
+    PublicKeySet::try_from(set).map_err(|e| FeedError::Refused {
+        revision: 0,
+        reason: format!("the origin's key set is malformed: {e}"),
+    })
+}
+
+/// Verifies one signed change record that should carry revision
+/// `expected`: the wire revision, the signature (with `verify_strict`, by a
+/// key of `keys` valid at `now`), and the revision inside the signed bytes.
+pub fn verify_record(
+    keys: &PublicKeySet,
+    expected: u64,
+    revision: u64,
+    signed: &Signed,
+    now: UnixSeconds,
+) -> Result<ChangeRecord, FeedError> {
+    if revision != expected {
+        return Err(FeedError::Refused {
+            revision,
+            reason: format!("expected revision {expected} next"),
+        });
+    }
+    keys.verify(CONTEXT_CHANGE_RECORD, signed, now)
+        .map_err(|source| FeedError::Signature { revision, source })?;
+    let record: ChangeRecord =
+        serde_json::from_slice(&signed.payload).map_err(|e| FeedError::Refused {
+            revision,
+            reason: format!("the signed payload is not a change record: {e}"),
+        })?;
+    if record.revision != revision {
+        return Err(FeedError::Refused {
+            revision,
+            reason: format!("the signed record says revision {}", record.revision),
+        });
+    }
+    Ok(record)
+}
+
+impl Follower {
+    /// Subscribes after `from_revision`, the last revision the caller has
+    /// applied.
+    pub async fn connect(
+        config: &FollowerConfig,
+        from_revision: u64,
+    ) -> Result<Follower, FeedError> {
+        let mut client = connect(&config.endpoint, config.connect_timeout).await?;
+        let request = pb::SubscribeRequest {
+            from_revision,
+            max_batch_records: config.max_batch_records,
+            subscriber: config.subscriber.clone(),
+        };
+        let stream = tokio::time::timeout(config.connect_timeout, client.subscribe(request))
+            .await
+            .map_err(|_| FeedError::Unreachable {
+                endpoint: config.endpoint.clone(),
+                reason: "Subscribe timed out".into(),
+            })??
+            .into_inner();
+        Ok(Follower {
+            stream,
+            keys: config.keys.clone(),
+            idle_timeout: config.idle_timeout,
+            applied: from_revision,
+            snapshot: None,
+            pending_error: None,
+        })
+    }
+
+    /// The last revision handed on.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The next verified event. After an error the follower is done:
+    /// reconnect from [`Follower::applied`].
+    pub async fn next(&mut self) -> Result<FollowEvent, FeedError> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
+        let message = tokio::time::timeout(self.idle_timeout, self.stream.message())
+            .await
+            .map_err(|_| FeedError::Unreachable {
+                endpoint: "origin".into(),
+                reason: format!("no message for {:?}", self.idle_timeout),
+            })??
+            .ok_or(FeedError::Ended)?;
+        let event = message.event.ok_or_else(|| FeedError::Refused {
+            revision: self.applied + 1,
+            reason: "an empty message".into(),
+        })?;
+        match event {
+            pb::subscribe_response::Event::Heartbeat(h) => Ok(FollowEvent::Heartbeat {
+                head_revision: h.head_revision,
+                origin_time: UnixSeconds(h.origin_time),
+            }),
+            pb::subscribe_response::Event::Records(batch) => self.records(batch),
+            pb::subscribe_response::Event::SnapshotBegin(begin) => {
+                if begin.chunks == 0 {
+                    return Err(FeedError::Refused {
+                        revision: begin.revision,
+                        reason: "a snapshot with no chunks".into(),
+                    });
+                }
+                self.snapshot = Some((begin.revision, 0, begin.chunks));
+                Box::pin(self.next()).await
+            }
+            pb::subscribe_response::Event::SnapshotChunk(chunk) => {
+                self.snapshot_chunk(chunk.into())
+            }
+        }
+    }
+
+    fn records(&mut self, batch: pb::RecordBatch) -> Result<FollowEvent, FeedError> {
+        if self.snapshot.is_some() {
+            return Err(FeedError::Refused {
+                revision: self.applied + 1,
+                reason: "records arrived in the middle of a snapshot".into(),
+            });
+        }
+        let mut verified = Vec::with_capacity(batch.records.len());
+        for wire in batch.records {
+            let (revision, signed) = signed_record_from_proto(wire);
+            match verify_record(&self.keys, self.applied + 1, revision, &signed, now()) {
+                Ok(record) => {
+                    self.applied = record.revision;
+                    verified.push(record);
+                }
+                Err(e) => {
+                    tracing::error!(revision, error = %e, "Refused a change record from the origin.");
+                    if verified.is_empty() {
+                        return Err(e);
+                    }
+                    self.pending_error = Some(e);
+                    break;
+                }
+            }
+        }
+        Ok(FollowEvent::Records(verified))
+    }
+
+    fn snapshot_chunk(&mut self, signed: Signed) -> Result<FollowEvent, FeedError> {
+        let Some((revision, index, chunks)) = self.snapshot else {
+            return Err(FeedError::Refused {
+                revision: self.applied + 1,
+                reason: "a snapshot chunk without a snapshot".into(),
+            });
+        };
+        let refused = |reason: String| FeedError::Refused { revision, reason };
+        self.keys
+            .verify(CONTEXT_SNAPSHOT, &signed, now())
+            .map_err(|source| FeedError::Signature { revision, source })?;
+        let payload: SnapshotChunkPayload = serde_json::from_slice(&signed.payload)
+            .map_err(|e| refused(format!("malformed snapshot chunk: {e}")))?;
+        let last = index + 1 == chunks;
+        if payload.revision != revision || payload.index != index || payload.last != last {
+            return Err(refused(format!(
+                "snapshot chunk out of order: got ({}, {}, last={}), expected ({revision}, {index}, last={last})",
+                payload.revision, payload.index, payload.last
+            )));
+        }
+        if last {
+            self.snapshot = None;
+            self.applied = revision;
+        } else {
+            self.snapshot = Some((revision, index + 1, chunks));
+        }
+        Ok(FollowEvent::SnapshotChunk {
+            revision,
+            index,
+            last,
+            mutations: payload.mutations,
+        })
+    }
+}
