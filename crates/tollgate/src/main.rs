@@ -1,8 +1,11 @@
-//! `tollgate`: one binary for every role. Today it evaluates checks offline
-//! against a data set (`eval`); `serve`, `dev`, `ctl` and `bench` join it as
-//! the pieces they drive land. Only commands that work are exposed.
+//! `tollgate`: one binary for every role. Today it runs origin nodes
+//! (`serve`) and evaluates checks offline against a data set (`eval`); `dev`,
+//! `ctl` and `bench` join it as the pieces they drive land. Only commands
+//! that work are exposed.
 
+mod config;
 mod eval;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -38,7 +41,10 @@ struct Cli {
 enum Command {
     /// Decide one check offline, with the same engine the nodes run,
     /// against a data set file (or the built-in demo data).
-    Eval(eval::EvalArgs),
+    Eval(Box<eval::EvalArgs>),
+    /// Run a node (today: an origin node) from a config file until SIGINT
+    /// or SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 /// How results are printed.
@@ -66,7 +72,8 @@ fn main() -> ExitCode {
         .init();
 
     let code = match cli.command {
-        Command::Eval(args) => eval::run(args),
+        Command::Eval(args) => eval::run(*args),
+        Command::Serve(args) => serve::run(args),
     };
     ExitCode::from(code)
 }

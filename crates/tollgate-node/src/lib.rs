@@ -1,0 +1,13 @@
+//! Running nodes, assembled from their parts. Start-up order: config (the
+//! caller validated it), storage and keys, Raft, then the servers on the
+//! listeners the caller bound (tests bind `127.0.0.1:0`). Shutdown: stop
+//! accepting, drain the servers with a deadline, shut Raft down (which
+//! flushes storage).
+
+mod error;
+mod origin;
+mod webhooks;
+
+pub use error::NodeError;
+pub use origin::{OriginConfig, OriginListeners, OriginNode};
+pub use webhooks::WebhookConfig;

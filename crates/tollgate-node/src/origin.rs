@@ -1,0 +1,485 @@
+//! An origin node: a member of the origin's Raft group that serves the REST
+//! API and the changefeed, and keeps the changefeed within its retention.
+
+use crate::NodeError;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tollgate_api::{AppState, OriginStore, StoreError};
+use tollgate_feed::{ChangeSource, FeedConfig, FeedError, FeedService};
+use tollgate_model::{ChangeRecord, Mutation, UnixSeconds};
+use tollgate_origin::{
+    dataset_from_entries, keys, Op, OriginCommand, OriginLogic, OriginResponse, Scope,
+    COMPACT_RECORDS_MAX,
+};
+use tollgate_raft::{Node, NodeConfig, NodeId, StateView};
+use tollgate_signing::KeyRing;
+
+/// Key prefixes that hold what regions serve (read for snapshots).
+const SERVED_PREFIXES: [&str; 4] = ["catalog/", "account/", "subject/", "entitlement/"];
+/// Most entries read per scan call when reading a whole prefix.
+const SCAN_CHUNK: usize = 4096;
+/// Attempts at a consistent snapshot before giving up for this subscriber.
+const SNAPSHOT_ATTEMPTS_MAX: usize = 5;
+
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    /// The Raft member: id, data directory, timings, limits.
+    pub raft: NodeConfig,
+    /// The origin's signing keys. Every node of one origin cluster must be
+    /// given the same file (like a TLS key); a missing file is created with
+    /// a new key, which suits a one-node origin.
+    pub signing_keys_path: PathBuf,
+    pub feed: FeedConfig,
+    /// Change records kept for followers to resume from; older ones are
+    /// compacted and a follower that far behind gets a snapshot.
+    pub retention_revisions: u64,
+    /// How often the leader checks whether to compact.
+    pub compaction_interval: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// Outgoing webhook delivery.
+    pub webhooks: crate::WebhookConfig,
+}
+
+impl OriginConfig {
+    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>) -> OriginConfig {
+        let data_dir = data_dir.into();
+        OriginConfig {
+            signing_keys_path: data_dir.join("origin-keys.json"),
+            raft: NodeConfig::new(node_id, data_dir),
+            feed: FeedConfig::default(),
+            retention_revisions: 100_000,
+            compaction_interval: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            webhooks: crate::WebhookConfig::default(),
+        }
+    }
+}
+
+/// The sockets an origin node serves, bound by the caller.
+pub struct OriginListeners {
+    /// Raft transport and cluster administration (gRPC, members only).
+    pub raft: TcpListener,
+    /// The REST API.
+    pub http: TcpListener,
+    /// The changefeed (gRPC).
+    pub feed: TcpListener,
+}
+
+/// The origin's state as the API and the changefeed read and write it.
+pub(crate) struct NodeState {
+    pub(crate) node: Arc<Node<OriginLogic>>,
+    pub(crate) view: StateView,
+    heads: watch::Sender<u64>,
+}
+
+fn read_u64(view: &StateView, key: &[u8]) -> Result<u64, String> {
+    match view.get(key).map_err(|e| e.to_string())? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+        None => Ok(0),
+    }
+}
+
+impl OriginStore for NodeState {
+    async fn write(&self, command: OriginCommand) -> Result<OriginResponse, StoreError> {
+        match self.node.write(command).await {
+            Ok(outcome) => Ok(outcome.response),
+            Err(tollgate_raft::Error::NotLeader { leader_addr, .. }) => {
+                Err(StoreError::NotLeader { leader_addr })
+            }
+            Err(
+                e @ (tollgate_raft::Error::Overloaded { .. }
+                | tollgate_raft::Error::ShuttingDown
+                | tollgate_raft::Error::Timeout(_)),
+            ) => Err(StoreError::Unavailable(e.to_string())),
+            Err(e) => Err(StoreError::Internal(e.to_string())),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.view
+            .get(key)
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<tollgate_api::store::Entries, StoreError> {
+        self.view
+            .scan(prefix, after, limit)
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    }
+}
+
+impl NodeState {
+    fn scan_all(&self, prefix: &str) -> Result<tollgate_api::store::Entries, FeedError> {
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let chunk = self
+                .view
+                .scan(prefix.as_bytes(), after.as_deref(), SCAN_CHUNK)
+                .map_err(|e| FeedError::Source(e.to_string()))?;
+            let done = chunk.len() < SCAN_CHUNK;
+            after = chunk.last().map(|(k, _)| k.clone());
+            out.extend(chunk);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl ChangeSource for NodeState {
+    fn head(&self) -> Result<u64, FeedError> {
+        read_u64(&self.view, keys::HEAD_REVISION).map_err(FeedError::Source)
+    }
+
+    fn floor(&self) -> Result<u64, FeedError> {
+        read_u64(&self.view, keys::CHANGE_FLOOR).map_err(FeedError::Source)
+    }
+
+    fn records(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, FeedError> {
+        let entries = self
+            .view
+            .scan(
+                keys::CHANGE_PREFIX.as_bytes(),
+                Some(&keys::change(after)),
+                limit,
+            )
+            .map_err(|e| FeedError::Source(e.to_string()))?;
+        entries
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| FeedError::Source(e.to_string())))
+            .collect()
+    }
+
+    fn snapshot(&self) -> Result<(u64, Vec<Mutation>), FeedError> {
+        // sled has no point-in-time read across keys: read the head before
+        // and after, and retry if a commit landed in between.
+        for _ in 0..SNAPSHOT_ATTEMPTS_MAX {
+            let before = self.head()?;
+            let mut entries = Vec::new();
+            for prefix in SERVED_PREFIXES {
+                entries.extend(self.scan_all(prefix)?);
+            }
+            if self.head()? == before {
+                let dataset = dataset_from_entries(entries).map_err(FeedError::Source)?;
+                return Ok((before, dataset.to_mutations()));
+            }
+        }
+        Err(FeedError::Source(format!(
+            "the state kept changing; no consistent snapshot after {SNAPSHOT_ATTEMPTS_MAX} attempts"
+        )))
+    }
+
+    fn head_changes(&self) -> watch::Receiver<u64> {
+        self.heads.subscribe()
+    }
+}
+
+/// A running origin node.
+pub struct OriginNode {
+    state: Arc<NodeState>,
+    keys: Arc<RwLock<KeyRing>>,
+    http_addr: SocketAddr,
+    feed_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    drain_timeout: Duration,
+}
+
+fn now() -> UnixSeconds {
+    UnixSeconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    )
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl OriginNode {
+    pub async fn start(
+        config: OriginConfig,
+        listeners: OriginListeners,
+    ) -> Result<OriginNode, NodeError> {
+        if config.retention_revisions == 0 {
+            return Err(NodeError::Other(
+                "invalid config `retention_revisions`: must be at least 1".into(),
+            ));
+        }
+        let io = |context: &str| {
+            let context = context.to_string();
+            move |source| NodeError::Io { context, source }
+        };
+        let http_addr = listeners.http.local_addr().map_err(io("http listener"))?;
+        let feed_addr = listeners.feed.local_addr().map_err(io("feed listener"))?;
+        if let Some(dir) = config.signing_keys_path.parent() {
+            std::fs::create_dir_all(dir).map_err(io("creating the key directory"))?;
+        }
+        let ring = KeyRing::load_or_create(&config.signing_keys_path, now())?;
+        tracing::info!(kid = %ring.active_kid(), "Loaded the origin's signing keys.");
+        let keys = Arc::new(RwLock::new(ring));
+
+        let node = Arc::new(Node::start(config.raft.clone(), OriginLogic, listeners.raft).await?);
+        let view = node.view();
+        let state = Arc::new(NodeState {
+            heads: watch::channel(read_u64(&view, keys::HEAD_REVISION).unwrap_or(0)).0,
+            node: node.clone(),
+            view,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        // Follow applied entries to wake changefeed streams.
+        let mut metrics = node.raft().metrics();
+        let watcher_state = state.clone();
+        let watcher_stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = stopped(watcher_stop);
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    changed = metrics.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        if let Ok(head) = read_u64(&watcher_state.view, keys::HEAD_REVISION) {
+                            watcher_state.heads.send_if_modified(|h| {
+                                let moved = *h != head;
+                                *h = head;
+                                moved
+                            });
+                        }
+                    }
+                    _ = &mut stop => return,
+                }
+            }
+        }));
+
+        // REST.
+        let public_keys = Arc::new(RwLock::new(
+            keys.read()
+                .map_err(|_| NodeError::Other("key ring lock poisoned".into()))?
+                .public_set(),
+        ));
+        let app = tollgate_api::router(AppState {
+            store: state.clone(),
+            public_keys,
+        });
+        let http_stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = axum::serve(listeners.http, app)
+                .with_graceful_shutdown(http_stop)
+                .await
+            {
+                tracing::error!(%error, "The REST server failed.");
+            }
+        }));
+
+        // Changefeed.
+        let feed = FeedService::new(state.clone(), keys.clone(), config.feed.clone());
+        let feed_stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(feed.into_server())
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.feed), feed_stop)
+                .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "The changefeed server failed.");
+            }
+        }));
+
+        // Webhooks.
+        tasks.push(tokio::spawn(crate::webhooks::run(
+            state.clone(),
+            keys.clone(),
+            config.webhooks.clone(),
+            stop_rx.clone(),
+        )));
+
+        // Retention.
+        tasks.push(tokio::spawn(compact_loop(
+            state.clone(),
+            config.retention_revisions,
+            config.compaction_interval,
+            stop_rx,
+        )));
+
+        tracing::info!(node_id = node.id(), %http_addr, %feed_addr, raft = node.addr(), "Origin node started.");
+        Ok(OriginNode {
+            state,
+            keys,
+            http_addr,
+            feed_addr,
+            stop,
+            tasks,
+            drain_timeout: config.drain_timeout,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn feed_addr(&self) -> SocketAddr {
+        self.feed_addr
+    }
+
+    /// The Raft member underneath.
+    pub fn raft(&self) -> &Node<OriginLogic> {
+        &self.state.node
+    }
+
+    /// The origin's public keys.
+    pub fn public_keys(&self) -> tollgate_signing::PublicKeySet {
+        match self.keys.read() {
+            Ok(ring) => ring.public_set(),
+            Err(poisoned) => poisoned.into_inner().public_set(),
+        }
+    }
+
+    /// The origin's newest committed revision, as this node has applied it.
+    pub fn head_revision(&self) -> u64 {
+        self.state.head().unwrap_or(0)
+    }
+
+    /// On a fresh origin (no API key yet), creates an admin key, writes its
+    /// token to `token_path` (owner-only) and returns it. Otherwise `None`:
+    /// keys are never re-issued.
+    pub async fn bootstrap_admin_key(
+        &self,
+        token_path: &Path,
+    ) -> Result<Option<String>, NodeError> {
+        let existing = self
+            .state
+            .view
+            .scan(b"api-key/", None, 1)
+            .map_err(NodeError::Raft)?;
+        if !existing.is_empty() {
+            return Ok(None);
+        }
+        let issued = tollgate_api::auth::issue_key("bootstrap admin", [Scope::Admin].into(), now())
+            .map_err(|p| NodeError::Other(p.detail))?;
+        let command = OriginCommand {
+            actor: "bootstrap".into(),
+            at: now(),
+            reason: Some("first start of the origin".into()),
+            op: Op::PutApiKey(issued.record),
+        };
+        match self.state.node.write(command).await?.response {
+            OriginResponse::Committed { .. } => {}
+            other => {
+                return Err(NodeError::Other(format!(
+                    "bootstrap key refused: {other:?}"
+                )))
+            }
+        }
+        write_secret(token_path, &issued.token)?;
+        tracing::info!(path = %token_path.display(), "Created the bootstrap admin API key.");
+        Ok(Some(issued.token))
+    }
+
+    /// Stops serving, drains in-flight requests (bounded), and shuts Raft
+    /// down, which flushes storage.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        tracing::info!(node_id = self.state.node.id(), "Origin node shutting down.");
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            if tokio::time::timeout(self.drain_timeout, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("A server did not drain in time; continuing shutdown.");
+            }
+        }
+        let state = self.state;
+        let node = state.node.clone();
+        drop(state);
+        match Arc::try_unwrap(node) {
+            Ok(node) => node.shutdown().await?,
+            // A request still holds the node: stop Raft through the shared
+            // handle; its storage is released when the last holder goes.
+            Err(node) => node
+                .raft()
+                .shutdown()
+                .await
+                .map_err(|e| NodeError::Other(format!("raft shutdown: {e}")))?,
+        }
+        Ok(())
+    }
+}
+
+fn write_secret(path: &Path, secret: &str) -> Result<(), NodeError> {
+    use std::io::Write;
+    let io = |source| NodeError::Io {
+        context: format!("writing {}", path.display()),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(secret.as_bytes()).map_err(io)?;
+    file.write_all(b"\n").map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+/// On the leader, compacts change records older than the retention, a
+/// bounded number at a time.
+async fn compact_loop(
+    state: Arc<NodeState>,
+    retention: u64,
+    interval: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    let stop = stopped(stop);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut stop => return,
+        }
+        let node = &state.node;
+        if node.metrics().current_leader != Some(node.id()) {
+            continue;
+        }
+        let (Ok(head), Ok(floor)) = (state.head(), state.floor()) else {
+            continue;
+        };
+        if head <= floor + retention {
+            continue;
+        }
+        let through = (head - retention).min(floor + COMPACT_RECORDS_MAX);
+        let command = OriginCommand {
+            actor: "retention".into(),
+            at: now(),
+            reason: Some(format!("keep the last {retention} change records")),
+            op: Op::CompactChanges { through },
+        };
+        match node.write(command).await {
+            Ok(outcome) => {
+                tracing::info!(through, response = ?outcome.response, "Compacted the changefeed.")
+            }
+            Err(error) => tracing::warn!(%error, "Changefeed compaction failed; will retry."),
+        }
+    }
+}

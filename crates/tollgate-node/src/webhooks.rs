@@ -1,0 +1,376 @@
+//! Outgoing webhooks: on the origin's leader, every event a webhook
+//! subscribes to is POSTed to it, in revision order, signed with the
+//! origin's key, retried with exponential backoff, and recorded in the
+//! webhook's delivery log (through Raft, so a new leader resumes where the
+//! old one stopped: at-least-once delivery).
+
+use crate::origin::NodeState;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tollgate_model::{ChangeRecord, EntitlementId, Mutation, UnixSeconds};
+use tollgate_origin::{
+    keys, AuditRecord, DeliveryOutcome, DeliveryRecord, Op, OriginCommand, WebhookEvent,
+    WebhookRecord,
+};
+use tollgate_signing::{KeyRing, CONTEXT_WEBHOOK};
+
+/// Audit records examined per webhook per round.
+const SCAN_BATCH: usize = 256;
+/// Skipped records after which the cursor is persisted even without a
+/// delivery (so a new leader does not rescan them all).
+const PERSIST_SKIPPED_AFTER: u64 = 10_000;
+/// Longest error text kept in the delivery log, in bytes.
+const ERROR_LEN_MAX: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// How often the leader looks for new events when idle.
+    pub poll_interval: Duration,
+    /// Time allowed for one POST.
+    pub request_timeout: Duration,
+    /// Attempts per event before giving up on it.
+    pub attempts_max: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            poll_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            attempts_max: 8,
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The body of a delivery.
+#[derive(Debug, Serialize)]
+struct Event<'a> {
+    /// `<webhook id>-<revision>`: the same on every retry, for deduplication.
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    revision: u64,
+    occurred_at: UnixSeconds,
+    actor: &'a str,
+    target: &'a str,
+    reason: Option<&'a str>,
+    /// Entitlements the change touched (when its change record is still
+    /// retained).
+    entitlements: Vec<EntitlementId>,
+}
+
+pub(crate) async fn run(
+    state: Arc<NodeState>,
+    keys_ring: Arc<RwLock<KeyRing>>,
+    config: WebhookConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(config.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::error!(%error, "Cannot build the webhook HTTP client; webhooks are off.");
+            return;
+        }
+    };
+    // One task per webhook, so a slow or dead receiver delays only itself.
+    let mut workers: HashMap<String, JoinHandle<()>> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(config.poll_interval) => {}
+            _ = stop.changed() => {}
+        }
+        let node = &state.node;
+        let leading = node.metrics().current_leader == Some(node.id());
+        if *stop.borrow() || !leading {
+            for (_, worker) in workers.drain() {
+                worker.abort();
+            }
+            if *stop.borrow() {
+                return;
+            }
+            continue;
+        }
+        let ids: Vec<String> = read(&state, keys::WEBHOOK_INDEX).unwrap_or_default();
+        workers.retain(|id, worker| {
+            let keep = ids.contains(id) && !worker.is_finished();
+            if !keep {
+                worker.abort();
+            }
+            keep
+        });
+        for id in ids {
+            workers.entry(id.clone()).or_insert_with(|| {
+                let worker = Worker {
+                    state: state.clone(),
+                    keys: keys_ring.clone(),
+                    client: client.clone(),
+                    config: config.clone(),
+                    id,
+                    stop: stop.clone(),
+                };
+                tokio::spawn(worker.run())
+            });
+        }
+    }
+}
+
+/// Delivers one webhook's events, in order.
+struct Worker {
+    state: Arc<NodeState>,
+    keys: Arc<RwLock<KeyRing>>,
+    client: reqwest::Client,
+    config: WebhookConfig,
+    id: String,
+    stop: watch::Receiver<bool>,
+}
+
+impl Worker {
+    async fn run(self) {
+        // The in-memory cursor runs ahead of the persisted one past records
+        // that are not events for this webhook.
+        let mut cursor = 0;
+        loop {
+            if *self.stop.borrow() {
+                return;
+            }
+            if !process(
+                &self.state,
+                &self.keys,
+                &self.client,
+                &self.config,
+                &self.id,
+                &mut cursor,
+                &self.stop,
+            )
+            .await
+            {
+                return; // the webhook is gone
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+}
+
+fn read<T: serde::de::DeserializeOwned>(state: &NodeState, key: &[u8]) -> Option<T> {
+    state
+        .view
+        .get(key)
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+fn now() -> UnixSeconds {
+    UnixSeconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    )
+}
+
+async fn persist(
+    state: &NodeState,
+    id: &str,
+    through: u64,
+    delivery: Option<DeliveryRecord>,
+) -> bool {
+    let command = OriginCommand {
+        actor: "webhooks".into(),
+        at: now(),
+        reason: None,
+        op: Op::WebhookProgress {
+            id: id.to_string(),
+            through,
+            delivery,
+        },
+    };
+    match state.node.write(command).await {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::warn!(webhook = id, %error, "Could not record webhook progress; will retry.");
+            false
+        }
+    }
+}
+
+/// One round for one webhook; `false` when the webhook no longer exists.
+async fn process(
+    state: &NodeState,
+    keys_ring: &RwLock<KeyRing>,
+    client: &reqwest::Client,
+    config: &WebhookConfig,
+    id: &str,
+    cursor: &mut u64,
+    stop: &watch::Receiver<bool>,
+) -> bool {
+    let Some(record) = read::<WebhookRecord>(state, &keys::webhook(id)) else {
+        return false;
+    };
+    let persisted = record.processed_through;
+    *cursor = (*cursor).max(persisted);
+    let Ok(batch) = state.view.scan(
+        keys::AUDIT_PREFIX.as_bytes(),
+        Some(&keys::audit(*cursor)),
+        SCAN_BATCH,
+    ) else {
+        return true;
+    };
+    for (_, value) in batch {
+        let Ok(audit) = serde_json::from_slice::<AuditRecord>(&value) else {
+            continue;
+        };
+        let event =
+            WebhookEvent::of_action(&audit.action).filter(|e| record.spec.events.contains(e));
+        let Some(event) = event else {
+            *cursor = audit.revision;
+            continue;
+        };
+        let delivery = deliver(
+            state, keys_ring, client, config, &record, event, &audit, stop,
+        )
+        .await;
+        let Some(delivery) = delivery else {
+            return true; // shutting down: the next leader redelivers
+        };
+        if !persist(state, id, audit.revision, Some(delivery)).await {
+            return true;
+        }
+        *cursor = audit.revision;
+    }
+    if *cursor > persisted + PERSIST_SKIPPED_AFTER {
+        persist(state, id, *cursor, None).await;
+    }
+    true
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deliver(
+    state: &NodeState,
+    keys_ring: &RwLock<KeyRing>,
+    client: &reqwest::Client,
+    config: &WebhookConfig,
+    record: &WebhookRecord,
+    event: WebhookEvent,
+    audit: &AuditRecord,
+    stop: &watch::Receiver<bool>,
+) -> Option<DeliveryRecord> {
+    let entitlements = read::<ChangeRecord>(state, &keys::change(audit.revision))
+        .map(|c| {
+            c.mutations
+                .into_iter()
+                .filter_map(|m| match m {
+                    Mutation::PutEntitlement(e) => Some(e.id),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let delivery_id = format!("{}-{}", record.spec.id, audit.revision);
+    let body = serde_json::to_vec(&Event {
+        id: delivery_id.clone(),
+        kind: event.name(),
+        revision: audit.revision,
+        occurred_at: audit.at,
+        actor: &audit.actor,
+        target: &audit.target,
+        reason: audit.reason.as_deref(),
+        entitlements,
+    })
+    .expect("events serialise");
+
+    let mut backoff = config.backoff_initial;
+    let (mut last_status, mut last_error) = (None, None);
+    for attempt in 1..=config.attempts_max.max(1) {
+        if *stop.borrow() {
+            return None;
+        }
+        let timestamp = now().0;
+        let mut signed = format!("{timestamp}.").into_bytes();
+        signed.extend_from_slice(&body);
+        let signature = match keys_ring.read() {
+            Ok(ring) => ring.sign(CONTEXT_WEBHOOK, signed),
+            Err(_) => return None,
+        };
+        let header = format!(
+            "t={timestamp},kid={},sig={}",
+            signature.kid,
+            B64.encode(&signature.signature)
+        );
+        let result = client
+            .post(&record.spec.url)
+            .header("content-type", "application/json")
+            .header("tollgate-event", event.name())
+            .header("tollgate-delivery", &delivery_id)
+            .header("tollgate-signature", header)
+            .body(body.clone())
+            .send()
+            .await;
+        match result {
+            Ok(resp) if resp.status().is_success() => {
+                return Some(DeliveryRecord {
+                    revision: audit.revision,
+                    event,
+                    attempts: attempt,
+                    outcome: DeliveryOutcome::Delivered,
+                    last_status: Some(resp.status().as_u16()),
+                    last_error: None,
+                    finished_at: now(),
+                });
+            }
+            Ok(resp) => {
+                last_status = Some(resp.status().as_u16());
+                last_error = Some(format!("HTTP {}", resp.status()));
+            }
+            Err(error) => {
+                last_status = None;
+                let mut text = error.to_string();
+                text.truncate(ERROR_LEN_MAX);
+                last_error = Some(text);
+            }
+        }
+        tracing::warn!(
+            webhook = %record.spec.id,
+            revision = audit.revision,
+            attempt,
+            error = last_error.as_deref().unwrap_or(""),
+            "Webhook delivery failed."
+        );
+        if attempt < config.attempts_max {
+            let mut stop = stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return None,
+            }
+            backoff = (backoff * 2).min(config.backoff_max);
+        }
+    }
+    tracing::error!(
+        webhook = %record.spec.id,
+        revision = audit.revision,
+        "Gave up on a webhook delivery; the receiver must catch up from the audit log."
+    );
+    Some(DeliveryRecord {
+        revision: audit.revision,
+        event,
+        attempts: config.attempts_max.max(1),
+        outcome: DeliveryOutcome::GaveUp,
+        last_status,
+        last_error,
+        finished_at: now(),
+    })
+}

@@ -1,0 +1,206 @@
+//! A node's config file (TOML), validated as a whole before any port is
+//! bound; every error names the key. `deploy/origin.example.toml` documents
+//! every key with its default.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Origin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    pub role: Role,
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub listen: Listen,
+    #[serde(default)]
+    pub advertise: Advertise,
+    #[serde(default)]
+    pub cluster: Cluster,
+    #[serde(default)]
+    pub signing: Signing,
+    #[serde(default)]
+    pub changefeed: Changefeed,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub webhooks: Webhooks,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub raft: SocketAddr,
+    pub http: SocketAddr,
+    pub feed: SocketAddr,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Advertise {
+    /// The Raft address other members use; default: the bound address.
+    pub raft: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// On first start, make `members` (or this node alone) a new cluster.
+    /// Set it on one node only.
+    #[serde(default)]
+    pub bootstrap: bool,
+    #[serde(default)]
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub id: u64,
+    pub raft: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signing {
+    /// Default: `<data_dir>/origin-keys.json`.
+    pub keys_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Changefeed {
+    pub retention_revisions: u64,
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Default for Changefeed {
+    fn default() -> Self {
+        Changefeed {
+            retention_revisions: 100_000,
+            heartbeat_interval_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            cache_capacity_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhooks {
+    pub poll_interval_ms: u64,
+    pub request_timeout_ms: u64,
+    pub attempts_max: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks {
+            poll_interval_ms: 1_000,
+            request_timeout_ms: 10_000,
+            attempts_max: 8,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 60_000,
+        }
+    }
+}
+
+/// Largest config file read, in bytes.
+const CONFIG_FILE_LEN_MAX: u64 = 1024 * 1024;
+
+impl NodeFile {
+    pub fn load(path: &Path) -> anyhow::Result<NodeFile> {
+        use anyhow::Context;
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        anyhow::ensure!(
+            len <= CONFIG_FILE_LEN_MAX,
+            "{} is larger than {CONFIG_FILE_LEN_MAX} bytes",
+            path.display()
+        );
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let file: NodeFile = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid node config", path.display()))?;
+        file.validate()
+            .with_context(|| format!("{} is invalid", path.display()))?;
+        Ok(file)
+    }
+
+    /// Checks the whole file; the error names the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.node_id != 0, "node_id: must not be 0");
+        anyhow::ensure!(
+            self.changefeed.retention_revisions >= 1,
+            "changefeed.retention_revisions: must be at least 1"
+        );
+        anyhow::ensure!(
+            (10..=60_000).contains(&self.changefeed.heartbeat_interval_ms),
+            "changefeed.heartbeat_interval_ms: must be 10..=60000"
+        );
+        anyhow::ensure!(
+            self.storage.cache_capacity_bytes >= 1024 * 1024,
+            "storage.cache_capacity_bytes: must be at least 1 MiB"
+        );
+        let w = &self.webhooks;
+        anyhow::ensure!(
+            (10..=60_000).contains(&w.poll_interval_ms),
+            "webhooks.poll_interval_ms: must be 10..=60000"
+        );
+        anyhow::ensure!(
+            (100..=120_000).contains(&w.request_timeout_ms),
+            "webhooks.request_timeout_ms: must be 100..=120000"
+        );
+        anyhow::ensure!(
+            (1..=100).contains(&w.attempts_max),
+            "webhooks.attempts_max: must be 1..=100"
+        );
+        anyhow::ensure!(
+            w.backoff_initial_ms >= 1 && w.backoff_initial_ms <= w.backoff_max_ms,
+            "webhooks.backoff_initial_ms: must be at least 1 and at most webhooks.backoff_max_ms"
+        );
+        let mut ids = std::collections::BTreeSet::new();
+        for m in &self.cluster.members {
+            anyhow::ensure!(m.id != 0, "cluster.members: id must not be 0");
+            anyhow::ensure!(
+                ids.insert(m.id),
+                "cluster.members: id {} appears twice",
+                m.id
+            );
+            anyhow::ensure!(
+                !m.raft.is_empty(),
+                "cluster.members: member {} has no raft address",
+                m.id
+            );
+        }
+        if self.cluster.bootstrap && !self.cluster.members.is_empty() {
+            anyhow::ensure!(
+                ids.contains(&self.node_id),
+                "cluster.members: must include this node ({}) when cluster.bootstrap is set",
+                self.node_id
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! `tollgate serve --config node.toml`: run one node until SIGINT or
+//! SIGTERM, then shut down cleanly (drain, flush, exit 0).
+
+use crate::config::{NodeFile, Role};
+use crate::exit;
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tollgate_node::{OriginConfig, OriginListeners, OriginNode};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The node's config file (TOML); see deploy/origin.example.toml.
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    config: PathBuf,
+    /// Only check the config file, then exit (0: valid, 2: invalid).
+    #[arg(long)]
+    check: bool,
+}
+
+pub fn run(args: ServeArgs) -> u8 {
+    let file = match NodeFile::load(&args.config) {
+        Ok(file) => file,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    if args.check {
+        println!("{}: valid", args.config.display());
+        return exit::OK;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            return exit::FAILURE;
+        }
+    };
+    let result = match file.role {
+        Role::Origin => runtime.block_on(serve_origin(file)),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            exit::FAILURE
+        }
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen.{key}: cannot bind {addr}"))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
+    let mut config = OriginConfig::new(file.node_id, &file.data_dir);
+    config.raft.advertise_addr = file.advertise.raft.clone();
+    config.raft.storage.cache_capacity_bytes = file.storage.cache_capacity_bytes;
+    if let Some(path) = &file.signing.keys_path {
+        config.signing_keys_path = path.clone();
+    }
+    config.feed.heartbeat_interval = Duration::from_millis(file.changefeed.heartbeat_interval_ms);
+    config.retention_revisions = file.changefeed.retention_revisions;
+    let w = &file.webhooks;
+    config.webhooks = tollgate_node::WebhookConfig {
+        poll_interval: Duration::from_millis(w.poll_interval_ms),
+        request_timeout: Duration::from_millis(w.request_timeout_ms),
+        attempts_max: w.attempts_max,
+        backoff_initial: Duration::from_millis(w.backoff_initial_ms),
+        backoff_max: Duration::from_millis(w.backoff_max_ms),
+    };
+    config
+        .raft
+        .validate()
+        .context("the raft settings are invalid")?;
+
+    let listeners = OriginListeners {
+        raft: bind(file.listen.raft, "raft").await?,
+        http: bind(file.listen.http, "http").await?,
+        feed: bind(file.listen.feed, "feed").await?,
+    };
+    let origin = OriginNode::start(config, listeners)
+        .await
+        .context("starting the origin node")?;
+    println!(
+        "tollgate origin node {}: http=http://{} feed=http://{} raft={}",
+        file.node_id,
+        origin.http_addr(),
+        origin.feed_addr(),
+        origin.raft().addr()
+    );
+
+    if file.cluster.bootstrap {
+        let members: Vec<(u64, String)> = if file.cluster.members.is_empty() {
+            vec![(file.node_id, origin.raft().addr().to_string())]
+        } else {
+            file.cluster
+                .members
+                .iter()
+                .map(|m| (m.id, m.raft.clone()))
+                .collect()
+        };
+        match origin.raft().initialize(&members).await {
+            Ok(()) => tracing::info!(members = members.len(), "Initialised a new origin cluster."),
+            Err(tollgate_raft::Error::AlreadyInitialized) => {}
+            Err(error) => return Err(error).context("cluster.bootstrap: initialising the cluster"),
+        }
+        let id = file.node_id;
+        let leader = origin
+            .raft()
+            .wait_until(Duration::from_secs(30), "a leader", |m| {
+                m.current_leader.is_some()
+            })
+            .await
+            .context("no leader was elected within 30 s")?;
+        if leader.current_leader == Some(id) {
+            let token_path = file.data_dir.join("admin.token");
+            if origin.bootstrap_admin_key(&token_path).await?.is_some() {
+                println!(
+                    "bootstrap admin API key written to {}",
+                    token_path.display()
+                );
+            }
+        }
+    }
+
+    shutdown_signal().await;
+    tracing::info!("Shutdown requested.");
+    origin.shutdown().await.context("shutting down")?;
+    Ok(())
+}
