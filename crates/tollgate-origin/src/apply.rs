@@ -770,6 +770,14 @@ fn place_order(tx: &mut Tx<'_>, order: &Order, revision: u64) -> Step<Changed> {
     }
     require_account(tx, &order.account)?;
     let sku: Sku = tx.require(&keys::sku(&order.sku), &format!("SKU {}", order.sku))?;
+    if let Some(tier) = &order.tier {
+        if sku.target != SkuTarget::Plan(tier.clone()) {
+            return reject(
+                RejectCode::Invalid,
+                format!("SKU {} does not sell the tier (plan) {tier}", sku.id),
+            );
+        }
+    }
     let seats = seats_for(&sku, order.quantity)?;
 
     let ent = match order.kind {

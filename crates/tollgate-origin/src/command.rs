@@ -155,6 +155,11 @@ pub struct Order {
     pub id: OrderId,
     pub account: AccountId,
     pub sku: SkuId,
+    /// The tier (plan) the CRM believes it sold. Optional; when present it
+    /// must be the plan the SKU sells, which catches a CRM whose catalog has
+    /// drifted from the origin's.
+    #[serde(default)]
+    pub tier: Option<tollgate_model::PlanId>,
     pub kind: OrderKind,
     /// Seats (for seat SKUs); 1 for unmetered SKUs.
     pub quantity: u32,

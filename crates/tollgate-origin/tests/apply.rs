@@ -189,6 +189,7 @@ fn order(order_id: &str, sku: &str, kind: OrderKind, quantity: u32) -> Order {
         id: id(order_id),
         account: id("acme"),
         sku: id(sku),
+        tier: None,
         kind,
         quantity,
         term_start: NOW,
@@ -356,6 +357,16 @@ fn orders_are_idempotent_and_conflicting_replays_are_refused() {
         RejectCode::Invalid,
         "quantity must be 1",
     );
+    let mut mismatched = order("ord-6", "STU-PRO", OrderKind::New, 1);
+    mismatched.tier = Some(id("starter"));
+    o.rejected(
+        Op::PlaceOrder(mismatched),
+        RejectCode::Invalid,
+        "does not sell the tier",
+    );
+    let mut matching = order("ord-7", "STU-PRO", OrderKind::New, 1);
+    matching.tier = Some(id("pro"));
+    o.committed(Op::PlaceOrder(matching));
     let mut backwards = order("ord-5", "STU-PRO", OrderKind::New, 1);
     backwards.term_end = Some(UnixSeconds(NOW.0 - 1));
     o.rejected(Op::PlaceOrder(backwards), RejectCode::Invalid, "term_end");
