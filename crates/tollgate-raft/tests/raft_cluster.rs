@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, ensure};
 use common::{expect_value, init_tracing, poll_until, put, Cluster, DEADLINE};
@@ -354,7 +354,7 @@ async fn leader_crash_mid_burst_recovers_and_converges() -> anyhow::Result<()> {
                             .push((key, reply.into_inner().log_index));
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(common::RETRY_INTERVAL).await;
                 }
             }
             anyhow::Ok(())

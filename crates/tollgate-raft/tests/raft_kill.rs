@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, ensure, Context};
 use common::{init_tracing, poll_until, put, DEADLINE};
@@ -123,7 +123,7 @@ async fn leader_killed_with_sigkill_mid_burst_recovers_and_converges() -> anyhow
                             break;
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(common::RETRY_INTERVAL).await;
                 }
             }
             anyhow::Ok(())

@@ -18,6 +18,14 @@ use tollgate_raft::{
     Error, KvCommand, KvLogic, KvResponse, Node, NodeConfig, NodeId, WriteOutcome,
 };
 
+/// How often a waiting test re-checks its condition: it bounds how late
+/// success is noticed and synchronises nothing.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Pause between a client's retries of a refused write (no leader yet, a
+/// leader being killed): a client's back-off, not a synchronisation point.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(5);
+
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
 pub fn init_tracing() {
@@ -44,8 +52,7 @@ where
         if Instant::now() >= deadline {
             bail!("timed out after {timeout:?} waiting for: {what}");
         }
-        // A polling interval, not a synchronisation point.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
@@ -163,7 +170,7 @@ impl Cluster {
                     Err(e) => return Err(e.into()),
                 }
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(RETRY_INTERVAL).await;
         }
         bail!("no write accepted before the deadline; last error: {last_error:?}")
     }
