@@ -121,6 +121,30 @@ async fn snapshot_install_replaces_state_atomically_and_survives_reopen() -> any
     Ok(())
 }
 
+/// Pause between attempts to take a directory lock that a dropped Db still
+/// holds; bounds how late the lock is noticed, synchronises nothing.
+const LOCK_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Opens the node's sled directory directly. A Db dropped a moment ago may
+/// still hold the directory's lock while its background thread stops, so
+/// retry for a bounded time, as the store itself does on start.
+fn open_raw(path: &std::path::Path) -> anyhow::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .segment_size(SEGMENT_BYTES)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(LOCK_RETRY_INTERVAL);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 #[tokio::test]
 async fn crash_before_the_install_flip_leaves_the_old_state() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -136,10 +160,7 @@ async fn crash_before_the_install_flip_leaves_the_old_state() -> anyhow::Result<
     {
         // What an install leaves behind when the process dies after filling
         // the next generation but before flipping to it.
-        let db = sled::Config::new()
-            .path(dir.path())
-            .segment_size(SEGMENT_BYTES)
-            .open()?;
+        let db = open_raw(dir.path())?;
         let next = db.open_tree("sm.1")?;
         next.insert(b"\x01a", b"from-the-half-installed-snapshot".as_slice())?;
         db.flush()?;
@@ -151,10 +172,7 @@ async fn crash_before_the_install_flip_leaves_the_old_state() -> anyhow::Result<
     );
     drop(sm);
     drop(_log);
-    let db = sled::Config::new()
-        .path(dir.path())
-        .segment_size(SEGMENT_BYTES)
-        .open()?;
+    let db = open_raw(dir.path())?;
     ensure!(
         !db.tree_names().iter().any(|n| n.as_ref() == b"sm.1"),
         "leftover generation not dropped"
