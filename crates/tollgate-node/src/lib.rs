@@ -6,8 +6,10 @@
 
 mod error;
 mod origin;
+mod region;
 mod webhooks;
 
 pub use error::NodeError;
 pub use origin::{OriginConfig, OriginListeners, OriginNode};
+pub use region::{RegionConfig, RegionListeners, RegionNode};
 pub use webhooks::WebhookConfig;

@@ -19,6 +19,17 @@ use tollgate_raft::{Applied, ApplyContext, ReadState, StateMachineLogic, Write};
 pub const ORIGIN_CONTACT: &[u8] = b"region/origin-contact";
 /// The origin's head revision as last seen.
 pub const ORIGIN_HEAD: &[u8] = b"region/origin-head";
+/// The entitlements of one account, for building its view:
+/// `region/account-entitlement/<account>/<entitlement>` (empty values).
+pub fn account_entitlement(account: &tollgate_model::AccountId, id: &tollgate_model::EntitlementId) -> Vec<u8> {
+    format!("region/account-entitlement/{account}/{id}").into_bytes()
+}
+
+/// The prefix of [`account_entitlement`] keys of one account.
+pub fn account_entitlements_prefix(account: &tollgate_model::AccountId) -> Vec<u8> {
+    format!("region/account-entitlement/{account}/").into_bytes()
+}
+
 /// Most change records in one command (bounds the write batch).
 pub const RECORDS_PER_COMMAND_MAX: usize = 512;
 
@@ -155,7 +166,17 @@ impl StateMachineLogic for RegionLogic {
                             record.revision
                         )));
                     }
-                    writes.extend(record.mutations.iter().map(mutation_write));
+                    for m in &record.mutations {
+                        writes.push(mutation_write(m));
+                        // Entitlements never change account, and are never
+                        // deleted (revoked instead): the index only grows.
+                        if let Mutation::PutEntitlement(e) = m {
+                            writes.push(Write::Put {
+                                key: account_entitlement(&e.account, &e.id),
+                                value: Vec::new(),
+                            });
+                        }
+                    }
                     next = record.revision;
                 }
                 if next > applied {

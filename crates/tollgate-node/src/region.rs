@@ -1,0 +1,521 @@
+//! A region node: a member of a region's Raft group. Its leader follows
+//! the origin's changefeed and proposes what it verified; every node
+//! (leader, follower, learner) answers checks from its own applied state.
+
+use crate::NodeError;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tollgate_engine::{
+    decide, AccountView, CheckRequest, Environment, Freshness, Location, NoLiveState,
+};
+use tollgate_feed::{FollowEvent, Follower, FollowerConfig};
+use tollgate_geo::GeoDatabases;
+use tollgate_model::{
+    Account, AccountId, Catalog, Entitlement, EntitlementId, GeoFacts, Subject, UnixSeconds,
+};
+use tollgate_origin::keys;
+use tollgate_proto::check::v1 as pb;
+use tollgate_proto::convert::{batch_from_proto, decision_to_proto};
+use tollgate_raft::{Node, NodeConfig, NodeId, StateView};
+use tollgate_region::{account_entitlements_prefix, RegionCommand, RegionLogic, ORIGIN_CONTACT};
+use tollgate_signing::PublicKeySet;
+use tonic::{Request, Response, Status};
+
+/// Most subjects or entitlements read for one account view.
+const ACCOUNT_ITEMS_MAX: usize = tollgate_model::limits::ENTITLEMENTS_PER_ACCOUNT_MAX;
+/// Most catalog entries read when the catalog is rebuilt.
+const CATALOG_ENTRIES_MAX: usize = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct RegionConfig {
+    pub raft: NodeConfig,
+    /// The name this node answers as (`answered_by`).
+    pub name: String,
+    /// The origin's changefeed endpoint, e.g. `http://origin:7200`.
+    pub origin_feed: String,
+    /// The origin's public keys: only records they verify are applied.
+    pub origin_keys: PublicKeySet,
+    /// Believe a location resolved by a proxy in the request.
+    pub trust_proxy_location: bool,
+    /// Longest wait for `at_least_revision`.
+    pub revision_wait_max: Duration,
+    /// Longest pause between reconnection attempts to the origin.
+    pub reconnect_backoff_max: Duration,
+    /// With no message from the origin for this long, reconnect.
+    pub origin_idle_timeout: Duration,
+}
+
+impl RegionConfig {
+    pub fn new(
+        node_id: NodeId,
+        data_dir: impl Into<std::path::PathBuf>,
+        origin_feed: String,
+        origin_keys: PublicKeySet,
+    ) -> Self {
+        RegionConfig {
+            raft: NodeConfig::new(node_id, data_dir),
+            name: format!("node-{node_id}"),
+            origin_feed,
+            origin_keys,
+            trust_proxy_location: false,
+            revision_wait_max: Duration::from_secs(5),
+            reconnect_backoff_max: Duration::from_secs(5),
+            origin_idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct RegionListeners {
+    pub raft: TcpListener,
+    /// The check service (gRPC).
+    pub grpc: TcpListener,
+}
+
+fn read_u64(view: &StateView, key: &[u8]) -> u64 {
+    view.get(key)
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(0)
+}
+
+fn now() -> UnixSeconds {
+    UnixSeconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    )
+}
+
+/// Views rebuilt when the applied revision moves.
+struct Cache {
+    revision: u64,
+    catalog: Arc<Catalog>,
+    accounts: HashMap<AccountId, Option<Arc<AccountView>>>,
+}
+
+/// The revision, the catalog and the account's view (`None`: unknown).
+type Views = (u64, Arc<Catalog>, Option<Arc<AccountView>>);
+
+struct Checker {
+    view: StateView,
+    name: String,
+    geo: Option<Arc<GeoDatabases>>,
+    trust_proxy: bool,
+    wait_max: Duration,
+    applied: watch::Receiver<u64>,
+    cache: Mutex<Cache>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+impl Checker {
+    fn decode<T: serde::de::DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, Status> {
+        serde_json::from_slice(bytes).map_err(internal)
+    }
+
+    fn catalog(&self) -> Result<Catalog, Status> {
+        let entries = self
+            .view
+            .scan(b"catalog/", None, CATALOG_ENTRIES_MAX)
+            .map_err(internal)?;
+        Ok(tollgate_origin::dataset_from_entries(entries)
+            .map_err(internal)?
+            .catalog)
+    }
+
+    fn account_view(
+        &self,
+        catalog: &Catalog,
+        id: &AccountId,
+    ) -> Result<Option<AccountView>, Status> {
+        let Some(bytes) = self.view.get(&keys::account(id)).map_err(internal)? else {
+            return Ok(None);
+        };
+        let account: Account = self.decode(&bytes)?;
+        let subjects: Vec<Subject> = self
+            .view
+            .scan(format!("subject/{id}/").as_bytes(), None, ACCOUNT_ITEMS_MAX)
+            .map_err(internal)?
+            .into_iter()
+            .map(|(_, v)| self.decode(&v))
+            .collect::<Result<_, _>>()?;
+        let prefix = account_entitlements_prefix(id);
+        let mut entitlements: Vec<Entitlement> = Vec::new();
+        for (key, _) in self
+            .view
+            .scan(&prefix, None, ACCOUNT_ITEMS_MAX)
+            .map_err(internal)?
+        {
+            let ent_id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            let ent_id = EntitlementId::new(ent_id).map_err(internal)?;
+            if let Some(bytes) = self
+                .view
+                .get(&keys::entitlement(&ent_id))
+                .map_err(internal)?
+            {
+                entitlements.push(self.decode(&bytes)?);
+            }
+        }
+        Ok(Some(AccountView::build(
+            account,
+            subjects,
+            entitlements,
+            catalog,
+        )))
+    }
+
+    /// The catalog and the account's view at the current revision.
+    fn views(
+        &self,
+        id: &AccountId,
+    ) -> Result<Views, Status> {
+        let revision = read_u64(&self.view, keys::HEAD_REVISION);
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| Status::internal("cache lock poisoned"))?;
+        if cache.revision != revision {
+            *cache = Cache {
+                revision,
+                catalog: Arc::new(self.catalog()?),
+                accounts: HashMap::new(),
+            };
+        }
+        let catalog = cache.catalog.clone();
+        if let Some(found) = cache.accounts.get(id) {
+            return Ok((revision, catalog, found.clone()));
+        }
+        let view = self.account_view(&catalog, id)?.map(Arc::new);
+        cache.accounts.insert(id.clone(), view.clone());
+        Ok((revision, catalog, view))
+    }
+
+    async fn wait_for(&self, revision: u64) -> Result<(), Status> {
+        let mut applied = self.applied.clone();
+        let reached =
+            tokio::time::timeout(self.wait_max, applied.wait_for(|r| *r >= revision)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Status::deadline_exceeded(format!(
+                "revision {revision} was not applied within {:?}; applied {}",
+                self.wait_max,
+                *self.applied.borrow()
+            ))),
+        }
+    }
+
+    fn geo_facts(&self, location: &Location) -> GeoFacts {
+        match location {
+            Location::Unknown => GeoFacts::unknown(),
+            Location::Resolved(facts) if self.trust_proxy => facts.clone(),
+            Location::Resolved(_) => GeoFacts::unknown(),
+            Location::Ip(ip) => match &self.geo {
+                Some(geo) => geo.resolve(*ip).unwrap_or_else(|error| {
+                    tracing::warn!(%ip, %error, "Geo lookup failed; location unknown.");
+                    GeoFacts::unknown()
+                }),
+                None => GeoFacts::unknown(),
+            },
+        }
+    }
+
+    fn decide(&self, request: &CheckRequest) -> Result<(pb::Decision, u64, Option<u64>), Status> {
+        let (revision, catalog, account) = self.views(&request.check.account)?;
+        let contact = read_u64(&self.view, ORIGIN_CONTACT);
+        let freshness = Freshness {
+            applied_revision: revision,
+            last_origin_contact: (contact > 0).then_some(UnixSeconds(contact as i64)),
+        };
+        let env = Environment {
+            catalog: &catalog,
+            live: &NoLiveState,
+            freshness,
+            now: now(),
+        };
+        let geo = self.geo_facts(&request.location);
+        let decision = decide(&request.check, account.as_deref(), &geo, &env);
+        let staleness = decision.staleness_seconds;
+        Ok((decision_to_proto(decision), revision, staleness))
+    }
+}
+
+fn invalid(e: tollgate_proto::ConvertError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+#[tonic::async_trait]
+impl pb::check_service_server::CheckService for Checker {
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let request = CheckRequest::try_from(request.into_inner()).map_err(invalid)?;
+        if let tollgate_engine::Consistency::AtLeastRevision(rev) = request.consistency {
+            self.wait_for(rev).await?;
+        }
+        let (decision, revision, staleness_seconds) = self.decide(&request)?;
+        Ok(Response::new(pb::CheckResponse {
+            decision: Some(decision),
+            revision,
+            staleness_seconds,
+            answered_by: self.name.clone(),
+        }))
+    }
+
+    async fn batch_check(
+        &self,
+        request: Request<pb::BatchCheckRequest>,
+    ) -> Result<Response<pb::BatchCheckResponse>, Status> {
+        let (items, consistency) = batch_from_proto(request.into_inner()).map_err(invalid)?;
+        if let tollgate_engine::Consistency::AtLeastRevision(rev) = consistency {
+            self.wait_for(rev).await?;
+        }
+        let mut results = Vec::with_capacity(items.len());
+        let (mut revision, mut staleness) = (read_u64(&self.view, keys::HEAD_REVISION), None);
+        for item in items {
+            let result = match item {
+                Ok(request) => {
+                    let (decision, rev, stale) = self.decide(&request)?;
+                    revision = rev;
+                    staleness = stale;
+                    pb::batch_check_result::Result::Decision(decision)
+                }
+                Err(e) => pb::batch_check_result::Result::Error(pb::CheckError {
+                    code: "INVALID_ARGUMENT".into(),
+                    message: e.to_string(),
+                }),
+            };
+            results.push(pb::BatchCheckResult {
+                result: Some(result),
+            });
+        }
+        Ok(Response::new(pb::BatchCheckResponse {
+            results,
+            revision,
+            staleness_seconds: staleness,
+            answered_by: self.name.clone(),
+        }))
+    }
+
+    type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<pb::WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        _request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("Watch is not served yet"))
+    }
+}
+
+/// A running region node.
+pub struct RegionNode {
+    node: Arc<Node<RegionLogic>>,
+    view: StateView,
+    grpc_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl RegionNode {
+    pub async fn start(
+        config: RegionConfig,
+        listeners: RegionListeners,
+        geo: Option<Arc<GeoDatabases>>,
+    ) -> Result<RegionNode, NodeError> {
+        let grpc_addr = listeners
+            .grpc
+            .local_addr()
+            .map_err(|source| NodeError::Io {
+                context: "grpc listener".into(),
+                source,
+            })?;
+        let node = Arc::new(Node::start(config.raft.clone(), RegionLogic, listeners.raft).await?);
+        let view = node.view();
+        let (stop, stop_rx) = watch::channel(false);
+        let (applied_tx, applied_rx) = watch::channel(read_u64(&view, keys::HEAD_REVISION));
+        let mut tasks = Vec::new();
+
+        // Wake revision waiters whenever an entry is applied.
+        let mut metrics = node.raft().metrics();
+        let watcher_view = view.clone();
+        let watcher_stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = stopped(watcher_stop);
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    changed = metrics.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        applied_tx.send_replace(read_u64(&watcher_view, keys::HEAD_REVISION));
+                    }
+                    _ = &mut stop => return,
+                }
+            }
+        }));
+
+        let checker = Checker {
+            view: view.clone(),
+            name: config.name.clone(),
+            geo,
+            trust_proxy: config.trust_proxy_location,
+            wait_max: config.revision_wait_max,
+            applied: applied_rx,
+            cache: Mutex::new(Cache {
+                revision: u64::MAX,
+                catalog: Arc::new(Catalog::default()),
+                accounts: HashMap::new(),
+            }),
+        };
+        let grpc_stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(pb::check_service_server::CheckServiceServer::new(checker))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), grpc_stop)
+                .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "The check server failed.");
+            }
+        }));
+
+        tasks.push(tokio::spawn(follow_origin(
+            node.clone(),
+            config.clone(),
+            stop_rx,
+        )));
+        tracing::info!(node_id = node.id(), %grpc_addr, name = %config.name, "Region node started.");
+        Ok(RegionNode {
+            node,
+            view,
+            grpc_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn raft(&self) -> &Node<RegionLogic> {
+        &self.node
+    }
+
+    /// The origin revision this node has applied.
+    pub fn applied_revision(&self) -> u64 {
+        read_u64(&self.view, keys::HEAD_REVISION)
+    }
+
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("A region task did not stop in time.");
+            }
+        }
+        match Arc::try_unwrap(self.node) {
+            Ok(node) => node.shutdown().await?,
+            Err(node) => node
+                .raft()
+                .shutdown()
+                .await
+                .map_err(|e| NodeError::Other(format!("raft shutdown: {e}")))?,
+        }
+        Ok(())
+    }
+}
+
+/// On the leader: follow the origin from the applied revision and propose
+/// what verifies; reconnect with backoff. Followers wait.
+async fn follow_origin(
+    node: Arc<Node<RegionLogic>>,
+    config: RegionConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let view = node.view();
+    let initial_backoff = Duration::from_millis(50);
+    let mut backoff = initial_backoff;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if node.metrics().current_leader != Some(node.id()) {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                _ = stop.changed() => return,
+            }
+        }
+        let from = read_u64(&view, keys::HEAD_REVISION);
+        let follower_config = FollowerConfig {
+            endpoint: config.origin_feed.clone(),
+            keys: config.origin_keys.clone(),
+            max_batch_records: tollgate_region::RECORDS_PER_COMMAND_MAX as u32,
+            subscriber: format!("region node {}", config.name),
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: config.origin_idle_timeout,
+        };
+        let result = async {
+            let mut follower = Follower::connect(&follower_config, from).await?;
+            backoff = initial_backoff;
+            loop {
+                if node.metrics().current_leader != Some(node.id()) {
+                    return Ok(());
+                }
+                let command = match follower.next().await? {
+                    FollowEvent::Records(records) => RegionCommand::ApplyChanges {
+                        records,
+                        heard_at: now(),
+                    },
+                    FollowEvent::Heartbeat { head_revision, .. } => RegionCommand::OriginContact {
+                        head_revision,
+                        heard_at: now(),
+                    },
+                    FollowEvent::SnapshotChunk { revision, .. } => {
+                        return Err(tollgate_feed::FeedError::Refused {
+                            revision,
+                            reason: "installing an origin snapshot is not supported yet".into(),
+                        })
+                    }
+                };
+                node.write(command)
+                    .await
+                    .map_err(|e| tollgate_feed::FeedError::Source(e.to_string()))?;
+            }
+        };
+        tokio::select! {
+            outcome = result => {
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, origin = %config.origin_feed, "Following the origin failed; reconnecting.");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(config.reconnect_backoff_max);
+    }
+}
