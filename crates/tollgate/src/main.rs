@@ -1,9 +1,11 @@
-//! `tollgate`: one binary for every role. Today it runs origin nodes
-//! (`serve`) and evaluates checks offline against a data set (`eval`); `dev`,
-//! `ctl` and `bench` join it as the pieces they drive land. Only commands
-//! that work are exposed.
+//! `tollgate`: one binary for every role. Today: `dev` (an origin and a
+//! region in one process), `serve` (an origin node), `check` (a client of a
+//! region node) and `eval` (a check decided offline). `ctl` and `bench` join
+//! as the pieces they drive land. Only commands that work are exposed.
 
+mod check;
 mod config;
+mod dev;
 mod eval;
 mod serve;
 
@@ -39,6 +41,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run an origin and a three-node region in one process on loopback,
+    /// with demo data and a demo geography, until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Ask a running region node one check.
+    Check(check::CheckArgs),
     /// Decide one check offline, with the same engine the nodes run,
     /// against a data set file (or the built-in demo data).
     Eval(Box<eval::EvalArgs>),
@@ -72,6 +79,8 @@ fn main() -> ExitCode {
         .init();
 
     let code = match cli.command {
+        Command::Dev(args) => dev::run(args),
+        Command::Check(args) => check::run(args),
         Command::Eval(args) => eval::run(*args),
         Command::Serve(args) => serve::run(args),
     };

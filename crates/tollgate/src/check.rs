@@ -1,0 +1,122 @@
+//! `tollgate check`: one check against a running region node, explained.
+
+use crate::{exit, Output};
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The region node's check endpoint.
+    #[arg(
+        long,
+        env = "TOLLGATE_CHECK_ENDPOINT",
+        default_value = "http://127.0.0.1:7300"
+    )]
+    endpoint: String,
+    #[arg(long)]
+    account: String,
+    #[arg(long)]
+    feature: String,
+    #[arg(long)]
+    subject: Option<String>,
+    /// The caller's IP, resolved by the node's geography databases.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Wait until the node has applied this origin revision (the revision an
+    /// origin write returned).
+    #[arg(long)]
+    at_least_revision: Option<u64>,
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+pub fn run(args: CheckArgs) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit::FAILURE;
+        }
+    };
+    runtime.block_on(check(args))
+}
+
+async fn check(args: CheckArgs) -> u8 {
+    use tollgate_proto::check::v1 as pb;
+    let request = pb::CheckRequest {
+        account_id: args.account.clone(),
+        subject_id: args.subject.clone(),
+        feature_id: args.feature.clone(),
+        consume: 0,
+        location: args.ip.clone().map(pb::check_request::Location::Ip),
+        consistency: args.at_least_revision.map(|rev| pb::Consistency {
+            requirement: Some(pb::consistency::Requirement::AtLeastRevision(rev)),
+        }),
+    };
+    let mut client =
+        match pb::check_service_client::CheckServiceClient::connect(args.endpoint.clone()).await {
+            Ok(c) => c,
+            Err(error) => {
+                eprintln!("error: cannot reach {}: {error}", args.endpoint);
+                return exit::FAILURE;
+            }
+        };
+    let reply = match client.check(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            eprintln!("error: {}", status.message());
+            return exit::INVALID_INPUT;
+        }
+        Err(status) => {
+            eprintln!("error: {:?}: {}", status.code(), status.message());
+            return exit::FAILURE;
+        }
+    };
+    let Some(decision) = reply.decision else {
+        eprintln!("error: the node answered without a decision");
+        return exit::FAILURE;
+    };
+    let reason = decision
+        .reason()
+        .as_str_name()
+        .trim_start_matches("REASON_")
+        .to_string();
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "allowed": decision.allowed,
+                "reason": reason,
+                "entitlement": decision.entitlement_id,
+                "explanation": decision.explanation,
+                "revision": reply.revision,
+                "staleness_seconds": reply.staleness_seconds,
+                "answered_by": reply.answered_by,
+            })
+        ),
+        Output::Text => {
+            println!(
+                "{reason}  {} / {} / {}",
+                args.account,
+                args.subject.as_deref().unwrap_or("-"),
+                args.feature
+            );
+            println!("  {}", decision.explanation);
+            println!(
+                "  answered by {} at revision {}, {} s since the region heard from the origin",
+                reply.answered_by,
+                reply.revision,
+                reply
+                    .staleness_seconds
+                    .map_or("never".into(), |s| s.to_string())
+            );
+        }
+    }
+    if decision.allowed {
+        exit::OK
+    } else {
+        exit::DENIED
+    }
+}

@@ -1,0 +1,226 @@
+//! `tollgate dev`: a whole deployment in one process on loopback, with no
+//! config: an origin seeded with the demo data, and a three-node region that
+//! follows it and answers checks with a demo geography. Ctrl-C stops it
+//! cleanly.
+
+use crate::exit;
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tollgate_model::{Dataset, Mutation, UnixSeconds};
+use tollgate_node::{
+    OriginConfig, OriginListeners, OriginNode, RegionConfig, RegionListeners, RegionNode,
+};
+use tollgate_origin::{Op, OriginCommand, OriginResponse};
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Keep the data here (default: a temporary directory, removed on exit).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Port of the origin's REST API (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// Port of the first region node's check service; the others take the
+    /// next ones (0: any free ports).
+    #[arg(long, default_value_t = 7300)]
+    check_port: u16,
+}
+
+pub fn run(args: DevArgs) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit::FAILURE;
+        }
+    };
+    match runtime.block_on(dev(args)) {
+        Ok(()) => exit::OK,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            exit::FAILURE
+        }
+    }
+}
+
+async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| {
+            format!("{what}: cannot bind 127.0.0.1:{port} (choose another port with the flags)")
+        })
+}
+
+fn seed_op(m: Mutation) -> Op {
+    match m {
+        Mutation::PutProduct(p) => Op::PutProduct(p),
+        Mutation::PutFeature(f) => Op::PutFeature(f),
+        Mutation::PutPlan(p) => Op::PutPlan(p),
+        Mutation::PutAddon(a) => Op::PutAddon(a),
+        Mutation::PutSku(s) => Op::PutSku(s),
+        Mutation::SetDefaultOfflinePolicy(p) => Op::SetDefaultOfflinePolicy(p),
+        Mutation::PutAccount(a) => Op::PutAccount(a),
+        Mutation::PutSubject(s) => Op::PutSubject(s),
+        Mutation::DeleteSubject { account, subject } => Op::DeleteSubject { account, subject },
+        Mutation::PutEntitlement(e) => Op::Grant(e),
+    }
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let temp = match &args.data_dir {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().context("creating a temporary data directory")?),
+    };
+    let root = args.data_dir.clone().unwrap_or_else(|| {
+        temp.as_ref()
+            .expect("a temporary directory")
+            .path()
+            .to_path_buf()
+    });
+
+    let origin = OriginNode::start(
+        OriginConfig::new(1, root.join("origin")),
+        OriginListeners {
+            raft: bind(0, "origin raft").await?,
+            http: bind(args.http_port, "origin http").await?,
+            feed: bind(0, "origin feed").await?,
+        },
+    )
+    .await
+    .context("starting the origin")?;
+    match origin
+        .raft()
+        .initialize(&[(1, origin.raft().addr().to_string())])
+        .await
+    {
+        Ok(()) | Err(tollgate_raft::Error::AlreadyInitialized) => {}
+        Err(e) => return Err(e).context("initialising the origin"),
+    }
+    origin
+        .raft()
+        .wait_until(Duration::from_secs(30), "origin leader", |m| {
+            m.current_leader == Some(1)
+        })
+        .await?;
+    let token_path = root.join("admin.token");
+    let token = match origin.bootstrap_admin_key(&token_path).await? {
+        Some(token) => {
+            let demo: Dataset =
+                serde_json::from_str(crate::eval::DEMO_DATA).context("the demo data")?;
+            for m in demo.to_mutations() {
+                let command = OriginCommand {
+                    actor: "dev-seed".into(),
+                    at: UnixSeconds(0),
+                    reason: Some("tollgate dev demo data".into()),
+                    op: seed_op(m),
+                };
+                match origin.raft().write(command).await?.response {
+                    OriginResponse::Rejected(r) => {
+                        anyhow::bail!("seeding the demo data: {}", r.message)
+                    }
+                    _ => continue,
+                }
+            }
+            token
+        }
+        None => std::fs::read_to_string(&token_path)
+            .with_context(|| format!("reading {}", token_path.display()))?
+            .trim()
+            .to_string(),
+    };
+
+    let geo =
+        Arc::new(tollgate_geo::fixtures::demo_databases().context("building the demo geography")?);
+    let mut region = Vec::new();
+    for id in 1..=3u64 {
+        let mut config = RegionConfig::new(
+            id,
+            root.join(format!("region-eu-{id}")),
+            format!("http://{}", origin.feed_addr()),
+            origin.public_keys(),
+        );
+        config.name = format!("eu-{id}");
+        let port = if args.check_port == 0 {
+            0
+        } else {
+            args.check_port + id as u16 - 1
+        };
+        region.push(
+            RegionNode::start(
+                config,
+                RegionListeners {
+                    raft: bind(0, "region raft").await?,
+                    grpc: bind(port, "region check").await?,
+                },
+                Some(geo.clone()),
+            )
+            .await
+            .context("starting a region node")?,
+        );
+    }
+    let members: Vec<_> = region
+        .iter()
+        .map(|n| (n.raft().id(), n.raft().addr().to_string()))
+        .collect();
+    match region[0].raft().initialize(&members).await {
+        Ok(()) | Err(tollgate_raft::Error::AlreadyInitialized) => {}
+        Err(e) => return Err(e).context("initialising the region"),
+    }
+    let head = origin.head_revision();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while region.iter().any(|n| n.applied_revision() < head) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the region did not catch up with the origin in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let http = format!("http://{}", origin.http_addr());
+    let check = format!("http://{}", region[0].grpc_addr());
+    println!("tollgate dev: an origin and a three-node region (eu) on loopback, with demo data");
+    println!(
+        "  origin REST     {http}   (admin API key in {})",
+        token_path.display()
+    );
+    println!("  origin feed     http://{}", origin.feed_addr());
+    for n in &region {
+        println!("  region check    http://{}", n.grpc_addr());
+    }
+    println!(
+        "  data directory  {}{}",
+        root.display(),
+        if temp.is_some() {
+            " (removed on exit)"
+        } else {
+            ""
+        }
+    );
+    println!();
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "tollgate".into());
+    println!("Try:");
+    println!("  {me} check --endpoint {check} --account acme --subject alice --feature export --ip 192.0.2.10");
+    println!("  {me} check --endpoint {check} --account acme --subject alice --feature export --ip 198.51.100.10");
+    println!("  curl -s -H 'Authorization: Bearer {token}' {http}/v1/accounts/acme/entitlements");
+    println!("Ctrl-C stops everything.");
+
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    eprintln!("Stopping.");
+    for n in region {
+        n.shutdown().await?;
+    }
+    origin.shutdown().await?;
+    drop(temp);
+    Ok(())
+}
