@@ -44,3 +44,52 @@ where
 
 /// The demo data set that `tollgate eval` and `tollgate dev` use.
 pub const DEMO_DATA: &str = include_str!("../../crates/tollgate/data/demo.json");
+
+/// A TCP proxy between a region and the origin that a test can cut and
+/// heal: a partition without root, network namespaces or fixed sleeps.
+pub struct CutProxy {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl CutProxy {
+    /// Listens on 127.0.0.1:0 and forwards every connection to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> anyhow::Result<CutProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let open = std::sync::Arc::new(tokio::sync::watch::channel(true).0);
+        let gate = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*gate.borrow() {
+                    continue; // cut: the connection is dropped at once
+                }
+                let mut cut = gate.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Ok(CutProxy { addr, open })
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Drops every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets connections through again.
+    pub fn heal(&self) {
+        self.open.send_replace(true);
+    }
+}

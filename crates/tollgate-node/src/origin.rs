@@ -356,6 +356,11 @@ impl OriginNode {
         }
     }
 
+    /// What regions serve, as this node holds it.
+    pub fn served_dataset(&self) -> Result<tollgate_model::Dataset, NodeError> {
+        crate::region::served_dataset(&self.state.view)
+    }
+
     /// The origin's newest committed revision, as this node has applied it.
     pub fn head_revision(&self) -> u64 {
         self.state.head().unwrap_or(0)

@@ -175,10 +175,7 @@ impl Checker {
     }
 
     /// The catalog and the account's view at the current revision.
-    fn views(
-        &self,
-        id: &AccountId,
-    ) -> Result<Views, Status> {
+    fn views(&self, id: &AccountId) -> Result<Views, Status> {
         let revision = read_u64(&self.view, keys::HEAD_REVISION);
         let mut cache = self
             .cache
@@ -425,6 +422,12 @@ impl RegionNode {
         read_u64(&self.view, keys::HEAD_REVISION)
     }
 
+    /// What this node serves, as a data set: compare it with the origin's
+    /// (`OriginNode::served_dataset`) to prove a region converged.
+    pub fn served_dataset(&self) -> Result<tollgate_model::Dataset, NodeError> {
+        served_dataset(&self.view)
+    }
+
     pub async fn shutdown(self) -> Result<(), NodeError> {
         let _ = self.stop.send(true);
         for task in self.tasks {
@@ -518,4 +521,24 @@ async fn follow_origin(
         }
         backoff = (backoff * 2).min(config.reconnect_backoff_max);
     }
+}
+
+/// The served part of a node's state (catalog, accounts, subjects,
+/// entitlements) as a data set. The origin and regions store it under the
+/// same keys, so the same reader serves both.
+pub(crate) fn served_dataset(view: &StateView) -> Result<tollgate_model::Dataset, NodeError> {
+    let mut entries = Vec::new();
+    for prefix in ["catalog/", "account/", "subject/", "entitlement/"] {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let chunk = view.scan(prefix.as_bytes(), after.as_deref(), 4096)?;
+            let done = chunk.len() < 4096;
+            after = chunk.last().map(|(k, _)| k.clone());
+            entries.extend(chunk);
+            if done {
+                break;
+            }
+        }
+    }
+    tollgate_origin::dataset_from_entries(entries).map_err(NodeError::Other)
 }

@@ -21,7 +21,10 @@ pub const ORIGIN_CONTACT: &[u8] = b"region/origin-contact";
 pub const ORIGIN_HEAD: &[u8] = b"region/origin-head";
 /// The entitlements of one account, for building its view:
 /// `region/account-entitlement/<account>/<entitlement>` (empty values).
-pub fn account_entitlement(account: &tollgate_model::AccountId, id: &tollgate_model::EntitlementId) -> Vec<u8> {
+pub fn account_entitlement(
+    account: &tollgate_model::AccountId,
+    id: &tollgate_model::EntitlementId,
+) -> Vec<u8> {
     format!("region/account-entitlement/{account}/{id}").into_bytes()
 }
 
