@@ -428,6 +428,21 @@ impl RegionNode {
         served_dataset(&self.view)
     }
 
+    /// Stops abruptly, as a killed process would: no draining, no flush
+    /// beyond what Raft already made durable.
+    pub async fn crash(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = self.stop.send(true);
+        match Arc::try_unwrap(self.node) {
+            Ok(node) => node.crash().await,
+            Err(node) => {
+                let _ = node.raft().shutdown().await;
+            }
+        }
+    }
+
     pub async fn shutdown(self) -> Result<(), NodeError> {
         let _ = self.stop.send(true);
         for task in self.tasks {
