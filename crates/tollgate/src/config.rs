@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Origin,
+    Region,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,14 +32,60 @@ pub struct NodeFile {
     pub storage: Storage,
     #[serde(default)]
     pub webhooks: Webhooks,
+    /// Region nodes: the origin to follow.
+    #[serde(default)]
+    pub origin: Option<OriginLink>,
+    /// Region nodes: MaxMind databases.
+    #[serde(default)]
+    pub geo: Option<Geo>,
+    /// Region nodes: the name this node answers as (default `node-<id>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Region nodes: believe a location resolved by a proxy in the request.
+    #[serde(default)]
+    pub trust_proxy_location: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginLink {
+    /// The origin's changefeed, e.g. `http://origin-1:7200`.
+    pub feed: String,
+    /// The origin's public key set (JSON, as served at
+    /// /.well-known/tollgate-keys.json): only what it verifies is applied.
+    pub public_keys_path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Geo {
+    /// A GeoIP2/GeoLite2 City or Country database.
+    pub location_path: PathBuf,
+    /// A GeoIP2 Anonymous IP database (optional).
+    #[serde(default)]
+    pub anonymous_path: Option<PathBuf>,
+    /// How often the files are checked for replacement.
+    #[serde(default = "default_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+fn default_reload_interval_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     pub raft: SocketAddr,
-    pub http: SocketAddr,
-    pub feed: SocketAddr,
+    /// Origin nodes: the REST API.
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
+    /// Origin nodes: the changefeed.
+    #[serde(default)]
+    pub feed: Option<SocketAddr>,
+    /// Region nodes: the check service.
+    #[serde(default)]
+    pub grpc: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,6 +198,52 @@ impl NodeFile {
     /// Checks the whole file; the error names the key.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.node_id != 0, "node_id: must not be 0");
+        match self.role {
+            Role::Origin => {
+                anyhow::ensure!(
+                    self.listen.http.is_some(),
+                    "listen.http: required for an origin node"
+                );
+                anyhow::ensure!(
+                    self.listen.feed.is_some(),
+                    "listen.feed: required for an origin node"
+                );
+                anyhow::ensure!(
+                    self.origin.is_none(),
+                    "origin: only region nodes follow an origin"
+                );
+                anyhow::ensure!(
+                    self.geo.is_none(),
+                    "geo: only region nodes resolve geography"
+                );
+            }
+            Role::Region => {
+                anyhow::ensure!(
+                    self.listen.grpc.is_some(),
+                    "listen.grpc: required for a region node"
+                );
+                let origin = self
+                    .origin
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("origin: required for a region node"))?;
+                anyhow::ensure!(
+                    origin.feed.starts_with("http://") || origin.feed.starts_with("https://"),
+                    "origin.feed: must be an http:// or https:// URL"
+                );
+                if let Some(geo) = &self.geo {
+                    anyhow::ensure!(
+                        (100..=3_600_000).contains(&geo.reload_interval_ms),
+                        "geo.reload_interval_ms: must be 100..=3600000"
+                    );
+                }
+                if let Some(name) = &self.name {
+                    anyhow::ensure!(
+                        !name.is_empty() && name.len() <= 64,
+                        "name: must be 1..=64 bytes"
+                    );
+                }
+            }
+        }
         anyhow::ensure!(
             self.changefeed.retention_revisions >= 1,
             "changefeed.retention_revisions: must be at least 1"

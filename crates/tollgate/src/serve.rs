@@ -44,6 +44,7 @@ pub fn run(args: ServeArgs) -> u8 {
     };
     let result = match file.role {
         Role::Origin => runtime.block_on(serve_origin(file)),
+        Role::Region => runtime.block_on(serve_region(file)),
     };
     match result {
         Ok(()) => exit::OK,
@@ -104,10 +105,13 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
         .validate()
         .context("the raft settings are invalid")?;
 
+    let (Some(http), Some(feed)) = (file.listen.http, file.listen.feed) else {
+        anyhow::bail!("listen.http and listen.feed are required for an origin node");
+    };
     let listeners = OriginListeners {
         raft: bind(file.listen.raft, "raft").await?,
-        http: bind(file.listen.http, "http").await?,
-        feed: bind(file.listen.feed, "feed").await?,
+        http: bind(http, "http").await?,
+        feed: bind(feed, "feed").await?,
     };
     let origin = OriginNode::start(config, listeners)
         .await
@@ -157,5 +161,98 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("Shutdown requested.");
     origin.shutdown().await.context("shutting down")?;
+    Ok(())
+}
+
+async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use tollgate_node::{RegionConfig, RegionListeners, RegionNode};
+    let origin = file
+        .origin
+        .as_ref()
+        .context("origin: required for a region node")?;
+    let keys_text = std::fs::read_to_string(&origin.public_keys_path).with_context(|| {
+        format!(
+            "origin.public_keys_path: reading {}",
+            origin.public_keys_path.display()
+        )
+    })?;
+    let keys: tollgate_signing::PublicKeySet = serde_json::from_str(&keys_text)
+        .context("origin.public_keys_path: not a public key set")?;
+    let mut config = RegionConfig::new(file.node_id, &file.data_dir, origin.feed.clone(), keys);
+    config.raft.advertise_addr = file.advertise.raft.clone();
+    config.raft.storage.cache_capacity_bytes = file.storage.cache_capacity_bytes;
+    config.trust_proxy_location = file.trust_proxy_location;
+    if let Some(name) = &file.name {
+        config.name = name.clone();
+    }
+    config
+        .raft
+        .validate()
+        .context("the raft settings are invalid")?;
+
+    let (geo, watcher_stop) = match &file.geo {
+        None => {
+            tracing::warn!(
+                "No geo databases configured: IP addresses resolve to an unknown location."
+            );
+            (None, None)
+        }
+        Some(g) => {
+            let mut geo_config = tollgate_geo::GeoConfig::new(&g.location_path);
+            geo_config.anonymous_path = g.anonymous_path.clone();
+            let dbs = Arc::new(
+                tollgate_geo::GeoDatabases::open(&geo_config)
+                    .context("geo: loading the databases")?,
+            );
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tollgate_geo::spawn_watcher(
+                dbs.clone(),
+                Duration::from_millis(g.reload_interval_ms),
+                async move {
+                    let _ = rx.await;
+                },
+            );
+            (Some(dbs), Some(tx))
+        }
+    };
+    let Some(grpc) = file.listen.grpc else {
+        anyhow::bail!("listen.grpc is required for a region node");
+    };
+    let listeners = RegionListeners {
+        raft: bind(file.listen.raft, "raft").await?,
+        grpc: bind(grpc, "grpc").await?,
+    };
+    let region = RegionNode::start(config, listeners, geo)
+        .await
+        .context("starting the region node")?;
+    println!(
+        "tollgate region node {}: grpc=http://{} raft={}",
+        file.node_id,
+        region.grpc_addr(),
+        region.raft().addr()
+    );
+    if file.cluster.bootstrap {
+        let members: Vec<(u64, String)> = if file.cluster.members.is_empty() {
+            vec![(file.node_id, region.raft().addr().to_string())]
+        } else {
+            file.cluster
+                .members
+                .iter()
+                .map(|m| (m.id, m.raft.clone()))
+                .collect()
+        };
+        match region.raft().initialize(&members).await {
+            Ok(()) => tracing::info!(members = members.len(), "Initialised a new region cluster."),
+            Err(tollgate_raft::Error::AlreadyInitialized) => {}
+            Err(error) => return Err(error).context("cluster.bootstrap: initialising the cluster"),
+        }
+    }
+    shutdown_signal().await;
+    tracing::info!("Shutdown requested.");
+    if let Some(stop) = watcher_stop {
+        let _ = stop.send(());
+    }
+    region.shutdown().await.context("shutting down")?;
     Ok(())
 }

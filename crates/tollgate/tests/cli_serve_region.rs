@@ -1,0 +1,188 @@
+//! `tollgate serve` for a region node: a real process following an
+//! in-process origin, answering `tollgate check`, exiting 0 on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tollgate_node::{OriginConfig, OriginListeners, OriginNode};
+
+/// How often the test re-checks whether the process exited; it bounds how
+/// late the exit is noticed, it synchronises nothing.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+fn tollgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+}
+
+#[test]
+fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, token) = runtime.block_on(async {
+        let bind = || TcpListener::bind("127.0.0.1:0");
+        let origin = OriginNode::start(
+            OriginConfig::new(1, dir.path().join("origin")),
+            OriginListeners {
+                raft: bind().await.unwrap(),
+                http: bind().await.unwrap(),
+                feed: bind().await.unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+        origin
+            .raft()
+            .initialize(&[(1, origin.raft().addr().to_string())])
+            .await
+            .unwrap();
+        origin
+            .raft()
+            .wait_until(Duration::from_secs(20), "leader", |m| {
+                m.current_leader == Some(1)
+            })
+            .await
+            .unwrap();
+        let token = origin
+            .bootstrap_admin_key(&dir.path().join("admin.token"))
+            .await
+            .unwrap()
+            .unwrap();
+        (origin, token)
+    });
+    let keys_path = dir.path().join("origin-keys.public.json");
+    std::fs::write(
+        &keys_path,
+        serde_json::to_vec(&origin.public_keys()).unwrap(),
+    )
+    .unwrap();
+    let config = dir.path().join("region.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "role = \"region\"\nnode_id = 1\nname = \"test-1\"\ndata_dir = \"{}\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[cluster]\nbootstrap = true\n[origin]\nfeed = \"http://{}\"\npublic_keys_path = \"{}\"\n",
+            dir.path().join("region").display(),
+            origin.feed_addr(),
+            keys_path.display()
+        ),
+    )
+    .unwrap();
+    let mut child = tollgate()
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let banner = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let grpc = banner
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("grpc="))
+        .expect("the banner names the check endpoint")
+        .to_string();
+
+    let revision = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let base = format!("http://{}", origin.http_addr());
+        for (path, body) in [
+            ("/v1/products/studio", serde_json::json!({"id": "studio", "name": "Studio"})),
+            ("/v1/features/export", serde_json::json!({"id": "export", "product": "studio", "name": "Export", "kind": "boolean"})),
+            ("/v1/accounts/acme", serde_json::json!({"id": "acme", "name": "Acme"})),
+        ] {
+            let r = http.put(format!("{base}{path}")).bearer_auth(&token).json(&body).send().await.unwrap();
+            assert!(r.status().is_success());
+        }
+        let r: serde_json::Value = http
+            .post(format!("{base}/v1/entitlements"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"id": "e1", "account": "acme", "grant": {"feature": {"feature": "export"}}, "valid_from": 1_700_000_000}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["revision"].as_u64().unwrap()
+    });
+    let out = tollgate()
+        .args([
+            "check",
+            "--endpoint",
+            &grpc,
+            "--account",
+            "acme",
+            "--feature",
+            "export",
+        ])
+        .args([
+            "--at-least-revision",
+            &revision.to_string(),
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reason"], "ALLOW");
+    assert_eq!(v["answered_by"], "test-1");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    assert_eq!(status.code(), Some(0));
+    runtime.block_on(origin.shutdown()).unwrap();
+}
+
+#[test]
+fn region_configs_are_checked_as_a_whole() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/region.example.toml"
+    );
+    let out = tollgate()
+        .args(["serve", "--check", "--config", example])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    for (text, key) in [
+        ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n", "origin"),
+        ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n", "listen.grpc"),
+        ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"ftp://x\"\npublic_keys_path = \"k\"\n", "origin.feed"),
+        ("role = \"origin\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n", "listen.feed"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let out = tollgate().args(["serve", "--check", "--config", path.to_str().unwrap()]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(key), "expected {key}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
