@@ -1,8 +1,10 @@
 //! `tollgate`: one binary for every role. Today: `dev` (an origin and a
 //! region in one process), `serve` (an origin node), `check` (a client of a
-//! region node) and `eval` (a check decided offline). `ctl` and `bench` join
-//! as the pieces they drive land. Only commands that work are exposed.
+//! region node), `bench check` (a load generator) and `eval` (a check decided
+//! offline). `ctl` joins as the pieces it drives land. Only commands that
+//! work are exposed.
 
+mod bench;
 mod check;
 mod config;
 mod dev;
@@ -46,6 +48,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Ask a running region node one check.
     Check(check::CheckArgs),
+    /// Load generators: throughput and latency percentiles.
+    Bench(bench::BenchArgs),
     /// Decide one check offline, with the same engine the nodes run,
     /// against a data set file (or the built-in demo data).
     Eval(Box<eval::EvalArgs>),
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Dev(args) => dev::run(args),
         Command::Check(args) => check::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(*args),
         Command::Serve(args) => serve::run(args),
     };

@@ -98,6 +98,37 @@ fn dev_runs_an_origin_and_a_region_and_answers_checks() {
         "an invalid request is invalid input"
     );
 
+    let bench = tollgate()
+        .args([
+            "bench",
+            "check",
+            "--endpoint",
+            &endpoints[0],
+            "--endpoint",
+            &endpoints[2],
+        ])
+        .args([
+            "--duration-seconds",
+            "1",
+            "--warmup-seconds",
+            "0",
+            "--concurrency",
+            "4",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        bench.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+    assert!(v["checks"].as_u64().unwrap() > 0 && v["errors"] == 0, "{v}");
+    assert!(v["p50_us"].as_u64().unwrap() <= v["p99_us"].as_u64().unwrap());
+
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-INT", &pid])

@@ -1,0 +1,194 @@
+//! `tollgate bench check`: a gRPC load generator against region nodes. A
+//! fixed number of requests in flight over a few connections, a mix of
+//! accounts, features and IPs, for a duration; prints throughput and
+//! latency percentiles from an HDR histogram.
+
+use crate::{exit, Output};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use std::time::{Duration, Instant};
+use tollgate_proto::check::v1 as pb;
+use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchWhat {
+    /// Load region nodes with Check calls.
+    Check(CheckBench),
+}
+
+#[derive(Debug, Args)]
+struct CheckBench {
+    /// Region node check endpoints (repeatable); connections are spread over them.
+    #[arg(long = "endpoint", default_value = "http://127.0.0.1:7300")]
+    endpoints: Vec<String>,
+    /// gRPC connections (HTTP/2), shared by the requests in flight.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// How long to measure, after the warm-up.
+    #[arg(long, default_value_t = 10)]
+    duration_seconds: u64,
+    #[arg(long, default_value_t = 1)]
+    warmup_seconds: u64,
+    /// Accounts to check, round-robin (the demo data's by default).
+    #[arg(long = "account", default_values_t = ["acme".to_string(), "globex".to_string(), "initech".to_string()])]
+    accounts: Vec<String>,
+    #[arg(long = "feature", default_values_t = ["export".to_string(), "render".to_string(), "sso".to_string()])]
+    features: Vec<String>,
+    /// Caller IPs (the demo geography's by default).
+    #[arg(long = "ip", default_values_t = ["192.0.2.10".to_string(), "198.51.100.10".to_string(), "203.0.113.10".to_string(), "2001:db8::10".to_string()])]
+    ips: Vec<String>,
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+pub fn run(args: BenchArgs) -> u8 {
+    let BenchWhat::Check(args) = args.what;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit::FAILURE;
+        }
+    };
+    match runtime.block_on(bench_check(args)) {
+        Ok(()) => exit::OK,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            exit::FAILURE
+        }
+    }
+}
+
+struct WorkerResult {
+    latencies: Histogram<u64>,
+    errors: u64,
+}
+
+async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.concurrency >= 1 && args.concurrency <= 10_000,
+        "--concurrency: must be 1..=10000"
+    );
+    anyhow::ensure!(
+        args.connections >= 1 && args.connections <= 1_000,
+        "--connections: must be 1..=1000"
+    );
+    anyhow::ensure!(
+        args.duration_seconds >= 1,
+        "--duration-seconds: must be at least 1"
+    );
+    anyhow::ensure!(
+        !args.accounts.is_empty() && !args.features.is_empty() && !args.ips.is_empty(),
+        "--account, --feature and --ip need at least one value each"
+    );
+    let mut clients = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        let endpoint = &args.endpoints[i % args.endpoints.len()];
+        let client = CheckServiceClient::connect(endpoint.clone())
+            .await
+            .with_context(|| format!("connecting to {endpoint}"))?;
+        clients.push(client);
+    }
+    let requests: Vec<pb::CheckRequest> = args
+        .accounts
+        .iter()
+        .flat_map(|a| args.features.iter().map(move |f| (a, f)))
+        .flat_map(|(a, f)| {
+            args.ips.iter().map(move |ip| pb::CheckRequest {
+                account_id: a.clone(),
+                subject_id: None,
+                feature_id: f.clone(),
+                consume: 0,
+                location: Some(pb::check_request::Location::Ip(ip.clone())),
+                consistency: None,
+            })
+        })
+        .collect();
+    let requests = std::sync::Arc::new(requests);
+    let warmup_end = Instant::now() + Duration::from_secs(args.warmup_seconds);
+    let end = warmup_end + Duration::from_secs(args.duration_seconds);
+    let mut workers = Vec::with_capacity(args.concurrency);
+    for w in 0..args.concurrency {
+        let mut client = clients[w % clients.len()].clone();
+        let requests = requests.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("valid histogram bounds");
+            let mut errors = 0;
+            let mut i = w;
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let request = requests[i % requests.len()].clone();
+                i += 1;
+                let start = Instant::now();
+                let ok = client.check(request).await.is_ok();
+                if start >= warmup_end {
+                    if ok {
+                        let micros = start.elapsed().as_micros().min(60_000_000) as u64;
+                        let _ = latencies.record(micros.max(1));
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            WorkerResult { latencies, errors }
+        }));
+    }
+    let mut total =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let mut errors = 0;
+    for worker in workers {
+        let result = worker.await.context("a load worker failed")?;
+        total.add(&result.latencies).context("merging histograms")?;
+        errors += result.errors;
+    }
+    let seconds = args.duration_seconds as f64;
+    let throughput = total.len() as f64 / seconds;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "checks": total.len(), "errors": errors, "checks_per_second": throughput,
+                "concurrency": args.concurrency, "connections": args.connections,
+                "p50_us": total.value_at_quantile(0.5), "p99_us": total.value_at_quantile(0.99),
+                "p999_us": total.value_at_quantile(0.999), "max_us": total.max(),
+            })
+        ),
+        Output::Text => {
+            println!(
+                "{} checks in {} s ({:.0}/s), {} errors; {} in flight over {} connections",
+                total.len(),
+                args.duration_seconds,
+                throughput,
+                errors,
+                args.concurrency,
+                args.connections
+            );
+            println!(
+                "latency: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+                total.value_at_quantile(0.5),
+                total.value_at_quantile(0.99),
+                total.value_at_quantile(0.999),
+                total.max()
+            );
+        }
+    }
+    anyhow::ensure!(!total.is_empty(), "no check succeeded ({errors} errors)");
+    Ok(())
+}
