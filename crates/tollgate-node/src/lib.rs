@@ -7,6 +7,7 @@
 mod error;
 mod origin;
 mod region;
+mod state;
 mod webhooks;
 
 pub use error::NodeError;

@@ -1,6 +1,8 @@
 //! An origin node: a member of the origin's Raft group that serves the REST
 //! API and the changefeed, and keeps the changefeed within its retention.
 
+use crate::state::now;
+use crate::state::{read_u64, served_entries};
 use crate::NodeError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tollgate_api::{AppState, OriginStore, StoreError};
 use tollgate_feed::{ChangeSource, FeedConfig, FeedError, FeedService};
-use tollgate_model::{ChangeRecord, Mutation, UnixSeconds};
+use tollgate_model::{ChangeRecord, Mutation};
 use tollgate_origin::{
     dataset_from_entries, keys, Op, OriginCommand, OriginLogic, OriginResponse, Scope,
     COMPACT_RECORDS_MAX,
@@ -20,10 +22,6 @@ use tollgate_origin::{
 use tollgate_raft::{Node, NodeConfig, NodeId, StateView};
 use tollgate_signing::KeyRing;
 
-/// Key prefixes that hold what regions serve (read for snapshots).
-const SERVED_PREFIXES: [&str; 4] = ["catalog/", "account/", "subject/", "entitlement/"];
-/// Most entries read per scan call when reading a whole prefix.
-const SCAN_CHUNK: usize = 4096;
 /// Attempts at a consistent snapshot before giving up for this subscriber.
 const SNAPSHOT_ATTEMPTS_MAX: usize = 5;
 
@@ -79,13 +77,6 @@ pub(crate) struct NodeState {
     heads: watch::Sender<u64>,
 }
 
-fn read_u64(view: &StateView, key: &[u8]) -> Result<u64, String> {
-    match view.get(key).map_err(|e| e.to_string())? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
-        None => Ok(0),
-    }
-}
-
 impl OriginStore for NodeState {
     async fn write(&self, command: OriginCommand) -> Result<OriginResponse, StoreError> {
         match self.node.write(command).await {
@@ -120,25 +111,6 @@ impl OriginStore for NodeState {
     }
 }
 
-impl NodeState {
-    fn scan_all(&self, prefix: &str) -> Result<tollgate_api::store::Entries, FeedError> {
-        let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let chunk = self
-                .view
-                .scan(prefix.as_bytes(), after.as_deref(), SCAN_CHUNK)
-                .map_err(|e| FeedError::Source(e.to_string()))?;
-            let done = chunk.len() < SCAN_CHUNK;
-            after = chunk.last().map(|(k, _)| k.clone());
-            out.extend(chunk);
-            if done {
-                return Ok(out);
-            }
-        }
-    }
-}
-
 impl ChangeSource for NodeState {
     fn head(&self) -> Result<u64, FeedError> {
         read_u64(&self.view, keys::HEAD_REVISION).map_err(FeedError::Source)
@@ -168,10 +140,8 @@ impl ChangeSource for NodeState {
         // and after, and retry if a commit landed in between.
         for _ in 0..SNAPSHOT_ATTEMPTS_MAX {
             let before = self.head()?;
-            let mut entries = Vec::new();
-            for prefix in SERVED_PREFIXES {
-                entries.extend(self.scan_all(prefix)?);
-            }
+            let entries =
+                served_entries(&self.view).map_err(|e| FeedError::Source(e.to_string()))?;
             if self.head()? == before {
                 let dataset = dataset_from_entries(entries).map_err(FeedError::Source)?;
                 return Ok((before, dataset.to_mutations()));
@@ -196,15 +166,6 @@ pub struct OriginNode {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     drain_timeout: Duration,
-}
-
-fn now() -> UnixSeconds {
-    UnixSeconds(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
@@ -358,7 +319,7 @@ impl OriginNode {
 
     /// What regions serve, as this node holds it.
     pub fn served_dataset(&self) -> Result<tollgate_model::Dataset, NodeError> {
-        crate::region::served_dataset(&self.state.view)
+        crate::state::served_dataset(&self.state.view)
     }
 
     /// The origin's newest committed revision, as this node has applied it.

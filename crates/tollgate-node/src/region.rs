@@ -2,6 +2,7 @@
 //! the origin's changefeed and proposes what it verified; every node
 //! (leader, follower, learner) answers checks from its own applied state.
 
+use crate::state::now;
 use crate::NodeError;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -78,20 +79,7 @@ pub struct RegionListeners {
 }
 
 fn read_u64(view: &StateView, key: &[u8]) -> u64 {
-    view.get(key)
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(0)
-}
-
-fn now() -> UnixSeconds {
-    UnixSeconds(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
+    crate::state::read_u64(view, key).unwrap_or(0)
 }
 
 /// Views rebuilt when the applied revision moves.
@@ -425,7 +413,7 @@ impl RegionNode {
     /// What this node serves, as a data set: compare it with the origin's
     /// (`OriginNode::served_dataset`) to prove a region converged.
     pub fn served_dataset(&self) -> Result<tollgate_model::Dataset, NodeError> {
-        served_dataset(&self.view)
+        crate::state::served_dataset(&self.view)
     }
 
     /// Stops abruptly, as a killed process would: no draining, no flush
@@ -536,24 +524,4 @@ async fn follow_origin(
         }
         backoff = (backoff * 2).min(config.reconnect_backoff_max);
     }
-}
-
-/// The served part of a node's state (catalog, accounts, subjects,
-/// entitlements) as a data set. The origin and regions store it under the
-/// same keys, so the same reader serves both.
-pub(crate) fn served_dataset(view: &StateView) -> Result<tollgate_model::Dataset, NodeError> {
-    let mut entries = Vec::new();
-    for prefix in ["catalog/", "account/", "subject/", "entitlement/"] {
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let chunk = view.scan(prefix.as_bytes(), after.as_deref(), 4096)?;
-            let done = chunk.len() < 4096;
-            after = chunk.last().map(|(k, _)| k.clone());
-            entries.extend(chunk);
-            if done {
-                break;
-            }
-        }
-    }
-    tollgate_origin::dataset_from_entries(entries).map_err(NodeError::Other)
 }

@@ -5,6 +5,7 @@
 //! old one stopped: at-least-once delivery).
 
 use crate::origin::NodeState;
+use crate::state::now;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde::Serialize;
@@ -172,15 +173,6 @@ fn read<T: serde::de::DeserializeOwned>(state: &NodeState, key: &[u8]) -> Option
         .ok()
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok())
-}
-
-fn now() -> UnixSeconds {
-    UnixSeconds(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
 }
 
 async fn persist(
