@@ -93,3 +93,164 @@ impl CutProxy {
         self.open.send_replace(true);
     }
 }
+
+/// A listener on a free loopback port.
+pub async fn loopback() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A one-node origin, initialised, with its bootstrap admin key and a REST
+/// client that uses it.
+pub struct TestOrigin {
+    pub node: tollgate_node::OriginNode,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl TestOrigin {
+    /// Starts `config` as a one-node origin and waits for it to lead.
+    pub async fn start(config: tollgate_node::OriginConfig, dir: &std::path::Path) -> TestOrigin {
+        let node = tollgate_node::OriginNode::start(
+            config,
+            tollgate_node::OriginListeners {
+                raft: loopback().await,
+                http: loopback().await,
+                feed: loopback().await,
+            },
+        )
+        .await
+        .expect("origin starts");
+        let id = node.raft().id();
+        node.raft()
+            .initialize(&[(id, node.raft().addr().to_string())])
+            .await
+            .expect("origin initialises");
+        node.raft()
+            .wait_until(Duration::from_secs(20), "origin leader", |m| {
+                m.current_leader == Some(id)
+            })
+            .await
+            .expect("origin elects itself");
+        let token = node
+            .bootstrap_admin_key(&dir.join("admin.token"))
+            .await
+            .expect("bootstrap key")
+            .expect("a fresh origin issues a key");
+        TestOrigin {
+            node,
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Calls the REST API as the admin; the status and the JSON body.
+    pub async fn rest(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let resp = self
+            .http
+            .request(method, format!("http://{}{path}", self.node.http_addr()))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("the origin answers HTTP");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Like [`TestOrigin::rest`], asserting success; the JSON body.
+    pub async fn ok(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let (status, value) = self.rest(method, path, body).await;
+        assert!(status.is_success(), "{path}: {status} {value}");
+        value
+    }
+
+    /// Product `studio` with boolean features `features`, account `acme`
+    /// and its user `alice`.
+    pub async fn seed(&self, features: &[&str]) {
+        use reqwest::Method;
+        use serde_json::json;
+        self.ok(
+            Method::PUT,
+            "/v1/products/studio",
+            json!({"id": "studio", "name": "Studio"}),
+        )
+        .await;
+        for f in features {
+            self.ok(
+                Method::PUT,
+                &format!("/v1/features/{f}"),
+                json!({"id": f, "product": "studio", "name": f, "kind": "boolean"}),
+            )
+            .await;
+        }
+        self.ok(
+            Method::PUT,
+            "/v1/accounts/acme",
+            json!({"id": "acme", "name": "Acme"}),
+        )
+        .await;
+        self.ok(
+            Method::PUT,
+            "/v1/accounts/acme/subjects/alice",
+            json!({"id": "alice", "account": "acme", "kind": "user"}),
+        )
+        .await;
+    }
+}
+
+/// Starts a region of `size` nodes following `origin_feed` (node names
+/// `eu-<id>`), lets `configure` adjust each config, and initialises it.
+pub async fn start_region(
+    size: u64,
+    dir: &std::path::Path,
+    origin: &tollgate_node::OriginNode,
+    origin_feed: String,
+    geo: Option<std::sync::Arc<tollgate_geo::GeoDatabases>>,
+    configure: impl Fn(&mut tollgate_node::RegionConfig),
+) -> Vec<tollgate_node::RegionNode> {
+    let mut region = Vec::new();
+    for id in 1..=size {
+        let mut config = tollgate_node::RegionConfig::new(
+            id,
+            dir.join(format!("region-{id}")),
+            origin_feed.clone(),
+            origin.public_keys(),
+        );
+        config.name = format!("eu-{id}");
+        configure(&mut config);
+        region.push(
+            tollgate_node::RegionNode::start(
+                config,
+                tollgate_node::RegionListeners {
+                    raft: loopback().await,
+                    grpc: loopback().await,
+                },
+                geo.clone(),
+            )
+            .await
+            .expect("region node starts"),
+        );
+    }
+    let members: Vec<_> = region
+        .iter()
+        .map(|n| (n.raft().id(), n.raft().addr().to_string()))
+        .collect();
+    region[0]
+        .raft()
+        .initialize(&members)
+        .await
+        .expect("region initialises");
+    region
+}

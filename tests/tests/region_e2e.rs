@@ -4,23 +4,16 @@
 //! `at_least_revision`.
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tollgate_node::{
-    OriginConfig, OriginListeners, OriginNode, RegionConfig, RegionListeners, RegionNode,
-};
+use tollgate_node::OriginConfig;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
-use tollgate_tests::{init_tracing, wait_until};
+use tollgate_tests::{init_tracing, start_region, wait_until, TestOrigin};
 use tracing::info;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.unwrap()
-}
 
 fn check(feature: &str, ip: &str, at_least: u64) -> pb::CheckRequest {
     pb::CheckRequest {
@@ -39,111 +32,32 @@ fn check(feature: &str, ip: &str, at_least: u64) -> pb::CheckRequest {
 async fn a_region_follows_the_origin_and_every_node_answers() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let origin = OriginNode::start(
-        OriginConfig::new(1, dir.path().join("origin")),
-        OriginListeners {
-            raft: bind().await,
-            http: bind().await,
-            feed: bind().await,
-        },
-    )
-    .await
-    .unwrap();
-    origin
-        .raft()
-        .initialize(&[(1, origin.raft().addr().to_string())])
-        .await
-        .unwrap();
-    origin
-        .raft()
-        .wait_until(DEADLINE, "origin leader", |m| m.current_leader == Some(1))
-        .await
-        .unwrap();
-    let token = origin
-        .bootstrap_admin_key(&dir.path().join("admin.token"))
-        .await
-        .unwrap()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let rest = |method: Method, path: &str, body: Value| {
-        http.request(method, format!("http://{}{path}", origin.http_addr()))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
-    for (path, body) in [
-        (
-            "/v1/products/studio",
-            json!({"id": "studio", "name": "Studio"}),
-        ),
-        (
-            "/v1/features/export",
-            json!({"id": "export", "product": "studio", "name": "Export", "kind": "boolean"}),
-        ),
-        (
-            "/v1/features/sso",
-            json!({"id": "sso", "product": "studio", "name": "SSO", "kind": "boolean"}),
-        ),
-        ("/v1/accounts/acme", json!({"id": "acme", "name": "Acme"})),
-        (
-            "/v1/accounts/acme/subjects/alice",
-            json!({"id": "alice", "account": "acme", "kind": "user"}),
-        ),
-    ] {
-        assert!(
-            rest(Method::PUT, path, body)
-                .await
-                .unwrap()
-                .status()
-                .is_success(),
-            "{path}"
-        );
-    }
+    let origin =
+        TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
+    origin.seed(&["export", "sso"]).await;
 
     info!("Starting a three-node region that trusts the origin's keys.");
     let geo = Arc::new(tollgate_geo::fixtures::demo_databases().unwrap());
-    let mut region = Vec::new();
-    for id in 1..=3 {
-        let mut config = RegionConfig::new(
-            id,
-            dir.path().join(format!("region-{id}")),
-            format!("http://{}", origin.feed_addr()),
-            origin.public_keys(),
-        );
-        config.name = format!("eu-{id}");
-        config.revision_wait_max = Duration::from_millis(500);
-        region.push(
-            RegionNode::start(
-                config,
-                RegionListeners {
-                    raft: bind().await,
-                    grpc: bind().await,
-                },
-                Some(geo.clone()),
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    let members: Vec<_> = region
-        .iter()
-        .map(|n| (n.raft().id(), n.raft().addr().to_string()))
-        .collect();
-    region[0].raft().initialize(&members).await.unwrap();
+    let region = start_region(
+        3,
+        dir.path(),
+        &origin.node,
+        format!("http://{}", origin.node.feed_addr()),
+        Some(geo),
+        |c| c.revision_wait_max = Duration::from_millis(500),
+    )
+    .await;
 
     info!("Proving a grant at the origin is allowed on every regional node, read-your-writes.");
-    let granted: Value = rest(
-        Method::POST,
-        "/v1/entitlements",
-        json!({"id": "e1", "account": "acme",
-        "grant": {"feature": {"feature": "export"}}, "valid_from": 1_700_000_000,
-        "geo_rule": {"allow_countries": ["DE", "FR"]}}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let granted = origin
+        .ok(
+            Method::POST,
+            "/v1/entitlements",
+            json!({"id": "e1", "account": "acme",
+                "grant": {"feature": {"feature": "export"}}, "valid_from": 1_700_000_000,
+                "geo_rule": {"allow_countries": ["DE", "FR"]}}),
+        )
+        .await;
     let rev = granted["revision"].as_u64().unwrap();
     for node in &region {
         let mut client = CheckServiceClient::connect(format!("http://{}", node.grpc_addr()))
@@ -184,12 +98,9 @@ async fn a_region_follows_the_origin_and_every_node_answers() {
     }
 
     info!("Proving a revocation at the origin is denied on every regional node.");
-    let revoked: Value = rest(Method::POST, "/v1/entitlements/e1/revoke", json!(null))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let revoked = origin
+        .ok(Method::POST, "/v1/entitlements/e1/revoke", json!(null))
+        .await;
     let rev = revoked["revision"].as_u64().unwrap();
     for node in &region {
         let mut client = CheckServiceClient::connect(format!("http://{}", node.grpc_addr()))
@@ -206,7 +117,7 @@ async fn a_region_follows_the_origin_and_every_node_answers() {
     info!("Proving every regional node applied the same revision, and bad requests are refused.");
     for node in &region {
         wait_until("every node at the origin's head", DEADLINE, || async {
-            (node.applied_revision() >= origin.head_revision()).then_some(())
+            (node.applied_revision() >= origin.node.head_revision()).then_some(())
         })
         .await
         .unwrap();
@@ -214,9 +125,10 @@ async fn a_region_follows_the_origin_and_every_node_answers() {
     let mut client = CheckServiceClient::connect(format!("http://{}", region[1].grpc_addr()))
         .await
         .unwrap();
-    let mut bad = check("export", "not-an-ip", 0);
-    bad.account_id = "acme".into();
-    let status = client.check(bad).await.unwrap_err();
+    let status = client
+        .check(check("export", "not-an-ip", 0))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("ip"), "{}", status.message());
     let status = client
@@ -232,5 +144,5 @@ async fn a_region_follows_the_origin_and_every_node_answers() {
     for node in region {
         node.shutdown().await.unwrap();
     }
-    origin.shutdown().await.unwrap();
+    origin.node.shutdown().await.unwrap();
 }

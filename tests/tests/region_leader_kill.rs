@@ -6,85 +6,33 @@
 use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tollgate_node::{
-    OriginConfig, OriginListeners, OriginNode, RegionConfig, RegionListeners, RegionNode,
-};
+use tollgate_node::{OriginConfig, RegionNode};
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
-use tollgate_tests::{init_tracing, wait_until};
+use tollgate_tests::{init_tracing, start_region, wait_until, TestOrigin};
 use tracing::info;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-async fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.unwrap()
-}
 
 #[tokio::test]
 async fn killing_the_regional_leader_loses_nothing_and_stops_no_answer() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let origin = OriginNode::start(
-        OriginConfig::new(1, dir.path().join("origin")),
-        OriginListeners {
-            raft: bind().await,
-            http: bind().await,
-            feed: bind().await,
-        },
+    let origin =
+        TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
+    let token = origin.token.clone();
+    let mut region: Vec<Option<RegionNode>> = start_region(
+        3,
+        dir.path(),
+        &origin.node,
+        format!("http://{}", origin.node.feed_addr()),
+        None,
+        |_| {},
     )
     .await
-    .unwrap();
-    origin
-        .raft()
-        .initialize(&[(1, origin.raft().addr().to_string())])
-        .await
-        .unwrap();
-    origin
-        .raft()
-        .wait_until(DEADLINE, "origin leader", |m| m.current_leader == Some(1))
-        .await
-        .unwrap();
-    let token = origin
-        .bootstrap_admin_key(&dir.path().join("admin.token"))
-        .await
-        .unwrap()
-        .unwrap();
-
-    let mut region = Vec::new();
-    for id in 1..=3 {
-        let mut config = RegionConfig::new(
-            id,
-            dir.path().join(format!("r{id}")),
-            format!("http://{}", origin.feed_addr()),
-            origin.public_keys(),
-        );
-        config.name = format!("eu-{id}");
-        region.push(Some(
-            RegionNode::start(
-                config,
-                RegionListeners {
-                    raft: bind().await,
-                    grpc: bind().await,
-                },
-                None,
-            )
-            .await
-            .unwrap(),
-        ));
-    }
-    let members: Vec<_> = region
-        .iter()
-        .flatten()
-        .map(|n| (n.raft().id(), n.raft().addr().to_string()))
-        .collect();
-    region[0]
-        .as_ref()
-        .unwrap()
-        .raft()
-        .initialize(&members)
-        .await
-        .unwrap();
+    .into_iter()
+    .map(Some)
+    .collect();
     let leader = wait_until("a regional leader", DEADLINE, || async {
         region[0].as_ref().unwrap().raft().metrics().current_leader
     })
@@ -93,7 +41,7 @@ async fn killing_the_regional_leader_loses_nothing_and_stops_no_answer() {
 
     info!("Writing at the origin while the regional leader is killed.");
     let http = reqwest::Client::new();
-    let base = format!("http://{}", origin.http_addr());
+    let base = format!("http://{}", origin.node.http_addr());
     let writer = {
         let (http, base, token) = (http.clone(), base.clone(), token.clone());
         tokio::spawn(async move {
@@ -123,7 +71,7 @@ async fn killing_the_regional_leader_loses_nothing_and_stops_no_answer() {
         .position(|n| n.as_ref().is_some_and(|n| n.raft().id() == leader))
         .unwrap();
     region[index].take().unwrap().crash().await;
-    let head_at_kill = origin.head_revision();
+    let head_at_kill = origin.node.head_revision();
 
     info!("Proving the followers keep answering throughout and converge on the origin.");
     let survivors: Vec<&RegionNode> = region.iter().flatten().collect();
@@ -150,7 +98,7 @@ async fn killing_the_regional_leader_loses_nothing_and_stops_no_answer() {
     }
     writer.await.unwrap();
     assert!(answered > 0);
-    let head = origin.head_revision();
+    let head = origin.node.head_revision();
     assert!(
         head > head_at_kill,
         "the origin kept writing after the kill"
@@ -165,12 +113,12 @@ async fn killing_the_regional_leader_loses_nothing_and_stops_no_answer() {
         .unwrap();
         assert_eq!(
             node.served_dataset().unwrap(),
-            origin.served_dataset().unwrap(),
+            origin.node.served_dataset().unwrap(),
             "nothing skipped, nothing twice"
         );
     }
     for node in region.into_iter().flatten() {
         node.shutdown().await.unwrap();
     }
-    origin.shutdown().await.unwrap();
+    origin.node.shutdown().await.unwrap();
 }
