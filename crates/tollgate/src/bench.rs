@@ -47,6 +47,9 @@ struct CheckBench {
     /// Caller IPs (the demo geography's by default).
     #[arg(long = "ip", default_values_t = ["192.0.2.10".to_string(), "198.51.100.10".to_string(), "203.0.113.10".to_string(), "2001:db8::10".to_string()])]
     ips: Vec<String>,
+    /// A request not answered within this long counts as an error.
+    #[arg(long, default_value_t = 5_000)]
+    timeout_ms: u64,
     #[arg(long, value_enum, default_value_t)]
     output: Output,
 }
@@ -97,10 +100,15 @@ async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
     let mut clients = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let endpoint = &args.endpoints[i % args.endpoints.len()];
-        let client = CheckServiceClient::connect(endpoint.clone())
+        let timeout = Duration::from_millis(args.timeout_ms.max(1));
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .with_context(|| format!("--endpoint {endpoint:?}"))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect()
             .await
             .with_context(|| format!("connecting to {endpoint}"))?;
-        clients.push(client);
+        clients.push(CheckServiceClient::new(channel));
     }
     let requests: Vec<pb::CheckRequest> = args
         .accounts

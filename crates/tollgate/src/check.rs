@@ -25,6 +25,9 @@ pub struct CheckArgs {
     /// origin write returned).
     #[arg(long)]
     at_least_revision: Option<u64>,
+    /// Give up after this long (connecting and answering).
+    #[arg(long, default_value_t = 5_000)]
+    timeout_ms: u64,
     #[arg(long, value_enum, default_value_t)]
     output: Output,
 }
@@ -55,14 +58,21 @@ async fn check(args: CheckArgs) -> u8 {
             requirement: Some(pb::consistency::Requirement::AtLeastRevision(rev)),
         }),
     };
-    let mut client =
-        match pb::check_service_client::CheckServiceClient::connect(args.endpoint.clone()).await {
-            Ok(c) => c,
-            Err(error) => {
-                eprintln!("error: cannot reach {}: {error}", args.endpoint);
-                return exit::FAILURE;
-            }
-        };
+    let timeout = std::time::Duration::from_millis(args.timeout_ms.max(1));
+    let endpoint = match tonic::transport::Endpoint::from_shared(args.endpoint.clone()) {
+        Ok(e) => e.connect_timeout(timeout).timeout(timeout),
+        Err(error) => {
+            eprintln!("error: --endpoint {:?}: {error}", args.endpoint);
+            return exit::INVALID_INPUT;
+        }
+    };
+    let mut client = match endpoint.connect().await {
+        Ok(channel) => pb::check_service_client::CheckServiceClient::new(channel),
+        Err(error) => {
+            eprintln!("error: cannot reach {}: {error}", args.endpoint);
+            return exit::FAILURE;
+        }
+    };
     let reply = match client.check(request).await {
         Ok(reply) => reply.into_inner(),
         Err(status) if status.code() == tonic::Code::InvalidArgument => {
