@@ -50,6 +50,13 @@ pub enum Write {
         /// At most [`KEY_BYTES_MAX`] bytes.
         key: Vec<u8>,
     },
+    /// Remove every key that starts with `prefix` (as the state stands at
+    /// this write, including earlier writes of the same batch). For bulk
+    /// replacement, e.g. installing a snapshot of another system's state.
+    DeletePrefix {
+        /// At most [`KEY_BYTES_MAX`] bytes; may be empty (everything).
+        prefix: Vec<u8>,
+    },
 }
 
 impl Write {
@@ -57,6 +64,7 @@ impl Write {
     pub fn key(&self) -> &[u8] {
         match self {
             Write::Put { key, .. } | Write::Delete { key } => key,
+            Write::DeletePrefix { prefix } => prefix,
         }
     }
 }
@@ -131,6 +139,9 @@ impl MemState {
                 Write::Delete { key } => {
                     self.data.remove(&key);
                 }
+                Write::DeletePrefix { prefix } => {
+                    self.data.retain(|key, _| !key.starts_with(&prefix));
+                }
             }
         }
         Ok(applied.response)
@@ -166,6 +177,11 @@ pub enum KvCommand {
         /// The value to set.
         new: String,
     },
+    /// Remove every key under a prefix.
+    DeletePrefix {
+        /// The prefix.
+        prefix: String,
+    },
 }
 
 /// A response of [`KvLogic`].
@@ -190,7 +206,8 @@ impl StateMachineLogic for KvLogic {
         let key = match command {
             KvCommand::Put { key, .. }
             | KvCommand::Delete { key }
-            | KvCommand::CompareAndSwap { key, .. } => key,
+            | KvCommand::CompareAndSwap { key, .. }
+            | KvCommand::DeletePrefix { prefix: key } => key,
         };
         let previous = state
             .get(key.as_bytes())?
@@ -222,6 +239,13 @@ impl StateMachineLogic for KvLogic {
                     (Vec::new(), false)
                 }
             }
+            // `previous` is then the value stored under the prefix itself.
+            KvCommand::DeletePrefix { prefix } => (
+                vec![Write::DeletePrefix {
+                    prefix: prefix.clone().into_bytes(),
+                }],
+                true,
+            ),
         };
         Ok(Applied {
             writes,

@@ -78,6 +78,43 @@ async fn apply_sees_earlier_commands_of_its_batch_and_survives_reopen() -> anyho
 }
 
 #[tokio::test]
+async fn delete_prefix_removes_stored_and_batched_keys_only_under_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_log, mut sm) = open(dir.path())?;
+    sm.apply([entry(
+        1,
+        vec![put("a/1", "x"), put("a/2", "x"), put("b/1", "x")],
+    )])
+    .await
+    .map_err(err)?;
+    let delete = KvCommand::DeletePrefix {
+        prefix: "a/".into(),
+    };
+    // In one entry: a key written before the delete goes with it; one
+    // written after survives.
+    sm.apply([entry(
+        2,
+        vec![put("a/3", "x"), delete, put("a/4", "y"), put("a", "z")],
+    )])
+    .await
+    .map_err(err)?;
+    let view = sm.view();
+    let keys: Vec<Vec<u8>> = view
+        .scan(b"", None, 100)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    ensure!(
+        keys == vec![b"a".to_vec(), b"a/4".to_vec(), b"b/1".to_vec()],
+        "keys left: {:?}",
+        keys.iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn snapshot_install_replaces_state_atomically_and_survives_reopen() -> anyhow::Result<()> {
     let source_dir = tempfile::tempdir()?;
     let target_dir = tempfile::tempdir()?;

@@ -153,6 +153,27 @@ struct Overlay<'a> {
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
+impl Overlay<'_> {
+    /// Marks every key under `prefix` deleted: those in the tree and those
+    /// written earlier in this batch.
+    fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), ReadError> {
+        let pending: Vec<Vec<u8>> = self
+            .pending
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in pending {
+            self.pending.insert(key, None);
+        }
+        for item in self.base.scan_prefix(data_key(prefix)) {
+            let (key, _) = item.map_err(|e| ReadError(e.to_string()))?;
+            self.pending.insert(key[1..].to_vec(), None);
+        }
+        Ok(())
+    }
+}
+
 impl ReadState for Overlay<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
         if let Some(v) = self.pending.get(key) {
@@ -252,6 +273,12 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
                                     overlay.pending.insert(key, Some(value))
                                 }
                                 Write::Delete { key } => overlay.pending.insert(key, None),
+                                Write::DeletePrefix { prefix } => {
+                                    overlay
+                                        .delete_prefix(&prefix)
+                                        .map_err(|e| StorageIOError::apply(log_id, any_error(e)))?;
+                                    None
+                                }
                             };
                         }
                         out.push(applied.response);
