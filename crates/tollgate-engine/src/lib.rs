@@ -23,6 +23,7 @@ pub use decide::{
 };
 pub use reason::Reason;
 pub use request::{
-    CheckRequest, Consistency, Location, BATCH_CHECKS_MAX, CONSUME_MAX, SUBDIVISIONS_MAX,
+    CheckRequest, Consistency, Location, WatchEvent, WatchRequest, BATCH_CHECKS_MAX, CONSUME_MAX,
+    SUBDIVISIONS_MAX,
 };
 pub use view::{AccountView, GrantSource, ResolvedGrant};

@@ -5,7 +5,7 @@
 use crate::decide::Check;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use tollgate_model::GeoFacts;
+use tollgate_model::{AccountId, ChangeRecord, GeoFacts, Mutation};
 
 /// Most units one check may consume.
 pub const CONSUME_MAX: u64 = 1_000_000_000;
@@ -43,4 +43,37 @@ pub struct CheckRequest {
     pub check: Check,
     pub location: Location,
     pub consistency: Consistency,
+}
+
+/// What a `Watch` stream asks for: changes after `from_revision`, for one
+/// account (plus the catalog) or all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchRequest {
+    pub account: Option<AccountId>,
+    pub from_revision: u64,
+}
+
+/// One message of a `Watch` stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchEvent {
+    /// Part of the scope's state at (or just after) `revision`, sent when
+    /// the changes since the requested revision cannot be replayed.
+    State {
+        revision: u64,
+        index: u32,
+        last: bool,
+        mutations: Vec<Mutation>,
+    },
+    /// Changes in revision order (each record holds only the scope's
+    /// mutations); everything through `through_revision` has been sent.
+    Changes {
+        changes: Vec<ChangeRecord>,
+        through_revision: u64,
+    },
+    /// The stream is alive; how far the node has applied.
+    Heartbeat {
+        applied_revision: u64,
+        staleness_seconds: Option<u64>,
+    },
 }

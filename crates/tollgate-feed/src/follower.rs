@@ -51,6 +51,10 @@ pub enum FollowEvent {
     },
 }
 
+/// Counts records and snapshot chunks refused (signature, revision,
+/// order, malformed).
+pub const REFUSED_METRIC: &str = "tollgate_feed_refused_total";
+
 /// A verified subscription to one origin node.
 pub struct Follower {
     stream: Streaming<pb::SubscribeResponse>,
@@ -181,7 +185,20 @@ impl Follower {
 
     /// The next verified event. After an error the follower is done:
     /// reconnect from [`Follower::applied`].
+    ///
+    /// A record or snapshot chunk that fails verification is logged at
+    /// ERROR and counted in `tollgate_feed_refused_total`; the follower does
+    /// not move past it (reconnect from the last good revision).
     pub async fn next(&mut self) -> Result<FollowEvent, FeedError> {
+        let result = self.next_event().await;
+        if let Err(error @ (FeedError::Refused { .. } | FeedError::Signature { .. })) = &result {
+            metrics::counter!(REFUSED_METRIC).increment(1);
+            tracing::error!(%error, applied = self.applied, "Refused what the origin sent; staying on the last good revision.");
+        }
+        result
+    }
+
+    async fn next_event(&mut self) -> Result<FollowEvent, FeedError> {
         if let Some(e) = self.pending_error.take() {
             return Err(e);
         }
@@ -210,7 +227,7 @@ impl Follower {
                     });
                 }
                 self.snapshot = Some((begin.revision, 0, begin.chunks));
-                Box::pin(self.next()).await
+                Box::pin(self.next_event()).await
             }
             pb::subscribe_response::Event::SnapshotChunk(chunk) => {
                 self.snapshot_chunk(chunk.into())
@@ -234,7 +251,6 @@ impl Follower {
                     verified.push(record);
                 }
                 Err(e) => {
-                    tracing::error!(revision, error = %e, "Refused a change record from the origin.");
                     if verified.is_empty() {
                         return Err(e);
                     }

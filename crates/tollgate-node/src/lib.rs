@@ -8,6 +8,7 @@ mod error;
 mod origin;
 mod region;
 mod state;
+mod watch;
 mod webhooks;
 
 pub use error::NodeError;

@@ -327,6 +327,12 @@ impl OriginNode {
         self.state.head().unwrap_or(0)
     }
 
+    /// Change records up to this revision were compacted away: a region
+    /// behind it catches up from a snapshot.
+    pub fn change_floor(&self) -> u64 {
+        read_u64(&self.state.view, tollgate_origin::keys::CHANGE_FLOOR).unwrap_or(0)
+    }
+
     /// On a fresh origin (no API key yet), creates an admin key, writes its
     /// token to `token_path` (owner-only) and returns it. Otherwise `None`:
     /// keys are never re-issued.

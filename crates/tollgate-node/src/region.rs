@@ -3,9 +3,11 @@
 //! (leader, follower, learner) answers checks from its own applied state.
 
 use crate::state::now;
+use crate::watch::Watches;
 use crate::NodeError;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -13,9 +15,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tollgate_engine::{
-    decide, AccountView, CheckRequest, Environment, Freshness, Location, NoLiveState,
+    decide, AccountView, CheckRequest, Environment, Freshness, Location, NoLiveState, WatchRequest,
 };
-use tollgate_feed::{FollowEvent, Follower, FollowerConfig};
+use tollgate_feed::{FeedError, FollowEvent, Follower, FollowerConfig};
 use tollgate_geo::GeoDatabases;
 use tollgate_model::{
     Account, AccountId, Catalog, Entitlement, EntitlementId, GeoFacts, Subject, UnixSeconds,
@@ -24,7 +26,9 @@ use tollgate_origin::keys;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::convert::{batch_from_proto, decision_to_proto};
 use tollgate_raft::{Node, NodeConfig, NodeId, StateView};
-use tollgate_region::{account_entitlements_prefix, RegionCommand, RegionLogic, ORIGIN_CONTACT};
+use tollgate_region::{
+    account_entitlements_prefix, RegionCommand, RegionLogic, RegionResponse, ORIGIN_CONTACT,
+};
 use tollgate_signing::PublicKeySet;
 use tonic::{Request, Response, Status};
 
@@ -50,6 +54,10 @@ pub struct RegionConfig {
     pub reconnect_backoff_max: Duration,
     /// With no message from the origin for this long, reconnect.
     pub origin_idle_timeout: Duration,
+    /// A `Watch` stream with nothing to send sends a heartbeat this often.
+    pub watch_heartbeat: Duration,
+    /// Most `Watch` streams served at once.
+    pub watchers_max: usize,
 }
 
 impl RegionConfig {
@@ -68,6 +76,8 @@ impl RegionConfig {
             revision_wait_max: Duration::from_secs(5),
             reconnect_backoff_max: Duration::from_secs(5),
             origin_idle_timeout: Duration::from_secs(10),
+            watch_heartbeat: Duration::from_secs(5),
+            watchers_max: 1024,
         }
     }
 }
@@ -100,6 +110,7 @@ struct Checker {
     wait_max: Duration,
     applied: watch::Receiver<u64>,
     cache: Mutex<Cache>,
+    watches: Watches,
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -292,13 +303,14 @@ impl pb::check_service_server::CheckService for Checker {
         }))
     }
 
-    type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<pb::WatchResponse, Status>>;
+    type WatchStream = crate::watch::WatchStream;
 
     async fn watch(
         &self,
-        _request: Request<pb::WatchRequest>,
+        request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("Watch is not served yet"))
+        let request = WatchRequest::try_from(request.into_inner()).map_err(invalid)?;
+        Ok(Response::new(self.watches.start(request)?))
     }
 }
 
@@ -306,6 +318,7 @@ impl pb::check_service_server::CheckService for Checker {
 pub struct RegionNode {
     node: Arc<Node<RegionLogic>>,
     view: StateView,
+    stats: Arc<SyncStats>,
     grpc_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -364,6 +377,14 @@ impl RegionNode {
             geo,
             trust_proxy: config.trust_proxy_location,
             wait_max: config.revision_wait_max,
+            watches: Watches {
+                view: view.clone(),
+                applied: applied_rx.clone(),
+                heartbeat: config.watch_heartbeat,
+                slots: Arc::new(tokio::sync::Semaphore::new(config.watchers_max)),
+                slots_max: config.watchers_max,
+                stop: stop_rx.clone(),
+            },
             applied: applied_rx,
             cache: Mutex::new(Cache {
                 revision: u64::MAX,
@@ -382,15 +403,18 @@ impl RegionNode {
             }
         }));
 
+        let stats = Arc::new(SyncStats::default());
         tasks.push(tokio::spawn(follow_origin(
             node.clone(),
             config.clone(),
+            stats.clone(),
             stop_rx,
         )));
         tracing::info!(node_id = node.id(), %grpc_addr, name = %config.name, "Region node started.");
         Ok(RegionNode {
             node,
             view,
+            stats,
             grpc_addr,
             stop,
             tasks,
@@ -403,6 +427,11 @@ impl RegionNode {
 
     pub fn raft(&self) -> &Node<RegionLogic> {
         &self.node
+    }
+
+    /// What this node's origin sync has done while it led.
+    pub fn sync_stats(&self) -> &SyncStats {
+        &self.stats
     }
 
     /// The origin revision this node has applied.
@@ -453,11 +482,38 @@ impl RegionNode {
     }
 }
 
+/// What the origin sync has done on this node (as leader).
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    /// Records or snapshot chunks refused (signature, order, malformed).
+    pub refused: AtomicU64,
+    /// Origin snapshots installed.
+    pub snapshots_installed: AtomicU64,
+    /// Connections to the origin that failed or ended.
+    pub disconnects: AtomicU64,
+}
+
+/// Proposes one command; a refusal by the state machine is an error (the
+/// feed is not advanced past it).
+async fn propose(node: &Node<RegionLogic>, command: RegionCommand) -> Result<u64, FeedError> {
+    let outcome = node
+        .write(command)
+        .await
+        .map_err(|e| FeedError::Source(format!("proposing to the region failed: {e}")))?;
+    match outcome.response {
+        RegionResponse::Applied { revision } => Ok(revision),
+        RegionResponse::Refused { reason } => Err(FeedError::Source(format!(
+            "the region refused the command: {reason}"
+        ))),
+    }
+}
+
 /// On the leader: follow the origin from the applied revision and propose
 /// what verifies; reconnect with backoff. Followers wait.
 async fn follow_origin(
     node: Arc<Node<RegionLogic>>,
     config: RegionConfig,
+    stats: Arc<SyncStats>,
     mut stop: watch::Receiver<bool>,
 ) {
     let view = node.view();
@@ -485,6 +541,8 @@ async fn follow_origin(
         let result = async {
             let mut follower = Follower::connect(&follower_config, from).await?;
             backoff = initial_backoff;
+            // Parts of the snapshot being installed, proposed so far.
+            let mut snapshot_parts = 0u32;
             loop {
                 if node.metrics().current_leader != Some(node.id()) {
                     return Ok(());
@@ -498,21 +556,56 @@ async fn follow_origin(
                         head_revision,
                         heard_at: now(),
                     },
-                    FollowEvent::SnapshotChunk { revision, .. } => {
-                        return Err(tollgate_feed::FeedError::Refused {
+                    FollowEvent::SnapshotChunk {
+                        revision,
+                        index,
+                        last,
+                        mutations,
+                    } => {
+                        if index == 0 {
+                            tracing::info!(revision, "Installing the origin's snapshot: this region is below the origin's retention floor.");
+                            snapshot_parts = 0;
+                        }
+                        for part in tollgate_region::snapshot_parts(mutations) {
+                            let command = RegionCommand::SnapshotPart {
+                                revision,
+                                seq: snapshot_parts,
+                                mutations: part,
+                            };
+                            propose(&node, command).await?;
+                            snapshot_parts += 1;
+                        }
+                        if !last {
+                            continue;
+                        }
+                        RegionCommand::SnapshotCommit {
                             revision,
-                            reason: "installing an origin snapshot is not supported yet".into(),
-                        })
+                            parts: snapshot_parts,
+                            heard_at: now(),
+                        }
                     }
                 };
-                node.write(command)
-                    .await
-                    .map_err(|e| tollgate_feed::FeedError::Source(e.to_string()))?;
+                let commit = match &command {
+                    RegionCommand::SnapshotCommit {
+                        revision, parts, ..
+                    } => Some((*revision, *parts)),
+                    _ => None,
+                };
+                propose(&node, command).await?;
+                if let Some((revision, parts)) = commit {
+                    stats.snapshots_installed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("tollgate_region_snapshots_installed_total").increment(1);
+                    tracing::info!(revision, parts, "Installed the origin's snapshot.");
+                }
             }
         };
         tokio::select! {
             outcome = result => {
                 if let Err(error) = outcome {
+                    stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                    if matches!(error, FeedError::Refused { .. } | FeedError::Signature { .. }) {
+                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                    }
                     tracing::warn!(%error, origin = %config.origin_feed, "Following the origin failed; reconnecting.");
                 }
             }

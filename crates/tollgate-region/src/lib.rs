@@ -36,6 +36,75 @@ pub fn account_entitlements_prefix(account: &tollgate_model::AccountId) -> Vec<u
 /// Most change records in one command (bounds the write batch).
 pub const RECORDS_PER_COMMAND_MAX: usize = 512;
 
+/// The change records a region keeps for `Watch` (after a snapshot
+/// install, only those applied since): `region/change/<revision>`.
+pub const CHANGES_RETAINED: u64 = 10_000;
+/// Records at or below this revision are no longer kept (a watcher that
+/// asks for them gets the current state instead).
+pub const CHANGE_FLOOR: &[u8] = b"region/change-floor";
+/// The prefix of [`change`] keys.
+pub const CHANGE_PREFIX: &str = "region/change/";
+
+/// A retained change record.
+pub fn change(revision: u64) -> Vec<u8> {
+    format!("{CHANGE_PREFIX}{revision:020}").into_bytes()
+}
+
+/// A snapshot being staged: `{revision, parts}` (see [`SnapshotStaging`]).
+const SNAPSHOT_STAGING: &[u8] = b"region/snapshot/meta";
+const SNAPSHOT_PREFIX: &[u8] = b"region/snapshot/";
+fn snapshot_part(seq: u32) -> Vec<u8> {
+    format!("region/snapshot/part/{seq:010}").into_bytes()
+}
+
+/// The key prefixes holding the origin's data as a region serves it, and
+/// the region's indexes of it: what a snapshot install replaces.
+pub const ORIGIN_DATA_PREFIXES: [&[u8]; 5] = [
+    b"catalog/",
+    b"account/",
+    b"subject/",
+    b"entitlement/",
+    b"region/account-entitlement/",
+];
+
+/// Largest serialised part of a snapshot in one command (a chunk from the
+/// origin is split into parts of at most this size; each part is staged as
+/// one stored value).
+pub const SNAPSHOT_PART_BYTES_MAX: usize = 128 * 1024;
+
+/// Splits a snapshot chunk's mutations into parts of at most
+/// [`SNAPSHOT_PART_BYTES_MAX`] serialised bytes. A single mutation larger
+/// than that (it cannot be: the origin stores each object in one value of
+/// at most half that) still gets a part of its own, which apply refuses.
+/// Always at least one part (an empty chunk gives an empty part), so every
+/// chunk stages something and the parts count the chunks' contents.
+pub fn snapshot_parts(mutations: Vec<Mutation>) -> Vec<Vec<Mutation>> {
+    let mut parts: Vec<Vec<Mutation>> = Vec::new();
+    let mut size = 0;
+    for m in mutations {
+        let len = serde_json::to_vec(&m).map(|b| b.len() + 1).unwrap_or(0);
+        match parts.last_mut() {
+            Some(part) if size + len <= SNAPSHOT_PART_BYTES_MAX => part.push(m),
+            _ => {
+                parts.push(vec![m]);
+                size = 0;
+            }
+        }
+        size += len;
+    }
+    if parts.is_empty() {
+        parts.push(Vec::new());
+    }
+    parts
+}
+
+/// The snapshot being staged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct SnapshotStaging {
+    revision: u64,
+    parts: u32,
+}
+
 /// What a region's log carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -51,6 +120,23 @@ pub enum RegionCommand {
     /// The origin answered (a heartbeat or any message).
     OriginContact {
         head_revision: u64,
+        heard_at: UnixSeconds,
+    },
+    /// Part `seq` of a verified origin snapshot at `revision`, staged until
+    /// [`RegionCommand::SnapshotCommit`]. Part 0 starts over (a snapshot
+    /// cut short by a leader change or a broken stream is dropped); every
+    /// other part must follow the previous one of the same revision.
+    SnapshotPart {
+        revision: u64,
+        seq: u32,
+        mutations: Vec<Mutation>,
+    },
+    /// Replace the origin data with the staged snapshot (exactly `parts`
+    /// parts of `revision`), in one batch: a node serves either the old
+    /// state or the new one, never a mix.
+    SnapshotCommit {
+        revision: u64,
+        parts: u32,
         heard_at: UnixSeconds,
     },
 }
@@ -126,6 +212,121 @@ fn contact_writes(
     Ok(writes)
 }
 
+/// The writes that apply one mutation, with the region's index.
+fn apply_mutation(m: &Mutation, writes: &mut Vec<Write>) {
+    writes.push(mutation_write(m));
+    // Entitlements never change account, and are never deleted (revoked
+    // instead): the index only grows.
+    if let Mutation::PutEntitlement(e) = m {
+        writes.push(Write::Put {
+            key: account_entitlement(&e.account, &e.id),
+            value: Vec::new(),
+        });
+    }
+}
+
+fn read_staging(state: &dyn ReadState) -> Result<Option<SnapshotStaging>, ReadError> {
+    state
+        .get(SNAPSHOT_STAGING)?
+        .map(|bytes| {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ReadError(format!("snapshot staging does not decode: {e}")))
+        })
+        .transpose()
+}
+
+fn stage_part(
+    state: &dyn ReadState,
+    applied: u64,
+    revision: u64,
+    seq: u32,
+    mutations: &[Mutation],
+) -> Result<Result<Vec<Write>, String>, ReadError> {
+    if revision <= applied {
+        return Ok(Err(format!(
+            "a snapshot at revision {revision} is not ahead of the applied revision {applied}"
+        )));
+    }
+    let value = serde_json::to_vec(mutations).expect("model values serialise");
+    if value.len() > tollgate_raft::logic::VALUE_BYTES_MAX {
+        return Ok(Err(format!(
+            "snapshot part of {} bytes; at most {}",
+            value.len(),
+            tollgate_raft::logic::VALUE_BYTES_MAX
+        )));
+    }
+    let mut writes = Vec::new();
+    if seq == 0 {
+        writes.push(Write::DeletePrefix {
+            prefix: SNAPSHOT_PREFIX.to_vec(),
+        });
+    } else {
+        let expected = Some(SnapshotStaging {
+            revision,
+            parts: seq,
+        });
+        let staged = read_staging(state)?;
+        if staged != expected {
+            return Ok(Err(format!(
+                "snapshot part {seq} of revision {revision} does not follow what is staged ({staged:?})"
+            )));
+        }
+    }
+    writes.push(Write::Put {
+        key: snapshot_part(seq),
+        value,
+    });
+    writes.push(Write::Put {
+        key: SNAPSHOT_STAGING.to_vec(),
+        value: serde_json::to_vec(&SnapshotStaging {
+            revision,
+            parts: seq + 1,
+        })
+        .expect("integers serialise"),
+    });
+    Ok(Ok(writes))
+}
+
+fn commit_snapshot(
+    state: &dyn ReadState,
+    applied: u64,
+    revision: u64,
+    parts: u32,
+) -> Result<Result<Vec<Write>, String>, ReadError> {
+    if revision <= applied {
+        return Ok(Err(format!(
+            "a snapshot at revision {revision} is not ahead of the applied revision {applied}"
+        )));
+    }
+    let staged = read_staging(state)?;
+    if staged != Some(SnapshotStaging { revision, parts }) {
+        return Ok(Err(format!(
+            "commit of {parts} parts at revision {revision} does not match what is staged ({staged:?})"
+        )));
+    }
+    let mut writes: Vec<Write> = ORIGIN_DATA_PREFIXES
+        .iter()
+        .chain([CHANGE_PREFIX.as_bytes(), SNAPSHOT_PREFIX].iter())
+        .map(|prefix| Write::DeletePrefix {
+            prefix: prefix.to_vec(),
+        })
+        .collect();
+    for seq in 0..parts {
+        let key = snapshot_part(seq);
+        let bytes = state
+            .get(&key)?
+            .ok_or_else(|| ReadError(format!("staged snapshot part {seq} is missing")))?;
+        let mutations: Vec<Mutation> = serde_json::from_slice(&bytes)
+            .map_err(|e| ReadError(format!("staged snapshot part {seq} does not decode: {e}")))?;
+        for m in &mutations {
+            apply_mutation(m, &mut writes);
+        }
+    }
+    writes.push(put_u64(keys::HEAD_REVISION, revision));
+    writes.push(put_u64(CHANGE_FLOOR, revision));
+    Ok(Ok(writes))
+}
+
 /// A region's state machine.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RegionLogic;
@@ -170,20 +371,27 @@ impl StateMachineLogic for RegionLogic {
                         )));
                     }
                     for m in &record.mutations {
-                        writes.push(mutation_write(m));
-                        // Entitlements never change account, and are never
-                        // deleted (revoked instead): the index only grows.
-                        if let Mutation::PutEntitlement(e) = m {
-                            writes.push(Write::Put {
-                                key: account_entitlement(&e.account, &e.id),
-                                value: Vec::new(),
-                            });
-                        }
+                        apply_mutation(m, &mut writes);
                     }
+                    writes.push(Write::Put {
+                        key: change(record.revision),
+                        value: serde_json::to_vec(record).expect("model values serialise"),
+                    });
                     next = record.revision;
                 }
                 if next > applied {
                     writes.push(put_u64(keys::HEAD_REVISION, next));
+                    // Keep the newest CHANGES_RETAINED records.
+                    let floor = read_u64(state, CHANGE_FLOOR)?;
+                    let new_floor = next.saturating_sub(CHANGES_RETAINED).max(floor);
+                    for revision in floor + 1..=new_floor {
+                        writes.push(Write::Delete {
+                            key: change(revision),
+                        });
+                    }
+                    if new_floor > floor {
+                        writes.push(put_u64(CHANGE_FLOOR, new_floor));
+                    }
                 }
                 writes.extend(contact_writes(state, next, *heard_at)?);
                 Ok(Applied {
@@ -191,6 +399,35 @@ impl StateMachineLogic for RegionLogic {
                     response: RegionResponse::Applied { revision: next },
                 })
             }
+            RegionCommand::SnapshotPart {
+                revision,
+                seq,
+                mutations,
+            } => Ok(
+                match stage_part(state, applied, *revision, *seq, mutations)? {
+                    Ok(writes) => Applied {
+                        writes,
+                        response: RegionResponse::Applied { revision: applied },
+                    },
+                    Err(reason) => refuse(reason),
+                },
+            ),
+            RegionCommand::SnapshotCommit {
+                revision,
+                parts,
+                heard_at,
+            } => Ok(match commit_snapshot(state, applied, *revision, *parts)? {
+                Ok(mut writes) => {
+                    writes.extend(contact_writes(state, *revision, *heard_at)?);
+                    Applied {
+                        writes,
+                        response: RegionResponse::Applied {
+                            revision: *revision,
+                        },
+                    }
+                }
+                Err(reason) => refuse(reason),
+            }),
         }
     }
 }

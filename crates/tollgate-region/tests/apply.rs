@@ -253,3 +253,214 @@ fn origin_contact_and_head_only_move_forward() {
         RegionResponse::Refused { .. }
     ));
 }
+
+fn read_u64(r: &MemState, k: &[u8]) -> u64 {
+    r.data
+        .get(k)
+        .map(|v| serde_json::from_slice(v).unwrap())
+        .unwrap_or(0)
+}
+
+/// Stages `mutations` as the leader does and commits them at `revision`.
+fn install(region: &mut MemState, revision: u64, mutations: Vec<Mutation>) -> RegionResponse {
+    let parts = snapshot_parts(mutations);
+    for (seq, part) in parts.iter().enumerate() {
+        let r = apply(
+            region,
+            RegionCommand::SnapshotPart {
+                revision,
+                seq: seq as u32,
+                mutations: part.clone(),
+            },
+        );
+        assert!(matches!(r, RegionResponse::Applied { .. }), "{r:?}");
+    }
+    apply(
+        region,
+        RegionCommand::SnapshotCommit {
+            revision,
+            parts: parts.len() as u32,
+            heard_at: NOW,
+        },
+    )
+}
+
+#[test]
+fn a_snapshot_replaces_stale_state_and_the_records_after_it_follow() {
+    let (origin, records) = origin();
+    let head = records.len() as u64;
+    // A region that saw the first records, including globex's alice, who
+    // is deleted later: the snapshot must remove her.
+    let mut region = MemState::default();
+    apply(
+        &mut region,
+        RegionCommand::ApplyChanges {
+            records: records[..8].to_vec(),
+            heard_at: NOW,
+        },
+    );
+    assert!(region.data.contains_key(&change(8)));
+    let snapshot_at = head - 2;
+    let mut at_snapshot = MemState::default();
+    apply(
+        &mut at_snapshot,
+        RegionCommand::ApplyChanges {
+            records: records[..snapshot_at as usize].to_vec(),
+            heard_at: NOW,
+        },
+    );
+    let dataset = dataset_from_entries(at_snapshot.data.clone()).unwrap();
+    let response = install(&mut region, snapshot_at, dataset.to_mutations());
+    assert_eq!(
+        response,
+        RegionResponse::Applied {
+            revision: snapshot_at
+        }
+    );
+    // The snapshot spells out the default offline policy, which the origin
+    // never stored: compare what is served, as data.
+    let dataset_of = |s: &MemState| dataset_from_entries(served(s)).unwrap();
+    assert!(
+        dataset_of(&region) == dataset,
+        "the snapshot's data set is served"
+    );
+    assert_eq!(read_u64(&region, keys::HEAD_REVISION), snapshot_at);
+    assert_eq!(read_u64(&region, CHANGE_FLOOR), snapshot_at);
+    assert!(
+        !region
+            .data
+            .keys()
+            .any(|k| k.starts_with(b"region/snapshot/")),
+        "staging is cleared"
+    );
+    assert!(
+        !region.data.contains_key(&change(3)),
+        "records before the snapshot are no longer served to watchers"
+    );
+    let response = apply(
+        &mut region,
+        RegionCommand::ApplyChanges {
+            records: records.clone(),
+            heard_at: NOW,
+        },
+    );
+    assert_eq!(response, RegionResponse::Applied { revision: head });
+    assert!(
+        dataset_of(&region) == dataset_of(&origin),
+        "converged on the origin"
+    );
+    assert!(region.data.contains_key(&change(head)));
+}
+
+#[test]
+fn snapshot_parts_out_of_order_or_miscounted_are_refused() {
+    let (_, records) = origin();
+    let mut region = MemState::default();
+    let part = |seq: u32, revision: u64| RegionCommand::SnapshotPart {
+        revision,
+        seq,
+        mutations: vec![],
+    };
+    assert!(matches!(
+        apply(&mut region, part(0, 5)),
+        RegionResponse::Applied { .. }
+    ));
+    let before = region.clone();
+    for wrong in [part(2, 5), part(1, 6)] {
+        let r = apply(&mut region, wrong);
+        assert!(matches!(r, RegionResponse::Refused { .. }), "{r:?}");
+        assert_eq!(region, before, "a refused part writes nothing");
+    }
+    let commit = |parts: u32, revision: u64| RegionCommand::SnapshotCommit {
+        revision,
+        parts,
+        heard_at: NOW,
+    };
+    for wrong in [commit(2, 5), commit(1, 6)] {
+        let r = apply(&mut region, wrong);
+        assert!(matches!(r, RegionResponse::Refused { .. }), "{r:?}");
+        assert_eq!(region, before, "a refused commit writes nothing");
+    }
+    // A new part 0 starts over: the old staging is dropped.
+    assert!(matches!(
+        apply(&mut region, part(0, 7)),
+        RegionResponse::Applied { .. }
+    ));
+    assert!(matches!(
+        apply(&mut region, commit(1, 5)),
+        RegionResponse::Refused { .. }
+    ));
+    // Not ahead of the applied revision: refused.
+    apply(
+        &mut region,
+        RegionCommand::ApplyChanges {
+            records: records[..8].to_vec(),
+            heard_at: NOW,
+        },
+    );
+    assert!(matches!(
+        apply(&mut region, part(0, 8)),
+        RegionResponse::Refused { .. }
+    ));
+    assert!(matches!(
+        apply(&mut region, commit(1, 7)),
+        RegionResponse::Refused { .. }
+    ));
+}
+
+#[test]
+fn only_the_newest_records_are_retained_for_watchers() {
+    let mut region = MemState::default();
+    let total = CHANGES_RETAINED + 700;
+    let mut next = 1;
+    while next <= total {
+        let end = (next + RECORDS_PER_COMMAND_MAX as u64 - 1).min(total);
+        let records = (next..=end)
+            .map(|revision| ChangeRecord {
+                revision,
+                committed_at: NOW,
+                mutations: vec![],
+            })
+            .collect();
+        apply(
+            &mut region,
+            RegionCommand::ApplyChanges {
+                records,
+                heard_at: NOW,
+            },
+        );
+        next = end + 1;
+    }
+    assert_eq!(read_u64(&region, CHANGE_FLOOR), 700);
+    assert!(!region.data.contains_key(&change(700)));
+    assert!(region.data.contains_key(&change(701)));
+    assert!(region.data.contains_key(&change(total)));
+    let retained = region
+        .data
+        .keys()
+        .filter(|k| k.starts_with(b"region/change/"))
+        .count() as u64;
+    assert_eq!(retained, CHANGES_RETAINED);
+}
+
+#[test]
+fn snapshot_parts_are_bounded_and_keep_every_mutation_in_order() {
+    let mutations: Vec<Mutation> = (0..5000)
+        .map(|i| {
+            Mutation::PutSubject(Subject {
+                id: id(&format!("user-{i:06}")),
+                account: id("acme"),
+                kind: SubjectKind::User,
+                roles: Default::default(),
+                groups: Default::default(),
+            })
+        })
+        .collect();
+    let parts = snapshot_parts(mutations.clone());
+    assert!(parts.len() > 1, "{} parts", parts.len());
+    for part in &parts {
+        let bytes = serde_json::to_vec(part).unwrap().len();
+        assert!(bytes <= SNAPSHOT_PART_BYTES_MAX, "a part of {bytes} bytes");
+    }
+    assert_eq!(parts.concat(), mutations);
+}

@@ -4,11 +4,11 @@ use super::{AtField, ConvertError};
 use crate::check::v1 as pb;
 use tollgate_engine::{
     Check, CheckRequest, Consistency, Decision, Location, Reason, SeatInfo, UpgradeHint,
-    UpgradeTarget, BATCH_CHECKS_MAX, CONSUME_MAX, SUBDIVISIONS_MAX,
+    UpgradeTarget, WatchEvent, WatchRequest, BATCH_CHECKS_MAX, CONSUME_MAX, SUBDIVISIONS_MAX,
 };
 use tollgate_model::{
-    AccountId, AnonymousNetwork, Continent, CountryCode, FeatureId, GeoFacts, SubdivisionCode,
-    SubjectId,
+    AccountId, AnonymousNetwork, ChangeRecord, Continent, CountryCode, FeatureId, GeoFacts,
+    Mutation, SubdivisionCode, SubjectId, UnixSeconds,
 };
 
 impl From<Reason> for pb::Reason {
@@ -218,5 +218,119 @@ pub fn decision_to_proto(d: Decision) -> pb::Decision {
         config: d.config.into_iter().map(|(k, v)| (k.into(), v)).collect(),
         explanation,
         trial: d.trial,
+    }
+}
+
+impl TryFrom<pb::WatchRequest> for WatchRequest {
+    type Error = ConvertError;
+
+    fn try_from(r: pb::WatchRequest) -> Result<Self, ConvertError> {
+        Ok(WatchRequest {
+            account: r
+                .account_id
+                .map(|a| AccountId::new(a).at("account_id"))
+                .transpose()?,
+            from_revision: r.from_revision,
+        })
+    }
+}
+
+impl From<WatchRequest> for pb::WatchRequest {
+    fn from(r: WatchRequest) -> Self {
+        pb::WatchRequest {
+            account_id: r.account.map(Into::into),
+            from_revision: r.from_revision,
+        }
+    }
+}
+
+fn mutations_json(mutations: &[Mutation]) -> Vec<u8> {
+    serde_json::to_vec(mutations).expect("model values serialise")
+}
+
+fn mutations_from_json(field: &str, bytes: &[u8]) -> Result<Vec<Mutation>, ConvertError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ConvertError::out_of_range(field, format!("not a JSON array of mutations: {e}"))
+    })
+}
+
+impl From<WatchEvent> for pb::WatchResponse {
+    fn from(event: WatchEvent) -> Self {
+        use pb::watch_response::Event;
+        let event = match event {
+            WatchEvent::State {
+                revision,
+                index,
+                last,
+                mutations,
+            } => Event::State(pb::StateChunk {
+                revision,
+                index,
+                last,
+                mutations: mutations_json(&mutations),
+            }),
+            WatchEvent::Changes {
+                changes,
+                through_revision,
+            } => Event::Changes(pb::ChangeBatch {
+                changes: changes
+                    .into_iter()
+                    .map(|c| pb::Change {
+                        revision: c.revision,
+                        committed_at: c.committed_at.0,
+                        mutations: mutations_json(&c.mutations),
+                    })
+                    .collect(),
+                through_revision,
+            }),
+            WatchEvent::Heartbeat {
+                applied_revision,
+                staleness_seconds,
+            } => Event::Heartbeat(pb::Heartbeat {
+                applied_revision,
+                staleness_seconds,
+            }),
+        };
+        pb::WatchResponse { event: Some(event) }
+    }
+}
+
+impl TryFrom<pb::WatchResponse> for WatchEvent {
+    type Error = ConvertError;
+
+    fn try_from(r: pb::WatchResponse) -> Result<Self, ConvertError> {
+        use pb::watch_response::Event;
+        Ok(
+            match r.event.ok_or_else(|| ConvertError::missing("event"))? {
+                Event::State(s) => WatchEvent::State {
+                    revision: s.revision,
+                    index: s.index,
+                    last: s.last,
+                    mutations: mutations_from_json("state.mutations", &s.mutations)?,
+                },
+                Event::Changes(batch) => WatchEvent::Changes {
+                    changes: batch
+                        .changes
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            Ok(ChangeRecord {
+                                revision: c.revision,
+                                committed_at: UnixSeconds(c.committed_at),
+                                mutations: mutations_from_json(
+                                    &format!("changes.changes[{i}].mutations"),
+                                    &c.mutations,
+                                )?,
+                            })
+                        })
+                        .collect::<Result<_, ConvertError>>()?,
+                    through_revision: batch.through_revision,
+                },
+                Event::Heartbeat(h) => WatchEvent::Heartbeat {
+                    applied_revision: h.applied_revision,
+                    staleness_seconds: h.staleness_seconds,
+                },
+            },
+        )
     }
 }

@@ -1,0 +1,240 @@
+//! The `Watch` stream a region node serves to client-side caches: the
+//! changes after a revision, for one account (plus the catalog) or all,
+//! replayed from the changes the region keeps and then followed live; the
+//! scope's current state first when those changes are no longer kept.
+
+use crate::state::{now, read_u64, scan_all};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tollgate_engine::{WatchEvent, WatchRequest};
+use tollgate_model::{AccountId, ChangeRecord, Mutation};
+use tollgate_origin::keys;
+use tollgate_proto::check::v1 as pb;
+use tollgate_raft::StateView;
+use tollgate_region::{account_entitlements_prefix, ORIGIN_CONTACT};
+use tonic::Status;
+
+/// Most change records read (and sent) per message.
+const RECORDS_PER_MESSAGE: usize = tollgate_region::RECORDS_PER_COMMAND_MAX;
+/// Messages buffered per watcher before the stream waits for the client.
+const BUFFERED_MESSAGES: usize = 4;
+
+pub(crate) type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+
+/// What a node needs to serve watchers.
+pub(crate) struct Watches {
+    pub view: StateView,
+    /// The applied origin revision, updated as entries apply.
+    pub applied: watch::Receiver<u64>,
+    /// Sent when a watcher is idle this long.
+    pub heartbeat: Duration,
+    /// One permit per concurrent watcher.
+    pub slots: Arc<Semaphore>,
+    pub slots_max: usize,
+    /// Set when the node stops: every stream ends.
+    pub stop: watch::Receiver<bool>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+impl Watches {
+    pub(crate) fn start(&self, request: WatchRequest) -> Result<WatchStream, Status> {
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this node serves at most {} watchers; try another node",
+                self.slots_max
+            ))
+        })?;
+        let (tx, rx) = mpsc::channel(BUFFERED_MESSAGES);
+        let stream = Stream {
+            view: self.view.clone(),
+            applied: self.applied.clone(),
+            heartbeat: self.heartbeat,
+            stop: self.stop.clone(),
+            tx,
+            _permit: permit,
+        };
+        tokio::spawn(async move {
+            let tx = stream.tx.clone();
+            if let Err(status) = stream.run(request).await {
+                tracing::warn!(%status, "A watch stream failed.");
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+/// One watcher.
+struct Stream {
+    view: StateView,
+    applied: watch::Receiver<u64>,
+    heartbeat: Duration,
+    stop: watch::Receiver<bool>,
+    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The client went away, or the node is stopping.
+struct Gone;
+
+impl Stream {
+    async fn send(&self, event: WatchEvent) -> Result<(), Gone> {
+        self.tx.send(Ok(event.into())).await.map_err(|_| Gone)
+    }
+
+    fn read(&self, key: &[u8]) -> Result<u64, Status> {
+        read_u64(&self.view, key).map_err(internal)
+    }
+
+    async fn run(mut self, request: WatchRequest) -> Result<(), Status> {
+        match self.serve(&request).await {
+            Ok(Ok(())) | Ok(Err(Gone)) => Ok(()),
+            Err(status) => Err(status),
+        }
+    }
+
+    /// `Ok(Err(Gone))` ends the stream quietly.
+    async fn serve(&mut self, request: &WatchRequest) -> Result<Result<(), Gone>, Status> {
+        let account = request.account.as_ref();
+        let mut at = request.from_revision;
+        loop {
+            let head = self.read(keys::HEAD_REVISION)?;
+            if at < self.read(tollgate_region::CHANGE_FLOOR)? {
+                let parts = tollgate_region::snapshot_parts(scope_state(&self.view, account)?);
+                let count = parts.len();
+                for (index, mutations) in parts.into_iter().enumerate() {
+                    let event = WatchEvent::State {
+                        revision: head,
+                        index: index as u32,
+                        last: index + 1 == count,
+                        mutations,
+                    };
+                    if let Err(gone) = self.send(event).await {
+                        return Ok(Err(gone));
+                    }
+                }
+                at = head;
+            }
+            while at < head {
+                let records = changes_after(&self.view, at)?;
+                if records.first().map(|r| r.revision) != Some(at + 1) {
+                    if at >= self.read(tollgate_region::CHANGE_FLOOR)? {
+                        return Err(Status::internal(format!(
+                            "change record {} is missing below the applied revision {head}",
+                            at + 1
+                        )));
+                    }
+                    // Trimmed while we read: start over from the state.
+                    break;
+                }
+                let through = records.last().map_or(at, |r| r.revision);
+                let changes = records
+                    .into_iter()
+                    .filter_map(|record| in_scope(record, account))
+                    .collect();
+                let event = WatchEvent::Changes {
+                    changes,
+                    through_revision: through,
+                };
+                if let Err(gone) = self.send(event).await {
+                    return Ok(Err(gone));
+                }
+                at = through;
+            }
+            if at < head {
+                continue;
+            }
+            enum Wake {
+                Applied,
+                Idle,
+                Gone,
+            }
+            let wake = {
+                let (applied, stop, tx) = (&mut self.applied, &mut self.stop, &self.tx);
+                tokio::select! {
+                    changed = applied.wait_for(|applied| *applied > at) => {
+                        if changed.is_ok() { Wake::Applied } else { Wake::Gone }
+                    }
+                    _ = tokio::time::sleep(self.heartbeat) => Wake::Idle,
+                    _ = tx.closed() => Wake::Gone,
+                    _ = stop.wait_for(|stop| *stop) => Wake::Gone,
+                }
+            };
+            match wake {
+                Wake::Applied => {}
+                Wake::Gone => return Ok(Err(Gone)),
+                Wake::Idle => {
+                    let contact = self.read(ORIGIN_CONTACT)?;
+                    let event = WatchEvent::Heartbeat {
+                        applied_revision: self.read(keys::HEAD_REVISION)?,
+                        staleness_seconds: (contact > 0)
+                            .then(|| now().0.saturating_sub(contact as i64).max(0) as u64),
+                    };
+                    if let Err(gone) = self.send(event).await {
+                        return Ok(Err(gone));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The retained change records after `revision`, in order (at most
+/// [`RECORDS_PER_MESSAGE`]).
+fn changes_after(view: &StateView, revision: u64) -> Result<Vec<ChangeRecord>, Status> {
+    view.scan(
+        tollgate_region::CHANGE_PREFIX.as_bytes(),
+        Some(&tollgate_region::change(revision)),
+        RECORDS_PER_MESSAGE,
+    )
+    .map_err(internal)?
+    .into_iter()
+    .map(|(_, bytes)| serde_json::from_slice(&bytes).map_err(internal))
+    .collect()
+}
+
+/// The record with only the mutations in scope; `None` when none are (the
+/// catalog is in every scope: every decision reads it).
+fn in_scope(mut record: ChangeRecord, account: Option<&AccountId>) -> Option<ChangeRecord> {
+    let Some(account) = account else {
+        return Some(record);
+    };
+    record
+        .mutations
+        .retain(|m| m.account().is_none_or(|a| a == account));
+    (!record.mutations.is_empty()).then_some(record)
+}
+
+/// The scope's current state, as mutations that recreate it.
+fn scope_state(view: &StateView, account: Option<&AccountId>) -> Result<Vec<Mutation>, Status> {
+    let Some(account) = account else {
+        return Ok(crate::state::served_dataset(view)
+            .map_err(internal)?
+            .to_mutations());
+    };
+    let mut entries = scan_all(view, "catalog/").map_err(internal)?;
+    let account_key = keys::account(account);
+    if let Some(bytes) = view.get(&account_key).map_err(internal)? {
+        entries.push((account_key, bytes));
+    }
+    entries.extend(scan_all(view, &format!("subject/{account}/")).map_err(internal)?);
+    let prefix = account_entitlements_prefix(account);
+    let index =
+        scan_all(view, std::str::from_utf8(&prefix).map_err(internal)?).map_err(internal)?;
+    for (key, _) in index {
+        let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        let id = tollgate_model::EntitlementId::new(id).map_err(internal)?;
+        let key = keys::entitlement(&id);
+        if let Some(bytes) = view.get(&key).map_err(internal)? {
+            entries.push((key, bytes));
+        }
+    }
+    Ok(tollgate_origin::dataset_from_entries(entries)
+        .map_err(internal)?
+        .to_mutations())
+}
