@@ -236,6 +236,7 @@ pub async fn start_region(
                 tollgate_node::RegionListeners {
                     raft: loopback().await,
                     grpc: loopback().await,
+                    http: Some(loopback().await),
                 },
                 geo.clone(),
             )

@@ -50,7 +50,9 @@ impl Changefeed for ManInTheMiddle {
             let mut message = message?;
             if let Some(feed::subscribe_response::Event::Records(batch)) = &mut message.event {
                 for record in &mut batch.records {
-                    if tamper.load(Ordering::SeqCst) && record.revision == target.load(Ordering::SeqCst) {
+                    if tamper.load(Ordering::SeqCst)
+                        && record.revision == target.load(Ordering::SeqCst)
+                    {
                         let last = record.payload.len() - 2;
                         record.payload[last] ^= 0x01;
                     }
@@ -139,13 +141,17 @@ async fn a_tampered_record_is_refused_and_the_region_stays_on_the_last_good_revi
 
     // Refused again on every reconnection: wait until it has been refused
     // repeatedly, then the region must still be on the last good revision.
-    wait_until("the tampered record to be refused repeatedly", DEADLINE, || async {
-        let refused: u64 = region
-            .iter()
-            .map(|n| n.sync_stats().refused.load(Ordering::Relaxed))
-            .sum();
-        (refused >= 3).then_some(())
-    })
+    wait_until(
+        "the tampered record to be refused repeatedly",
+        DEADLINE,
+        || async {
+            let refused: u64 = region
+                .iter()
+                .map(|n| n.sync_stats().refused.load(Ordering::Relaxed))
+                .sum();
+            (refused >= 3).then_some(())
+        },
+    )
     .await
     .unwrap();
     for node in &region {
@@ -156,7 +162,10 @@ async fn a_tampered_record_is_refused_and_the_region_stays_on_the_last_good_revi
             node.raft().id()
         );
         let data = node.served_dataset().unwrap();
-        assert!(data.entitlements.is_empty(), "nothing of the tampered grant");
+        assert!(
+            data.entitlements.is_empty(),
+            "nothing of the tampered grant"
+        );
     }
 
     info!("The attacker stops: the genuine records apply, each exactly once.");

@@ -5,6 +5,7 @@
 //! flushes storage).
 
 mod error;
+mod ops;
 mod origin;
 mod region;
 mod state;
@@ -12,6 +13,7 @@ mod watch;
 mod webhooks;
 
 pub use error::NodeError;
+pub use ops::{RegionStatus, SyncCounts};
 pub use origin::{OriginConfig, OriginListeners, OriginNode};
-pub use region::{RegionConfig, RegionListeners, RegionNode};
+pub use region::{RegionConfig, RegionListeners, RegionNode, SyncStats};
 pub use webhooks::WebhookConfig;

@@ -2,6 +2,7 @@
 //! the origin's changefeed and proposes what it verified; every node
 //! (leader, follower, learner) answers checks from its own applied state.
 
+use crate::ops::{OpsState, RegionStatus};
 use crate::state::now;
 use crate::watch::Watches;
 use crate::NodeError;
@@ -58,6 +59,10 @@ pub struct RegionConfig {
     pub watch_heartbeat: Duration,
     /// Most `Watch` streams served at once.
     pub watchers_max: usize,
+    /// Ready only with a geo database loaded.
+    pub geo_required: bool,
+    /// Ready only within this many revisions of the origin's head.
+    pub ready_lag_revisions_max: u64,
 }
 
 impl RegionConfig {
@@ -78,6 +83,8 @@ impl RegionConfig {
             origin_idle_timeout: Duration::from_secs(10),
             watch_heartbeat: Duration::from_secs(5),
             watchers_max: 1024,
+            geo_required: true,
+            ready_lag_revisions_max: 1000,
         }
     }
 }
@@ -86,6 +93,8 @@ pub struct RegionListeners {
     pub raft: TcpListener,
     /// The check service (gRPC).
     pub grpc: TcpListener,
+    /// The operations endpoints (`/healthz`, `/readyz`, `/v1/status`).
+    pub http: Option<TcpListener>,
 }
 
 fn read_u64(view: &StateView, key: &[u8]) -> u64 {
@@ -319,6 +328,8 @@ pub struct RegionNode {
     node: Arc<Node<RegionLogic>>,
     view: StateView,
     stats: Arc<SyncStats>,
+    ops: Arc<OpsState>,
+    http_addr: Option<SocketAddr>,
     grpc_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -371,6 +382,36 @@ impl RegionNode {
             }
         }));
 
+        let stats = Arc::new(SyncStats::default());
+        let ops = Arc::new(OpsState {
+            node: node.clone(),
+            name: config.name.clone(),
+            geo: geo.clone(),
+            geo_required: config.geo_required,
+            ready_lag_revisions_max: config.ready_lag_revisions_max,
+            stats: stats.clone(),
+        });
+        let http_addr = match listeners.http {
+            None => None,
+            Some(listener) => {
+                let addr = listener.local_addr().map_err(|source| NodeError::Io {
+                    context: "http listener".into(),
+                    source,
+                })?;
+                let app = crate::ops::router(ops.clone());
+                let http_stop = stopped(stop_rx.clone());
+                tasks.push(tokio::spawn(async move {
+                    if let Err(error) = axum::serve(listener, app)
+                        .with_graceful_shutdown(http_stop)
+                        .await
+                    {
+                        tracing::error!(%error, "The operations server failed.");
+                    }
+                }));
+                Some(addr)
+            }
+        };
+
         let checker = Checker {
             view: view.clone(),
             name: config.name.clone(),
@@ -403,7 +444,6 @@ impl RegionNode {
             }
         }));
 
-        let stats = Arc::new(SyncStats::default());
         tasks.push(tokio::spawn(follow_origin(
             node.clone(),
             config.clone(),
@@ -415,6 +455,8 @@ impl RegionNode {
             node,
             view,
             stats,
+            ops,
+            http_addr,
             grpc_addr,
             stop,
             tasks,
@@ -423,6 +465,16 @@ impl RegionNode {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The operations endpoints, if this node serves them.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Role, revisions, lag, staleness, geo databases, readiness.
+    pub fn status(&self) -> RegionStatus {
+        self.ops.status()
     }
 
     pub fn raft(&self) -> &Node<RegionLogic> {

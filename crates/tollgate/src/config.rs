@@ -77,7 +77,8 @@ fn default_reload_interval_ms() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     pub raft: SocketAddr,
-    /// Origin nodes: the REST API.
+    /// Origin nodes: the REST API. Region nodes: the operations endpoints
+    /// (`/healthz`, `/readyz`, `/v1/status`).
     #[serde(default)]
     pub http: Option<SocketAddr>,
     /// Origin nodes: the changefeed.

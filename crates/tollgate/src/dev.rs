@@ -158,6 +158,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 RegionListeners {
                     raft: bind(0, "region raft").await?,
                     grpc: bind(port, "region check").await?,
+                    http: Some(bind(0, "region status").await?),
                 },
                 Some(geo.clone()),
             )
@@ -192,7 +193,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  origin feed     http://{}", origin.feed_addr());
     for n in &region {
-        println!("  region check    http://{}", n.grpc_addr());
+        println!(
+            "  region check    http://{}   status http://{}/v1/status",
+            n.grpc_addr(),
+            n.http_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
     }
     println!(
         "  data directory  {}{}",

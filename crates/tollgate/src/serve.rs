@@ -219,18 +219,27 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
     let Some(grpc) = file.listen.grpc else {
         anyhow::bail!("listen.grpc is required for a region node");
     };
+    let http = match file.listen.http {
+        Some(addr) => Some(bind(addr, "http").await?),
+        None => None,
+    };
     let listeners = RegionListeners {
         raft: bind(file.listen.raft, "raft").await?,
         grpc: bind(grpc, "grpc").await?,
+        http,
     };
     let region = RegionNode::start(config, listeners, geo)
         .await
         .context("starting the region node")?;
     println!(
-        "tollgate region node {}: grpc=http://{} raft={}",
+        "tollgate region node {}: grpc=http://{} raft={}{}",
         file.node_id,
         region.grpc_addr(),
-        region.raft().addr()
+        region.raft().addr(),
+        region
+            .http_addr()
+            .map(|a| format!(" status=http://{a}/v1/status"))
+            .unwrap_or_default()
     );
     if file.cluster.bootstrap {
         let members: Vec<(u64, String)> = if file.cluster.members.is_empty() {

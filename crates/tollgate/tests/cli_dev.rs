@@ -25,7 +25,8 @@ fn dev_runs_an_origin_and_a_region_and_answers_checks() {
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if let Some(rest) = line.trim().strip_prefix("region check") {
-            endpoints.push(rest.trim().to_string());
+            let endpoint = rest.split_whitespace().next().unwrap();
+            endpoints.push(endpoint.to_string());
         }
         if line.contains("Ctrl-C") {
             break;

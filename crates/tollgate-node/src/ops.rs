@@ -1,0 +1,145 @@
+//! A region node's operations endpoints over HTTP: `/healthz` (liveness),
+//! `/readyz` (readiness: 503 with the reasons until the node is ready) and
+//! `/v1/status` (everything an operator asks first, as JSON).
+
+use crate::region::SyncStats;
+use crate::state::{now, read_u64};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tollgate_geo::{GeoDatabases, GeoHealth};
+use tollgate_origin::keys;
+use tollgate_raft::Node;
+use tollgate_region::{RegionLogic, ORIGIN_CONTACT, ORIGIN_HEAD};
+
+/// What the origin sync has done on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SyncCounts {
+    pub refused: u64,
+    pub snapshots_installed: u64,
+    pub disconnects: u64,
+}
+
+/// A region node's state, for operators.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionStatus {
+    pub node_id: u64,
+    pub name: String,
+    /// leader, follower, learner, candidate or shutdown.
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    /// The origin revision this node has applied.
+    pub applied_revision: u64,
+    /// The origin's head as the region last heard it.
+    pub origin_head_revision: u64,
+    pub lag_revisions: u64,
+    /// When the region last heard from the origin (Unix seconds).
+    pub last_origin_contact: Option<i64>,
+    pub staleness_seconds: Option<u64>,
+    /// The geo databases in service: type, build date, size, last refusal.
+    pub geo: Option<GeoHealth>,
+    pub sync: SyncCounts,
+    pub ready: bool,
+    /// Why the node is not ready (empty when ready).
+    pub not_ready: Vec<String>,
+}
+
+/// What the endpoints read.
+pub(crate) struct OpsState {
+    pub node: Arc<Node<RegionLogic>>,
+    pub name: String,
+    pub geo: Option<Arc<GeoDatabases>>,
+    pub geo_required: bool,
+    pub ready_lag_revisions_max: u64,
+    pub stats: Arc<SyncStats>,
+}
+
+impl OpsState {
+    pub(crate) fn status(&self) -> RegionStatus {
+        let view = self.node.view();
+        let metrics = self.node.metrics();
+        let read = |key: &[u8]| read_u64(&view, key).unwrap_or(0);
+        let applied = read(keys::HEAD_REVISION);
+        let head = read(ORIGIN_HEAD).max(applied);
+        let contact = read(ORIGIN_CONTACT);
+        let last_origin_contact = (contact > 0).then_some(contact as i64);
+        let staleness_seconds =
+            last_origin_contact.map(|c| now().0.saturating_sub(c).max(0) as u64);
+        let id = self.node.id();
+        let membership = metrics.membership_config.membership();
+        let joined = membership.nodes().any(|(n, _)| *n == id);
+        let mut not_ready = Vec::new();
+        if !joined {
+            not_ready.push("not a member of the region's cluster".to_string());
+        }
+        if applied == 0 && last_origin_contact.is_none() {
+            not_ready.push("has never heard from the origin".to_string());
+        }
+        if head - applied > self.ready_lag_revisions_max {
+            not_ready.push(format!(
+                "{} revisions behind the origin (at most {} when ready)",
+                head - applied,
+                self.ready_lag_revisions_max
+            ));
+        }
+        if self.geo.is_none() && self.geo_required {
+            not_ready.push("no geo database is loaded".to_string());
+        }
+        let role = format!("{:?}", metrics.state).to_lowercase();
+        RegionStatus {
+            node_id: id,
+            name: self.name.clone(),
+            role,
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            applied_revision: applied,
+            origin_head_revision: head,
+            lag_revisions: head - applied,
+            last_origin_contact,
+            staleness_seconds,
+            geo: self.geo.as_ref().map(|g| g.health()),
+            sync: SyncCounts {
+                refused: self.stats.refused.load(Ordering::Relaxed),
+                snapshots_installed: self.stats.snapshots_installed.load(Ordering::Relaxed),
+                disconnects: self.stats.disconnects.load(Ordering::Relaxed),
+            },
+            ready: not_ready.is_empty(),
+            not_ready,
+        }
+    }
+}
+
+pub(crate) fn router(state: Arc<OpsState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/status", get(status))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok", "node_id": state.node.id(), "name": state.name}))
+}
+
+async fn readyz(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    let status = state.status();
+    let code = if status.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::json!({"ready": status.ready, "not_ready": status.not_ready})),
+    )
+}
+
+async fn status(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    Json(state.status())
+}
