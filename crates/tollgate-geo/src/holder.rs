@@ -421,6 +421,8 @@ impl GeoDatabases {
                 self.current.store(Arc::new(next));
                 state.last_error = None;
                 self.reloads_total.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tollgate_geo_reloads_total", "kind" => slot.kind.as_str())
+                    .increment(1);
                 info!(
                     kind = %slot.kind,
                     path = %path.display(),
@@ -432,6 +434,12 @@ impl GeoDatabases {
             }
             Err(error) => {
                 self.reload_failures_total.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(
+                    "tollgate_geo_reload_failures_total",
+                    "kind" => slot.kind.as_str(),
+                    "reason" => error.reason()
+                )
+                .increment(1);
                 warn!(
                     kind = %slot.kind,
                     path = %path.display(),
