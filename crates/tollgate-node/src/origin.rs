@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tollgate_api::{AppState, OriginStore, StoreError};
 use tollgate_feed::{ChangeSource, FeedConfig, FeedError, FeedService};
 use tollgate_model::{ChangeRecord, Mutation};
@@ -261,7 +260,11 @@ impl OriginNode {
         tasks.push(tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(feed.into_server())
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.feed), feed_stop)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listeners.feed)
+                        .with_nodelay(Some(true)),
+                    feed_stop,
+                )
                 .await;
             if let Err(error) = result {
                 tracing::error!(%error, "The changefeed server failed.");

@@ -14,7 +14,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tollgate_engine::{
     decide, AccountView, CheckRequest, Environment, Freshness, Location, NoLiveState, WatchRequest,
 };
@@ -437,7 +436,11 @@ impl RegionNode {
         tasks.push(tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(pb::check_service_server::CheckServiceServer::new(checker))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), grpc_stop)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listeners.grpc)
+                        .with_nodelay(Some(true)),
+                    grpc_stop,
+                )
                 .await;
             if let Err(error) = result {
                 tracing::error!(%error, "The check server failed.");

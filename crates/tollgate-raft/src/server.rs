@@ -8,7 +8,6 @@ use std::sync::Arc;
 use openraft::raft::InstallSnapshotRequest;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tollgate_proto::cluster::v1 as pb;
 use tollgate_proto::cluster::v1::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
 use tollgate_proto::cluster::v1::raft_service_server::{RaftService, RaftServiceServer};
@@ -50,7 +49,10 @@ pub(crate) async fn serve<L: StateMachineLogic>(
         .max_concurrent_streams(Some(1024))
         .add_service(raft)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }
 
