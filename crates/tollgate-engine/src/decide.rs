@@ -133,6 +133,20 @@ pub struct Decision {
     pub staleness_seconds: Option<u64>,
     /// The origin revision the data was at.
     pub revision: u64,
+    /// For an allowed (or cap-reached) check of a metered feature: which
+    /// counter its consumption goes to, and the cap on it.
+    pub metering: Option<Metering>,
+}
+
+/// How a metered feature is counted at the time of a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metering {
+    /// The counter: the feature's period at `now`.
+    pub period: PeriodKey,
+    /// The cap pooled over the account's grants; `None` = unlimited.
+    pub limit: Option<u64>,
+    /// Past the cap, deny (hard) rather than allow and flag overage (soft).
+    pub hard: bool,
 }
 
 impl Decision {
@@ -150,6 +164,7 @@ impl Decision {
             trial: false,
             staleness_seconds: staleness_seconds(env),
             revision: env.freshness.applied_revision,
+            metering: None,
         }
     }
 
@@ -334,16 +349,28 @@ pub fn decide(
     let Some(period) = winner.period else {
         return d;
     };
+    let period = period.key_at(env.now);
     if unlimited {
+        d.metering = Some(Metering {
+            period,
+            limit: None,
+            hard: false,
+        });
         return d;
     }
     let limit = base_cap
         .and_then(|g| g.usage_cap)
         .map_or(0, |c| c.limit)
         .saturating_add(additive_sum);
+    let metering = Metering {
+        period,
+        limit: Some(limit),
+        hard: !soft,
+    };
+    d.metering = Some(metering);
     let consumed = env
         .live
-        .usage_consumed(&check.account, &check.feature, period.key_at(env.now));
+        .usage_consumed(&check.account, &check.feature, period);
     let after = consumed.saturating_add(check.consume);
     d.limit = Some(limit);
     if after <= limit {
@@ -354,6 +381,7 @@ pub fn decide(
     } else {
         let decider = base_cap.unwrap_or(winner);
         let mut d = decision_from(Reason::UsageCapReached, decider, view, env);
+        d.metering = Some(metering);
         d.limit = Some(limit);
         d.remaining = Some(limit.saturating_sub(consumed));
         d.upgrade_hint = upgrade_hint(env.catalog, view, &check.feature, Some(limit));

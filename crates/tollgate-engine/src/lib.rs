@@ -18,8 +18,8 @@ mod request;
 mod view;
 
 pub use decide::{
-    decide, Check, Decision, Environment, Freshness, LiveState, NoLiveState, SeatInfo, SeatLease,
-    UpgradeHint, UpgradeTarget, SEAT_HOLDERS_LISTED_MAX,
+    decide, Check, Decision, Environment, Freshness, LiveState, Metering, NoLiveState, SeatInfo,
+    SeatLease, UpgradeHint, UpgradeTarget, SEAT_HOLDERS_LISTED_MAX,
 };
 pub use reason::Reason;
 pub use request::{

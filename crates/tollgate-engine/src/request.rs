@@ -43,6 +43,8 @@ pub struct CheckRequest {
     pub check: Check,
     pub location: Location,
     pub consistency: Consistency,
+    /// With `consume`: a retry with the same key is not consumed again.
+    pub idempotency_key: Option<String>,
 }
 
 /// What a `Watch` stream asks for: changes after `from_revision`, for one

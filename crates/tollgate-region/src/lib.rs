@@ -9,11 +9,16 @@
 //! when the region last heard from the origin (staleness is computed from
 //! it, not from any one node's view).
 
+pub mod seats;
+pub mod usage;
+
+pub use seats::{SeatAction, SeatOutcome};
 use serde::{Deserialize, Serialize};
-use tollgate_model::{ChangeRecord, Mutation, UnixSeconds};
+use tollgate_model::{ChangeRecord, EntitlementId, Mutation, SubjectId, UnixSeconds};
 use tollgate_origin::keys;
 use tollgate_raft::logic::ReadError;
 use tollgate_raft::{Applied, ApplyContext, ReadState, StateMachineLogic, Write};
+pub use usage::{Counter, CounterState, Drawn, Recorded, UsageEntry};
 
 /// When the region last heard from the origin (Unix seconds).
 pub const ORIGIN_CONTACT: &[u8] = b"region/origin-contact";
@@ -139,6 +144,32 @@ pub enum RegionCommand {
         parts: u32,
         heard_at: UnixSeconds,
     },
+    /// Node `node` draws up to `want` units of a hard-capped counter whose
+    /// cap it read as `limit` (see [`usage`]).
+    DrawChunk {
+        node: u64,
+        counter: Counter,
+        limit: u64,
+        want: u64,
+    },
+    /// Node `node` hands its unused chunk back.
+    ReleaseChunk { node: u64, counter: Counter },
+    /// Node `node` reports what it consumed, as of `at`, in its report
+    /// number `batch` (strictly increasing per node; a repeat is skipped).
+    RecordUsage {
+        node: u64,
+        batch: u64,
+        at: UnixSeconds,
+        entries: Vec<UsageEntry>,
+    },
+    /// Acquire, renew or release a floating seat, as of the proposer's
+    /// clock `at` (see [`seats`]).
+    Seat {
+        action: SeatAction,
+        entitlement: EntitlementId,
+        subject: SubjectId,
+        at: UnixSeconds,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +179,12 @@ pub enum RegionResponse {
     Applied { revision: u64 },
     /// Nothing was written.
     Refused { reason: String },
+    /// What a chunk draw granted.
+    Drawn(Drawn),
+    /// What a usage report counted.
+    Recorded(Recorded),
+    /// What a seat command did.
+    Seat(SeatOutcome),
 }
 
 /// The key and stored value of one mutation (`None`: delete). The same
@@ -428,6 +465,54 @@ impl StateMachineLogic for RegionLogic {
                 }
                 Err(reason) => refuse(reason),
             }),
+            RegionCommand::DrawChunk {
+                node,
+                counter,
+                limit,
+                want,
+            } => {
+                let (writes, drawn) = usage::draw_chunk(state, *node, counter, *limit, *want)?;
+                Ok(Applied {
+                    writes,
+                    response: RegionResponse::Drawn(drawn),
+                })
+            }
+            RegionCommand::ReleaseChunk { node, counter } => Ok(Applied {
+                writes: usage::release_chunk(state, *node, counter)?,
+                response: RegionResponse::Applied { revision: applied },
+            }),
+            RegionCommand::RecordUsage {
+                node,
+                batch,
+                at,
+                entries,
+            } => {
+                if entries.len() > usage::USAGE_ENTRIES_PER_COMMAND_MAX {
+                    return Ok(refuse(format!(
+                        "{} usage entries in one command; at most {}",
+                        entries.len(),
+                        usage::USAGE_ENTRIES_PER_COMMAND_MAX
+                    )));
+                }
+                let (writes, recorded) = usage::record_usage(state, *node, *batch, *at, entries)?;
+                Ok(Applied {
+                    writes,
+                    response: RegionResponse::Recorded(recorded),
+                })
+            }
+            RegionCommand::Seat {
+                action,
+                entitlement,
+                subject,
+                at,
+            } => {
+                let (writes, outcome) =
+                    seats::seat_command(state, *action, entitlement, subject, *at)?;
+                Ok(Applied {
+                    writes,
+                    response: RegionResponse::Seat(outcome),
+                })
+            }
         }
     }
 }

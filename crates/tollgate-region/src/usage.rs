@@ -1,0 +1,324 @@
+//! Usage counters and the chunks nodes consume from, as the region's log
+//! applies them.
+//!
+//! A node answers a check with `consume` from memory: a hard-capped counter
+//! is consumed only out of a *chunk* the node drew through the log
+//! ([`DrawChunk`](crate::RegionCommand::DrawChunk)), so no node can spend
+//! what another holds and the region never passes the cap it enforces. The
+//! node reports what it consumed in batches
+//! ([`RecordUsage`](crate::RegionCommand::RecordUsage)), which adds to the
+//! counter, uses up the chunk, and counts a report carrying an idempotency
+//! key already seen (in the last one to two UTC days) only once.
+
+use serde::{Deserialize, Serialize};
+use tollgate_model::{AccountId, FeatureId, PeriodKey, UnixSeconds, UsagePeriodTag};
+use tollgate_raft::logic::ReadError;
+use tollgate_raft::{ReadState, Write};
+
+/// Most entries in one usage report.
+pub const USAGE_ENTRIES_PER_COMMAND_MAX: usize = 4096;
+const DAY_SECONDS: i64 = 86_400;
+
+/// One usage counter: an account's use of a feature in one period.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Counter {
+    pub account: AccountId,
+    pub feature: FeatureId,
+    pub period: PeriodKey,
+}
+
+/// A period as counters name it, e.g. `month-24322`.
+pub fn period_name(period: &PeriodKey) -> String {
+    let tag = match period.period {
+        UsagePeriodTag::Day => "day",
+        UsagePeriodTag::Month => "month",
+        UsagePeriodTag::Lifetime => "lifetime",
+    };
+    format!("{tag}-{}", period.index)
+}
+
+impl Counter {
+    /// `region/usage/<account>/<feature>/<period>`: a [`CounterState`].
+    pub fn key(&self) -> Vec<u8> {
+        format!(
+            "region/usage/{}/{}/{}",
+            self.account,
+            self.feature,
+            period_name(&self.period)
+        )
+        .into_bytes()
+    }
+
+    /// `region/chunk/<account>/<feature>/<period>/<node>`: the units node
+    /// `node` may still consume (a JSON integer).
+    pub fn chunk_key(&self, node: u64) -> Vec<u8> {
+        format!(
+            "region/chunk/{}/{}/{}/{node}",
+            self.account,
+            self.feature,
+            period_name(&self.period)
+        )
+        .into_bytes()
+    }
+}
+
+/// A counter as the region's log has it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterState {
+    /// Units consumed and reported.
+    pub consumed: u64,
+    /// Units held in nodes' chunks, not yet reported consumed.
+    pub reserved: u64,
+}
+
+/// One line of a usage report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEntry {
+    pub counter: Counter,
+    pub units: u64,
+    /// A retried report with the same key is counted once.
+    pub idempotency_key: Option<String>,
+    /// The units came out of the reporting node's chunk (a hard cap).
+    pub from_chunk: bool,
+}
+
+fn day(at: UnixSeconds) -> i64 {
+    at.0.div_euclid(DAY_SECONDS)
+}
+
+/// The oldest day whose idempotency keys are kept.
+const KEYS_KEPT_FROM: &[u8] = b"region/usage-key-kept-from";
+
+fn idempotency_key(day: i64, key: &str) -> Vec<u8> {
+    format!("region/usage-key/{day:08}/{key}").into_bytes()
+}
+
+/// Whether a report with `key` was already counted (today or yesterday, as
+/// of `at`).
+pub fn idempotency_key_seen(
+    state: &dyn ReadState,
+    key: &str,
+    at: UnixSeconds,
+) -> Result<bool, ReadError> {
+    let today = day(at);
+    Ok(state.get(&idempotency_key(today, key))?.is_some()
+        || state.get(&idempotency_key(today - 1, key))?.is_some())
+}
+
+fn read_json<T: serde::de::DeserializeOwned + Default>(
+    state: &dyn ReadState,
+    key: &[u8],
+) -> Result<T, ReadError> {
+    match state.get(key)? {
+        None => Ok(T::default()),
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            ReadError(format!(
+                "stored value under {} does not decode: {e}",
+                String::from_utf8_lossy(key)
+            ))
+        }),
+    }
+}
+
+fn put_json<T: Serialize>(key: Vec<u8>, value: &T) -> Write {
+    Write::Put {
+        key,
+        value: serde_json::to_vec(value).expect("plain values serialise"),
+    }
+}
+
+/// A counter's state.
+pub fn counter_state(state: &dyn ReadState, counter: &Counter) -> Result<CounterState, ReadError> {
+    read_json(state, &counter.key())
+}
+
+/// The units node `node` may still consume from its chunk of `counter`.
+pub fn chunk(state: &dyn ReadState, counter: &Counter, node: u64) -> Result<u64, ReadError> {
+    read_json(state, &counter.chunk_key(node))
+}
+
+/// What [`draw_chunk`] granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drawn {
+    /// Units added to the node's chunk (0: the cap is reached in this region).
+    pub granted: u64,
+    /// The node's chunk after the draw.
+    pub chunk: u64,
+}
+
+/// Node `node` asks for up to `want` more units of `counter`, whose cap is
+/// `limit` (as the node read it from the replicated entitlements).
+pub fn draw_chunk(
+    state: &dyn ReadState,
+    node: u64,
+    counter: &Counter,
+    limit: u64,
+    want: u64,
+) -> Result<(Vec<Write>, Drawn), ReadError> {
+    let mut counted = counter_state(state, counter)?;
+    let held = chunk(state, counter, node)?;
+    let available = limit.saturating_sub(counted.consumed.saturating_add(counted.reserved));
+    let granted = want.min(available);
+    if granted == 0 {
+        return Ok((
+            Vec::new(),
+            Drawn {
+                granted: 0,
+                chunk: held,
+            },
+        ));
+    }
+    counted.reserved += granted;
+    let chunk = held + granted;
+    Ok((
+        vec![
+            put_json(counter.key(), &counted),
+            put_json(counter.chunk_key(node), &chunk),
+        ],
+        Drawn { granted, chunk },
+    ))
+}
+
+/// Node `node` hands its unused chunk of `counter` back.
+pub fn release_chunk(
+    state: &dyn ReadState,
+    node: u64,
+    counter: &Counter,
+) -> Result<Vec<Write>, ReadError> {
+    let held = chunk(state, counter, node)?;
+    if held == 0 {
+        return Ok(Vec::new());
+    }
+    let mut counted = counter_state(state, counter)?;
+    counted.reserved = counted.reserved.saturating_sub(held);
+    Ok(vec![
+        put_json(counter.key(), &counted),
+        Write::Delete {
+            key: counter.chunk_key(node),
+        },
+    ])
+}
+
+fn batch_key(node: u64) -> Vec<u8> {
+    format!("region/usage-batch/{node}").into_bytes()
+}
+
+/// The last usage report batch of `node` the log applied.
+pub fn last_batch(state: &dyn ReadState, node: u64) -> Result<u64, ReadError> {
+    read_json(state, &batch_key(node))
+}
+
+/// What [`record_usage`] counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// Entries added to their counters.
+    pub counted: u32,
+    /// Entries whose idempotency key was already counted.
+    pub duplicates: u32,
+    /// The whole batch was applied before (a retried report): nothing done.
+    pub repeated_batch: bool,
+}
+
+/// Node `node` reports usage at `at` in its report number `batch` (a
+/// batch at or below the last one applied is a retry: skipped). The writes are computed entry by
+/// entry over the state as the earlier entries left it, so a report may
+/// hold the same counter (or key) several times.
+pub fn record_usage(
+    state: &dyn ReadState,
+    node: u64,
+    batch: u64,
+    at: UnixSeconds,
+    entries: &[UsageEntry],
+) -> Result<(Vec<Write>, Recorded), ReadError> {
+    if batch <= last_batch(state, node)? {
+        let recorded = Recorded {
+            repeated_batch: true,
+            ..Recorded::default()
+        };
+        return Ok((Vec::new(), recorded));
+    }
+    let mut overlay = Overlay {
+        base: state,
+        writes: std::collections::BTreeMap::new(),
+    };
+    let mut recorded = Recorded::default();
+    let today = day(at);
+    for entry in entries {
+        let counter = &entry.counter;
+        let mut counted = counter_state(&overlay, counter)?;
+        if entry.from_chunk {
+            // The node consumed these units out of its chunk whether or not
+            // they are counted: they leave the chunk either way.
+            let held = chunk(&overlay, counter, node)?;
+            let used = entry.units.min(held);
+            counted.reserved = counted.reserved.saturating_sub(used);
+            overlay.put(counter.chunk_key(node), &(held - used));
+        }
+        let duplicate = match &entry.idempotency_key {
+            Some(key) => {
+                let seen = idempotency_key_seen(&overlay, key, at)?;
+                if !seen {
+                    overlay.put(idempotency_key(today, key), &at.0);
+                }
+                seen
+            }
+            None => false,
+        };
+        if duplicate {
+            recorded.duplicates += 1;
+        } else {
+            counted.consumed = counted.consumed.saturating_add(entry.units);
+            recorded.counted += 1;
+        }
+        overlay.put(counter.key(), &counted);
+    }
+    overlay.put(batch_key(node), &batch);
+    // Keys older than yesterday are no longer looked at: drop the days
+    // between the oldest kept and the day before yesterday.
+    let mut writes: Vec<Write> = Vec::new();
+    let kept_from: i64 = read_json(state, KEYS_KEPT_FROM)?;
+    if kept_from < today - 1 {
+        let first = if kept_from == 0 {
+            today - 2
+        } else {
+            kept_from.max(today - 400)
+        };
+        for old_day in first..=today - 2 {
+            writes.push(Write::DeletePrefix {
+                prefix: format!("region/usage-key/{old_day:08}/").into_bytes(),
+            });
+        }
+        overlay.put(KEYS_KEPT_FROM.to_vec(), &(today - 1));
+    }
+    writes.extend(
+        overlay
+            .writes
+            .into_iter()
+            .map(|(key, value)| Write::Put { key, value }),
+    );
+    Ok((writes, recorded))
+}
+
+/// The state with this command's earlier writes on top.
+struct Overlay<'a> {
+    base: &'a dyn ReadState,
+    writes: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Overlay<'_> {
+    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        self.writes.insert(
+            key,
+            serde_json::to_vec(value).expect("plain values serialise"),
+        );
+    }
+}
+
+impl ReadState for Overlay<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        match self.writes.get(key) {
+            Some(value) => Ok(Some(value.clone())),
+            None => self.base.get(key),
+        }
+    }
+}

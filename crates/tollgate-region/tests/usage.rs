@@ -1,0 +1,357 @@
+//! Usage counters, chunks and floating seats as the region's log applies
+//! them: no node spends beyond the cap through its chunks, a retried report
+//! counts once, periods keep separate counters, and seats are never handed
+//! out twice; expired leases free their seats.
+
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use tollgate_model::*;
+use tollgate_raft::{ApplyContext, MemState};
+use tollgate_region::usage::{chunk, counter_state, last_batch};
+use tollgate_region::*;
+
+const NOW: UnixSeconds = UnixSeconds(1_795_821_662);
+const CTX: ApplyContext = ApplyContext {
+    log_index: 0,
+    term: 0,
+    position_in_entry: 0,
+};
+
+fn id<T: TryFrom<String, Error = ModelError>>(s: &str) -> T {
+    T::try_from(s.to_string()).unwrap()
+}
+
+fn counter(period_index: i64) -> Counter {
+    Counter {
+        account: id("acme"),
+        feature: id("exports"),
+        period: PeriodKey {
+            period: UsagePeriodTag::Month,
+            index: period_index,
+        },
+    }
+}
+
+fn apply(state: &mut MemState, cmd: RegionCommand) -> RegionResponse {
+    state.apply(&RegionLogic, &CTX, &cmd).unwrap()
+}
+
+fn draw(state: &mut MemState, node: u64, limit: u64, want: u64) -> Drawn {
+    match apply(
+        state,
+        RegionCommand::DrawChunk {
+            node,
+            counter: counter(1),
+            limit,
+            want,
+        },
+    ) {
+        RegionResponse::Drawn(d) => d,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn report(state: &mut MemState, node: u64, entries: Vec<UsageEntry>) -> Recorded {
+    let batch = last_batch(state, node).unwrap() + 1;
+    match apply(
+        state,
+        RegionCommand::RecordUsage {
+            node,
+            batch,
+            at: NOW,
+            entries,
+        },
+    ) {
+        RegionResponse::Recorded(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn entry(units: u64, key: Option<&str>, from_chunk: bool) -> UsageEntry {
+    UsageEntry {
+        counter: counter(1),
+        units,
+        idempotency_key: key.map(str::to_string),
+        from_chunk,
+    }
+}
+
+proptest! {
+    /// Whatever nodes draw, consume and report, in any order, the units
+    /// consumed plus those still held never pass the cap.
+    #[test]
+    fn chunks_never_let_a_region_pass_its_cap(
+        steps in prop::collection::vec((1u64..4, 0u64..40, any::<bool>()), 1..60),
+        limit in 0u64..200,
+    ) {
+        let mut state = MemState::default();
+        // What each node may still spend, as it tracks it.
+        let mut local: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut spent = 0u64;
+        for (node, amount, is_draw) in steps {
+            if is_draw {
+                let drawn = draw(&mut state, node, limit, amount);
+                *local.entry(node).or_default() += drawn.granted;
+                prop_assert_eq!(drawn.chunk, local[&node]);
+            } else {
+                let have = local.get(&node).copied().unwrap_or(0);
+                let units = amount.min(have);
+                local.insert(node, have - units);
+                spent += units;
+                report(&mut state, node, vec![entry(units, None, true)]);
+            }
+            let c = counter_state(&state, &counter(1)).unwrap();
+            prop_assert_eq!(c.consumed, spent);
+            prop_assert!(c.consumed + c.reserved <= limit, "{:?} over {}", c, limit);
+            prop_assert_eq!(c.reserved, local.values().sum::<u64>());
+        }
+    }
+}
+
+#[test]
+fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
+    let mut state = MemState::default();
+    draw(&mut state, 1, 100, 10);
+    draw(&mut state, 2, 100, 10);
+    let first = report(&mut state, 1, vec![entry(3, Some("req-1"), true)]);
+    assert_eq!(
+        first,
+        Recorded {
+            counted: 1,
+            duplicates: 0,
+            repeated_batch: false
+        }
+    );
+    // The same batch again (a report whose answer was lost): skipped whole.
+    let again = apply(
+        &mut state,
+        RegionCommand::RecordUsage {
+            node: 1,
+            batch: 1,
+            at: NOW,
+            entries: vec![entry(3, Some("req-1"), true), entry(4, None, false)],
+        },
+    );
+    assert_eq!(
+        again,
+        RegionResponse::Recorded(Recorded {
+            counted: 0,
+            duplicates: 0,
+            repeated_batch: true
+        })
+    );
+    // The same request retried on node 2: counted once, but node 2 did
+    // spend from its chunk.
+    let retry = report(&mut state, 2, vec![entry(3, Some("req-1"), true)]);
+    assert_eq!(
+        retry,
+        Recorded {
+            counted: 0,
+            duplicates: 1,
+            repeated_batch: false
+        }
+    );
+    let c = counter_state(&state, &counter(1)).unwrap();
+    assert_eq!(c.consumed, 3);
+    assert_eq!(c.reserved, 7 + 7);
+    assert_eq!(chunk(&state, &counter(1), 2).unwrap(), 7);
+    // Within one report too.
+    let both = report(
+        &mut state,
+        1,
+        vec![
+            entry(1, Some("req-2"), false),
+            entry(1, Some("req-2"), false),
+        ],
+    );
+    assert_eq!(
+        both,
+        Recorded {
+            counted: 1,
+            duplicates: 1,
+            repeated_batch: false
+        }
+    );
+    // The next day the key is still known; two days on it is forgotten.
+    let later = |days: i64, batch: u64| RegionCommand::RecordUsage {
+        node: 1,
+        batch,
+        at: UnixSeconds(NOW.0 + days * 86_400),
+        entries: vec![entry(1, Some("req-1"), false)],
+    };
+    assert_eq!(
+        apply(&mut state, later(1, 10)),
+        RegionResponse::Recorded(Recorded {
+            counted: 0,
+            duplicates: 1,
+            repeated_batch: false
+        })
+    );
+    assert_eq!(
+        apply(&mut state, later(3, 11)),
+        RegionResponse::Recorded(Recorded {
+            counted: 1,
+            duplicates: 0,
+            repeated_batch: false
+        })
+    );
+    assert!(
+        !state
+            .data
+            .keys()
+            .any(|k| k.starts_with(format!("region/usage-key/{:08}/", NOW.0 / 86_400).as_bytes())),
+        "keys older than yesterday are dropped"
+    );
+}
+
+#[test]
+fn periods_have_separate_counters_and_released_chunks_free_their_units() {
+    let mut state = MemState::default();
+    draw(&mut state, 1, 10, 10);
+    assert_eq!(
+        draw(&mut state, 2, 10, 5).granted,
+        0,
+        "all 10 held by node 1"
+    );
+    apply(
+        &mut state,
+        RegionCommand::ReleaseChunk {
+            node: 1,
+            counter: counter(1),
+        },
+    );
+    assert_eq!(
+        draw(&mut state, 2, 10, 5).granted,
+        5,
+        "released units are free again"
+    );
+    report(&mut state, 2, vec![entry(5, None, true)]);
+    // The next month's counter starts from nothing.
+    let next = match apply(
+        &mut state,
+        RegionCommand::DrawChunk {
+            node: 2,
+            counter: counter(2),
+            limit: 10,
+            want: 10,
+        },
+    ) {
+        RegionResponse::Drawn(d) => d,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(next.granted, 10);
+    assert_eq!(counter_state(&state, &counter(1)).unwrap().consumed, 5);
+    assert_eq!(counter_state(&state, &counter(2)).unwrap().consumed, 0);
+}
+
+fn floating_entitlement(state: &mut MemState, seats: u32) {
+    let ent = Entitlement {
+        id: id("e-float"),
+        account: id("acme"),
+        grant: Grant::Feature(FeatureGrant::new(id("cad"))),
+        valid_from: UnixSeconds(0),
+        valid_until: None,
+        grace_period_seconds: 0,
+        seats: Some(Seats {
+            count: seats,
+            mode: SeatMode::Floating {
+                lease_ttl_seconds: 60,
+            },
+        }),
+        usage_cap_overrides: BTreeMap::new(),
+        status: EntitlementStatus::Active,
+        geo_rule: GeoRule::default(),
+        offline_policy: None,
+        required_role: None,
+        allowed_groups: Default::default(),
+        source_order: None,
+        revision: 1,
+        trial: false,
+    };
+    apply(
+        state,
+        RegionCommand::ApplyChanges {
+            records: vec![ChangeRecord {
+                revision: 1,
+                committed_at: NOW,
+                mutations: vec![Mutation::PutEntitlement(ent)],
+            }],
+            heard_at: NOW,
+        },
+    );
+}
+
+fn seat(state: &mut MemState, action: SeatAction, subject: &str, at: i64) -> SeatOutcome {
+    match apply(
+        state,
+        RegionCommand::Seat {
+            action,
+            entitlement: id("e-float"),
+            subject: id(subject),
+            at: UnixSeconds(NOW.0 + at),
+        },
+    ) {
+        RegionResponse::Seat(outcome) => outcome,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn seats_are_never_handed_out_twice_and_expired_leases_free_them() {
+    let mut state = MemState::default();
+    floating_entitlement(&mut state, 2);
+    assert!(matches!(
+        seat(&mut state, SeatAction::Acquire, "ann", 0),
+        SeatOutcome::Held { used: 1, .. }
+    ));
+    assert!(matches!(
+        seat(&mut state, SeatAction::Acquire, "bob", 0),
+        SeatOutcome::Held { used: 2, .. }
+    ));
+    // Acquiring again is a renewal, not a second seat.
+    assert!(matches!(
+        seat(&mut state, SeatAction::Acquire, "ann", 10),
+        SeatOutcome::Held { used: 2, .. }
+    ));
+    match seat(&mut state, SeatAction::Acquire, "cyd", 10) {
+        SeatOutcome::Full { total, holders } => {
+            assert_eq!(total, 2);
+            assert_eq!(holders.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Ann renews; Bob does not and his lease runs out at 60 s.
+    assert!(matches!(
+        seat(&mut state, SeatAction::Renew, "ann", 50),
+        SeatOutcome::Held { .. }
+    ));
+    assert!(matches!(
+        seat(&mut state, SeatAction::Acquire, "cyd", 61),
+        SeatOutcome::Held { used: 2, .. }
+    ));
+    assert_eq!(
+        seat(&mut state, SeatAction::Renew, "bob", 62),
+        SeatOutcome::NotHeld
+    );
+    assert_eq!(
+        seat(&mut state, SeatAction::Release, "cyd", 63),
+        SeatOutcome::Released
+    );
+    assert!(matches!(
+        seat(&mut state, SeatAction::Acquire, "bob", 64),
+        SeatOutcome::Held { used: 2, .. }
+    ));
+    let unknown = match apply(
+        &mut state,
+        RegionCommand::Seat {
+            action: SeatAction::Acquire,
+            entitlement: id("e-none"),
+            subject: id("ann"),
+            at: NOW,
+        },
+    ) {
+        RegionResponse::Seat(o) => o,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(unknown, SeatOutcome::NoFloatingSeats);
+}
