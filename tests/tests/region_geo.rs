@@ -24,6 +24,7 @@ async fn reason(
 ) -> pb::Reason {
     client
         .check(pb::CheckRequest {
+            idempotency_key: None,
             account_id: "acme".into(),
             subject_id: Some("alice".into()),
             feature_id: feature.into(),

@@ -83,6 +83,7 @@ async fn killing_the_regional_leader_loses_nothing_and_stops_no_answer() {
                 .unwrap();
             let reply = client
                 .check(pb::CheckRequest {
+                    idempotency_key: None,
                     account_id: "acct-0".into(),
                     subject_id: None,
                     feature_id: "anything".into(),

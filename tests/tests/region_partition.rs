@@ -21,6 +21,7 @@ async fn ask(node: &RegionNode, feature: &str) -> pb::CheckResponse {
         .unwrap();
     client
         .check(pb::CheckRequest {
+            idempotency_key: None,
             account_id: "acme".into(),
             subject_id: None,
             feature_id: feature.into(),

@@ -24,6 +24,7 @@ async fn ask(node: &RegionNode, subject: &str, feature: &str) -> pb::Reason {
         .unwrap();
     client
         .check(pb::CheckRequest {
+            idempotency_key: None,
             account_id: "acme".into(),
             subject_id: Some(subject.into()),
             feature_id: feature.into(),

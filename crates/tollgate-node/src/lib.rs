@@ -5,14 +5,17 @@
 //! flushes storage).
 
 mod error;
+mod meter;
 mod ops;
 mod origin;
 mod region;
 mod state;
+mod usage_api;
 mod watch;
 mod webhooks;
 
 pub use error::NodeError;
+pub use meter::MeterConfig;
 pub use ops::{RegionStatus, SyncCounts};
 pub use origin::{OriginConfig, OriginListeners, OriginNode};
 pub use region::{RegionConfig, RegionListeners, RegionNode, SyncStats};

@@ -2,6 +2,7 @@
 //! the origin's changefeed and proposes what it verified; every node
 //! (leader, follower, learner) answers checks from its own applied state.
 
+use crate::meter::{Meter, MeterConfig, Take};
 use crate::ops::{OpsState, RegionStatus};
 use crate::state::now;
 use crate::watch::Watches;
@@ -15,19 +16,22 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tollgate_engine::{
-    decide, AccountView, CheckRequest, Environment, Freshness, Location, NoLiveState, WatchRequest,
+    decide, AccountView, CheckRequest, Decision, Environment, Freshness, LiveState, Location,
+    SeatLease, WatchRequest,
 };
 use tollgate_feed::{FeedError, FollowEvent, Follower, FollowerConfig};
 use tollgate_geo::GeoDatabases;
 use tollgate_model::{
-    Account, AccountId, Catalog, Entitlement, EntitlementId, GeoFacts, Subject, UnixSeconds,
+    Account, AccountId, Catalog, Entitlement, EntitlementId, FeatureId, GeoFacts, PeriodKey,
+    SeatMode, Subject, UnixSeconds,
 };
 use tollgate_origin::keys;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::convert::{batch_from_proto, decision_to_proto};
 use tollgate_raft::{Node, NodeConfig, NodeId, StateView};
 use tollgate_region::{
-    account_entitlements_prefix, RegionCommand, RegionLogic, RegionResponse, ORIGIN_CONTACT,
+    account_entitlements_prefix, Counter, RegionCommand, RegionLogic, RegionResponse,
+    ORIGIN_CONTACT,
 };
 use tollgate_signing::PublicKeySet;
 use tonic::{Request, Response, Status};
@@ -62,6 +66,8 @@ pub struct RegionConfig {
     pub geo_required: bool,
     /// Ready only within this many revisions of the origin's head.
     pub ready_lag_revisions_max: u64,
+    /// Usage reporting and chunk sizes.
+    pub meter: MeterConfig,
 }
 
 impl RegionConfig {
@@ -84,6 +90,7 @@ impl RegionConfig {
             watchers_max: 1024,
             geo_required: true,
             ready_lag_revisions_max: 1000,
+            meter: MeterConfig::default(),
         }
     }
 }
@@ -110,15 +117,17 @@ struct Cache {
 /// The revision, the catalog and the account's view (`None`: unknown).
 type Views = (u64, Arc<Catalog>, Option<Arc<AccountView>>);
 
-struct Checker {
-    view: StateView,
-    name: String,
+pub(crate) struct Checker {
+    pub(crate) node: Arc<Node<RegionLogic>>,
+    pub(crate) view: StateView,
+    pub(crate) name: String,
     geo: Option<Arc<GeoDatabases>>,
     trust_proxy: bool,
     wait_max: Duration,
     applied: watch::Receiver<u64>,
     cache: Mutex<Cache>,
     watches: Watches,
+    pub(crate) meter: Arc<Meter>,
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -182,7 +191,7 @@ impl Checker {
     }
 
     /// The catalog and the account's view at the current revision.
-    fn views(&self, id: &AccountId) -> Result<Views, Status> {
+    pub(crate) fn views(&self, id: &AccountId) -> Result<Views, Status> {
         let revision = read_u64(&self.view, keys::HEAD_REVISION);
         let mut cache = self
             .cache
@@ -233,23 +242,134 @@ impl Checker {
         }
     }
 
-    fn decide(&self, request: &CheckRequest) -> Result<(pb::Decision, u64, Option<u64>), Status> {
+    /// Decides one check from this node's state, with its usage counters
+    /// and seat leases; `saturated` makes that counter look used up (the
+    /// region's share of the cap is gone).
+    fn decide_engine(
+        &self,
+        request: &CheckRequest,
+        saturated: Option<&Counter>,
+    ) -> Result<(Decision, u64), Status> {
         let (revision, catalog, account) = self.views(&request.check.account)?;
         let contact = read_u64(&self.view, ORIGIN_CONTACT);
         let freshness = Freshness {
             applied_revision: revision,
             last_origin_contact: (contact > 0).then_some(UnixSeconds(contact as i64)),
         };
+        let live = Live::load(&self.view, &self.meter, account.as_deref(), saturated)?;
         let env = Environment {
             catalog: &catalog,
-            live: &NoLiveState,
+            live: &live,
             freshness,
             now: now(),
         };
         let geo = self.geo_facts(&request.location);
         let decision = decide(&request.check, account.as_deref(), &geo, &env);
-        let staleness = decision.staleness_seconds;
-        Ok((decision_to_proto(decision), revision, staleness))
+        Ok((decision, revision))
+    }
+
+    /// Decides one check and, when it is allowed and consumes, meters it:
+    /// a hard cap out of this node's chunk (drawn through the log when
+    /// short), anything else straight into the next usage report.
+    async fn answer(&self, request: &CheckRequest) -> Result<(Decision, u64), Status> {
+        let consume = request.check.consume;
+        if consume > 0 {
+            if let Some(key) = &request.idempotency_key {
+                if self.meter.seen(key) {
+                    // A retry of a counted check: answer, consume nothing.
+                    let mut again = request.clone();
+                    again.check.consume = 0;
+                    return self.decide_engine(&again, None);
+                }
+            }
+        }
+        let (decision, revision) = self.decide_engine(request, None)?;
+        let Some(metering) = decision
+            .metering
+            .filter(|_| consume > 0 && decision.reason.is_allowed())
+        else {
+            return Ok((decision, revision));
+        };
+        let counter = Counter {
+            account: request.check.account.clone(),
+            feature: request.check.feature.clone(),
+            period: metering.period,
+        };
+        let from_chunk = match metering.limit {
+            Some(limit) if metering.hard => {
+                match self
+                    .meter
+                    .take(&counter, limit, consume)
+                    .await
+                    .map_err(Status::unavailable)?
+                {
+                    Take::Taken => true,
+                    Take::Exhausted => return self.decide_engine(request, Some(&counter)),
+                }
+            }
+            _ => false,
+        };
+        self.meter.record(
+            counter,
+            consume,
+            request.idempotency_key.clone(),
+            from_chunk,
+        );
+        Ok((decision, revision))
+    }
+}
+
+/// The usage and seat state a decision reads, loaded for one account.
+struct Live<'a> {
+    meter: &'a Meter,
+    leases: HashMap<EntitlementId, Vec<SeatLease>>,
+    saturated: Option<&'a Counter>,
+}
+
+impl<'a> Live<'a> {
+    fn load(
+        view: &StateView,
+        meter: &'a Meter,
+        account: Option<&AccountView>,
+        saturated: Option<&'a Counter>,
+    ) -> Result<Self, Status> {
+        let mut leases = HashMap::new();
+        let state = crate::meter::view_state(view);
+        for ent in account
+            .map(|a| a.entitlements.as_slice())
+            .unwrap_or_default()
+        {
+            if matches!(
+                ent.seats.as_ref().map(|s| &s.mode),
+                Some(SeatMode::Floating { .. })
+            ) {
+                let held = tollgate_region::seats::leases(&state, &ent.id).map_err(internal)?;
+                leases.insert(ent.id.clone(), held);
+            }
+        }
+        Ok(Live {
+            meter,
+            leases,
+            saturated,
+        })
+    }
+}
+
+impl LiveState for Live<'_> {
+    fn usage_consumed(&self, account: &AccountId, feature: &FeatureId, period: PeriodKey) -> u64 {
+        let counter = Counter {
+            account: account.clone(),
+            feature: feature.clone(),
+            period,
+        };
+        if self.saturated == Some(&counter) {
+            return u64::MAX / 2;
+        }
+        self.meter.consumed(&counter)
+    }
+
+    fn floating_leases(&self, entitlement: &EntitlementId) -> &[SeatLease] {
+        self.leases.get(entitlement).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -267,11 +387,11 @@ impl pb::check_service_server::CheckService for Checker {
         if let tollgate_engine::Consistency::AtLeastRevision(rev) = request.consistency {
             self.wait_for(rev).await?;
         }
-        let (decision, revision, staleness_seconds) = self.decide(&request)?;
+        let (decision, revision) = self.answer(&request).await?;
         Ok(Response::new(pb::CheckResponse {
-            decision: Some(decision),
+            staleness_seconds: decision.staleness_seconds,
+            decision: Some(decision_to_proto(decision)),
             revision,
-            staleness_seconds,
             answered_by: self.name.clone(),
         }))
     }
@@ -289,10 +409,10 @@ impl pb::check_service_server::CheckService for Checker {
         for item in items {
             let result = match item {
                 Ok(request) => {
-                    let (decision, rev, stale) = self.decide(&request)?;
+                    let (decision, rev) = self.answer(&request).await?;
                     revision = rev;
-                    staleness = stale;
-                    pb::batch_check_result::Result::Decision(decision)
+                    staleness = decision.staleness_seconds;
+                    pb::batch_check_result::Result::Decision(decision_to_proto(decision))
                 }
                 Err(e) => pb::batch_check_result::Result::Error(pb::CheckError {
                     code: "INVALID_ARGUMENT".into(),
@@ -411,7 +531,11 @@ impl RegionNode {
             }
         };
 
-        let checker = Checker {
+        let meter = Arc::new(Meter::new(node.clone(), config.meter));
+        tasks.push(tokio::spawn(meter.clone().run(stop_rx.clone())));
+        let checker = Arc::new(Checker {
+            node: node.clone(),
+            meter,
             view: view.clone(),
             name: config.name.clone(),
             geo,
@@ -431,11 +555,16 @@ impl RegionNode {
                 catalog: Arc::new(Catalog::default()),
                 accounts: HashMap::new(),
             }),
-        };
+        });
         let grpc_stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
-                .add_service(pb::check_service_server::CheckServiceServer::new(checker))
+                .add_service(pb::check_service_server::CheckServiceServer::from_arc(
+                    checker.clone(),
+                ))
+                .add_service(tollgate_proto::usage::v1::usage_server::UsageServer::new(
+                    crate::usage_api::UsageApi { checker },
+                ))
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(listeners.grpc)
                         .with_nodelay(Some(true)),
@@ -559,6 +688,9 @@ async fn propose(node: &Node<RegionLogic>, command: RegionCommand) -> Result<u64
         RegionResponse::Applied { revision } => Ok(revision),
         RegionResponse::Refused { reason } => Err(FeedError::Source(format!(
             "the region refused the command: {reason}"
+        ))),
+        other => Err(FeedError::Source(format!(
+            "unexpected answer to an origin sync command: {other:?}"
         ))),
     }
 }

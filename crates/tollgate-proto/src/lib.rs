@@ -37,6 +37,13 @@ pub mod origin {
     }
 }
 
+/// Generated from `proto/tollgate/usage/v1/`: usage reports and seats.
+pub mod usage {
+    pub mod v1 {
+        tonic::include_proto!("tollgate.usage.v1");
+    }
+}
+
 /// The encoded descriptor set of every Tollgate proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tollgate_descriptor.bin"));

@@ -47,6 +47,11 @@ struct CheckBench {
     /// Caller IPs (the demo geography's by default).
     #[arg(long = "ip", default_values_t = ["192.0.2.10".to_string(), "198.51.100.10".to_string(), "203.0.113.10".to_string(), "2001:db8::10".to_string()])]
     ips: Vec<String>,
+    /// Units each check consumes (0: plain checks). Pick an account and a
+    /// metered feature whose cap the run will not exhaust, e.g. the demo's
+    /// `--account hooli --feature render`.
+    #[arg(long, default_value_t = 0)]
+    consume: u64,
     /// A request not answered within this long counts as an error.
     #[arg(long, default_value_t = 5_000)]
     timeout_ms: u64,
@@ -133,10 +138,11 @@ async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
         .flat_map(|a| args.features.iter().map(move |f| (a, f)))
         .flat_map(|(a, f)| {
             args.ips.iter().map(move |ip| pb::CheckRequest {
+                idempotency_key: None,
                 account_id: a.clone(),
                 subject_id: None,
                 feature_id: f.clone(),
-                consume: 0,
+                consume: args.consume,
                 location: Some(pb::check_request::Location::Ip(ip.clone())),
                 consistency: None,
             })

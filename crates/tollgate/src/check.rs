@@ -49,6 +49,7 @@ pub fn run(args: CheckArgs) -> u8 {
 async fn check(args: CheckArgs) -> u8 {
     use tollgate_proto::check::v1 as pb;
     let request = pb::CheckRequest {
+        idempotency_key: None,
         account_id: args.account.clone(),
         subject_id: args.subject.clone(),
         feature_id: args.feature.clone(),

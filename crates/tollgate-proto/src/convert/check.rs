@@ -129,6 +129,19 @@ impl TryFrom<pb::CheckRequest> for CheckRequest {
             },
             location: location_from_proto(r.location)?,
             consistency: consistency_from_proto(r.consistency),
+            idempotency_key: r
+                .idempotency_key
+                .map(|key| {
+                    if valid_idempotency_key(&key) {
+                        Ok(key)
+                    } else {
+                        Err(ConvertError::out_of_range(
+                            "idempotency_key",
+                            "must be 1..=128 bytes of [A-Za-z0-9._:@-]",
+                        ))
+                    }
+                })
+                .transpose()?,
         })
     }
 }
@@ -136,6 +149,7 @@ impl TryFrom<pb::CheckRequest> for CheckRequest {
 impl From<CheckRequest> for pb::CheckRequest {
     fn from(r: CheckRequest) -> Self {
         pb::CheckRequest {
+            idempotency_key: r.idempotency_key,
             account_id: r.check.account.into(),
             subject_id: r.check.subject.map(Into::into),
             feature_id: r.check.feature.into(),
@@ -242,6 +256,15 @@ impl From<WatchRequest> for pb::WatchRequest {
             from_revision: r.from_revision,
         }
     }
+}
+
+/// 1..=128 bytes of `[A-Za-z0-9._:@-]` (a UUID fits).
+pub fn valid_idempotency_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 128
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b))
 }
 
 fn mutations_json(mutations: &[Mutation]) -> Vec<u8> {

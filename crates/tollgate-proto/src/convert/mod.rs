@@ -6,7 +6,7 @@ mod check;
 mod entitlement;
 mod origin;
 
-pub use check::{batch_from_proto, decision_to_proto};
+pub use check::{batch_from_proto, decision_to_proto, valid_idempotency_key};
 pub use origin::{signed_record_from_proto, signed_record_to_proto};
 
 use thiserror::Error;

@@ -1,0 +1,265 @@
+//! Scale measurement (not part of the default run): one region node holding
+//! 100,000 accounts × 10 entitlements. Reports the load time, resident
+//! memory, on-disk size, and the time from starting the node again on the
+//! same data directory to its first answered check. Run with
+//!
+//! ```text
+//! cargo test --release -p tollgate-tests --test region_scale -- --ignored --nocapture
+//! ```
+//!
+//! `TOLLGATE_SCALE_ACCOUNTS` changes the number of accounts. The records
+//! are proposed to the region's log directly, as the leader proposes the
+//! origin's verified records, so the origin's own cost is not measured.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tollgate_model::*;
+use tollgate_node::{RegionConfig, RegionListeners, RegionNode};
+use tollgate_proto::check::v1 as pb;
+use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
+use tollgate_region::{RegionCommand, RegionResponse};
+use tollgate_tests::{init_tracing, loopback, wait_until};
+
+const ENTITLEMENTS_PER_ACCOUNT: usize = 10;
+const FEATURES: usize = 20;
+/// Keeps each proposed command well under the storage layer's command limit.
+const COMMAND_BYTES_TARGET: usize = 200 * 1024;
+const NOW: UnixSeconds = UnixSeconds(1_795_821_662);
+
+fn id<T: TryFrom<String, Error = ModelError>>(s: String) -> T {
+    T::try_from(s).unwrap()
+}
+
+fn catalog_record() -> ChangeRecord {
+    let mut mutations = vec![Mutation::PutProduct(Product {
+        id: id("studio".into()),
+        name: "Studio".into(),
+    })];
+    for f in 0..FEATURES {
+        mutations.push(Mutation::PutFeature(Feature {
+            id: id(format!("feature-{f:02}")),
+            product: id("studio".into()),
+            name: format!("Feature {f}"),
+            kind: FeatureKind::Boolean,
+            geo_rule: GeoRule::default(),
+            offline_policy: None,
+            config: ConfigValues::new(),
+        }));
+    }
+    ChangeRecord {
+        revision: 1,
+        committed_at: NOW,
+        mutations,
+    }
+}
+
+fn account_record(revision: u64, account: usize) -> ChangeRecord {
+    let account_id: AccountId = id(format!("account-{account:06}"));
+    let mut mutations = vec![
+        Mutation::PutAccount(Account {
+            id: account_id.clone(),
+            name: format!("Account {account}"),
+            status: AccountStatus::Active,
+        }),
+        Mutation::PutSubject(Subject {
+            id: id("user-1".into()),
+            account: account_id.clone(),
+            kind: SubjectKind::User,
+            roles: Default::default(),
+            groups: Default::default(),
+        }),
+    ];
+    for e in 0..ENTITLEMENTS_PER_ACCOUNT {
+        mutations.push(Mutation::PutEntitlement(Entitlement {
+            id: id(format!("ent-{account:06}-{e:02}")),
+            account: account_id.clone(),
+            grant: Grant::Feature(FeatureGrant::new(id(format!(
+                "feature-{:02}",
+                (account + e) % FEATURES
+            )))),
+            valid_from: UnixSeconds(1_700_000_000),
+            valid_until: Some(UnixSeconds(1_900_000_000)),
+            grace_period_seconds: 86_400,
+            seats: None,
+            usage_cap_overrides: BTreeMap::new(),
+            status: EntitlementStatus::Active,
+            geo_rule: GeoRule::default(),
+            offline_policy: None,
+            required_role: None,
+            allowed_groups: Default::default(),
+            source_order: None,
+            revision,
+            trial: false,
+        }));
+    }
+    ChangeRecord {
+        revision,
+        committed_at: NOW,
+        mutations,
+    }
+}
+
+fn resident_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn disk_mib(path: &std::path::Path) -> f64 {
+    fn walk(path: &std::path::Path) -> u64 {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return 0;
+        };
+        if meta.is_dir() {
+            std::fs::read_dir(path)
+                .map(|entries| entries.flatten().map(|e| walk(&e.path())).sum())
+                .unwrap_or(0)
+        } else {
+            use std::os::unix::fs::MetadataExt;
+            meta.blocks() * 512
+        }
+    }
+    walk(path) as f64 / (1024.0 * 1024.0)
+}
+
+async fn start(dir: &std::path::Path) -> RegionNode {
+    // No origin: the leader's follower retries quietly in the background.
+    let keys = tollgate_signing::KeyRing::generate(NOW)
+        .unwrap()
+        .public_set();
+    let mut config = RegionConfig::new(1, dir, "http://127.0.0.1:9".into(), keys);
+    config.reconnect_backoff_max = Duration::from_secs(30);
+    RegionNode::start(
+        config,
+        RegionListeners {
+            raft: loopback().await,
+            grpc: loopback().await,
+            http: None,
+        },
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+async fn first_allowed_check(node: &RegionNode, account: usize) -> Duration {
+    let started = Instant::now();
+    let endpoint = format!("http://{}", node.grpc_addr());
+    wait_until(
+        "a first answered check",
+        Duration::from_secs(600),
+        || async {
+            let mut client = CheckServiceClient::connect(endpoint.clone()).await.ok()?;
+            let reply = client
+                .check(pb::CheckRequest {
+                    idempotency_key: None,
+                    account_id: format!("account-{account:06}"),
+                    subject_id: Some("user-1".into()),
+                    feature_id: format!("feature-{:02}", account % FEATURES),
+                    consume: 0,
+                    location: None,
+                    consistency: None,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (reply.decision?.reason() == pb::Reason::Allow).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --release -- --ignored --nocapture"]
+async fn a_region_node_holding_a_million_entitlements() {
+    init_tracing();
+    let accounts: usize = std::env::var("TOLLGATE_SCALE_ACCOUNTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("region-1");
+    let node = start(&data).await;
+    node.raft()
+        .initialize(&[(1, node.raft().addr().to_string())])
+        .await
+        .unwrap();
+    node.raft()
+        .wait_until(Duration::from_secs(20), "leader", |m| {
+            m.current_leader == Some(1)
+        })
+        .await
+        .unwrap();
+
+    let load_started = Instant::now();
+    let baseline = resident_mib();
+    let mut pending = vec![catalog_record()];
+    let mut pending_bytes = 0;
+    let mut revision = 1;
+    let propose = |records: Vec<ChangeRecord>| {
+        let node = &node;
+        async move {
+            let last = records.last().map(|r| r.revision).unwrap_or(0);
+            let outcome = node
+                .raft()
+                .write(RegionCommand::ApplyChanges {
+                    records,
+                    heard_at: NOW,
+                })
+                .await
+                .unwrap();
+            assert_eq!(outcome.response, RegionResponse::Applied { revision: last });
+        }
+    };
+    for account in 0..accounts {
+        revision += 1;
+        let record = account_record(revision, account);
+        let size = serde_json::to_vec(&record).unwrap().len();
+        if pending_bytes + size > COMMAND_BYTES_TARGET {
+            propose(std::mem::take(&mut pending)).await;
+            pending_bytes = 0;
+        }
+        pending_bytes += size;
+        pending.push(record);
+    }
+    propose(pending).await;
+    let load = load_started.elapsed();
+    let entitlements = accounts * ENTITLEMENTS_PER_ACCOUNT;
+    let first = first_allowed_check(&node, accounts / 2).await;
+    let loaded_rss = resident_mib();
+    node.shutdown().await.unwrap();
+
+    let restart = Instant::now();
+    let node = start(&data).await;
+    let started_in = restart.elapsed();
+    let to_first_check = first_allowed_check(&node, accounts - 1).await + started_in;
+    let restarted_rss = resident_mib();
+    // A spread of cold accounts, each a fresh view build.
+    let cold = Instant::now();
+    for account in (0..accounts).step_by((accounts / 100).max(1)) {
+        first_allowed_check(&node, account).await;
+    }
+    let cold_each = cold.elapsed() / 100;
+    let disk = disk_mib(&data);
+    node.shutdown().await.unwrap();
+
+    println!("region scale: {accounts} accounts x {ENTITLEMENTS_PER_ACCOUNT} = {entitlements} entitlements");
+    println!(
+        "  load through the region's log: {:.1} s ({:.0} entitlements/s)",
+        load.as_secs_f64(),
+        entitlements as f64 / load.as_secs_f64()
+    );
+    println!("  first check after the load: {first:?}");
+    println!("  resident memory: {baseline:.0} MiB before, {loaded_rss:.0} MiB after loading");
+    println!("  on disk: {disk:.0} MiB");
+    println!(
+        "  restart: node started in {started_in:?}, first check answered {to_first_check:?} after start; {restarted_rss:.0} MiB resident"
+    );
+    println!("  a cold account's first check (connect + view build): {cold_each:?}");
+}
