@@ -215,7 +215,7 @@ impl Meter {
                     return Ok(());
                 }
                 let take = state.pending.len().min(USAGE_ENTRIES_PER_COMMAND_MAX);
-                let entries: Vec<UsageEntry> = state.pending.drain(..take).collect();
+                let entries = coalesce(state.pending.drain(..take));
                 state.batch += 1;
                 state.inflight = Some((state.batch, entries));
             }
@@ -300,6 +300,30 @@ impl Meter {
         }
         self.release_idle(true).await;
     }
+}
+
+/// Sums the entries without an idempotency key per counter (and chunk):
+/// the report carries one line for a thousand plain consumptions.
+fn coalesce(entries: impl Iterator<Item = UsageEntry>) -> Vec<UsageEntry> {
+    let mut sums: HashMap<(Counter, bool), u64> = HashMap::new();
+    let mut out = Vec::new();
+    for entry in entries {
+        if entry.idempotency_key.is_some() {
+            out.push(entry);
+        } else {
+            *sums.entry((entry.counter, entry.from_chunk)).or_default() += entry.units;
+        }
+    }
+    out.extend(
+        sums.into_iter()
+            .map(|((counter, from_chunk), units)| UsageEntry {
+                counter,
+                units,
+                idempotency_key: None,
+                from_chunk,
+            }),
+    );
+    out
 }
 
 /// The applied state as the region's pure functions read it.
