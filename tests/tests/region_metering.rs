@@ -229,6 +229,15 @@ async fn caps_and_seats_hold_across_every_node_of_a_region() {
         CAP,
         "counted exactly"
     );
+    for node in region.iter() {
+        let status = wait_until("every node to see its usage applied", DEADLINE, || async {
+            let status = node.status();
+            (status.metering.unreported_units == 0).then_some(status)
+        })
+        .await
+        .unwrap();
+        assert!(status.metering.batches >= 1, "{:?}", status.metering);
+    }
 
     info!("A retried check with the same key, on another node, is counted once.");
     let first = consume(&region[0], "renders", Some("retry-me".into())).await;

@@ -15,7 +15,7 @@ mod watch;
 mod webhooks;
 
 pub use error::NodeError;
-pub use meter::MeterConfig;
+pub use meter::{MeterConfig, MeterStats};
 pub use ops::{RegionStatus, SyncCounts};
 pub use origin::{OriginConfig, OriginListeners, OriginNode};
 pub use region::{RegionConfig, RegionListeners, RegionNode, SyncStats};

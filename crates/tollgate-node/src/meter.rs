@@ -65,6 +65,20 @@ struct State {
     inflight: Option<(u64, Vec<UsageEntry>)>,
 }
 
+/// A node's metering, for its status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MeterStats {
+    /// Units consumed on this node and not yet seen applied.
+    pub unreported_units: u64,
+    /// Consumptions waiting for the next report.
+    pub pending_entries: u64,
+    /// Counters this node holds a chunk of, and the units left in them.
+    pub chunks: u64,
+    pub chunk_units: u64,
+    /// Usage reports this node has sent.
+    pub batches: u64,
+}
+
 /// A region node's meter.
 pub struct Meter {
     node: Arc<Node<RegionLogic>>,
@@ -102,6 +116,17 @@ impl Meter {
                 ..State::default()
             }),
             drawing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn stats(&self) -> MeterStats {
+        let state = lock(&self.state);
+        MeterStats {
+            unreported_units: state.unreported.values().sum(),
+            pending_entries: state.pending.len() as u64,
+            chunks: state.chunks.len() as u64,
+            chunk_units: state.chunks.values().map(|(units, _)| units).sum(),
+            batches: state.batch,
         }
     }
 

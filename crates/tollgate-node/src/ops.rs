@@ -2,6 +2,7 @@
 //! `/readyz` (readiness: 503 with the reasons until the node is ready) and
 //! `/v1/status` (everything an operator asks first, as JSON).
 
+use crate::meter::{Meter, MeterStats};
 use crate::region::SyncStats;
 use crate::state::{now, read_u64};
 use axum::extract::State;
@@ -45,6 +46,9 @@ pub struct RegionStatus {
     /// The geo databases in service: type, build date, size, last refusal.
     pub geo: Option<GeoHealth>,
     pub sync: SyncCounts,
+    /// This node's metering: what it consumed and has not seen applied,
+    /// and the chunks it holds.
+    pub metering: MeterStats,
     pub ready: bool,
     /// Why the node is not ready (empty when ready).
     pub not_ready: Vec<String>,
@@ -52,6 +56,7 @@ pub struct RegionStatus {
 
 /// What the endpoints read.
 pub(crate) struct OpsState {
+    pub meter: Arc<Meter>,
     pub node: Arc<Node<RegionLogic>>,
     pub name: String,
     pub geo: Option<Arc<GeoDatabases>>,
@@ -109,6 +114,7 @@ impl OpsState {
                 snapshots_installed: self.stats.snapshots_installed.load(Ordering::Relaxed),
                 disconnects: self.stats.disconnects.load(Ordering::Relaxed),
             },
+            metering: self.meter.stats(),
             ready: not_ready.is_empty(),
             not_ready,
         }

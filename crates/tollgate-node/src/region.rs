@@ -502,7 +502,10 @@ impl RegionNode {
         }));
 
         let stats = Arc::new(SyncStats::default());
+        let meter = Arc::new(Meter::new(node.clone(), config.meter));
+        tasks.push(tokio::spawn(meter.clone().run(stop_rx.clone())));
         let ops = Arc::new(OpsState {
+            meter: meter.clone(),
             node: node.clone(),
             name: config.name.clone(),
             geo: geo.clone(),
@@ -531,8 +534,6 @@ impl RegionNode {
             }
         };
 
-        let meter = Arc::new(Meter::new(node.clone(), config.meter));
-        tasks.push(tokio::spawn(meter.clone().run(stop_rx.clone())));
         let checker = Arc::new(Checker {
             node: node.clone(),
             meter,
