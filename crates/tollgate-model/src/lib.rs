@@ -31,4 +31,4 @@ pub use entitlement::{
 pub use error::ModelError;
 pub use geo::{AnonymousNetwork, Continent, CountryCode, GeoFacts, GeoRule, SubdivisionCode};
 pub use id::*;
-pub use time::{PeriodKey, UnixSeconds, UsagePeriod, UsagePeriodTag};
+pub use time::{PeriodKey, UnixSeconds, UsageCounter, UsagePeriod, UsagePeriodTag};

@@ -66,6 +66,66 @@ pub struct PeriodKey {
     pub index: i64,
 }
 
+impl PeriodKey {
+    /// The key of the same kind of period containing `now` (for telling
+    /// whether this one is over).
+    pub fn current(self, now: UnixSeconds) -> PeriodKey {
+        let period = match self.period {
+            UsagePeriodTag::Day => UsagePeriod::Day,
+            UsagePeriodTag::Month => UsagePeriod::Month,
+            UsagePeriodTag::Lifetime => UsagePeriod::Lifetime,
+        };
+        period.key_at(now)
+    }
+}
+
+/// `day-20500`, `month-24322`, `lifetime-0`: the spelling used in keys, on
+/// the wire and in reports.
+impl std::fmt::Display for PeriodKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tag = match self.period {
+            UsagePeriodTag::Day => "day",
+            UsagePeriodTag::Month => "month",
+            UsagePeriodTag::Lifetime => "lifetime",
+        };
+        write!(f, "{tag}-{}", self.index)
+    }
+}
+
+impl std::str::FromStr for PeriodKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (tag, index) = s
+            .split_once('-')
+            .ok_or_else(|| format!("{s:?} is not a period such as month-24322"))?;
+        let period = match tag {
+            "day" => UsagePeriodTag::Day,
+            "month" => UsagePeriodTag::Month,
+            "lifetime" => UsagePeriodTag::Lifetime,
+            _ => return Err(format!("{tag:?} is not day, month or lifetime")),
+        };
+        let index = index
+            .parse()
+            .map_err(|_| format!("{index:?} is not a period number"))?;
+        Ok(PeriodKey { period, index })
+    }
+}
+
+/// One usage counter: an account's use of a feature in one period.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UsageCounter {
+    pub account: crate::AccountId,
+    pub feature: crate::FeatureId,
+    pub period: PeriodKey,
+}
+
+impl std::fmt::Display for UsageCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.account, self.feature, self.period)
+    }
+}
+
 /// [`UsagePeriod`] in a form that orders, for use inside keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

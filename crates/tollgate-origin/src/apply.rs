@@ -8,6 +8,7 @@
 
 use crate::command::*;
 use crate::keys;
+use crate::quota::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -74,6 +75,11 @@ struct Tx<'a> {
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     writes: Vec<Write>,
     mutations: Vec<Mutation>,
+    /// A quota lease's outcome: (granted, granted to the region in all).
+    lease: Option<(u64, u64)>,
+    /// The audit action, when it is not the op's own (a usage report that
+    /// crossed a threshold is recorded as `usage.threshold`).
+    action: Option<&'static str>,
 }
 
 impl Tx<'_> {
@@ -173,6 +179,8 @@ impl StateMachineLogic for OriginLogic {
             overlay: BTreeMap::new(),
             writes: Vec::new(),
             mutations: Vec::new(),
+            lease: None,
+            action: None,
         };
         let head: u64 = tx.get(keys::HEAD_REVISION)?.unwrap_or(0);
         let revision = head + 1;
@@ -196,15 +204,22 @@ impl StateMachineLogic for OriginLogic {
                         revision,
                         at: cmd.at,
                         actor: cmd.actor.clone(),
-                        action: cmd.op.action().to_string(),
+                        action: tx.action.unwrap_or(cmd.op.action()).to_string(),
                         target: changed.target,
                         reason: cmd.reason.clone(),
                     },
                 );
                 tx.put(keys::HEAD_REVISION.to_vec(), &revision);
-                OriginResponse::Committed {
-                    revision,
-                    entitlements: changed.entitlements,
+                match tx.lease {
+                    Some((granted, granted_total)) => OriginResponse::Leased {
+                        revision,
+                        granted,
+                        granted_total,
+                    },
+                    None => OriginResponse::Committed {
+                        revision,
+                        entitlements: changed.entitlements,
+                    },
                 }
             }
             Err(Stop::Read(e)) => return Err(e),
@@ -429,6 +444,66 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
                 tx.put(keys::webhook_delivery(id, d.revision), d);
             }
             Ok(touched(format!("webhook/{id}")))
+        }
+        Op::LeaseQuota {
+            region,
+            counter,
+            limit,
+            want,
+            outstanding_max,
+        } => {
+            if !valid_region_name(region) {
+                return reject(RejectCode::Invalid, "region: 1..=64 bytes of [a-z0-9-]");
+            }
+            let key = quota_key(counter);
+            let mut quota: QuotaState = tx.get(&key)?.unwrap_or_default();
+            let granted = quota.lease(region, *limit, *want, *outstanding_max);
+            if granted == 0 {
+                return reject(
+                    RejectCode::Conflict,
+                    format!(
+                        "nothing left to lease of {counter}: {} of {limit} allotted, {} outstanding",
+                        quota.allotted(),
+                        quota.outstanding()
+                    ),
+                );
+            }
+            let total = quota.regions.get(region).map_or(0, |r| r.granted);
+            tx.put(key, &quota);
+            tx.lease = Some((granted, total));
+            Ok(touched(format!("quota/{counter}/{region}")))
+        }
+        Op::SyncQuota { region, entries } => {
+            if !valid_region_name(region) {
+                return reject(RejectCode::Invalid, "region: 1..=64 bytes of [a-z0-9-]");
+            }
+            if entries.len() > SYNC_ENTRIES_MAX {
+                return reject(
+                    RejectCode::Invalid,
+                    format!("at most {SYNC_ENTRIES_MAX} counters per report"),
+                );
+            }
+            let mut changed = Vec::new();
+            for entry in entries {
+                let key = quota_key(&entry.counter);
+                let mut quota: QuotaState = tx.get(&key)?.unwrap_or_default();
+                if quota.sync(region, entry.consumed, entry.released) {
+                    if let Some(percent) = quota.crossed_threshold() {
+                        tx.action = Some("usage.threshold");
+                        changed.push(format!("usage/{}/{percent}", entry.counter));
+                    }
+                    tx.put(key, &quota);
+                }
+            }
+            if tx.writes.is_empty() {
+                return reject(RejectCode::Conflict, "nothing new in the report");
+            }
+            let target = match tx.action {
+                // The audit record names what crossed (the first, if several).
+                Some(_) => changed.into_iter().next().unwrap_or_default(),
+                None => format!("quota/{region}"),
+            };
+            Ok(touched(target))
         }
         Op::CompactChanges { through } => {
             let floor: u64 = tx.get(keys::CHANGE_FLOOR)?.unwrap_or(0);

@@ -74,6 +74,23 @@ pub enum Op {
     CompactChanges {
         through: u64,
     },
+    /// Region `region` asks for `want` more units of a hard-capped counter
+    /// whose cap it read as `limit`; the origin leases what the cap and
+    /// `outstanding_max` (the overshoot bound, stamped by the origin node
+    /// from its config) leave. Refused with CONFLICT when nothing is left.
+    LeaseQuota {
+        region: String,
+        counter: tollgate_model::UsageCounter,
+        limit: u64,
+        want: u64,
+        outstanding_max: u64,
+    },
+    /// Region `region`'s cumulative usage totals. Refused with CONFLICT
+    /// when nothing is new.
+    SyncQuota {
+        region: String,
+        entries: Vec<crate::quota::QuotaSync>,
+    },
 }
 
 impl Op {
@@ -86,6 +103,8 @@ impl Op {
             Op::PutAddon(_) => "addon.put",
             Op::PutSku(_) => "sku.put",
             Op::SetDefaultOfflinePolicy(_) => "catalog.default_offline_policy",
+            Op::LeaseQuota { .. } => "quota.lease",
+            Op::SyncQuota { .. } => "quota.sync",
             Op::PutAccount(_) => "account.put",
             Op::PutSubject(_) => "subject.put",
             Op::DeleteSubject { .. } => "subject.delete",
@@ -270,6 +289,13 @@ pub enum OriginResponse {
         revision: u64,
         entitlements: Vec<EntitlementId>,
     },
+    /// A quota lease committed: `granted` more units, `granted_total` to
+    /// the region in all.
+    Leased {
+        revision: u64,
+        granted: u64,
+        granted_total: u64,
+    },
     /// Already applied (an order replayed): nothing changed.
     Unchanged {
         revision: u64,
@@ -283,6 +309,7 @@ impl OriginResponse {
     pub fn revision(&self) -> Option<u64> {
         match self {
             OriginResponse::Committed { revision, .. }
+            | OriginResponse::Leased { revision, .. }
             | OriginResponse::Unchanged { revision, .. } => Some(*revision),
             OriginResponse::Rejected(_) => None,
         }
@@ -401,6 +428,10 @@ pub enum WebhookEvent {
     AccessRequestApproved,
     #[serde(rename = "access_request.denied")]
     AccessRequestDenied,
+    /// An account's use of a capped feature crossed 80 % or 100 % of the
+    /// cap, as the regions reported it.
+    #[serde(rename = "usage.threshold")]
+    UsageThreshold,
 }
 
 impl WebhookEvent {
@@ -410,6 +441,7 @@ impl WebhookEvent {
             WebhookEvent::AccessRequestCreated => "access_request.created",
             WebhookEvent::AccessRequestApproved => "access_request.approved",
             WebhookEvent::AccessRequestDenied => "access_request.denied",
+            WebhookEvent::UsageThreshold => "usage.threshold",
         }
     }
 
@@ -427,6 +459,7 @@ impl WebhookEvent {
             "access_request.create" => WebhookEvent::AccessRequestCreated,
             "access_request.approve" => WebhookEvent::AccessRequestApproved,
             "access_request.deny" => WebhookEvent::AccessRequestDenied,
+            "usage.threshold" => WebhookEvent::UsageThreshold,
             _ => return None,
         })
     }

@@ -11,7 +11,7 @@
 //! key already seen (in the last one to two UTC days) only once.
 
 use serde::{Deserialize, Serialize};
-use tollgate_model::{AccountId, FeatureId, PeriodKey, UnixSeconds, UsagePeriodTag};
+use tollgate_model::{PeriodKey, UnixSeconds};
 use tollgate_raft::logic::ReadError;
 use tollgate_raft::{ReadState, Write};
 
@@ -19,47 +19,26 @@ use tollgate_raft::{ReadState, Write};
 pub const USAGE_ENTRIES_PER_COMMAND_MAX: usize = 4096;
 const DAY_SECONDS: i64 = 86_400;
 
-/// One usage counter: an account's use of a feature in one period.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Counter {
-    pub account: AccountId,
-    pub feature: FeatureId,
-    pub period: PeriodKey,
-}
+/// One usage counter (an account's use of a feature in one period).
+pub use tollgate_model::UsageCounter as Counter;
 
 /// A period as counters name it, e.g. `month-24322`.
 pub fn period_name(period: &PeriodKey) -> String {
-    let tag = match period.period {
-        UsagePeriodTag::Day => "day",
-        UsagePeriodTag::Month => "month",
-        UsagePeriodTag::Lifetime => "lifetime",
-    };
-    format!("{tag}-{}", period.index)
+    period.to_string()
 }
 
-impl Counter {
-    /// `region/usage/<account>/<feature>/<period>`: a [`CounterState`].
-    pub fn key(&self) -> Vec<u8> {
-        format!(
-            "region/usage/{}/{}/{}",
-            self.account,
-            self.feature,
-            period_name(&self.period)
-        )
-        .into_bytes()
-    }
+/// `region/usage/<account>/<feature>/<period>`: a [`CounterState`].
+pub fn counter_key(counter: &Counter) -> Vec<u8> {
+    format!("region/usage/{counter}").into_bytes()
+}
 
-    /// `region/chunk/<account>/<feature>/<period>/<node>`: the units node
-    /// `node` may still consume (a JSON integer).
-    pub fn chunk_key(&self, node: u64) -> Vec<u8> {
-        format!(
-            "region/chunk/{}/{}/{}/{node}",
-            self.account,
-            self.feature,
-            period_name(&self.period)
-        )
-        .into_bytes()
-    }
+/// The prefix of every [`counter_key`].
+pub const COUNTER_PREFIX: &str = "region/usage/";
+
+/// `region/chunk/<account>/<feature>/<period>/<node>`: the units node
+/// `node` may still consume (a JSON integer).
+pub fn chunk_key(counter: &Counter, node: u64) -> Vec<u8> {
+    format!("region/chunk/{counter}/{node}").into_bytes()
 }
 
 /// A counter as the region's log has it.
@@ -129,12 +108,12 @@ fn put_json<T: Serialize>(key: Vec<u8>, value: &T) -> Write {
 
 /// A counter's state.
 pub fn counter_state(state: &dyn ReadState, counter: &Counter) -> Result<CounterState, ReadError> {
-    read_json(state, &counter.key())
+    read_json(state, &counter_key(counter))
 }
 
 /// The units node `node` may still consume from its chunk of `counter`.
 pub fn chunk(state: &dyn ReadState, counter: &Counter, node: u64) -> Result<u64, ReadError> {
-    read_json(state, &counter.chunk_key(node))
+    read_json(state, &chunk_key(counter, node))
 }
 
 /// What [`draw_chunk`] granted.
@@ -172,8 +151,8 @@ pub fn draw_chunk(
     let chunk = held + granted;
     Ok((
         vec![
-            put_json(counter.key(), &counted),
-            put_json(counter.chunk_key(node), &chunk),
+            put_json(counter_key(counter), &counted),
+            put_json(chunk_key(counter, node), &chunk),
         ],
         Drawn { granted, chunk },
     ))
@@ -192,9 +171,9 @@ pub fn release_chunk(
     let mut counted = counter_state(state, counter)?;
     counted.reserved = counted.reserved.saturating_sub(held);
     Ok(vec![
-        put_json(counter.key(), &counted),
+        put_json(counter_key(counter), &counted),
         Write::Delete {
-            key: counter.chunk_key(node),
+            key: chunk_key(counter, node),
         },
     ])
 }
@@ -252,7 +231,7 @@ pub fn record_usage(
             let held = chunk(&overlay, counter, node)?;
             let used = entry.units.min(held);
             counted.reserved = counted.reserved.saturating_sub(used);
-            overlay.put(counter.chunk_key(node), &(held - used));
+            overlay.put(chunk_key(counter, node), &(held - used));
         }
         let duplicate = match &entry.idempotency_key {
             Some(key) => {
@@ -270,7 +249,7 @@ pub fn record_usage(
             counted.consumed = counted.consumed.saturating_add(entry.units);
             recorded.counted += 1;
         }
-        overlay.put(counter.key(), &counted);
+        overlay.put(counter_key(counter), &counted);
     }
     overlay.put(batch_key(node), &batch);
     // Keys older than yesterday are no longer looked at: drop the days

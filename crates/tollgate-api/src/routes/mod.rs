@@ -265,6 +265,13 @@ pub async fn commit<S: OriginStore>(
             entitlements,
             note: None,
         },
+        // Quota leases come from regions over gRPC, not from REST.
+        OriginResponse::Leased { revision, .. } => WriteResult {
+            revision,
+            unchanged: false,
+            entitlements: Vec::new(),
+            note: None,
+        },
         OriginResponse::Unchanged {
             revision,
             entitlements,
