@@ -8,6 +8,8 @@ mod error;
 mod meter;
 mod ops;
 mod origin;
+mod quota_agent;
+mod quota_api;
 mod region;
 mod state;
 mod usage_api;

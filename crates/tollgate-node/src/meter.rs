@@ -24,6 +24,11 @@ use tollgate_region::{Counter, RegionCommand, RegionLogic, RegionResponse, Usage
 /// Keys of recently consumed checks this node remembers, to answer a retry
 /// on the same node before its report is applied.
 const RECENT_KEYS_MAX: usize = 100_000;
+/// After a wait for a slice came back empty, checks are denied at once
+/// for this long instead of waiting again.
+const STARVED_FOR: Duration = Duration::from_secs(2);
+/// How often a check waiting for a slice looks again.
+const SLICE_POLL: Duration = Duration::from_millis(10);
 
 /// How a node meters.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +40,9 @@ pub struct MeterConfig {
     pub chunk_units_max: u64,
     /// A chunk unused this long is handed back.
     pub chunk_idle: Duration,
+    /// How long a check waits for the region to lease more of a cap from
+    /// the origin before it is denied.
+    pub slice_wait: Duration,
 }
 
 impl Default for MeterConfig {
@@ -43,6 +51,7 @@ impl Default for MeterConfig {
             flush_interval: Duration::from_millis(20),
             chunk_units_max: 1_000,
             chunk_idle: Duration::from_secs(2),
+            slice_wait: Duration::from_secs(1),
         }
     }
 }
@@ -60,6 +69,8 @@ struct State {
     recent_order: VecDeque<String>,
     /// The last report batch sequence used.
     batch: u64,
+    /// Counters whose last wait for a slice came back empty, and when.
+    starved: HashMap<Counter, Instant>,
     /// A report sent but not known applied: retried as is (same sequence)
     /// before anything newer.
     inflight: Option<(u64, Vec<UsageEntry>)>,
@@ -164,6 +175,49 @@ impl Meter {
         }
         // Small caps are drawn in small pieces, so every node gets some.
         let want = units.max((limit / 16).clamp(1, self.config.chunk_units_max));
+        let deadline = Instant::now() + self.config.slice_wait;
+        loop {
+            let slice_before = self.slice(counter);
+            self.draw(counter, limit, want).await?;
+            if self.try_take(counter, units) {
+                return Ok(Take::Taken);
+            }
+            // The region's slice is short: the leader's quota agent leases
+            // more from the origin; wait for it, within bounds, unless the
+            // slice already covers the cap or a wait just came back empty.
+            let starved = lock(&self.state)
+                .starved
+                .get(counter)
+                .is_some_and(|at| at.elapsed() < STARVED_FOR);
+            if starved || slice_before >= limit {
+                return Ok(Take::Exhausted);
+            }
+            let grew = loop {
+                if self.slice(counter) > slice_before {
+                    break true;
+                }
+                if Instant::now() >= deadline {
+                    break false;
+                }
+                tokio::time::sleep(SLICE_POLL).await;
+            };
+            if !grew {
+                lock(&self.state)
+                    .starved
+                    .insert(counter.clone(), Instant::now());
+                return Ok(Take::Exhausted);
+            }
+        }
+    }
+
+    /// The region's slice of `counter`, as this node applied it.
+    fn slice(&self, counter: &Counter) -> u64 {
+        counter_state(&view_state(&self.view), counter)
+            .map(|c| c.slice.saturating_sub(c.released))
+            .unwrap_or(0)
+    }
+
+    async fn draw(&self, counter: &Counter, limit: u64, want: u64) -> Result<(), String> {
         let outcome = self
             .node
             .write(RegionCommand::DrawChunk {
@@ -180,19 +234,13 @@ impl Meter {
                 outcome.response
             ));
         };
-        {
-            let mut state = lock(&self.state);
-            let entry = state
-                .chunks
-                .entry(counter.clone())
-                .or_insert((0, Instant::now()));
-            entry.0 += drawn.granted;
-        }
-        Ok(if self.try_take(counter, units) {
-            Take::Taken
-        } else {
-            Take::Exhausted
-        })
+        let mut state = lock(&self.state);
+        let entry = state
+            .chunks
+            .entry(counter.clone())
+            .or_insert((0, Instant::now()));
+        entry.0 += drawn.granted;
+        Ok(())
     }
 
     fn try_take(&self, counter: &Counter, units: u64) -> bool {
@@ -280,7 +328,7 @@ impl Meter {
 
     /// Hands back chunks unused for `chunk_idle` (or all, at shutdown).
     async fn release_idle(&self, all: bool) {
-        let idle: Vec<Counter> = {
+        let idle: Vec<(Counter, u64)> = {
             let mut state = lock(&self.state);
             let cutoff = self.config.chunk_idle;
             let idle: Vec<Counter> = state
@@ -289,15 +337,19 @@ impl Meter {
                 .filter(|(_, (_, used_at))| all || used_at.elapsed() >= cutoff)
                 .map(|(c, _)| c.clone())
                 .collect();
-            for counter in &idle {
-                state.chunks.remove(counter);
-            }
-            idle
+            idle.into_iter()
+                .filter_map(|counter| {
+                    let (units, _) = state.chunks.remove(&counter)?;
+                    Some((counter, units))
+                })
+                .filter(|(_, units)| *units > 0)
+                .collect()
         };
-        for counter in idle {
+        for (counter, units) in idle {
             let command = RegionCommand::ReleaseChunk {
                 node: self.node.id(),
                 counter,
+                units,
             };
             if let Err(error) = self.node.write(command).await {
                 tracing::warn!(%error, "Releasing a usage chunk failed; it stays reserved.");

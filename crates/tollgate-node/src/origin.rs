@@ -42,6 +42,9 @@ pub struct OriginConfig {
     pub drain_timeout: Duration,
     /// Outgoing webhook delivery.
     pub webhooks: crate::WebhookConfig,
+    /// The overshoot bound of every hard cap leased to regions: units
+    /// leased and not yet reported consumed, all regions together.
+    pub quota_outstanding_max: u64,
 }
 
 impl OriginConfig {
@@ -55,6 +58,7 @@ impl OriginConfig {
             compaction_interval: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             webhooks: crate::WebhookConfig::default(),
+            quota_outstanding_max: 10_000,
         }
     }
 }
@@ -256,10 +260,17 @@ impl OriginNode {
 
         // Changefeed.
         let feed = FeedService::new(state.clone(), keys.clone(), config.feed.clone());
+        let quota = crate::quota_api::QuotaApi {
+            state: state.clone(),
+            outstanding_max: config.quota_outstanding_max,
+        };
         let feed_stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(feed.into_server())
+                .add_service(tollgate_proto::origin::v1::quota_server::QuotaServer::new(
+                    quota,
+                ))
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(listeners.feed)
                         .with_nodelay(Some(true)),
@@ -328,6 +339,26 @@ impl OriginNode {
     /// The origin's newest committed revision, as this node has applied it.
     pub fn head_revision(&self) -> u64 {
         self.state.head().unwrap_or(0)
+    }
+
+    /// A usage counter across regions: what each region leased, released
+    /// and reported consumed.
+    pub fn quota(
+        &self,
+        counter: &tollgate_model::UsageCounter,
+    ) -> Result<Option<tollgate_origin::quota::QuotaState>, NodeError> {
+        let key = tollgate_origin::quota::quota_key(counter);
+        match self
+            .state
+            .view
+            .get(&key)
+            .map_err(|e| NodeError::Other(e.to_string()))?
+        {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| NodeError::Other(format!("quota {counter} does not decode: {e}"))),
+        }
     }
 
     /// Change records up to this revision were compacted away: a region

@@ -68,6 +68,14 @@ pub struct RegionConfig {
     pub ready_lag_revisions_max: u64,
     /// Usage reporting and chunk sizes.
     pub meter: MeterConfig,
+    /// The region's name at the origin (quota leases and usage reports).
+    pub region: String,
+    /// How often the leader leases what nodes need from the origin.
+    pub quota_lease_interval: Duration,
+    /// How often the leader reports the region's usage to the origin.
+    pub quota_sync_interval: Duration,
+    /// Most units of a cap leased from the origin at once.
+    pub slice_units_max: u64,
 }
 
 impl RegionConfig {
@@ -91,6 +99,10 @@ impl RegionConfig {
             geo_required: true,
             ready_lag_revisions_max: 1000,
             meter: MeterConfig::default(),
+            region: "region".into(),
+            quota_lease_interval: Duration::from_millis(50),
+            quota_sync_interval: Duration::from_secs(1),
+            slice_units_max: 10_000,
         }
     }
 }
@@ -577,6 +589,17 @@ impl RegionNode {
             }
         }));
 
+        tasks.push(tokio::spawn(crate::quota_agent::run(
+            node.clone(),
+            crate::quota_agent::QuotaAgentConfig {
+                region: config.region.clone(),
+                origin: config.origin_feed.clone(),
+                lease_interval: config.quota_lease_interval,
+                sync_interval: config.quota_sync_interval,
+                slice_units_max: config.slice_units_max,
+            },
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(follow_origin(
             node.clone(),
             config.clone(),

@@ -152,8 +152,22 @@ pub enum RegionCommand {
         limit: u64,
         want: u64,
     },
-    /// Node `node` hands its unused chunk back.
-    ReleaseChunk { node: u64, counter: Counter },
+    /// Node `node` hands back `units` of its chunk (the ones it stopped
+    /// counting on).
+    ReleaseChunk {
+        node: u64,
+        counter: Counter,
+        units: u64,
+    },
+    /// The origin leased the region `granted_total` units of a counter in
+    /// all (see [`usage::slice_granted`]).
+    SliceGranted {
+        counter: Counter,
+        granted_total: u64,
+    },
+    /// Hand back the unused part of the region's slice (see
+    /// [`usage::release_slice`]).
+    ReleaseSlice { counter: Counter },
     /// Node `node` reports what it consumed, as of `at`, in its report
     /// number `batch` (strictly increasing per node; a repeat is skipped).
     RecordUsage {
@@ -185,6 +199,8 @@ pub enum RegionResponse {
     Recorded(Recorded),
     /// What a seat command did.
     Seat(SeatOutcome),
+    /// Units of a slice handed back.
+    Released { units: u64 },
 }
 
 /// The key and stored value of one mutation (`None`: delete). The same
@@ -477,10 +493,28 @@ impl StateMachineLogic for RegionLogic {
                     response: RegionResponse::Drawn(drawn),
                 })
             }
-            RegionCommand::ReleaseChunk { node, counter } => Ok(Applied {
-                writes: usage::release_chunk(state, *node, counter)?,
+            RegionCommand::ReleaseChunk {
+                node,
+                counter,
+                units,
+            } => Ok(Applied {
+                writes: usage::release_chunk(state, *node, counter, *units)?,
                 response: RegionResponse::Applied { revision: applied },
             }),
+            RegionCommand::SliceGranted {
+                counter,
+                granted_total,
+            } => Ok(Applied {
+                writes: usage::slice_granted(state, counter, *granted_total)?,
+                response: RegionResponse::Applied { revision: applied },
+            }),
+            RegionCommand::ReleaseSlice { counter } => {
+                let (writes, released) = usage::release_slice(state, counter)?;
+                Ok(Applied {
+                    writes,
+                    response: RegionResponse::Released { units: released },
+                })
+            }
             RegionCommand::RecordUsage {
                 node,
                 batch,

@@ -48,6 +48,40 @@ pub struct CounterState {
     pub consumed: u64,
     /// Units held in nodes' chunks, not yet reported consumed.
     pub reserved: u64,
+    /// Units the origin leased to this region, in all.
+    #[serde(default)]
+    pub slice: u64,
+    /// Units of the slice this region handed back, in all.
+    #[serde(default)]
+    pub released: u64,
+}
+
+impl CounterState {
+    /// Units nodes may still draw: what the region's slice and the cap
+    /// leave after what is consumed and held.
+    pub fn available(&self, limit: u64) -> u64 {
+        let held = self.slice.saturating_sub(self.released).min(limit);
+        held.saturating_sub(self.consumed.saturating_add(self.reserved))
+    }
+}
+
+/// `region/quota-wanted/<counter>`: a [`Wanted`] for the leader's quota
+/// agent to lease from the origin.
+pub fn wanted_key(counter: &Counter) -> Vec<u8> {
+    format!("{WANTED_PREFIX}{counter}").into_bytes()
+}
+
+/// The prefix of every [`wanted_key`].
+pub const WANTED_PREFIX: &str = "region/quota-wanted/";
+
+/// A counter the region needs more of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wanted {
+    pub counter: Counter,
+    /// The cap, as the node that asked read it.
+    pub limit: u64,
+    /// Units asked for and not granted.
+    pub want: u64,
 }
 
 /// One line of a usage report.
@@ -136,44 +170,94 @@ pub fn draw_chunk(
 ) -> Result<(Vec<Write>, Drawn), ReadError> {
     let mut counted = counter_state(state, counter)?;
     let held = chunk(state, counter, node)?;
-    let available = limit.saturating_sub(counted.consumed.saturating_add(counted.reserved));
-    let granted = want.min(available);
-    if granted == 0 {
-        return Ok((
-            Vec::new(),
-            Drawn {
-                granted: 0,
-                chunk: held,
-            },
-        ));
+    let granted = want.min(counted.available(limit));
+    let mut writes = Vec::new();
+    if granted < want && counted.slice.saturating_sub(counted.released) < limit {
+        // The region's slice is short of the cap: the leader's quota agent
+        // leases more from the origin.
+        let wanted = Wanted {
+            counter: counter.clone(),
+            limit,
+            want: want - granted,
+        };
+        writes.push(put_json(wanted_key(counter), &wanted));
     }
-    counted.reserved += granted;
-    let chunk = held + granted;
+    if granted > 0 {
+        counted.reserved += granted;
+        writes.push(put_json(counter_key(counter), &counted));
+        writes.push(put_json(chunk_key(counter, node), &(held + granted)));
+    }
     Ok((
-        vec![
-            put_json(counter_key(counter), &counted),
-            put_json(chunk_key(counter, node), &chunk),
-        ],
-        Drawn { granted, chunk },
+        writes,
+        Drawn {
+            granted,
+            chunk: held + granted,
+        },
     ))
 }
 
-/// Node `node` hands its unused chunk of `counter` back.
+/// The origin leased the region `granted_total` units of `counter` in all
+/// (cumulative, so a repeated grant changes nothing).
+pub fn slice_granted(
+    state: &dyn ReadState,
+    counter: &Counter,
+    granted_total: u64,
+) -> Result<Vec<Write>, ReadError> {
+    let mut counted = counter_state(state, counter)?;
+    let mut writes = vec![Write::Delete {
+        key: wanted_key(counter),
+    }];
+    if granted_total > counted.slice {
+        counted.slice = granted_total;
+        writes.push(put_json(counter_key(counter), &counted));
+    }
+    Ok(writes)
+}
+
+/// Hands back what the region holds of `counter` and no node has drawn
+/// (a period that is over); the units released.
+pub fn release_slice(
+    state: &dyn ReadState,
+    counter: &Counter,
+) -> Result<(Vec<Write>, u64), ReadError> {
+    let mut counted = counter_state(state, counter)?;
+    let unused = counted
+        .slice
+        .saturating_sub(counted.released)
+        .saturating_sub(counted.consumed.saturating_add(counted.reserved));
+    if unused == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    counted.released += unused;
+    Ok((vec![put_json(counter_key(counter), &counted)], unused))
+}
+
+/// Node `node` hands back `units` of its chunk of `counter` (at most what
+/// the chunk holds). The node names the units it stopped counting on: its
+/// chunk may meanwhile hold more (a draw that raced the release, units it
+/// consumed and has not reported), and those stay reserved.
 pub fn release_chunk(
     state: &dyn ReadState,
     node: u64,
     counter: &Counter,
+    units: u64,
 ) -> Result<Vec<Write>, ReadError> {
     let held = chunk(state, counter, node)?;
-    if held == 0 {
+    let released = units.min(held);
+    if released == 0 {
         return Ok(Vec::new());
     }
     let mut counted = counter_state(state, counter)?;
-    counted.reserved = counted.reserved.saturating_sub(held);
+    counted.reserved = counted.reserved.saturating_sub(released);
+    let left = held - released;
     Ok(vec![
         put_json(counter_key(counter), &counted),
-        Write::Delete {
-            key: chunk_key(counter, node),
+        if left == 0 {
+            Write::Delete {
+                key: chunk_key(counter, node),
+            }
+        } else {
+            put_json(chunk_key(counter, node), &left)
         },
     ])
 }

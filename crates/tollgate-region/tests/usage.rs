@@ -36,6 +36,17 @@ fn apply(state: &mut MemState, cmd: RegionCommand) -> RegionResponse {
     state.apply(&RegionLogic, &CTX, &cmd).unwrap()
 }
 
+/// The origin leased the region `total` units of counter `period`, in all.
+fn slice(state: &mut MemState, period: i64, total: u64) {
+    apply(
+        state,
+        RegionCommand::SliceGranted {
+            counter: counter(period),
+            granted_total: total,
+        },
+    );
+}
+
 fn draw(state: &mut MemState, node: u64, limit: u64, want: u64) -> Drawn {
     match apply(
         state,
@@ -81,24 +92,36 @@ proptest! {
     /// consumed plus those still held never pass the cap.
     #[test]
     fn chunks_never_let_a_region_pass_its_cap(
-        steps in prop::collection::vec((1u64..4, 0u64..40, any::<bool>()), 1..60),
+        steps in prop::collection::vec((1u64..4, 0u64..40, 0u8..3), 1..60),
         limit in 0u64..200,
     ) {
         let mut state = MemState::default();
+        slice(&mut state, 1, limit);
         // What each node may still spend, as it tracks it.
         let mut local: BTreeMap<u64, u64> = BTreeMap::new();
         let mut spent = 0u64;
-        for (node, amount, is_draw) in steps {
-            if is_draw {
-                let drawn = draw(&mut state, node, limit, amount);
-                *local.entry(node).or_default() += drawn.granted;
-                prop_assert_eq!(drawn.chunk, local[&node]);
-            } else {
-                let have = local.get(&node).copied().unwrap_or(0);
-                let units = amount.min(have);
-                local.insert(node, have - units);
-                spent += units;
-                report(&mut state, node, vec![entry(units, None, true)]);
+        for (node, amount, kind) in steps {
+            match kind {
+                0 => {
+                    let drawn = draw(&mut state, node, limit, amount);
+                    *local.entry(node).or_default() += drawn.granted;
+                    prop_assert_eq!(drawn.chunk, local[&node]);
+                }
+                1 => {
+                    let have = local.get(&node).copied().unwrap_or(0);
+                    let units = amount.min(have);
+                    local.insert(node, have - units);
+                    spent += units;
+                    report(&mut state, node, vec![entry(units, None, true)]);
+                }
+                _ => {
+                    // The node stops counting on what it holds and says so.
+                    let units = local.insert(node, 0).unwrap_or(0);
+                    apply(
+                        &mut state,
+                        RegionCommand::ReleaseChunk { node, counter: counter(1), units },
+                    );
+                }
             }
             let c = counter_state(&state, &counter(1)).unwrap();
             prop_assert_eq!(c.consumed, spent);
@@ -111,6 +134,7 @@ proptest! {
 #[test]
 fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
     let mut state = MemState::default();
+    slice(&mut state, 1, 100);
     draw(&mut state, 1, 100, 10);
     draw(&mut state, 2, 100, 10);
     let first = report(&mut state, 1, vec![entry(3, Some("req-1"), true)]);
@@ -207,6 +231,8 @@ fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
 #[test]
 fn periods_have_separate_counters_and_released_chunks_free_their_units() {
     let mut state = MemState::default();
+    slice(&mut state, 1, 10);
+    slice(&mut state, 2, 10);
     draw(&mut state, 1, 10, 10);
     assert_eq!(
         draw(&mut state, 2, 10, 5).granted,
@@ -218,6 +244,7 @@ fn periods_have_separate_counters_and_released_chunks_free_their_units() {
         RegionCommand::ReleaseChunk {
             node: 1,
             counter: counter(1),
+            units: 10,
         },
     );
     assert_eq!(
@@ -242,6 +269,56 @@ fn periods_have_separate_counters_and_released_chunks_free_their_units() {
     assert_eq!(next.granted, 10);
     assert_eq!(counter_state(&state, &counter(1)).unwrap().consumed, 5);
     assert_eq!(counter_state(&state, &counter(2)).unwrap().consumed, 0);
+}
+
+#[test]
+fn a_region_draws_only_from_its_slice_and_asks_for_more() {
+    use tollgate_region::usage::{wanted_key, Wanted};
+    let mut state = MemState::default();
+    assert_eq!(draw(&mut state, 1, 100, 10).granted, 0, "no slice yet");
+    let wanted: Wanted = serde_json::from_slice(&state.data[&wanted_key(&counter(1))]).unwrap();
+    assert_eq!((wanted.limit, wanted.want), (100, 10));
+    slice(&mut state, 1, 30);
+    assert!(
+        !state.data.contains_key(&wanted_key(&counter(1))),
+        "answered"
+    );
+    assert_eq!(draw(&mut state, 1, 100, 20).granted, 20);
+    assert_eq!(
+        draw(&mut state, 2, 100, 20).granted,
+        10,
+        "the rest of the slice"
+    );
+    assert!(
+        state.data.contains_key(&wanted_key(&counter(1))),
+        "asks again"
+    );
+    // A repeated, older grant changes nothing; a lower cap bounds the slice.
+    slice(&mut state, 1, 25);
+    assert_eq!(counter_state(&state, &counter(1)).unwrap().slice, 30);
+    report(&mut state, 1, vec![entry(5, None, true)]);
+    apply(
+        &mut state,
+        RegionCommand::ReleaseChunk {
+            node: 1,
+            counter: counter(1),
+            units: 15,
+        },
+    );
+    // 30 leased, 5 consumed, 10 held by node 2: 15 go back.
+    let released = apply(
+        &mut state,
+        RegionCommand::ReleaseSlice {
+            counter: counter(1),
+        },
+    );
+    assert_eq!(released, RegionResponse::Released { units: 15 });
+    let c = counter_state(&state, &counter(1)).unwrap();
+    assert_eq!(
+        (c.slice, c.released, c.consumed, c.reserved),
+        (30, 15, 5, 10)
+    );
+    assert_eq!(c.available(100), 0);
 }
 
 fn floating_entitlement(state: &mut MemState, seats: u32) {

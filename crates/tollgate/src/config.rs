@@ -41,6 +41,11 @@ pub struct NodeFile {
     /// Region nodes: the name this node answers as (default `node-<id>`).
     #[serde(default)]
     pub name: Option<String>,
+    /// Region nodes: the region's name at the origin (quota leases and
+    /// usage reports); every node of a region has the same. Default
+    /// "region".
+    #[serde(default)]
+    pub region: Option<String>,
     /// Region nodes: believe a location resolved by a proxy in the request.
     #[serde(default)]
     pub trust_proxy_location: bool,
@@ -241,6 +246,12 @@ impl NodeFile {
                     anyhow::ensure!(
                         !name.is_empty() && name.len() <= 64,
                         "name: must be 1..=64 bytes"
+                    );
+                }
+                if let Some(region) = &self.region {
+                    anyhow::ensure!(
+                        tollgate_origin::quota::valid_region_name(region),
+                        "region: must be 1..=64 bytes of [a-z0-9-]"
                     );
                 }
             }

@@ -147,6 +147,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             origin.public_keys(),
         );
         config.name = format!("eu-{id}");
+        config.region = "eu".into();
         let port = if args.check_port == 0 {
             0
         } else {

@@ -186,6 +186,9 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
     if let Some(name) = &file.name {
         config.name = name.clone();
     }
+    if let Some(region) = &file.region {
+        config.region = region.clone();
+    }
     config
         .raft
         .validate()

@@ -7,7 +7,7 @@ mod entitlement;
 mod origin;
 
 pub use check::{batch_from_proto, decision_to_proto, valid_idempotency_key};
-pub use origin::{signed_record_from_proto, signed_record_to_proto};
+pub use origin::{signed_record_from_proto, signed_record_to_proto, usage_counter_from_proto};
 
 use thiserror::Error;
 use tollgate_model::ModelError;

@@ -1,6 +1,6 @@
 //! `tollgate.origin.v1` <-> signing types.
 
-use super::ConvertError;
+use super::{AtField, ConvertError};
 use crate::origin::v1 as pb;
 use tollgate_model::UnixSeconds;
 use tollgate_signing::{KeyId, KeyStatus, PublicKey, PublicKeySet, Signed};
@@ -128,5 +128,31 @@ impl TryFrom<pb::PublicKeySet> for PublicKeySet {
             })
             .collect::<Result<_, _>>()?;
         Ok(PublicKeySet { keys })
+    }
+}
+
+/// A counter from the wire; errors name the field.
+pub fn usage_counter_from_proto(
+    field: &str,
+    c: Option<pb::Counter>,
+) -> Result<tollgate_model::UsageCounter, ConvertError> {
+    let c = c.ok_or_else(|| ConvertError::missing(field))?;
+    Ok(tollgate_model::UsageCounter {
+        account: tollgate_model::AccountId::new(c.account_id).at(&format!("{field}.account_id"))?,
+        feature: tollgate_model::FeatureId::new(c.feature_id).at(&format!("{field}.feature_id"))?,
+        period: c
+            .period
+            .parse()
+            .map_err(|e: String| ConvertError::out_of_range(&format!("{field}.period"), e))?,
+    })
+}
+
+impl From<&tollgate_model::UsageCounter> for pb::Counter {
+    fn from(c: &tollgate_model::UsageCounter) -> Self {
+        pb::Counter {
+            account_id: c.account.to_string(),
+            feature_id: c.feature.to_string(),
+            period: c.period.to_string(),
+        }
     }
 }

@@ -1,0 +1,190 @@
+//! On a region's leader: lease slices of hard caps from the origin when the
+//! region runs short, report the region's usage totals to the origin, and
+//! hand back what is left of periods that are over. Every result goes
+//! through the region's log, so a new leader carries on where the old one
+//! stopped (the totals it reports are cumulative, so repeating a report is
+//! harmless).
+
+use crate::state::{now, scan_all};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tollgate_proto::origin::v1 as pb;
+use tollgate_proto::origin::v1::quota_client::QuotaClient;
+use tollgate_raft::Node;
+use tollgate_region::usage::{CounterState, Wanted, COUNTER_PREFIX, WANTED_PREFIX};
+use tollgate_region::{Counter, RegionCommand, RegionLogic};
+
+/// How the agent paces itself.
+#[derive(Debug, Clone)]
+pub struct QuotaAgentConfig {
+    /// The region's name at the origin.
+    pub region: String,
+    /// The origin's quota service (its changefeed endpoint).
+    pub origin: String,
+    /// How often wanted counters are looked at.
+    pub lease_interval: Duration,
+    /// How often usage totals are reported.
+    pub sync_interval: Duration,
+    /// Most units leased at once.
+    pub slice_units_max: u64,
+}
+
+/// Runs while `stop` is false; acts only while this node leads.
+pub(crate) async fn run(
+    node: Arc<Node<RegionLogic>>,
+    config: QuotaAgentConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let view = node.view();
+    let mut client: Option<QuotaClient<tonic::transport::Channel>> = None;
+    // What the origin has acknowledged, per counter: (consumed, released).
+    let mut synced: HashMap<Counter, (u64, u64)> = HashMap::new();
+    let mut asked: HashMap<Counter, Instant> = HashMap::new();
+    let mut last_sync = Instant::now();
+    let mut was_leader = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(config.lease_interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let leading = node.metrics().current_leader == Some(node.id());
+        if !leading {
+            was_leader = false;
+            continue;
+        }
+        if !was_leader {
+            // A new term of office: report everything once.
+            synced.clear();
+            was_leader = true;
+        }
+        if client.is_none() {
+            match tonic::transport::Endpoint::from_shared(config.origin.clone()) {
+                Ok(endpoint) => {
+                    let endpoint = endpoint
+                        .connect_timeout(Duration::from_secs(2))
+                        .timeout(Duration::from_secs(5));
+                    client = Some(QuotaClient::new(endpoint.connect_lazy()));
+                }
+                Err(error) => {
+                    tracing::error!(%error, origin = %config.origin, "The origin's address is invalid.");
+                    return;
+                }
+            }
+        }
+        let Some(quota) = client.as_mut() else {
+            continue;
+        };
+
+        // Lease what nodes asked for.
+        let wanted = scan_all(&view, WANTED_PREFIX).unwrap_or_default();
+        for (_, bytes) in wanted {
+            let Ok(wanted) = serde_json::from_slice::<Wanted>(&bytes) else {
+                continue;
+            };
+            if asked
+                .get(&wanted.counter)
+                .is_some_and(|at| at.elapsed() < config.lease_interval * 5)
+            {
+                continue;
+            }
+            asked.insert(wanted.counter.clone(), Instant::now());
+            let want = wanted
+                .want
+                .max((wanted.limit / 8).min(config.slice_units_max))
+                .max(1);
+            let request = pb::LeaseRequest {
+                region: config.region.clone(),
+                counter: Some((&wanted.counter).into()),
+                limit: wanted.limit,
+                want,
+            };
+            match quota.lease(request).await {
+                Ok(reply) => {
+                    let command = RegionCommand::SliceGranted {
+                        counter: wanted.counter.clone(),
+                        granted_total: reply.into_inner().granted_total,
+                    };
+                    if let Err(error) = node.write(command).await {
+                        tracing::warn!(%error, "Recording a leased slice failed; it is asked again.");
+                    }
+                }
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                    tracing::debug!(counter = %wanted.counter, "The origin has nothing left to lease.");
+                }
+                Err(status) => {
+                    tracing::warn!(%status, "Leasing from the origin failed; retrying.");
+                }
+            }
+        }
+
+        if last_sync.elapsed() < config.sync_interval {
+            continue;
+        }
+        last_sync = Instant::now();
+        let counters = scan_all(&view, COUNTER_PREFIX).unwrap_or_default();
+        let today = now();
+        let mut entries = Vec::new();
+        for (key, bytes) in counters {
+            let Ok(state) = serde_json::from_slice::<CounterState>(&bytes) else {
+                continue;
+            };
+            let Some(counter) = parse_counter(&key) else {
+                continue;
+            };
+            // A period that is over: hand back what nobody drew.
+            if counter.period != counter.period.current(today)
+                && state.slice > state.released + state.consumed + state.reserved
+            {
+                let _ = node
+                    .write(RegionCommand::ReleaseSlice {
+                        counter: counter.clone(),
+                    })
+                    .await;
+            }
+            let totals = (state.consumed, state.released);
+            if synced.get(&counter) != Some(&totals) {
+                entries.push((counter, totals));
+            }
+        }
+        for batch in entries.chunks(tollgate_origin::quota::SYNC_ENTRIES_MAX) {
+            let request = pb::SyncRequest {
+                region: config.region.clone(),
+                entries: batch
+                    .iter()
+                    .map(|(counter, (consumed, released))| pb::SyncEntry {
+                        counter: Some(counter.into()),
+                        consumed: *consumed,
+                        released: *released,
+                    })
+                    .collect(),
+            };
+            match quota.sync(request).await {
+                Ok(_) => {
+                    for (counter, totals) in batch {
+                        synced.insert(counter.clone(), *totals);
+                    }
+                }
+                Err(status) => {
+                    tracing::warn!(%status, "Reporting usage to the origin failed; retrying.");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The counter a `region/usage/<account>/<feature>/<period>` key names.
+fn parse_counter(key: &[u8]) -> Option<Counter> {
+    let text = std::str::from_utf8(key)
+        .ok()?
+        .strip_prefix(COUNTER_PREFIX)?;
+    let mut parts = text.split('/');
+    let (account, feature, period) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(Counter {
+        account: tollgate_model::AccountId::new(account).ok()?,
+        feature: tollgate_model::FeatureId::new(feature).ok()?,
+        period: period.parse().ok()?,
+    })
+}

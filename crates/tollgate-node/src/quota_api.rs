@@ -1,0 +1,139 @@
+//! The origin's quota service (on the changefeed port): regions lease
+//! slices of hard caps and report their usage totals, each through the
+//! origin's log (`LeaseQuota`, `SyncQuota`).
+
+use crate::origin::NodeState;
+use crate::state::now;
+use std::sync::Arc;
+use tollgate_origin::quota::{valid_region_name, QuotaSync, SYNC_ENTRIES_MAX};
+use tollgate_origin::{Op, OriginCommand, OriginResponse, RejectCode};
+use tollgate_proto::convert::usage_counter_from_proto;
+use tollgate_proto::origin::v1 as pb;
+use tonic::{Request, Response, Status};
+
+pub(crate) struct QuotaApi {
+    pub state: Arc<NodeState>,
+    /// The overshoot bound: units leased and not yet reported consumed,
+    /// per counter, all regions.
+    pub outstanding_max: u64,
+}
+
+fn region(name: String) -> Result<String, Status> {
+    if valid_region_name(&name) {
+        Ok(name)
+    } else {
+        Err(Status::invalid_argument(
+            "region: 1..=64 bytes of [a-z0-9-]",
+        ))
+    }
+}
+
+impl QuotaApi {
+    async fn commit(&self, actor: &str, op: Op) -> Result<OriginResponse, Status> {
+        let command = OriginCommand {
+            actor: format!("region:{actor}"),
+            at: now(),
+            reason: None,
+            op,
+        };
+        self.state
+            .node
+            .write(command)
+            .await
+            .map(|o| o.response)
+            .map_err(|e| match e {
+                tollgate_raft::Error::NotLeader { leader_addr, .. } => {
+                    Status::unavailable(format!(
+                        "not the origin's leader; try {}",
+                        leader_addr.unwrap_or_else(|| "another origin node".into())
+                    ))
+                }
+                other => Status::unavailable(other.to_string()),
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::quota_server::Quota for QuotaApi {
+    async fn lease(
+        &self,
+        request: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let r = request.into_inner();
+        let region = region(r.region)?;
+        let counter = usage_counter_from_proto("counter", r.counter)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if r.want == 0 {
+            return Err(Status::invalid_argument("want: must be at least 1"));
+        }
+        let op = Op::LeaseQuota {
+            region: region.clone(),
+            counter,
+            limit: r.limit,
+            want: r.want,
+            outstanding_max: self.outstanding_max,
+        };
+        match self.commit(&region, op).await? {
+            OriginResponse::Leased {
+                revision,
+                granted,
+                granted_total,
+            } => Ok(Response::new(pb::LeaseResponse {
+                granted,
+                granted_total,
+                revision,
+            })),
+            OriginResponse::Rejected(r) if r.code == RejectCode::Conflict => {
+                Err(Status::failed_precondition(r.message))
+            }
+            OriginResponse::Rejected(r) => Err(Status::invalid_argument(r.message)),
+            other => Err(Status::internal(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
+    async fn sync(
+        &self,
+        request: Request<pb::SyncRequest>,
+    ) -> Result<Response<pb::SyncResponse>, Status> {
+        let r = request.into_inner();
+        let region = region(r.region)?;
+        if r.entries.len() > SYNC_ENTRIES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "entries: at most {SYNC_ENTRIES_MAX}"
+            )));
+        }
+        let entries = r
+            .entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                Ok(QuotaSync {
+                    counter: usage_counter_from_proto(&format!("entries[{i}].counter"), e.counter)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                    consumed: e.consumed,
+                    released: e.released,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        match self
+            .commit(
+                &region,
+                Op::SyncQuota {
+                    region: region.clone(),
+                    entries,
+                },
+            )
+            .await?
+        {
+            OriginResponse::Committed { revision, .. } => {
+                Ok(Response::new(pb::SyncResponse { revision }))
+            }
+            // Nothing new: the report was a retry.
+            OriginResponse::Rejected(r) if r.code == RejectCode::Conflict => {
+                Ok(Response::new(pb::SyncResponse { revision: 0 }))
+            }
+            OriginResponse::Rejected(r) => Err(Status::invalid_argument(r.message)),
+            other => Err(Status::internal(format!("unexpected answer: {other:?}"))),
+        }
+    }
+}
