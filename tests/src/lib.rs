@@ -164,6 +164,19 @@ impl TestOrigin {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// GETs `path` as the admin; the status and the body as text.
+    pub async fn get_text(&self, path: &str) -> (reqwest::StatusCode, String) {
+        let resp = self
+            .http
+            .get(format!("http://{}{path}", self.node.http_addr()))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("the origin answers HTTP");
+        let status = resp.status();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
     /// Like [`TestOrigin::rest`], asserting success; the JSON body.
     pub async fn ok(
         &self,

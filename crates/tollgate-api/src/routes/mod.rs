@@ -6,6 +6,7 @@ mod catalog;
 mod entitlements;
 mod orders;
 mod origin_admin;
+mod usage;
 
 use crate::auth::Caller;
 use crate::problem::Problem;
@@ -125,6 +126,7 @@ pub fn table<S: OriginStore>() -> Vec<Route<S>> {
     routes.extend(entitlements::routes());
     routes.extend(orders::routes());
     routes.extend(origin_admin::routes());
+    routes.extend(usage::routes());
     routes.push(route(
         Method::Get,
         "/v1/openapi.json",
