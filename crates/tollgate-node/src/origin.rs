@@ -58,7 +58,7 @@ impl OriginConfig {
             compaction_interval: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             webhooks: crate::WebhookConfig::default(),
-            quota_outstanding_max: 10_000,
+            quota_outstanding_max: 1_000_000,
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct NodeFile {
     #[serde(default)]
     pub changefeed: Changefeed,
     #[serde(default)]
+    pub quota: Quota,
+    #[serde(default)]
     pub storage: Storage,
     #[serde(default)]
     pub webhooks: Webhooks,
@@ -124,6 +126,23 @@ pub struct Member {
 pub struct Signing {
     /// Default: `<data_dir>/origin-keys.json`.
     pub keys_path: Option<PathBuf>,
+}
+
+/// Origin nodes: how hard caps are split between regions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quota {
+    /// The overshoot bound: units of one counter leased to regions and not
+    /// yet reported consumed, all regions together.
+    pub outstanding_max: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            outstanding_max: 1_000_000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +275,10 @@ impl NodeFile {
                 }
             }
         }
+        anyhow::ensure!(
+            self.quota.outstanding_max >= 1,
+            "quota.outstanding_max: must be at least 1"
+        );
         anyhow::ensure!(
             self.changefeed.retention_revisions >= 1,
             "changefeed.retention_revisions: must be at least 1"

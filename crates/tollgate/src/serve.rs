@@ -92,6 +92,7 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
     }
     config.feed.heartbeat_interval = Duration::from_millis(file.changefeed.heartbeat_interval_ms);
     config.retention_revisions = file.changefeed.retention_revisions;
+    config.quota_outstanding_max = file.quota.outstanding_max;
     let w = &file.webhooks;
     config.webhooks = tollgate_node::WebhookConfig {
         poll_interval: Duration::from_millis(w.poll_interval_ms),
