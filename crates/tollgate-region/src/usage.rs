@@ -150,6 +150,10 @@ pub fn chunk(state: &dyn ReadState, counter: &Counter, node: u64) -> Result<u64,
     read_json(state, &chunk_key(counter, node))
 }
 
+/// A region asks the origin for more once fewer than this many draws of
+/// the current size are left in its slice.
+pub const LOW_WATER_DRAWS: u64 = 4;
+
 /// What [`draw_chunk`] granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drawn {
@@ -170,15 +174,18 @@ pub fn draw_chunk(
 ) -> Result<(Vec<Write>, Drawn), ReadError> {
     let mut counted = counter_state(state, counter)?;
     let held = chunk(state, counter, node)?;
-    let granted = want.min(counted.available(limit));
+    let available = counted.available(limit);
+    let granted = want.min(available);
     let mut writes = Vec::new();
-    if granted < want && counted.slice.saturating_sub(counted.released) < limit {
-        // The region's slice is short of the cap: the leader's quota agent
-        // leases more from the origin.
+    // Running low (less than a few more draws left) and the region's slice
+    // is short of the cap: the leader's quota agent leases more from the
+    // origin, before the nodes run dry.
+    let low = available - granted < want.saturating_mul(LOW_WATER_DRAWS);
+    if low && counted.slice.saturating_sub(counted.released) < limit {
         let wanted = Wanted {
             counter: counter.clone(),
             limit,
-            want: want - granted,
+            want: want.saturating_mul(LOW_WATER_DRAWS),
         };
         writes.push(put_json(wanted_key(counter), &wanted));
     }

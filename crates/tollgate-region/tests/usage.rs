@@ -277,7 +277,7 @@ fn a_region_draws_only_from_its_slice_and_asks_for_more() {
     let mut state = MemState::default();
     assert_eq!(draw(&mut state, 1, 100, 10).granted, 0, "no slice yet");
     let wanted: Wanted = serde_json::from_slice(&state.data[&wanted_key(&counter(1))]).unwrap();
-    assert_eq!((wanted.limit, wanted.want), (100, 10));
+    assert_eq!((wanted.limit, wanted.want), (100, 40), "four draws' worth");
     slice(&mut state, 1, 30);
     assert!(
         !state.data.contains_key(&wanted_key(&counter(1))),
