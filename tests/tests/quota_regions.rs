@@ -14,6 +14,8 @@ use tollgate_model::{AccountId, FeatureId, UnixSeconds, UsageCounter, UsagePerio
 use tollgate_node::{OriginConfig, RegionNode};
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
+use tollgate_proto::usage::v1 as usage;
+use tollgate_proto::usage::v1::usage_client::UsageClient;
 use tollgate_tests::{init_tracing, start_region, wait_until, CutProxy, TestOrigin};
 use tracing::info;
 
@@ -233,6 +235,144 @@ async fn two_regions_share_one_cap_and_bill_exactly() {
     wait_billed(&origin, "imports", imports).await;
     let q = origin.node.quota(&counter("imports")).unwrap().unwrap();
     assert!(q.allotted() <= 60, "{q:?}");
+
+    info!("The origin's usage report: per region, JSON and CSV; and what acme never used.");
+    let report = origin
+        .ok(
+            Method::GET,
+            "/v1/accounts/acme/usage?feature=exports",
+            json!(null),
+        )
+        .await;
+    let row = &report["items"][0];
+    assert_eq!(row["consumed"], 100);
+    assert_eq!(row["limit"], 100);
+    let by_region = row["regions"]["eu"]["consumed"].as_u64().unwrap()
+        + row["regions"]["us"]["consumed"].as_u64().unwrap();
+    assert_eq!(by_region, 100, "{row}");
+    let (status, csv) = origin.get_text("/v1/accounts/acme/usage?format=csv").await;
+    assert!(status.is_success(), "{status} {csv}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "account,feature,period,region,limit,granted,released,consumed"
+    );
+    let csv_total: u64 = lines[1..]
+        .iter()
+        .filter(|l| l.split(',').nth(1) == Some("exports"))
+        .map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(csv_total, 100);
+    let (status, _) = origin.get_text("/v1/accounts/acme/usage?format=xml").await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+    origin
+        .ok(
+            Method::PUT,
+            "/v1/features/uploads",
+            json!({"id": "uploads", "product": "studio", "name": "uploads",
+                "kind": {"metered": {"unit": "uploads", "period": "day"}}}),
+        )
+        .await;
+    origin
+        .ok(
+            Method::POST,
+            "/v1/entitlements",
+            json!({"id": "e-uploads", "account": "acme",
+                "grant": {"feature": {"feature": "uploads"}}, "valid_from": 1_700_000_000}),
+        )
+        .await;
+    let unused = origin
+        .ok(Method::GET, "/v1/accounts/acme/usage/unused", json!(null))
+        .await;
+    assert_eq!(
+        unused["items"],
+        json!([{"feature": "uploads", "entitlements": ["e-uploads"]}]),
+        "exports and imports were used; uploads never"
+    );
+
+    info!("Three floating seats shared by both regions.");
+    origin.seed(&["cad"]).await;
+    origin
+        .ok(
+            Method::POST,
+            "/v1/entitlements",
+            json!({"id": "e-cad", "account": "acme",
+                "grant": {"feature": {"feature": "cad"}}, "valid_from": 1_700_000_000,
+                "seats": {"count": 3, "mode": {"floating": {"lease_ttl_seconds": 600}}}}),
+        )
+        .await;
+    for user in ["ann", "bob", "cyd", "dan"] {
+        origin
+            .ok(
+                Method::PUT,
+                &format!("/v1/accounts/acme/subjects/{user}"),
+                json!({"id": user, "account": "acme", "kind": "user"}),
+            )
+            .await;
+    }
+    let head = origin.node.head_revision();
+    for node in nodes.iter() {
+        wait_until("the seats to reach every node", DEADLINE, || async {
+            (node.applied_revision() >= head).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    let seat = |node: usize, user: &'static str, acquire: bool| {
+        let nodes = nodes.clone();
+        async move {
+            let mut client = UsageClient::connect(format!("http://{}", nodes[node].grpc_addr()))
+                .await
+                .unwrap();
+            let request = usage::SeatRequest {
+                account_id: "acme".into(),
+                subject_id: user.into(),
+                feature_id: "cad".into(),
+            };
+            let r = if acquire {
+                client.acquire_seat(request).await
+            } else {
+                client.release_seat(request).await
+            };
+            r.unwrap().into_inner().status()
+        }
+    };
+    let held_everywhere = || {
+        let q = origin
+            .node
+            .seats(&tollgate_model::EntitlementId::new("e-cad").unwrap())
+            .unwrap()
+            .unwrap_or_default();
+        q.regions
+            .values()
+            .map(|r| r.granted - r.released)
+            .sum::<u64>()
+    };
+    // Each region leases seats as it needs them; a racing acquire may
+    // come back FULL while the lease is on its way, so retry.
+    for (node, user) in [(0, "ann"), (1, "bob"), (3, "cyd")] {
+        wait_until("a seat", DEADLINE, || async {
+            (seat(node, user, true).await == usage::SeatStatus::Held).then_some(())
+        })
+        .await
+        .unwrap();
+        assert!(held_everywhere() <= 3);
+    }
+    assert_eq!(
+        seat(3, "dan", true).await,
+        usage::SeatStatus::Full,
+        "three seats are held across both regions"
+    );
+    assert_eq!(seat(2, "dan", true).await, usage::SeatStatus::Full);
+    assert_eq!(held_everywhere(), 3);
+    info!("Bob lets go in eu: eu hands the seat back, and us can take it.");
+    assert_eq!(seat(1, "bob", false).await, usage::SeatStatus::Released);
+    wait_until("the seat to move from eu to us", DEADLINE, || async {
+        (seat(3, "dan", true).await == usage::SeatStatus::Held).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(held_everywhere(), 3);
 
     let nodes = Arc::try_unwrap(nodes)
         .ok()

@@ -275,15 +275,46 @@ async fn caps_and_seats_hold_across_every_node_of_a_region() {
         let (subject, r) = race.await.unwrap();
         match r.status() {
             usage::SeatStatus::Held => holders.push(subject),
-            usage::SeatStatus::Full => assert_eq!(r.holders.len(), 3),
+            usage::SeatStatus::Full => assert!(r.holders.len() <= 3, "{:?}", r.holders),
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(
-        holders.len(),
-        3,
-        "exactly three seats handed out: {holders:?}"
-    );
+    assert!(holders.len() <= 3, "at most three seats: {holders:?}");
+    // The region leases its seats from the origin as it needs them, so a
+    // racer may come back FULL while a lease is on its way: top up.
+    for i in 0..10usize {
+        if holders.len() == 3 {
+            break;
+        }
+        let subject = format!("user-{i}");
+        if holders.contains(&subject) {
+            continue;
+        }
+        if seat(&region[i % 3], &subject, true).await.status() == usage::SeatStatus::Held {
+            holders.push(subject);
+        }
+    }
+    let holders = wait_until("three seats held", DEADLINE, || {
+        let (region, mut holders) = (region.clone(), holders.clone());
+        async move {
+            for i in 0..10usize {
+                let subject = format!("user-{i}");
+                if holders.len() < 3
+                    && !holders.contains(&subject)
+                    && seat(&region[i % 3], &subject, true).await.status()
+                        == usage::SeatStatus::Held
+                {
+                    holders.push(subject);
+                }
+            }
+            (holders.len() == 3).then_some(holders)
+        }
+    })
+    .await
+    .unwrap();
+    let full = seat(&region[1], "user-outsider", true).await;
+    assert_eq!(full.status(), usage::SeatStatus::Full);
+    assert_eq!(full.holders.len(), 3, "exactly three seats handed out");
 
     info!("The regional leader crashes: the leases survive on the new leader.");
     let leader = region[0].raft().metrics().current_leader.unwrap();
@@ -297,30 +328,30 @@ async fn caps_and_seats_hold_across_every_node_of_a_region() {
         }
     }
     crashed.unwrap().crash().await;
-    let r = wait_until("a new leader to answer", DEADLINE, || async {
-        let mut client = UsageClient::connect(format!("http://{}", survivors[0].grpc_addr()))
-            .await
-            .ok()?;
-        client
-            .acquire_seat(usage::SeatRequest {
-                account_id: "acme".into(),
-                subject_id: "user-outsider".into(),
-                feature_id: "cad".into(),
-            })
-            .await
-            .ok()
-            .map(|r| r.into_inner())
+    let new_leader = wait_until("a new leader", DEADLINE, || async {
+        let m = survivors[0].raft().metrics();
+        m.current_leader.filter(|l| *l != leader)
     })
     .await
     .unwrap();
-    // Acquired only if the leases ran out meanwhile (2 s): then they expired,
-    // which is the other property; otherwise all three are still held.
-    if r.status() == usage::SeatStatus::Full {
-        let mut held: Vec<String> = r.holders.clone();
+    // The leases are in the log: every survivor holds the same three.
+    let mut expected = holders.clone();
+    expected.sort();
+    for node in &survivors {
+        let view = node.raft().view();
+        let leases = tollgate_region::seats::leases(
+            &ViewState(&view),
+            &tollgate_model::EntitlementId::new("e-cad").unwrap(),
+        )
+        .unwrap();
+        let mut held: Vec<String> = leases.iter().map(|l| l.holder.to_string()).collect();
         held.sort();
-        let mut expected = holders.clone();
-        expected.sort();
-        assert_eq!(held, expected, "the same three leases after the crash");
+        assert_eq!(
+            held,
+            expected,
+            "node {} after leader {leader} crashed (new leader {new_leader})",
+            node.raft().id()
+        );
     }
 
     info!("Leases that are not renewed expire and free their seats.");

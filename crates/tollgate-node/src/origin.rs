@@ -361,6 +361,26 @@ impl OriginNode {
         }
     }
 
+    /// A floating-seat entitlement's seats across regions: what each
+    /// region leased and handed back.
+    pub fn seats(
+        &self,
+        entitlement: &tollgate_model::EntitlementId,
+    ) -> Result<Option<tollgate_origin::quota::QuotaState>, NodeError> {
+        let key = tollgate_origin::quota::seats_key(entitlement);
+        match self
+            .state
+            .view
+            .get(&key)
+            .map_err(|e| NodeError::Other(e.to_string()))?
+        {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                NodeError::Other(format!("seats of {entitlement} do not decode: {e}"))
+            }),
+        }
+    }
+
     /// Change records up to this revision were compacted away: a region
     /// behind it catches up from a snapshot.
     pub fn change_floor(&self) -> u64 {

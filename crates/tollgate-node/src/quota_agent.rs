@@ -10,9 +10,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tollgate_model::EntitlementId;
 use tollgate_proto::origin::v1 as pb;
 use tollgate_proto::origin::v1::quota_client::QuotaClient;
 use tollgate_raft::Node;
+use tollgate_region::seats::{SeatSlice, SeatWanted, SEAT_SLICE_PREFIX, SEAT_WANTED_PREFIX};
 use tollgate_region::usage::{CounterState, Wanted, COUNTER_PREFIX, WANTED_PREFIX};
 use tollgate_region::{Counter, RegionCommand, RegionLogic};
 
@@ -42,6 +44,9 @@ pub(crate) async fn run(
     // What the origin has acknowledged, per counter: (consumed, released).
     let mut synced: HashMap<Counter, (u64, u64)> = HashMap::new();
     let mut asked: HashMap<Counter, Instant> = HashMap::new();
+    let mut asked_seats: HashMap<EntitlementId, Instant> = HashMap::new();
+    // Seats handed back that the origin acknowledged, per entitlement.
+    let mut reported_seats: HashMap<EntitlementId, u64> = HashMap::new();
     let mut last_sync = Instant::now();
     let mut was_leader = false;
     loop {
@@ -57,6 +62,7 @@ pub(crate) async fn run(
         if !was_leader {
             // A new term of office: report everything once.
             synced.clear();
+            reported_seats.clear();
             was_leader = true;
         }
         if client.is_none() {
@@ -119,10 +125,91 @@ pub(crate) async fn run(
             }
         }
 
+        // Lease seats where a region node found none free.
+        let wanted_seats = scan_all(&view, SEAT_WANTED_PREFIX).unwrap_or_default();
+        for (_, bytes) in wanted_seats {
+            let Ok(SeatWanted { entitlement, want }) = serde_json::from_slice(&bytes) else {
+                continue;
+            };
+            if asked_seats
+                .get(&entitlement)
+                .is_some_and(|at| at.elapsed() < config.lease_interval * 5)
+            {
+                continue;
+            }
+            asked_seats.insert(entitlement.clone(), Instant::now());
+            let request = pb::LeaseSeatsRequest {
+                region: config.region.clone(),
+                entitlement_id: entitlement.to_string(),
+                want,
+            };
+            match quota.lease_seats(request).await {
+                Ok(reply) => {
+                    let command = RegionCommand::SeatSliceGranted {
+                        entitlement: entitlement.clone(),
+                        granted_total: reply.into_inner().granted_total,
+                    };
+                    match node.write(command).await {
+                        // Answered: the next shortage may ask at once.
+                        Ok(_) => {
+                            asked_seats.remove(&entitlement);
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "Recording leased seats failed; they are asked again.");
+                        }
+                    }
+                }
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                    tracing::debug!(%entitlement, "Every seat is held by some region.");
+                }
+                Err(status) => tracing::warn!(%status, "Leasing seats failed; retrying."),
+            }
+        }
+
         if last_sync.elapsed() < config.sync_interval {
             continue;
         }
         last_sync = Instant::now();
+
+        // Seats no live lease uses go back to the origin, for other regions.
+        let slices = scan_all(&view, SEAT_SLICE_PREFIX).unwrap_or_default();
+        for (key, bytes) in slices {
+            let Ok(slice) = serde_json::from_slice::<SeatSlice>(&bytes) else {
+                continue;
+            };
+            let Some(entitlement) = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|k| k.strip_prefix(SEAT_SLICE_PREFIX))
+                .and_then(|id| EntitlementId::new(id).ok())
+            else {
+                continue;
+            };
+            let mut released = slice.released;
+            if slice.held() > 0 {
+                let command = RegionCommand::ReleaseSeatSlice {
+                    entitlement: entitlement.clone(),
+                    at: now(),
+                };
+                if let Ok(outcome) = node.write(command).await {
+                    if let tollgate_region::RegionResponse::Released { units } = outcome.response {
+                        released += units;
+                    }
+                }
+            }
+            if reported_seats.get(&entitlement) != Some(&released) && released > 0 {
+                let request = pb::ReleaseSeatsRequest {
+                    region: config.region.clone(),
+                    entitlement_id: entitlement.to_string(),
+                    released_total: released,
+                };
+                match quota.release_seats(request).await {
+                    Ok(_) => {
+                        reported_seats.insert(entitlement, released);
+                    }
+                    Err(status) => tracing::warn!(%status, "Handing seats back failed; retrying."),
+                }
+            }
+        }
         let counters = scan_all(&view, COUNTER_PREFIX).unwrap_or_default();
         let today = now();
         let mut entries = Vec::new();

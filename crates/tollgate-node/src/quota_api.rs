@@ -53,8 +53,71 @@ impl QuotaApi {
     }
 }
 
+fn entitlement(id: String) -> Result<tollgate_model::EntitlementId, Status> {
+    tollgate_model::EntitlementId::new(id)
+        .map_err(|e| Status::invalid_argument(format!("entitlement_id: {e}")))
+}
+
 #[tonic::async_trait]
 impl pb::quota_server::Quota for QuotaApi {
+    async fn lease_seats(
+        &self,
+        request: Request<pb::LeaseSeatsRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let r = request.into_inner();
+        let region = region(r.region)?;
+        if r.want == 0 {
+            return Err(Status::invalid_argument("want: must be at least 1"));
+        }
+        let op = Op::LeaseSeats {
+            region: region.clone(),
+            entitlement: entitlement(r.entitlement_id)?,
+            want: r.want,
+        };
+        match self.commit(&region, op).await? {
+            OriginResponse::Leased {
+                revision,
+                granted,
+                granted_total,
+            } => Ok(Response::new(pb::LeaseResponse {
+                granted,
+                granted_total,
+                revision,
+            })),
+            OriginResponse::Rejected(r) if r.code == RejectCode::Conflict => {
+                Err(Status::failed_precondition(r.message))
+            }
+            OriginResponse::Rejected(r) if r.code == RejectCode::NotFound => {
+                Err(Status::not_found(r.message))
+            }
+            OriginResponse::Rejected(r) => Err(Status::invalid_argument(r.message)),
+            other => Err(Status::internal(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
+    async fn release_seats(
+        &self,
+        request: Request<pb::ReleaseSeatsRequest>,
+    ) -> Result<Response<pb::SyncResponse>, Status> {
+        let r = request.into_inner();
+        let region = region(r.region)?;
+        let op = Op::ReleaseSeats {
+            region: region.clone(),
+            entitlement: entitlement(r.entitlement_id)?,
+            released_total: r.released_total,
+        };
+        match self.commit(&region, op).await? {
+            OriginResponse::Committed { revision, .. } => {
+                Ok(Response::new(pb::SyncResponse { revision }))
+            }
+            OriginResponse::Rejected(r) if r.code == RejectCode::Conflict => {
+                Ok(Response::new(pb::SyncResponse { revision: 0 }))
+            }
+            OriginResponse::Rejected(r) => Err(Status::invalid_argument(r.message)),
+            other => Err(Status::internal(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
     async fn lease(
         &self,
         request: Request<pb::LeaseRequest>,

@@ -140,6 +140,7 @@ pub(crate) struct Checker {
     cache: Mutex<Cache>,
     watches: Watches,
     pub(crate) meter: Arc<Meter>,
+    pub(crate) meter_config: MeterConfig,
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -547,6 +548,7 @@ impl RegionNode {
         };
 
         let checker = Arc::new(Checker {
+            meter_config: config.meter,
             node: node.clone(),
             meter,
             view: view.clone(),

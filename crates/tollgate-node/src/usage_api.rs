@@ -10,6 +10,9 @@ use tollgate_proto::usage::v1 as pb;
 use tollgate_region::{Counter, RegionCommand, RegionResponse, SeatAction, SeatOutcome};
 use tonic::{Request, Response, Status};
 
+/// How often an acquire waiting for a leased seat looks again.
+const SEAT_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Most units one report may carry (as a check's `consume`).
 const UNITS_MAX: u64 = tollgate_engine::CONSUME_MAX;
 
@@ -118,17 +121,55 @@ impl UsageApi {
         let feature: FeatureId = id("feature_id", request.feature_id)?;
         let candidates = self.floating(&account, &feature)?;
         // Renew and release go to the entitlement whose seat the subject
-        // holds; acquire takes the first with a free seat.
-        let mut last = None;
-        for entitlement in &candidates {
-            let outcome = self.seat(action, entitlement, &subject).await?;
-            if matches!(outcome, SeatOutcome::Held { .. }) {
-                return Ok(Response::new(self.respond(entitlement, outcome)));
+        // holds; acquire takes the first with a free seat. When the region
+        // holds fewer seats than the entitlement has, the leader leases one
+        // from the origin meanwhile: acquire waits for it, within bounds.
+        let held = |checker: &Checker| -> u64 {
+            let state = crate::meter::view_state(&checker.view);
+            candidates
+                .iter()
+                .map(|e| tollgate_region::seats::seat_slice(&state, e).map_or(0, |s| s.held()))
+                .sum()
+        };
+        let deadline = tokio::time::Instant::now() + self.checker.meter_config.slice_wait;
+        loop {
+            let before = held(&self.checker);
+            let (entitlement, outcome) = self.try_seats(&candidates, &subject, action).await?;
+            if action != SeatAction::Acquire || !matches!(outcome, SeatOutcome::Full { .. }) {
+                return Ok(Response::new(self.respond(&entitlement, outcome)));
             }
-            last = Some((entitlement, outcome));
+            let grew = loop {
+                if held(&self.checker) > before {
+                    break true;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break false;
+                }
+                tokio::time::sleep(SEAT_POLL).await;
+            };
+            if !grew {
+                return Ok(Response::new(self.respond(&entitlement, outcome)));
+            }
         }
-        let (entitlement, outcome) = last.expect("at least one candidate");
-        Ok(Response::new(self.respond(entitlement, outcome)))
+    }
+
+    /// Tries each candidate in turn; the first that holds, or the last
+    /// outcome.
+    async fn try_seats(
+        &self,
+        candidates: &[EntitlementId],
+        subject: &SubjectId,
+        action: SeatAction,
+    ) -> Result<(EntitlementId, SeatOutcome), Status> {
+        let mut last = None;
+        for entitlement in candidates {
+            let outcome = self.seat(action, entitlement, subject).await?;
+            if matches!(outcome, SeatOutcome::Held { .. }) {
+                return Ok((entitlement.clone(), outcome));
+            }
+            last = Some((entitlement.clone(), outcome));
+        }
+        Ok(last.expect("at least one candidate"))
     }
 }
 

@@ -505,6 +505,63 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
             };
             Ok(touched(target))
         }
+        Op::LeaseSeats {
+            region,
+            entitlement,
+            want,
+        } => {
+            if !valid_region_name(region) {
+                return reject(RejectCode::Invalid, "region: 1..=64 bytes of [a-z0-9-]");
+            }
+            let ent: Entitlement = tx.require(
+                &keys::entitlement(entitlement),
+                &format!("entitlement {entitlement}"),
+            )?;
+            let count = match ent.seats {
+                Some(Seats {
+                    count,
+                    mode: SeatMode::Floating { .. },
+                }) => count,
+                _ => {
+                    return reject(
+                        RejectCode::Invalid,
+                        format!("entitlement {entitlement} has no floating seats"),
+                    )
+                }
+            };
+            let key = seats_key(entitlement);
+            let mut seats: QuotaState = tx.get(&key)?.unwrap_or_default();
+            let granted = seats.lease(region, u64::from(count), u64::from(*want), u64::MAX);
+            if granted == 0 {
+                return reject(
+                    RejectCode::Conflict,
+                    format!(
+                        "all {count} seats of {entitlement} are held by regions ({:?})",
+                        seats.regions
+                    ),
+                );
+            }
+            let total = seats.regions.get(region).map_or(0, |r| r.granted);
+            tx.put(key, &seats);
+            tx.lease = Some((granted, total));
+            Ok(touched(format!("seats/{entitlement}/{region}")))
+        }
+        Op::ReleaseSeats {
+            region,
+            entitlement,
+            released_total,
+        } => {
+            if !valid_region_name(region) {
+                return reject(RejectCode::Invalid, "region: 1..=64 bytes of [a-z0-9-]");
+            }
+            let key = seats_key(entitlement);
+            let mut seats: QuotaState = tx.get(&key)?.unwrap_or_default();
+            if !seats.sync(region, 0, *released_total) {
+                return reject(RejectCode::Conflict, "nothing new in the report");
+            }
+            tx.put(key, &seats);
+            Ok(touched(format!("seats/{entitlement}/{region}")))
+        }
         Op::CompactChanges { through } => {
             let floor: u64 = tx.get(keys::CHANGE_FLOOR)?.unwrap_or(0);
             if *through <= floor {

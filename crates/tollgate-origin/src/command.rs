@@ -91,6 +91,21 @@ pub enum Op {
         region: String,
         entries: Vec<crate::quota::QuotaSync>,
     },
+    /// Region `region` asks for `want` more of a floating-seat
+    /// entitlement's seats; never more than the entitlement's count are
+    /// held by all regions together. CONFLICT when none is free.
+    LeaseSeats {
+        region: String,
+        entitlement: EntitlementId,
+        want: u32,
+    },
+    /// Region `region` has handed back `released_total` seats of the
+    /// entitlement in all (cumulative). CONFLICT when nothing is new.
+    ReleaseSeats {
+        region: String,
+        entitlement: EntitlementId,
+        released_total: u64,
+    },
 }
 
 impl Op {
@@ -105,6 +120,8 @@ impl Op {
             Op::SetDefaultOfflinePolicy(_) => "catalog.default_offline_policy",
             Op::LeaseQuota { .. } => "quota.lease",
             Op::SyncQuota { .. } => "quota.sync",
+            Op::LeaseSeats { .. } => "seats.lease",
+            Op::ReleaseSeats { .. } => "seats.release",
             Op::PutAccount(_) => "account.put",
             Op::PutSubject(_) => "subject.put",
             Op::DeleteSubject { .. } => "subject.delete",

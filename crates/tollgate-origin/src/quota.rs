@@ -137,3 +137,10 @@ pub fn valid_region_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
+
+/// `seats/<entitlement>`: a [`QuotaState`] of a floating-seat entitlement's
+/// seats split between regions (`consumed` unused: a seat is held, not
+/// spent; a region's share is `granted - released`).
+pub fn seats_key(entitlement: &tollgate_model::EntitlementId) -> Vec<u8> {
+    format!("seats/{entitlement}").into_bytes()
+}

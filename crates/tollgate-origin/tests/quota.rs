@@ -153,3 +153,110 @@ fn reports_are_cumulative_and_thresholds_are_announced_once() {
         Some(WebhookEvent::UsageThreshold)
     );
 }
+
+#[test]
+fn regions_together_never_hold_more_seats_than_the_entitlement_has() {
+    let mut state = MemState::default();
+    run(
+        &mut state,
+        Op::PutProduct(Product {
+            id: ProductId::new("studio").unwrap(),
+            name: "Studio".into(),
+        }),
+    );
+    run(
+        &mut state,
+        Op::PutFeature(Feature {
+            id: FeatureId::new("cad").unwrap(),
+            product: ProductId::new("studio").unwrap(),
+            name: "CAD".into(),
+            kind: FeatureKind::Boolean,
+            geo_rule: GeoRule::default(),
+            offline_policy: None,
+            config: ConfigValues::new(),
+        }),
+    );
+    run(
+        &mut state,
+        Op::PutAccount(Account {
+            id: AccountId::new("acme").unwrap(),
+            name: "Acme".into(),
+            status: AccountStatus::Active,
+        }),
+    );
+    let granted = run(
+        &mut state,
+        Op::Grant(Entitlement {
+            id: EntitlementId::new("e-cad").unwrap(),
+            account: AccountId::new("acme").unwrap(),
+            grant: Grant::Feature(FeatureGrant::new(FeatureId::new("cad").unwrap())),
+            valid_from: UnixSeconds(0),
+            valid_until: None,
+            grace_period_seconds: 0,
+            seats: Some(Seats {
+                count: 3,
+                mode: SeatMode::Floating {
+                    lease_ttl_seconds: 60,
+                },
+            }),
+            usage_cap_overrides: Default::default(),
+            status: EntitlementStatus::Active,
+            geo_rule: GeoRule::default(),
+            offline_policy: None,
+            required_role: None,
+            allowed_groups: Default::default(),
+            source_order: None,
+            revision: 0,
+            trial: false,
+        }),
+    );
+    assert!(
+        matches!(granted, OriginResponse::Committed { .. }),
+        "{granted:?}"
+    );
+    let seats = |state: &mut MemState, region: &str, want: u32| match run(
+        state,
+        Op::LeaseSeats {
+            region: region.into(),
+            entitlement: EntitlementId::new("e-cad").unwrap(),
+            want,
+        },
+    ) {
+        OriginResponse::Leased { granted, .. } => granted,
+        OriginResponse::Rejected(r) if r.code == RejectCode::Conflict => 0,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(seats(&mut state, "eu", 2), 2);
+    assert_eq!(seats(&mut state, "us", 2), 1, "one left");
+    assert_eq!(seats(&mut state, "ap", 1), 0, "none left");
+    // eu hands one back (cumulative: a retry changes nothing); ap gets it.
+    let release = |state: &mut MemState, total: u64| {
+        run(
+            state,
+            Op::ReleaseSeats {
+                region: "eu".into(),
+                entitlement: EntitlementId::new("e-cad").unwrap(),
+                released_total: total,
+            },
+        )
+    };
+    assert!(matches!(
+        release(&mut state, 1),
+        OriginResponse::Committed { .. }
+    ));
+    assert!(matches!(
+        release(&mut state, 1),
+        OriginResponse::Rejected(_)
+    ));
+    assert_eq!(seats(&mut state, "ap", 1), 1);
+    assert_eq!(seats(&mut state, "us", 1), 0);
+    let unknown = run(
+        &mut state,
+        Op::LeaseSeats {
+            region: "eu".into(),
+            entitlement: EntitlementId::new("nope").unwrap(),
+            want: 1,
+        },
+    );
+    assert!(matches!(unknown, OriginResponse::Rejected(ref r) if r.code == RejectCode::NotFound));
+}

@@ -176,6 +176,18 @@ pub enum RegionCommand {
         at: UnixSeconds,
         entries: Vec<UsageEntry>,
     },
+    /// The origin leased the region `granted_total` seats of the
+    /// entitlement in all.
+    SeatSliceGranted {
+        entitlement: EntitlementId,
+        granted_total: u64,
+    },
+    /// Hand back the region's seats of the entitlement that no live lease
+    /// uses at `at`.
+    ReleaseSeatSlice {
+        entitlement: EntitlementId,
+        at: UnixSeconds,
+    },
     /// Acquire, renew or release a floating seat, as of the proposer's
     /// clock `at` (see [`seats`]).
     Seat {
@@ -532,6 +544,20 @@ impl StateMachineLogic for RegionLogic {
                 Ok(Applied {
                     writes,
                     response: RegionResponse::Recorded(recorded),
+                })
+            }
+            RegionCommand::SeatSliceGranted {
+                entitlement,
+                granted_total,
+            } => Ok(Applied {
+                writes: seats::seat_slice_granted(state, entitlement, *granted_total)?,
+                response: RegionResponse::Applied { revision: applied },
+            }),
+            RegionCommand::ReleaseSeatSlice { entitlement, at } => {
+                let (writes, units) = seats::release_seat_slice(state, entitlement, *at)?;
+                Ok(Applied {
+                    writes,
+                    response: RegionResponse::Released { units },
                 })
             }
             RegionCommand::Seat {

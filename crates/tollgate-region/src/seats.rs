@@ -14,6 +14,101 @@ use tollgate_raft::{ReadState, Write};
 /// are stored as one value).
 pub const FLOATING_SEATS_MAX: usize = 2_000;
 
+/// `region/seat-slice/<entitlement>`: the region's share of the
+/// entitlement's seats, leased from the origin ([`SeatSlice`]).
+pub fn seat_slice_key(entitlement: &EntitlementId) -> Vec<u8> {
+    format!("{SEAT_SLICE_PREFIX}{entitlement}").into_bytes()
+}
+
+/// The prefix of every [`seat_slice_key`].
+pub const SEAT_SLICE_PREFIX: &str = "region/seat-slice/";
+
+/// `region/seat-wanted/<entitlement>`: the leader's quota agent leases a
+/// seat for the entitlement from the origin.
+pub fn seat_wanted_key(entitlement: &EntitlementId) -> Vec<u8> {
+    format!("{SEAT_WANTED_PREFIX}{entitlement}").into_bytes()
+}
+
+/// The prefix of every [`seat_wanted_key`].
+pub const SEAT_WANTED_PREFIX: &str = "region/seat-wanted/";
+
+/// Seats a region node found short.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatWanted {
+    pub entitlement: EntitlementId,
+    pub want: u32,
+}
+
+/// The region's share of an entitlement's seats (cumulative totals).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatSlice {
+    pub granted: u64,
+    pub released: u64,
+}
+
+impl SeatSlice {
+    pub fn held(&self) -> u64 {
+        self.granted.saturating_sub(self.released)
+    }
+}
+
+/// The region's share of `entitlement`'s seats.
+pub fn seat_slice(
+    state: &dyn ReadState,
+    entitlement: &EntitlementId,
+) -> Result<SeatSlice, ReadError> {
+    match state.get(&seat_slice_key(entitlement))? {
+        None => Ok(SeatSlice::default()),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| ReadError(format!("seat slice of {entitlement} does not decode: {e}"))),
+    }
+}
+
+fn put_slice(entitlement: &EntitlementId, slice: &SeatSlice) -> Write {
+    Write::Put {
+        key: seat_slice_key(entitlement),
+        value: serde_json::to_vec(slice).expect("integers serialise"),
+    }
+}
+
+/// The origin leased the region `granted_total` seats of `entitlement` in
+/// all (cumulative: a repeated grant changes nothing).
+pub fn seat_slice_granted(
+    state: &dyn ReadState,
+    entitlement: &EntitlementId,
+    granted_total: u64,
+) -> Result<Vec<Write>, ReadError> {
+    let mut slice = seat_slice(state, entitlement)?;
+    let mut writes = vec![Write::Delete {
+        key: seat_wanted_key(entitlement),
+    }];
+    if granted_total > slice.granted {
+        slice.granted = granted_total;
+        writes.push(put_slice(entitlement, &slice));
+    }
+    Ok(writes)
+}
+
+/// Hands back the region's seats of `entitlement` that no live lease uses
+/// at `at`; the number handed back.
+pub fn release_seat_slice(
+    state: &dyn ReadState,
+    entitlement: &EntitlementId,
+    at: UnixSeconds,
+) -> Result<(Vec<Write>, u64), ReadError> {
+    let mut slice = seat_slice(state, entitlement)?;
+    let live = leases(state, entitlement)?
+        .iter()
+        .filter(|l| l.expires_at > at)
+        .count() as u64;
+    let unused = slice.held().saturating_sub(live);
+    if unused == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    slice.released += unused;
+    Ok((vec![put_slice(entitlement, &slice)], unused))
+}
+
 /// `region/leases/<entitlement>`: the leases of one entitlement's floating
 /// seats (a JSON list of [`SeatLease`]).
 pub fn leases_key(entitlement: &EntitlementId) -> Vec<u8> {
@@ -91,6 +186,8 @@ pub fn seat_command(
     let Some((total, ttl_seconds)) = floating_seats(state, entitlement)? else {
         return Ok((Vec::new(), SeatOutcome::NoFloatingSeats));
     };
+    // The region hands out only the seats the origin leased it.
+    let capacity = seat_slice(state, entitlement)?.held().min(u64::from(total)) as u32;
     let mut current = leases(state, entitlement)?;
     // Expired leases free their seats.
     current.retain(|l| l.expires_at > at);
@@ -111,7 +208,7 @@ pub fn seat_command(
                 total,
             }
         }
-        (SeatAction::Acquire, None) if (current.len() as u32) < total => {
+        (SeatAction::Acquire, None) if (current.len() as u32) < capacity => {
             current.push(SeatLease {
                 holder: subject.clone(),
                 expires_at,
@@ -131,12 +228,24 @@ pub fn seat_command(
                 .collect(),
         },
     };
-    let writes = match outcome {
+    let mut writes = match outcome {
         SeatOutcome::NotHeld | SeatOutcome::NoFloatingSeats => Vec::new(),
         _ => vec![Write::Put {
             key: leases_key(entitlement),
             value: serde_json::to_vec(&current).expect("leases serialise"),
         }],
     };
+    if matches!(outcome, SeatOutcome::Full { .. }) && capacity < total {
+        // Short of the entitlement's seats: lease more from the origin (a
+        // quarter of what is missing at a time, at least one).
+        let wanted = SeatWanted {
+            entitlement: entitlement.clone(),
+            want: ((total - capacity) / 4).max(1),
+        };
+        writes.push(Write::Put {
+            key: seat_wanted_key(entitlement),
+            value: serde_json::to_vec(&wanted).expect("ids serialise"),
+        });
+    }
     Ok((writes, outcome))
 }

@@ -356,6 +356,17 @@ fn floating_entitlement(state: &mut MemState, seats: u32) {
             heard_at: NOW,
         },
     );
+    seat_slice(state, seats as u64);
+}
+
+fn seat_slice(state: &mut MemState, granted_total: u64) {
+    apply(
+        state,
+        RegionCommand::SeatSliceGranted {
+            entitlement: id("e-float"),
+            granted_total,
+        },
+    );
 }
 
 fn seat(state: &mut MemState, action: SeatAction, subject: &str, at: i64) -> SeatOutcome {
@@ -431,4 +442,62 @@ fn seats_are_never_handed_out_twice_and_expired_leases_free_them() {
         other => panic!("{other:?}"),
     };
     assert_eq!(unknown, SeatOutcome::NoFloatingSeats);
+}
+
+#[test]
+fn a_region_hands_out_only_the_seats_the_origin_leased_it() {
+    use tollgate_region::seats::{seat_slice as slice_of, seat_wanted_key};
+    let mut state = MemState::default();
+    floating_entitlement(&mut state, 2);
+    apply(
+        &mut state,
+        RegionCommand::ReleaseSeatSlice {
+            entitlement: id("e-float"),
+            at: NOW,
+        },
+    );
+    assert_eq!(
+        slice_of(&state, &id("e-float")).unwrap().held(),
+        0,
+        "none in use: all back"
+    );
+    // The origin leases this region one of the two seats (3 in all, 2
+    // of them handed back).
+    seat_slice(&mut state, 3);
+    assert_eq!(slice_of(&state, &id("e-float")).unwrap().held(), 1);
+    assert!(matches!(
+        seat(&mut state, SeatAction::Acquire, "ann", 0),
+        SeatOutcome::Held { .. }
+    ));
+    assert!(matches!(
+        seat(&mut state, SeatAction::Acquire, "bob", 0),
+        SeatOutcome::Full { .. }
+    ));
+    assert!(
+        state.data.contains_key(&seat_wanted_key(&id("e-float"))),
+        "short of the entitlement's two seats: asks the origin"
+    );
+    seat_slice(&mut state, 4);
+    assert!(!state.data.contains_key(&seat_wanted_key(&id("e-float"))));
+    assert!(matches!(
+        seat(&mut state, SeatAction::Acquire, "bob", 1),
+        SeatOutcome::Held { used: 2, .. }
+    ));
+    assert_eq!(
+        seat(&mut state, SeatAction::Release, "ann", 2),
+        SeatOutcome::Released
+    );
+    let released = apply(
+        &mut state,
+        RegionCommand::ReleaseSeatSlice {
+            entitlement: id("e-float"),
+            at: UnixSeconds(NOW.0 + 3),
+        },
+    );
+    assert_eq!(
+        released,
+        RegionResponse::Released { units: 1 },
+        "bob's seat stays"
+    );
+    assert_eq!(slice_of(&state, &id("e-float")).unwrap().held(), 1);
 }
