@@ -109,7 +109,7 @@ async fn two_regions_share_one_cap_and_bill_exactly() {
     let origin = TestOrigin::start(origin_config, dir.path()).await;
     origin.seed(&[]).await;
     let mut head = 0;
-    for (feature, cap) in [("exports", 100), ("imports", 60)] {
+    for (feature, cap) in [("exports", 100), ("imports", 60), ("clips", 20)] {
         origin
             .ok(
                 Method::PUT,
@@ -135,6 +135,7 @@ async fn two_regions_share_one_cap_and_bill_exactly() {
     let tune = |c: &mut tollgate_node::RegionConfig| {
         c.meter.chunk_idle = Duration::from_millis(200);
         c.quota_sync_interval = Duration::from_millis(200);
+        c.slice_idle = Duration::from_millis(500);
         c.origin_idle_timeout = Duration::from_secs(1);
         c.reconnect_backoff_max = Duration::from_millis(200);
     };
@@ -236,6 +237,27 @@ async fn two_regions_share_one_cap_and_bill_exactly() {
     let q = origin.node.quota(&counter("imports")).unwrap().unwrap();
     assert!(q.allotted() <= 60, "{q:?}");
 
+    info!("A region that stops using a cap hands its unused slice back for the other.");
+    let mut eu_clips = 0;
+    for _ in 0..5 {
+        eu_clips += u64::from(consume(&nodes[0], "clips").await);
+    }
+    assert_eq!(eu_clips, 5);
+    let us_total = Arc::new(AtomicU64::new(0));
+    wait_until("us to get the rest of the clips cap", DEADLINE, || {
+        let (nodes, us_total) = (nodes.clone(), us_total.clone());
+        async move {
+            if consume(&nodes[3], "clips").await {
+                us_total.fetch_add(1, Ordering::SeqCst);
+            }
+            (us_total.load(Ordering::SeqCst) >= 15).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!consume(&nodes[3], "clips").await, "20 in all");
+    assert_eq!(us_total.load(Ordering::SeqCst), 15);
+
     info!("The origin's usage report: per region, JSON and CSV; and what acme never used.");
     let report = origin
         .ok(
@@ -287,7 +309,7 @@ async fn two_regions_share_one_cap_and_bill_exactly() {
     assert_eq!(
         unused["items"],
         json!([{"feature": "uploads", "entitlements": ["e-uploads"]}]),
-        "exports and imports were used; uploads never"
+        "exports, imports and clips were used; uploads never"
     );
 
     info!("Three floating seats shared by both regions.");

@@ -31,6 +31,8 @@ pub struct QuotaAgentConfig {
     pub sync_interval: Duration,
     /// Most units leased at once.
     pub slice_units_max: u64,
+    /// A counter unused this long hands its unused slice back.
+    pub slice_idle: Duration,
 }
 
 /// Runs while `stop` is false; acts only while this node leads.
@@ -45,6 +47,8 @@ pub(crate) async fn run(
     let mut synced: HashMap<Counter, (u64, u64)> = HashMap::new();
     let mut asked: HashMap<Counter, Instant> = HashMap::new();
     let mut asked_seats: HashMap<EntitlementId, Instant> = HashMap::new();
+    // When each counter last moved: (consumed, reserved) and since when.
+    let mut last_activity: HashMap<Counter, ((u64, u64), Instant)> = HashMap::new();
     // Seats handed back that the origin acknowledged, per entitlement.
     let mut reported_seats: HashMap<EntitlementId, u64> = HashMap::new();
     let mut last_sync = Instant::now();
@@ -220,8 +224,18 @@ pub(crate) async fn run(
             let Some(counter) = parse_counter(&key) else {
                 continue;
             };
-            // A period that is over: hand back what nobody drew.
-            if counter.period != counter.period.current(today)
+            // A period that is over, or a counter nobody has used for
+            // `slice_idle`: hand back what nobody drew, for other regions.
+            let activity = (state.consumed, state.reserved);
+            let idle = match last_activity.get(&counter) {
+                Some((seen, since)) if *seen == activity => since.elapsed() >= config.slice_idle,
+                _ => {
+                    last_activity.insert(counter.clone(), (activity, Instant::now()));
+                    false
+                }
+            };
+            let over = counter.period != counter.period.current(today);
+            if (over || (idle && state.reserved == 0))
                 && state.slice > state.released + state.consumed + state.reserved
             {
                 let _ = node

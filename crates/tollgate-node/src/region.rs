@@ -76,6 +76,9 @@ pub struct RegionConfig {
     pub quota_sync_interval: Duration,
     /// Most units of a cap leased from the origin at once.
     pub slice_units_max: u64,
+    /// A counter this region has not used for this long hands the unused
+    /// part of its slice back to the origin, for other regions.
+    pub slice_idle: Duration,
 }
 
 impl RegionConfig {
@@ -103,6 +106,7 @@ impl RegionConfig {
             quota_lease_interval: Duration::from_millis(50),
             quota_sync_interval: Duration::from_secs(1),
             slice_units_max: 10_000,
+            slice_idle: Duration::from_secs(60),
         }
     }
 }
@@ -599,6 +603,7 @@ impl RegionNode {
                 lease_interval: config.quota_lease_interval,
                 sync_interval: config.quota_sync_interval,
                 slice_units_max: config.slice_units_max,
+                slice_idle: config.slice_idle,
             },
             stop_rx.clone(),
         )));
