@@ -258,6 +258,22 @@ async fn two_regions_share_one_cap_and_bill_exactly() {
     assert!(!consume(&nodes[3], "clips").await, "20 in all");
     assert_eq!(us_total.load(Ordering::SeqCst), 15);
 
+    let per_counter: u64 = ["exports", "imports", "clips"]
+        .iter()
+        .map(|f| {
+            origin
+                .node
+                .quota(&counter(f))
+                .unwrap()
+                .map_or(0, |q| q.outstanding())
+        })
+        .sum();
+    assert_eq!(
+        origin.node.quota_outstanding_total(),
+        per_counter,
+        "the total outstanding (the gauge) is the sum over counters"
+    );
+
     info!("The origin's usage report: per region, JSON and CSV; and what acme never used.");
     let report = origin
         .ok(

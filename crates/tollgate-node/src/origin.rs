@@ -361,6 +361,13 @@ impl OriginNode {
         }
     }
 
+    /// Units leased to regions and not yet reported consumed, over every
+    /// counter: what the regions together could still spend without
+    /// asking (also the gauge `tollgate_quota_outstanding_units`).
+    pub fn quota_outstanding_total(&self) -> u64 {
+        read_u64(&self.state.view, tollgate_origin::quota::OUTSTANDING_TOTAL).unwrap_or(0)
+    }
+
     /// A floating-seat entitlement's seats across regions: what each
     /// region leased and handed back.
     pub fn seats(

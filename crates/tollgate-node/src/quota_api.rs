@@ -29,6 +29,15 @@ fn region(name: String) -> Result<String, Status> {
 }
 
 impl QuotaApi {
+    /// Publishes the overshoot bound in force: units leased and not yet
+    /// reported consumed, over every counter (`tollgate_quota_outstanding_units`).
+    fn publish_outstanding(&self) {
+        let total =
+            crate::state::read_u64(&self.state.view, tollgate_origin::quota::OUTSTANDING_TOTAL)
+                .unwrap_or(0);
+        metrics::gauge!("tollgate_quota_outstanding_units").set(total as f64);
+    }
+
     async fn commit(&self, actor: &str, op: Op) -> Result<OriginResponse, Status> {
         let command = OriginCommand {
             actor: format!("region:{actor}"),
@@ -36,20 +45,15 @@ impl QuotaApi {
             reason: None,
             op,
         };
-        self.state
-            .node
-            .write(command)
-            .await
-            .map(|o| o.response)
-            .map_err(|e| match e {
-                tollgate_raft::Error::NotLeader { leader_addr, .. } => {
-                    Status::unavailable(format!(
-                        "not the origin's leader; try {}",
-                        leader_addr.unwrap_or_else(|| "another origin node".into())
-                    ))
-                }
-                other => Status::unavailable(other.to_string()),
-            })
+        let result = self.state.node.write(command).await;
+        self.publish_outstanding();
+        result.map(|o| o.response).map_err(|e| match e {
+            tollgate_raft::Error::NotLeader { leader_addr, .. } => Status::unavailable(format!(
+                "not the origin's leader; try {}",
+                leader_addr.unwrap_or_else(|| "another origin node".into())
+            )),
+            other => Status::unavailable(other.to_string()),
+        })
     }
 }
 

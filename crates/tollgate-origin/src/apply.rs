@@ -247,6 +247,15 @@ impl StateMachineLogic for OriginLogic {
     }
 }
 
+/// Keeps [`OUTSTANDING_TOTAL`] in step with one counter going from
+/// `before` to `after` outstanding units.
+fn add_outstanding(tx: &mut Tx<'_>, before: u64, after: u64) -> Step<()> {
+    let total: u64 = tx.get(OUTSTANDING_TOTAL)?.unwrap_or(0);
+    let total = total.saturating_sub(before).saturating_add(after);
+    tx.put(OUTSTANDING_TOTAL.to_vec(), &total);
+    Ok(())
+}
+
 fn check_envelope(cmd: &OriginCommand) -> Step<()> {
     if cmd.actor.is_empty() || cmd.actor.len() > ACTOR_LEN_MAX {
         return reject(
@@ -457,6 +466,7 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
             }
             let key = quota_key(counter);
             let mut quota: QuotaState = tx.get(&key)?.unwrap_or_default();
+            let before = quota.outstanding();
             let granted = quota.lease(region, *limit, *want, *outstanding_max);
             if granted == 0 {
                 return reject(
@@ -469,6 +479,7 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
                 );
             }
             let total = quota.regions.get(region).map_or(0, |r| r.granted);
+            add_outstanding(tx, before, quota.outstanding())?;
             tx.put(key, &quota);
             tx.lease = Some((granted, total));
             Ok(touched(format!("quota/{counter}/{region}")))
@@ -487,7 +498,9 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
             for entry in entries {
                 let key = quota_key(&entry.counter);
                 let mut quota: QuotaState = tx.get(&key)?.unwrap_or_default();
+                let before = quota.outstanding();
                 if quota.sync(region, entry.consumed, entry.released) {
+                    add_outstanding(tx, before, quota.outstanding())?;
                     if let Some(percent) = quota.crossed_threshold() {
                         tx.action = Some("usage.threshold");
                         changed.push(format!("usage/{}/{percent}", entry.counter));

@@ -22,6 +22,11 @@ pub const SYNC_ENTRIES_MAX: usize = 1024;
 /// event, in ascending order.
 pub const THRESHOLDS_PERCENT: [u8; 2] = [80, 100];
 
+/// Units outstanding over every counter (the sum of each counter's
+/// [`QuotaState::outstanding`]): what the regions together could still
+/// spend without asking, kept in step by every lease and report.
+pub const OUTSTANDING_TOTAL: &[u8] = b"meta/quota-outstanding";
+
 /// `quota/<account>/<feature>/<period>`: a [`QuotaState`].
 pub fn quota_key(counter: &UsageCounter) -> Vec<u8> {
     format!("quota/{counter}").into_bytes()

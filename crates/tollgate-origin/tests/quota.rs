@@ -89,6 +89,12 @@ proptest! {
             prop_assert!(q.allotted() <= limit, "{:?}", q);
             prop_assert!(q.outstanding() <= bound, "{:?}", q);
             prop_assert_eq!(q.consumed(), spent.iter().sum::<u64>());
+            let total: u64 = state
+                .data
+                .get(tollgate_origin::quota::OUTSTANDING_TOTAL)
+                .map(|v| serde_json::from_slice(v).unwrap())
+                .unwrap_or(0);
+            prop_assert_eq!(total, q.outstanding(), "the running total matches");
         }
     }
 }
