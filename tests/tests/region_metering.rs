@@ -67,24 +67,14 @@ fn counter(feature: &str) -> Counter {
 async fn counted(node: &RegionNode, feature: &str, expected: u64) -> u64 {
     let view = node.raft().view();
     wait_until("the region's counter to settle", DEADLINE, || async {
-        let state = ViewState(&view);
-        let c = counter_state(&state, &counter(feature)).unwrap();
+        let c = counter_state(&view, &counter(feature)).unwrap();
         (c.consumed == expected).then_some(c.consumed)
     })
     .await
     .unwrap_or_else(|e| {
-        let c = counter_state(&ViewState(&view), &counter(feature)).unwrap();
+        let c = counter_state(&view, &counter(feature)).unwrap();
         panic!("{e}: counter is {c:?}, expected {expected} consumed")
     })
-}
-
-struct ViewState<'a>(&'a tollgate_raft::StateView);
-impl tollgate_raft::ReadState for ViewState<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, tollgate_raft::logic::ReadError> {
-        self.0
-            .get(key)
-            .map_err(|e| tollgate_raft::logic::ReadError(e.to_string()))
-    }
 }
 
 async fn seat(node: &RegionNode, subject: &str, acquire: bool) -> usage::SeatResponse {
@@ -340,7 +330,7 @@ async fn caps_and_seats_hold_across_every_node_of_a_region() {
     for node in &survivors {
         let view = node.raft().view();
         let leases = tollgate_region::seats::leases(
-            &ViewState(&view),
+            &view,
             &tollgate_model::EntitlementId::new("e-cad").unwrap(),
         )
         .unwrap();

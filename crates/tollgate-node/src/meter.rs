@@ -117,7 +117,7 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 impl Meter {
     pub fn new(node: Arc<Node<RegionLogic>>, config: MeterConfig) -> Meter {
         let view = node.view();
-        let batch = tollgate_region::usage::last_batch(&view_state(&view), node.id()).unwrap_or(0);
+        let batch = tollgate_region::usage::last_batch(&view, node.id()).unwrap_or(0);
         Meter {
             node,
             view,
@@ -144,7 +144,7 @@ impl Meter {
     /// Units consumed on `counter`, as far as this node knows: what the log
     /// applied plus what this node took and has not seen applied yet.
     pub fn consumed(&self, counter: &Counter) -> u64 {
-        let applied = counter_state(&view_state(&self.view), counter)
+        let applied = counter_state(&self.view, counter)
             .map(|c| c.consumed)
             .unwrap_or(0);
         applied
@@ -159,8 +159,7 @@ impl Meter {
     /// region.
     pub fn seen(&self, key: &str) -> bool {
         lock(&self.state).recent_keys.contains(key)
-            || tollgate_region::usage::idempotency_key_seen(&view_state(&self.view), key, now())
-                .unwrap_or(false)
+            || tollgate_region::usage::idempotency_key_seen(&self.view, key, now()).unwrap_or(false)
     }
 
     /// Takes `units` of a hard-capped `counter` whose cap is `limit`,
@@ -212,7 +211,7 @@ impl Meter {
 
     /// The region's slice of `counter`, as this node applied it.
     fn slice(&self, counter: &Counter) -> u64 {
-        counter_state(&view_state(&self.view), counter)
+        counter_state(&self.view, counter)
             .map(|c| c.slice.saturating_sub(c.released))
             .unwrap_or(0)
     }
@@ -401,19 +400,4 @@ fn coalesce(entries: impl Iterator<Item = UsageEntry>) -> Vec<UsageEntry> {
             }),
     );
     out
-}
-
-/// The applied state as the region's pure functions read it.
-pub(crate) fn view_state(view: &StateView) -> ViewState<'_> {
-    ViewState(view)
-}
-
-pub(crate) struct ViewState<'a>(&'a StateView);
-
-impl tollgate_raft::ReadState for ViewState<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, tollgate_raft::logic::ReadError> {
-        self.0
-            .get(key)
-            .map_err(|e| tollgate_raft::logic::ReadError(e.to_string()))
-    }
 }

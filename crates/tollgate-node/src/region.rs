@@ -351,7 +351,6 @@ impl<'a> Live<'a> {
         saturated: Option<&'a Counter>,
     ) -> Result<Self, Status> {
         let mut leases = HashMap::new();
-        let state = crate::meter::view_state(view);
         for ent in account
             .map(|a| a.entitlements.as_slice())
             .unwrap_or_default()
@@ -360,7 +359,7 @@ impl<'a> Live<'a> {
                 ent.seats.as_ref().map(|s| &s.mode),
                 Some(SeatMode::Floating { .. })
             ) {
-                let held = tollgate_region::seats::leases(&state, &ent.id).map_err(internal)?;
+                let held = tollgate_region::seats::leases(view, &ent.id).map_err(internal)?;
                 leases.insert(ent.id.clone(), held);
             }
         }

@@ -125,10 +125,11 @@ impl UsageApi {
         // holds fewer seats than the entitlement has, the leader leases one
         // from the origin meanwhile: acquire waits for it, within bounds.
         let held = |checker: &Checker| -> u64 {
-            let state = crate::meter::view_state(&checker.view);
             candidates
                 .iter()
-                .map(|e| tollgate_region::seats::seat_slice(&state, e).map_or(0, |s| s.held()))
+                .map(|e| {
+                    tollgate_region::seats::seat_slice(&checker.view, e).map_or(0, |s| s.held())
+                })
                 .sum()
         };
         let deadline = tokio::time::Instant::now() + self.checker.meter_config.slice_wait;
@@ -218,7 +219,7 @@ impl pb::usage_server::Usage for UsageApi {
         }
         Ok(Response::new(pb::ReportUsageResponse {
             counted,
-            period: tollgate_region::usage::period_name(&period),
+            period: period.to_string(),
         }))
     }
 

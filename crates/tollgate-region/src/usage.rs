@@ -11,7 +11,7 @@
 //! key already seen (in the last one to two UTC days) only once.
 
 use serde::{Deserialize, Serialize};
-use tollgate_model::{PeriodKey, UnixSeconds};
+use tollgate_model::UnixSeconds;
 use tollgate_raft::logic::ReadError;
 use tollgate_raft::{ReadState, Write};
 
@@ -21,11 +21,6 @@ const DAY_SECONDS: i64 = 86_400;
 
 /// One usage counter (an account's use of a feature in one period).
 pub use tollgate_model::UsageCounter as Counter;
-
-/// A period as counters name it, e.g. `month-24322`.
-pub fn period_name(period: &PeriodKey) -> String {
-    period.to_string()
-}
 
 /// `region/usage/<account>/<feature>/<period>`: a [`CounterState`].
 pub fn counter_key(counter: &Counter) -> Vec<u8> {
