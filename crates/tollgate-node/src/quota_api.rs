@@ -57,6 +57,43 @@ impl QuotaApi {
     }
 }
 
+/// A lease's answer: what was granted, FAILED_PRECONDITION when nothing
+/// is left, NOT_FOUND for an unknown entitlement.
+fn leased(response: OriginResponse) -> Result<Response<pb::LeaseResponse>, Status> {
+    match response {
+        OriginResponse::Leased {
+            revision,
+            granted,
+            granted_total,
+        } => Ok(Response::new(pb::LeaseResponse {
+            granted,
+            granted_total,
+            revision,
+        })),
+        OriginResponse::Rejected(r) => Err(match r.code {
+            RejectCode::Conflict => Status::failed_precondition(r.message),
+            RejectCode::NotFound => Status::not_found(r.message),
+            RejectCode::Invalid => Status::invalid_argument(r.message),
+        }),
+        other => Err(Status::internal(format!("unexpected answer: {other:?}"))),
+    }
+}
+
+/// A report's answer: the revision that recorded it, or 0 when it held
+/// nothing new (a retry).
+fn synced(response: OriginResponse) -> Result<Response<pb::SyncResponse>, Status> {
+    match response {
+        OriginResponse::Committed { revision, .. } => {
+            Ok(Response::new(pb::SyncResponse { revision }))
+        }
+        OriginResponse::Rejected(r) if r.code == RejectCode::Conflict => {
+            Ok(Response::new(pb::SyncResponse { revision: 0 }))
+        }
+        OriginResponse::Rejected(r) => Err(Status::invalid_argument(r.message)),
+        other => Err(Status::internal(format!("unexpected answer: {other:?}"))),
+    }
+}
+
 fn entitlement(id: String) -> Result<tollgate_model::EntitlementId, Status> {
     tollgate_model::EntitlementId::new(id)
         .map_err(|e| Status::invalid_argument(format!("entitlement_id: {e}")))
@@ -78,25 +115,7 @@ impl pb::quota_server::Quota for QuotaApi {
             entitlement: entitlement(r.entitlement_id)?,
             want: r.want,
         };
-        match self.commit(&region, op).await? {
-            OriginResponse::Leased {
-                revision,
-                granted,
-                granted_total,
-            } => Ok(Response::new(pb::LeaseResponse {
-                granted,
-                granted_total,
-                revision,
-            })),
-            OriginResponse::Rejected(r) if r.code == RejectCode::Conflict => {
-                Err(Status::failed_precondition(r.message))
-            }
-            OriginResponse::Rejected(r) if r.code == RejectCode::NotFound => {
-                Err(Status::not_found(r.message))
-            }
-            OriginResponse::Rejected(r) => Err(Status::invalid_argument(r.message)),
-            other => Err(Status::internal(format!("unexpected answer: {other:?}"))),
-        }
+        leased(self.commit(&region, op).await?)
     }
 
     async fn release_seats(
@@ -110,16 +129,7 @@ impl pb::quota_server::Quota for QuotaApi {
             entitlement: entitlement(r.entitlement_id)?,
             released_total: r.released_total,
         };
-        match self.commit(&region, op).await? {
-            OriginResponse::Committed { revision, .. } => {
-                Ok(Response::new(pb::SyncResponse { revision }))
-            }
-            OriginResponse::Rejected(r) if r.code == RejectCode::Conflict => {
-                Ok(Response::new(pb::SyncResponse { revision: 0 }))
-            }
-            OriginResponse::Rejected(r) => Err(Status::invalid_argument(r.message)),
-            other => Err(Status::internal(format!("unexpected answer: {other:?}"))),
-        }
+        synced(self.commit(&region, op).await?)
     }
 
     async fn lease(
@@ -140,22 +150,7 @@ impl pb::quota_server::Quota for QuotaApi {
             want: r.want,
             outstanding_max: self.outstanding_max,
         };
-        match self.commit(&region, op).await? {
-            OriginResponse::Leased {
-                revision,
-                granted,
-                granted_total,
-            } => Ok(Response::new(pb::LeaseResponse {
-                granted,
-                granted_total,
-                revision,
-            })),
-            OriginResponse::Rejected(r) if r.code == RejectCode::Conflict => {
-                Err(Status::failed_precondition(r.message))
-            }
-            OriginResponse::Rejected(r) => Err(Status::invalid_argument(r.message)),
-            other => Err(Status::internal(format!("unexpected answer: {other:?}"))),
-        }
+        leased(self.commit(&region, op).await?)
     }
 
     async fn sync(
@@ -182,25 +177,10 @@ impl pb::quota_server::Quota for QuotaApi {
                 })
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        match self
-            .commit(
-                &region,
-                Op::SyncQuota {
-                    region: region.clone(),
-                    entries,
-                },
-            )
-            .await?
-        {
-            OriginResponse::Committed { revision, .. } => {
-                Ok(Response::new(pb::SyncResponse { revision }))
-            }
-            // Nothing new: the report was a retry.
-            OriginResponse::Rejected(r) if r.code == RejectCode::Conflict => {
-                Ok(Response::new(pb::SyncResponse { revision: 0 }))
-            }
-            OriginResponse::Rejected(r) => Err(Status::invalid_argument(r.message)),
-            other => Err(Status::internal(format!("unexpected answer: {other:?}"))),
-        }
+        let op = Op::SyncQuota {
+            region: region.clone(),
+            entries,
+        };
+        synced(self.commit(&region, op).await?)
     }
 }
