@@ -27,6 +27,11 @@ const RECENT_KEYS_MAX: usize = 100_000;
 /// After a wait for a slice came back empty, checks are denied at once
 /// for this long instead of waiting again.
 const STARVED_FOR: Duration = Duration::from_secs(2);
+/// Most keyed consumptions waiting for a report before new consumption
+/// is refused (the region's log has been unreachable for a while).
+const PENDING_KEYED_MAX: usize = 100_000;
+/// Most counters with unreported keyless consumption, likewise.
+const PENDING_COUNTERS_MAX: usize = 100_000;
 /// How often a check waiting for a slice looks again.
 const SLICE_POLL: Duration = Duration::from_millis(10);
 
@@ -61,8 +66,12 @@ struct State {
     /// Units this node may still take per hard-capped counter (its chunk
     /// in the log, less what it took and has not reported).
     chunks: HashMap<Counter, (u64, Instant)>,
-    /// Consumption not yet reported.
+    /// Consumptions with an idempotency key not yet reported (each key must
+    /// reach the log).
     pending: Vec<UsageEntry>,
+    /// Consumptions without a key not yet reported, summed per counter and
+    /// chunk: a report carries one line for a thousand plain checks.
+    sums: HashMap<(Counter, bool), u64>,
     /// Units taken but not yet visible in the applied counters.
     unreported: HashMap<Counter, u64>,
     recent_keys: HashSet<String>,
@@ -134,7 +143,7 @@ impl Meter {
         let state = lock(&self.state);
         MeterStats {
             unreported_units: state.unreported.values().sum(),
-            pending_entries: state.pending.len() as u64,
+            pending_entries: (state.pending.len() + state.sums.len()) as u64,
             chunks: state.chunks.len() as u64,
             chunk_units: state.chunks.values().map(|(units, _)| units).sum(),
             batches: state.batch,
@@ -254,6 +263,13 @@ impl Meter {
         }
     }
 
+    /// Whether reports are so far behind (the log unreachable for long)
+    /// that new consumption is refused rather than queued without bound.
+    pub fn backed_up(&self) -> bool {
+        let state = lock(&self.state);
+        state.pending.len() >= PENDING_KEYED_MAX || state.sums.len() >= PENDING_COUNTERS_MAX
+    }
+
     /// Records a consumption to report at the next flush.
     pub fn record(&self, counter: Counter, units: u64, key: Option<String>, from_chunk: bool) {
         let mut state = lock(&self.state);
@@ -268,12 +284,15 @@ impl Meter {
             }
         }
         *state.unreported.entry(counter.clone()).or_default() += units;
-        state.pending.push(UsageEntry {
-            counter,
-            units,
-            idempotency_key: key,
-            from_chunk,
-        });
+        match key {
+            Some(key) => state.pending.push(UsageEntry {
+                counter,
+                units,
+                idempotency_key: Some(key),
+                from_chunk,
+            }),
+            None => *state.sums.entry((counter, from_chunk)).or_default() += units,
+        }
     }
 
     /// Reports what is pending. A report that fails is retried as is at
@@ -283,11 +302,30 @@ impl Meter {
         let (batch, entries) = {
             let mut state = lock(&self.state);
             if state.inflight.is_none() {
-                if state.pending.is_empty() {
+                if state.pending.is_empty() && state.sums.is_empty() {
                     return Ok(());
                 }
-                let take = state.pending.len().min(USAGE_ENTRIES_PER_COMMAND_MAX);
-                let entries = coalesce(state.pending.drain(..take));
+                let sums: Vec<(Counter, bool)> = state
+                    .sums
+                    .keys()
+                    .take(USAGE_ENTRIES_PER_COMMAND_MAX)
+                    .cloned()
+                    .collect();
+                let mut entries: Vec<UsageEntry> = sums
+                    .into_iter()
+                    .filter_map(|key| {
+                        let units = state.sums.remove(&key)?;
+                        Some(UsageEntry {
+                            counter: key.0,
+                            units,
+                            idempotency_key: None,
+                            from_chunk: key.1,
+                        })
+                    })
+                    .collect();
+                let room = USAGE_ENTRIES_PER_COMMAND_MAX - entries.len();
+                let keyed = state.pending.len().min(room);
+                entries.extend(state.pending.drain(..keyed));
                 state.batch += 1;
                 state.inflight = Some((state.batch, entries));
             }
@@ -376,28 +414,4 @@ impl Meter {
         }
         self.release_idle(true).await;
     }
-}
-
-/// Sums the entries without an idempotency key per counter (and chunk):
-/// the report carries one line for a thousand plain consumptions.
-fn coalesce(entries: impl Iterator<Item = UsageEntry>) -> Vec<UsageEntry> {
-    let mut sums: HashMap<(Counter, bool), u64> = HashMap::new();
-    let mut out = Vec::new();
-    for entry in entries {
-        if entry.idempotency_key.is_some() {
-            out.push(entry);
-        } else {
-            *sums.entry((entry.counter, entry.from_chunk)).or_default() += entry.units;
-        }
-    }
-    out.extend(
-        sums.into_iter()
-            .map(|((counter, from_chunk), units)| UsageEntry {
-                counter,
-                units,
-                idempotency_key: None,
-                from_chunk,
-            }),
-    );
-    out
 }

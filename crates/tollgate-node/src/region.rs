@@ -312,6 +312,11 @@ impl Checker {
             feature: request.check.feature.clone(),
             period: metering.period,
         };
+        if self.meter.backed_up() {
+            return Err(Status::unavailable(
+                "usage reports are not reaching the region's log; try another node",
+            ));
+        }
         let from_chunk = match metering.limit {
             Some(limit) if metering.hard => {
                 match self

@@ -206,6 +206,11 @@ impl pb::usage_server::Usage for UsageApi {
             .period()
             .ok_or_else(|| Status::invalid_argument(format!("feature {feature} is not metered")))?
             .key_at(now());
+        if self.checker.meter.backed_up() {
+            return Err(Status::unavailable(
+                "usage reports are not reaching the region's log; try another node",
+            ));
+        }
         let counted = !self.checker.meter.seen(&r.idempotency_key);
         if counted {
             let counter = Counter {
