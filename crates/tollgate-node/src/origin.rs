@@ -1,7 +1,7 @@
 //! An origin node: a member of the origin's Raft group that serves the REST
 //! API and the changefeed, and keeps the changefeed within its retention.
 
-use crate::state::now;
+use crate::state::{now, stopped};
 use crate::state::{read_u64, served_entries};
 use crate::NodeError;
 use std::net::SocketAddr;
@@ -171,14 +171,6 @@ pub struct OriginNode {
     drain_timeout: Duration,
 }
 
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 impl OriginNode {
     pub async fn start(
         config: OriginConfig,
@@ -264,23 +256,16 @@ impl OriginNode {
             state: state.clone(),
             outstanding_max: config.quota_outstanding_max,
         };
-        let feed_stop = stopped(stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
+        tasks.push(crate::state::serve_grpc(
+            tonic::transport::Server::builder()
                 .add_service(feed.into_server())
                 .add_service(tollgate_proto::origin::v1::quota_server::QuotaServer::new(
                     quota,
-                ))
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listeners.feed)
-                        .with_nodelay(Some(true)),
-                    feed_stop,
-                )
-                .await;
-            if let Err(error) = result {
-                tracing::error!(%error, "The changefeed server failed.");
-            }
-        }));
+                )),
+            listeners.feed,
+            stop_rx.clone(),
+            "the changefeed",
+        ));
 
         // Webhooks.
         tasks.push(tokio::spawn(crate::webhooks::run(

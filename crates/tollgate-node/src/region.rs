@@ -4,7 +4,7 @@
 
 use crate::meter::{Meter, MeterConfig, Take};
 use crate::ops::{OpsState, RegionStatus};
-use crate::state::now;
+use crate::state::{now, stopped};
 use crate::watch::Watches;
 use crate::NodeError;
 use std::collections::HashMap;
@@ -475,14 +475,6 @@ pub struct RegionNode {
     tasks: Vec<JoinHandle<()>>,
 }
 
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 impl RegionNode {
     pub async fn start(
         config: RegionConfig,
@@ -579,25 +571,18 @@ impl RegionNode {
                 accounts: HashMap::new(),
             }),
         });
-        let grpc_stop = stopped(stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
+        tasks.push(crate::state::serve_grpc(
+            tonic::transport::Server::builder()
                 .add_service(pb::check_service_server::CheckServiceServer::from_arc(
                     checker.clone(),
                 ))
                 .add_service(tollgate_proto::usage::v1::usage_server::UsageServer::new(
                     crate::usage_api::UsageApi { checker },
-                ))
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listeners.grpc)
-                        .with_nodelay(Some(true)),
-                    grpc_stop,
-                )
-                .await;
-            if let Err(error) = result {
-                tracing::error!(%error, "The check server failed.");
-            }
-        }));
+                )),
+            listeners.grpc,
+            stop_rx.clone(),
+            "the check service",
+        ));
 
         tasks.push(tokio::spawn(crate::quota_agent::run(
             node.clone(),

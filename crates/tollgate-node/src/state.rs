@@ -59,3 +59,28 @@ pub(crate) fn now() -> UnixSeconds {
             .unwrap_or(0),
     )
 }
+
+/// Resolves once `stop` is set (or its sender is gone).
+pub(crate) async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Serves `router` on `listener` (TCP_NODELAY on every connection) until
+/// `stop`; a failure is logged as `what` failing.
+pub(crate) fn serve_grpc(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    stop: tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        if let Err(error) = router
+            .serve_with_incoming_shutdown(incoming, stopped(stop))
+            .await
+        {
+            tracing::error!(%error, server = what, "A gRPC server failed.");
+        }
+    })
+}
