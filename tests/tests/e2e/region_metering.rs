@@ -137,7 +137,10 @@ async fn caps_and_seats_hold_across_every_node_of_a_region() {
             "/v1/entitlements",
             json!({"id": "e-cad", "account": "acme",
                 "grant": {"feature": {"feature": "cad"}}, "valid_from": 1_700_000_000,
-                "seats": {"count": 3, "mode": {"floating": {"lease_ttl_seconds": 2}}}}),
+                // Long enough that no lease expires while the race and the
+                // checks after it run on a loaded machine; short enough
+                // that the test's last step sees one expire.
+                "seats": {"count": 3, "mode": {"floating": {"lease_ttl_seconds": 8}}}}),
         )
         .await["revision"]
         .as_u64()
