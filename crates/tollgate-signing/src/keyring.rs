@@ -14,6 +14,14 @@ pub const CONTEXT_CHANGE_RECORD: &str = "tollgate.change-record.v1";
 pub const CONTEXT_SNAPSHOT: &str = "tollgate.snapshot.v1";
 /// Context of the signature on an outgoing webhook delivery.
 pub const CONTEXT_WEBHOOK: &str = "tollgate.webhook.v1";
+/// Context of the signature on a region certificate (a region's licence
+/// signing key, certified by the origin).
+pub const CONTEXT_REGION_CERTIFICATE: &str = "tollgate.region-certificate.v1";
+
+/// Context of the signatures on the origin's public key set: each live key
+/// endorses the set, so a verifier that trusts any one of them accepts a
+/// rotated set without being reconfigured.
+pub const CONTEXT_KEY_SET: &str = "tollgate.key-set.v1";
 
 /// Most keys a ring keeps (active, overlapping and retired).
 pub const KEYS_MAX: usize = 64;
@@ -27,7 +35,8 @@ const RING_FILE_LEN_MAX: u64 = 1024 * 1024;
 pub struct KeyId(String);
 
 impl KeyId {
-    fn of(key: &VerifyingKey) -> KeyId {
+    /// The key id of `key`.
+    pub fn of(key: &VerifyingKey) -> KeyId {
         let hex: String = key.as_bytes()[..8]
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -138,6 +147,10 @@ pub enum VerifyError {
     BadPublicKey(KeyId),
     #[error("the signature does not verify")]
     BadSignature,
+    #[error("no endorsement of the offered key set verifies under a trusted key")]
+    NotEndorsed,
+    #[error("the endorsed key set does not decode: {0}")]
+    MalformedKeySet(String),
 }
 
 /// A payload with its key id and signature.
@@ -172,6 +185,7 @@ fn message(context: &str, payload: &[u8]) -> Vec<u8> {
     m
 }
 
+#[derive(Clone)]
 struct RingKey {
     kid: KeyId,
     created_at: UnixSeconds,
@@ -180,6 +194,7 @@ struct RingKey {
 }
 
 /// The origin's keys. Exactly one is active.
+#[derive(Clone)]
 pub struct KeyRing {
     keys: Vec<RingKey>,
 }
@@ -235,6 +250,13 @@ impl KeyRing {
     /// The id of the key that signs.
     pub fn active_kid(&self) -> &KeyId {
         &self.active().kid
+    }
+
+    /// The key that signs, with its id, for signers that need the raw key
+    /// (licence tokens are PASETO, not a [`Signed`] envelope).
+    pub fn active_signing_key(&self) -> (&KeyId, &SigningKey) {
+        let key = self.active();
+        (&key.kid, &key.secret)
     }
 
     /// Signs `payload` under `context` with the active key.
@@ -317,6 +339,27 @@ impl KeyRing {
                 })
                 .collect(),
         }
+    }
+
+    /// The public set, signed by every key that still verifies (the active
+    /// one and those in their overlap window). A verifier that trusts any of
+    /// them accepts the set with [`PublicKeySet::accept_endorsed`]: that is
+    /// how a rotation reaches regions without reconfiguring them.
+    pub fn endorsements(&self) -> Vec<Signed> {
+        let payload = serde_json::to_vec(&self.public_set()).expect("a key set serialises");
+        self.keys
+            .iter()
+            .filter(|k| k.status != KeyStatus::Retired)
+            .map(|k| Signed {
+                kid: k.kid.to_string(),
+                payload: payload.clone(),
+                signature: k
+                    .secret
+                    .sign(&message(CONTEXT_KEY_SET, &payload))
+                    .to_bytes()
+                    .to_vec(),
+            })
+            .collect()
     }
 
     /// Reads the ring at `path`, or creates one with a new key there.
@@ -441,6 +484,29 @@ pub struct PublicKeySet {
 }
 
 impl PublicKeySet {
+    /// The key set one of `endorsements` vouches for, if it was signed by a
+    /// key this set trusts at `now`. The set comes from the signed bytes,
+    /// never from anything unsigned next to them.
+    pub fn accept_endorsed(
+        &self,
+        endorsements: &[Signed],
+        now: UnixSeconds,
+    ) -> Result<PublicKeySet, VerifyError> {
+        let endorsement = endorsements
+            .iter()
+            .find(|e| self.verify(CONTEXT_KEY_SET, e, now).is_ok())
+            .ok_or(VerifyError::NotEndorsed)?;
+        let set: PublicKeySet = serde_json::from_slice(&endorsement.payload)
+            .map_err(|e| VerifyError::MalformedKeySet(e.to_string()))?;
+        if set.keys.is_empty() || set.keys.len() > KEYS_MAX {
+            return Err(VerifyError::MalformedKeySet(format!(
+                "holds {} keys; 1..={KEYS_MAX} expected",
+                set.keys.len()
+            )));
+        }
+        Ok(set)
+    }
+
     /// Verifies `signed` under `context` at `now`, with `verify_strict`.
     pub fn verify(
         &self,

@@ -16,5 +16,6 @@ mod keyring;
 
 pub use keyring::{
     KeyId, KeyRing, KeyStatus, PublicKey, PublicKeySet, Signed, SigningError, VerifyError,
-    CONTEXT_CHANGE_RECORD, CONTEXT_SNAPSHOT, CONTEXT_WEBHOOK, KEYS_MAX,
+    CONTEXT_CHANGE_RECORD, CONTEXT_KEY_SET, CONTEXT_REGION_CERTIFICATE, CONTEXT_SNAPSHOT,
+    CONTEXT_WEBHOOK, KEYS_MAX,
 };

@@ -175,3 +175,52 @@ fn the_public_set_holds_no_secret_and_round_trips_as_json() {
         "Debug shows key ids, never secrets"
     );
 }
+
+#[test]
+fn a_rotated_set_is_accepted_only_through_a_trusted_keys_endorsement() {
+    let now = UnixSeconds(1_800_000_000);
+    let mut ring = KeyRing::generate(now).unwrap();
+    let trusted = ring.public_set();
+    let old = ring.active_kid().clone();
+    ring.rotate(now, 3600).unwrap();
+    let endorsed = ring.endorsements();
+    assert_eq!(endorsed.len(), 2, "the new key and the overlapping old one");
+
+    let accepted = trusted.accept_endorsed(&endorsed, now).unwrap();
+    assert_eq!(accepted, ring.public_set());
+
+    // Only the new key's endorsement: the old set does not know that key.
+    let new_only: Vec<_> = endorsed
+        .iter()
+        .filter(|e| e.kid != old.as_str())
+        .cloned()
+        .collect();
+    assert_eq!(
+        trusted.accept_endorsed(&new_only, now),
+        Err(VerifyError::NotEndorsed)
+    );
+
+    // A tampered set under a valid endorsement's signature.
+    let mut tampered = endorsed.clone();
+    for e in &mut tampered {
+        e.payload.push(b' ');
+    }
+    assert_eq!(
+        trusted.accept_endorsed(&tampered, now),
+        Err(VerifyError::NotEndorsed)
+    );
+
+    // Once the old key is retired it endorses nothing, and a verifier that
+    // trusts only it cannot follow any more.
+    ring.retire(&old).unwrap();
+    assert_eq!(ring.endorsements().len(), 1);
+    assert_eq!(
+        trusted.accept_endorsed(&ring.endorsements(), now),
+        Err(VerifyError::NotEndorsed)
+    );
+    // One that followed the rotation accepts the retirement.
+    assert_eq!(
+        accepted.accept_endorsed(&ring.endorsements(), now).unwrap(),
+        ring.public_set()
+    );
+}
