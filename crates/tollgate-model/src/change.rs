@@ -2,8 +2,8 @@
 //! revision and what every region applies from the changefeed.
 
 use crate::{
-    Account, AccountId, Addon, Entitlement, Feature, OfflinePolicy, Plan, Product, Sku, Subject,
-    SubjectId, UnixSeconds,
+    Account, AccountId, Addon, Entitlement, Feature, OfflinePolicy, Plan, Product,
+    RevokedCertificate, RevokedLicense, Sku, Subject, SubjectId, UnixSeconds,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,11 @@ pub enum Mutation {
         subject: SubjectId,
     },
     PutEntitlement(Entitlement),
+    /// A license token is refused from now on.
+    RevokeLicense(RevokedLicense),
+    /// A region certificate, and every token its key signed, is refused from
+    /// now on. Concerns no one account: in every scope, like the catalog.
+    RevokeCertificate(RevokedCertificate),
 }
 
 impl Mutation {
@@ -36,6 +41,7 @@ impl Mutation {
             Mutation::PutSubject(s) => Some(&s.account),
             Mutation::DeleteSubject { account, .. } => Some(account),
             Mutation::PutEntitlement(e) => Some(&e.account),
+            Mutation::RevokeLicense(r) => Some(&r.account),
             _ => None,
         }
     }

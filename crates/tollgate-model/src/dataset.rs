@@ -3,7 +3,8 @@
 //! origin with, and what tests build fixtures from.
 
 use crate::{
-    Account, AccountId, Catalog, Entitlement, Grant, ModelError, Mutation, SkuTarget, Subject,
+    Account, AccountId, Catalog, Entitlement, Grant, ModelError, Mutation, RevokedCertificate,
+    RevokedLicense, SkuTarget, Subject,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -15,6 +16,10 @@ pub struct Dataset {
     pub accounts: Vec<Account>,
     pub subjects: Vec<Subject>,
     pub entitlements: Vec<Entitlement>,
+    /// License tokens revoked before they expired.
+    pub revoked_licenses: Vec<RevokedLicense>,
+    /// Region certificates revoked before they expired.
+    pub revoked_certificates: Vec<RevokedCertificate>,
 }
 
 impl Dataset {
@@ -64,6 +69,23 @@ impl Dataset {
                 .map_err(|err| item("entitlements", e.id.as_str(), err))?;
             if !entitlements.insert(&e.id) {
                 return Err(item("entitlements", e.id.as_str(), duplicate()));
+            }
+        }
+        let mut revoked = BTreeSet::new();
+        for r in &self.revoked_licenses {
+            r.validate()
+                .and_then(|()| known_account(&r.account))
+                .map_err(|err| item("revoked_licenses", &r.id, err))?;
+            if !revoked.insert(&r.id) {
+                return Err(item("revoked_licenses", &r.id, duplicate()));
+            }
+        }
+        let mut revoked = BTreeSet::new();
+        for r in &self.revoked_certificates {
+            r.validate()
+                .map_err(|err| item("revoked_certificates", &r.serial, err))?;
+            if !revoked.insert(&r.serial) {
+                return Err(item("revoked_certificates", &r.serial, duplicate()));
             }
         }
         Ok(())
@@ -134,6 +156,21 @@ impl Dataset {
                     None => self.entitlements.push(e),
                 }
             }
+            // A revocation is final: a replay changes nothing.
+            Mutation::RevokeLicense(r) => {
+                if !self.revoked_licenses.iter().any(|x| x.id == r.id) {
+                    self.revoked_licenses.push(r);
+                }
+            }
+            Mutation::RevokeCertificate(r) => {
+                if !self
+                    .revoked_certificates
+                    .iter()
+                    .any(|x| x.serial == r.serial)
+                {
+                    self.revoked_certificates.push(r);
+                }
+            }
         }
     }
 
@@ -155,6 +192,18 @@ impl Dataset {
                 .cloned()
                 .map(Mutation::PutEntitlement),
         );
+        out.extend(
+            self.revoked_licenses
+                .iter()
+                .cloned()
+                .map(Mutation::RevokeLicense),
+        );
+        out.extend(
+            self.revoked_certificates
+                .iter()
+                .cloned()
+                .map(Mutation::RevokeCertificate),
+        );
         out
     }
 
@@ -164,6 +213,9 @@ impl Dataset {
         self.subjects
             .sort_by(|a, b| (&a.account, &a.id).cmp(&(&b.account, &b.id)));
         self.entitlements.sort_by(|a, b| a.id.cmp(&b.id));
+        self.revoked_licenses.sort_by(|a, b| a.id.cmp(&b.id));
+        self.revoked_certificates
+            .sort_by(|a, b| a.serial.cmp(&b.serial));
         self
     }
 

@@ -15,6 +15,7 @@ mod error;
 pub mod geo;
 pub mod id;
 pub mod limits;
+mod revocation;
 mod schema;
 mod time;
 
@@ -31,4 +32,7 @@ pub use entitlement::{
 pub use error::ModelError;
 pub use geo::{AnonymousNetwork, Continent, CountryCode, GeoFacts, GeoRule, SubdivisionCode};
 pub use id::*;
+pub use revocation::{
+    validate_revocation_id, RevokedCertificate, RevokedLicense, REVOCATION_ID_LEN,
+};
 pub use time::{PeriodKey, UnixSeconds, UsageCounter, UsagePeriod, UsagePeriodTag};

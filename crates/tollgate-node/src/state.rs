@@ -8,7 +8,14 @@ use tollgate_raft::StateView;
 
 /// Key prefixes of what regions serve (catalog, accounts, subjects,
 /// entitlements).
-pub(crate) const SERVED_PREFIXES: [&str; 4] = ["catalog/", "account/", "subject/", "entitlement/"];
+pub(crate) const SERVED_PREFIXES: [&str; 6] = [
+    "catalog/",
+    "account/",
+    "subject/",
+    "entitlement/",
+    tollgate_origin::keys::REVOKED_LICENSE_PREFIX,
+    tollgate_origin::keys::REVOKED_CERTIFICATE_PREFIX,
+];
 /// Most entries read per scan call when reading a whole prefix.
 const SCAN_CHUNK: usize = 4096;
 

@@ -106,6 +106,22 @@ pub enum Op {
         entitlement: EntitlementId,
         released_total: u64,
     },
+    /// The origin node signed a license token; remember it (origin only).
+    IssueLicense(crate::licenses::LicenseRecord),
+    /// Refuse a license token from now on, in every region. `expires_at`
+    /// is needed only for a token the origin has no record of (one a region
+    /// issued while cut off); a recorded token's own expiry is used.
+    RevokeLicense {
+        account: AccountId,
+        id: String,
+        expires_at: Option<UnixSeconds>,
+    },
+    /// The origin node certified a region's key; remember the certificate.
+    CertifyRegion(crate::licenses::CertificateRecord),
+    /// Refuse a region certificate, and the tokens its key signed, from now on.
+    RevokeCertificate {
+        serial: String,
+    },
 }
 
 impl Op {
@@ -122,6 +138,10 @@ impl Op {
             Op::SyncQuota { .. } => "quota.sync",
             Op::LeaseSeats { .. } => "seats.lease",
             Op::ReleaseSeats { .. } => "seats.release",
+            Op::IssueLicense(_) => "license.issue",
+            Op::RevokeLicense { .. } => "license.revoke",
+            Op::CertifyRegion(_) => "region_certificate.issue",
+            Op::RevokeCertificate { .. } => "region_certificate.revoke",
             Op::PutAccount(_) => "account.put",
             Op::PutSubject(_) => "subject.put",
             Op::DeleteSubject { .. } => "subject.delete",

@@ -49,6 +49,26 @@ pub fn entitlement(id: &EntitlementId) -> Vec<u8> {
 pub fn account_entitlements(account: &AccountId) -> Vec<u8> {
     key(&["account-entitlements", account.as_str()])
 }
+/// A revoked license token, replicated to regions; by token id, so a
+/// verifier finds it from the token alone.
+pub fn revoked_license(id: &str) -> Vec<u8> {
+    key(&["revoked-license", id])
+}
+pub const REVOKED_LICENSE_PREFIX: &str = "revoked-license/";
+/// A revoked region certificate, replicated to regions.
+pub fn revoked_certificate(serial: &str) -> Vec<u8> {
+    key(&["revoked-certificate", serial])
+}
+pub const REVOKED_CERTIFICATE_PREFIX: &str = "revoked-certificate/";
+/// An issued license token (origin only): who it was for and until when.
+pub fn license(account: &AccountId, id: &str) -> Vec<u8> {
+    key(&["license", account.as_str(), id])
+}
+/// A region certificate the origin signed (origin only).
+pub fn certificate(serial: &str) -> Vec<u8> {
+    key(&["certificate", serial])
+}
+pub const CERTIFICATE_PREFIX: &str = "certificate/";
 pub fn order(id: &OrderId) -> Vec<u8> {
     key(&["order", id.as_str()])
 }

@@ -7,6 +7,7 @@
 mod apply;
 pub mod command;
 pub mod keys;
+pub mod licenses;
 pub mod quota;
 mod state;
 

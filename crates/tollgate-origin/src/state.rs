@@ -44,6 +44,12 @@ pub fn dataset_from_entries(
         } else if text.starts_with("entitlement/") {
             data.entitlements
                 .push(serde_json::from_slice(&value).map_err(decode_error)?);
+        } else if text.starts_with(keys::REVOKED_LICENSE_PREFIX) {
+            data.revoked_licenses
+                .push(serde_json::from_slice(&value).map_err(decode_error)?);
+        } else if text.starts_with(keys::REVOKED_CERTIFICATE_PREFIX) {
+            data.revoked_certificates
+                .push(serde_json::from_slice(&value).map_err(decode_error)?);
         }
     }
     Ok(data.canonical())

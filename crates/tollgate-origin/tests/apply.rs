@@ -807,3 +807,134 @@ fn access_packages_with_an_auto_approval_rule_approve_matching_requests_at_once(
         );
     }
 }
+
+#[test]
+fn licenses_and_certificates_are_recorded_and_revocations_replicate() {
+    use tollgate_origin::licenses::{CertificateRecord, LicenseRecord};
+    let mut o = seeded();
+    let jti = "0123456789abcdef0123456789abcdef";
+    let license = LicenseRecord {
+        id: jti.into(),
+        account: id("acme"),
+        subject: None,
+        audience: "studio".into(),
+        issued_at: NOW,
+        not_before: NOW,
+        expires_at: NOW.plus_seconds(3600),
+        kid: "ed25519-0011223344556677".into(),
+        device_bound: false,
+        entitlements_revision: 3,
+        revoked_at: None,
+    };
+    o.committed(Op::IssueLicense(license.clone()));
+    o.rejected(
+        Op::IssueLicense(license.clone()),
+        RejectCode::Conflict,
+        "already exists",
+    );
+    o.rejected(
+        Op::IssueLicense(LicenseRecord {
+            id: "not-hex".into(),
+            ..license.clone()
+        }),
+        RejectCode::Invalid,
+        "hex",
+    );
+    o.rejected(
+        Op::IssueLicense(LicenseRecord {
+            account: id("nobody"),
+            id: "fedcba9876543210fedcba9876543210".into(),
+            ..license.clone()
+        }),
+        RejectCode::NotFound,
+        "nobody",
+    );
+    // Issuing publishes nothing: regions learn of licenses only when revoked.
+    let before = o.changes().len();
+    let revoked = o.committed(Op::RevokeLicense {
+        account: id("acme"),
+        id: jti.into(),
+        expires_at: None,
+    });
+    let records = o.changes();
+    assert_eq!(records.len(), before + 1);
+    assert_eq!(
+        records.last().unwrap().mutations,
+        vec![Mutation::RevokeLicense(RevokedLicense {
+            id: jti.into(),
+            account: id("acme"),
+            expires_at: NOW.plus_seconds(3600),
+            revoked_at: NOW,
+        })],
+        "the record's own expiry, at revision {revoked}"
+    );
+    let stored: LicenseRecord = o.get(&keys::license(&id("acme"), jti)).unwrap();
+    assert_eq!(stored.revoked_at, Some(NOW));
+    o.rejected(
+        Op::RevokeLicense {
+            account: id("acme"),
+            id: jti.into(),
+            expires_at: None,
+        },
+        RejectCode::Conflict,
+        "already revoked",
+    );
+    // A token a region issued: unknown here, revocable with its expiry.
+    let region_token = "00000000000000000000000000000001";
+    o.rejected(
+        Op::RevokeLicense {
+            account: id("acme"),
+            id: region_token.into(),
+            expires_at: None,
+        },
+        RejectCode::NotFound,
+        "expires_at",
+    );
+    o.committed(Op::RevokeLicense {
+        account: id("acme"),
+        id: region_token.into(),
+        expires_at: Some(NOW.plus_seconds(600)),
+    });
+
+    let serial = "abcdefabcdefabcdefabcdefabcdef01";
+    let cert = CertificateRecord {
+        serial: serial.into(),
+        region: "eu".into(),
+        kid: "ed25519-8899aabbccddeeff".into(),
+        public_key: "AAAA".into(),
+        not_before: NOW,
+        not_after: NOW.plus_seconds(86_400),
+        certificate: "{}".into(),
+        revoked_at: None,
+    };
+    o.committed(Op::CertifyRegion(cert.clone()));
+    o.rejected(
+        Op::CertifyRegion(CertificateRecord {
+            not_after: NOW,
+            serial: "abcdefabcdefabcdefabcdefabcdef02".into(),
+            ..cert.clone()
+        }),
+        RejectCode::Invalid,
+        "not_before",
+    );
+    o.committed(Op::RevokeCertificate {
+        serial: serial.into(),
+    });
+    assert!(matches!(
+        &o.changes().last().unwrap().mutations[..],
+        [Mutation::RevokeCertificate(r)] if r.serial == serial && r.region == "eu"
+    ));
+    o.rejected(
+        Op::RevokeCertificate {
+            serial: "ffffffffffffffffffffffffffffffff".into(),
+        },
+        RejectCode::NotFound,
+        "certificate",
+    );
+
+    // What regions serve now carries both revocations.
+    let served = tollgate_origin::dataset_from_entries(o.state.data.clone()).unwrap();
+    assert_eq!(served.revoked_licenses.len(), 2);
+    assert_eq!(served.revoked_certificates.len(), 1);
+    served.validate().unwrap();
+}

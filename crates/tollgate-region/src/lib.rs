@@ -24,6 +24,12 @@ pub use usage::{Counter, CounterState, Drawn, Recorded, UsageEntry};
 pub const ORIGIN_CONTACT: &[u8] = b"region/origin-contact";
 /// The origin's head revision as last seen.
 pub const ORIGIN_HEAD: &[u8] = b"region/origin-head";
+/// The origin's public key set as the region last accepted it (JSON), after
+/// a rotation the old keys endorsed; absent until the first rotation, when
+/// the configured set applies.
+pub const ORIGIN_KEYS: &[u8] = b"region/origin-keys";
+/// Longest key set stored, in bytes (64 keys of about 200 bytes each).
+pub const ORIGIN_KEYS_BYTES_MAX: usize = 64 * 1024;
 /// The entitlements of one account, for building its view:
 /// `region/account-entitlement/<account>/<entitlement>` (empty values).
 pub fn account_entitlement(
@@ -64,11 +70,13 @@ fn snapshot_part(seq: u32) -> Vec<u8> {
 
 /// The key prefixes holding the origin's data as a region serves it, and
 /// the region's indexes of it: what a snapshot install replaces.
-pub const ORIGIN_DATA_PREFIXES: [&[u8]; 5] = [
+pub const ORIGIN_DATA_PREFIXES: [&[u8]; 7] = [
     b"catalog/",
     b"account/",
     b"subject/",
     b"entitlement/",
+    b"revoked-license/",
+    b"revoked-certificate/",
     b"region/account-entitlement/",
 ];
 
@@ -122,6 +130,10 @@ pub enum RegionCommand {
         records: Vec<ChangeRecord>,
         heard_at: UnixSeconds,
     },
+    /// The leader accepted a rotated origin key set (endorsed by a key the
+    /// region trusted): every node verifies with it from now on, restarts
+    /// included. The JSON of a `PublicKeySet`, stored as it is.
+    TrustOriginKeys { keys_json: String },
     /// The origin answered (a heartbeat or any message).
     OriginContact {
         head_revision: u64,
@@ -237,6 +249,8 @@ pub fn mutation_write(m: &Mutation) -> Write {
             key: keys::subject(account, subject),
         },
         Mutation::PutEntitlement(e) => put(keys::entitlement(&e.id), e),
+        Mutation::RevokeLicense(r) => put(keys::revoked_license(&r.id), r),
+        Mutation::RevokeCertificate(r) => put(keys::revoked_certificate(&r.serial), r),
     }
 }
 
@@ -412,6 +426,21 @@ impl StateMachineLogic for RegionLogic {
             response: RegionResponse::Refused { reason },
         };
         match command {
+            RegionCommand::TrustOriginKeys { keys_json } => {
+                if keys_json.is_empty() || keys_json.len() > ORIGIN_KEYS_BYTES_MAX {
+                    return Ok(refuse(format!(
+                        "a key set of {} bytes; 1..={ORIGIN_KEYS_BYTES_MAX} expected",
+                        keys_json.len()
+                    )));
+                }
+                Ok(Applied {
+                    writes: vec![Write::Put {
+                        key: ORIGIN_KEYS.to_vec(),
+                        value: keys_json.clone().into_bytes(),
+                    }],
+                    response: RegionResponse::Applied { revision: applied },
+                })
+            }
             RegionCommand::OriginContact {
                 head_revision,
                 heard_at,

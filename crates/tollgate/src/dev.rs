@@ -70,6 +70,12 @@ fn seed_op(m: Mutation) -> Op {
         Mutation::PutSubject(s) => Op::PutSubject(s),
         Mutation::DeleteSubject { account, subject } => Op::DeleteSubject { account, subject },
         Mutation::PutEntitlement(e) => Op::Grant(e),
+        Mutation::RevokeLicense(r) => Op::RevokeLicense {
+            account: r.account,
+            id: r.id,
+            expires_at: Some(r.expires_at),
+        },
+        Mutation::RevokeCertificate(r) => Op::RevokeCertificate { serial: r.serial },
     }
 }
 
@@ -136,6 +142,43 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .to_string(),
     };
 
+    // The region's license key, certified by the origin, and the token
+    // callers present to have the region issue licenses.
+    let region_key = tollgate_signing::KeyRing::load_or_create(
+        &root.join("region-eu-license-key.json"),
+        UnixSeconds(0),
+    )?
+    .active_signing_key()
+    .1
+    .clone();
+    let certificate = origin
+        .certify_region(
+            "eu",
+            tollgate_api::licensing::CertifyRegion {
+                public_key: base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    region_key.verifying_key().as_bytes(),
+                ),
+                valid_seconds: None,
+                token_ttl_max_seconds: None,
+            },
+        )
+        .await?
+        .certificate;
+    let issuer_token = {
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let license_issuer = tollgate_node::RegionIssuerConfig {
+        signing_key: region_key,
+        certificate,
+        issuer_token_sha256: tollgate_api::auth::sha256_hex(issuer_token.as_bytes()),
+    };
+
     let geo =
         Arc::new(tollgate_geo::fixtures::demo_databases().context("building the demo geography")?);
     let mut region = Vec::new();
@@ -148,6 +191,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         );
         config.name = format!("eu-{id}");
         config.region = "eu".into();
+        config.license_issuer = Some(license_issuer.clone());
         let port = if args.check_port == 0 {
             0
         } else {
@@ -217,6 +261,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("  {me} check --endpoint {check} --account acme --subject alice --feature export --ip 192.0.2.10");
     println!("  {me} check --endpoint {check} --account acme --subject alice --feature export --ip 198.51.100.10");
     println!("  curl -s -H 'Authorization: Bearer {token}' {http}/v1/accounts/acme/entitlements");
+    println!("  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"audience\": \"studio\"}}' {http}/v1/accounts/acme/licenses");
+    println!("  (region eu issues licenses too: license/v1 Licenses.IssueLicense on its check port, with authorization: Bearer {issuer_token})");
     println!("Ctrl-C stops everything.");
 
     tokio::signal::ctrl_c()
