@@ -1,0 +1,599 @@
+//! The remote client: every call goes to one of the region's nodes over
+//! gRPC, fails over to the next endpoint when one is unreachable, and is
+//! bounded by a deadline.
+
+use crate::error::{classify, Failure, SdkError};
+use crate::wire;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tollgate_engine::{
+    Check, CheckRequest, Consistency, Decision, Location, BATCH_CHECKS_MAX, CONSUME_MAX,
+};
+use tollgate_model::{AccountId, EntitlementId, FeatureId, SubjectId, UnixSeconds};
+use tollgate_proto::check::v1 as pb;
+use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
+use tollgate_proto::usage::v1 as usage;
+use tollgate_proto::usage::v1::usage_client::UsageClient;
+use tonic::transport::{Channel, Endpoint as TonicEndpoint};
+use tonic::Status;
+
+/// Default for [`ClientBuilder::deadline`].
+pub const DEADLINE_DEFAULT: Duration = Duration::from_secs(2);
+/// Default for [`ClientBuilder::connect_timeout`].
+pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_millis(500);
+/// Most endpoints one client holds.
+pub const ENDPOINTS_MAX: usize = 64;
+/// Largest response accepted (a full batch, a watch message of 512 change
+/// records). tonic's default of 4 MiB is too small for the latter.
+pub(crate) const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Pause after every endpoint failed once, doubling up to the maximum, so a
+/// region that is down is not hammered until the deadline.
+const ROUND_BACKOFF_MIN: Duration = Duration::from_millis(20);
+const ROUND_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// The answer to a remote check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The node's decision; `metering` is not sent over the wire (`None`).
+    pub decision: Decision,
+    /// The origin revision the node had applied.
+    pub revision: u64,
+    /// Seconds since the region last heard from the origin; `None` if never.
+    pub staleness_seconds: Option<u64>,
+    /// The node's name (`answered_by`).
+    pub answered_by: String,
+    /// The endpoint the answer came from.
+    pub endpoint: String,
+    /// The idempotency key sent (given, or generated for a check that
+    /// consumes): pass it again to retry the same consumption later.
+    pub idempotency_key: Option<String>,
+}
+
+/// The answers to a batch, in request order, at one revision.
+#[derive(Debug)]
+pub struct BatchChecked {
+    /// A decision per check, or why the node could not evaluate that one.
+    pub results: Vec<Result<Decision, SdkError>>,
+    pub revision: u64,
+    pub staleness_seconds: Option<u64>,
+    pub answered_by: String,
+    pub endpoint: String,
+}
+
+/// The answer to a usage report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageReported {
+    /// False when the key had already been counted.
+    pub counted: bool,
+    /// The feature's period counter the units went to, e.g. `month-24322`.
+    pub period: String,
+    /// The key sent (given or generated).
+    pub idempotency_key: String,
+    /// The endpoint the answer came from.
+    pub endpoint: String,
+}
+
+/// Where a seat lease stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SeatStatus {
+    /// The subject holds a seat until `expires_at`.
+    Held,
+    /// Every seat is taken; `holders` says by whom. Not an error.
+    Full,
+    /// No live lease to renew (it expired): acquire again.
+    NotHeld,
+    Released,
+}
+
+/// The answer to a seat request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seat {
+    pub status: SeatStatus,
+    /// The entitlement whose seat it is.
+    pub entitlement: Option<EntitlementId>,
+    /// When the lease runs out, for `Held`: heartbeat before then.
+    pub expires_at: Option<UnixSeconds>,
+    pub used: u32,
+    pub total: u32,
+    /// For `Full`: who holds the seats (at most 16).
+    pub holders: Vec<SubjectId>,
+    pub answered_by: String,
+    pub endpoint: String,
+}
+
+struct Endpoint {
+    uri: String,
+    channel: Channel,
+}
+
+struct Inner {
+    endpoints: Vec<Endpoint>,
+    /// The endpoint that answered last: calls start there.
+    preferred: AtomicUsize,
+}
+
+/// A client of a region's nodes. Cheap to clone (clones share the
+/// connections); safe to use from many tasks at once.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    deadline: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.endpoints())
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+/// Builds a [`Client`]; see [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    deadline: Duration,
+    connect_timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// The region nodes' check endpoints, e.g. `http://127.0.0.1:7300`
+    /// (added to those given before).
+    pub fn endpoints<I, S>(mut self, endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.endpoints.extend(endpoints.into_iter().map(Into::into));
+        self
+    }
+
+    /// Every call's deadline, failovers included (default 2 s). Override
+    /// per call with [`Client::with_deadline`].
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// How long to wait for one endpoint to accept a connection before
+    /// trying the next (default 500 ms).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and makes one lazily connected channel per
+    /// endpoint (nothing is dialled until the first call). Must run inside
+    /// a Tokio runtime.
+    pub fn build(self) -> Result<Client, SdkError> {
+        if self.endpoints.is_empty() {
+            return Err(SdkError::Config("at least one endpoint is needed".into()));
+        }
+        if self.endpoints.len() > ENDPOINTS_MAX {
+            return Err(SdkError::Config(format!(
+                "{} endpoints given, at most {ENDPOINTS_MAX} are allowed",
+                self.endpoints.len()
+            )));
+        }
+        if self.deadline.is_zero() || self.connect_timeout.is_zero() {
+            return Err(SdkError::Config(
+                "deadline and connect_timeout must be above zero".into(),
+            ));
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(SdkError::Config(
+                "build the client inside a Tokio runtime (its connections run there)".into(),
+            ));
+        }
+        let endpoints = self
+            .endpoints
+            .into_iter()
+            .map(|uri| {
+                let channel = TonicEndpoint::from_shared(uri.clone())
+                    .map_err(|e| SdkError::Config(format!("endpoint {uri:?}: {e}")))?
+                    .connect_timeout(self.connect_timeout)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                Ok(Endpoint { uri, channel })
+            })
+            .collect::<Result<_, SdkError>>()?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoints,
+                preferred: AtomicUsize::new(0),
+            }),
+            deadline: self.deadline,
+        })
+    }
+}
+
+/// A fresh idempotency key: `sdk-` and 32 hex digits of OS randomness.
+pub fn new_idempotency_key() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: fall back to the clock and a counter, which is
+        // still unique within this process.
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes[..8].copy_from_slice(&(nanos as u64).to_le_bytes());
+        bytes[8..].copy_from_slice(&(COUNTER.fetch_add(1, Ordering::Relaxed) as u64).to_le_bytes());
+    }
+    let mut key = String::with_capacity(36);
+    key.push_str("sdk-");
+    for b in bytes {
+        key.push_str(&format!("{b:02x}"));
+    }
+    key
+}
+
+fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    // Tells the node how long the caller will wait.
+    request.set_timeout(timeout);
+    request
+}
+
+impl Client {
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            endpoints: Vec::new(),
+            deadline: DEADLINE_DEFAULT,
+            connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+        }
+    }
+
+    /// The same client (same connections) with another deadline for every
+    /// call made through the returned value.
+    pub fn with_deadline(&self, deadline: Duration) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            deadline,
+        }
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    pub fn endpoints(&self) -> Vec<&str> {
+        self.inner
+            .endpoints
+            .iter()
+            .map(|e| e.uri.as_str())
+            .collect()
+    }
+
+    /// The endpoint calls start with: the one that answered last.
+    pub fn preferred_endpoint(&self) -> &str {
+        &self.inner.endpoints[self.preferred()].uri
+    }
+
+    pub(crate) fn preferred(&self) -> usize {
+        self.inner.preferred.load(Ordering::Relaxed) % self.inner.endpoints.len()
+    }
+
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.inner.endpoints.len()
+    }
+
+    /// The URI and channel of endpoint `index` (modulo their number).
+    pub(crate) fn endpoint(&self, index: usize) -> (&str, Channel) {
+        let e = &self.inner.endpoints[index % self.inner.endpoints.len()];
+        (&e.uri, e.channel.clone())
+    }
+
+    /// Runs `attempt` against the endpoints in turn, starting with the one
+    /// that answered last, until one answers or the deadline passes. Only
+    /// transport failures, UNAVAILABLE and RESOURCE_EXHAUSTED move on to
+    /// the next endpoint; any other answer ends the call. The attempt gets
+    /// the channel and the time left.
+    async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<(T, &str), SdkError>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + self.deadline;
+        let count = self.inner.endpoints.len();
+        let first = self.preferred();
+        let mut tried: Vec<String> = Vec::new();
+        let mut last = String::new();
+        let mut timed_out = false;
+        let mut backoff = ROUND_BACKOFF_MIN;
+        loop {
+            for step in 0..count {
+                let index = (first + step) % count;
+                let endpoint = &self.inner.endpoints[index];
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(self.exhausted(tried, last, timed_out));
+                }
+                if !tried.contains(&endpoint.uri) {
+                    tried.push(endpoint.uri.clone());
+                }
+                let failure =
+                    match tokio::time::timeout(left, attempt(endpoint.channel.clone(), left)).await
+                    {
+                        Ok(Ok(value)) => {
+                            self.inner.preferred.store(index, Ordering::Relaxed);
+                            return Ok((value, &endpoint.uri));
+                        }
+                        Ok(Err(status)) => classify(&status, self.deadline),
+                        Err(_) => Failure::Retry {
+                            message: "no answer before the deadline".into(),
+                            timed_out: true,
+                        },
+                    };
+                match failure {
+                    Failure::Retry {
+                        message,
+                        timed_out: t,
+                    } => {
+                        tracing::debug!(endpoint = %endpoint.uri, %message, "Endpoint failed; trying the next.");
+                        last = format!("{}: {message}", endpoint.uri);
+                        timed_out = t;
+                    }
+                    Failure::Fatal(error) => {
+                        // It answered: it is reachable.
+                        self.inner.preferred.store(index, Ordering::Relaxed);
+                        return Err(error);
+                    }
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.exhausted(tried, last, timed_out));
+            }
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(ROUND_BACKOFF_MAX);
+        }
+    }
+
+    fn exhausted(&self, tried: Vec<String>, last: String, timed_out: bool) -> SdkError {
+        if timed_out {
+            SdkError::DeadlineExceeded {
+                deadline: self.deadline,
+                last: (!last.is_empty()).then_some(last),
+            }
+        } else {
+            SdkError::Unavailable { tried, last }
+        }
+    }
+
+    /// Asks one check. A check that consumes (`check.consume > 0`) without
+    /// an idempotency key gets a generated one, the same for every endpoint
+    /// tried, so a failover never counts the consumption twice; the key
+    /// used is in the answer.
+    pub async fn check(&self, mut request: CheckRequest) -> Result<Checked, SdkError> {
+        if request.check.consume > 0 && request.idempotency_key.is_none() {
+            request.idempotency_key = Some(new_idempotency_key());
+        }
+        let key = request.idempotency_key.clone();
+        let message = pb::CheckRequest::from(request);
+        let (response, endpoint) = self
+            .call(|channel, left| {
+                let message = message.clone();
+                async move {
+                    CheckServiceClient::new(channel)
+                        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                        .check(with_timeout(message, left))
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
+        wire::checked(response, endpoint, key)
+    }
+
+    /// Consumes `quantity` units of a metered feature with a check: allowed
+    /// only within the cap, and counted once per idempotency key (one is
+    /// generated when `None`; it is in the answer, to retry with later).
+    pub async fn consume(
+        &self,
+        account: AccountId,
+        subject: Option<SubjectId>,
+        feature: FeatureId,
+        quantity: u64,
+        idempotency_key: Option<String>,
+    ) -> Result<Checked, SdkError> {
+        if quantity == 0 || quantity > CONSUME_MAX {
+            return Err(SdkError::InvalidRequest(format!(
+                "quantity: {quantity} is not in 1..={CONSUME_MAX}"
+            )));
+        }
+        self.check(CheckRequest {
+            check: Check {
+                account,
+                subject,
+                feature,
+                consume: quantity,
+            },
+            location: Location::Unknown,
+            consistency: Consistency::Local,
+            idempotency_key,
+        })
+        .await
+    }
+
+    /// Up to 128 checks answered by one node at one revision. The batch
+    /// waits for the highest `AtLeastRevision` among the items (the wire
+    /// has one consistency per batch). Consuming items without a key get
+    /// generated ones, as in [`Client::check`].
+    pub async fn batch_check(&self, checks: Vec<CheckRequest>) -> Result<BatchChecked, SdkError> {
+        if checks.len() > BATCH_CHECKS_MAX {
+            return Err(SdkError::InvalidRequest(format!(
+                "checks: {} given, at most {BATCH_CHECKS_MAX} are allowed",
+                checks.len()
+            )));
+        }
+        let wanted = checks
+            .iter()
+            .filter_map(|c| match c.consistency {
+                Consistency::AtLeastRevision(rev) => Some(rev),
+                Consistency::Local => None,
+            })
+            .max();
+        let count = checks.len();
+        let message = pb::BatchCheckRequest {
+            checks: checks
+                .into_iter()
+                .map(|mut c| {
+                    if c.check.consume > 0 && c.idempotency_key.is_none() {
+                        c.idempotency_key = Some(new_idempotency_key());
+                    }
+                    c.consistency = Consistency::Local;
+                    let mut wire = pb::CheckRequest::from(c);
+                    wire.consistency = None;
+                    wire
+                })
+                .collect(),
+            consistency: Some(pb::Consistency {
+                requirement: Some(match wanted {
+                    Some(rev) => pb::consistency::Requirement::AtLeastRevision(rev),
+                    None => pb::consistency::Requirement::Local(true),
+                }),
+            }),
+        };
+        let (response, endpoint) = self
+            .call(|channel, left| {
+                let message = message.clone();
+                async move {
+                    CheckServiceClient::new(channel)
+                        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                        .batch_check(with_timeout(message, left))
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
+        if response.results.len() != count {
+            return Err(SdkError::Protocol(format!(
+                "results: {} for {count} checks",
+                response.results.len()
+            )));
+        }
+        let (revision, staleness) = (response.revision, response.staleness_seconds);
+        Ok(BatchChecked {
+            results: response
+                .results
+                .into_iter()
+                .map(|r| wire::batch_item(r, revision, staleness))
+                .collect::<Result<_, _>>()?,
+            revision,
+            staleness_seconds: staleness,
+            answered_by: response.answered_by,
+            endpoint: endpoint.to_string(),
+        })
+    }
+
+    /// Reports usage that already happened (not gated by caps). Counted
+    /// once per idempotency key; one is generated when `None`.
+    pub async fn report_usage(
+        &self,
+        account: &AccountId,
+        feature: &FeatureId,
+        units: u64,
+        idempotency_key: Option<String>,
+    ) -> Result<UsageReported, SdkError> {
+        let key = idempotency_key.unwrap_or_else(new_idempotency_key);
+        let message = usage::ReportUsageRequest {
+            account_id: account.to_string(),
+            feature_id: feature.to_string(),
+            units,
+            idempotency_key: key.clone(),
+        };
+        let (response, endpoint) = self
+            .call(|channel, left| {
+                let message = message.clone();
+                async move {
+                    UsageClient::new(channel)
+                        .report_usage(with_timeout(message, left))
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
+        Ok(UsageReported {
+            counted: response.counted,
+            period: response.period,
+            idempotency_key: key,
+            endpoint: endpoint.to_string(),
+        })
+    }
+
+    /// Takes a floating seat of the account's entitlement that grants
+    /// `feature` (or renews the one the subject holds). A full house is an
+    /// answer (`SeatStatus::Full`), not an error.
+    pub async fn acquire_seat(
+        &self,
+        account: &AccountId,
+        subject: &SubjectId,
+        feature: &FeatureId,
+    ) -> Result<Seat, SdkError> {
+        self.seat(SeatCall::Acquire, account, subject, feature)
+            .await
+    }
+
+    /// Extends a held lease; `SeatStatus::NotHeld` once it expired.
+    pub async fn heartbeat_seat(
+        &self,
+        account: &AccountId,
+        subject: &SubjectId,
+        feature: &FeatureId,
+    ) -> Result<Seat, SdkError> {
+        self.seat(SeatCall::Renew, account, subject, feature).await
+    }
+
+    /// Gives the seat back.
+    pub async fn release_seat(
+        &self,
+        account: &AccountId,
+        subject: &SubjectId,
+        feature: &FeatureId,
+    ) -> Result<Seat, SdkError> {
+        self.seat(SeatCall::Release, account, subject, feature)
+            .await
+    }
+
+    async fn seat(
+        &self,
+        call: SeatCall,
+        account: &AccountId,
+        subject: &SubjectId,
+        feature: &FeatureId,
+    ) -> Result<Seat, SdkError> {
+        let message = usage::SeatRequest {
+            account_id: account.to_string(),
+            subject_id: subject.to_string(),
+            feature_id: feature.to_string(),
+        };
+        let (response, endpoint) = self
+            .call(|channel, left| {
+                let message = with_timeout(message.clone(), left);
+                async move {
+                    let mut client = UsageClient::new(channel);
+                    match call {
+                        SeatCall::Acquire => client.acquire_seat(message).await,
+                        SeatCall::Renew => client.renew_seat(message).await,
+                        SeatCall::Release => client.release_seat(message).await,
+                    }
+                    .map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
+        wire::seat(response, endpoint)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SeatCall {
+    Acquire,
+    Renew,
+    Release,
+}

@@ -1,0 +1,112 @@
+//! Tollgate's Rust SDK, for application teams: ask a region whether a
+//! subject may use a feature, meter consumption, hold floating seats, and
+//! (optionally) keep a local replica that answers checks in-process.
+//!
+//! # The remote client
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use tollgate_sdk::{check_request, Client};
+//!
+//! let client = Client::builder()
+//!     .endpoints(["http://127.0.0.1:7300", "http://127.0.0.1:7301"])
+//!     .deadline(Duration::from_secs(2))
+//!     .connect_timeout(Duration::from_millis(500))
+//!     .build()?;
+//! let request = check_request("acme".parse()?, Some("alice".parse()?), "export".parse()?);
+//! let answer = client.check(request).await?;
+//! println!("{} by {}", answer.decision.reason, answer.answered_by);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - **One lazily connected channel per endpoint.** Nothing is dialled
+//!   until the first call.
+//! - **Every call has a deadline**, failovers included: the builder's
+//!   (2 s by default), or another one through [`Client::with_deadline`].
+//! - **Failover.** A call starts with the endpoint that answered last;
+//!   when an endpoint cannot be reached (connection refused, connect
+//!   timeout, connection broken) or answers `UNAVAILABLE` or
+//!   `RESOURCE_EXHAUSTED`, the next one is tried, round-robin, with a short
+//!   pause after each full round, until the deadline: then
+//!   [`SdkError::Unavailable`] (or [`SdkError::DeadlineExceeded`] when the
+//!   time ran out on an endpoint that did not answer). Any other answer
+//!   ends the call: a bad request is [`SdkError::InvalidRequest`] from
+//!   every node, so it is never retried.
+//! - **Consumption is counted once.** A check that consumes gets an
+//!   idempotency key when the caller gave none, and the same key goes to
+//!   every endpoint tried; the key is in the answer so the caller can retry
+//!   later too. `report_usage` does the same.
+//! - **A denial is not an error**: it is a [`Decision`] with a [`Reason`].
+//!   Errors are typed ([`SdkError`], with a stable [`SdkError::code`]).
+//!
+//! # The local replica
+//!
+//! [`Replica`] follows a node's `Watch` stream for one account (plus the
+//! catalog) or all of them, keeps the data in memory, rebuilds the engine's
+//! views at every revision, and answers [`Replica::check`] with the same
+//! `tollgate_engine::decide` call a node makes, so the same inputs give the
+//! same decision. It resumes from its revision on the next endpoint when a
+//! stream ends or fails, and keeps answering from its last state while no
+//! node can be reached, its staleness growing (offline policies apply to
+//! it as they do on a node).
+//!
+//! What it cannot answer, it refuses with [`SdkError::NeedsRegion`]:
+//! consumption (metering is the region's), an IP address (the replica
+//! resolves none; give a resolved country or continent), an account outside
+//! its scope. Usage counters and floating-seat leases live only in the
+//! region: a decision that read them is flagged
+//! [`LocalDecision::approximate`].
+//!
+//! # Architecture invariants
+//!
+//! - The SDK never decides anything itself: remote answers come from a
+//!   node, local ones from `tollgate_engine::decide`.
+//! - Nothing a node sends is trusted to convert: a response that does not
+//!   is [`SdkError::Protocol`], never a panic.
+//! - Limits: at most [`ENDPOINTS_MAX`] endpoints, 128 checks per batch,
+//!   a bounded response size, a bounded replica ([`ReplicaBuilder::objects_max`]).
+
+mod client;
+mod error;
+mod offline;
+mod replica;
+mod store;
+mod wire;
+
+pub use client::{
+    new_idempotency_key, BatchChecked, Checked, Client, ClientBuilder, Seat, SeatStatus,
+    UsageReported, CONNECT_TIMEOUT_DEFAULT, DEADLINE_DEFAULT, ENDPOINTS_MAX,
+};
+pub use error::SdkError;
+pub use offline::OfflineVerifier;
+pub use replica::{
+    LocalDecision, Replica, ReplicaBuilder, Staleness, IDLE_TIMEOUT_DEFAULT, OBJECTS_MAX_DEFAULT,
+    RECONNECT_BACKOFF_MAX_DEFAULT, RECONNECT_BACKOFF_MIN_DEFAULT,
+};
+pub use tollgate_license::{License, LicenseError};
+// The vocabulary of a check, re-exported so applications need no other
+// Tollgate crate for the common cases.
+pub use tollgate_engine::{Check, CheckRequest, Consistency, Decision, Location, Reason};
+pub use tollgate_model::{AccountId, FeatureId, GeoFacts, SubjectId};
+
+/// A plain check (no consumption, no location, answered at once) of
+/// `feature` for `subject` of `account`; set the other fields as needed.
+pub fn check_request(
+    account: AccountId,
+    subject: Option<SubjectId>,
+    feature: FeatureId,
+) -> CheckRequest {
+    CheckRequest {
+        check: Check {
+            account,
+            subject,
+            feature,
+            consume: 0,
+        },
+        location: Location::Unknown,
+        consistency: Consistency::Local,
+        idempotency_key: None,
+    }
+}
