@@ -91,53 +91,59 @@ impl<S: OriginStore> FromRequestParts<AppState<S>> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self, Problem> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                Problem::unauthenticated("an API key is required: Authorization: Bearer tg_...")
-            })?;
-        if header.len() > AUTHORIZATION_LEN_MAX {
-            return Err(Problem::unauthenticated(
-                "the Authorization header is too long",
-            ));
-        }
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .and_then(|t| t.strip_prefix(TOKEN_PREFIX))
-            .ok_or_else(|| {
-                Problem::unauthenticated("expected Authorization: Bearer tg_<key id>.<secret>")
-            })?;
-        let (id, secret) = token
-            .split_once('.')
-            .ok_or_else(|| Problem::unauthenticated("malformed API key"))?;
-        if id.is_empty()
-            || id.len() > 64
-            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(Problem::unauthenticated("malformed API key"));
-        }
-        let stored = state.store.get(&keys::api_key(id))?;
-        let key: ApiKeyRecord = match stored.map(|b| serde_json::from_slice(&b)) {
-            Some(Ok(key)) => key,
-            Some(Err(e)) => {
-                return Err(Problem::internal(format!(
-                    "stored API key {id} is unreadable: {e}"
-                )))
-            }
-            None => return Err(Problem::unauthenticated("unknown or wrong API key")),
-        };
-        if !constant_time_eq(
-            sha256_hex(secret.as_bytes()).as_bytes(),
-            key.secret_sha256.as_bytes(),
-        ) {
-            return Err(Problem::unauthenticated("unknown or wrong API key"));
-        }
-        if key.revoked {
-            return Err(Problem::unauthenticated(format!("API key {id} is revoked")));
-        }
-        Ok(Caller { key })
+        authenticate(
+            &*state.store,
+            parts
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .map(|h| h.as_bytes()),
+        )
     }
+}
+
+/// The caller an `Authorization` value (`Bearer tg_<id>.<secret>`) names,
+/// for the REST API and for gRPC calls that carry an API key.
+pub fn authenticate<S: OriginStore>(store: &S, header: Option<&[u8]>) -> Result<Caller, Problem> {
+    let header = header.ok_or_else(|| {
+        Problem::unauthenticated("an API key is required: Authorization: Bearer tg_...")
+    })?;
+    if header.len() > AUTHORIZATION_LEN_MAX {
+        return Err(Problem::unauthenticated(
+            "the Authorization header is too long",
+        ));
+    }
+    let token = std::str::from_utf8(header)
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(|t| t.strip_prefix(TOKEN_PREFIX))
+        .ok_or_else(|| {
+            Problem::unauthenticated("expected Authorization: Bearer tg_<key id>.<secret>")
+        })?;
+    let (id, secret) = token
+        .split_once('.')
+        .ok_or_else(|| Problem::unauthenticated("malformed API key"))?;
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(Problem::unauthenticated("malformed API key"));
+    }
+    let stored = store.get(&keys::api_key(id))?;
+    let key: ApiKeyRecord = match stored.map(|b| serde_json::from_slice(&b)) {
+        Some(Ok(key)) => key,
+        Some(Err(e)) => {
+            return Err(Problem::internal(format!(
+                "stored API key {id} is unreadable: {e}"
+            )))
+        }
+        None => return Err(Problem::unauthenticated("unknown or wrong API key")),
+    };
+    if !constant_time_eq(
+        sha256_hex(secret.as_bytes()).as_bytes(),
+        key.secret_sha256.as_bytes(),
+    ) {
+        return Err(Problem::unauthenticated("unknown or wrong API key"));
+    }
+    if key.revoked {
+        return Err(Problem::unauthenticated(format!("API key {id} is revoked")));
+    }
+    Ok(Caller { key })
 }

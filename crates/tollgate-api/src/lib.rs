@@ -13,14 +13,14 @@
 //! - Bodies are bounded ([`BODY_BYTES_MAX`]); lists are paginated.
 
 pub mod auth;
+pub mod licensing;
 pub mod openapi;
 pub mod problem;
 mod routes;
 pub mod store;
 
 use axum::Router;
-use std::sync::{Arc, RwLock};
-use tollgate_signing::PublicKeySet;
+use std::sync::Arc;
 
 pub use routes::{Page, WriteResult};
 pub use store::{MemStore, OriginStore, StoreError};
@@ -37,15 +37,17 @@ pub const REASON_HEADER_LEN_MAX: usize = tollgate_origin::REASON_LEN_MAX;
 /// What every handler can reach.
 pub struct AppState<S> {
     pub store: Arc<S>,
-    /// The origin's public keys, served without authentication.
-    pub public_keys: Arc<RwLock<PublicKeySet>>,
+    /// The origin's signing keys: licenses and region certificates are
+    /// signed with them, and their public half is served without
+    /// authentication.
+    pub keys: licensing::OriginKeys,
 }
 
 impl<S> Clone for AppState<S> {
     fn clone(&self) -> Self {
         AppState {
             store: self.store.clone(),
-            public_keys: self.public_keys.clone(),
+            keys: self.keys.clone(),
         }
     }
 }

@@ -33,7 +33,7 @@ impl Api {
         let ring = KeyRing::generate(UnixSeconds(0)).unwrap();
         let app = router(AppState {
             store,
-            public_keys: Arc::new(RwLock::new(ring.public_set())),
+            keys: tollgate_api::licensing::OriginKeys::new(Arc::new(RwLock::new(ring)), None),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -116,6 +116,39 @@ pub async fn fetch_public_keys(
     })
 }
 
+/// The origin's key set as vouched for by a key `trusted` holds: how a
+/// region learns of a rotation. Refused unless an endorsement verifies.
+pub async fn fetch_endorsed_keys(
+    endpoint: &str,
+    trusted: &PublicKeySet,
+    timeout: Duration,
+) -> Result<PublicKeySet, FeedError> {
+    let mut client = connect(endpoint, timeout).await?;
+    let set = tokio::time::timeout(timeout, client.get_public_keys(pb::GetPublicKeysRequest {}))
+        .await
+        .map_err(|_| FeedError::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason: "GetPublicKeys timed out".into(),
+        })??
+        .into_inner();
+    let endorsements: Vec<Signed> = set
+        .endorsements
+        .into_iter()
+        .take(tollgate_signing::KEYS_MAX)
+        .map(|e| Signed {
+            kid: e.kid,
+            payload: e.payload,
+            signature: e.signature,
+        })
+        .collect();
+    trusted
+        .accept_endorsed(&endorsements, now())
+        .map_err(|source| FeedError::Signature {
+            revision: 0,
+            source,
+        })
+}
+
 /// Verifies one signed change record that should carry revision
 /// `expected`: the wire revision, the signature (with `verify_strict`, by a
 /// key of `keys` valid at `now`), and the revision inside the signed bytes.

@@ -20,7 +20,9 @@ mod snapshot;
 mod source;
 
 pub use error::FeedError;
-pub use follower::{fetch_public_keys, verify_record, FollowEvent, Follower, FollowerConfig};
+pub use follower::{
+    fetch_endorsed_keys, fetch_public_keys, verify_record, FollowEvent, Follower, FollowerConfig,
+};
 pub use server::{FeedConfig, FeedService};
 pub use snapshot::{SnapshotChunkPayload, SNAPSHOT_CHUNK_BYTES_MAX};
 pub use source::ChangeSource;

@@ -250,11 +250,20 @@ impl<S: ChangeSource> Changefeed for FeedService<S> {
         &self,
         _request: Request<pb::GetPublicKeysRequest>,
     ) -> Result<Response<pb::PublicKeySet>, Status> {
-        let set = self
+        let ring = self
             .keys
             .read()
-            .map_err(|_| Status::internal("the key ring lock is poisoned"))?
-            .public_set();
-        Ok(Response::new(set.into()))
+            .map_err(|_| Status::internal("the key ring lock is poisoned"))?;
+        let mut set: pb::PublicKeySet = ring.public_set().into();
+        set.endorsements = ring
+            .endorsements()
+            .into_iter()
+            .map(|e| pb::KeySetEndorsement {
+                kid: e.kid,
+                payload: e.payload,
+                signature: e.signature,
+            })
+            .collect();
+        Ok(Response::new(set))
     }
 }

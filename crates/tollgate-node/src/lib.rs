@@ -5,6 +5,7 @@
 //! flushes storage).
 
 mod error;
+mod license_api;
 mod meter;
 mod ops;
 mod origin;
@@ -17,6 +18,7 @@ mod watch;
 mod webhooks;
 
 pub use error::NodeError;
+pub use license_api::RegionIssuerConfig;
 pub use meter::{MeterConfig, MeterStats};
 pub use ops::{RegionStatus, SyncCounts};
 pub use origin::{OriginConfig, OriginListeners, OriginNode};

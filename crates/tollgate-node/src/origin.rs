@@ -164,6 +164,7 @@ impl ChangeSource for NodeState {
 pub struct OriginNode {
     state: Arc<NodeState>,
     keys: Arc<RwLock<KeyRing>>,
+    app: AppState<NodeState>,
     http_addr: SocketAddr,
     feed_addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -231,15 +232,16 @@ impl OriginNode {
         }));
 
         // REST.
-        let public_keys = Arc::new(RwLock::new(
-            keys.read()
-                .map_err(|_| NodeError::Other("key ring lock poisoned".into()))?
-                .public_set(),
-        ));
-        let app = tollgate_api::router(AppState {
+        let origin_keys = tollgate_api::licensing::OriginKeys::new(
+            keys.clone(),
+            Some(config.signing_keys_path.clone()),
+        );
+        let app_state = AppState {
             store: state.clone(),
-            public_keys,
-        });
+            keys: origin_keys.clone(),
+        };
+        let licenses = crate::license_api::OriginLicenses::new(app_state.clone());
+        let app = tollgate_api::router(app_state.clone());
         let http_stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(error) = axum::serve(listeners.http, app)
@@ -261,7 +263,10 @@ impl OriginNode {
                 .add_service(feed.into_server())
                 .add_service(tollgate_proto::origin::v1::quota_server::QuotaServer::new(
                     quota,
-                )),
+                ))
+                .add_service(
+                    tollgate_proto::license::v1::licenses_server::LicensesServer::new(licenses),
+                ),
             listeners.feed,
             stop_rx.clone(),
             "the changefeed",
@@ -292,7 +297,31 @@ impl OriginNode {
             stop,
             tasks,
             drain_timeout: config.drain_timeout,
+            app: app_state,
         })
+    }
+
+    /// Certifies `public_key` (base64url) as region `region`'s license
+    /// signing key, as `POST /v1/regions/{region}/certificates` does, for
+    /// in-process deployments (`tollgate dev`).
+    pub async fn certify_region(
+        &self,
+        region: &str,
+        request: tollgate_api::licensing::CertifyRegion,
+    ) -> Result<tollgate_api::licensing::IssuedCertificate, NodeError> {
+        let actor = tollgate_api::licensing::Actor {
+            id: "local".into(),
+            reason: Some("certified in-process".into()),
+        };
+        tollgate_api::licensing::certify_region(
+            &self.app,
+            &actor,
+            region.to_string(),
+            request,
+            crate::state::now(),
+        )
+        .await
+        .map_err(|p| NodeError::Other(format!("certifying region {region}: {}", p.detail)))
     }
 
     pub fn http_addr(&self) -> SocketAddr {

@@ -79,6 +79,13 @@ pub struct RegionConfig {
     /// A counter this region has not used for this long hands the unused
     /// part of its slice back to the origin, for other regions.
     pub slice_idle: Duration,
+    /// How often the leader asks the origin for its key set, to learn of a
+    /// retirement (a rotation is learnt at the first record the new key
+    /// signs).
+    pub origin_keys_refresh: Duration,
+    /// The region's certified key, to issue license tokens while cut off
+    /// from the origin. `None`: the node verifies tokens but issues none.
+    pub license_issuer: Option<crate::RegionIssuerConfig>,
 }
 
 impl RegionConfig {
@@ -102,6 +109,8 @@ impl RegionConfig {
             geo_required: true,
             ready_lag_revisions_max: 1000,
             meter: MeterConfig::default(),
+            license_issuer: None,
+            origin_keys_refresh: Duration::from_secs(60),
             region: "region".into(),
             quota_lease_interval: Duration::from_millis(50),
             quota_sync_interval: Duration::from_secs(1),
@@ -547,6 +556,12 @@ impl RegionNode {
             }
         };
 
+        let licenses = crate::license_api::RegionLicenses::new(
+            view.clone(),
+            config.origin_keys.clone(),
+            &config.region,
+            config.license_issuer.clone(),
+        )?;
         let checker = Arc::new(Checker {
             meter_config: config.meter,
             node: node.clone(),
@@ -578,7 +593,10 @@ impl RegionNode {
                 ))
                 .add_service(tollgate_proto::usage::v1::usage_server::UsageServer::new(
                     crate::usage_api::UsageApi { checker },
-                )),
+                ))
+                .add_service(
+                    tollgate_proto::license::v1::licenses_server::LicensesServer::new(licenses),
+                ),
             listeners.grpc,
             stop_rx.clone(),
             "the check service",
@@ -717,6 +735,63 @@ async fn propose(node: &Node<RegionLogic>, command: RegionCommand) -> Result<u64
 
 /// On the leader: follow the origin from the applied revision and propose
 /// what verifies; reconnect with backoff. Followers wait.
+/// The origin keys the region trusts: the set it accepted at the last
+/// rotation, or the configured one before any.
+pub(crate) fn trusted_origin_keys(view: &StateView, configured: &PublicKeySet) -> PublicKeySet {
+    match view.get(tollgate_region::ORIGIN_KEYS) {
+        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+            Ok(set) => set,
+            Err(error) => {
+                tracing::error!(%error, "The stored origin key set does not decode; using the configured one.");
+                configured.clone()
+            }
+        },
+        _ => configured.clone(),
+    }
+}
+
+/// After a record signed by a key the region does not know: ask the origin
+/// for its key set, accept it if a trusted key endorses it, and record it
+/// through the region's log. True when a new set was accepted.
+async fn learn_rotated_keys(
+    node: &Node<RegionLogic>,
+    config: &RegionConfig,
+    trusted: &PublicKeySet,
+) -> bool {
+    let offered = match tollgate_feed::fetch_endorsed_keys(
+        &config.origin_feed,
+        trusted,
+        Duration::from_secs(5),
+    )
+    .await
+    {
+        Ok(set) => set,
+        Err(error) => {
+            tracing::error!(%error, "The origin signs with a key this region does not trust, and no trusted key endorses its key set.");
+            return false;
+        }
+    };
+    if &offered == trusted {
+        return false;
+    }
+    let keys_json = serde_json::to_string(&offered).expect("a key set serialises");
+    match propose(node, RegionCommand::TrustOriginKeys { keys_json }).await {
+        Ok(_) => {
+            let kids: Vec<String> = offered.keys.iter().map(|k| k.kid.to_string()).collect();
+            tracing::info!(
+                ?kids,
+                "Accepted the origin's rotated key set, endorsed by a trusted key."
+            );
+            metrics::counter!("tollgate_region_origin_key_rotations_total").increment(1);
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Could not record the origin's rotated key set.");
+            false
+        }
+    }
+}
+
 async fn follow_origin(
     node: Arc<Node<RegionLogic>>,
     config: RegionConfig,
@@ -737,9 +812,10 @@ async fn follow_origin(
             }
         }
         let from = read_u64(&view, keys::HEAD_REVISION);
+        let trusted = trusted_origin_keys(&view, &config.origin_keys);
         let follower_config = FollowerConfig {
             endpoint: config.origin_feed.clone(),
-            keys: config.origin_keys.clone(),
+            keys: trusted.clone(),
             max_batch_records: tollgate_region::RECORDS_PER_COMMAND_MAX as u32,
             subscriber: format!("region node {}", config.name),
             connect_timeout: Duration::from_secs(5),
@@ -748,11 +824,19 @@ async fn follow_origin(
         let result = async {
             let mut follower = Follower::connect(&follower_config, from).await?;
             backoff = initial_backoff;
+            let mut keys_checked = tokio::time::Instant::now();
             // Parts of the snapshot being installed, proposed so far.
             let mut snapshot_parts = 0u32;
             loop {
                 if node.metrics().current_leader != Some(node.id()) {
                     return Ok(());
+                }
+                if keys_checked.elapsed() >= config.origin_keys_refresh {
+                    keys_checked = tokio::time::Instant::now();
+                    if learn_rotated_keys(&node, &config, &trusted).await {
+                        // Follow again under the new set.
+                        return Ok(());
+                    }
                 }
                 let command = match follower.next().await? {
                     FollowEvent::Records(records) => RegionCommand::ApplyChanges {
@@ -810,6 +894,16 @@ async fn follow_origin(
             outcome = result => {
                 if let Err(error) = outcome {
                     stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                    if let FeedError::Signature {
+                        source: tollgate_signing::VerifyError::UnknownKey(_),
+                        ..
+                    } = &error
+                    {
+                        if learn_rotated_keys(&node, &config, &trusted).await {
+                            backoff = initial_backoff;
+                            continue;
+                        }
+                    }
                     if matches!(error, FeedError::Refused { .. } | FeedError::Signature { .. }) {
                         stats.refused.fetch_add(1, Ordering::Relaxed);
                     }

@@ -98,10 +98,24 @@ impl Stream {
         }
     }
 
+    /// How far this node has applied, and how stale the region is.
+    fn heartbeat_event(&self) -> Result<WatchEvent, Status> {
+        let contact = self.read(ORIGIN_CONTACT)?;
+        Ok(WatchEvent::Heartbeat {
+            applied_revision: self.read(keys::HEAD_REVISION)?,
+            staleness_seconds: (contact > 0)
+                .then(|| now().0.saturating_sub(contact as i64).max(0) as u64),
+        })
+    }
+
     /// `Ok(Err(Gone))` ends the stream quietly.
     async fn serve(&mut self, request: &WatchRequest) -> Result<Result<(), Gone>, Status> {
         let account = request.account.as_ref();
         let mut at = request.from_revision;
+        // A heartbeat goes out once caught up, then at least every interval
+        // even while changes flow: a client scoped to a quiet account in a
+        // busy region still learns how fresh the region is.
+        let mut next_heartbeat = tokio::time::Instant::now();
         loop {
             let head = self.read(keys::HEAD_REVISION)?;
             if at < self.read(tollgate_region::CHANGE_FLOOR)? {
@@ -145,6 +159,14 @@ impl Stream {
                     return Ok(Err(gone));
                 }
                 at = through;
+                if tokio::time::Instant::now() >= next_heartbeat {
+                    // Busy: a heartbeat between batches.
+                    next_heartbeat = tokio::time::Instant::now() + self.heartbeat;
+                    let event = self.heartbeat_event()?;
+                    if let Err(gone) = self.send(event).await {
+                        return Ok(Err(gone));
+                    }
+                }
             }
             if at < head {
                 continue;
@@ -160,7 +182,7 @@ impl Stream {
                     changed = applied.wait_for(|applied| *applied > at) => {
                         if changed.is_ok() { Wake::Applied } else { Wake::Gone }
                     }
-                    _ = tokio::time::sleep(self.heartbeat) => Wake::Idle,
+                    _ = tokio::time::sleep_until(next_heartbeat) => Wake::Idle,
                     _ = tx.closed() => Wake::Gone,
                     _ = stop.wait_for(|stop| *stop) => Wake::Gone,
                 }
@@ -169,12 +191,8 @@ impl Stream {
                 Wake::Applied => {}
                 Wake::Gone => return Ok(Err(Gone)),
                 Wake::Idle => {
-                    let contact = self.read(ORIGIN_CONTACT)?;
-                    let event = WatchEvent::Heartbeat {
-                        applied_revision: self.read(keys::HEAD_REVISION)?,
-                        staleness_seconds: (contact > 0)
-                            .then(|| now().0.saturating_sub(contact as i64).max(0) as u64),
-                    };
+                    next_heartbeat = tokio::time::Instant::now() + self.heartbeat;
+                    let event = self.heartbeat_event()?;
                     if let Err(gone) = self.send(event).await {
                         return Ok(Err(gone));
                     }
@@ -212,17 +230,28 @@ fn in_scope(mut record: ChangeRecord, account: Option<&AccountId>) -> Option<Cha
 
 /// The scope's current state, as mutations that recreate it.
 fn scope_state(view: &StateView, account: Option<&AccountId>) -> Result<Vec<Mutation>, Status> {
-    let Some(account) = account else {
-        return Ok(crate::state::served_dataset(view)
+    match account {
+        None => Ok(crate::state::served_dataset(view)
             .map_err(internal)?
-            .to_mutations());
-    };
+            .to_mutations()),
+        Some(account) => Ok(account_dataset(view, account)?.to_mutations()),
+    }
+}
+
+/// One account's part of what a node serves: the catalog, the account, its
+/// subjects and entitlements, its revoked licenses, and every revoked
+/// region certificate.
+pub(crate) fn account_dataset(
+    view: &StateView,
+    account: &AccountId,
+) -> Result<tollgate_model::Dataset, Status> {
     let mut entries = scan_all(view, "catalog/").map_err(internal)?;
     let account_key = keys::account(account);
     if let Some(bytes) = view.get(&account_key).map_err(internal)? {
         entries.push((account_key, bytes));
     }
     entries.extend(scan_all(view, &format!("subject/{account}/")).map_err(internal)?);
+    entries.extend(scan_all(view, keys::REVOKED_CERTIFICATE_PREFIX).map_err(internal)?);
     let prefix = account_entitlements_prefix(account);
     let index =
         scan_all(view, std::str::from_utf8(&prefix).map_err(internal)?).map_err(internal)?;
@@ -234,7 +263,17 @@ fn scope_state(view: &StateView, account: Option<&AccountId>) -> Result<Vec<Muta
             entries.push((key, bytes));
         }
     }
-    Ok(tollgate_origin::dataset_from_entries(entries)
+    let mut data = tollgate_origin::dataset_from_entries(entries).map_err(internal)?;
+    // Revocations are keyed by token id (a verifier has only the token);
+    // there are few, so one account's are found by reading them all.
+    let revoked = scan_all(view, keys::REVOKED_LICENSE_PREFIX).map_err(internal)?;
+    for r in tollgate_origin::dataset_from_entries(revoked)
         .map_err(internal)?
-        .to_mutations())
+        .revoked_licenses
+    {
+        if &r.account == account {
+            data.revoked_licenses.push(r);
+        }
+    }
+    Ok(data)
 }

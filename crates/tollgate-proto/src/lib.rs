@@ -44,6 +44,13 @@ pub mod usage {
     }
 }
 
+/// Generated from `proto/tollgate/license/v1/`: license tokens.
+pub mod license {
+    pub mod v1 {
+        tonic::include_proto!("tollgate.license.v1");
+    }
+}
+
 /// The encoded descriptor set of every Tollgate proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tollgate_descriptor.bin"));

@@ -51,6 +51,25 @@ pub struct NodeFile {
     /// Region nodes: believe a location resolved by a proxy in the request.
     #[serde(default)]
     pub trust_proxy_location: bool,
+    /// Region nodes: issue license tokens with the region's own key.
+    #[serde(default)]
+    pub licenses: Option<Licenses>,
+}
+
+/// Region nodes: the region's license signing key and its certificate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Licenses {
+    /// The region's key (created on first start if missing; copy the same
+    /// file to every node of the region).
+    pub key_path: PathBuf,
+    /// The origin's certificate for that key: the `certificate` of
+    /// `POST /v1/regions/{region}/certificates`, as JSON. Without the file
+    /// the node starts, verifies tokens, and logs the key to certify.
+    pub certificate_path: PathBuf,
+    /// SHA-256 (lower-case hex) of the token callers present
+    /// (`authorization: Bearer <token>`) to issue.
+    pub issuer_token_sha256: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -165,6 +165,51 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The region's license issuer from `[licenses]`; `None` (with a warning
+/// naming the key to certify) while the certificate file is missing.
+fn region_issuer(
+    licenses: &crate::config::Licenses,
+    region: &str,
+) -> anyhow::Result<Option<tollgate_node::RegionIssuerConfig>> {
+    use base64::Engine as _;
+    let hex_ok = licenses.issuer_token_sha256.len() == 64
+        && licenses
+            .issuer_token_sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    anyhow::ensure!(
+        hex_ok,
+        "licenses.issuer_token_sha256: expected 64 lower-case hex digits (sha256sum of the token)"
+    );
+    let now = tollgate_model::UnixSeconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    );
+    let ring = tollgate_signing::KeyRing::load_or_create(&licenses.key_path, now)
+        .context("licenses.key_path")?;
+    let signing_key = ring.active_signing_key().1.clone();
+    if !licenses.certificate_path.exists() {
+        let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(signing_key.verifying_key().as_bytes());
+        tracing::warn!(
+            certificate_path = %licenses.certificate_path.display(),
+            "No license certificate yet: this node verifies tokens but issues none. Certify the region's key at the origin: POST /v1/regions/{region}/certificates {{\"public_key\": \"{public}\"}}, and save the answer's `certificate` there."
+        );
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&licenses.certificate_path).context("licenses.certificate_path")?;
+    let certificate: tollgate_signing::Signed = serde_json::from_str(&text)
+        .context("licenses.certificate_path: not a signed certificate")?;
+    Ok(Some(tollgate_node::RegionIssuerConfig {
+        signing_key,
+        certificate,
+        issuer_token_sha256: licenses.issuer_token_sha256.clone(),
+    }))
+}
+
 async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
     use std::sync::Arc;
     use tollgate_node::{RegionConfig, RegionListeners, RegionNode};
@@ -189,6 +234,9 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
     }
     if let Some(region) = &file.region {
         config.region = region.clone();
+    }
+    if let Some(licenses) = &file.licenses {
+        config.license_issuer = region_issuer(licenses, &config.region)?;
     }
     config
         .raft

@@ -3,6 +3,7 @@
 //! links the whole stack once, which keeps a cold `cargo test` within the disk
 //! and time a CI machine has.
 
+mod licenses;
 mod origin_e2e;
 mod origin_webhooks;
 mod quota_regions;
@@ -16,4 +17,5 @@ mod region_scale;
 mod region_snapshot;
 mod region_tampered;
 mod region_watch;
+mod sdk;
 mod wire_to_decision;

@@ -4,6 +4,7 @@
 
 mod catalog;
 mod entitlements;
+mod licenses;
 mod orders;
 mod origin_admin;
 mod usage;
@@ -124,6 +125,7 @@ pub fn table<S: OriginStore>() -> Vec<Route<S>> {
     )];
     routes.extend(catalog::routes());
     routes.extend(entitlements::routes());
+    routes.extend(licenses::routes());
     routes.extend(orders::routes());
     routes.extend(origin_admin::routes());
     routes.extend(usage::routes());
@@ -216,7 +218,7 @@ pub fn now() -> UnixSeconds {
     )
 }
 
-fn reason(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+pub(crate) fn reason(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     match headers.get("x-tollgate-reason") {
         None => Ok(None),
         Some(v) if v.len() > REASON_HEADER_LEN_MAX => Err(Problem::bad_request(format!(

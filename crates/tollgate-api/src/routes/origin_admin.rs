@@ -197,12 +197,7 @@ async fn revoke_key<S: OriginStore>(
 async fn public_keys<S: OriginStore>(
     State(state): State<AppState<S>>,
 ) -> Result<Json<PublicKeySet>, Problem> {
-    let keys = state
-        .public_keys
-        .read()
-        .map_err(|_| Problem::internal("the key set lock is poisoned"))?
-        .clone();
-    Ok(Json(keys))
+    Ok(Json(state.keys.public_set()?))
 }
 
 fn webhook_id(raw: String) -> Result<String, Problem> {

@@ -72,6 +72,8 @@ impl From<PublicKeySet> for pb::PublicKeySet {
                     }
                 })
                 .collect(),
+            // Only the origin's GetPublicKeys signs the set; it adds them.
+            endorsements: Vec::new(),
         }
     }
 }
