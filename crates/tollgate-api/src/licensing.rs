@@ -20,7 +20,7 @@ use tollgate_license::{
 use tollgate_model::{
     AccountId, Dataset, EntitlementId, EntitlementStatus, SubjectId, UnixSeconds,
 };
-use tollgate_origin::licenses::{CertificateRecord, LicenseRecord, AUDIENCE_LEN_MAX};
+use tollgate_origin::licenses::{CertificateRecord, LicenseRecord, AUDIENCE_BYTES_MAX};
 use tollgate_origin::{dataset_from_entries, keys, Op, OriginCommand, OriginResponse, RejectCode};
 use tollgate_signing::{KeyId, KeyRing, PublicKeySet};
 
@@ -294,9 +294,9 @@ pub async fn issue_license<S: OriginStore>(
     request: IssueLicense,
     now: UnixSeconds,
 ) -> Result<IssuedLicense, Problem> {
-    if request.audience.is_empty() || request.audience.len() > AUDIENCE_LEN_MAX {
+    if request.audience.is_empty() || request.audience.len() > AUDIENCE_BYTES_MAX {
         return Err(Problem::invalid(format!(
-            "audience must be 1..={AUDIENCE_LEN_MAX} bytes"
+            "audience must be 1..={AUDIENCE_BYTES_MAX} bytes"
         )));
     }
     let ttl = request.ttl_seconds.unwrap_or(LICENSE_TTL_DEFAULT_SECONDS);

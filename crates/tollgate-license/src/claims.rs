@@ -17,27 +17,11 @@ use tollgate_model::{
 /// audience, and 256 keeps the worst-case token, and the work of parsing it,
 /// small.
 pub const ENTITLEMENTS_PER_LICENSE_MAX: usize = 256;
-/// Longest audience (`aud`), in bytes.
-pub const AUDIENCE_BYTES_MAX: usize = 256;
-/// Longest region name, in bytes (the same rule as the origin's quota
-/// regions: 1..=64 bytes of `[a-z0-9-]`).
-pub const REGION_NAME_BYTES_MAX: usize = 64;
+pub use tollgate_model::{valid_region_name, AUDIENCE_BYTES_MAX, REGION_NAME_BYTES_MAX};
 /// `iss` of a token the origin signed.
 pub const ISSUER_ORIGIN: &str = "tollgate-origin";
 /// `iss` of a token a region signed is this, then the region's name.
 pub const ISSUER_REGION_PREFIX: &str = "tollgate-region:";
-
-/// Whether `name` can name a region: 1..=64 bytes of `[a-z0-9-]`. The same
-/// rule as `tollgate_origin::quota::valid_region_name` (not depended on: that
-/// crate is the origin's state machine, far more than a verifier needs). No
-/// `:` or `/`, so `tollgate-region:<name>` parses one way only.
-pub fn valid_region_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= REGION_NAME_BYTES_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
 
 /// `tollgate-region:<region>`, the `iss` of a token a region signs.
 pub fn region_issuer(region: &str) -> String {

@@ -33,6 +33,7 @@ pub use error::ModelError;
 pub use geo::{AnonymousNetwork, Continent, CountryCode, GeoFacts, GeoRule, SubdivisionCode};
 pub use id::*;
 pub use revocation::{
-    validate_revocation_id, RevokedCertificate, RevokedLicense, REVOCATION_ID_LEN,
+    valid_region_name, validate_revocation_id, RevokedCertificate, RevokedLicense,
+    AUDIENCE_BYTES_MAX, REGION_NAME_BYTES_MAX, REVOCATION_ID_LEN,
 };
 pub use time::{PeriodKey, UnixSeconds, UsageCounter, UsagePeriod, UsagePeriodTag};

@@ -6,6 +6,22 @@
 use crate::{AccountId, ModelError, UnixSeconds};
 use serde::{Deserialize, Serialize};
 
+/// Longest region name, in bytes.
+pub const REGION_NAME_BYTES_MAX: usize = 64;
+
+/// A region's name, as quota leases, certificates and token issuers use it:
+/// 1..=64 bytes of `[a-z0-9-]`.
+pub fn valid_region_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= REGION_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Longest license audience (the product a token is for), in bytes.
+pub const AUDIENCE_BYTES_MAX: usize = 256;
+
 /// Length of a token id or a certificate serial: 128 bits in lower-case hex.
 pub const REVOCATION_ID_LEN: usize = 32;
 
@@ -60,10 +76,10 @@ impl RevokedLicense {
 impl RevokedCertificate {
     pub fn validate(&self) -> Result<(), ModelError> {
         validate_revocation_id("serial", &self.serial)?;
-        if self.region.is_empty() || self.region.len() > 64 {
+        if !valid_region_name(&self.region) {
             return Err(ModelError::Invalid {
                 field: "region",
-                reason: "must be 1..=64 bytes".into(),
+                reason: "must be 1..=64 bytes of [a-z0-9-]".into(),
             });
         }
         Ok(())

@@ -334,8 +334,9 @@ impl pb::licenses_server::Licenses for RegionLicenses {
         }
         let r = request.into_inner();
         let (account, subject) = ids(&r.account_id, &r.subject_id)?;
-        if r.audience.is_empty() || r.audience.len() > tollgate_origin::licenses::AUDIENCE_LEN_MAX {
-            return Err(Status::invalid_argument("audience must be 1..=128 bytes"));
+        if r.audience.is_empty() || r.audience.len() > tollgate_origin::licenses::AUDIENCE_BYTES_MAX
+        {
+            return Err(Status::invalid_argument("audience must be 1..=256 bytes"));
         }
         let cert = issuer
             .certificate()

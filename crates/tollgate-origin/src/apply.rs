@@ -386,12 +386,12 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
             require_account(tx, &record.account)?;
             let sane = record.revoked_at.is_none()
                 && !record.audience.is_empty()
-                && record.audience.len() <= crate::licenses::AUDIENCE_LEN_MAX
+                && record.audience.len() <= crate::licenses::AUDIENCE_BYTES_MAX
                 && record.not_before < record.expires_at;
             if !sane {
                 return reject(
                     RejectCode::Invalid,
-                    "a license needs an audience of 1..=128 bytes, not_before before expires_at, and no revocation",
+                    "a license needs an audience of 1..=256 bytes, not_before before expires_at, and no revocation",
                 );
             }
             let key = keys::license(&record.account, &record.id);

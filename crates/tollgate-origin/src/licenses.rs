@@ -6,8 +6,7 @@
 use serde::{Deserialize, Serialize};
 use tollgate_model::{AccountId, SubjectId, UnixSeconds};
 
-/// Longest audience (product) name in a license, in bytes.
-pub const AUDIENCE_LEN_MAX: usize = 128;
+pub use tollgate_model::AUDIENCE_BYTES_MAX;
 
 /// A license token the origin issued. The token itself is not kept: it is
 /// the customer's to carry, and anyone holding it could use it.

@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tollgate_model::UsageCounter;
 
-/// Longest region name, in bytes.
-pub const REGION_NAME_BYTES_MAX: usize = 64;
+pub use tollgate_model::{valid_region_name, REGION_NAME_BYTES_MAX};
 /// Most counters in one usage report.
 pub const SYNC_ENTRIES_MAX: usize = 1024;
 /// Usage thresholds (percent of the cap) that raise a `usage.threshold`
@@ -132,15 +131,6 @@ pub struct QuotaSync {
     pub counter: UsageCounter,
     pub consumed: u64,
     pub released: u64,
-}
-
-/// Whether `name` can name a region: 1..=64 bytes of `[a-z0-9-]`.
-pub fn valid_region_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= REGION_NAME_BYTES_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// `seats/<entitlement>`: a [`QuotaState`] of a floating-seat entitlement's

@@ -292,6 +292,16 @@ impl NodeFile {
                         "region: must be 1..=64 bytes of [a-z0-9-]"
                     );
                 }
+                if let Some(licenses) = &self.licenses {
+                    let sha = &licenses.issuer_token_sha256;
+                    anyhow::ensure!(
+                        sha.len() == 64
+                            && sha
+                                .bytes()
+                                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                        "licenses.issuer_token_sha256: expected 64 lower-case hex digits (the sha256sum of the token)"
+                    );
+                }
             }
         }
         anyhow::ensure!(

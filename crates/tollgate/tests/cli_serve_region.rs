@@ -179,6 +179,7 @@ fn region_configs_are_checked_as_a_whole() {
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n", "listen.grpc"),
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"ftp://x\"\npublic_keys_path = \"k\"\n", "origin.feed"),
         ("role = \"origin\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n", "listen.feed"),
+        ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[licenses]\nkey_path = \"k\"\ncertificate_path = \"c\"\nissuer_token_sha256 = \"secret\"\n", "licenses.issuer_token_sha256"),
     ] {
         std::fs::write(&path, text).unwrap();
         let out = tollgate().args(["serve", "--check", "--config", path.to_str().unwrap()]).output().unwrap();
