@@ -124,6 +124,14 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
         origin.feed_addr(),
         origin.raft().addr()
     );
+    // The public half, for regions' `origin.public_keys_path` (a volume
+    // shared with them, or a file copied by the operator).
+    let public_path = file.data_dir.join("origin-keys.public.json");
+    let public = serde_json::to_vec_pretty(&origin.public_keys()).context("the public key set")?;
+    let tmp = public_path.with_extension("tmp");
+    std::fs::write(&tmp, public)
+        .and_then(|()| std::fs::rename(&tmp, &public_path))
+        .with_context(|| format!("writing {}", public_path.display()))?;
 
     if file.cluster.bootstrap {
         let members: Vec<(u64, String)> = if file.cluster.members.is_empty() {
