@@ -41,13 +41,20 @@ pub struct AppState<S> {
     /// signed with them, and their public half is served without
     /// authentication.
     pub keys: licensing::OriginKeys,
+    /// Renders the node's metrics for `/metrics` (Prometheus text); `None`:
+    /// the endpoint answers 404.
+    pub metrics: Option<MetricsRenderer>,
 }
+
+/// Renders metrics in the Prometheus text format.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl<S> Clone for AppState<S> {
     fn clone(&self) -> Self {
         AppState {
             store: self.store.clone(),
             keys: self.keys.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }

@@ -13,6 +13,7 @@ mod quota_agent;
 mod quota_api;
 mod region;
 mod state;
+pub mod telemetry;
 mod usage_api;
 mod watch;
 mod webhooks;

@@ -59,6 +59,8 @@ pub(crate) struct OpsState {
     pub meter: Arc<Meter>,
     pub node: Arc<Node<RegionLogic>>,
     pub name: String,
+    /// The region's name, the `cluster` label of its gauges.
+    pub region: String,
     pub geo: Option<Arc<GeoDatabases>>,
     pub geo_required: bool,
     pub ready_lag_revisions_max: u64,
@@ -66,6 +68,25 @@ pub(crate) struct OpsState {
 }
 
 impl OpsState {
+    /// This node's Raft and origin-sync gauges, from its current status.
+    pub(crate) fn record_gauges(&self) {
+        crate::telemetry::record_raft(&self.region, &self.name, &self.node);
+        let status = self.status();
+        let labels = [
+            ("cluster", self.region.clone()),
+            ("node", self.name.clone()),
+        ];
+        metrics::gauge!("tollgate_region_applied_revision", &labels)
+            .set(status.applied_revision as f64);
+        metrics::gauge!("tollgate_region_origin_head_revision", &labels)
+            .set(status.origin_head_revision as f64);
+        metrics::gauge!("tollgate_region_lag_revisions", &labels).set(status.lag_revisions as f64);
+        // Never heard from the origin: as stale as can be.
+        metrics::gauge!("tollgate_region_staleness_seconds", &labels)
+            .set(status.staleness_seconds.map_or(f64::INFINITY, |s| s as f64));
+        metrics::gauge!("tollgate_region_ready", &labels).set(f64::from(u8::from(status.ready)));
+    }
+
     pub(crate) fn status(&self) -> RegionStatus {
         let view = self.node.view();
         let metrics = self.node.metrics();
@@ -126,7 +147,21 @@ pub(crate) fn router(state: Arc<OpsState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics_text))
         .with_state(state)
+}
+
+/// Prometheus text: this process's registry, with this node's gauges
+/// refreshed first.
+async fn metrics_text(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    state.record_gauges();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::render(),
+    )
 }
 
 async fn healthz(State(state): State<Arc<OpsState>>) -> impl IntoResponse {

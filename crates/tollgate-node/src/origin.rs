@@ -160,6 +160,13 @@ impl ChangeSource for NodeState {
     }
 }
 
+/// The origin node's Raft gauges and head revision.
+fn record_origin_gauges(state: &NodeState, node: &str) {
+    crate::telemetry::record_raft("origin", node, &state.node);
+    metrics::gauge!("tollgate_origin_head_revision", "node" => node.to_string())
+        .set(state.head().unwrap_or(0) as f64);
+}
+
 /// A running origin node.
 pub struct OriginNode {
     state: Arc<NodeState>,
@@ -236,9 +243,32 @@ impl OriginNode {
             keys.clone(),
             Some(config.signing_keys_path.clone()),
         );
+        crate::telemetry::install();
+        let gauge_state = state.clone();
+        let gauge_stop = stop_rx.clone();
+        let node_name = format!("origin-{}", state.node.id());
+        tasks.push(tokio::spawn(async move {
+            let stop = stopped(gauge_stop);
+            tokio::pin!(stop);
+            let mut tick = tokio::time::interval(crate::telemetry::GAUGE_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => record_origin_gauges(&gauge_state, &node_name),
+                    _ = &mut stop => return,
+                }
+            }
+        }));
+        let metrics_state = state.clone();
         let app_state = AppState {
             store: state.clone(),
             keys: origin_keys.clone(),
+            metrics: Some(Arc::new(move || {
+                record_origin_gauges(
+                    &metrics_state,
+                    &format!("origin-{}", metrics_state.node.id()),
+                );
+                crate::telemetry::render()
+            })),
         };
         let licenses = crate::license_api::OriginLicenses::new(app_state.clone());
         let app = tollgate_api::router(app_state.clone());
@@ -258,15 +288,25 @@ impl OriginNode {
             state: state.clone(),
             outstanding_max: config.quota_outstanding_max,
         };
+        let router = tonic::transport::Server::builder()
+            .add_service(feed.into_server())
+            .add_service(tollgate_proto::origin::v1::quota_server::QuotaServer::new(
+                quota,
+            ))
+            .add_service(
+                tollgate_proto::license::v1::licenses_server::LicensesServer::new(licenses),
+            );
+        let router = crate::state::with_standard_services(
+            router,
+            &[
+                "tollgate.origin.v1.Changefeed",
+                "tollgate.origin.v1.Quota",
+                "tollgate.license.v1.Licenses",
+            ],
+        )
+        .await?;
         tasks.push(crate::state::serve_grpc(
-            tonic::transport::Server::builder()
-                .add_service(feed.into_server())
-                .add_service(tollgate_proto::origin::v1::quota_server::QuotaServer::new(
-                    quota,
-                ))
-                .add_service(
-                    tollgate_proto::license::v1::licenses_server::LicensesServer::new(licenses),
-                ),
+            router,
             listeners.feed,
             stop_rx.clone(),
             "the changefeed",

@@ -403,6 +403,12 @@ impl LiveState for Live<'_> {
     }
 }
 
+/// Counts a decision by reason and records how long it took.
+fn observe(decision: &Decision, started: std::time::Instant) {
+    metrics::counter!(crate::telemetry::CHECKS, "reason" => decision.reason.code()).increment(1);
+    metrics::histogram!(crate::telemetry::CHECK_DURATION).record(started.elapsed().as_secs_f64());
+}
+
 fn invalid(e: tollgate_proto::ConvertError) -> Status {
     Status::invalid_argument(e.to_string())
 }
@@ -417,7 +423,9 @@ impl pb::check_service_server::CheckService for Checker {
         if let tollgate_engine::Consistency::AtLeastRevision(rev) = request.consistency {
             self.wait_for(rev).await?;
         }
+        let started = std::time::Instant::now();
         let (decision, revision) = self.answer(&request).await?;
+        observe(&decision, started);
         Ok(Response::new(pb::CheckResponse {
             staleness_seconds: decision.staleness_seconds,
             decision: Some(decision_to_proto(decision)),
@@ -439,7 +447,9 @@ impl pb::check_service_server::CheckService for Checker {
         for item in items {
             let result = match item {
                 Ok(request) => {
+                    let started = std::time::Instant::now();
                     let (decision, rev) = self.answer(&request).await?;
+                    observe(&decision, started);
                     revision = rev;
                     staleness = decision.staleness_seconds;
                     pb::batch_check_result::Result::Decision(decision_to_proto(decision))
@@ -530,11 +540,26 @@ impl RegionNode {
             meter: meter.clone(),
             node: node.clone(),
             name: config.name.clone(),
+            region: config.region.clone(),
             geo: geo.clone(),
             geo_required: config.geo_required,
             ready_lag_revisions_max: config.ready_lag_revisions_max,
             stats: stats.clone(),
         });
+        crate::telemetry::install();
+        let gauges = ops.clone();
+        let gauge_stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = stopped(gauge_stop);
+            tokio::pin!(stop);
+            let mut tick = tokio::time::interval(crate::telemetry::GAUGE_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => gauges.record_gauges(),
+                    _ = &mut stop => return,
+                }
+            }
+        }));
         let http_addr = match listeners.http {
             None => None,
             Some(listener) => {
@@ -586,17 +611,27 @@ impl RegionNode {
                 accounts: HashMap::new(),
             }),
         });
+        let router = tonic::transport::Server::builder()
+            .add_service(pb::check_service_server::CheckServiceServer::from_arc(
+                checker.clone(),
+            ))
+            .add_service(tollgate_proto::usage::v1::usage_server::UsageServer::new(
+                crate::usage_api::UsageApi { checker },
+            ))
+            .add_service(
+                tollgate_proto::license::v1::licenses_server::LicensesServer::new(licenses),
+            );
+        let router = crate::state::with_standard_services(
+            router,
+            &[
+                "tollgate.check.v1.CheckService",
+                "tollgate.usage.v1.Usage",
+                "tollgate.license.v1.Licenses",
+            ],
+        )
+        .await?;
         tasks.push(crate::state::serve_grpc(
-            tonic::transport::Server::builder()
-                .add_service(pb::check_service_server::CheckServiceServer::from_arc(
-                    checker.clone(),
-                ))
-                .add_service(tollgate_proto::usage::v1::usage_server::UsageServer::new(
-                    crate::usage_api::UsageApi { checker },
-                ))
-                .add_service(
-                    tollgate_proto::license::v1::licenses_server::LicensesServer::new(licenses),
-                ),
+            router,
             listeners.grpc,
             stop_rx.clone(),
             "the check service",
@@ -635,6 +670,11 @@ impl RegionNode {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The name this node answers as (`answered_by`).
+    pub fn name(&self) -> &str {
+        &self.ops.name
     }
 
     /// The operations endpoints, if this node serves them.

@@ -67,6 +67,27 @@ pub(crate) fn now() -> UnixSeconds {
     )
 }
 
+/// `router` with the standard gRPC health service (`services` and the
+/// server as a whole SERVING) and server reflection over every Tollgate
+/// proto, so off-the-shelf tools (grpcurl, grpc-health-probe, Kubernetes
+/// gRPC probes) can list, call and probe the node.
+pub(crate) async fn with_standard_services(
+    router: tonic::transport::server::Router,
+    services: &[&str],
+) -> Result<tonic::transport::server::Router, crate::NodeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for service in services {
+        reporter
+            .set_service_status(*service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tollgate_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| crate::NodeError::Other(format!("gRPC reflection: {e}")))?;
+    Ok(router.add_service(health).add_service(reflection))
+}
+
 /// Resolves once `stop` is set (or its sender is gone).
 pub(crate) async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;

@@ -314,6 +314,8 @@ async fn deliver(
             .await;
         match result {
             Ok(resp) if resp.status().is_success() => {
+                metrics::counter!("tollgate_webhook_deliveries_total", "outcome" => "delivered")
+                    .increment(1);
                 return Some(DeliveryRecord {
                     revision: audit.revision,
                     event,
@@ -356,6 +358,7 @@ async fn deliver(
         revision = audit.revision,
         "Gave up on a webhook delivery; the receiver must catch up from the audit log."
     );
+    metrics::counter!("tollgate_webhook_deliveries_total", "outcome" => "failed").increment(1);
     Some(DeliveryRecord {
         revision: audit.revision,
         event,

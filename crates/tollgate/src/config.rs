@@ -219,6 +219,87 @@ impl Default for Webhooks {
 /// Largest config file read, in bytes.
 const CONFIG_FILE_LEN_MAX: u64 = 1024 * 1024;
 
+/// The config file's sections: `TOLLGATE_<SECTION>_<KEY>` overrides
+/// `<key>` in `[<section>]`.
+const SECTIONS: [&str; 11] = [
+    "listen",
+    "advertise",
+    "cluster",
+    "signing",
+    "changefeed",
+    "quota",
+    "storage",
+    "webhooks",
+    "origin",
+    "geo",
+    "licenses",
+];
+/// Top-level keys: `TOLLGATE_<KEY>` overrides them.
+const TOP_LEVEL_KEYS: [&str; 6] = [
+    "role",
+    "node_id",
+    "data_dir",
+    "name",
+    "region",
+    "trust_proxy_location",
+];
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "TOLLGATE_";
+
+/// Where a `TOLLGATE_...` variable goes: (section, key), or `None` for a
+/// variable that is not a config key (e.g. `TOLLGATE_API_KEY` for `ctl`).
+fn env_key(var: &str) -> Option<(Option<&'static str>, String)> {
+    let rest = var.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+    for section in SECTIONS {
+        if let Some(key) = rest.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
+            if !key.is_empty() {
+                return Some((Some(section), key.to_string()));
+            }
+        }
+    }
+    TOP_LEVEL_KEYS
+        .iter()
+        .any(|k| *k == rest)
+        .then_some((None, rest))
+}
+
+/// A value from the environment: a TOML literal if it is one (`3`, `true`,
+/// `["a"]`, `{ id = 1 }`), otherwise the text as a string.
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Applies `TOLLGATE_*` overrides from `vars` to `table`; the names applied.
+pub fn apply_env(
+    table: &mut toml::Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Vec<String>> {
+    let mut applied = Vec::new();
+    let mut vars: Vec<_> = vars.into_iter().collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let Some((section, key)) = env_key(&var) else {
+            continue;
+        };
+        let target = match section {
+            None => &mut *table,
+            Some(section) => match table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            {
+                toml::Value::Table(t) => t,
+                _ => anyhow::bail!("{var}: [{section}] in the file is not a table"),
+            },
+        };
+        target.insert(key, env_value(&raw));
+        applied.push(var);
+    }
+    Ok(applied)
+}
+
 impl NodeFile {
     pub fn load(path: &Path) -> anyhow::Result<NodeFile> {
         use anyhow::Context;
@@ -232,10 +313,23 @@ impl NodeFile {
         );
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let file: NodeFile = toml::from_str(&text)
-            .with_context(|| format!("{} is not a valid node config", path.display()))?;
+        let mut table: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("{} is not valid TOML", path.display()))?;
+        let applied = apply_env(&mut table, std::env::vars())?;
+        let source = if applied.is_empty() {
+            path.display().to_string()
+        } else {
+            format!(
+                "{} (with {} from the environment)",
+                path.display(),
+                applied.join(", ")
+            )
+        };
+        let file: NodeFile = table
+            .try_into()
+            .with_context(|| format!("{source} is not a valid node config"))?;
         file.validate()
-            .with_context(|| format!("{} is invalid", path.display()))?;
+            .with_context(|| format!("{source} is invalid"))?;
         Ok(file)
     }
 
@@ -359,5 +453,70 @@ impl NodeFile {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_variables_override_keys_by_section_and_type() {
+        let mut table: toml::Table = toml::from_str(
+            "role = \"region\"\nnode_id = 1\ndata_dir = \"/d\"\n[listen]\nraft = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let applied = apply_env(
+            &mut table,
+            vars(&[
+                ("TOLLGATE_NODE_ID", "3"),
+                ("TOLLGATE_LISTEN_GRPC", "0.0.0.0:7300"),
+                ("TOLLGATE_ORIGIN_FEED", "http://origin:7200"),
+                ("TOLLGATE_ORIGIN_PUBLIC_KEYS_PATH", "/keys.json"),
+                ("TOLLGATE_CLUSTER_BOOTSTRAP", "true"),
+                ("TOLLGATE_CLUSTER_MEMBERS", "[{ id = 1, raft = \"a:1\" }]"),
+                // Not config keys: the CLI's own variables, left alone.
+                ("TOLLGATE_LOG", "debug"),
+                ("TOLLGATE_API_KEY", "tg_x"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(applied.len(), 6, "{applied:?}");
+        let file: NodeFile = table.try_into().unwrap();
+        assert_eq!(file.node_id, 3);
+        assert_eq!(file.listen.grpc.unwrap().port(), 7300);
+        let origin = file.origin.unwrap();
+        assert_eq!(origin.feed, "http://origin:7200");
+        assert_eq!(origin.public_keys_path, PathBuf::from("/keys.json"));
+        assert!(file.cluster.bootstrap);
+        assert_eq!(file.cluster.members[0].raft, "a:1");
+    }
+
+    #[test]
+    fn an_unknown_or_mistyped_override_is_refused_with_its_key() {
+        let base =
+            "role = \"region\"\nnode_id = 1\ndata_dir = \"/d\"\n[listen]\nraft = \"127.0.0.1:1\"\n";
+        for (var, value, needle) in [
+            ("TOLLGATE_LISTEN_NOPE", "1", "nope"),
+            ("TOLLGATE_NODE_ID", "three", "node_id"),
+            ("TOLLGATE_LISTEN_RAFT", "not-an-address", "raft"),
+        ] {
+            let mut table: toml::Table = toml::from_str(base).unwrap();
+            apply_env(&mut table, vars(&[(var, value)])).unwrap();
+            let error = table
+                .try_into::<NodeFile>()
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(needle), "{var}: {error}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod bench;
 mod check;
 mod config;
+mod ctl;
 mod dev;
 mod eval;
 mod serve;
@@ -37,13 +38,24 @@ struct Cli {
     #[arg(long, env = "TOLLGATE_LOG", default_value = "warn", global = true)]
     log: String,
 
+    /// Log lines as text (for people) or JSON (one object per line, for
+    /// log pipelines).
+    #[arg(
+        long,
+        env = "TOLLGATE_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an origin and a three-node region in one process on loopback,
+    /// Run an origin and two three-node regions in one process on loopback,
     /// with demo data and a demo geography, until Ctrl-C.
     Dev(dev::DevArgs),
     /// Ask a running region node one check.
@@ -56,6 +68,17 @@ enum Command {
     /// Run a node (today: an origin node) from a config file until SIGINT
     /// or SIGTERM.
     Serve(serve::ServeArgs),
+    /// The operator's and admin's client: node status, checks, accounts,
+    /// entitlements, orders (and bulk import), access requests, the audit
+    /// log, license tokens, signing keys, geo lookups, Raft membership.
+    Ctl(Box<ctl::CtlArgs>),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// How results are printed.
@@ -77,10 +100,13 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::INVALID_INPUT);
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 
     let code = match cli.command {
         Command::Dev(args) => dev::run(args),
@@ -88,6 +114,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(*args),
         Command::Serve(args) => serve::run(args),
+        Command::Ctl(args) => ctl::run(*args),
     };
     ExitCode::from(code)
 }

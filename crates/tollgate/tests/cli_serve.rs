@@ -106,6 +106,58 @@ fn bad_configs_are_refused_before_anything_is_bound() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(key), "expected {key} in: {stderr}");
     }
+    // A wrong type, a missing required value, a bad environment override,
+    // and a port in use: each named, before (or instead of) serving.
+    let wrong_type = write_config(dir.path(), "[changefeed]\nretention_revisions = \"many\"");
+    let out = tollgate()
+        .args(["serve", "--config", wrong_type.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("retention_revisions") && stderr.contains("invalid type"),
+        "{stderr}"
+    );
+    let missing = dir.path().join("missing.toml");
+    std::fs::write(
+        &missing,
+        "role = \"origin\"\nnode_id = 1\n[listen]\nraft = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let out = tollgate()
+        .args(["serve", "--config", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("data_dir"), "{stderr}");
+    let good = write_config(dir.path(), "");
+    let out = tollgate()
+        .args(["serve", "--check", "--config", good.to_str().unwrap()])
+        .env("TOLLGATE_LISTEN_HTTP", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TOLLGATE_LISTEN_HTTP") && stderr.contains("http"),
+        "the override is named: {stderr}"
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = tollgate()
+        .args(["serve", "--config", good.to_str().unwrap()])
+        .env("TOLLGATE_LISTEN_HTTP", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("listen.http") && stderr.contains(&port.to_string()),
+        "the port in use is named: {stderr}"
+    );
+    drop(taken);
     let zero_id = dir.path().join("zero.toml");
     std::fs::write(&zero_id, "role = \"origin\"\nnode_id = 0\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nfeed = \"127.0.0.1:0\"\n").unwrap();
     let out = tollgate()

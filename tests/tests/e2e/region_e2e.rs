@@ -45,9 +45,21 @@ async fn a_region_follows_the_origin_and_every_node_answers() {
         &origin.node,
         format!("http://{}", origin.node.feed_addr()),
         Some(geo),
-        |c| c.revision_wait_max = Duration::from_millis(500),
+        // The bound on a read-your-writes wait; generous for a loaded
+        // machine (a revision never reached takes this long to refuse).
+        |c| c.revision_wait_max = Duration::from_secs(5),
     )
     .await;
+    let head = origin.node.head_revision();
+    for node in &region {
+        wait_until(
+            "every node to catch up before the write",
+            DEADLINE,
+            || async { (node.applied_revision() >= head).then_some(()) },
+        )
+        .await
+        .unwrap();
+    }
 
     info!("Proving a grant at the origin is allowed on every regional node, read-your-writes.");
     let granted = origin

@@ -127,3 +127,143 @@ async fn readiness_waits_for_membership_the_origin_and_geography() {
     bare.shutdown().await.unwrap();
     origin.node.shutdown().await.unwrap();
 }
+
+/// Every line of `text` that starts with `name` (a Prometheus series).
+fn series<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_reflection_serve_off_the_shelf_tools() {
+    use tollgate_proto::check::v1 as pb;
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let origin =
+        TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
+    origin.seed(&["export"]).await;
+    let node = start(&origin, dir.path(), 1, None).await;
+    node.raft()
+        .initialize(&[(1, node.raft().addr().to_string())])
+        .await
+        .unwrap();
+    let head = origin.node.head_revision();
+    wait_until("the node to catch up", DEADLINE, || async {
+        (node.applied_revision() >= head).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // One denied check, counted by its reason.
+    let mut client = pb::check_service_client::CheckServiceClient::connect(format!(
+        "http://{}",
+        node.grpc_addr()
+    ))
+    .await
+    .unwrap();
+    let reply = client
+        .check(pb::CheckRequest {
+            account_id: "acme".into(),
+            feature_id: "export".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.decision.unwrap().reason(), pb::Reason::NotEntitled);
+
+    let text = reqwest::get(format!("http://{}/metrics", node.http_addr().unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let denied = series(&text, "tollgate_checks_total");
+    assert!(
+        denied.iter().any(|l| l.contains("reason=\"NOT_ENTITLED\"")),
+        "{denied:?}"
+    );
+    assert!(!series(&text, "tollgate_check_duration_seconds_bucket").is_empty());
+    for gauge in [
+        "tollgate_raft_term",
+        "tollgate_raft_is_leader",
+        "tollgate_region_lag_revisions",
+        "tollgate_region_staleness_seconds",
+    ] {
+        assert!(
+            series(&text, gauge)
+                .iter()
+                .any(|l| l.contains("node=\"node-1\"")),
+            "{gauge} for node-1 in:\n{text}"
+        );
+    }
+    let (status, origin_text) = origin.get_text("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!series(&origin_text, "tollgate_origin_head_revision").is_empty());
+
+    // The standard gRPC health service answers for each service.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in [
+        "",
+        "tollgate.check.v1.CheckService",
+        "tollgate.license.v1.Licenses",
+    ] {
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            answer.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+    let unknown = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    // Server reflection lists the services, as grpcurl asks.
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("expected a service list, got {answer:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for expected in [
+        "tollgate.check.v1.CheckService",
+        "tollgate.usage.v1.Usage",
+        "tollgate.license.v1.Licenses",
+    ] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+
+    node.shutdown().await.unwrap();
+    origin.node.shutdown().await.unwrap();
+}

@@ -131,6 +131,19 @@ pub fn table<S: OriginStore>() -> Vec<Route<S>> {
     routes.extend(usage::routes());
     routes.push(route(
         Method::Get,
+        "/metrics",
+        get(metrics_text::<S>),
+        Doc {
+            ok: None,
+            ..Doc::new(
+                "health",
+                "Prometheus metrics of this node (text format, no authentication; keep the port private).",
+                None,
+            )
+        },
+    ));
+    routes.push(route(
+        Method::Get,
         "/v1/openapi.json",
         get(openapi_json),
         Doc {
@@ -143,6 +156,22 @@ pub fn table<S: OriginStore>() -> Vec<Route<S>> {
         },
     ));
     routes
+}
+
+async fn metrics_text<S: OriginStore>(
+    axum::extract::State(state): axum::extract::State<AppState<S>>,
+) -> Response {
+    match &state.metrics {
+        Some(render) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            render(),
+        )
+            .into_response(),
+        None => Problem::not_found("metrics are not enabled on this node").into_response(),
+    }
 }
 
 async fn openapi_json(caller: Caller) -> Result<Json<utoipa::openapi::OpenApi>, Problem> {

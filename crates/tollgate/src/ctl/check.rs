@@ -1,0 +1,241 @@
+//! `ctl check`: one check against a region node, with the decision
+//! explained: the reason code, the deciding entitlement, what remains of a
+//! cap, seats, the upgrade hint, how stale the node's data is and which
+//! node answered. `tollgate check` is the short form of the same call.
+
+use super::table::print_fields;
+use super::{exit, format_time, CtlError, CtlResult, Format, Global};
+use clap::Args;
+use serde_json::json;
+use tollgate_proto::check::v1 as pb;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The region node's check endpoint (gRPC).
+    #[arg(
+        long,
+        env = "TOLLGATE_CHECK_ENDPOINT",
+        default_value = "http://127.0.0.1:7300"
+    )]
+    endpoint: String,
+    #[arg(long)]
+    account: String,
+    #[arg(long)]
+    feature: String,
+    /// The user or device checking (needed by seats and roles).
+    #[arg(long)]
+    subject: Option<String>,
+    /// The caller's IP, resolved by the node's geo databases.
+    #[arg(long, conflicts_with_all = ["country", "continent"])]
+    ip: Option<String>,
+    /// The caller's country (ISO 3166-1 alpha-2), as a trusted proxy
+    /// resolved it; the node ignores it unless configured to trust proxies.
+    #[arg(long)]
+    country: Option<String>,
+    /// The caller's continent (AF, AN, AS, EU, NA, OC, SA), with --country.
+    #[arg(long)]
+    continent: Option<String>,
+    /// Units of a metered feature to consume with the check.
+    #[arg(long, default_value_t = 0)]
+    consume: u64,
+    /// With --consume: a retried check with the same key consumes once.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Wait (bounded by --timeout-seconds) until the node has applied this
+    /// origin revision (the revision an origin write returned).
+    #[arg(long)]
+    at_least_revision: Option<u64>,
+}
+
+pub async fn run(global: &Global, args: CheckArgs) -> CtlResult<u8> {
+    let location = match (&args.ip, &args.country, &args.continent) {
+        (Some(ip), _, _) => Some(pb::check_request::Location::Ip(ip.clone())),
+        (None, None, None) => None,
+        (None, country, continent) => Some(pb::check_request::Location::Resolved(
+            pb::ResolvedLocation {
+                country: country.clone().unwrap_or_default().to_uppercase(),
+                continent: continent.clone().unwrap_or_default().to_uppercase(),
+                subdivisions: Vec::new(),
+                anonymous_network: false,
+            },
+        )),
+    };
+    let request = pb::CheckRequest {
+        idempotency_key: args.idempotency_key.clone(),
+        account_id: args.account.clone(),
+        subject_id: args.subject.clone(),
+        feature_id: args.feature.clone(),
+        consume: args.consume,
+        location,
+        consistency: args.at_least_revision.map(|rev| pb::Consistency {
+            requirement: Some(pb::consistency::Requirement::AtLeastRevision(rev)),
+        }),
+    };
+    let channel = connect(&args.endpoint, global).await?;
+    let reply = pb::check_service_client::CheckServiceClient::new(channel)
+        .check(request)
+        .await
+        .map_err(|status| grpc_error(&args.endpoint, &status))?
+        .into_inner();
+    let Some(decision) = reply.decision else {
+        return Err(CtlError::failure(format!(
+            "{}: the node answered without a decision",
+            args.endpoint
+        )));
+    };
+    let reason = decision
+        .reason()
+        .as_str_name()
+        .trim_start_matches("REASON_")
+        .to_string();
+    let hint = decision.upgrade_hint.as_ref().and_then(|h| {
+        let (kind, id) = match h.target.as_ref()? {
+            pb::upgrade_hint::Target::PlanId(id) => ("plan", id),
+            pb::upgrade_hint::Target::AddonId(id) => ("addon", id),
+        };
+        Some(json!({kind: id, "limit": h.limit}))
+    });
+    let seats = decision
+        .seats
+        .as_ref()
+        .map(|s| json!({"used": s.used, "total": s.total, "holders": s.holders}));
+    let entitlement = (!decision.entitlement_id.is_empty()).then_some(&decision.entitlement_id);
+    match global.output {
+        Format::Json => super::print_json(&json!({
+            "allowed": decision.allowed,
+            "reason": reason,
+            "explanation": decision.explanation,
+            "entitlement": entitlement,
+            "limit": decision.limit,
+            "remaining": decision.remaining,
+            "overage": decision.overage,
+            "valid_until": decision.valid_until,
+            "trial": decision.trial,
+            "seats": seats,
+            "upgrade_hint": hint,
+            "config": decision.config,
+            "revision": reply.revision,
+            "staleness_seconds": reply.staleness_seconds,
+            "answered_by": reply.answered_by,
+        })),
+        Format::Table => {
+            println!(
+                "{}  {reason}  {} / {} / {}",
+                if decision.allowed {
+                    "ALLOWED"
+                } else {
+                    "DENIED"
+                },
+                args.account,
+                args.subject.as_deref().unwrap_or("-"),
+                args.feature
+            );
+            let mut fields = vec![
+                ("explanation", decision.explanation.clone()),
+                (
+                    "entitlement",
+                    entitlement.cloned().unwrap_or_else(|| "-".into()),
+                ),
+            ];
+            if decision.limit.is_some() || decision.remaining.is_some() {
+                fields.push((
+                    "remaining",
+                    format!(
+                        "{} of {}{}",
+                        decision.remaining.map_or("-".into(), |r| r.to_string()),
+                        decision.limit.map_or("unlimited".into(), |l| l.to_string()),
+                        if decision.overage { " (overage)" } else { "" }
+                    ),
+                ));
+            }
+            if let Some(until) = decision.valid_until {
+                fields.push(("valid until", format_time(until)));
+            }
+            if let Some(s) = &decision.seats {
+                let holders = if s.holders.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", s.holders.join(", "))
+                };
+                fields.push(("seats", format!("{} of {} used{holders}", s.used, s.total)));
+            }
+            if let Some(h) = decision.upgrade_hint.as_ref() {
+                if let Some(target) = &h.target {
+                    let target = match target {
+                        pb::upgrade_hint::Target::PlanId(id) => format!("plan {id}"),
+                        pb::upgrade_hint::Target::AddonId(id) => format!("add-on {id}"),
+                    };
+                    let cap = h.limit.map_or(String::new(), |l| format!(" (cap {l})"));
+                    fields.push(("upgrade hint", format!("{target}{cap}")));
+                }
+            }
+            if decision.trial {
+                fields.push(("trial", "yes".into()));
+            }
+            if !decision.config.is_empty() {
+                let config: Vec<String> = decision
+                    .config
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                fields.push(("config", config.join(", ")));
+            }
+            fields.push(("answered by", reply.answered_by.clone()));
+            fields.push(("revision", reply.revision.to_string()));
+            fields.push((
+                "staleness",
+                reply
+                    .staleness_seconds
+                    .map_or("the region has never heard from the origin".into(), |s| {
+                        format!("{s} s since the region heard from the origin")
+                    }),
+            ));
+            print_fields(&fields);
+        }
+    }
+    Ok(if decision.allowed {
+        exit::OK
+    } else {
+        exit::DENIED
+    })
+}
+
+/// A channel to a gRPC endpoint, with the global timeout on connecting and
+/// on every call.
+pub async fn connect(endpoint: &str, global: &Global) -> CtlResult<tonic::transport::Channel> {
+    let timeout = global.timeout();
+    tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| CtlError::usage(format!("--endpoint {endpoint:?}: {e}")))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| {
+            let mut cause = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                cause = s.to_string();
+                source = s.source();
+            }
+            CtlError::unreachable(format!("{endpoint}: cannot connect ({cause})"))
+        })
+}
+
+/// A gRPC status as an error: its `tollgate-error-code` when the server sent
+/// one, and an exit code by the status code.
+pub fn grpc_error(endpoint: &str, status: &tonic::Status) -> CtlError {
+    let code = status
+        .metadata()
+        .get("tollgate-error-code")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:?}", status.code()).to_uppercase());
+    let exit = match status.code() {
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => exit::INVALID_INPUT,
+        tonic::Code::NotFound => super::exit::NOT_FOUND,
+        tonic::Code::AlreadyExists | tonic::Code::Aborted => super::exit::CONFLICT,
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => super::exit::UNAUTHORIZED,
+        _ => exit::FAILURE,
+    };
+    CtlError::new(exit, code, format!("{endpoint}: {}", status.message()))
+}

@@ -1,0 +1,1483 @@
+//! `tollgate ctl`: the real binary against a real in-process origin (seeded
+//! with the demo data) and, where a command needs one, a region node with
+//! the demo geography. Every shipped command runs here, with its error
+//! paths and exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tollgate_model::{Dataset, Mutation, UnixSeconds};
+use tollgate_node::{
+    OriginConfig, OriginListeners, OriginNode, RegionConfig, RegionListeners, RegionNode,
+};
+use tollgate_origin::{Op, OriginCommand, OriginResponse};
+
+/// How often a test re-checks a condition it waits for; it bounds how late
+/// the condition is noticed, it synchronises nothing.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// The longest any awaited condition may take before the test fails.
+const WAIT_MAX: Duration = Duration::from_secs(30);
+
+const DEMO_DATA: &str = include_str!("../data/demo.json");
+
+fn tollgate() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    // The developer's environment must not steer the commands under test.
+    for var in [
+        "TOLLGATE_ORIGIN",
+        "TOLLGATE_API_KEY",
+        "TOLLGATE_CHECK_ENDPOINT",
+        "TOLLGATE_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The output, after checking the exit code (the message shows both streams).
+#[track_caller]
+fn expect(out: Output, code: i32) -> (String, String) {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+#[track_caller]
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < WAIT_MAX, "timed out waiting for {what}");
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+fn seed_op(m: Mutation) -> Op {
+    match m {
+        Mutation::PutProduct(p) => Op::PutProduct(p),
+        Mutation::PutFeature(f) => Op::PutFeature(f),
+        Mutation::PutPlan(p) => Op::PutPlan(p),
+        Mutation::PutAddon(a) => Op::PutAddon(a),
+        Mutation::PutSku(s) => Op::PutSku(s),
+        Mutation::SetDefaultOfflinePolicy(p) => Op::SetDefaultOfflinePolicy(p),
+        Mutation::PutAccount(a) => Op::PutAccount(a),
+        Mutation::PutSubject(s) => Op::PutSubject(s),
+        Mutation::DeleteSubject { account, subject } => Op::DeleteSubject { account, subject },
+        Mutation::PutEntitlement(e) => Op::Grant(e),
+        Mutation::RevokeLicense(r) => Op::RevokeLicense {
+            account: r.account,
+            id: r.id,
+            expires_at: Some(r.expires_at),
+        },
+        Mutation::RevokeCertificate(r) => Op::RevokeCertificate { serial: r.serial },
+    }
+}
+
+/// An origin seeded with the demo data, and optionally region nodes.
+struct Deployment {
+    runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    origin: Option<OriginNode>,
+    region: Vec<RegionNode>,
+    token_path: PathBuf,
+}
+
+impl Deployment {
+    fn start() -> Deployment {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let token_path = dir.path().join("admin.token");
+        let origin = runtime.block_on(async {
+            let origin = OriginNode::start(
+                OriginConfig::new(1, dir.path().join("origin")),
+                OriginListeners {
+                    raft: loopback().await,
+                    http: loopback().await,
+                    feed: loopback().await,
+                },
+            )
+            .await
+            .unwrap();
+            origin
+                .raft()
+                .initialize(&[(1, origin.raft().addr().to_string())])
+                .await
+                .unwrap();
+            origin
+                .raft()
+                .wait_until(WAIT_MAX, "origin leader", |m| m.current_leader == Some(1))
+                .await
+                .unwrap();
+            origin
+                .bootstrap_admin_key(&token_path)
+                .await
+                .unwrap()
+                .expect("a fresh origin issues a key");
+            let demo: Dataset = serde_json::from_str(DEMO_DATA).unwrap();
+            for m in demo.to_mutations() {
+                let command = OriginCommand {
+                    actor: "test-seed".into(),
+                    at: UnixSeconds(0),
+                    reason: None,
+                    op: seed_op(m),
+                };
+                let outcome = origin.raft().write(command).await.unwrap().response;
+                assert!(
+                    !matches!(outcome, OriginResponse::Rejected(_)),
+                    "{outcome:?}"
+                );
+            }
+            origin
+        });
+        Deployment {
+            runtime,
+            dir,
+            origin: Some(origin),
+            region: Vec::new(),
+            token_path,
+        }
+    }
+
+    fn origin(&self) -> &OriginNode {
+        self.origin.as_ref().expect("the origin runs")
+    }
+
+    fn origin_url(&self) -> String {
+        format!("http://{}", self.origin().http_addr())
+    }
+
+    /// Starts region node `id`; the first one initialises the region's
+    /// cluster, later ones wait to be added.
+    fn start_region_node(&mut self, id: u64) -> &RegionNode {
+        let origin = self.origin();
+        let mut config = RegionConfig::new(
+            id,
+            self.dir.path().join(format!("region-{id}")),
+            format!("http://{}", origin.feed_addr()),
+            origin.public_keys(),
+        );
+        config.name = format!("eu-{id}");
+        config.region = "eu".into();
+        // So `ctl check --country` can be tested; `--ip` is resolved as ever.
+        config.trust_proxy_location = true;
+        let node = self.runtime.block_on(async {
+            let geo = Arc::new(tollgate_geo::fixtures::demo_databases().unwrap());
+            let node = RegionNode::start(
+                config,
+                RegionListeners {
+                    raft: loopback().await,
+                    grpc: loopback().await,
+                    http: Some(loopback().await),
+                },
+                Some(geo),
+            )
+            .await
+            .unwrap();
+            if id == 1 {
+                node.raft()
+                    .initialize(&[(1, node.raft().addr().to_string())])
+                    .await
+                    .unwrap();
+            }
+            node
+        });
+        self.region.push(node);
+        if id == 1 {
+            self.wait_region_caught_up();
+        }
+        self.region.last().unwrap()
+    }
+
+    fn head(&self) -> u64 {
+        self.origin().head_revision()
+    }
+
+    fn wait_region_caught_up(&self) {
+        let head = self.head();
+        wait_for("the region to catch up with the origin", || {
+            self.region[0].applied_revision() >= head
+        });
+    }
+
+    fn grpc(&self) -> String {
+        format!("http://{}", self.region[0].grpc_addr())
+    }
+
+    fn region_http(&self) -> String {
+        format!("http://{}", self.region[0].http_addr().unwrap())
+    }
+
+    /// `tollgate ctl <args> --origin <origin> --api-key-file <admin token>`.
+    fn ctl(&self, args: &[&str]) -> Output {
+        tollgate()
+            .arg("ctl")
+            .args(args)
+            .args(["--origin", &self.origin_url()])
+            .arg("--api-key-file")
+            .arg(&self.token_path)
+            .output()
+            .unwrap()
+    }
+
+    fn write_file(&self, name: &str, contents: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    /// An authenticated GET straight to the origin, bypassing `ctl`.
+    fn origin_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let token = std::fs::read_to_string(&self.token_path).unwrap();
+        let url = format!("{}{path}", self.origin_url());
+        self.runtime.block_on(async {
+            let r = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        })
+    }
+
+    fn origin_post(&self, path: &str, body: serde_json::Value) -> u16 {
+        let token = std::fs::read_to_string(&self.token_path).unwrap();
+        let url = format!("{}{path}", self.origin_url());
+        self.runtime.block_on(async {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token.trim())
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    }
+
+    fn stop(mut self) {
+        let region = std::mem::take(&mut self.region);
+        let origin = self.origin.take();
+        self.runtime.block_on(async {
+            for node in region {
+                node.shutdown().await.unwrap();
+            }
+            if let Some(origin) = origin {
+                origin.shutdown().await.unwrap();
+            }
+        });
+    }
+}
+
+async fn loopback() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// An address nothing listens on.
+fn dead_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+#[test]
+fn status_and_check_explain_a_region() {
+    init_tracing();
+    let mut d = Deployment::start();
+    d.start_region_node(1);
+    let head = d.head();
+
+    tracing::info!("status: one row per node, from its /v1/status, exit 0 when all answer");
+    let (stdout, _) = expect(d.ctl(&["status", "--node", &d.region_http()]), 0);
+    let header = stdout.lines().next().unwrap();
+    for column in [
+        "NODE",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "APPLIED",
+        "LAG_REV",
+        "LAG_S",
+        "STALE_S",
+        "GEO",
+        "GEO_BUILD",
+    ] {
+        assert!(header.contains(column), "{stdout}");
+    }
+    let row = stdout.lines().nth(1).unwrap();
+    assert!(row.contains("eu-1") && row.contains("leader"), "{stdout}");
+    assert!(
+        row.contains("Tollgate-Demo-City") && row.contains("2026-01-01"),
+        "{stdout}"
+    );
+    let (stdout, _) = expect(
+        d.ctl(&["status", "--node", &d.region_http(), "--output", "json"]),
+        0,
+    );
+    let rows = json(&stdout);
+    let status = &rows[0]["status"];
+    assert_eq!(status["applied_revision"], head);
+    assert_eq!(status["lag_revisions"], 0);
+    assert_eq!(rows[0]["lag_seconds"], 0);
+    assert_eq!(
+        status["geo"]["location"]["database_type"],
+        "Tollgate-Demo-City"
+    );
+
+    tracing::info!("status: an unreachable node is a row saying so, and exit 1");
+    let dead = dead_address();
+    let (stdout, stderr) = expect(
+        d.ctl(&["status", "--node", &d.region_http(), "--node", &dead]),
+        1,
+    );
+    assert!(
+        stdout.contains("UNREACHABLE") && stdout.contains(&dead),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("eu-1"),
+        "the reachable node is still shown: {stdout}"
+    );
+    assert!(stderr.contains("1 of 2 nodes unreachable"), "{stderr}");
+    let (_, stderr) = expect(d.ctl(&["status", "--node", "127.0.0.1:1"]), 2);
+    assert!(stderr.contains("http://host:port"), "{stderr}");
+
+    tracing::info!("check: allowed, explained, exit 0");
+    let grpc = d.grpc();
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "check",
+            "--endpoint",
+            &grpc,
+            "--account",
+            "acme",
+            "--subject",
+            "alice",
+            "--feature",
+            "export",
+            "--ip",
+            "192.0.2.10",
+        ]),
+        0,
+    );
+    assert!(
+        stdout.starts_with("ALLOWED  ALLOW  acme / alice / export"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("acme-pro") && stdout.contains("answered by") && stdout.contains("eu-1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("max_resolution=4k"), "{stdout}");
+
+    tracing::info!("check: denied with its reason code, exit 10");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "check",
+            "--endpoint",
+            &grpc,
+            "--account",
+            "acme",
+            "--subject",
+            "alice",
+            "--feature",
+            "export",
+            "--ip",
+            "198.51.100.10",
+            "--output",
+            "json",
+        ]),
+        10,
+    );
+    let v = json(&stdout);
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["reason"], "GEO_BLOCKED");
+    assert_eq!(v["entitlement"], "acme-pro");
+    assert_eq!(v["answered_by"], "eu-1");
+    assert!(v["staleness_seconds"].is_u64(), "{v}");
+
+    tracing::info!("check: a denial names what the vendor sells that would change it");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "check",
+            "--endpoint",
+            &grpc,
+            "--account",
+            "globex",
+            "--subject",
+            "hank",
+            "--feature",
+            "sso",
+        ]),
+        10,
+    );
+    assert!(
+        stdout.starts_with("DENIED  NOT_ENTITLED  globex / hank / sso"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("upgrade hint  add-on sso-addon"),
+        "{stdout}"
+    );
+
+    tracing::info!("check --consume: what remains of the cap");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "check",
+            "--endpoint",
+            &grpc,
+            "--account",
+            "hooli",
+            "--feature",
+            "render",
+            "--consume",
+            "5",
+            "--output",
+            "json",
+        ]),
+        0,
+    );
+    let v = json(&stdout);
+    assert_eq!(v["limit"], 1_000_000_000u64);
+    assert_eq!(v["remaining"], 1_000_000_000u64 - 5);
+    for _ in 0..2 {
+        let (stdout, _) = expect(
+            d.ctl(&[
+                "check",
+                "--endpoint",
+                &grpc,
+                "--account",
+                "hooli",
+                "--feature",
+                "render",
+                "--consume",
+                "5",
+                "--idempotency-key",
+                "retry-1",
+                "--output",
+                "json",
+            ]),
+            0,
+        );
+        assert_eq!(
+            json(&stdout)["remaining"],
+            1_000_000_000u64 - 10,
+            "a retry consumes once"
+        );
+    }
+
+    tracing::info!("check --country: a location resolved by a trusted proxy");
+    for (country, continent, code) in [("DE", "EU", 0), ("US", "NA", 10)] {
+        expect(
+            d.ctl(&[
+                "check",
+                "--endpoint",
+                &grpc,
+                "--account",
+                "acme",
+                "--subject",
+                "alice",
+                "--feature",
+                "export",
+                "--country",
+                country,
+                "--continent",
+                continent,
+            ]),
+            code,
+        );
+    }
+
+    tracing::info!("check --at-least-revision reads an origin write made with ctl");
+    expect(
+        d.ctl(&["accounts", "put", "acme", "--status", "suspended"]),
+        0,
+    );
+    let revision = d.head().to_string();
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "check",
+            "--endpoint",
+            &grpc,
+            "--account",
+            "acme",
+            "--subject",
+            "alice",
+            "--feature",
+            "export",
+            "--ip",
+            "192.0.2.10",
+            "--at-least-revision",
+            &revision,
+            "--output",
+            "json",
+        ]),
+        10,
+    );
+    assert_eq!(json(&stdout)["reason"], "SUSPENDED");
+
+    tracing::info!("check: an invalid request is exit 2, an unreachable node exit 1");
+    let (_, stderr) = expect(
+        d.ctl(&[
+            "check",
+            "--endpoint",
+            &grpc,
+            "--account",
+            "bad id!",
+            "--feature",
+            "export",
+        ]),
+        2,
+    );
+    assert!(stderr.contains("error:"), "{stderr}");
+    let (_, stderr) = expect(
+        d.ctl(&[
+            "check",
+            "--endpoint",
+            &dead,
+            "--account",
+            "acme",
+            "--feature",
+            "export",
+            "--timeout-seconds",
+            "2",
+        ]),
+        1,
+    );
+    assert!(stderr.contains("UNREACHABLE"), "{stderr}");
+    d.stop();
+}
+
+#[test]
+fn accounts_entitlements_orders_access_requests_and_audit() {
+    init_tracing();
+    let d = Deployment::start();
+
+    tracing::info!("accounts list and get; an unknown account is exit 3 with the problem's code");
+    let (stdout, _) = expect(d.ctl(&["accounts", "list"]), 0);
+    assert!(stdout.lines().next().unwrap().starts_with("ID"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("acme ") && l.contains("Acme Corporation")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("umbrella") && l.contains("suspended")),
+        "{stdout}"
+    );
+    let (stdout, _) = expect(
+        d.ctl(&["accounts", "list", "--limit", "2", "--output", "json"]),
+        0,
+    );
+    assert_eq!(json(&stdout).as_array().unwrap().len(), 2);
+    let (stdout, _) = expect(d.ctl(&["accounts", "get", "globex"]), 0);
+    assert!(stdout.contains("Globex"), "{stdout}");
+    let (_, stderr) = expect(d.ctl(&["accounts", "get", "nobody"]), 3);
+    assert!(
+        stderr.contains("NOT_FOUND") && stderr.contains("unknown account nobody"),
+        "{stderr}"
+    );
+
+    tracing::info!("a wrong API key, or none, is exit 5 with a clear message");
+    let out = tollgate()
+        .args(["ctl", "accounts", "list", "--origin", &d.origin_url()])
+        .args(["--api-key", "tg_key-0000000000000000.wrong"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect(out, 5);
+    assert!(
+        stderr.contains("UNAUTHENTICATED") && stderr.contains("unknown or wrong API key"),
+        "{stderr}"
+    );
+    let out = tollgate()
+        .args(["ctl", "accounts", "list", "--origin", &d.origin_url()])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect(out, 5);
+    assert!(stderr.contains("an API key is required"), "{stderr}");
+    let out = tollgate()
+        .args(["ctl", "accounts", "list", "--origin", &dead_address()])
+        .arg("--api-key-file")
+        .arg(&d.token_path)
+        .output()
+        .unwrap();
+    let (_, stderr) = expect(out, 1);
+    assert!(stderr.contains("UNREACHABLE"), "{stderr}");
+
+    tracing::info!("accounts put creates, then changes only what is given");
+    let (stdout, _) = expect(d.ctl(&["accounts", "put", "newco", "--name", "New Co"]), 0);
+    assert!(
+        stdout.contains("account newco: committed at revision"),
+        "{stdout}"
+    );
+    expect(
+        d.ctl(&[
+            "accounts",
+            "put",
+            "newco",
+            "--status",
+            "suspended",
+            "--reason",
+            "unpaid",
+        ]),
+        0,
+    );
+    let (stdout, _) = expect(d.ctl(&["accounts", "get", "newco", "--output", "json"]), 0);
+    let v = json(&stdout);
+    assert_eq!(
+        (v["name"].as_str(), v["status"].as_str()),
+        (Some("New Co"), Some("suspended"))
+    );
+    let (_, stderr) = expect(d.ctl(&["accounts", "put", "other"]), 2);
+    assert!(stderr.contains("--name is required"), "{stderr}");
+
+    tracing::info!("entitlements: list, grant from a file, get, and the lifecycle");
+    let (stdout, _) = expect(d.ctl(&["entitlements", "list", "--account", "acme"]), 0);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("acme-pro") && l.contains("plan pro") && l.contains("2 named")),
+        "{stdout}"
+    );
+    let grant = d.write_file(
+        "grant.json",
+        r#"{"id": "newco-export", "account": "newco", "grant": {"feature": {"feature": "export"}}, "valid_from": 1767225600}"#,
+    );
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "entitlements",
+            "grant",
+            "--file",
+            &grant,
+            "--output",
+            "json",
+        ]),
+        0,
+    );
+    assert_eq!(json(&stdout)["entitlements"][0], "newco-export");
+    let (stdout, _) = expect(d.ctl(&["entitlements", "get", "newco-export"]), 0);
+    assert_eq!(json(&stdout)["grant"]["feature"]["feature"], "export");
+    let bad = d.write_file("bad-grant.json", r#"{"id": "x", "colour": "blue"}"#);
+    let (_, stderr) = expect(d.ctl(&["entitlements", "grant", "--file", &bad]), 2);
+    assert!(stderr.contains("INVALID_ARGUMENT"), "{stderr}");
+    let (_, stderr) = expect(
+        d.ctl(&["entitlements", "grant", "--file", "/nonexistent.json"]),
+        2,
+    );
+    assert!(stderr.contains("/nonexistent.json"), "{stderr}");
+    for (action, status) in [
+        ("suspend", "suspended"),
+        ("resume", "active"),
+        ("revoke", "revoked"),
+    ] {
+        let (stdout, _) = expect(d.ctl(&["entitlements", action, "newco-export"]), 0);
+        assert!(stdout.contains("committed"), "{stdout}");
+        assert_eq!(
+            d.origin_get("/v1/entitlements/newco-export").1["status"],
+            status
+        );
+    }
+    let (_, stderr) = expect(d.ctl(&["entitlements", "resume", "newco-export"]), 4);
+    assert!(
+        stderr.contains("CONFLICT") && stderr.contains("revoked"),
+        "{stderr}"
+    );
+    expect(
+        d.ctl(&["entitlements", "suspend", "no-such-entitlement"]),
+        3,
+    );
+
+    tracing::info!("orders place: committed, then unchanged on replay, conflict on a changed body");
+    let order = r#"{"id": "ord-77", "account": "newco", "sku": "STU-STARTER", "kind": "new", "quantity": 3, "term_start": 1767225600}"#;
+    let file = d.write_file("order.json", order);
+    let (stdout, _) = expect(d.ctl(&["orders", "place", "--file", &file]), 0);
+    assert!(stdout.contains("order ord-77: committed"), "{stdout}");
+    let (stdout, _) = expect(d.ctl(&["orders", "place", "--file", &file]), 0);
+    assert!(stdout.contains("order ord-77: unchanged"), "{stdout}");
+    let changed = d.write_file(
+        "order2.json",
+        &order.replace("\"quantity\": 3", "\"quantity\": 4"),
+    );
+    let (_, stderr) = expect(d.ctl(&["orders", "place", "--file", &changed]), 4);
+    assert!(stderr.contains("CONFLICT"), "{stderr}");
+    let (stdout, _) = expect(d.ctl(&["orders", "get", "ord-77"]), 0);
+    assert_eq!(json(&stdout)["order"]["quantity"], 3);
+
+    tracing::info!(
+        "access requests: get, approve with a reason, deny, decided twice is a conflict"
+    );
+    for id in ["ar-1", "ar-2"] {
+        let status = d.origin_post(
+            "/v1/access-requests",
+            serde_json::json!({"id": id, "account": "acme", "subject": "carol", "target": {"feature": "sso"}, "justification": "demo for a customer"}),
+        );
+        assert_eq!(status, 200);
+    }
+    let (stdout, _) = expect(d.ctl(&["access-requests", "get", "ar-1"]), 0);
+    assert!(
+        stdout.contains("pending") && stdout.contains("feature sso"),
+        "{stdout}"
+    );
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "access-requests",
+            "approve",
+            "ar-1",
+            "--reason",
+            "ok by the account owner",
+        ]),
+        0,
+    );
+    assert!(stdout.contains("access request ar-1 approved"), "{stdout}");
+    let (stdout, _) = expect(
+        d.ctl(&["access-requests", "get", "ar-1", "--output", "json"]),
+        0,
+    );
+    assert!(json(&stdout)["status"]["approved"].is_object(), "{stdout}");
+    expect(d.ctl(&["access-requests", "deny", "ar-2"]), 0);
+    let (_, stderr) = expect(d.ctl(&["access-requests", "approve", "ar-2"]), 4);
+    assert!(stderr.contains("already decided"), "{stderr}");
+    expect(d.ctl(&["access-requests", "get", "ar-404"]), 3);
+
+    tracing::info!("audit tail: the newest records, oldest first, with who and why");
+    let head = d.head();
+    let (stdout, _) = expect(d.ctl(&["audit", "tail", "--limit", "3"]), 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and three records: {stdout}");
+    assert!(lines[3].starts_with(&head.to_string()), "{stdout}");
+    assert!(
+        stdout.contains("ar-2"),
+        "the newest changes are the access requests: {stdout}"
+    );
+    let (stdout, _) = expect(
+        d.ctl(&["audit", "tail", "--limit", "500", "--output", "json"]),
+        0,
+    );
+    let records: Vec<serde_json::Value> = stdout.lines().map(json).collect();
+    assert_eq!(records.last().unwrap()["revision"], head);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["reason"] == "ok by the account owner"),
+        "the --reason is in the audit log: {stdout}"
+    );
+    assert!(records.iter().any(|r| r["reason"] == "unpaid"), "{stdout}");
+
+    tracing::info!("audit tail --follow prints a change as it commits");
+    let mut child = tollgate()
+        .args([
+            "ctl",
+            "audit",
+            "tail",
+            "--limit",
+            "1",
+            "--follow",
+            "--poll-interval-ms",
+            "20",
+            "--output",
+            "json",
+        ])
+        .args(["--origin", &d.origin_url()])
+        .arg("--api-key-file")
+        .arg(&d.token_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines_rx
+        .recv_timeout(WAIT_MAX)
+        .expect("the newest record first");
+    assert_eq!(json(&first)["revision"], head);
+    expect(
+        d.ctl(&["accounts", "put", "followed", "--name", "Followed"]),
+        0,
+    );
+    let next = lines_rx
+        .recv_timeout(WAIT_MAX)
+        .expect("the new record, followed");
+    let next = json(&next);
+    assert_eq!(next["revision"], head + 1);
+    assert_eq!(next["target"], "account/followed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    d.stop();
+}
+
+#[test]
+fn orders_import_reports_bad_lines_and_imports_exactly_the_good_ones() {
+    init_tracing();
+    let d = Deployment::start();
+    expect(d.ctl(&["accounts", "put", "imp", "--name", "Importer"]), 0);
+
+    tracing::info!("CSV: good rows imported, bad rows reported by line number with a code");
+    let csv = [
+        "id,account,sku,kind,quantity,term_start,term_end",
+        "imp-1,imp,STU-STARTER,new,3,2026-01-01T00:00:00Z,",
+        "imp-2,imp,STU-STARTER,new,three,1767225600,",
+        "imp-3,acme,STU-RENDER-500,new,1,1767225600,1798761600",
+        "",
+        "imp-4,nobody,STU-PRO,new,1,1767225600,",
+        "imp-5,imp,STU-PRO,new",
+        "imp-6,imp,NO-SUCH-SKU,new,1,1767225600,",
+        "\"imp-7\",\"imp\",STU-RENDER-500,new,1,1767225600,",
+    ]
+    .join("\n");
+    let file = d.write_file("orders.csv", &csv);
+    let (stdout, _) = expect(d.ctl(&["orders", "import", &file]), 1);
+    assert!(
+        stdout.contains("3 succeeded, 0 unchanged, 4 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 3: MALFORMED_LINE: quantity: \"three\" is not a whole number"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 6 (order imp-4): NOT_FOUND"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 7: MALFORMED_LINE: 4 fields, but the header names 7 columns"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("line 8 (order imp-6): "), "{stdout}");
+    tracing::info!("the origin holds exactly the good orders");
+    for (id, exists) in [
+        ("imp-1", true),
+        ("imp-2", false),
+        ("imp-3", true),
+        ("imp-4", false),
+        ("imp-5", false),
+        ("imp-6", false),
+        ("imp-7", true),
+    ] {
+        let (status, _) = d.origin_get(&format!("/v1/orders/{id}"));
+        assert_eq!(status == 200, exists, "order {id}: HTTP {status}");
+    }
+
+    tracing::info!("a re-run is idempotent: the good lines are unchanged");
+    let (stdout, _) = expect(d.ctl(&["orders", "import", &file, "--output", "json"]), 1);
+    let v = json(&stdout);
+    assert_eq!(
+        (
+            v["succeeded"].as_u64(),
+            v["unchanged"].as_u64(),
+            v["failed"].as_u64()
+        ),
+        (Some(0), Some(3), Some(4))
+    );
+    let lines: Vec<u64> = v["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [3, 6, 7, 8]);
+    assert_eq!(v["failures"][1]["code"], "NOT_FOUND");
+
+    tracing::info!("JSON Lines, with a malformed line; a clean file exits 0");
+    let jsonl = [
+        r#"{"id": "imp-10", "account": "imp", "sku": "STU-RENDER-500", "kind": "new", "quantity": 1, "term_start": 1767225600}"#,
+        r#"{"id": "imp-11", "account": "imp""#,
+        r#"{"id": "imp-12", "account": "imp", "sku": "STU-RENDER-500", "kind": "new", "quantity": 1, "term_start": 1767225600, "colour": "red"}"#,
+    ]
+    .join("\n");
+    let file = d.write_file("orders.jsonl", &jsonl);
+    let (stdout, _) = expect(d.ctl(&["orders", "import", &file, "--concurrency", "2"]), 1);
+    assert!(
+        stdout.contains("1 succeeded, 0 unchanged, 2 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 2: MALFORMED_LINE: not JSON"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 3: MALFORMED_LINE: not an order: unknown field `colour`"),
+        "{stdout}"
+    );
+    assert_eq!(d.origin_get("/v1/orders/imp-10").0, 200);
+    let clean = d.write_file(
+        "clean.ndjson",
+        &jsonl.lines().next().unwrap().replace("imp-10", "imp-13"),
+    );
+    let (stdout, _) = expect(d.ctl(&["orders", "import", &clean]), 0);
+    assert!(
+        stdout.contains("1 succeeded, 0 unchanged, 0 failed"),
+        "{stdout}"
+    );
+
+    tracing::info!("a file that cannot be imported at all is exit 2");
+    let unknown = d.write_file("colour.csv", "id,account,colour\n");
+    let (_, stderr) = expect(d.ctl(&["orders", "import", &unknown]), 2);
+    assert!(stderr.contains("unknown column \"colour\""), "{stderr}");
+    let (_, stderr) = expect(
+        d.ctl(&["orders", "import", &d.write_file("orders.txt", "")]),
+        2,
+    );
+    assert!(stderr.contains("--format"), "{stderr}");
+    d.stop();
+}
+
+#[test]
+fn license_tokens_are_issued_inspected_verified_and_revoked() {
+    init_tracing();
+    let mut d = Deployment::start();
+    d.start_region_node(1);
+    let keys = d.write_file(
+        "origin-keys.public.json",
+        &serde_json::to_string(&d.origin().public_keys()).unwrap(),
+    );
+
+    tracing::info!("issue prints the token alone on stdout");
+    let (stdout, stderr) = expect(
+        d.ctl(&[
+            "license",
+            "issue",
+            "--account",
+            "acme",
+            "--audience",
+            "studio",
+        ]),
+        0,
+    );
+    let token = stdout.trim().to_string();
+    assert!(token.starts_with("v4.public."), "{stdout}");
+    assert!(stderr.contains("license "), "{stderr}");
+    let token_file = d.write_file("license.token", &format!("{token}\n"));
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "license",
+            "issue",
+            "--account",
+            "acme",
+            "--subject",
+            "alice",
+            "--audience",
+            "studio",
+            "--device-fingerprint",
+            "laptop-7",
+            "--ttl-seconds",
+            "3600",
+            "--output",
+            "json",
+        ]),
+        0,
+    );
+    let bound = json(&stdout);
+    let bound_token = bound["token"].as_str().unwrap().to_string();
+    expect(
+        d.ctl(&[
+            "license",
+            "issue",
+            "--account",
+            "nobody",
+            "--audience",
+            "studio",
+        ]),
+        3,
+    );
+
+    tracing::info!("inspect decodes without verifying, and says so");
+    let at_file = format!("@{token_file}");
+    let (stdout, _) = expect(d.ctl(&["license", "inspect", &at_file]), 0);
+    assert!(stdout.starts_with("UNVERIFIED"), "{stdout}");
+    assert!(
+        stdout.contains("acme")
+            && stdout.contains("tollgate-origin")
+            && stdout.contains("acme-pro"),
+        "{stdout}"
+    );
+    let (stdout, _) = expect(
+        d.ctl(&["license", "inspect", &bound_token, "--output", "json"]),
+        0,
+    );
+    let v = json(&stdout);
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["claims"]["sub"], "acme/alice");
+    assert_eq!(v["claims"]["device_bound"], true);
+    assert!(v["footer"]["kid"].as_str().unwrap().starts_with("ed25519-"));
+    expect(d.ctl(&["license", "inspect", "v3.local.nothing"]), 2);
+
+    tracing::info!("verify offline with the key file and with the origin's URL: exit 0");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "license",
+            "verify",
+            &at_file,
+            "--keys",
+            &keys,
+            "--audience",
+            "studio",
+        ]),
+        0,
+    );
+    assert!(
+        stdout.starts_with("VALID") && stdout.contains("acme-pro"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("revocations are not checked"), "{stdout}");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "license",
+            "verify",
+            &token,
+            "--keys",
+            &d.origin_url(),
+            "--audience",
+            "studio",
+            "--output",
+            "json",
+        ]),
+        0,
+    );
+    let v = json(&stdout);
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["claims"]["account"], "acme");
+
+    tracing::info!("verify refuses with the refusal's code: exit 10");
+    for (args, code) in [
+        (
+            vec![token.as_str(), "--audience", "other"],
+            "license_wrong_audience",
+        ),
+        (
+            vec![bound_token.as_str(), "--audience", "studio"],
+            "license_device_fingerprint_required",
+        ),
+        (
+            vec![
+                bound_token.as_str(),
+                "--audience",
+                "studio",
+                "--device-fingerprint",
+                "other",
+            ],
+            "license_bad_signature",
+        ),
+        (
+            vec![token.as_str(), "--audience", "studio", "--at", "4102444800"],
+            "license_expired",
+        ),
+    ] {
+        let mut full = vec!["license", "verify", "--keys", keys.as_str()];
+        full.extend(args);
+        let (stdout, _) = expect(d.ctl(&full), 10);
+        assert!(
+            stdout.contains("REFUSED") && stdout.contains(code),
+            "{code}: {stdout}"
+        );
+    }
+    expect(
+        d.ctl(&[
+            "license",
+            "verify",
+            &bound_token,
+            "--keys",
+            &keys,
+            "--audience",
+            "studio",
+            "--device-fingerprint",
+            "laptop-7",
+        ]),
+        0,
+    );
+    let (_, stderr) = expect(
+        d.ctl(&[
+            "license",
+            "verify",
+            &token,
+            "--keys",
+            "/nonexistent",
+            "--audience",
+            "studio",
+        ]),
+        2,
+    );
+    assert!(stderr.contains("/nonexistent"), "{stderr}");
+
+    tracing::info!("list, revoke; the region refuses the revoked token once it has the revocation");
+    let jti = json(
+        &expect(
+            d.ctl(&["license", "inspect", &token, "--output", "json"]),
+            0,
+        )
+        .0,
+    )["claims"]["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (stdout, _) = expect(d.ctl(&["license", "list", "--account", "acme"]), 0);
+    assert!(stdout.contains(&jti), "{stdout}");
+    let grpc = d.grpc();
+    expect(
+        d.ctl(&[
+            "license",
+            "verify",
+            &token,
+            "--endpoint",
+            &grpc,
+            "--audience",
+            "studio",
+        ]),
+        0,
+    );
+    let (stdout, _) = expect(
+        d.ctl(&["license", "revoke", "--account", "acme", "--id", &jti]),
+        0,
+    );
+    assert!(stdout.contains("revoked at revision"), "{stdout}");
+    d.wait_region_caught_up();
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "license",
+            "verify",
+            &token,
+            "--endpoint",
+            &grpc,
+            "--audience",
+            "studio",
+            "--output",
+            "json",
+        ]),
+        10,
+    );
+    assert_eq!(json(&stdout)["code"], "license_revoked");
+    let (stdout, _) = expect(
+        d.ctl(&["license", "list", "--account", "acme", "--output", "json"]),
+        0,
+    );
+    let records = json(&stdout);
+    let record = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == jti.as_str())
+        .unwrap();
+    assert!(record["revoked_at"].is_i64(), "{record}");
+
+    tracing::info!("keys: list, rotate with an overlap, retire; refusals map to exit codes");
+    let (stdout, _) = expect(d.ctl(&["keys", "list", "--output", "json"]), 0);
+    let old_kid = json(&stdout)["keys"][0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (stdout, _) = expect(d.ctl(&["keys", "rotate", "--overlap-seconds", "3600"]), 0);
+    assert!(stdout.starts_with("active key: ed25519-"), "{stdout}");
+    assert!(stdout.contains("overlap until"), "{stdout}");
+    let (stdout, _) = expect(d.ctl(&["keys", "list", "--output", "json"]), 0);
+    let set = json(&stdout);
+    assert_eq!(set["keys"].as_array().unwrap().len(), 2);
+    let new_kid = set["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .find(|k| *k != old_kid)
+        .unwrap()
+        .to_string();
+    tracing::info!("a token of the old key still verifies against the rotated set (overlap)");
+    expect(
+        d.ctl(&[
+            "license",
+            "verify",
+            &bound_token,
+            "--keys",
+            &d.origin_url(),
+            "--audience",
+            "studio",
+            "--device-fingerprint",
+            "laptop-7",
+        ]),
+        0,
+    );
+    let (_, stderr) = expect(d.ctl(&["keys", "retire", &new_kid]), 4);
+    assert!(stderr.contains("CONFLICT"), "{stderr}");
+    expect(d.ctl(&["keys", "retire", "ed25519-0000000000000000"]), 3);
+    let (stdout, _) = expect(d.ctl(&["keys", "retire", &old_kid, "--output", "json"]), 0);
+    assert_eq!(json(&stdout)["active_kid"], new_kid.as_str());
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "license",
+            "verify",
+            &bound_token,
+            "--keys",
+            &d.origin_url(),
+            "--audience",
+            "studio",
+            "--device-fingerprint",
+            "laptop-7",
+        ]),
+        10,
+    );
+    assert!(stdout.contains("license_key_retired"), "{stdout}");
+    let (_, stderr) = expect(
+        tollgate()
+            .args(["ctl", "keys", "rotate", "--origin", &d.origin_url()])
+            .output()
+            .unwrap(),
+        5,
+    );
+    assert!(stderr.contains("API key"), "{stderr}");
+    d.stop();
+}
+
+#[test]
+fn geo_lookup_resolves_with_the_nodes_code() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let city = dir.path().join("city.mmdb");
+    let anonymous = dir.path().join("anonymous.mmdb");
+    std::fs::write(&city, tollgate_geo::fixtures::demo_city().unwrap()).unwrap();
+    std::fs::write(
+        &anonymous,
+        tollgate_geo::fixtures::demo_anonymous_ip().unwrap(),
+    )
+    .unwrap();
+    let lookup = |args: &[&str]| {
+        tollgate()
+            .args(["ctl", "geo", "lookup", "--db", city.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    tracing::info!("a location, with the anonymous network unknown without its database");
+    let (stdout, _) = expect(lookup(&["192.0.2.10"]), 0);
+    assert!(
+        stdout.contains("country") && stdout.contains("DE"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("EU") && stdout.contains("BE"), "{stdout}");
+    assert!(
+        stdout.contains("unknown (no anonymous IP database)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Tollgate-Demo-City, built 2026-01-01"),
+        "{stdout}"
+    );
+
+    tracing::info!("with the anonymous IP database: which kind of network");
+    let anon = ["--anonymous-db", anonymous.to_str().unwrap()];
+    let (stdout, _) = expect(lookup(&[anon[0], anon[1], "192.0.2.70"]), 0);
+    assert!(stdout.contains("yes: vpn"), "{stdout}");
+    let (stdout, _) = expect(
+        lookup(&[anon[0], anon[1], "2001:db8:1::1", "--output", "json"]),
+        0,
+    );
+    let v = json(&stdout);
+    assert_eq!(v["facts"]["country"], "US");
+    assert_eq!(v["facts"]["anonymous"]["vpn"], false);
+    let (stdout, _) = expect(lookup(&["10.1.2.3"]), 0);
+    assert!(stdout.contains("unknown"), "{stdout}");
+
+    tracing::info!("bad input is exit 2: not an IP, not a database, a database in the wrong slot");
+    expect(lookup(&["not-an-ip"]), 2);
+    let (_, stderr) = expect(
+        tollgate()
+            .args([
+                "ctl",
+                "geo",
+                "lookup",
+                "--db",
+                anonymous.to_str().unwrap(),
+                "192.0.2.10",
+            ])
+            .output()
+            .unwrap(),
+        2,
+    );
+    assert!(stderr.contains("GEO_DB_WRONG_TYPE"), "{stderr}");
+    let junk = dir.path().join("junk.mmdb");
+    std::fs::write(&junk, b"not a database").unwrap();
+    let (_, stderr) = expect(
+        tollgate()
+            .args([
+                "ctl",
+                "geo",
+                "lookup",
+                "--db",
+                junk.to_str().unwrap(),
+                "192.0.2.10",
+            ])
+            .output()
+            .unwrap(),
+        2,
+    );
+    assert!(stderr.contains("GEO_DB_INVALID"), "{stderr}");
+}
+
+#[test]
+fn cluster_membership_changes_through_the_admin_service() {
+    init_tracing();
+    let mut d = Deployment::start();
+    d.start_region_node(1);
+    let leader = d.region[0].raft().addr().to_string();
+    let second = d.start_region_node(2).raft().addr().to_string();
+
+    tracing::info!("status: one voter, the leader");
+    let (stdout, _) = expect(d.ctl(&["cluster", "status", "--endpoint", &leader]), 0);
+    assert!(
+        stdout.contains("leader") && stdout.contains(&leader) && stdout.contains("voter"),
+        "{stdout}"
+    );
+
+    tracing::info!("add-learner, promote: two voters");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "cluster",
+            "add-learner",
+            "--endpoint",
+            &leader,
+            "--node-id",
+            "2",
+            "--addr",
+            &second,
+            "--wait-caught-up",
+        ]),
+        0,
+    );
+    assert!(stdout.contains("node 2 added as a learner"), "{stdout}");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "cluster",
+            "promote",
+            "--endpoint",
+            &leader,
+            "--node-id",
+            "2",
+        ]),
+        0,
+    );
+    assert!(stdout.contains("node 2 promoted to voter"), "{stdout}");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "cluster",
+            "status",
+            "--endpoint",
+            &second,
+            "--output",
+            "json",
+        ]),
+        0,
+    );
+    let v = json(&stdout);
+    assert_eq!(v["voters"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["leader_id"], 1);
+    let (_, stderr) = expect(
+        d.ctl(&[
+            "cluster",
+            "promote",
+            "--endpoint",
+            &leader,
+            "--node-id",
+            "2",
+        ]),
+        4,
+    );
+    assert!(stderr.contains("already a voter"), "{stderr}");
+    expect(
+        d.ctl(&[
+            "cluster",
+            "promote",
+            "--endpoint",
+            &leader,
+            "--node-id",
+            "9",
+        ]),
+        3,
+    );
+
+    tracing::info!("remove, sent to the follower, reaches the leader");
+    let (stdout, stderr) = expect(
+        d.ctl(&["cluster", "remove", "--endpoint", &second, "--node-id", "2"]),
+        0,
+    );
+    assert!(stdout.contains("node 2 removed"), "{stdout}");
+    assert!(stderr.contains("not the leader"), "{stderr}");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "cluster",
+            "status",
+            "--endpoint",
+            &leader,
+            "--output",
+            "json",
+        ]),
+        0,
+    );
+    assert_eq!(json(&stdout)["voters"].as_array().unwrap().len(), 1);
+    expect(
+        d.ctl(&[
+            "cluster",
+            "status",
+            "--endpoint",
+            &dead_address(),
+            "--timeout-seconds",
+            "2",
+        ]),
+        1,
+    );
+    d.stop();
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let (stdout, _) = expect(tollgate().args(["ctl", "--help"]).output().unwrap(), 0);
+    for line in [
+        "Exit codes:",
+        "3   not found",
+        "4   conflict",
+        "5   not authorised",
+        "10  check denied",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    let (_, stderr) = expect(
+        tollgate()
+            .args(["ctl", "accounts", "get"])
+            .output()
+            .unwrap(),
+        2,
+    );
+    assert!(stderr.contains("<ID>"), "{stderr}");
+}
