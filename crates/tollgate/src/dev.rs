@@ -1,7 +1,8 @@
 //! `tollgate dev`: a whole deployment in one process on loopback, with no
-//! config: an origin seeded with the demo data, and a three-node region that
-//! follows it and answers checks with a demo geography. Ctrl-C stops it
-//! cleanly.
+//! config: an origin seeded with the demo data, and two three-node regions
+//! (eu, us) that follow it and answer checks with a demo geography, each
+//! with a license key the origin certified. It prints its endpoints and
+//! writes them to `<data-dir>/endpoints.json`. Ctrl-C stops it cleanly.
 
 use crate::exit;
 use anyhow::Context;
@@ -79,6 +80,86 @@ fn seed_op(m: Mutation) -> Op {
     }
 }
 
+/// The demo's regions, each of three nodes.
+const REGIONS: [&str; 2] = ["eu", "us"];
+
+/// Starts region `name`'s three nodes (check ports from `first_port`, or
+/// any with 0), with a license key the origin certified, and initialises it.
+async fn start_region(
+    origin: &OriginNode,
+    root: &std::path::Path,
+    name: &str,
+    first_port: u16,
+    geo: Arc<tollgate_geo::GeoDatabases>,
+    issuer_token: &str,
+) -> anyhow::Result<Vec<RegionNode>> {
+    let region_key = tollgate_signing::KeyRing::load_or_create(
+        &root.join(format!("region-{name}-license-key.json")),
+        UnixSeconds(0),
+    )?
+    .active_signing_key()
+    .1
+    .clone();
+    let certificate = origin
+        .certify_region(
+            name,
+            tollgate_api::licensing::CertifyRegion {
+                public_key: base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    region_key.verifying_key().as_bytes(),
+                ),
+                valid_seconds: None,
+                token_ttl_max_seconds: None,
+            },
+        )
+        .await?
+        .certificate;
+    let license_issuer = tollgate_node::RegionIssuerConfig {
+        signing_key: region_key,
+        certificate,
+        issuer_token_sha256: tollgate_api::auth::sha256_hex(issuer_token.as_bytes()),
+    };
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let mut config = RegionConfig::new(
+            id,
+            root.join(format!("region-{name}-{id}")),
+            format!("http://{}", origin.feed_addr()),
+            origin.public_keys(),
+        );
+        config.name = format!("{name}-{id}");
+        config.region = name.into();
+        config.license_issuer = Some(license_issuer.clone());
+        let port = if first_port == 0 {
+            0
+        } else {
+            first_port + id as u16 - 1
+        };
+        nodes.push(
+            RegionNode::start(
+                config,
+                RegionListeners {
+                    raft: bind(0, "region raft").await?,
+                    grpc: bind(port, "region check").await?,
+                    http: Some(bind(0, "region status").await?),
+                },
+                Some(geo.clone()),
+            )
+            .await
+            .with_context(|| format!("starting region {name}'s node {id}"))?,
+        );
+    }
+    let members: Vec<_> = nodes
+        .iter()
+        .map(|n| (n.raft().id(), n.raft().addr().to_string()))
+        .collect();
+    match nodes[0].raft().initialize(&members).await {
+        Ok(()) | Err(tollgate_raft::Error::AlreadyInitialized) => {}
+        Err(e) => return Err(e).with_context(|| format!("initialising region {name}")),
+    }
+    Ok(nodes)
+}
+
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let temp = match &args.data_dir {
         Some(_) => None,
@@ -142,29 +223,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .to_string(),
     };
 
-    // The region's license key, certified by the origin, and the token
-    // callers present to have the region issue licenses.
-    let region_key = tollgate_signing::KeyRing::load_or_create(
-        &root.join("region-eu-license-key.json"),
-        UnixSeconds(0),
-    )?
-    .active_signing_key()
-    .1
-    .clone();
-    let certificate = origin
-        .certify_region(
-            "eu",
-            tollgate_api::licensing::CertifyRegion {
-                public_key: base64::Engine::encode(
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                    region_key.verifying_key().as_bytes(),
-                ),
-                valid_seconds: None,
-                token_ttl_max_seconds: None,
-            },
-        )
-        .await?
-        .certificate;
+    // The token callers present to have a region issue licenses.
     let issuer_token = {
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
@@ -173,77 +232,94 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     };
-    let license_issuer = tollgate_node::RegionIssuerConfig {
-        signing_key: region_key,
-        certificate,
-        issuer_token_sha256: tollgate_api::auth::sha256_hex(issuer_token.as_bytes()),
-    };
-
     let geo =
         Arc::new(tollgate_geo::fixtures::demo_databases().context("building the demo geography")?);
-    let mut region = Vec::new();
-    for id in 1..=3u64 {
-        let mut config = RegionConfig::new(
-            id,
-            root.join(format!("region-eu-{id}")),
-            format!("http://{}", origin.feed_addr()),
-            origin.public_keys(),
-        );
-        config.name = format!("eu-{id}");
-        config.region = "eu".into();
-        config.license_issuer = Some(license_issuer.clone());
-        let port = if args.check_port == 0 {
-            0
-        } else {
-            args.check_port + id as u16 - 1
+    let mut regions = Vec::new();
+    for (index, name) in REGIONS.iter().enumerate() {
+        let first_port = match args.check_port {
+            0 => 0,
+            port => port + (index as u16) * 10,
         };
-        region.push(
-            RegionNode::start(
-                config,
-                RegionListeners {
-                    raft: bind(0, "region raft").await?,
-                    grpc: bind(port, "region check").await?,
-                    http: Some(bind(0, "region status").await?),
-                },
-                Some(geo.clone()),
-            )
-            .await
-            .context("starting a region node")?,
-        );
-    }
-    let members: Vec<_> = region
-        .iter()
-        .map(|n| (n.raft().id(), n.raft().addr().to_string()))
-        .collect();
-    match region[0].raft().initialize(&members).await {
-        Ok(()) | Err(tollgate_raft::Error::AlreadyInitialized) => {}
-        Err(e) => return Err(e).context("initialising the region"),
+        let nodes =
+            start_region(&origin, &root, name, first_port, geo.clone(), &issuer_token).await?;
+        regions.push((*name, nodes));
     }
     let head = origin.head_revision();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while region.iter().any(|n| n.applied_revision() < head) {
+    while regions
+        .iter()
+        .flat_map(|(_, nodes)| nodes)
+        .any(|n| n.applied_revision() < head)
+    {
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "the region did not catch up with the origin in 30 s"
+            "the regions did not catch up with the origin in 30 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     let http = format!("http://{}", origin.http_addr());
-    let check = format!("http://{}", region[0].grpc_addr());
-    println!("tollgate dev: an origin and a three-node region (eu) on loopback, with demo data");
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "tollgate".into());
+    let eu = format!("http://{}", regions[0].1[0].grpc_addr());
+    let us = format!("http://{}", regions[1].1[0].grpc_addr());
+    let try_commands = vec![
+        format!("{me} ctl check --endpoint {eu} --account acme --subject alice --feature export --ip 192.0.2.10"),
+        format!("{me} ctl check --endpoint {us} --account acme --subject alice --feature export --ip 198.51.100.10"),
+        format!("{me} ctl --origin {http} --api-key {token} license issue --account acme --audience studio"),
+    ];
+    let endpoints = serde_json::json!({
+        "origin": {
+            "rest": http,
+            "feed": format!("http://{}", origin.feed_addr()),
+            "metrics": format!("{http}/metrics"),
+            "admin_api_key": token,
+            "admin_api_key_file": token_path,
+            "public_keys": format!("{http}/.well-known/tollgate-keys.json"),
+        },
+        "regions": regions.iter().map(|(name, nodes)| serde_json::json!({
+            "name": name,
+            "license_issuer_token": issuer_token,
+            "nodes": nodes.iter().map(|n| {
+                let status = n.http_addr().map(|a| format!("http://{a}")).unwrap_or_default();
+                serde_json::json!({
+                    "name": n.name(),
+                    "check": format!("http://{}", n.grpc_addr()),
+                    "status": format!("{status}/v1/status"),
+                    "metrics": format!("{status}/metrics"),
+                })
+            }).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "data_dir": root,
+        "try": try_commands,
+    });
+    let endpoints_path = root.join("endpoints.json");
+    std::fs::write(
+        &endpoints_path,
+        serde_json::to_vec_pretty(&endpoints).context("the endpoints")?,
+    )
+    .with_context(|| format!("writing {}", endpoints_path.display()))?;
+
     println!(
-        "  origin REST     {http}   (admin API key in {})",
+        "tollgate dev: an origin and two three-node regions (eu, us) on loopback, with demo data"
+    );
+    println!("  origin REST     {http}   metrics {http}/metrics");
+    println!(
+        "  admin API key   {token}   (also in {})",
         token_path.display()
     );
     println!("  origin feed     http://{}", origin.feed_addr());
-    for n in &region {
-        println!(
-            "  region check    http://{}   status http://{}/v1/status",
-            n.grpc_addr(),
-            n.http_addr().map(|a| a.to_string()).unwrap_or_default()
-        );
+    for (name, nodes) in &regions {
+        for n in nodes {
+            println!(
+                "  region {name:<8} check http://{}   status http://{}/v1/status",
+                n.grpc_addr(),
+                n.http_addr().map(|a| a.to_string()).unwrap_or_default()
+            );
+        }
     }
+    println!("  license issuer  region token {issuer_token} (license/v1 IssueLicense on a region's check port)");
     println!(
         "  data directory  {}{}",
         root.display(),
@@ -253,23 +329,22 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             ""
         }
     );
+    println!(
+        "  endpoints       {} (the same, as JSON)",
+        endpoints_path.display()
+    );
     println!();
-    let me = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "tollgate".into());
     println!("Try:");
-    println!("  {me} check --endpoint {check} --account acme --subject alice --feature export --ip 192.0.2.10");
-    println!("  {me} check --endpoint {check} --account acme --subject alice --feature export --ip 198.51.100.10");
-    println!("  curl -s -H 'Authorization: Bearer {token}' {http}/v1/accounts/acme/entitlements");
-    println!("  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"audience\": \"studio\"}}' {http}/v1/accounts/acme/licenses");
-    println!("  (region eu issues licenses too: license/v1 Licenses.IssueLicense on its check port, with authorization: Bearer {issuer_token})");
+    for command in endpoints["try"].as_array().into_iter().flatten() {
+        println!("  {}", command.as_str().unwrap_or_default());
+    }
     println!("Ctrl-C stops everything.");
 
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
     eprintln!("Stopping.");
-    for n in region {
+    for n in regions.into_iter().flat_map(|(_, nodes)| nodes) {
         n.shutdown().await?;
     }
     origin.shutdown().await?;

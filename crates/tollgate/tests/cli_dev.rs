@@ -1,5 +1,6 @@
 //! `tollgate dev` and `tollgate check`: the README's run command starts a
-//! whole deployment, a check against it is answered, Ctrl-C stops it.
+//! whole deployment (an origin and two regions), lists it in
+//! endpoints.json, a check against every node is answered, Ctrl-C stops it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -14,26 +15,86 @@ fn tollgate() -> Command {
 }
 
 #[test]
-fn dev_runs_an_origin_and_a_region_and_answers_checks() {
+fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
+    let data = tempfile::tempdir().unwrap();
     let mut child = tollgate()
-        .args(["dev", "--http-port", "0", "--check-port", "0"])
+        .args(["dev", "--http-port", "0", "--check-port", "0", "--data-dir"])
+        .arg(data.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut endpoints = Vec::new();
+    let mut printed = String::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
-        if let Some(rest) = line.trim().strip_prefix("region check") {
-            let endpoint = rest.split_whitespace().next().unwrap();
-            endpoints.push(endpoint.to_string());
-        }
+        printed.push_str(&line);
+        printed.push('\n');
         if line.contains("Ctrl-C") {
             break;
         }
     }
-    assert_eq!(endpoints.len(), 3, "three region nodes are listed");
-    for endpoint in &endpoints {
+    // What dev printed is also in endpoints.json.
+    let listed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.path().join("endpoints.json")).unwrap())
+            .unwrap();
+    let token = listed["origin"]["admin_api_key"].as_str().unwrap();
+    assert!(printed.contains(token), "the admin API key is printed");
+    assert_eq!(listed["try"].as_array().unwrap().len(), 3);
+    let regions = listed["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 2, "two regions");
+    let mut endpoints = Vec::new();
+    for region in regions {
+        let nodes = region["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 3, "three nodes in {region}");
+        for node in nodes {
+            let check = node["check"].as_str().unwrap().to_string();
+            assert!(printed.contains(&check), "{check} is printed");
+            endpoints.push((region["name"].as_str().unwrap().to_string(), check));
+        }
+    }
+    // The operator's client against the demo: a check explained, and the
+    // status of every node.
+    let ctl_check = tollgate()
+        .args(["ctl", "check", "--endpoint", &endpoints[3].1])
+        .args([
+            "--account",
+            "acme",
+            "--subject",
+            "alice",
+            "--feature",
+            "export",
+        ])
+        .args(["--ip", "192.0.2.10", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ctl_check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ctl_check.stderr)
+    );
+    let mut status = tollgate();
+    status.args(["ctl", "status", "--output", "json"]);
+    for region in regions {
+        for node in region["nodes"].as_array().unwrap() {
+            let url = node["status"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches("/v1/status");
+            status.args(["--node", url]);
+        }
+    }
+    let status = status.output().unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(6), "{rows}");
+
+    for (region, endpoint) in &endpoints {
         let allowed = tollgate()
             .args([
                 "check",
@@ -62,13 +123,16 @@ fn dev_runs_an_origin_and_a_region_and_answers_checks() {
         );
         let v: serde_json::Value = serde_json::from_slice(&allowed.stdout).unwrap();
         assert_eq!(v["reason"], "ALLOW");
-        assert!(v["answered_by"].as_str().unwrap().starts_with("eu-"));
+        assert!(v["answered_by"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{region}-")));
     }
     let blocked = tollgate()
         .args([
             "check",
             "--endpoint",
-            &endpoints[1],
+            &endpoints[4].1,
             "--account",
             "acme",
             "--subject",
@@ -83,7 +147,7 @@ fn dev_runs_an_origin_and_a_region_and_answers_checks() {
         .args([
             "check",
             "--endpoint",
-            &endpoints[0],
+            &endpoints[0].1,
             "--account",
             "acme",
             "--feature",
@@ -104,9 +168,9 @@ fn dev_runs_an_origin_and_a_region_and_answers_checks() {
             "bench",
             "check",
             "--endpoint",
-            &endpoints[0],
+            &endpoints[0].1,
             "--endpoint",
-            &endpoints[2],
+            &endpoints[2].1,
         ])
         .args([
             "--duration-seconds",
@@ -148,4 +212,8 @@ fn dev_runs_an_origin_and_a_region_and_answers_checks() {
         std::thread::sleep(POLL_INTERVAL);
     };
     assert_eq!(status.code(), Some(0));
+    assert!(
+        data.path().join("origin").is_dir(),
+        "--data-dir keeps the data after a clean stop"
+    );
 }
