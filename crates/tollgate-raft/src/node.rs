@@ -386,6 +386,12 @@ impl<L: StateMachineLogic> Node<L> {
         self.inner.initialize(members).await
     }
 
+    /// Builds a snapshot of this node's applied state now; the log index it
+    /// covers.
+    pub async fn trigger_snapshot(&self, timeout: std::time::Duration) -> Result<u64, Error> {
+        self.inner.trigger_snapshot(timeout).await
+    }
+
     /// Add a learner (must run on the leader).
     pub async fn add_learner(
         &self,
@@ -738,6 +744,37 @@ impl<L: StateMachineLogic> NodeInner<L> {
             }
             RaftError::Fatal(f) => Error::from(f),
         })
+    }
+
+    /// Builds a snapshot of everything applied now, and waits (at most
+    /// `timeout`) until it is in place; the index it covers. The log behind
+    /// it is then purged per the node's policy.
+    pub(crate) async fn trigger_snapshot(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<u64, Error> {
+        let applied = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| Error::Unavailable(format!("triggering a snapshot: {e}")))?;
+        let metrics = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "snapshot covers the applied index",
+            )
+            .await
+            .map_err(|e| Error::Timeout(format!("waiting for the snapshot: {e}")))?;
+        Ok(metrics.snapshot.map(|s| s.index).unwrap_or(0))
     }
 
     pub(crate) async fn add_learner(

@@ -269,6 +269,21 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
         Ok(Response::new(self.inner.status()))
     }
 
+    async fn trigger_snapshot(
+        &self,
+        _request: Request<pb::TriggerSnapshotRequest>,
+    ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        const SNAPSHOT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+        let snapshot_index = self
+            .inner
+            .trigger_snapshot(SNAPSHOT_WAIT_MAX)
+            .await
+            .map_err(|e| error_to_status(&e))?;
+        Ok(Response::new(pb::TriggerSnapshotResponse {
+            snapshot_index,
+        }))
+    }
+
     async fn read_local(
         &self,
         request: Request<pb::ReadLocalRequest>,

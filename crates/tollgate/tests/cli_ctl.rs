@@ -1481,3 +1481,132 @@ fn help_documents_the_exit_codes() {
     );
     assert!(stderr.contains("<ID>"), "{stderr}");
 }
+
+#[test]
+fn snapshot_backup_and_restore_a_node() {
+    init_tracing();
+    let mut d = Deployment::start();
+    let raft = d.origin().raft().addr().to_string();
+    let head = d.origin().head_revision();
+    let data = d.origin().served_dataset().unwrap();
+    // Backups need no origin: the node's files only.
+    let local = |args: &[&str]| tollgate().arg("ctl").args(args).output().unwrap();
+    let data_dir = d.dir.path().join("origin");
+
+    tracing::info!("snapshot: covers everything applied");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "cluster",
+            "snapshot",
+            "--endpoint",
+            &raft,
+            "--output",
+            "json",
+        ]),
+        0,
+    );
+    assert!(json(&stdout)["snapshot_index"].as_u64().unwrap() > 0);
+    let origin = d.origin.take().unwrap();
+
+    tracing::info!("backup of a running node: refused");
+    let backup = d.dir.path().join("backup");
+    let (_, stderr) = expect(
+        local(&[
+            "cluster",
+            "backup",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--out",
+            backup.to_str().unwrap(),
+        ]),
+        4,
+    );
+    assert!(stderr.contains("NODE_RUNNING"), "{stderr}");
+    assert!(!backup.exists(), "nothing written");
+
+    tracing::info!("backup of the stopped node, restore into a new directory");
+    d.runtime.block_on(origin.shutdown()).unwrap();
+    expect(
+        local(&[
+            "cluster",
+            "backup",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--out",
+            backup.to_str().unwrap(),
+        ]),
+        0,
+    );
+    let restored = d.dir.path().join("restored");
+    expect(
+        local(&[
+            "cluster",
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ]),
+        0,
+    );
+    let (_, stderr) = expect(
+        local(&[
+            "cluster",
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ]),
+        4,
+    );
+    assert!(stderr.contains("NOT_EMPTY"), "{stderr}");
+
+    tracing::info!("the restored node holds exactly what the original held");
+    let again = d.runtime.block_on(async {
+        let node = OriginNode::start(
+            OriginConfig::new(1, &restored),
+            OriginListeners {
+                raft: loopback().await,
+                http: loopback().await,
+                feed: loopback().await,
+            },
+        )
+        .await
+        .unwrap();
+        node.raft()
+            .wait_until(WAIT_MAX, "the restored node leads", |m| {
+                m.current_leader == Some(1)
+            })
+            .await
+            .unwrap();
+        node
+    });
+    assert_eq!(again.head_revision(), head);
+    assert_eq!(again.served_dataset().unwrap(), data);
+    d.runtime.block_on(again.shutdown()).unwrap();
+
+    tracing::info!("a corrupted backup is refused before anything is written");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(backup.join("tollgate-backup.json")).unwrap())
+            .unwrap();
+    let first = manifest["files"][0]["path"].as_str().unwrap();
+    let victim = backup.join("data").join(first);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes.push(0);
+    std::fs::write(&victim, bytes).unwrap();
+    let elsewhere = d.dir.path().join("elsewhere");
+    let (_, stderr) = expect(
+        local(&[
+            "cluster",
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            elsewhere.to_str().unwrap(),
+        ]),
+        1,
+    );
+    assert!(stderr.contains("CORRUPT_BACKUP"), "{stderr}");
+    assert!(!elsewhere.exists(), "nothing written");
+}

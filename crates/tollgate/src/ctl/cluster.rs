@@ -24,6 +24,14 @@ pub enum ClusterCommand {
     Promote(NodeArg),
     /// Remove a node from the voters and the learners.
     Remove(NodeArg),
+    /// Build a snapshot of one node's applied state now (before a backup,
+    /// or to purge a long log).
+    Snapshot(Target),
+    /// Copy a STOPPED node's data directory, with SHA-256 digests.
+    Backup(super::backup::BackupArgs),
+    /// Copy a backup into an empty data directory, after checking every
+    /// digest.
+    Restore(super::backup::RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +144,26 @@ pub async fn run(global: &Global, command: ClusterCommand) -> CtlResult<u8> {
             );
             Ok(exit::OK)
         }
+        ClusterCommand::Snapshot(target) => {
+            let endpoint = endpoint_url(&target.endpoint)?;
+            let mut client = ClusterAdminClient::new(connect(&endpoint, global).await?);
+            let reply = client
+                .trigger_snapshot(pb::TriggerSnapshotRequest {})
+                .await
+                .map_err(|e| grpc_error(&endpoint, &e))?
+                .into_inner();
+            if global.output == super::Format::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"snapshot_index": reply.snapshot_index})
+                );
+            } else {
+                println!("snapshot at log index {}", reply.snapshot_index);
+            }
+            Ok(exit::OK)
+        }
+        ClusterCommand::Backup(args) => super::backup::backup(global, args),
+        ClusterCommand::Restore(args) => super::backup::restore(global, args),
         ClusterCommand::Remove(args) => {
             let request = pb::RemoveNodeRequest {
                 node_id: args.node_id,

@@ -20,6 +20,7 @@
 //! | 10   | `check` was denied, or `license verify` refused the token |
 
 mod admin;
+mod backup;
 mod check;
 mod cluster;
 mod geo;
@@ -89,7 +90,7 @@ pub struct Global {
     api_key_file: Option<PathBuf>,
     /// Tables for people, or JSON for scripts.
     #[arg(long, value_enum, default_value_t, global = true)]
-    output: Format,
+    pub(crate) output: Format,
     /// Give up on any one request after this long (connecting included).
     #[arg(long, default_value_t = TIMEOUT_SECONDS_DEFAULT, global = true)]
     timeout_seconds: u64,
