@@ -14,9 +14,9 @@
 
 use crate::origin::NodeState;
 use crate::state::{now, read_u64};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tollgate_api::auth::{constant_time_eq, sha256_hex};
 use tollgate_api::licensing::{issue_license, license_entitlements, Actor, IssueLicense};
 use tollgate_api::problem::Problem;
 use tollgate_api::AppState;
@@ -294,17 +294,6 @@ impl RegionLicenses {
             verifiers: Verifiers::default(),
         })
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[tonic::async_trait]
