@@ -216,27 +216,65 @@ impl Checker {
         )))
     }
 
-    /// The catalog and the account's view at the current revision.
+    /// The catalog and the account's view at the current revision. The
+    /// state has no point-in-time read across keys, so the revision is read
+    /// before and after the data: a view built while an entry applied could
+    /// hold data newer than the revision it would be answered at, so it is
+    /// rebuilt (and never cached). After `VIEW_ATTEMPTS_MAX` races in a row
+    /// the earlier revision is answered: it understates, never overstates,
+    /// how fresh the answer is.
     pub(crate) fn views(&self, id: &AccountId) -> Result<Views, Status> {
-        let revision = read_u64(&self.view, keys::HEAD_REVISION);
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| Status::internal("cache lock poisoned"))?;
-        if cache.revision != revision {
-            *cache = Cache {
-                revision,
-                catalog: Arc::new(self.catalog()?),
-                accounts: HashMap::new(),
+        const VIEW_ATTEMPTS_MAX: usize = 8;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let revision = read_u64(&self.view, keys::HEAD_REVISION);
+            {
+                let cache = self
+                    .cache
+                    .lock()
+                    .map_err(|_| Status::internal("cache lock poisoned"))?;
+                if cache.revision == revision {
+                    if let Some(found) = cache.accounts.get(id) {
+                        return Ok((revision, cache.catalog.clone(), found.clone()));
+                    }
+                }
+            }
+            let cached_catalog = {
+                let cache = self
+                    .cache
+                    .lock()
+                    .map_err(|_| Status::internal("cache lock poisoned"))?;
+                (cache.revision == revision).then(|| cache.catalog.clone())
             };
+            let catalog = match cached_catalog {
+                Some(catalog) => catalog,
+                None => Arc::new(self.catalog()?),
+            };
+            let view = self.account_view(&catalog, id)?.map(Arc::new);
+            let stable = read_u64(&self.view, keys::HEAD_REVISION) == revision;
+            if stable {
+                let mut cache = self
+                    .cache
+                    .lock()
+                    .map_err(|_| Status::internal("cache lock poisoned"))?;
+                // Revisions only grow: never replace a newer cache.
+                if cache.revision == u64::MAX || cache.revision < revision {
+                    *cache = Cache {
+                        revision,
+                        catalog: catalog.clone(),
+                        accounts: HashMap::new(),
+                    };
+                }
+                if cache.revision == revision {
+                    cache.accounts.insert(id.clone(), view.clone());
+                }
+                return Ok((revision, catalog, view));
+            }
+            if attempt >= VIEW_ATTEMPTS_MAX {
+                return Ok((revision, catalog, view));
+            }
         }
-        let catalog = cache.catalog.clone();
-        if let Some(found) = cache.accounts.get(id) {
-            return Ok((revision, catalog, found.clone()));
-        }
-        let view = self.account_view(&catalog, id)?.map(Arc::new);
-        cache.accounts.insert(id.clone(), view.clone());
-        Ok((revision, catalog, view))
     }
 
     async fn wait_for(&self, revision: u64) -> Result<(), Status> {
