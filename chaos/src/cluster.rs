@@ -1,0 +1,627 @@
+//! The nodes under test: real `tollgate serve` processes, one per network
+//! namespace, configured by TOML files the harness writes into the run
+//! directory. An origin (one node) and two regions (`eu`, `us`) of three.
+//!
+//! The harness reaches every node from the host over the bridge: the
+//! origin's REST API with the admin token the origin writes at bootstrap,
+//! region nodes' gRPC check and usage services, and their `/v1/status`.
+
+use crate::history::{now_ms, Event, NodeChange, NodeState, Recorder};
+use crate::net::{netns, Links, Net};
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const ORIGIN: &str = "origin";
+pub const RAFT_PORT: u16 = 7100;
+pub const FEED_PORT: u16 = 7200;
+pub const REST_PORT: u16 = 8080;
+pub const GRPC_PORT: u16 = 7300;
+pub const OPS_PORT: u16 = 7400;
+/// Every HTTP call the harness makes gives up after this long.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
+/// A status poll gives up sooner: it runs every few hundred milliseconds.
+pub const STATUS_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long a started origin has to write its keys and admin token.
+const ORIGIN_START_DEADLINE: Duration = Duration::from_secs(90);
+/// How long a SIGTERMed node has to exit before it is killed.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    pub name: String,
+    /// `None` for the origin.
+    pub region: Option<String>,
+    pub node_id: u64,
+    pub ip: Ipv4Addr,
+}
+
+impl NodeSpec {
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}:{GRPC_PORT}", self.ip)
+    }
+    pub fn status_url(&self) -> String {
+        format!("http://{}:{OPS_PORT}/v1/status", self.ip)
+    }
+    pub fn rest_url(&self) -> String {
+        format!("http://{}:{REST_PORT}", self.ip)
+    }
+    pub fn raft_addr(&self) -> String {
+        format!("{}:{RAFT_PORT}", self.ip)
+    }
+}
+
+/// Which nodes exist and where.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub origin: NodeSpec,
+    pub regions: BTreeMap<String, Vec<NodeSpec>>,
+}
+
+impl Topology {
+    /// The origin at 10.77.0.10, `eu-1..3` at .21–.23, `us-1..3` at .31–.33.
+    pub fn standard() -> Topology {
+        let origin = NodeSpec {
+            name: ORIGIN.into(),
+            region: None,
+            node_id: 1,
+            ip: Ipv4Addr::new(10, 77, 0, 10),
+        };
+        let mut regions = BTreeMap::new();
+        for (region, base) in [("eu", 20u8), ("us", 30u8)] {
+            let nodes = (1..=3u8)
+                .map(|i| NodeSpec {
+                    name: format!("{region}-{i}"),
+                    region: Some(region.into()),
+                    node_id: u64::from(i),
+                    ip: Ipv4Addr::new(10, 77, 0, base + i),
+                })
+                .collect();
+            regions.insert(region.to_string(), nodes);
+        }
+        Topology { origin, regions }
+    }
+
+    pub fn all(&self) -> Vec<&NodeSpec> {
+        std::iter::once(&self.origin)
+            .chain(self.regions.values().flatten())
+            .collect()
+    }
+
+    pub fn region_nodes(&self) -> Vec<&NodeSpec> {
+        self.regions.values().flatten().collect()
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeSpec> {
+        self.all().into_iter().find(|n| n.name == name)
+    }
+}
+
+/// What `/v1/status` on a region node says (the fields the harness reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeStatus {
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub applied_revision: u64,
+    pub origin_head_revision: u64,
+    pub staleness_seconds: Option<u64>,
+}
+
+struct Proc {
+    child: Option<Child>,
+    state: NodeState,
+}
+
+type Procs = Arc<Mutex<BTreeMap<String, Proc>>>;
+
+fn lock(procs: &Procs) -> std::sync::MutexGuard<'_, BTreeMap<String, Proc>> {
+    procs.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Kills every node process and tears the network down when dropped: on
+/// success, on error, on panic and when Ctrl-C drops the run.
+pub struct Guard {
+    procs: Procs,
+    net: Option<Net>,
+}
+
+impl Guard {
+    /// Stops everything now (same as dropping it).
+    pub fn teardown(&mut self) {
+        for (name, proc) in lock(&self.procs).iter_mut() {
+            if let Some(mut child) = proc.child.take() {
+                // SIGKILL ends stopped processes too.
+                if let Err(error) = child.kill() {
+                    eprintln!("chaos: killing {name}: {error}");
+                }
+                let _ = child.wait();
+            }
+            proc.state = NodeState::Down;
+        }
+        if let Some(mut net) = self.net.take() {
+            net.teardown();
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+pub struct Settings {
+    pub binary: PathBuf,
+    pub run_dir: PathBuf,
+    /// The origin's `[quota] outstanding_max`.
+    pub outstanding_max: u64,
+}
+
+/// The running system, shared by the workload and the nemesis.
+pub struct Cluster {
+    pub topology: Topology,
+    pub links: Links,
+    binary: PathBuf,
+    run_dir: PathBuf,
+    procs: Procs,
+    recorder: Arc<Recorder>,
+    http: reqwest::Client,
+    token: Mutex<String>,
+}
+
+impl Cluster {
+    /// Creates the network and writes every node's config; starts nothing.
+    pub fn create(
+        topology: Topology,
+        settings: &Settings,
+        recorder: Arc<Recorder>,
+    ) -> anyhow::Result<(Arc<Cluster>, Guard)> {
+        anyhow::ensure!(
+            settings.binary.is_file(),
+            "the tollgate binary {} does not exist (build it, or pass --binary)",
+            settings.binary.display()
+        );
+        let binary = std::fs::canonicalize(&settings.binary)?;
+        let nodes: Vec<(String, Ipv4Addr)> = topology
+            .all()
+            .iter()
+            .map(|n| (n.name.clone(), n.ip))
+            .collect();
+        let net = Net::create(&nodes)?;
+        let procs: Procs = Arc::new(Mutex::new(BTreeMap::new()));
+        let guard = Guard {
+            procs: procs.clone(),
+            net: Some(net),
+        };
+        let links = guard.net.as_ref().map(Net::links).expect("just created");
+        let cluster = Cluster {
+            topology,
+            links,
+            binary,
+            run_dir: settings.run_dir.clone(),
+            procs,
+            recorder,
+            http: reqwest::Client::builder()
+                .timeout(HTTP_TIMEOUT)
+                .build()
+                .context("an HTTP client")?,
+            token: Mutex::new(String::new()),
+        };
+        cluster.write_configs(settings.outstanding_max)?;
+        Ok((Arc::new(cluster), guard))
+    }
+
+    fn node_dir(&self, name: &str) -> PathBuf {
+        self.run_dir.join("nodes").join(name)
+    }
+
+    fn data_dir(&self, name: &str) -> PathBuf {
+        self.node_dir(name).join("data")
+    }
+
+    /// Each node's output (appended across restarts).
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.run_dir.join("logs").join(format!("{name}.log"))
+    }
+
+    fn public_keys_path(&self) -> PathBuf {
+        self.run_dir.join("origin-keys.public.json")
+    }
+
+    fn write_configs(&self, outstanding_max: u64) -> anyhow::Result<()> {
+        std::fs::create_dir_all(self.run_dir.join("logs"))?;
+        let o = &self.topology.origin;
+        let text = format!(
+            "# Written by tollgate-chaos.\n\
+             role = \"origin\"\n\
+             node_id = {id}\n\
+             data_dir = {data:?}\n\n\
+             [listen]\n\
+             raft = \"{ip}:{RAFT_PORT}\"\n\
+             http = \"{ip}:{REST_PORT}\"\n\
+             feed = \"{ip}:{FEED_PORT}\"\n\n\
+             [cluster]\n\
+             bootstrap = true\n\n\
+             [changefeed]\n\
+             heartbeat_interval_ms = 200\n\n\
+             [quota]\n\
+             outstanding_max = {outstanding_max}\n",
+            id = o.node_id,
+            data = self.data_dir(&o.name),
+            ip = o.ip,
+        );
+        self.write_config(&o.name, &text)?;
+        for nodes in self.topology.regions.values() {
+            let members = nodes
+                .iter()
+                .map(|n| format!("{{ id = {}, raft = \"{}\" }}", n.node_id, n.raft_addr()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            for n in nodes {
+                let bootstrap = n.node_id == 1;
+                let text = format!(
+                    "# Written by tollgate-chaos.\n\
+                     role = \"region\"\n\
+                     node_id = {id}\n\
+                     name = \"{name}\"\n\
+                     region = \"{region}\"\n\
+                     data_dir = {data:?}\n\n\
+                     [listen]\n\
+                     raft = \"{ip}:{RAFT_PORT}\"\n\
+                     grpc = \"{ip}:{GRPC_PORT}\"\n\
+                     http = \"{ip}:{OPS_PORT}\"\n\n\
+                     [cluster]\n\
+                     bootstrap = {bootstrap}\n\
+                     {members_line}\n\n\
+                     [origin]\n\
+                     feed = \"http://{origin_ip}:{FEED_PORT}\"\n\
+                     public_keys_path = {keys:?}\n",
+                    id = n.node_id,
+                    name = n.name,
+                    region = n.region.as_deref().unwrap_or("region"),
+                    data = self.data_dir(&n.name),
+                    ip = n.ip,
+                    members_line = if bootstrap {
+                        format!("members = [{members}]")
+                    } else {
+                        String::new()
+                    },
+                    origin_ip = o.ip,
+                    keys = self.public_keys_path(),
+                );
+                self.write_config(&n.name, &text)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_config(&self, name: &str, text: &str) -> anyhow::Result<()> {
+        let dir = self.node_dir(name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("node.toml"), text)
+            .with_context(|| format!("writing {name}'s config"))
+    }
+
+    fn record_node(&self, name: &str, state: NodeState, cause: &str) {
+        self.recorder.record(Event::Node(NodeChange {
+            at_ms: now_ms(),
+            node: name.into(),
+            state,
+            cause: cause.into(),
+        }));
+    }
+
+    /// Starts `name` from its config and data directory (a restart keeps
+    /// the data).
+    pub fn start(&self, name: &str, cause: &str) -> anyhow::Result<()> {
+        let mut procs = lock(&self.procs);
+        if let Some(p) = procs.get(name) {
+            if p.child.is_some() {
+                bail!("{name} is already running");
+            }
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &netns(name)])
+            .arg(&self.binary)
+            .args(["--log", "info", "serve", "--config"])
+            .arg(self.node_dir(name).join("node.toml"));
+        // The harness's own environment must not reconfigure the nodes.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("TOLLGATE_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // `ip netns exec` execs the binary: the child's pid is the node's.
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        procs.insert(
+            name.into(),
+            Proc {
+                child: Some(child),
+                state: NodeState::Up,
+            },
+        );
+        drop(procs);
+        self.record_node(name, NodeState::Up, cause);
+        Ok(())
+    }
+
+    /// SIGKILLs `name` (kill -9) and reaps it.
+    pub fn kill(&self, name: &str, cause: &str) -> anyhow::Result<()> {
+        let mut procs = lock(&self.procs);
+        let proc = procs
+            .get_mut(name)
+            .with_context(|| format!("{name} was never started"))?;
+        let mut child = proc
+            .child
+            .take()
+            .with_context(|| format!("{name} is not running"))?;
+        child.kill().with_context(|| format!("killing {name}"))?;
+        let _ = child.wait();
+        proc.state = NodeState::Down;
+        drop(procs);
+        self.record_node(name, NodeState::Down, cause);
+        Ok(())
+    }
+
+    /// SIGTERMs `name` and waits (bounded) for a clean exit, then SIGKILLs.
+    pub async fn stop(&self, name: &str, cause: &str) -> anyhow::Result<()> {
+        let pid = self
+            .pid(name)
+            .with_context(|| format!("{name} is not running"))?;
+        if self.state(name) == Some(NodeState::Paused) {
+            crate::net::run("kill", &["-CONT", &pid.to_string()])?;
+        }
+        crate::net::run("kill", &["-TERM", &pid.to_string()])?;
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            let exited = {
+                let mut procs = lock(&self.procs);
+                let proc = procs.get_mut(name).expect("has a pid");
+                match proc.child.as_mut().map(Child::try_wait) {
+                    Some(Ok(Some(_))) | None => {
+                        proc.child = None;
+                        proc.state = NodeState::Down;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if exited {
+                self.record_node(name, NodeState::Down, cause);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return self.kill(name, &format!("{cause} (did not exit on SIGTERM)"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGSTOPs `name`.
+    pub fn pause(&self, name: &str, cause: &str) -> anyhow::Result<()> {
+        self.signal(name, "-STOP", NodeState::Paused, cause)
+    }
+
+    /// SIGCONTs `name`.
+    pub fn resume(&self, name: &str, cause: &str) -> anyhow::Result<()> {
+        self.signal(name, "-CONT", NodeState::Up, cause)
+    }
+
+    fn signal(&self, name: &str, signal: &str, to: NodeState, cause: &str) -> anyhow::Result<()> {
+        let pid = self
+            .pid(name)
+            .with_context(|| format!("{name} is not running"))?;
+        crate::net::run("kill", &[signal, &pid.to_string()])?;
+        if let Some(p) = lock(&self.procs).get_mut(name) {
+            p.state = to;
+        }
+        self.record_node(name, to, cause);
+        Ok(())
+    }
+
+    fn pid(&self, name: &str) -> Option<u32> {
+        lock(&self.procs)
+            .get(name)
+            .and_then(|p| p.child.as_ref())
+            .map(Child::id)
+    }
+
+    pub fn state(&self, name: &str) -> Option<NodeState> {
+        lock(&self.procs).get(name).map(|p| p.state)
+    }
+
+    /// Records (once) every node that exited without being asked to.
+    pub fn reap_exits(&self) {
+        let mut exited = Vec::new();
+        for (name, proc) in lock(&self.procs).iter_mut() {
+            if let Some(child) = proc.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    proc.child = None;
+                    proc.state = NodeState::Down;
+                    exited.push((name.clone(), status.to_string()));
+                }
+            }
+        }
+        for (name, status) in exited {
+            tracing::error!(node = %name, %status, "A node exited on its own.");
+            self.record_node(&name, NodeState::Exited, &status);
+        }
+    }
+
+    /// Nodes not running (killed, or exited) and nodes paused.
+    pub fn not_up(&self) -> (Vec<String>, Vec<String>) {
+        let procs = lock(&self.procs);
+        let mut down = Vec::new();
+        let mut paused = Vec::new();
+        for spec in self.topology.all() {
+            match procs.get(&spec.name).map(|p| p.state) {
+                Some(NodeState::Up) => {}
+                Some(NodeState::Paused) => paused.push(spec.name.clone()),
+                _ => down.push(spec.name.clone()),
+            }
+        }
+        (down, paused)
+    }
+
+    /// Starts the origin, waits for its key set and admin token, then
+    /// starts every region node.
+    pub async fn start_all(&self) -> anyhow::Result<()> {
+        let origin = self.topology.origin.clone();
+        self.start(&origin.name, "started")?;
+        let data = self.data_dir(&origin.name);
+        let (keys, token) = (
+            data.join("origin-keys.public.json"),
+            data.join("admin.token"),
+        );
+        let deadline = Instant::now() + ORIGIN_START_DEADLINE;
+        while !(keys.is_file() && token.is_file()) {
+            self.reap_exits();
+            if self.state(&origin.name) != Some(NodeState::Up) {
+                bail!(
+                    "the origin exited during start-up; see {}",
+                    self.log_path(&origin.name).display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the origin wrote no {} and {} within {ORIGIN_START_DEADLINE:?}; see {}",
+                    keys.display(),
+                    token.display(),
+                    self.log_path(&origin.name).display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The token file may be written a moment after it is created.
+        let token_text = wait_for_content(&token, deadline).await?;
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token_text.trim().to_string();
+        std::fs::copy(&keys, self.public_keys_path())?;
+        for node in self.topology.region_nodes() {
+            self.start(&node.name, "started")?;
+        }
+        Ok(())
+    }
+
+    /// The origin's REST API as the admin: status and JSON body.
+    pub async fn rest(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(reqwest::StatusCode, serde_json::Value), reqwest::Error> {
+        let token = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.topology.origin.rest_url()))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        ))
+    }
+
+    /// Like [`Cluster::rest`], failing unless the answer is a success.
+    pub async fn rest_ok(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (status, value) = self
+            .rest(method, path, body)
+            .await
+            .with_context(|| path.to_string())?;
+        anyhow::ensure!(status.is_success(), "{path}: {status} {value}");
+        Ok(value)
+    }
+
+    /// The origin's head revision, from its `/metrics`.
+    pub async fn origin_head(&self) -> anyhow::Result<u64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.topology.origin.rest_url()))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        text.lines()
+            .find(|l| l.starts_with("tollgate_origin_head_revision"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .context("no tollgate_origin_head_revision in the origin's /metrics")
+    }
+
+    /// A region node's `/v1/status`.
+    pub async fn status(&self, node: &NodeSpec) -> anyhow::Result<NodeStatus> {
+        Ok(self
+            .http
+            .get(node.status_url())
+            .timeout(STATUS_TIMEOUT)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// The region's leader as its nodes report it (the highest term wins).
+    pub async fn leader(&self, region: &str) -> Option<String> {
+        let nodes = self.topology.regions.get(region)?;
+        let answers =
+            futures::future::join_all(nodes.iter().map(|n| async move { self.status(n).await }))
+                .await;
+        let (_, leader) = answers
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.leader.map(|l| (s.term, l)))
+            .max()?;
+        nodes
+            .iter()
+            .find(|n| n.node_id == leader)
+            .map(|n| n.name.clone())
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Removes the nodes' data directories (kept on failure, for a look).
+    pub fn remove_data(&self) {
+        let _ = std::fs::remove_dir_all(self.run_dir.join("nodes"));
+    }
+}
+
+async fn wait_for_content(path: &Path, deadline: Instant) -> anyhow::Result<String> {
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if !text.trim().is_empty() {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            bail!("{} stayed empty", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

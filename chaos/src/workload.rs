@@ -1,0 +1,745 @@
+//! The workload, and what it records.
+//!
+//! - A **writer** grants and revokes entitlements at the origin (REST),
+//!   one feature per *slot*, so every slot's decision follows from its last
+//!   write: `ALLOW` after a grant, `REVOKED` after a revoke, `NOT_ENTITLED`
+//!   before any.
+//! - A **prober** per region sends each round's check to every node of the
+//!   region at once (availability per round, revisions per node).
+//! - **Consumers** in both regions consume one unit of a hard-capped
+//!   feature per check, each with its own idempotency key, retried on
+//!   other nodes of the same region when the answer is lost.
+//! - **Seat workers** in both regions acquire, hold and release floating
+//!   seats of one entitlement that has fewer seats than workers.
+//! - A **status poller** reads every region node's `/v1/status` (terms,
+//!   leaders, applied revisions) and notices nodes that exited; a **usage
+//!   sampler** reads the origin's usage row of the capped counter.
+
+use crate::cluster::{Cluster, NodeSpec};
+use crate::history::*;
+use crate::rng::Rng;
+use anyhow::Context;
+use reqwest::Method;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tollgate_proto::check::v1 as pb;
+use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
+use tollgate_proto::usage::v1 as usage;
+use tollgate_proto::usage::v1::usage_client::UsageClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// A gRPC call gives up after this long (a paused node never answers).
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Every entitlement is valid from this time on (long past).
+const VALID_FROM: i64 = 1_700_000_000;
+pub const CAP_ACCOUNT: &str = "metered";
+pub const CAP_FEATURE: &str = "meter";
+pub const SEAT_ACCOUNT: &str = "seated";
+pub const SEAT_FEATURE: &str = "seat";
+const SEAT_ENTITLEMENT: &str = "seats";
+
+/// What the workload creates and how hard it pushes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Entitlement slots (one boolean feature each).
+    pub slots: u32,
+    /// Slots are spread over this many accounts.
+    pub accounts: u32,
+    /// The hard cap of `meter` (lifetime period: no rollover mid-run).
+    pub cap: u64,
+    pub seat_count: u32,
+    pub lease_ttl_seconds: u32,
+    pub seat_workers_per_region: u32,
+    pub consumers_per_region: u32,
+    pub write_interval: Duration,
+    pub probe_interval: Duration,
+    pub consume_interval: Duration,
+    pub status_interval: Duration,
+}
+
+impl Plan {
+    /// The default plan for a run of `duration_seconds`: the cap is sized
+    /// so consumers reach it well before the end (both regions together
+    /// were measured to be allowed about 7 units a second on a loaded
+    /// two-core machine with debug builds).
+    pub fn for_duration(duration_seconds: u64) -> Plan {
+        Plan {
+            slots: 16,
+            accounts: 4,
+            cap: (3 * duration_seconds).max(50),
+            seat_count: 2,
+            lease_ttl_seconds: 10,
+            seat_workers_per_region: 3,
+            consumers_per_region: 2,
+            write_interval: Duration::from_millis(150),
+            probe_interval: Duration::from_millis(100),
+            consume_interval: Duration::from_millis(200),
+            status_interval: Duration::from_millis(300),
+        }
+    }
+
+    pub fn slot_account(&self, slot: u32) -> String {
+        format!("a-{}", slot % self.accounts)
+    }
+
+    pub fn slot_feature(slot: u32) -> String {
+        format!("f-{slot}")
+    }
+
+    pub fn slot_of_feature(&self, feature: &str) -> Option<u32> {
+        feature
+            .strip_prefix("f-")?
+            .parse()
+            .ok()
+            .filter(|s| *s < self.slots)
+    }
+}
+
+/// Creates the catalog, accounts, the capped and the seat entitlement at
+/// the origin; the head revision after.
+pub async fn seed(cluster: &Cluster, plan: &Plan) -> anyhow::Result<u64> {
+    let put = |path: String, body: serde_json::Value| async move {
+        cluster.rest_ok(Method::PUT, &path, Some(body)).await
+    };
+    put(
+        "/v1/products/chaos".into(),
+        json!({"id": "chaos", "name": "Chaos"}),
+    )
+    .await?;
+    for slot in 0..plan.slots {
+        let f = Plan::slot_feature(slot);
+        put(
+            format!("/v1/features/{f}"),
+            json!({"id": f, "product": "chaos", "name": f, "kind": "boolean"}),
+        )
+        .await?;
+    }
+    put(
+        format!("/v1/features/{CAP_FEATURE}"),
+        json!({"id": CAP_FEATURE, "product": "chaos", "name": CAP_FEATURE,
+            "kind": {"metered": {"unit": "units", "period": "lifetime"}}}),
+    )
+    .await?;
+    put(
+        format!("/v1/features/{SEAT_FEATURE}"),
+        json!({"id": SEAT_FEATURE, "product": "chaos", "name": SEAT_FEATURE, "kind": "boolean"}),
+    )
+    .await?;
+    let mut accounts: Vec<String> = (0..plan.accounts).map(|a| format!("a-{a}")).collect();
+    accounts.extend([CAP_ACCOUNT.to_string(), SEAT_ACCOUNT.to_string()]);
+    for a in &accounts {
+        put(format!("/v1/accounts/{a}"), json!({"id": a, "name": a})).await?;
+    }
+    for holder in seat_holders(cluster, plan).into_values().flatten() {
+        put(
+            format!("/v1/accounts/{SEAT_ACCOUNT}/subjects/{holder}"),
+            json!({"id": holder, "account": SEAT_ACCOUNT, "kind": "user"}),
+        )
+        .await?;
+    }
+    cluster
+        .rest_ok(
+            Method::POST,
+            "/v1/entitlements",
+            Some(json!({"id": "cap", "account": CAP_ACCOUNT,
+                "grant": {"feature": {"feature": CAP_FEATURE,
+                    "usage_cap": {"limit": plan.cap, "enforcement": "hard"}}},
+                "valid_from": VALID_FROM})),
+        )
+        .await?;
+    let written = cluster
+        .rest_ok(
+            Method::POST,
+            "/v1/entitlements",
+            Some(json!({"id": SEAT_ENTITLEMENT, "account": SEAT_ACCOUNT,
+                "grant": {"feature": {"feature": SEAT_FEATURE}}, "valid_from": VALID_FROM,
+                "seats": {"count": plan.seat_count,
+                    "mode": {"floating": {"lease_ttl_seconds": plan.lease_ttl_seconds}}}})),
+        )
+        .await?;
+    written["revision"]
+        .as_u64()
+        .context("a write's answer has no revision")
+}
+
+/// Region → the users its seat workers acquire seats as.
+fn seat_holders(cluster: &Cluster, plan: &Plan) -> BTreeMap<String, Vec<String>> {
+    cluster
+        .topology
+        .regions
+        .keys()
+        .map(|r| {
+            let holders = (0..plan.seat_workers_per_region)
+                .map(|i| format!("{r}-u{i}"))
+                .collect();
+            (r.clone(), holders)
+        })
+        .collect()
+}
+
+/// One lazily connected channel per region node (tonic reconnects after a
+/// restart by itself).
+#[derive(Clone)]
+pub struct Clients {
+    channels: BTreeMap<String, Channel>,
+}
+
+impl Clients {
+    pub fn new(nodes: &[&NodeSpec]) -> anyhow::Result<Clients> {
+        let mut channels = BTreeMap::new();
+        for n in nodes {
+            let channel = Endpoint::from_shared(n.grpc_url())?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(RPC_TIMEOUT)
+                .connect_lazy();
+            channels.insert(n.name.clone(), channel);
+        }
+        Ok(Clients { channels })
+    }
+
+    fn channel(&self, node: &str) -> Channel {
+        self.channels[node].clone()
+    }
+
+    /// One check (no consumption): when it was sent, answered, and what.
+    pub async fn check(
+        &self,
+        node: &str,
+        account: &str,
+        feature: &str,
+    ) -> (Millis, Millis, Answer) {
+        let mut client = CheckServiceClient::new(self.channel(node));
+        let request = pb::CheckRequest {
+            account_id: account.into(),
+            subject_id: None,
+            feature_id: feature.into(),
+            consume: 0,
+            location: None,
+            consistency: None,
+            idempotency_key: None,
+        };
+        let start = now_ms();
+        let result = tokio::time::timeout(RPC_TIMEOUT, client.check(request)).await;
+        let end = now_ms();
+        let answer = match result {
+            Err(_) => Answer::Error {
+                error: "timed out".into(),
+            },
+            Ok(Err(status)) => Answer::Error {
+                error: status_text(&status),
+            },
+            Ok(Ok(response)) => {
+                let r = response.into_inner();
+                match r.decision {
+                    Some(d) => Answer::Answered {
+                        revision: r.revision,
+                        reason: reason_name(d.reason()),
+                        allowed: d.allowed,
+                        staleness_seconds: r.staleness_seconds,
+                    },
+                    None => Answer::Error {
+                        error: "an answer without a decision".into(),
+                    },
+                }
+            }
+        };
+        (start, end, answer)
+    }
+
+    async fn consume(&self, node: &str, key: &str) -> (Millis, Millis, ConsumeOutcome) {
+        let mut client = CheckServiceClient::new(self.channel(node));
+        let request = pb::CheckRequest {
+            account_id: CAP_ACCOUNT.into(),
+            subject_id: None,
+            feature_id: CAP_FEATURE.into(),
+            consume: 1,
+            location: None,
+            consistency: None,
+            idempotency_key: Some(key.into()),
+        };
+        let start = now_ms();
+        let result = tokio::time::timeout(RPC_TIMEOUT, client.check(request)).await;
+        let end = now_ms();
+        let outcome = match result {
+            Err(_) => ConsumeOutcome::Error {
+                error: "timed out".into(),
+            },
+            Ok(Err(status)) => ConsumeOutcome::Error {
+                error: status_text(&status),
+            },
+            Ok(Ok(response)) => {
+                let r = response.into_inner();
+                match r.decision {
+                    Some(d) if d.allowed => ConsumeOutcome::Allowed {
+                        revision: r.revision,
+                    },
+                    Some(d) => ConsumeOutcome::Denied {
+                        reason: reason_name(d.reason()),
+                    },
+                    None => ConsumeOutcome::Error {
+                        error: "an answer without a decision".into(),
+                    },
+                }
+            }
+        };
+        (start, end, outcome)
+    }
+
+    async fn seat(&self, node: &str, holder: &str, op: SeatOp) -> (Millis, Millis, SeatOutcome) {
+        let mut client = UsageClient::new(self.channel(node));
+        let request = usage::SeatRequest {
+            account_id: SEAT_ACCOUNT.into(),
+            subject_id: holder.into(),
+            feature_id: SEAT_FEATURE.into(),
+        };
+        let start = now_ms();
+        let result = tokio::time::timeout(RPC_TIMEOUT, async {
+            match op {
+                SeatOp::Acquire => client.acquire_seat(request).await,
+                SeatOp::Release => client.release_seat(request).await,
+            }
+        })
+        .await;
+        let end = now_ms();
+        let outcome = match result {
+            Err(_) => SeatOutcome::Error {
+                error: "timed out".into(),
+            },
+            Ok(Err(status)) => SeatOutcome::Error {
+                error: status_text(&status),
+            },
+            Ok(Ok(response)) => {
+                let r = response.into_inner();
+                match r.status() {
+                    usage::SeatStatus::Held => SeatOutcome::Held {
+                        expires_at_s: r.expires_at,
+                    },
+                    usage::SeatStatus::Full => SeatOutcome::Full,
+                    usage::SeatStatus::NotHeld => SeatOutcome::NotHeld,
+                    usage::SeatStatus::Released => SeatOutcome::Released,
+                    usage::SeatStatus::Unspecified => SeatOutcome::Error {
+                        error: "SEAT_STATUS_UNSPECIFIED".into(),
+                    },
+                }
+            }
+        };
+        (start, end, outcome)
+    }
+}
+
+fn status_text(status: &tonic::Status) -> String {
+    let message: String = status.message().chars().take(200).collect();
+    format!("{:?}: {message}", status.code())
+}
+
+/// `REASON_ALLOW` → `ALLOW`.
+pub fn reason_name(reason: pb::Reason) -> String {
+    reason
+        .as_str_name()
+        .trim_start_matches("REASON_")
+        .to_string()
+}
+
+/// Sleeps `d`; true if `stop` turned true meanwhile.
+async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    stopped || *stop.borrow()
+}
+
+/// The running workload's tasks.
+pub struct Workload {
+    /// Writers, consumers, seat workers: stopped before the final heal.
+    pub load: Vec<JoinHandle<()>>,
+    /// Probers, the status poller, the usage sampler: stopped at the end.
+    pub observers: Vec<JoinHandle<()>>,
+}
+
+/// Starts the workload. `load_stop` ends the writers, consumers and seat
+/// workers; `observe_stop` the rest.
+pub fn spawn(
+    cluster: Arc<Cluster>,
+    recorder: Arc<Recorder>,
+    plan: Arc<Plan>,
+    seed: u64,
+    load_stop: watch::Receiver<bool>,
+    observe_stop: watch::Receiver<bool>,
+) -> anyhow::Result<Workload> {
+    let clients = Clients::new(&cluster.topology.region_nodes())?;
+    // The workload's randomness is seeded too, though thread timing makes a
+    // run's history differ from a replay's.
+    let mut rng = Rng::new(seed ^ 0x005E_ED0F_C4A0_5000);
+    let mut load = Vec::new();
+    let mut observers = Vec::new();
+    load.push(tokio::spawn(writer(
+        cluster.clone(),
+        recorder.clone(),
+        plan.clone(),
+        rng.fork(1),
+        load_stop.clone(),
+    )));
+    let holders = seat_holders(&cluster, &plan);
+    for (region, nodes) in &cluster.topology.regions {
+        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        observers.push(tokio::spawn(prober(
+            clients.clone(),
+            recorder.clone(),
+            plan.clone(),
+            region.clone(),
+            names.clone(),
+            rng.fork(2),
+            observe_stop.clone(),
+        )));
+        for i in 0..plan.consumers_per_region {
+            load.push(tokio::spawn(consumer(
+                clients.clone(),
+                recorder.clone(),
+                plan.clone(),
+                region.clone(),
+                names.clone(),
+                i,
+                rng.fork(3),
+                load_stop.clone(),
+            )));
+        }
+        for holder in &holders[region] {
+            load.push(tokio::spawn(seat_worker(
+                clients.clone(),
+                recorder.clone(),
+                region.clone(),
+                names.clone(),
+                holder.clone(),
+                rng.fork(4),
+                load_stop.clone(),
+            )));
+        }
+    }
+    observers.push(tokio::spawn(status_poller(
+        cluster.clone(),
+        recorder.clone(),
+        plan.clone(),
+        observe_stop.clone(),
+    )));
+    observers.push(tokio::spawn(usage_sampler(cluster, recorder, observe_stop)));
+    Ok(Workload { load, observers })
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum SlotState {
+    Empty,
+    Active(String),
+    Revoked,
+    /// The last write's outcome is unknown.
+    Unknown,
+}
+
+async fn writer(
+    cluster: Arc<Cluster>,
+    recorder: Arc<Recorder>,
+    plan: Arc<Plan>,
+    mut rng: Rng,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut state = vec![SlotState::Empty; plan.slots as usize];
+    let mut generation = vec![0u32; plan.slots as usize];
+    while !*stop.borrow() {
+        let slot = rng.below(u64::from(plan.slots)) as u32;
+        let s = slot as usize;
+        let (op, id) = match &state[s] {
+            SlotState::Active(id) => (WriteOp::Revoke, id.clone()),
+            _ => {
+                generation[s] += 1;
+                (WriteOp::Grant, format!("s{slot}-{}", generation[s]))
+            }
+        };
+        let start_ms = now_ms();
+        let result = match op {
+            WriteOp::Grant => {
+                cluster
+                    .rest(
+                        Method::POST,
+                        "/v1/entitlements",
+                        Some(json!({"id": id, "account": plan.slot_account(slot),
+                            "grant": {"feature": {"feature": Plan::slot_feature(slot)}},
+                            "valid_from": VALID_FROM})),
+                    )
+                    .await
+            }
+            WriteOp::Revoke => {
+                cluster
+                    .rest(
+                        Method::POST,
+                        &format!("/v1/entitlements/{id}/revoke"),
+                        Some(serde_json::Value::Null),
+                    )
+                    .await
+            }
+        };
+        let end_ms = now_ms();
+        let outcome = match result {
+            Ok((status, body)) if status.is_success() => match body["revision"].as_u64() {
+                Some(revision) => Ack::Acked { revision },
+                None => Ack::Indeterminate {
+                    error: format!("{status} without a revision: {body}"),
+                },
+            },
+            Ok((status, body)) if status.is_client_error() => Ack::Failed {
+                error: format!("{status} {}", body["code"]),
+            },
+            Ok((status, body)) => Ack::Indeterminate {
+                error: format!("{status} {}", body["code"]),
+            },
+            // No connection: the request never reached the origin.
+            Err(e) if e.is_connect() => Ack::Failed {
+                error: format!("connect: {e}"),
+            },
+            Err(e) => Ack::Indeterminate {
+                error: e.to_string(),
+            },
+        };
+        state[s] = match (&outcome, op) {
+            (Ack::Acked { .. }, WriteOp::Grant) => SlotState::Active(id.clone()),
+            (Ack::Acked { .. }, WriteOp::Revoke) => SlotState::Revoked,
+            (Ack::Failed { .. }, _) => state[s].clone(),
+            (Ack::Indeterminate { .. }, _) => SlotState::Unknown,
+        };
+        recorder.record(Event::Write(Write {
+            start_ms,
+            end_ms,
+            slot,
+            entitlement: id,
+            op,
+            outcome,
+        }));
+        if pause(&mut stop, plan.write_interval).await {
+            break;
+        }
+    }
+}
+
+async fn prober(
+    clients: Clients,
+    recorder: Arc<Recorder>,
+    plan: Arc<Plan>,
+    region: String,
+    nodes: Vec<String>,
+    mut rng: Rng,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut round = 0;
+    while !*stop.borrow() {
+        round += 1;
+        let slot = rng.below(u64::from(plan.slots)) as u32;
+        let (account, feature) = (plan.slot_account(slot), Plan::slot_feature(slot));
+        let answers =
+            futures::future::join_all(nodes.iter().map(|n| clients.check(n, &account, &feature)))
+                .await;
+        for (node, (start_ms, end_ms, outcome)) in nodes.iter().zip(answers) {
+            recorder.record(Event::Check(Check {
+                start_ms,
+                end_ms,
+                region: region.clone(),
+                node: node.clone(),
+                round,
+                slot,
+                outcome,
+            }));
+        }
+        if pause(&mut stop, plan.probe_interval).await {
+            break;
+        }
+    }
+}
+
+/// Attempts at one consumption (the same key on different nodes).
+const CONSUME_ATTEMPTS_MAX: usize = 3;
+
+#[allow(clippy::too_many_arguments)]
+async fn consumer(
+    clients: Clients,
+    recorder: Arc<Recorder>,
+    plan: Arc<Plan>,
+    region: String,
+    nodes: Vec<String>,
+    index: u32,
+    mut rng: Rng,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut n = 0u64;
+    while !*stop.borrow() {
+        n += 1;
+        let key = format!("{region}-c{index}-{n}");
+        let first = rng.below(nodes.len() as u64) as usize;
+        for attempt in 0..CONSUME_ATTEMPTS_MAX.min(nodes.len()) {
+            let node = &nodes[(first + attempt) % nodes.len()];
+            let (start_ms, end_ms, outcome) = clients.consume(node, &key).await;
+            let lost = matches!(outcome, ConsumeOutcome::Error { .. });
+            recorder.record(Event::Consume(Consume {
+                start_ms,
+                end_ms,
+                region: region.clone(),
+                node: node.clone(),
+                key: key.clone(),
+                outcome,
+            }));
+            if !lost {
+                break;
+            }
+        }
+        if pause(&mut stop, plan.consume_interval).await {
+            break;
+        }
+    }
+}
+
+/// Attempts at one release (on different nodes).
+const RELEASE_ATTEMPTS_MAX: usize = 3;
+
+async fn seat_worker(
+    clients: Clients,
+    recorder: Arc<Recorder>,
+    region: String,
+    nodes: Vec<String>,
+    holder: String,
+    mut rng: Rng,
+    mut stop: watch::Receiver<bool>,
+) {
+    let call = |node: String, op: SeatOp| {
+        let (clients, recorder, region, holder) = (
+            clients.clone(),
+            recorder.clone(),
+            region.clone(),
+            holder.clone(),
+        );
+        async move {
+            let (start_ms, end_ms, outcome) = clients.seat(&node, &holder, op).await;
+            recorder.record(Event::Seat(Seat {
+                start_ms,
+                end_ms,
+                region,
+                node,
+                holder,
+                op,
+                outcome: outcome.clone(),
+            }));
+            outcome
+        }
+    };
+    while !*stop.borrow() {
+        let node = rng.pick(&nodes).clone();
+        let outcome = call(node, SeatOp::Acquire).await;
+        if matches!(outcome, SeatOutcome::Held { .. }) {
+            let held_ms = rng.range(300, 1_500);
+            let stopping = pause(&mut stop, Duration::from_millis(held_ms)).await;
+            let first = rng.below(nodes.len() as u64) as usize;
+            for attempt in 0..RELEASE_ATTEMPTS_MAX.min(nodes.len()) {
+                let node = nodes[(first + attempt) % nodes.len()].clone();
+                if !matches!(call(node, SeatOp::Release).await, SeatOutcome::Error { .. }) {
+                    break;
+                }
+            }
+            if stopping {
+                break;
+            }
+        }
+        let wait = Duration::from_millis(rng.range(100, 500));
+        if pause(&mut stop, wait).await {
+            break;
+        }
+    }
+}
+
+async fn status_poller(
+    cluster: Arc<Cluster>,
+    recorder: Arc<Recorder>,
+    plan: Arc<Plan>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let nodes: Vec<NodeSpec> = cluster
+        .topology
+        .region_nodes()
+        .into_iter()
+        .cloned()
+        .collect();
+    while !*stop.borrow() {
+        cluster.reap_exits();
+        let polls = futures::future::join_all(nodes.iter().map(|n| {
+            let cluster = cluster.clone();
+            async move {
+                let start_ms = now_ms();
+                let result = cluster.status(n).await;
+                (start_ms, now_ms(), result)
+            }
+        }))
+        .await;
+        for (n, (start_ms, end_ms, result)) in nodes.iter().zip(polls) {
+            let outcome = match result {
+                Ok(s) => StatusOutcome::Ok {
+                    role: s.role,
+                    term: s.term,
+                    leader: s.leader,
+                    applied_revision: s.applied_revision,
+                    staleness_seconds: s.staleness_seconds,
+                },
+                Err(error) => StatusOutcome::Error {
+                    error: format!("{error:#}").chars().take(200).collect(),
+                },
+            };
+            recorder.record(Event::Status(Status {
+                start_ms,
+                end_ms,
+                region: n.region.clone().unwrap_or_default(),
+                node: n.name.clone(),
+                outcome,
+            }));
+        }
+        if pause(&mut stop, plan.status_interval).await {
+            break;
+        }
+    }
+}
+
+/// The origin's usage row for the capped counter, if it has one yet.
+pub async fn usage_row(cluster: &Cluster) -> anyhow::Result<Option<UsageSample>> {
+    let body = cluster
+        .rest_ok(
+            Method::GET,
+            &format!("/v1/accounts/{CAP_ACCOUNT}/usage?feature={CAP_FEATURE}"),
+            None,
+        )
+        .await?;
+    let Some(row) = body["items"].as_array().and_then(|items| items.first()) else {
+        return Ok(None);
+    };
+    let field = |k: &str| row[k].as_u64().unwrap_or(0);
+    Ok(Some(UsageSample {
+        at_ms: now_ms(),
+        limit: field("limit"),
+        consumed: field("consumed"),
+        allotted: field("allotted"),
+        outstanding: field("outstanding"),
+    }))
+}
+
+async fn usage_sampler(
+    cluster: Arc<Cluster>,
+    recorder: Arc<Recorder>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        // The origin may be down (the nemesis): then there is no sample.
+        if let Ok(Some(sample)) = usage_row(&cluster).await {
+            recorder.record(Event::Usage(sample));
+        }
+        if pause(&mut stop, Duration::from_secs(1)).await {
+            break;
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! The checker against doctored histories: a clean history passes, and for
+//! every invariant a history that breaks it (and only it) is caught. Each
+//! invariant also gets a near miss that must *not* be reported, so a
+//! checker that flags everything fails too. No root, no network, no nodes.
+
+use std::collections::BTreeMap;
+use tollgate_chaos::checker::{check, Invariant, Report};
+use tollgate_chaos::history::*;
+
+const NODES: [&str; 6] = ["eu-1", "eu-2", "eu-3", "us-1", "us-2", "us-3"];
+/// Seat leases in the clean history expire long after everything else.
+const EXPIRES_AT_S: i64 = 100;
+
+fn region_of(node: &str) -> String {
+    node[..2].to_string()
+}
+
+fn meta() -> Meta {
+    Meta {
+        scenario: "test".into(),
+        seed: 1,
+        duration_seconds: 10,
+        regions: BTreeMap::from([
+            (
+                "eu".into(),
+                vec!["eu-1".into(), "eu-2".into(), "eu-3".into()],
+            ),
+            (
+                "us".into(),
+                vec!["us-1".into(), "us-2".into(), "us-3".into()],
+            ),
+        ]),
+        slots: 2,
+        cap: 10,
+        outstanding_max: 5,
+        seat_count: 2,
+        up_grace_ms: 1_000,
+        unavailable_window_ms_min: 0,
+    }
+}
+
+fn write(slot: u32, id: &str, op: WriteOp, start_ms: Millis, outcome: Ack) -> Event {
+    Event::Write(Write {
+        start_ms,
+        end_ms: start_ms + 10,
+        slot,
+        entitlement: id.into(),
+        op,
+        outcome,
+    })
+}
+
+fn answered(node: &str, round: u64, slot: u32, at: Millis, revision: u64, reason: &str) -> Event {
+    Event::Check(Check {
+        start_ms: at,
+        end_ms: at + 5,
+        region: region_of(node),
+        node: node.into(),
+        round,
+        slot,
+        outcome: Answer::Answered {
+            revision,
+            reason: reason.into(),
+            allowed: reason == "ALLOW",
+            staleness_seconds: Some(0),
+        },
+    })
+}
+
+fn failed(node: &str, round: u64, at: Millis) -> Event {
+    Event::Check(Check {
+        start_ms: at,
+        end_ms: at + 2_000,
+        region: region_of(node),
+        node: node.into(),
+        round,
+        slot: 0,
+        outcome: Answer::Error {
+            error: "Unavailable: connection refused".into(),
+        },
+    })
+}
+
+fn seat(holder: &str, op: SeatOp, start_ms: Millis, outcome: SeatOutcome) -> Event {
+    Event::Seat(Seat {
+        start_ms,
+        end_ms: start_ms + 10,
+        region: region_of(holder),
+        node: format!("{}-1", region_of(holder)),
+        holder: holder.into(),
+        op,
+        outcome,
+    })
+}
+
+fn held() -> SeatOutcome {
+    SeatOutcome::Held {
+        expires_at_s: EXPIRES_AT_S,
+    }
+}
+
+fn consume(region: &str, key: &str, at: Millis, outcome: ConsumeOutcome) -> Event {
+    Event::Consume(Consume {
+        start_ms: at,
+        end_ms: at + 5,
+        region: region.into(),
+        node: format!("{region}-1"),
+        key: key.into(),
+        outcome,
+    })
+}
+
+fn node(at_ms: Millis, node: &str, state: NodeState) -> Event {
+    Event::Node(NodeChange {
+        at_ms,
+        node: node.into(),
+        state,
+        cause: "test".into(),
+    })
+}
+
+fn final_state() -> Final {
+    Final {
+        at_ms: 9_000,
+        converged: true,
+        origin_head: 12,
+        origin_entitlements: BTreeMap::from([
+            ("s0-1".into(), "revoked".into()),
+            ("s1-1".into(), "active".into()),
+        ]),
+        truth: BTreeMap::from([(0, "REVOKED".into()), (1, "ALLOW".into())]),
+        nodes: NODES
+            .iter()
+            .map(|n| FinalNode {
+                region: region_of(n),
+                node: n.to_string(),
+                applied_revision: Some(12),
+                decisions: BTreeMap::from([(0, "REVOKED".into()), (1, "ALLOW".into())]),
+            })
+            .collect(),
+        billed: Some(8),
+    }
+}
+
+/// A run in which nothing went wrong: two slots written, a cut of eu from
+/// the origin during which slot 0 is revoked, probes in both regions,
+/// consumption within the cap, seats within their count.
+fn clean() -> Vec<Event> {
+    let mut h = vec![Event::Meta(meta())];
+    for n in NODES {
+        h.push(node(1_000, n, NodeState::Up));
+    }
+    h.push(write(
+        0,
+        "s0-1",
+        WriteOp::Grant,
+        2_000,
+        Ack::Acked { revision: 10 },
+    ));
+    h.push(write(
+        1,
+        "s1-1",
+        WriteOp::Grant,
+        2_100,
+        Ack::Acked { revision: 11 },
+    ));
+    h.push(Event::Fault(Fault {
+        at_ms: 2_900,
+        step: 0,
+        phase: Phase::Start,
+        description: "partition region eu from the origin".into(),
+        cut_from_origin: vec!["eu".into()],
+    }));
+    h.push(write(
+        0,
+        "s0-1",
+        WriteOp::Revoke,
+        3_000,
+        Ack::Acked { revision: 12 },
+    ));
+    h.push(Event::Fault(Fault {
+        at_ms: 3_200,
+        step: 0,
+        phase: Phase::Stop,
+        description: "partition region eu from the origin".into(),
+        cut_from_origin: vec![],
+    }));
+    for (i, n) in NODES.iter().enumerate() {
+        let round = 1;
+        // Before the revocation: slot 0 allowed at 11; after: revoked at 12.
+        h.push(answered(n, round, 0, 2_500 + i as u64, 11, "ALLOW"));
+        h.push(answered(n, round + 1, 0, 3_500 + i as u64, 12, "REVOKED"));
+        h.push(answered(n, round + 2, 1, 4_000 + i as u64, 12, "ALLOW"));
+        h.push(Event::Status(Status {
+            start_ms: 4_500,
+            end_ms: 4_510,
+            region: region_of(n),
+            node: n.to_string(),
+            outcome: StatusOutcome::Ok {
+                role: if n.ends_with('1') {
+                    "leader"
+                } else {
+                    "follower"
+                }
+                .into(),
+                term: 1,
+                leader: Some(1),
+                applied_revision: 12,
+                staleness_seconds: Some(0),
+            },
+        }));
+    }
+    for i in 0..8 {
+        let region = if i % 2 == 0 { "eu" } else { "us" };
+        h.push(consume(
+            region,
+            &format!("{region}-{i}"),
+            2_000 + i * 100,
+            ConsumeOutcome::Allowed { revision: 11 },
+        ));
+    }
+    h.push(consume(
+        "us",
+        "us-9",
+        3_000,
+        ConsumeOutcome::Denied {
+            reason: "USAGE_CAP_REACHED".into(),
+        },
+    ));
+    h.push(Event::Usage(UsageSample {
+        at_ms: 3_000,
+        limit: 10,
+        consumed: 6,
+        allotted: 10,
+        outstanding: 3,
+    }));
+    // Two seats: eu-u0 and us-u0 hold them; eu-u1 gets one after eu-u0
+    // asked to release.
+    h.push(seat("eu-u0", SeatOp::Acquire, 2_000, held()));
+    h.push(seat("us-u0", SeatOp::Acquire, 2_100, held()));
+    h.push(seat("eu-u1", SeatOp::Acquire, 2_200, SeatOutcome::Full));
+    h.push(seat("eu-u0", SeatOp::Release, 2_500, SeatOutcome::Released));
+    h.push(seat("eu-u1", SeatOp::Acquire, 2_600, held()));
+    h.push(seat("us-u0", SeatOp::Release, 3_000, SeatOutcome::Released));
+    h.push(seat("eu-u1", SeatOp::Release, 3_100, SeatOutcome::Released));
+    h.push(Event::Final(final_state()));
+    h
+}
+
+fn violations_of(report: &Report) -> Vec<Invariant> {
+    report.violations.iter().map(|v| v.invariant).collect()
+}
+
+/// Asserts `history` breaks exactly `invariant`.
+fn caught(history: &[Event], invariant: Invariant) {
+    let report = check(history);
+    assert!(
+        report.has(invariant),
+        "{invariant} not caught: {:#?}",
+        report.violations
+    );
+    assert!(
+        report.violations.iter().all(|v| v.invariant == invariant),
+        "only {invariant} expected: {:#?}",
+        report.violations
+    );
+}
+
+fn passes(history: &[Event]) -> Report {
+    let report = check(history);
+    assert!(report.passed(), "{:#?}", report.violations);
+    report
+}
+
+fn final_mut(h: &mut [Event]) -> &mut Final {
+    h.iter_mut()
+        .find_map(|e| match e {
+            Event::Final(f) => Some(f),
+            _ => None,
+        })
+        .expect("a final state")
+}
+
+#[test]
+fn a_clean_history_passes_and_is_measured() {
+    let report = passes(&clean());
+    let s = &report.stats;
+    assert_eq!((s.checks_attempted, s.checks_answered), (18, 18));
+    assert_eq!(s.availability_percent, 100.0);
+    assert_eq!(s.writes_acked, 3);
+    assert_eq!(s.revocations_acked, 1);
+    assert_eq!(s.cap.allowed, 8);
+    assert_eq!(s.cap.overshoot, 0);
+    assert_eq!(s.seats.max_concurrent, 2);
+    assert_eq!(s.convergence.len(), 1);
+    let c = &s.convergence[0];
+    assert_eq!(c.revision, Some(12));
+    // Every node answered at 12 by 3_510 at the latest; healed at 3_200.
+    assert_eq!(c.converged_after_ms, Some(3_510 - 3_200));
+    // At 2_500 the newest acked write was 11 and every answer was at 11.
+    assert_eq!(s.max_lag_revisions, 0);
+}
+
+#[test]
+fn an_acknowledged_write_missing_from_a_region_after_healing_is_caught() {
+    let mut h = clean();
+    final_mut(&mut h).nodes[1].applied_revision = Some(11);
+    caught(&h, Invariant::AckedWriteLost);
+
+    let mut h = clean();
+    final_mut(&mut h).nodes[4]
+        .decisions
+        .insert(0, "ALLOW".into());
+    caught(&h, Invariant::AckedWriteLost);
+
+    let mut h = clean();
+    final_mut(&mut h).nodes[5].applied_revision = None;
+    caught(&h, Invariant::AckedWriteLost);
+}
+
+#[test]
+fn an_acknowledged_write_missing_at_the_origin_is_caught() {
+    let mut h = clean();
+    let f = final_mut(&mut h);
+    f.origin_entitlements.insert("s0-1".into(), "active".into());
+    caught(&h, Invariant::AckedWriteLost);
+
+    let mut h = clean();
+    final_mut(&mut h).origin_entitlements.remove("s1-1");
+    caught(&h, Invariant::AckedWriteLost);
+}
+
+#[test]
+fn a_write_of_unknown_outcome_is_not_held_against_the_origin() {
+    // A revoke that timed out may or may not have landed: the origin's
+    // final word on slot 1 stands, whichever it is.
+    let mut h = clean();
+    h.insert(
+        h.len() - 1,
+        write(
+            1,
+            "s1-1",
+            WriteOp::Revoke,
+            5_000,
+            Ack::Indeterminate {
+                error: "timed out".into(),
+            },
+        ),
+    );
+    passes(&h);
+}
+
+#[test]
+fn a_node_answering_at_a_lower_revision_than_before_is_caught() {
+    let mut h = clean();
+    // eu-2 answered 12 at 3_501..3_506; later it answers slot 1 at 11.
+    h.push(answered("eu-2", 9, 1, 5_000, 11, "ALLOW"));
+    caught(&h, Invariant::RevisionWentBack);
+}
+
+#[test]
+fn overlapping_answers_at_different_revisions_are_not_a_regression() {
+    let mut h = clean();
+    // Sent before the answer at 12 came back: it may have been served first.
+    h.push(answered("eu-2", 9, 1, 3_503, 11, "ALLOW"));
+    passes(&h);
+}
+
+#[test]
+fn a_decision_that_contradicts_its_revision_is_caught() {
+    let mut h = clean();
+    // At 12 slot 0 is revoked; allowing it claims a revision it did not apply.
+    h.push(answered("us-3", 9, 0, 5_000, 12, "ALLOW"));
+    caught(&h, Invariant::DecisionAtRevision);
+}
+
+#[test]
+fn a_decision_from_newer_data_under_an_older_label_is_counted_not_reported() {
+    let mut h = clean();
+    // The revoke at 12 was sent at 3_000: an answer ending at 3_010 may
+    // come from it even though the node labelled it 11.
+    h.push(answered("eu-3", 9, 0, 3_005, 11, "REVOKED"));
+    let report = passes(&h);
+    assert_eq!(report.stats.answers_labelled_below_their_data, 1);
+}
+
+#[test]
+fn a_decision_no_sent_write_explains_is_caught() {
+    let mut h = clean();
+    // At 2_950 nobody had asked for the revoke yet.
+    h.push(answered("eu-3", 9, 0, 2_950, 11, "REVOKED"));
+    caught(&h, Invariant::DecisionAtRevision);
+}
+
+#[test]
+fn decisions_after_a_write_of_unknown_outcome_are_not_judged() {
+    let mut h = clean();
+    h.insert(
+        1,
+        write(
+            0,
+            "s0-2",
+            WriteOp::Grant,
+            4_800,
+            Ack::Indeterminate {
+                error: "timed out".into(),
+            },
+        ),
+    );
+    h.push(answered("us-3", 9, 0, 5_000, 12, "ALLOW"));
+    passes(&h);
+}
+
+#[test]
+fn a_seat_held_by_more_leases_than_seats_is_caught() {
+    let mut h = clean();
+    // eu-u0 and us-u0 hold both seats from 2_010 / 2_110; us-u1 gets one
+    // too at 2_300.
+    h.push(seat("us-u1", SeatOp::Acquire, 2_300, held()));
+    h.push(seat("us-u1", SeatOp::Release, 2_400, SeatOutcome::Released));
+    caught(&h, Invariant::SeatOverbooked);
+}
+
+#[test]
+fn a_lease_that_expired_frees_its_seat() {
+    let mut h = clean();
+    // eu-u0's first lease expires (at 5 s, less the margin) long before
+    // us-u1 takes a seat at 60 s without eu-u0 ever releasing.
+    h.retain(|e| !matches!(e, Event::Seat(_)));
+    h.push(seat(
+        "eu-u0",
+        SeatOp::Acquire,
+        2_000,
+        SeatOutcome::Held { expires_at_s: 5 },
+    ));
+    h.push(seat("us-u0", SeatOp::Acquire, 2_100, held()));
+    h.push(seat("us-u1", SeatOp::Acquire, 60_000, held()));
+    passes(&h);
+}
+
+#[test]
+fn a_cap_exceeded_beyond_the_bound_is_caught() {
+    let mut h = clean();
+    // 8 allowed already; 6 more makes 14 > cap 10 + 3 outstanding.
+    for i in 0..6 {
+        h.push(consume(
+            "us",
+            &format!("extra-{i}"),
+            4_000 + i,
+            ConsumeOutcome::Allowed { revision: 12 },
+        ));
+    }
+    caught(&h, Invariant::CapExceeded);
+}
+
+#[test]
+fn retries_of_one_consumption_count_once() {
+    let mut h = clean();
+    // The same key allowed on three nodes is one consumption: 8 in all.
+    for _ in 0..6 {
+        h.push(consume(
+            "eu",
+            "eu-0",
+            4_000,
+            ConsumeOutcome::Allowed { revision: 12 },
+        ));
+    }
+    let report = passes(&h);
+    assert_eq!(report.stats.cap.allowed, 8);
+}
+
+#[test]
+fn an_origin_past_its_outstanding_bound_is_caught() {
+    let mut h = clean();
+    h.push(Event::Usage(UsageSample {
+        at_ms: 4_000,
+        limit: 10,
+        consumed: 2,
+        allotted: 9,
+        outstanding: 7,
+    }));
+    caught(&h, Invariant::CapExceeded);
+}
+
+#[test]
+fn a_region_that_answers_nothing_while_a_node_is_up_is_caught() {
+    let mut h = clean();
+    for n in ["eu-1", "eu-2", "eu-3"] {
+        h.push(failed(n, 20, 6_000));
+    }
+    caught(&h, Invariant::RegionUnavailable);
+}
+
+#[test]
+fn a_region_with_every_node_down_may_answer_nothing() {
+    let mut h = clean();
+    for n in ["eu-1", "eu-2", "eu-3"] {
+        h.push(node(5_500, n, NodeState::Down));
+        h.push(failed(n, 20, 6_000));
+    }
+    // Back up, but inside the start-up grace: still not a violation.
+    for n in ["eu-1", "eu-2", "eu-3"] {
+        h.push(node(8_500, n, NodeState::Up));
+        h.push(failed(n, 21, 8_600));
+    }
+    passes(&h);
+}
+
+#[test]
+fn a_node_that_exits_on_its_own_is_caught() {
+    let mut h = clean();
+    h.push(node(5_000, "us-2", NodeState::Exited));
+    caught(&h, Invariant::NodeExited);
+}
+
+#[test]
+fn a_history_without_its_final_state_is_incomplete() {
+    let mut h = clean();
+    h.retain(|e| !matches!(e, Event::Final(_)));
+    let report = check(&h);
+    assert_eq!(violations_of(&report), vec![Invariant::Incomplete]);
+}
