@@ -1,5 +1,5 @@
 //! A node's config file (TOML), validated as a whole before any port is
-//! bound; every error names the key. `deploy/origin.example.toml` documents
+//! bound; every error names the key. `deploy/config/origin.example.toml` documents
 //! every key with its default.
 
 use serde::Deserialize;
@@ -250,6 +250,16 @@ pub const ENV_PREFIX: &str = "TOLLGATE_";
 /// variable that is not a config key (e.g. `TOLLGATE_API_KEY` for `ctl`).
 fn env_key(var: &str) -> Option<(Option<&'static str>, String)> {
     let rest = var.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+    // Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT_...` for
+    // every Service (e.g. one named tollgate-origin): never config keys.
+    if rest.ends_with("_service_host")
+        || rest.ends_with("_service_port")
+        || rest.contains("_service_port_")
+        || rest.ends_with("_port")
+        || rest.contains("_port_")
+    {
+        return None;
+    }
     for section in SECTIONS {
         if let Some(key) = rest.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
             if !key.is_empty() {
@@ -272,11 +282,12 @@ fn env_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
-/// Applies `TOLLGATE_*` overrides from `vars` to `table`; the names applied.
+/// Applies `TOLLGATE_*` overrides from `vars` to `table`; the variables
+/// applied, with their raw values.
 pub fn apply_env(
     table: &mut toml::Table,
     vars: impl IntoIterator<Item = (String, String)>,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<(String, String)>> {
     let mut applied = Vec::new();
     let mut vars: Vec<_> = vars.into_iter().collect();
     vars.sort();
@@ -295,9 +306,59 @@ pub fn apply_env(
             },
         };
         target.insert(key, env_value(&raw));
-        applied.push(var);
+        applied.push((var, raw));
     }
     Ok(applied)
+}
+
+/// Deserialises `table`. An overridden value was typed by guessing (`123`
+/// is a number); when that is the only thing wrong (a name `123`, a hash
+/// that happens to parse as a float), the variable is taken as the string
+/// it was instead, one at a time. The first error is the one reported.
+fn parse_with_string_fallback(
+    mut table: toml::Table,
+    applied: &[(String, String)],
+) -> Result<NodeFile, toml::de::Error> {
+    let first = match table.clone().try_into::<NodeFile>() {
+        Ok(file) => return Ok(file),
+        Err(error) => error,
+    };
+    for (var, raw) in applied {
+        let Some((section, key)) = env_key(var) else {
+            continue;
+        };
+        let slot = match section {
+            None => table.get_mut(&key),
+            Some(section) => table
+                .get_mut(section)
+                .and_then(|t| t.as_table_mut())
+                .and_then(|t| t.get_mut(&key)),
+        };
+        let Some(slot) = slot else {
+            continue;
+        };
+        if slot.is_str() {
+            continue;
+        }
+        let typed = std::mem::replace(slot, toml::Value::String(raw.clone()));
+        match table.clone().try_into::<NodeFile>() {
+            Ok(file) => return Ok(file),
+            Err(_) => {
+                // Put the guess back unless the string form helped nothing.
+                let slot = match section {
+                    None => table.get_mut(&key),
+                    Some(section) => table
+                        .get_mut(section)
+                        .and_then(|t| t.as_table_mut())
+                        .and_then(|t| t.get_mut(&key)),
+                };
+                if let Some(slot) = slot {
+                    *slot = typed;
+                }
+            }
+        }
+    }
+    Err(first)
 }
 
 impl NodeFile {
@@ -319,14 +380,14 @@ impl NodeFile {
         let source = if applied.is_empty() {
             path.display().to_string()
         } else {
+            let names: Vec<&str> = applied.iter().map(|(var, _)| var.as_str()).collect();
             format!(
                 "{} (with {} from the environment)",
                 path.display(),
-                applied.join(", ")
+                names.join(", ")
             )
         };
-        let file: NodeFile = table
-            .try_into()
+        let file = parse_with_string_fallback(table, &applied)
             .with_context(|| format!("{source} is not a valid node config"))?;
         file.validate()
             .with_context(|| format!("{source} is invalid"))?;
@@ -490,7 +551,7 @@ mod env_tests {
         )
         .unwrap();
         assert_eq!(applied.len(), 6, "{applied:?}");
-        let file: NodeFile = table.try_into().unwrap();
+        let file = parse_with_string_fallback(table, &applied).unwrap();
         assert_eq!(file.node_id, 3);
         assert_eq!(file.listen.grpc.unwrap().port(), 7300);
         let origin = file.origin.unwrap();
@@ -498,6 +559,29 @@ mod env_tests {
         assert_eq!(origin.public_keys_path, PathBuf::from("/keys.json"));
         assert!(file.cluster.bootstrap);
         assert_eq!(file.cluster.members[0].raft, "a:1");
+    }
+
+    #[test]
+    fn a_string_that_looks_like_a_number_stays_a_string_where_one_is_wanted() {
+        let mut table: toml::Table = toml::from_str(
+            "role = \"region\"\nnode_id = 1\ndata_dir = \"/d\"\n[listen]\nraft = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let applied = apply_env(
+            &mut table,
+            vars(&[
+                ("TOLLGATE_NAME", "123"),
+                ("TOLLGATE_NODE_ID", "3"),
+                // Kubernetes service links: not config.
+                ("TOLLGATE_ORIGIN_SERVICE_HOST", "10.0.0.1"),
+                ("TOLLGATE_ORIGIN_PORT_7200_TCP", "tcp://10.0.0.1:7200"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(applied.len(), 2, "{applied:?}");
+        let file = parse_with_string_fallback(table, &applied).unwrap();
+        assert_eq!(file.name.as_deref(), Some("123"));
+        assert_eq!(file.node_id, 3);
     }
 
     #[test]
@@ -510,9 +594,8 @@ mod env_tests {
             ("TOLLGATE_LISTEN_RAFT", "not-an-address", "raft"),
         ] {
             let mut table: toml::Table = toml::from_str(base).unwrap();
-            apply_env(&mut table, vars(&[(var, value)])).unwrap();
-            let error = table
-                .try_into::<NodeFile>()
+            let applied = apply_env(&mut table, vars(&[(var, value)])).unwrap();
+            let error = parse_with_string_fallback(table, &applied)
                 .map(|_| ())
                 .unwrap_err()
                 .to_string();
