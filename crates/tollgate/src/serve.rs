@@ -12,7 +12,7 @@ use tollgate_node::{OriginConfig, OriginListeners, OriginNode};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The node's config file (TOML); see deploy/origin.example.toml.
+    /// The node's config file (TOML); see deploy/config/origin.example.toml.
     #[arg(long, env = "TOLLGATE_CONFIG")]
     config: PathBuf,
     /// Only check the config file, then exit (0: valid, 2: invalid).

@@ -168,7 +168,7 @@ fn bad_configs_are_refused_before_anything_is_bound() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("node_id"));
     let example = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/origin.example.toml"
+        "/../../deploy/config/origin.example.toml"
     );
     let out = tollgate()
         .args(["serve", "--check", "--config", example])

@@ -160,7 +160,7 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
 fn region_configs_are_checked_as_a_whole() {
     let example = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/region.example.toml"
+        "/../../deploy/config/region.example.toml"
     );
     let out = tollgate()
         .args(["serve", "--check", "--config", example])
