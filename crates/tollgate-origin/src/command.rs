@@ -125,6 +125,30 @@ pub enum Op {
 }
 
 impl Op {
+    /// The command that recreates `m` at an empty origin: how a data set
+    /// (the demo data, a test fixture) seeds one, mutation by mutation.
+    pub fn seed(m: tollgate_model::Mutation) -> Op {
+        use tollgate_model::Mutation;
+        match m {
+            Mutation::PutProduct(p) => Op::PutProduct(p),
+            Mutation::PutFeature(f) => Op::PutFeature(f),
+            Mutation::PutPlan(p) => Op::PutPlan(p),
+            Mutation::PutAddon(a) => Op::PutAddon(a),
+            Mutation::PutSku(s) => Op::PutSku(s),
+            Mutation::SetDefaultOfflinePolicy(p) => Op::SetDefaultOfflinePolicy(p),
+            Mutation::PutAccount(a) => Op::PutAccount(a),
+            Mutation::PutSubject(s) => Op::PutSubject(s),
+            Mutation::DeleteSubject { account, subject } => Op::DeleteSubject { account, subject },
+            Mutation::PutEntitlement(e) => Op::Grant(e),
+            Mutation::RevokeLicense(r) => Op::RevokeLicense {
+                account: r.account,
+                id: r.id,
+                expires_at: Some(r.expires_at),
+            },
+            Mutation::RevokeCertificate(r) => Op::RevokeCertificate { serial: r.serial },
+        }
+    }
+
     /// A stable name for the audit log (`order.place`, `entitlement.revoke`).
     pub fn action(&self) -> &'static str {
         match self {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tollgate_model::{Dataset, Mutation, UnixSeconds};
+use tollgate_model::{Dataset, UnixSeconds};
 use tollgate_node::{
     OriginConfig, OriginListeners, OriginNode, RegionConfig, RegionListeners, RegionNode,
 };
@@ -57,27 +57,6 @@ async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| {
             format!("{what}: cannot bind 127.0.0.1:{port} (choose another port with the flags)")
         })
-}
-
-fn seed_op(m: Mutation) -> Op {
-    match m {
-        Mutation::PutProduct(p) => Op::PutProduct(p),
-        Mutation::PutFeature(f) => Op::PutFeature(f),
-        Mutation::PutPlan(p) => Op::PutPlan(p),
-        Mutation::PutAddon(a) => Op::PutAddon(a),
-        Mutation::PutSku(s) => Op::PutSku(s),
-        Mutation::SetDefaultOfflinePolicy(p) => Op::SetDefaultOfflinePolicy(p),
-        Mutation::PutAccount(a) => Op::PutAccount(a),
-        Mutation::PutSubject(s) => Op::PutSubject(s),
-        Mutation::DeleteSubject { account, subject } => Op::DeleteSubject { account, subject },
-        Mutation::PutEntitlement(e) => Op::Grant(e),
-        Mutation::RevokeLicense(r) => Op::RevokeLicense {
-            account: r.account,
-            id: r.id,
-            expires_at: Some(r.expires_at),
-        },
-        Mutation::RevokeCertificate(r) => Op::RevokeCertificate { serial: r.serial },
-    }
 }
 
 /// The demo's regions, each of three nodes.
@@ -206,7 +185,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
                     actor: "dev-seed".into(),
                     at: UnixSeconds(0),
                     reason: Some("tollgate dev demo data".into()),
-                    op: seed_op(m),
+                    op: Op::seed(m),
                 };
                 match origin.raft().write(command).await?.response {
                     OriginResponse::Rejected(r) => {

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tollgate_model::{Dataset, Mutation, UnixSeconds};
+use tollgate_model::{Dataset, UnixSeconds};
 use tollgate_node::{
     OriginConfig, OriginListeners, OriginNode, RegionConfig, RegionListeners, RegionNode,
 };
@@ -66,27 +66,6 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn seed_op(m: Mutation) -> Op {
-    match m {
-        Mutation::PutProduct(p) => Op::PutProduct(p),
-        Mutation::PutFeature(f) => Op::PutFeature(f),
-        Mutation::PutPlan(p) => Op::PutPlan(p),
-        Mutation::PutAddon(a) => Op::PutAddon(a),
-        Mutation::PutSku(s) => Op::PutSku(s),
-        Mutation::SetDefaultOfflinePolicy(p) => Op::SetDefaultOfflinePolicy(p),
-        Mutation::PutAccount(a) => Op::PutAccount(a),
-        Mutation::PutSubject(s) => Op::PutSubject(s),
-        Mutation::DeleteSubject { account, subject } => Op::DeleteSubject { account, subject },
-        Mutation::PutEntitlement(e) => Op::Grant(e),
-        Mutation::RevokeLicense(r) => Op::RevokeLicense {
-            account: r.account,
-            id: r.id,
-            expires_at: Some(r.expires_at),
-        },
-        Mutation::RevokeCertificate(r) => Op::RevokeCertificate { serial: r.serial },
-    }
-}
-
 /// An origin seeded with the demo data, and optionally region nodes.
 struct Deployment {
     runtime: tokio::runtime::Runtime,
@@ -133,7 +112,7 @@ impl Deployment {
                     actor: "test-seed".into(),
                     at: UnixSeconds(0),
                     reason: None,
-                    op: seed_op(m),
+                    op: Op::seed(m),
                 };
                 let outcome = origin.raft().write(command).await.unwrap().response;
                 assert!(
