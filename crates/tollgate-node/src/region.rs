@@ -229,23 +229,18 @@ impl Checker {
         loop {
             attempt += 1;
             let revision = read_u64(&self.view, keys::HEAD_REVISION);
-            {
-                let cache = self
-                    .cache
-                    .lock()
-                    .map_err(|_| Status::internal("cache lock poisoned"))?;
-                if cache.revision == revision {
-                    if let Some(found) = cache.accounts.get(id) {
-                        return Ok((revision, cache.catalog.clone(), found.clone()));
-                    }
-                }
-            }
             let cached_catalog = {
                 let cache = self
                     .cache
                     .lock()
                     .map_err(|_| Status::internal("cache lock poisoned"))?;
-                (cache.revision == revision).then(|| cache.catalog.clone())
+                if cache.revision != revision {
+                    None
+                } else if let Some(found) = cache.accounts.get(id) {
+                    return Ok((revision, cache.catalog.clone(), found.clone()));
+                } else {
+                    Some(cache.catalog.clone())
+                }
             };
             let catalog = match cached_catalog {
                 Some(catalog) => catalog,
