@@ -14,12 +14,8 @@ use crate::AppState;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use tollgate_license::{
-    Issuer, LicenseClaims, LicenseEntitlement, RandomId, RegionCertificate, ISSUER_ORIGIN,
-};
-use tollgate_model::{
-    AccountId, Dataset, EntitlementId, EntitlementStatus, SubjectId, UnixSeconds,
-};
+use tollgate_license::{Issuer, LicenseClaims, RandomId, RegionCertificate, ISSUER_ORIGIN};
+use tollgate_model::{AccountId, Dataset, EntitlementId, SubjectId, UnixSeconds};
 use tollgate_origin::licenses::{CertificateRecord, LicenseRecord, AUDIENCE_BYTES_MAX};
 use tollgate_origin::{dataset_from_entries, keys, Op, OriginCommand, OriginResponse, RejectCode};
 use tollgate_signing::{KeyId, KeyRing, PublicKeySet};
@@ -253,32 +249,6 @@ fn account_slice<S: OriginStore>(
     ))
 }
 
-/// The entitlements a token for `account` (or one subject of it) carries:
-/// those that allow now or will, resolved against the catalog.
-pub fn license_entitlements(
-    data: &Dataset,
-    subject: Option<&SubjectId>,
-    now: UnixSeconds,
-) -> Vec<LicenseEntitlement> {
-    let subject = subject.and_then(|id| data.subjects.iter().find(|s| &s.id == id));
-    data.entitlements
-        .iter()
-        .filter(|e| e.status == EntitlementStatus::Active)
-        .filter(|e| e.usable_until().is_none_or(|until| until > now))
-        .filter(|e| match subject {
-            None => true,
-            Some(s) => {
-                e.required_role.as_ref().is_none_or(|r| s.roles.contains(r))
-                    && (e.allowed_groups.is_empty()
-                        || e.allowed_groups.iter().any(|g| s.groups.contains(g)))
-            }
-        })
-        .filter_map(|e| {
-            LicenseEntitlement::resolve(e, &data.catalog, data.catalog.default_offline_policy)
-        })
-        .collect()
-}
-
 fn random_id() -> Result<RandomId, Problem> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)
@@ -332,7 +302,7 @@ pub async fn issue_license<S: OriginStore>(
         subject: request.subject.clone(),
         revision: entitlements_revision,
         device_bound: request.device_fingerprint.is_some(),
-        entitlements: license_entitlements(&data, request.subject.as_ref(), now),
+        entitlements: tollgate_license::license_entitlements(&data, request.subject.as_ref(), now),
     };
     let (token, kid) = {
         let ring = state.keys.read()?;

@@ -464,6 +464,33 @@ impl LicenseEntitlement {
     }
 }
 
+/// The entitlements a token for the account in `data` (or one subject of
+/// it) carries: those that allow now or will, resolved against the catalog.
+/// What the origin and a region both put in the tokens they issue.
+pub fn license_entitlements(
+    data: &tollgate_model::Dataset,
+    subject: Option<&SubjectId>,
+    now: UnixSeconds,
+) -> Vec<LicenseEntitlement> {
+    let subject = subject.and_then(|id| data.subjects.iter().find(|s| &s.id == id));
+    data.entitlements
+        .iter()
+        .filter(|e| e.status == EntitlementStatus::Active)
+        .filter(|e| e.usable_until().is_none_or(|until| until > now))
+        .filter(|e| match subject {
+            None => true,
+            Some(s) => {
+                e.required_role.as_ref().is_none_or(|r| s.roles.contains(r))
+                    && (e.allowed_groups.is_empty()
+                        || e.allowed_groups.iter().any(|g| s.groups.contains(g)))
+            }
+        })
+        .filter_map(|e| {
+            LicenseEntitlement::resolve(e, &data.catalog, data.catalog.default_offline_policy)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

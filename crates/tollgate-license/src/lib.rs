@@ -86,9 +86,9 @@ pub use certificate::{
     certify, verify_certificate, RegionCertificate, MAY_SIGN_ENTRIES_MAX, MAY_SIGN_LICENSE,
 };
 pub use claims::{
-    region_issuer, valid_region_name, LicenseClaims, LicenseEntitlement, LicenseFeature,
-    LicenseGrant, LicenseSeatMode, LicenseSeats, AUDIENCE_BYTES_MAX, ENTITLEMENTS_PER_LICENSE_MAX,
-    ISSUER_ORIGIN, ISSUER_REGION_PREFIX, REGION_NAME_BYTES_MAX,
+    license_entitlements, region_issuer, valid_region_name, LicenseClaims, LicenseEntitlement,
+    LicenseFeature, LicenseGrant, LicenseSeatMode, LicenseSeats, AUDIENCE_BYTES_MAX,
+    ENTITLEMENTS_PER_LICENSE_MAX, ISSUER_ORIGIN, ISSUER_REGION_PREFIX, REGION_NAME_BYTES_MAX,
 };
 pub use error::LicenseError;
 pub use id::{InvalidRandomId, RandomId};

@@ -17,7 +17,7 @@ use crate::state::{now, read_u64};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tollgate_api::auth::{constant_time_eq, sha256_hex};
-use tollgate_api::licensing::{issue_license, license_entitlements, Actor, IssueLicense};
+use tollgate_api::licensing::{issue_license, Actor, IssueLicense};
 use tollgate_api::problem::Problem;
 use tollgate_api::AppState;
 use tollgate_license::{Issuer, LicenseClaims, Revocations, Verifier};
@@ -379,7 +379,7 @@ impl pb::licenses_server::Licenses for RegionLicenses {
             subject: subject.clone(),
             revision,
             device_bound,
-            entitlements: license_entitlements(&data, subject.as_ref(), at),
+            entitlements: tollgate_license::license_entitlements(&data, subject.as_ref(), at),
         };
         let token = issuer
             .issue(
