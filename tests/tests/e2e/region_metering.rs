@@ -78,7 +78,7 @@ async fn counted(node: &RegionNode, feature: &str, expected: u64) -> u64 {
 }
 
 async fn seat(node: &RegionNode, subject: &str, acquire: bool) -> usage::SeatResponse {
-    let mut client = UsageClient::connect(format!("http://{}", node.grpc_addr()))
+    let client = UsageClient::connect(format!("http://{}", node.grpc_addr()))
         .await
         .unwrap();
     let request = usage::SeatRequest {
@@ -86,13 +86,25 @@ async fn seat(node: &RegionNode, subject: &str, acquire: bool) -> usage::SeatRes
         subject_id: subject.into(),
         feature_id: "cad".into(),
     };
-    if acquire {
-        client.acquire_seat(request).await
-    } else {
-        client.release_seat(request).await
-    }
+    // UNAVAILABLE is the region's "try again" (no leader during an
+    // election); a client retries it, so the test does too.
+    wait_until("the region to record the seat", DEADLINE, || {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move {
+            let answer = if acquire {
+                client.acquire_seat(request).await
+            } else {
+                client.release_seat(request).await
+            };
+            match answer {
+                Ok(reply) => Some(reply.into_inner()),
+                Err(status) if status.code() == tonic::Code::Unavailable => None,
+                Err(status) => panic!("seat call failed: {status}"),
+            }
+        }
+    })
+    .await
     .unwrap()
-    .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
