@@ -80,6 +80,24 @@ pub struct OriginLink {
     /// The origin's public key set (JSON, as served at
     /// /.well-known/tollgate-keys.json): only what it verifies is applied.
     pub public_keys_path: PathBuf,
+    /// With nothing from the origin for this long (not even a heartbeat),
+    /// the leader drops the stream and reconnects: how soon a silently
+    /// broken link (a one-way cut, a dead NAT entry) is noticed. Keep it
+    /// several times the origin's `changefeed.heartbeat_interval_ms`.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Longest pause between reconnection attempts (they start at 50 ms and
+    /// double): how soon after a cut heals the region catches up.
+    #[serde(default = "default_reconnect_backoff_max_ms")]
+    pub reconnect_backoff_max_ms: u64,
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_reconnect_backoff_max_ms() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -429,6 +447,14 @@ impl NodeFile {
                     origin.feed.starts_with("http://") || origin.feed.starts_with("https://"),
                     "origin.feed: must be an http:// or https:// URL"
                 );
+                anyhow::ensure!(
+                    (100..=3_600_000).contains(&origin.idle_timeout_ms),
+                    "origin.idle_timeout_ms: must be 100..=3600000"
+                );
+                anyhow::ensure!(
+                    (50..=3_600_000).contains(&origin.reconnect_backoff_max_ms),
+                    "origin.reconnect_backoff_max_ms: must be 50..=3600000"
+                );
                 if let Some(geo) = &self.geo {
                     anyhow::ensure!(
                         (100..=3_600_000).contains(&geo.reload_interval_ms),
@@ -600,6 +626,56 @@ mod env_tests {
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(needle), "{var}: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod origin_link_tests {
+    use super::*;
+
+    const REGION: &str = "role = \"region\"\nnode_id = 1\ndata_dir = \"/d\"\n\
+        [listen]\nraft = \"127.0.0.1:1\"\ngrpc = \"127.0.0.1:2\"\n\
+        [origin]\nfeed = \"http://origin:7200\"\npublic_keys_path = \"/k.json\"\n";
+
+    fn parse(extra: &str) -> NodeFile {
+        toml::from_str(&format!("{REGION}{extra}")).unwrap()
+    }
+
+    #[test]
+    fn the_origin_link_timings_default_and_can_be_set() {
+        let file = parse("");
+        file.validate().unwrap();
+        let origin = file.origin.unwrap();
+        assert_eq!(
+            (origin.idle_timeout_ms, origin.reconnect_backoff_max_ms),
+            (10_000, 5_000)
+        );
+        let file = parse("idle_timeout_ms = 2500\nreconnect_backoff_max_ms = 800\n");
+        file.validate().unwrap();
+        let origin = file.origin.unwrap();
+        assert_eq!(
+            (origin.idle_timeout_ms, origin.reconnect_backoff_max_ms),
+            (2_500, 800)
+        );
+    }
+
+    #[test]
+    fn out_of_range_origin_link_timings_are_refused_by_name() {
+        for (extra, key) in [
+            ("idle_timeout_ms = 0\n", "origin.idle_timeout_ms"),
+            ("idle_timeout_ms = 99\n", "origin.idle_timeout_ms"),
+            (
+                "reconnect_backoff_max_ms = 10\n",
+                "origin.reconnect_backoff_max_ms",
+            ),
+            (
+                "reconnect_backoff_max_ms = 3600001\n",
+                "origin.reconnect_backoff_max_ms",
+            ),
+        ] {
+            let error = parse(extra).validate().unwrap_err().to_string();
+            assert!(error.starts_with(key), "{extra}: {error}");
         }
     }
 }

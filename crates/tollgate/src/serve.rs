@@ -227,6 +227,8 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
     let mut config = RegionConfig::new(file.node_id, &file.data_dir, origin.feed.clone(), keys);
     config.raft.advertise_addr = file.advertise.raft.clone();
     config.raft.storage.cache_capacity_bytes = file.storage.cache_capacity_bytes;
+    config.origin_idle_timeout = Duration::from_millis(origin.idle_timeout_ms);
+    config.reconnect_backoff_max = Duration::from_millis(origin.reconnect_backoff_max_ms);
     config.trust_proxy_location = file.trust_proxy_location;
     if let Some(name) = &file.name {
         config.name = name.clone();
