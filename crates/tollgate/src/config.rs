@@ -25,6 +25,8 @@ pub struct NodeFile {
     #[serde(default)]
     pub cluster: Cluster,
     #[serde(default)]
+    pub raft: Raft,
+    #[serde(default)]
     pub signing: Signing,
     #[serde(default)]
     pub changefeed: Changefeed,
@@ -158,6 +160,40 @@ pub struct Member {
     pub raft: String,
 }
 
+/// Raft timing, the same on every member of a cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Raft {
+    /// The leader's heartbeat period. openraft also uses it as the timeout
+    /// of every AppendEntries call: a member whose round trip (plus its
+    /// fsync) takes longer never acknowledges, and the cluster cannot
+    /// commit. Keep it several times the members' round trip.
+    pub heartbeat_interval_ms: u64,
+    /// A follower that hears no leader for a random time in this range
+    /// starts an election.
+    pub election_timeout_ms_min: u64,
+    pub election_timeout_ms_max: u64,
+}
+
+impl Raft {
+    /// Sets these timings on a node's Raft config.
+    pub fn apply(&self, config: &mut tollgate_raft::NodeConfig) {
+        config.heartbeat_interval_ms = self.heartbeat_interval_ms;
+        config.election_timeout_ms_min = self.election_timeout_ms_min;
+        config.election_timeout_ms_max = self.election_timeout_ms_max;
+    }
+}
+
+impl Default for Raft {
+    fn default() -> Self {
+        Raft {
+            heartbeat_interval_ms: 50,
+            election_timeout_ms_min: 150,
+            election_timeout_ms_max: 300,
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Signing {
@@ -239,10 +275,11 @@ const CONFIG_FILE_LEN_MAX: u64 = 1024 * 1024;
 
 /// The config file's sections: `TOLLGATE_<SECTION>_<KEY>` overrides
 /// `<key>` in `[<section>]`.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "listen",
     "advertise",
     "cluster",
+    "raft",
     "signing",
     "changefeed",
     "quota",
@@ -485,6 +522,20 @@ impl NodeFile {
                 }
             }
         }
+        let raft = &self.raft;
+        anyhow::ensure!(
+            (10..=10_000).contains(&raft.heartbeat_interval_ms),
+            "raft.heartbeat_interval_ms: must be 10..=10000"
+        );
+        anyhow::ensure!(
+            raft.election_timeout_ms_min >= 2 * raft.heartbeat_interval_ms,
+            "raft.election_timeout_ms_min: must be at least twice raft.heartbeat_interval_ms"
+        );
+        anyhow::ensure!(
+            raft.election_timeout_ms_max > raft.election_timeout_ms_min
+                && raft.election_timeout_ms_max <= 120_000,
+            "raft.election_timeout_ms_max: must be above raft.election_timeout_ms_min and at most 120000"
+        );
         anyhow::ensure!(
             self.quota.outstanding_max >= 1,
             "quota.outstanding_max: must be at least 1"
@@ -658,6 +709,43 @@ mod origin_link_tests {
             (origin.idle_timeout_ms, origin.reconnect_backoff_max_ms),
             (2_500, 800)
         );
+    }
+
+    #[test]
+    fn raft_timings_default_to_the_library_defaults_and_are_checked_together() {
+        let file = parse("");
+        let defaults = tollgate_raft::NodeConfig::new(1, "/d");
+        assert_eq!(
+            (
+                file.raft.heartbeat_interval_ms,
+                file.raft.election_timeout_ms_min,
+                file.raft.election_timeout_ms_max
+            ),
+            (
+                defaults.heartbeat_interval_ms,
+                defaults.election_timeout_ms_min,
+                defaults.election_timeout_ms_max
+            )
+        );
+        let file = parse("[raft]\nheartbeat_interval_ms = 200\nelection_timeout_ms_min = 800\nelection_timeout_ms_max = 1600\n");
+        file.validate().unwrap();
+        for (raft, key) in [
+            ("heartbeat_interval_ms = 5\n", "raft.heartbeat_interval_ms"),
+            (
+                "heartbeat_interval_ms = 100\n",
+                "raft.election_timeout_ms_min",
+            ),
+            (
+                "election_timeout_ms_max = 150\n",
+                "raft.election_timeout_ms_max",
+            ),
+        ] {
+            let error = parse(&format!("[raft]\n{raft}"))
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with(key), "{raft}: {error}");
+        }
     }
 
     #[test]

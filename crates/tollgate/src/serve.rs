@@ -86,6 +86,7 @@ async fn shutdown_signal() {
 async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
     let mut config = OriginConfig::new(file.node_id, &file.data_dir);
     config.raft.advertise_addr = file.advertise.raft.clone();
+    file.raft.apply(&mut config.raft);
     config.raft.storage.cache_capacity_bytes = file.storage.cache_capacity_bytes;
     if let Some(path) = &file.signing.keys_path {
         config.signing_keys_path = path.clone();
@@ -226,6 +227,7 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
         .context("origin.public_keys_path: not a public key set")?;
     let mut config = RegionConfig::new(file.node_id, &file.data_dir, origin.feed.clone(), keys);
     config.raft.advertise_addr = file.advertise.raft.clone();
+    file.raft.apply(&mut config.raft);
     config.raft.storage.cache_capacity_bytes = file.storage.cache_capacity_bytes;
     config.origin_idle_timeout = Duration::from_millis(origin.idle_timeout_ms);
     config.reconnect_backoff_max = Duration::from_millis(origin.reconnect_backoff_max_ms);
