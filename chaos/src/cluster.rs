@@ -8,6 +8,7 @@
 
 use crate::history::{now_ms, Event, NodeChange, NodeState, Recorder};
 use crate::net::{netns, Links, Net};
+use crate::proxy::{self, LinkDelay, ProxyThread, Route};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -23,6 +24,20 @@ pub const FEED_PORT: u16 = 7200;
 pub const REST_PORT: u16 = 8080;
 pub const GRPC_PORT: u16 = 7300;
 pub const OPS_PORT: u16 = 7400;
+/// Region nodes' Raft proxies (→ [`RAFT_PORT`] of the same node): what
+/// members advertise, so the nemesis can slow every Raft message into a
+/// node.
+pub const RAFT_PROXY_PORT: u16 = 7101;
+/// The origin's feed proxies, one per region (the first region's at this
+/// port, the next at the next): each region follows the origin through its
+/// own, so the nemesis can slow one region's link to the origin.
+pub const FEED_PROXY_PORT_BASE: u16 = 7201;
+/// Regions reconnect to the origin after this long without a message (the
+/// origin's heartbeat is every 200 ms) ...
+const ORIGIN_IDLE_TIMEOUT_MS: u64 = 2_000;
+/// ... and wait at most this long between attempts, so what a run measures
+/// after a heal is Tollgate catching up, not a 10 s default timer.
+const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
 /// Every HTTP call the harness makes gives up after this long.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 /// A status poll gives up sooner: it runs every few hundred milliseconds.
@@ -53,6 +68,10 @@ impl NodeSpec {
     }
     pub fn raft_addr(&self) -> String {
         format!("{}:{RAFT_PORT}", self.ip)
+    }
+    /// The Raft address members use: the node's proxy.
+    pub fn raft_advertised(&self) -> String {
+        format!("{}:{RAFT_PROXY_PORT}", self.ip)
     }
 }
 
@@ -100,6 +119,12 @@ impl Topology {
     pub fn node(&self, name: &str) -> Option<&NodeSpec> {
         self.all().into_iter().find(|n| n.name == name)
     }
+
+    /// The port of `region`'s proxy to the origin's feed.
+    pub fn feed_proxy_port(&self, region: &str) -> Option<u16> {
+        let index = self.regions.keys().position(|r| r == region)?;
+        Some(FEED_PROXY_PORT_BASE + index as u16)
+    }
 }
 
 /// What `/v1/status` on a region node says (the fields the harness reads).
@@ -128,6 +153,7 @@ fn lock(procs: &Procs) -> std::sync::MutexGuard<'_, BTreeMap<String, Proc>> {
 /// success, on error, on panic and when Ctrl-C drops the run.
 pub struct Guard {
     procs: Procs,
+    proxies: Vec<ProxyThread>,
     net: Option<Net>,
 }
 
@@ -144,6 +170,8 @@ impl Guard {
             }
             proc.state = NodeState::Down;
         }
+        // Their threads hold sockets in the namespaces: stop them first.
+        self.proxies.clear();
         if let Some(mut net) = self.net.take() {
             net.teardown();
         }
@@ -167,6 +195,10 @@ pub struct Settings {
 pub struct Cluster {
     pub topology: Topology,
     pub links: Links,
+    /// What each region node's Raft proxy adds to messages into it.
+    raft_delays: BTreeMap<String, LinkDelay>,
+    /// What each region's proxy to the origin adds, both ways.
+    origin_delays: BTreeMap<String, LinkDelay>,
     binary: PathBuf,
     run_dir: PathBuf,
     procs: Procs,
@@ -195,14 +227,18 @@ impl Cluster {
             .collect();
         let net = Net::create(&nodes)?;
         let procs: Procs = Arc::new(Mutex::new(BTreeMap::new()));
-        let guard = Guard {
+        let mut guard = Guard {
             procs: procs.clone(),
+            proxies: Vec::new(),
             net: Some(net),
         };
         let links = guard.net.as_ref().map(Net::links).expect("just created");
+        let (raft_delays, origin_delays) = start_proxies(&topology, &mut guard.proxies)?;
         let cluster = Cluster {
             topology,
             links,
+            raft_delays,
+            origin_delays,
             binary,
             run_dir: settings.run_dir.clone(),
             procs,
@@ -260,7 +296,13 @@ impl Cluster {
         for nodes in self.topology.regions.values() {
             let members = nodes
                 .iter()
-                .map(|n| format!("{{ id = {}, raft = \"{}\" }}", n.node_id, n.raft_addr()))
+                .map(|n| {
+                    format!(
+                        "{{ id = {}, raft = \"{}\" }}",
+                        n.node_id,
+                        n.raft_advertised()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             for n in nodes {
@@ -276,12 +318,16 @@ impl Cluster {
                      raft = \"{ip}:{RAFT_PORT}\"\n\
                      grpc = \"{ip}:{GRPC_PORT}\"\n\
                      http = \"{ip}:{OPS_PORT}\"\n\n\
+                     [advertise]\n\
+                     raft = \"{ip}:{RAFT_PROXY_PORT}\"\n\n\
                      [cluster]\n\
                      bootstrap = {bootstrap}\n\
                      {members_line}\n\n\
                      [origin]\n\
-                     feed = \"http://{origin_ip}:{FEED_PORT}\"\n\
-                     public_keys_path = {keys:?}\n",
+                     feed = \"http://{origin_ip}:{feed_port}\"\n\
+                     public_keys_path = {keys:?}\n\
+                     idle_timeout_ms = {ORIGIN_IDLE_TIMEOUT_MS}\n\
+                     reconnect_backoff_max_ms = {RECONNECT_BACKOFF_MAX_MS}\n",
                     id = n.node_id,
                     name = n.name,
                     region = n.region.as_deref().unwrap_or("region"),
@@ -293,6 +339,10 @@ impl Cluster {
                         String::new()
                     },
                     origin_ip = o.ip,
+                    feed_port = self
+                        .topology
+                        .feed_proxy_port(n.region.as_deref().unwrap_or_default())
+                        .context("a region node's region")?,
                     keys = self.public_keys_path(),
                 );
                 self.write_config(&n.name, &text)?;
@@ -603,6 +653,23 @@ impl Cluster {
             .map(|n| n.name.clone())
     }
 
+    /// The delay of every Raft message into `node` (a region node).
+    pub fn raft_delay(&self, node: &str) -> Option<&LinkDelay> {
+        self.raft_delays.get(node)
+    }
+
+    /// The delay of `region`'s link to the origin, both ways.
+    pub fn origin_delay(&self, region: &str) -> Option<&LinkDelay> {
+        self.origin_delays.get(region)
+    }
+
+    /// Takes every added delay away.
+    pub fn clear_delays(&self) {
+        for d in self.raft_delays.values().chain(self.origin_delays.values()) {
+            d.clear();
+        }
+    }
+
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
     }
@@ -611,6 +678,48 @@ impl Cluster {
     pub fn remove_data(&self) {
         let _ = std::fs::remove_dir_all(self.run_dir.join("nodes"));
     }
+}
+
+type Delays = BTreeMap<String, LinkDelay>;
+
+/// Starts the Raft proxy of every region node (in its namespace) and the
+/// origin's feed proxy for every region (in the origin's); returns their
+/// delay handles, by node and by region.
+fn start_proxies(
+    topology: &Topology,
+    threads: &mut Vec<ProxyThread>,
+) -> anyhow::Result<(Delays, Delays)> {
+    let mut raft = BTreeMap::new();
+    for node in topology.region_nodes() {
+        let delay = LinkDelay::default();
+        threads.push(proxy::spawn(
+            Some(&netns(&node.name)),
+            vec![Route {
+                listen: (node.ip, RAFT_PROXY_PORT).into(),
+                target: (node.ip, RAFT_PORT).into(),
+                delay: delay.clone(),
+            }],
+        )?);
+        raft.insert(node.name.clone(), delay);
+    }
+    let origin = &topology.origin;
+    let mut feeds = BTreeMap::new();
+    let mut routes = Vec::new();
+    for region in topology.regions.keys() {
+        let delay = LinkDelay::default();
+        routes.push(Route {
+            listen: (
+                origin.ip,
+                topology.feed_proxy_port(region).expect("a region"),
+            )
+                .into(),
+            target: (origin.ip, FEED_PORT).into(),
+            delay: delay.clone(),
+        });
+        feeds.insert(region.clone(), delay);
+    }
+    threads.push(proxy::spawn(Some(&netns(&origin.name)), routes)?);
+    Ok((raft, feeds))
 }
 
 async fn wait_for_content(path: &Path, deadline: Instant) -> anyhow::Result<String> {

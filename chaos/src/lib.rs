@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod net;
+pub mod proxy;
 pub mod report;
 pub mod rng;
 pub mod scenario;

@@ -81,7 +81,8 @@ struct Common {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// partition-region, kill-leader, pause-node or mixed.
+    /// partition-region, kill-leader, pause-node, mixed, slow-links or
+    /// overlapping.
     #[arg(long, value_parser = parse_scenario)]
     scenario: Scenario,
     /// The schedule's seed (default: from the clock, printed).

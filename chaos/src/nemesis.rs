@@ -4,13 +4,15 @@
 //!
 //! A schedule names targets by role where the role only exists at run
 //! time ("the leader of eu"); the executor resolves them and records what
-//! it actually did in the history. Faults run one after another: the first
-//! version keeps their effects easy to attribute.
+//! it actually did in the history. Every step runs on its own timer, so
+//! steps whose windows overlap are in force together: most scenarios space
+//! their faults out (effects easy to attribute), `overlapping` layers them.
 
 use crate::cluster::{Cluster, ORIGIN};
 use crate::history::{now_ms, Event, Fault as FaultEvent, Phase, Recorder};
 use crate::net::{Direction, Rule};
 use crate::rng::Rng;
+use anyhow::Context;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,16 +35,24 @@ pub enum Scenario {
     KillLeader,
     /// SIGSTOP a node (often the leader), SIGCONT it, repeat.
     PauseNode,
-    /// Random faults of every kind.
+    /// Random faults of every kind, one at a time.
     Mixed,
+    /// Slow links: latency (with jitter) on a region's link to the origin,
+    /// or between a region's members.
+    SlowLinks,
+    /// Two timelines at once: a degraded link (slow or lossy) under node
+    /// and partition faults.
+    Overlapping,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::PartitionRegion,
         Scenario::KillLeader,
         Scenario::PauseNode,
         Scenario::Mixed,
+        Scenario::SlowLinks,
+        Scenario::Overlapping,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +61,8 @@ impl Scenario {
             Scenario::KillLeader => "kill-leader",
             Scenario::PauseNode => "pause-node",
             Scenario::Mixed => "mixed",
+            Scenario::SlowLinks => "slow-links",
+            Scenario::Overlapping => "overlapping",
         }
     }
 }
@@ -115,6 +127,20 @@ pub enum Fault {
         region: String,
         percent: u32,
     },
+    /// Delay everything between the region's nodes and the origin, both
+    /// ways, by `delay_ms` plus up to `jitter_ms` (the latency proxy).
+    SlowOrigin {
+        region: String,
+        delay_ms: u64,
+        jitter_ms: u64,
+    },
+    /// Delay Raft traffic between the region's members, each way (every
+    /// connection into a member passes its proxy).
+    SlowRegion {
+        region: String,
+        delay_ms: u64,
+        jitter_ms: u64,
+    },
 }
 
 impl fmt::Display for Fault {
@@ -142,6 +168,24 @@ impl fmt::Display for Fault {
             Fault::RandomDrop { region, percent } => {
                 write!(f, "drop {percent}% of region {region}'s packets")
             }
+            Fault::SlowOrigin {
+                region,
+                delay_ms,
+                jitter_ms,
+            } => write!(
+                f,
+                "add {delay_ms}–{} ms each way between region {region} and the origin",
+                delay_ms + jitter_ms
+            ),
+            Fault::SlowRegion {
+                region,
+                delay_ms,
+                jitter_ms,
+            } => write!(
+                f,
+                "add {delay_ms}–{} ms each way between the members of region {region}",
+                delay_ms + jitter_ms
+            ),
         }
     }
 }
@@ -197,6 +241,65 @@ pub fn generate(
 ) -> Schedule {
     assert!(!regions.is_empty(), "a schedule needs regions");
     let mut rng = Rng::new(seed);
+    let steps = match scenario {
+        Scenario::Overlapping => {
+            // Two independent timelines, merged: what one does is in force
+            // while the other acts.
+            let mut steps = timeline(Timeline::Degrade, &mut rng.fork(1), duration_ms, regions);
+            steps.extend(timeline(
+                Timeline::Break,
+                &mut rng.fork(2),
+                duration_ms,
+                regions,
+            ));
+            steps.sort_by_key(|s| s.at_ms);
+            steps
+        }
+        _ => timeline(Timeline::Of(scenario), &mut rng, duration_ms, regions),
+    };
+    Schedule {
+        scenario,
+        seed,
+        duration_ms,
+        steps,
+    }
+}
+
+/// What one sequence of faults is made of.
+#[derive(Debug, Clone, Copy)]
+enum Timeline {
+    Of(Scenario),
+    /// Long degraded links: slow, or lossy.
+    Degrade,
+    /// Short sharp faults: kills, pauses, partitions, a restarted origin.
+    Break,
+}
+
+fn slow_origin(rng: &mut Rng, region: String) -> Fault {
+    Fault::SlowOrigin {
+        region,
+        delay_ms: rng.range(150, 1_200),
+        jitter_ms: rng.range(0, 300),
+    }
+}
+
+fn slow_region(rng: &mut Rng, region: String) -> Fault {
+    // Raft's election timeout is 150–300 ms and a round trip crosses two
+    // proxies: from harmless to an election now and then.
+    Fault::SlowRegion {
+        region,
+        delay_ms: rng.range(10, 100),
+        jitter_ms: rng.range(0, 40),
+    }
+}
+
+/// One sequence of faults, each ending before the next starts.
+fn timeline(
+    kind: Timeline,
+    rng: &mut Rng,
+    duration_ms: u64,
+    regions: &BTreeMap<String, Vec<String>>,
+) -> Vec<Step> {
     let names: Vec<&String> = regions.keys().collect();
     let nodes: Vec<&String> = regions.values().flatten().collect();
     // The last faults must end a little before the workload does.
@@ -205,6 +308,11 @@ pub fn generate(
     let mut at = WARMUP_MS;
     let mut turn = rng.below(names.len() as u64) as usize;
     loop {
+        let scenario = match kind {
+            Timeline::Of(s) => s,
+            Timeline::Degrade => Scenario::SlowLinks,
+            Timeline::Break => Scenario::Mixed,
+        };
         let (fault, duration_ms, gap_ms) = match scenario {
             Scenario::PartitionRegion => {
                 // Alternate regions, starting with a random one.
@@ -237,7 +345,13 @@ pub fn generate(
             }
             Scenario::Mixed => {
                 let region = (*rng.pick(&names)).clone();
-                let (fault, lo, hi) = match rng.below(9) {
+                // A breaking timeline under a degrading one draws only the
+                // sharp faults (the degrading kinds are 8 and up).
+                let kinds = match kind {
+                    Timeline::Break => 8,
+                    _ => 11,
+                };
+                let (fault, lo, hi) = match rng.below(kinds) {
                     0 => (Fault::PartitionRegion { region }, 5_000, 12_000),
                     1 => (Fault::PartitionOneWay { region }, 5_000, 12_000),
                     2 => (Fault::IsolateLeader { region }, 4_000, 10_000),
@@ -264,7 +378,7 @@ pub fn generate(
                         1_000,
                         4_000,
                     ),
-                    _ => (
+                    8 => (
                         Fault::RandomDrop {
                             region,
                             percent: rng.range(10, 40) as u32,
@@ -272,9 +386,31 @@ pub fn generate(
                         4_000,
                         10_000,
                     ),
+                    9 => (slow_origin(rng, region), 4_000, 10_000),
+                    _ => (slow_region(rng, region), 4_000, 10_000),
                 };
                 (fault, rng.range(lo, hi), rng.range(1_000, 4_000))
             }
+            Scenario::SlowLinks => {
+                // Alternate regions; mostly the long-haul link, sometimes
+                // the region's own; in a degrading timeline, also loss.
+                let region = names[turn % names.len()].clone();
+                turn += 1;
+                let fault = match (kind, rng.below(10)) {
+                    (Timeline::Degrade, 0..=2) => Fault::RandomDrop {
+                        region,
+                        percent: rng.range(5, 30) as u32,
+                    },
+                    (_, 0..=5) => slow_origin(rng, region),
+                    _ => slow_region(rng, region),
+                };
+                let gap = match kind {
+                    Timeline::Degrade => rng.range(1_000, 3_000),
+                    _ => rng.range(2_000, 5_000),
+                };
+                (fault, rng.range(6_000, 14_000), gap)
+            }
+            Scenario::Overlapping => unreachable!("made of two timelines"),
         };
         if at + duration_ms > end {
             if steps.is_empty() && at + 1_000 <= end {
@@ -294,17 +430,14 @@ pub fn generate(
         });
         at += duration_ms + gap_ms;
     }
-    Schedule {
-        scenario,
-        seed,
-        duration_ms,
-        steps,
-    }
+    steps
 }
 
 /// How to undo an applied fault.
 enum Undo {
     Rules(Vec<Rule>),
+    /// Take the added latency away again.
+    Delays(Vec<crate::proxy::LinkDelay>),
     Restart(String),
     Resume(String),
 }
@@ -507,7 +640,50 @@ async fn apply(cluster: &Cluster, fault: &Fault) -> anyhow::Result<Applied> {
                 undo: Undo::Rules(rules),
             }
         }
+        Fault::SlowOrigin { region, .. } => {
+            let delay = cluster
+                .origin_delay(region)
+                .with_context(|| format!("no link from region {region} to the origin"))?;
+            Applied {
+                description: fault.to_string(),
+                cut_from_origin: vec![],
+                undo: Undo::Delays(vec![delay.clone()]),
+            }
+        }
+        Fault::SlowRegion { region, .. } => {
+            let delays: Vec<_> = region_nodes(cluster, region)
+                .iter()
+                .filter_map(|n| cluster.raft_delay(n).cloned())
+                .collect();
+            anyhow::ensure!(!delays.is_empty(), "region {region} has no Raft proxies");
+            Applied {
+                description: fault.to_string(),
+                cut_from_origin: vec![],
+                undo: Undo::Delays(delays),
+            }
+        }
     };
+    if let Undo::Delays(delays) = &applied.undo {
+        let (delay_ms, jitter_ms) = match fault {
+            Fault::SlowOrigin {
+                delay_ms,
+                jitter_ms,
+                ..
+            }
+            | Fault::SlowRegion {
+                delay_ms,
+                jitter_ms,
+                ..
+            } => (*delay_ms, *jitter_ms),
+            _ => unreachable!("only slow links add delays"),
+        };
+        for d in delays {
+            d.set(
+                Duration::from_millis(delay_ms),
+                Duration::from_millis(jitter_ms),
+            );
+        }
+    }
     if let Undo::Rules(rules) = &applied.undo {
         for rule in rules {
             cluster.links.add(rule)?;
@@ -529,65 +705,85 @@ async fn undo(cluster: &Cluster, undo: Undo) -> anyhow::Result<()> {
             }
         }
         Undo::Resume(node) => cluster.resume(&node, "continued by the nemesis")?,
+        Undo::Delays(delays) => delays.iter().for_each(crate::proxy::LinkDelay::clear),
     }
     Ok(())
 }
 
-/// Runs `schedule` until its end or until `stop` turns true; the fault in
-/// progress is undone either way.
+/// Runs `schedule` until its end or until `stop` turns true; faults in
+/// progress are undone either way. Each step runs on its own timer, so
+/// overlapping steps are in force together.
 pub async fn run(
     cluster: Arc<Cluster>,
     recorder: Arc<Recorder>,
     schedule: Schedule,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    for (i, step) in schedule.steps.iter().enumerate() {
-        let i = i as u32;
-        tokio::select! {
-            _ = tokio::time::sleep_until(t0 + Duration::from_millis(step.at_ms)) => {}
-            _ = stop.wait_for(|s| *s) => return Ok(()),
-        }
-        let applied = match apply(&cluster, &step.fault).await {
-            Ok(a) => a,
-            Err(error) => {
-                // A fault that cannot be applied (e.g. its node is down) is
-                // skipped, loudly: the run goes on.
-                tracing::warn!(step = i, %error, "Could not apply a fault; skipping it.");
-                record(
-                    &recorder,
-                    i,
-                    Phase::Start,
-                    &format!("{} (failed: {error:#})", step.fault),
-                    &[],
-                );
-                record(&recorder, i, Phase::Stop, "skipped", &[]);
-                continue;
-            }
-        };
-        tracing::info!(step = i, fault = %applied.description, "Fault on.");
-        record(
-            &recorder,
-            i,
-            Phase::Start,
-            &applied.description,
-            &applied.cut_from_origin,
-        );
-        let stopped = tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(step.duration_ms)) => false,
-            _ = stop.wait_for(|s| *s) => true,
-        };
-        let description = applied.description.clone();
-        if let Err(error) = undo(&cluster, applied.undo).await {
-            tracing::warn!(step = i, %error, "Could not undo a fault; the final heal will.");
-        }
-        tracing::info!(step = i, fault = %description, "Fault off.");
-        record(&recorder, i, Phase::Stop, &description, &[]);
-        if stopped {
-            return Ok(());
-        }
+    let tasks: Vec<_> = schedule
+        .steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let (cluster, recorder, stop) = (cluster.clone(), recorder.clone(), stop.clone());
+            tokio::spawn(
+                async move { run_step(&cluster, &recorder, i as u32, step, t0, stop).await },
+            )
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
     }
     Ok(())
+}
+
+async fn run_step(
+    cluster: &Cluster,
+    recorder: &Recorder,
+    i: u32,
+    step: Step,
+    t0: Instant,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = tokio::time::sleep_until(t0 + Duration::from_millis(step.at_ms)) => {}
+        _ = stop.wait_for(|s| *s) => return,
+    }
+    let applied = match apply(cluster, &step.fault).await {
+        Ok(a) => a,
+        Err(error) => {
+            // A fault that cannot be applied (e.g. its node is down) is
+            // skipped, loudly: the run goes on.
+            tracing::warn!(step = i, %error, "Could not apply a fault; skipping it.");
+            record(
+                recorder,
+                i,
+                Phase::Start,
+                &format!("{} (failed: {error:#})", step.fault),
+                &[],
+            );
+            record(recorder, i, Phase::Stop, "skipped", &[]);
+            return;
+        }
+    };
+    tracing::info!(step = i, fault = %applied.description, "Fault on.");
+    record(
+        recorder,
+        i,
+        Phase::Start,
+        &applied.description,
+        &applied.cut_from_origin,
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(step.duration_ms)) => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    let description = applied.description.clone();
+    if let Err(error) = undo(cluster, applied.undo).await {
+        tracing::warn!(step = i, %error, "Could not undo a fault; the final heal will.");
+    }
+    tracing::info!(step = i, fault = %description, "Fault off.");
+    record(recorder, i, Phase::Stop, &description, &[]);
 }
 
 /// Removes every fault rule, continues paused nodes and starts stopped
@@ -595,6 +791,7 @@ pub async fn run(
 pub async fn heal_all(cluster: &Cluster, recorder: &Recorder) -> anyhow::Result<()> {
     record(recorder, HEAL_STEP, Phase::Start, "heal everything", &[]);
     cluster.links.heal_all()?;
+    cluster.clear_delays();
     cluster.reap_exits();
     let (down, paused) = cluster.not_up();
     for node in paused {
@@ -634,14 +831,64 @@ mod tests {
             for s in &a.steps {
                 assert!(s.at_ms >= WARMUP_MS && s.at_ms + s.duration_ms <= 89_000);
             }
-            for w in a.steps.windows(2) {
-                assert!(w[0].at_ms + w[0].duration_ms <= w[1].at_ms, "sequential");
+            if scenario != Scenario::Overlapping {
+                for w in a.steps.windows(2) {
+                    assert!(w[0].at_ms + w[0].duration_ms <= w[1].at_ms, "sequential");
+                }
             }
         }
         assert_ne!(
             generate(Scenario::Mixed, 1, 90_000, &regions()),
             generate(Scenario::Mixed, 2, 90_000, &regions())
         );
+    }
+
+    #[test]
+    fn overlapping_layers_sharp_faults_over_degraded_links() {
+        let s = generate(Scenario::Overlapping, 7, 120_000, &regions());
+        let degrading = |f: &Fault| {
+            matches!(
+                f,
+                Fault::SlowOrigin { .. } | Fault::SlowRegion { .. } | Fault::RandomDrop { .. }
+            )
+        };
+        let (slow, sharp): (Vec<&Step>, Vec<&Step>) =
+            s.steps.iter().partition(|st| degrading(&st.fault));
+        assert!(!slow.is_empty() && !sharp.is_empty(), "{s}");
+        // Each timeline on its own is sequential ...
+        for line in [&slow, &sharp] {
+            for w in line.windows(2) {
+                assert!(w[0].at_ms + w[0].duration_ms <= w[1].at_ms, "{s}");
+            }
+        }
+        // ... and together they overlap.
+        let overlaps = sharp.iter().any(|b| {
+            slow.iter()
+                .any(|d| d.at_ms < b.at_ms + b.duration_ms && b.at_ms < d.at_ms + d.duration_ms)
+        });
+        assert!(overlaps, "{s}");
+        assert!(s.steps.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    }
+
+    #[test]
+    fn slow_link_faults_stay_in_their_ranges() {
+        for seed in 0..20 {
+            for s in generate(Scenario::SlowLinks, seed, 90_000, &regions()).steps {
+                match s.fault {
+                    Fault::SlowOrigin {
+                        delay_ms,
+                        jitter_ms,
+                        ..
+                    } => assert!((150..=1_200).contains(&delay_ms) && jitter_ms <= 300),
+                    Fault::SlowRegion {
+                        delay_ms,
+                        jitter_ms,
+                        ..
+                    } => assert!((10..=100).contains(&delay_ms) && jitter_ms <= 40),
+                    other => panic!("not a slow link: {other}"),
+                }
+            }
+        }
     }
 
     #[test]
