@@ -35,9 +35,11 @@ pub const FEED_PROXY_PORT_BASE: u16 = 7201;
 /// Regions reconnect to the origin after this long without a message (the
 /// origin's heartbeat is every 200 ms) ...
 const ORIGIN_IDLE_TIMEOUT_MS: u64 = 2_000;
-/// ... and wait at most this long between attempts, so what a run measures
-/// after a heal is Tollgate catching up, not a 10 s default timer.
+/// ... wait at most this long between attempts, and give one attempt this
+/// long, so what a run measures after a heal is Tollgate catching up, not
+/// the 5 s defaults and the kernel's SYN retries.
 const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
+const CONNECT_TIMEOUT_MS: u64 = 2_500;
 /// Every HTTP call the harness makes gives up after this long.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 /// A status poll gives up sooner: it runs every few hundred milliseconds.
@@ -327,7 +329,8 @@ impl Cluster {
                      feed = \"http://{origin_ip}:{feed_port}\"\n\
                      public_keys_path = {keys:?}\n\
                      idle_timeout_ms = {ORIGIN_IDLE_TIMEOUT_MS}\n\
-                     reconnect_backoff_max_ms = {RECONNECT_BACKOFF_MAX_MS}\n",
+                     reconnect_backoff_max_ms = {RECONNECT_BACKOFF_MAX_MS}\n\
+                     connect_timeout_ms = {CONNECT_TIMEOUT_MS}\n",
                     id = n.node_id,
                     name = n.name,
                     region = n.region.as_deref().unwrap_or("region"),
@@ -433,9 +436,9 @@ impl Cluster {
             .pid(name)
             .with_context(|| format!("{name} is not running"))?;
         if self.state(name) == Some(NodeState::Paused) {
-            crate::net::run("kill", &["-CONT", &pid.to_string()])?;
+            crate::net::signal(pid, libc::SIGCONT)?;
         }
-        crate::net::run("kill", &["-TERM", &pid.to_string()])?;
+        crate::net::signal(pid, libc::SIGTERM)?;
         let deadline = Instant::now() + STOP_DEADLINE;
         loop {
             let exited = {
@@ -463,19 +466,25 @@ impl Cluster {
 
     /// SIGSTOPs `name`.
     pub fn pause(&self, name: &str, cause: &str) -> anyhow::Result<()> {
-        self.signal(name, "-STOP", NodeState::Paused, cause)
+        self.signal(name, libc::SIGSTOP, NodeState::Paused, cause)
     }
 
     /// SIGCONTs `name`.
     pub fn resume(&self, name: &str, cause: &str) -> anyhow::Result<()> {
-        self.signal(name, "-CONT", NodeState::Up, cause)
+        self.signal(name, libc::SIGCONT, NodeState::Up, cause)
     }
 
-    fn signal(&self, name: &str, signal: &str, to: NodeState, cause: &str) -> anyhow::Result<()> {
+    fn signal(
+        &self,
+        name: &str,
+        signal: libc::c_int,
+        to: NodeState,
+        cause: &str,
+    ) -> anyhow::Result<()> {
         let pid = self
             .pid(name)
             .with_context(|| format!("{name} is not running"))?;
-        crate::net::run("kill", &[signal, &pid.to_string()])?;
+        crate::net::signal(pid, signal)?;
         if let Some(p) = lock(&self.procs).get_mut(name) {
             p.state = to;
         }

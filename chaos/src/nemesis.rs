@@ -278,8 +278,10 @@ enum Timeline {
 fn slow_origin(rng: &mut Rng, region: String) -> Fault {
     Fault::SlowOrigin {
         region,
-        delay_ms: rng.range(150, 1_200),
-        jitter_ms: rng.range(0, 300),
+        // At most 0.8 s each way: a subscription (one round trip) still
+        // fits in the harness's 2.5 s connect timeout.
+        delay_ms: rng.range(100, 600),
+        jitter_ms: rng.range(0, 200),
     }
 }
 
@@ -879,7 +881,7 @@ mod tests {
                         delay_ms,
                         jitter_ms,
                         ..
-                    } => assert!((150..=1_200).contains(&delay_ms) && jitter_ms <= 300),
+                    } => assert!((100..=600).contains(&delay_ms) && jitter_ms <= 200),
                     Fault::SlowRegion {
                         delay_ms,
                         jitter_ms,

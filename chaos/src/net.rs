@@ -51,6 +51,16 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Sends `signal` (e.g. `libc::SIGKILL`) to process `pid`.
+pub fn signal(pid: u32, signal: libc::c_int) -> anyhow::Result<()> {
+    let pid = libc::pid_t::try_from(pid).context("a process id out of range")?;
+    // SAFETY: kill(2) with a positive pid only signals that one process.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("signalling {pid}"));
+    }
+    Ok(())
+}
+
 /// Whether this process runs as root (uid 0).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -304,7 +314,11 @@ pub fn cleanup_leftovers() -> anyhow::Result<Cleaned> {
             for pid in pids.split_whitespace() {
                 // SIGCONT first would be polite; SIGKILL ends stopped
                 // processes too.
-                if run("kill", &["-KILL", pid]).is_ok() {
+                let killed = pid
+                    .parse::<u32>()
+                    .ok()
+                    .is_some_and(|p| signal(p, libc::SIGKILL).is_ok());
+                if killed {
                     cleaned.processes += 1;
                 }
             }

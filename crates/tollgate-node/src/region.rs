@@ -58,6 +58,9 @@ pub struct RegionConfig {
     pub reconnect_backoff_max: Duration,
     /// With no message from the origin for this long, reconnect.
     pub origin_idle_timeout: Duration,
+    /// One attempt to connect and subscribe to the origin gives up after
+    /// this long (a SYN into a partition is otherwise retried for minutes).
+    pub origin_connect_timeout: Duration,
     /// A `Watch` stream with nothing to send sends a heartbeat this often.
     pub watch_heartbeat: Duration,
     /// Most `Watch` streams served at once.
@@ -104,6 +107,7 @@ impl RegionConfig {
             revision_wait_max: Duration::from_secs(5),
             reconnect_backoff_max: Duration::from_secs(5),
             origin_idle_timeout: Duration::from_secs(10),
+            origin_connect_timeout: Duration::from_secs(5),
             watch_heartbeat: Duration::from_secs(5),
             watchers_max: 1024,
             geo_required: true,
@@ -891,7 +895,7 @@ async fn follow_origin(
             keys: trusted.clone(),
             max_batch_records: tollgate_region::RECORDS_PER_COMMAND_MAX as u32,
             subscriber: format!("region node {}", config.name),
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: config.origin_connect_timeout,
             idle_timeout: config.origin_idle_timeout,
         };
         let result = async {

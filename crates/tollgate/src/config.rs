@@ -92,6 +92,16 @@ pub struct OriginLink {
     /// double): how soon after a cut heals the region catches up.
     #[serde(default = "default_reconnect_backoff_max_ms")]
     pub reconnect_backoff_max_ms: u64,
+    /// One attempt to connect (TCP) and then to subscribe gives up after
+    /// this long each. An attempt started during a partition otherwise
+    /// waits out the kernel's SYN retries; allow a few of the link's round
+    /// trips.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    5_000
 }
 
 fn default_idle_timeout_ms() -> u64 {
@@ -492,6 +502,10 @@ impl NodeFile {
                     (50..=3_600_000).contains(&origin.reconnect_backoff_max_ms),
                     "origin.reconnect_backoff_max_ms: must be 50..=3600000"
                 );
+                anyhow::ensure!(
+                    (100..=600_000).contains(&origin.connect_timeout_ms),
+                    "origin.connect_timeout_ms: must be 100..=600000"
+                );
                 if let Some(geo) = &self.geo {
                     anyhow::ensure!(
                         (100..=3_600_000).contains(&geo.reload_interval_ms),
@@ -699,15 +713,25 @@ mod origin_link_tests {
         file.validate().unwrap();
         let origin = file.origin.unwrap();
         assert_eq!(
-            (origin.idle_timeout_ms, origin.reconnect_backoff_max_ms),
-            (10_000, 5_000)
+            (
+                origin.idle_timeout_ms,
+                origin.reconnect_backoff_max_ms,
+                origin.connect_timeout_ms
+            ),
+            (10_000, 5_000, 5_000)
         );
-        let file = parse("idle_timeout_ms = 2500\nreconnect_backoff_max_ms = 800\n");
+        let file = parse(
+            "idle_timeout_ms = 2500\nreconnect_backoff_max_ms = 800\nconnect_timeout_ms = 1500\n",
+        );
         file.validate().unwrap();
         let origin = file.origin.unwrap();
         assert_eq!(
-            (origin.idle_timeout_ms, origin.reconnect_backoff_max_ms),
-            (2_500, 800)
+            (
+                origin.idle_timeout_ms,
+                origin.reconnect_backoff_max_ms,
+                origin.connect_timeout_ms
+            ),
+            (2_500, 800, 1_500)
         );
     }
 
@@ -761,6 +785,7 @@ mod origin_link_tests {
                 "reconnect_backoff_max_ms = 3600001\n",
                 "origin.reconnect_backoff_max_ms",
             ),
+            ("connect_timeout_ms = 99\n", "origin.connect_timeout_ms"),
         ] {
             let error = parse(extra).validate().unwrap_err().to_string();
             assert!(error.starts_with(key), "{extra}: {error}");

@@ -231,6 +231,7 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
     config.raft.storage.cache_capacity_bytes = file.storage.cache_capacity_bytes;
     config.origin_idle_timeout = Duration::from_millis(origin.idle_timeout_ms);
     config.reconnect_backoff_max = Duration::from_millis(origin.reconnect_backoff_max_ms);
+    config.origin_connect_timeout = Duration::from_millis(origin.connect_timeout_ms);
     config.trust_proxy_location = file.trust_proxy_location;
     if let Some(name) = &file.name {
         config.name = name.clone();
