@@ -122,6 +122,10 @@ pub struct Stats {
     /// node of every region.
     pub convergence: Vec<Convergence>,
     pub elections: u64,
+    /// The longest election seen in any region (see
+    /// [`RegionStats::election_ms`]).
+    #[serde(default)]
+    pub election_ms_max: Option<u64>,
     /// Answers whose decision came from data newer than the revision they
     /// were labelled with (not a violation: the label is a lower bound,
     /// but the response says it is the revision the node had applied).
@@ -144,6 +148,12 @@ pub struct RegionStats {
     pub max_lag_revisions: u64,
     /// Terms in which a leader was seen, less the first.
     pub elections: u64,
+    /// How long each election took, in order: from the last status (of
+    /// any node) naming the previous term's leader to the first naming the
+    /// new term's leader. Measured at the status poll's resolution (a few
+    /// hundred milliseconds), so an instant election shows as one poll.
+    #[serde(default)]
+    pub election_ms: Vec<u64>,
     pub consumed_allowed: u64,
     pub seat_grants: u64,
 }
@@ -925,6 +935,7 @@ fn measure(meta: &Meta, h: &Indexed, report: &mut Report) {
             terms.entry(s.region.as_str()).or_default().insert(term);
         }
     }
+    let mut durations = election_durations(&h.statuses);
     let mut allowed_keys: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for c in &h.consumes {
         if matches!(c.outcome, ConsumeOutcome::Allowed { .. }) {
@@ -939,6 +950,7 @@ fn measure(meta: &Meta, h: &Indexed, report: &mut Report) {
         r.elections = terms
             .get(name.as_str())
             .map_or(0, |t| (t.len() as u64).saturating_sub(1));
+        r.election_ms = durations.remove(name.as_str()).unwrap_or_default();
         r.consumed_allowed = allowed_keys
             .get(name.as_str())
             .map_or(0, |k| k.len() as u64);
@@ -950,6 +962,11 @@ fn measure(meta: &Meta, h: &Indexed, report: &mut Report) {
             .count() as u64;
     }
     stats.elections = stats.regions.values().map(|r| r.elections).sum();
+    stats.election_ms_max = stats
+        .regions
+        .values()
+        .flat_map(|r| r.election_ms.iter().copied())
+        .max();
 
     // Convergence after each cut from the origin heals.
     let obs = h.observations();
@@ -1001,4 +1018,47 @@ fn measure(meta: &Meta, h: &Indexed, report: &mut Report) {
             }
         }
     }
+}
+
+/// Per region, how long each election took: for every term in which a
+/// leader was seen (after the first), from the last status that named a
+/// leader of an earlier term, up to the first naming the new one, to that
+/// first. A deposed leader that still names itself afterwards (cut off from
+/// its followers) does not stretch the window.
+fn election_durations<'a>(statuses: &[&'a Status]) -> BTreeMap<&'a str, Vec<u64>> {
+    let mut sightings: BTreeMap<&str, Vec<(Millis, u64)>> = BTreeMap::new();
+    for s in statuses {
+        if let StatusOutcome::Ok {
+            term,
+            leader: Some(_),
+            ..
+        } = s.outcome
+        {
+            sightings
+                .entry(s.region.as_str())
+                .or_default()
+                .push((s.end_ms, term));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (region, seen) in sightings {
+        let mut first_seen: BTreeMap<u64, Millis> = BTreeMap::new();
+        for &(at, term) in &seen {
+            let first = first_seen.entry(term).or_insert(at);
+            *first = (*first).min(at);
+        }
+        let durations: Vec<u64> = first_seen
+            .iter()
+            .skip(1)
+            .filter_map(|(&term, &elected)| {
+                seen.iter()
+                    .filter(|&&(at, t)| t < term && at <= elected)
+                    .map(|&(at, _)| at)
+                    .max()
+                    .map(|last| elected - last)
+            })
+            .collect();
+        out.insert(region, durations);
+    }
+    out
 }

@@ -53,6 +53,7 @@ pub fn table(reports: &[RunReport]) -> String {
         "lag rev",
         "revoke conv s",
         "elections",
+        "elect max s",
         "cap used/cap",
         "overshoot/bound",
         "seats max/n",
@@ -74,6 +75,8 @@ pub fn table(reports: &[RunReport]) -> String {
                 s.max_lag_revisions.to_string(),
                 convergence(s),
                 s.elections.to_string(),
+                s.election_ms_max
+                    .map_or("-".into(), |ms| format!("{:.1}", ms as f64 / 1000.0)),
                 format!("{}/{}", s.cap.allowed, s.cap.cap),
                 format!("{}/{}", s.cap.overshoot, s.cap.outstanding_observed_max),
                 format!("{}/{}", s.seats.max_concurrent, s.seats.seat_count),
@@ -134,7 +137,7 @@ pub fn details(r: &RunReport) -> String {
         let _ = writeln!(
             out,
             "  region {name}: checks {}/{} ({:.2} %), max staleness {} s, max lag {} revisions, \
-             elections {}, consumed {}, seat grants {}",
+             elections {}{}, consumed {}, seat grants {}",
             region.checks_answered,
             region.checks_attempted,
             region.availability_percent,
@@ -143,6 +146,16 @@ pub fn details(r: &RunReport) -> String {
                 .map_or("-".into(), |x| x.to_string()),
             region.max_lag_revisions,
             region.elections,
+            if region.election_ms.is_empty() {
+                String::new()
+            } else {
+                let each: Vec<String> = region
+                    .election_ms
+                    .iter()
+                    .map(|ms| format!("{:.1}", *ms as f64 / 1000.0))
+                    .collect();
+                format!(" ({} s)", each.join(", "))
+            },
             region.consumed_allowed,
             region.seat_grants,
         );

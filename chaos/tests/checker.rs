@@ -520,3 +520,46 @@ fn a_history_without_its_final_state_is_incomplete() {
     let report = check(&h);
     assert_eq!(violations_of(&report), vec![Invariant::Incomplete]);
 }
+
+fn status(node: &str, end_ms: Millis, term: u64, leader: Option<u64>) -> Event {
+    Event::Status(Status {
+        start_ms: end_ms - 10,
+        end_ms,
+        region: region_of(node),
+        node: node.into(),
+        outcome: StatusOutcome::Ok {
+            role: "follower".into(),
+            term,
+            leader,
+            applied_revision: 12,
+            staleness_seconds: Some(0),
+        },
+    })
+}
+
+#[test]
+fn elections_are_counted_and_timed_from_the_last_old_leader_to_the_first_new_one() {
+    let mut h = clean();
+    h.extend([
+        // eu: term 1's leader last named at 5_000; a candidate in term 2
+        // (no leader) at 5_300; term 2's leader first named at 5_900.
+        status("eu-2", 5_000, 1, Some(1)),
+        status("eu-3", 5_300, 2, None),
+        status("eu-3", 5_900, 2, Some(2)),
+        status("eu-2", 6_200, 2, Some(2)),
+        // The deposed leader, cut off, still names itself later: it does
+        // not stretch the election.
+        status("eu-1", 6_500, 1, Some(1)),
+        // Term 3 after 400 ms.
+        status("eu-2", 7_000, 2, Some(2)),
+        status("eu-2", 7_400, 3, Some(3)),
+    ]);
+    let report = passes(&h);
+    let eu = &report.stats.regions["eu"];
+    assert_eq!(eu.elections, 2);
+    assert_eq!(eu.election_ms, vec![900, 400]);
+    // us saw one term only: no election, none timed.
+    let us = &report.stats.regions["us"];
+    assert_eq!((us.elections, us.election_ms.len()), (0, 0));
+    assert_eq!(report.stats.election_ms_max, Some(900));
+}
