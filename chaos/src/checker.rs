@@ -331,7 +331,8 @@ fn node_exits(h: &Indexed, report: &mut Report) {
 fn implied(op: Option<WriteOp>) -> &'static str {
     match op {
         None => "NOT_ENTITLED",
-        Some(WriteOp::Grant) => "ALLOW",
+        Some(WriteOp::Grant | WriteOp::Order | WriteOp::Resume) => "ALLOW",
+        Some(WriteOp::Suspend) => "SUSPENDED",
         Some(WriteOp::Revoke) => "REVOKED",
     }
 }
@@ -353,9 +354,12 @@ fn acked_writes(meta: &Meta, h: &Indexed, report: &mut Report) {
     let mut lost = Vec::new();
     for (w, revision) in h.acked() {
         let status = fin.origin_entitlements.get(&w.entitlement);
+        // A revocation is final; any other write may be followed by
+        // another, so only its entitlement's existence is certain here (the
+        // final status is judged per slot below).
         let ok = match w.op {
-            WriteOp::Grant => status.is_some(),
             WriteOp::Revoke => status.map(String::as_str) == Some("revoked"),
+            _ => status.is_some(),
         };
         if !ok {
             lost.push(format!(

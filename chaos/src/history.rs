@@ -79,8 +79,27 @@ pub struct Write {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteOp {
+    /// A new entitlement to the slot's feature (`POST /v1/entitlements`).
     Grant,
+    /// A new entitlement to the slot's plan, through a CRM order
+    /// (`POST /v1/orders`, kind `new`: the entitlement's id is the order's).
+    Order,
+    /// `POST /v1/entitlements/{id}/suspend`.
+    Suspend,
+    /// `POST /v1/entitlements/{id}/resume`.
+    Resume,
     Revoke,
+}
+
+impl WriteOp {
+    /// The entitlement status this write leaves at the origin.
+    pub fn status(self) -> &'static str {
+        match self {
+            WriteOp::Grant | WriteOp::Order | WriteOp::Resume => "active",
+            WriteOp::Suspend => "suspended",
+            WriteOp::Revoke => "revoked",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

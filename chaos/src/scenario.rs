@@ -278,10 +278,15 @@ async fn final_state(
         for e in body["items"].as_array().into_iter().flatten() {
             let id = e["id"].as_str().unwrap_or_default().to_string();
             let status = e["status"].as_str().unwrap_or("active").to_string();
-            if let Some(slot) = e["grant"]["feature"]["feature"]
+            let slot = e["grant"]["feature"]["feature"]
                 .as_str()
                 .and_then(|f| plan.slot_of_feature(f))
-            {
+                .or_else(|| {
+                    e["grant"]["plan"]
+                        .as_str()
+                        .and_then(|p| plan.slot_of_plan(p))
+                });
+            if let Some(slot) = slot {
                 by_slot.entry(slot).or_default().push(status.clone());
             }
             origin_entitlements.insert(id, status);
@@ -290,8 +295,12 @@ async fn final_state(
     let truth: BTreeMap<u32, String> = (0..plan.slots)
         .map(|slot| {
             let statuses = by_slot.get(&slot).cloned().unwrap_or_default();
+            // The engine's precedence: the most permissive entitlement
+            // decides.
             let decision = if statuses.iter().any(|s| s == "active") {
                 "ALLOW"
+            } else if statuses.iter().any(|s| s == "suspended") {
+                "SUSPENDED"
             } else if statuses.iter().any(|s| s == "revoked") {
                 "REVOKED"
             } else {

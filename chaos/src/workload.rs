@@ -1,9 +1,11 @@
 //! The workload, and what it records.
 //!
-//! - A **writer** grants and revokes entitlements at the origin (REST),
-//!   one feature per *slot*, so every slot's decision follows from its last
-//!   write: `ALLOW` after a grant, `REVOKED` after a revoke, `NOT_ENTITLED`
-//!   before any.
+//! - **Writers** (several at once, each owning its own slots) grant
+//!   entitlements at the origin, directly or through a CRM order for the
+//!   slot's plan, then suspend, resume and revoke them (REST). One feature
+//!   per *slot*, so every slot's decision follows from its last write:
+//!   `ALLOW` after a grant, an order or a resume, `SUSPENDED` after a
+//!   suspension, `REVOKED` after a revocation, `NOT_ENTITLED` before any.
 //! - A **prober** per region sends each round's check to every node of the
 //!   region at once (availability per round, revisions per node).
 //! - **Consumers** in both regions consume one unit of a hard-capped
@@ -56,6 +58,10 @@ pub struct Plan {
     pub lease_ttl_seconds: u32,
     pub seat_workers_per_region: u32,
     pub consumers_per_region: u32,
+    /// Concurrent writers; writer `w` owns the slots `s` with
+    /// `s % writers == w`.
+    pub writers: u32,
+    /// Each writer's pause between writes.
     pub write_interval: Duration,
     pub probe_interval: Duration,
     pub consume_interval: Duration,
@@ -76,7 +82,8 @@ impl Plan {
             lease_ttl_seconds: 10,
             seat_workers_per_region: 3,
             consumers_per_region: 2,
-            write_interval: Duration::from_millis(150),
+            writers: 3,
+            write_interval: Duration::from_millis(450),
             probe_interval: Duration::from_millis(100),
             consume_interval: Duration::from_millis(200),
             status_interval: Duration::from_millis(300),
@@ -98,6 +105,28 @@ impl Plan {
             .ok()
             .filter(|s| *s < self.slots)
     }
+
+    /// Each slot's feature has a product of its own, with one plan (and
+    /// the SKU selling it) that grants only that feature: orders for one
+    /// slot never touch another's.
+    pub fn slot_product(slot: u32) -> String {
+        format!("p-{slot}")
+    }
+
+    pub fn slot_plan(slot: u32) -> String {
+        format!("plan-{slot}")
+    }
+
+    pub fn slot_sku(slot: u32) -> String {
+        format!("sku-{slot}")
+    }
+
+    pub fn slot_of_plan(&self, plan: &str) -> Option<u32> {
+        plan.strip_prefix("plan-")?
+            .parse()
+            .ok()
+            .filter(|s| *s < self.slots)
+    }
 }
 
 /// Creates the catalog, accounts, the capped and the seat entitlement at
@@ -112,10 +141,31 @@ pub async fn seed(cluster: &Cluster, plan: &Plan) -> anyhow::Result<u64> {
     )
     .await?;
     for slot in 0..plan.slots {
-        let f = Plan::slot_feature(slot);
+        let (f, product, p, sku) = (
+            Plan::slot_feature(slot),
+            Plan::slot_product(slot),
+            Plan::slot_plan(slot),
+            Plan::slot_sku(slot),
+        );
+        put(
+            format!("/v1/products/{product}"),
+            json!({"id": product, "name": product}),
+        )
+        .await?;
         put(
             format!("/v1/features/{f}"),
-            json!({"id": f, "product": "chaos", "name": f, "kind": "boolean"}),
+            json!({"id": f, "product": product, "name": f, "kind": "boolean"}),
+        )
+        .await?;
+        put(
+            format!("/v1/plans/{p}"),
+            json!({"id": p, "product": product, "name": p, "tier": 1,
+                "features": [{"feature": f}]}),
+        )
+        .await?;
+        put(
+            format!("/v1/skus/{sku}"),
+            json!({"id": sku, "name": sku, "target": {"plan": p}}),
         )
         .await?;
     }
@@ -378,13 +428,16 @@ pub fn spawn(
     let mut rng = Rng::new(seed ^ 0x005E_ED0F_C4A0_5000);
     let mut load = Vec::new();
     let mut observers = Vec::new();
-    load.push(tokio::spawn(writer(
-        cluster.clone(),
-        recorder.clone(),
-        plan.clone(),
-        rng.fork(1),
-        load_stop.clone(),
-    )));
+    for w in 0..plan.writers {
+        load.push(tokio::spawn(writer(
+            cluster.clone(),
+            recorder.clone(),
+            plan.clone(),
+            w,
+            rng.fork(1 + 1000 * u64::from(w)),
+            load_stop.clone(),
+        )));
+    }
     let holders = seat_holders(&cluster, &plan);
     for (region, nodes) in &cluster.topology.regions {
         let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
@@ -435,6 +488,7 @@ pub fn spawn(
 enum SlotState {
     Empty,
     Active(String),
+    Suspended(String),
     Revoked,
     /// The last write's outcome is unknown.
     Unknown,
@@ -444,22 +498,38 @@ async fn writer(
     cluster: Arc<Cluster>,
     recorder: Arc<Recorder>,
     plan: Arc<Plan>,
+    index: u32,
     mut rng: Rng,
     mut stop: watch::Receiver<bool>,
 ) {
+    let slots: Vec<u32> = (0..plan.slots)
+        .filter(|s| s % plan.writers == index)
+        .collect();
+    if slots.is_empty() {
+        return;
+    }
     let mut state = vec![SlotState::Empty; plan.slots as usize];
     let mut generation = vec![0u32; plan.slots as usize];
     while !*stop.borrow() {
-        let slot = rng.below(u64::from(plan.slots)) as u32;
+        let slot = *rng.pick(&slots);
         let s = slot as usize;
         let (op, id) = match &state[s] {
+            SlotState::Active(id) if rng.chance(30) => (WriteOp::Suspend, id.clone()),
             SlotState::Active(id) => (WriteOp::Revoke, id.clone()),
+            SlotState::Suspended(id) if rng.chance(50) => (WriteOp::Resume, id.clone()),
+            SlotState::Suspended(id) => (WriteOp::Revoke, id.clone()),
             _ => {
                 generation[s] += 1;
-                (WriteOp::Grant, format!("s{slot}-{}", generation[s]))
+                let op = if rng.chance(50) {
+                    WriteOp::Grant
+                } else {
+                    WriteOp::Order
+                };
+                (op, format!("s{slot}-{}", generation[s]))
             }
         };
         let start_ms = now_ms();
+        let action = |verb: &str| format!("/v1/entitlements/{id}/{verb}");
         let result = match op {
             WriteOp::Grant => {
                 cluster
@@ -472,13 +542,25 @@ async fn writer(
                     )
                     .await
             }
-            WriteOp::Revoke => {
+            WriteOp::Order => {
                 cluster
                     .rest(
                         Method::POST,
-                        &format!("/v1/entitlements/{id}/revoke"),
-                        Some(serde_json::Value::Null),
+                        "/v1/orders",
+                        Some(json!({"id": id, "account": plan.slot_account(slot),
+                            "sku": Plan::slot_sku(slot), "kind": "new", "quantity": 1,
+                            "term_start": VALID_FROM})),
                     )
+                    .await
+            }
+            WriteOp::Suspend | WriteOp::Resume | WriteOp::Revoke => {
+                let verb = match op {
+                    WriteOp::Suspend => "suspend",
+                    WriteOp::Resume => "resume",
+                    _ => "revoke",
+                };
+                cluster
+                    .rest(Method::POST, &action(verb), Some(serde_json::Value::Null))
                     .await
             }
         };
@@ -505,7 +587,10 @@ async fn writer(
             },
         };
         state[s] = match (&outcome, op) {
-            (Ack::Acked { .. }, WriteOp::Grant) => SlotState::Active(id.clone()),
+            (Ack::Acked { .. }, WriteOp::Grant | WriteOp::Order | WriteOp::Resume) => {
+                SlotState::Active(id.clone())
+            }
+            (Ack::Acked { .. }, WriteOp::Suspend) => SlotState::Suspended(id.clone()),
             (Ack::Acked { .. }, WriteOp::Revoke) => SlotState::Revoked,
             (Ack::Failed { .. }, _) => state[s].clone(),
             (Ack::Indeterminate { .. }, _) => SlotState::Unknown,

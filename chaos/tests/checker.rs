@@ -563,3 +563,81 @@ fn elections_are_counted_and_timed_from_the_last_old_leader_to_the_first_new_one
     assert_eq!((us.elections, us.election_ms.len()), (0, 0));
     assert_eq!(report.stats.election_ms_max, Some(900));
 }
+
+/// Slot 1 (active since 11) is suspended at 13; the final state says so.
+fn suspend_slot_1(h: &mut Vec<Event>) {
+    h.push(write(
+        1,
+        "s1-1",
+        WriteOp::Suspend,
+        5_000,
+        Ack::Acked { revision: 13 },
+    ));
+    let f = final_mut(h);
+    f.origin_head = 13;
+    f.origin_entitlements
+        .insert("s1-1".into(), "suspended".into());
+    f.truth.insert(1, "SUSPENDED".into());
+    for n in &mut f.nodes {
+        n.applied_revision = Some(13);
+        n.decisions.insert(1, "SUSPENDED".into());
+    }
+}
+
+#[test]
+fn a_suspension_is_judged_like_a_revocation() {
+    let mut h = clean();
+    suspend_slot_1(&mut h);
+    h.push(answered("eu-2", 20, 1, 5_100, 13, "SUSPENDED"));
+    passes(&h);
+    // Allowing slot 1 at 13 contradicts the suspension.
+    h.push(answered("us-2", 21, 1, 5_200, 13, "ALLOW"));
+    caught(&h, Invariant::DecisionAtRevision);
+}
+
+#[test]
+fn a_suspension_the_origin_forgot_is_caught() {
+    let mut h = clean();
+    suspend_slot_1(&mut h);
+    let f = final_mut(&mut h);
+    f.origin_entitlements.insert("s1-1".into(), "active".into());
+    f.truth.insert(1, "ALLOW".into());
+    for n in &mut f.nodes {
+        n.decisions.insert(1, "ALLOW".into());
+    }
+    caught(&h, Invariant::AckedWriteLost);
+}
+
+#[test]
+fn an_order_grants_like_a_grant_and_a_resume_restores_it() {
+    let mut h = clean();
+    for e in h.iter_mut() {
+        if let Event::Write(w) = e {
+            if w.entitlement == "s1-1" {
+                w.op = WriteOp::Order;
+            }
+        }
+    }
+    passes(&h);
+    suspend_slot_1(&mut h);
+    h.push(write(
+        1,
+        "s1-1",
+        WriteOp::Resume,
+        6_000,
+        Ack::Acked { revision: 14 },
+    ));
+    h.push(answered("eu-2", 22, 1, 6_100, 14, "ALLOW"));
+    let f = final_mut(&mut h);
+    f.origin_head = 14;
+    f.origin_entitlements.insert("s1-1".into(), "active".into());
+    f.truth.insert(1, "ALLOW".into());
+    for n in &mut f.nodes {
+        n.applied_revision = Some(14);
+        n.decisions.insert(1, "ALLOW".into());
+    }
+    passes(&h);
+    // SUSPENDED at 14 is a decision from before the resume.
+    h.push(answered("us-1", 23, 1, 6_200, 14, "SUSPENDED"));
+    caught(&h, Invariant::DecisionAtRevision);
+}
