@@ -150,8 +150,8 @@ pub struct RegionStats {
     pub elections: u64,
     /// How long each election took, in order: from the last status (of
     /// any node) naming the previous term's leader to the first naming the
-    /// new term's leader. Measured at the status poll's resolution (a few
-    /// hundred milliseconds), so an instant election shows as one poll.
+    /// new term's leader. Measured at the status poll's resolution (each
+    /// node every 100 ms), so an instant election shows as about one poll.
     #[serde(default)]
     pub election_ms: Vec<u64>,
     pub consumed_allowed: u64,

@@ -86,7 +86,7 @@ impl Plan {
             write_interval: Duration::from_millis(450),
             probe_interval: Duration::from_millis(100),
             consume_interval: Duration::from_millis(200),
-            status_interval: Duration::from_millis(300),
+            status_interval: Duration::from_millis(100),
         }
     }
 
@@ -165,7 +165,10 @@ pub async fn seed(cluster: &Cluster, plan: &Plan) -> anyhow::Result<u64> {
         .await?;
         put(
             format!("/v1/skus/{sku}"),
-            json!({"id": sku, "name": sku, "target": {"plan": p}}),
+            // Unmetered: an order's entitlement has no seat limit, like a
+            // direct grant (the default, named seats, would need a seat
+            // assigned before a check allows).
+            json!({"id": sku, "name": sku, "target": {"plan": p}, "quantity": "unmetered"}),
         )
         .await?;
     }
@@ -741,11 +744,14 @@ async fn seat_worker(
     }
 }
 
+/// Polls every region node's status, each node on its own loop: a paused
+/// node's timeouts must not slow the polls of the others (elections are
+/// timed from these samples).
 async fn status_poller(
     cluster: Arc<Cluster>,
     recorder: Arc<Recorder>,
     plan: Arc<Plan>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let nodes: Vec<NodeSpec> = cluster
         .topology
@@ -753,42 +759,55 @@ async fn status_poller(
         .into_iter()
         .cloned()
         .collect();
-    while !*stop.borrow() {
-        cluster.reap_exits();
-        let polls = futures::future::join_all(nodes.iter().map(|n| {
-            let cluster = cluster.clone();
-            async move {
-                let start_ms = now_ms();
-                let result = cluster.status(n).await;
-                (start_ms, now_ms(), result)
+    let reaper = {
+        let (cluster, plan, mut stop) = (cluster.clone(), plan.clone(), stop.clone());
+        async move {
+            while !*stop.borrow() {
+                cluster.reap_exits();
+                if pause(&mut stop, plan.status_interval).await {
+                    break;
+                }
             }
-        }))
-        .await;
-        for (n, (start_ms, end_ms, result)) in nodes.iter().zip(polls) {
-            let outcome = match result {
-                Ok(s) => StatusOutcome::Ok {
-                    role: s.role,
-                    term: s.term,
-                    leader: s.leader,
-                    applied_revision: s.applied_revision,
-                    staleness_seconds: s.staleness_seconds,
-                },
-                Err(error) => StatusOutcome::Error {
-                    error: format!("{error:#}").chars().take(200).collect(),
-                },
-            };
-            recorder.record(Event::Status(Status {
-                start_ms,
-                end_ms,
-                region: n.region.clone().unwrap_or_default(),
-                node: n.name.clone(),
-                outcome,
-            }));
         }
-        if pause(&mut stop, plan.status_interval).await {
-            break;
+    };
+    let pollers = nodes.into_iter().map(|n| {
+        let (cluster, recorder, plan, mut stop) = (
+            cluster.clone(),
+            recorder.clone(),
+            plan.clone(),
+            stop.clone(),
+        );
+        async move {
+            while !*stop.borrow() {
+                let start_ms = now_ms();
+                let result = cluster.status(&n).await;
+                let end_ms = now_ms();
+                let outcome = match result {
+                    Ok(s) => StatusOutcome::Ok {
+                        role: s.role,
+                        term: s.term,
+                        leader: s.leader,
+                        applied_revision: s.applied_revision,
+                        staleness_seconds: s.staleness_seconds,
+                    },
+                    Err(error) => StatusOutcome::Error {
+                        error: format!("{error:#}").chars().take(200).collect(),
+                    },
+                };
+                recorder.record(Event::Status(Status {
+                    start_ms,
+                    end_ms,
+                    region: n.region.clone().unwrap_or_default(),
+                    node: n.name.clone(),
+                    outcome,
+                }));
+                if pause(&mut stop, plan.status_interval).await {
+                    break;
+                }
+            }
         }
-    }
+    });
+    futures::future::join(reaper, futures::future::join_all(pollers)).await;
 }
 
 /// The origin's usage row for the capped counter, if it has one yet.
