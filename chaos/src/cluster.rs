@@ -143,6 +143,9 @@ pub struct NodeStatus {
 struct Proc {
     child: Option<Child>,
     state: NodeState,
+    /// The harness asked it to exit (SIGTERM) and is waiting: its exit is
+    /// not one "on its own", whoever notices it first.
+    stopping: bool,
 }
 
 type Procs = Arc<Mutex<BTreeMap<String, Proc>>>;
@@ -405,6 +408,7 @@ impl Cluster {
             Proc {
                 child: Some(child),
                 state: NodeState::Up,
+                stopping: false,
             },
         );
         drop(procs);
@@ -425,6 +429,7 @@ impl Cluster {
         child.kill().with_context(|| format!("killing {name}"))?;
         let _ = child.wait();
         proc.state = NodeState::Down;
+        proc.stopping = false;
         drop(procs);
         self.record_node(name, NodeState::Down, cause);
         Ok(())
@@ -435,10 +440,25 @@ impl Cluster {
         let pid = self
             .pid(name)
             .with_context(|| format!("{name} is not running"))?;
-        if self.state(name) == Some(NodeState::Paused) {
-            crate::net::signal(pid, libc::SIGCONT)?;
+        let set_stopping = |on: bool| {
+            if let Some(p) = lock(&self.procs).get_mut(name) {
+                p.stopping = on;
+            }
+        };
+        // Before the signal: the status poller's reaper may see the exit
+        // before this loop does.
+        set_stopping(true);
+        let paused = self.state(name) == Some(NodeState::Paused);
+        let signalled = (if paused {
+            crate::net::signal(pid, libc::SIGCONT)
+        } else {
+            Ok(())
+        })
+        .and_then(|()| crate::net::signal(pid, libc::SIGTERM));
+        if let Err(error) = signalled {
+            set_stopping(false);
+            return Err(error);
         }
-        crate::net::signal(pid, libc::SIGTERM)?;
         let deadline = Instant::now() + STOP_DEADLINE;
         loop {
             let exited = {
@@ -448,6 +468,7 @@ impl Cluster {
                     Some(Ok(Some(_))) | None => {
                         proc.child = None;
                         proc.state = NodeState::Down;
+                        proc.stopping = false;
                         true
                     }
                     _ => false,
@@ -507,6 +528,10 @@ impl Cluster {
     pub fn reap_exits(&self) {
         let mut exited = Vec::new();
         for (name, proc) in lock(&self.procs).iter_mut() {
+            if proc.stopping {
+                // `stop` reaps it and records why.
+                continue;
+            }
             if let Some(child) = proc.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     proc.child = None;
