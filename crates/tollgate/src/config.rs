@@ -426,6 +426,17 @@ fn parse_with_string_fallback(
     Err(first)
 }
 
+/// `Ok` when `value` of `key` lies in `range`; the error names the key.
+fn within(key: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        range.contains(&value),
+        "{key}: must be {}..={}",
+        range.start(),
+        range.end()
+    );
+    Ok(())
+}
+
 impl NodeFile {
     pub fn load(path: &Path) -> anyhow::Result<NodeFile> {
         use anyhow::Context;
@@ -494,23 +505,27 @@ impl NodeFile {
                     origin.feed.starts_with("http://") || origin.feed.starts_with("https://"),
                     "origin.feed: must be an http:// or https:// URL"
                 );
-                anyhow::ensure!(
-                    (100..=3_600_000).contains(&origin.idle_timeout_ms),
-                    "origin.idle_timeout_ms: must be 100..=3600000"
-                );
-                anyhow::ensure!(
-                    (50..=3_600_000).contains(&origin.reconnect_backoff_max_ms),
-                    "origin.reconnect_backoff_max_ms: must be 50..=3600000"
-                );
-                anyhow::ensure!(
-                    (100..=600_000).contains(&origin.connect_timeout_ms),
-                    "origin.connect_timeout_ms: must be 100..=600000"
-                );
+                within(
+                    "origin.idle_timeout_ms",
+                    origin.idle_timeout_ms,
+                    100..=3_600_000,
+                )?;
+                within(
+                    "origin.reconnect_backoff_max_ms",
+                    origin.reconnect_backoff_max_ms,
+                    50..=3_600_000,
+                )?;
+                within(
+                    "origin.connect_timeout_ms",
+                    origin.connect_timeout_ms,
+                    100..=600_000,
+                )?;
                 if let Some(geo) = &self.geo {
-                    anyhow::ensure!(
-                        (100..=3_600_000).contains(&geo.reload_interval_ms),
-                        "geo.reload_interval_ms: must be 100..=3600000"
-                    );
+                    within(
+                        "geo.reload_interval_ms",
+                        geo.reload_interval_ms,
+                        100..=3_600_000,
+                    )?;
                 }
                 if let Some(name) = &self.name {
                     anyhow::ensure!(
@@ -537,10 +552,11 @@ impl NodeFile {
             }
         }
         let raft = &self.raft;
-        anyhow::ensure!(
-            (10..=10_000).contains(&raft.heartbeat_interval_ms),
-            "raft.heartbeat_interval_ms: must be 10..=10000"
-        );
+        within(
+            "raft.heartbeat_interval_ms",
+            raft.heartbeat_interval_ms,
+            10..=10_000,
+        )?;
         anyhow::ensure!(
             raft.election_timeout_ms_min >= 2 * raft.heartbeat_interval_ms,
             "raft.election_timeout_ms_min: must be at least twice raft.heartbeat_interval_ms"
@@ -558,27 +574,23 @@ impl NodeFile {
             self.changefeed.retention_revisions >= 1,
             "changefeed.retention_revisions: must be at least 1"
         );
-        anyhow::ensure!(
-            (10..=60_000).contains(&self.changefeed.heartbeat_interval_ms),
-            "changefeed.heartbeat_interval_ms: must be 10..=60000"
-        );
+        within(
+            "changefeed.heartbeat_interval_ms",
+            self.changefeed.heartbeat_interval_ms,
+            10..=60_000,
+        )?;
         anyhow::ensure!(
             self.storage.cache_capacity_bytes >= 1024 * 1024,
             "storage.cache_capacity_bytes: must be at least 1 MiB"
         );
         let w = &self.webhooks;
-        anyhow::ensure!(
-            (10..=60_000).contains(&w.poll_interval_ms),
-            "webhooks.poll_interval_ms: must be 10..=60000"
-        );
-        anyhow::ensure!(
-            (100..=120_000).contains(&w.request_timeout_ms),
-            "webhooks.request_timeout_ms: must be 100..=120000"
-        );
-        anyhow::ensure!(
-            (1..=100).contains(&w.attempts_max),
-            "webhooks.attempts_max: must be 1..=100"
-        );
+        within("webhooks.poll_interval_ms", w.poll_interval_ms, 10..=60_000)?;
+        within(
+            "webhooks.request_timeout_ms",
+            w.request_timeout_ms,
+            100..=120_000,
+        )?;
+        within("webhooks.attempts_max", u64::from(w.attempts_max), 1..=100)?;
         anyhow::ensure!(
             w.backoff_initial_ms >= 1 && w.backoff_initial_ms <= w.backoff_max_ms,
             "webhooks.backoff_initial_ms: must be at least 1 and at most webhooks.backoff_max_ms"
