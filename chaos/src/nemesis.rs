@@ -12,7 +12,6 @@ use crate::cluster::{Cluster, ORIGIN};
 use crate::history::{now_ms, Event, Fault as FaultEvent, Phase, Recorder};
 use crate::net::{Direction, Rule};
 use crate::rng::Rng;
-use anyhow::Context;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -642,50 +641,41 @@ async fn apply(cluster: &Cluster, fault: &Fault) -> anyhow::Result<Applied> {
                 undo: Undo::Rules(rules),
             }
         }
-        Fault::SlowOrigin { region, .. } => {
-            let delay = cluster
-                .origin_delay(region)
-                .with_context(|| format!("no link from region {region} to the origin"))?;
-            Applied {
-                description: fault.to_string(),
-                cut_from_origin: vec![],
-                undo: Undo::Delays(vec![delay.clone()]),
-            }
+        Fault::SlowOrigin {
+            region,
+            delay_ms,
+            jitter_ms,
         }
-        Fault::SlowRegion { region, .. } => {
-            let delays: Vec<_> = region_nodes(cluster, region)
-                .iter()
-                .filter_map(|n| cluster.raft_delay(n).cloned())
-                .collect();
-            anyhow::ensure!(!delays.is_empty(), "region {region} has no Raft proxies");
+        | Fault::SlowRegion {
+            region,
+            delay_ms,
+            jitter_ms,
+        } => {
+            let links: Vec<_> = if matches!(fault, Fault::SlowOrigin { .. }) {
+                cluster.origin_delay(region).cloned().into_iter().collect()
+            } else {
+                region_nodes(cluster, region)
+                    .iter()
+                    .filter_map(|n| cluster.raft_delay(n).cloned())
+                    .collect()
+            };
+            anyhow::ensure!(
+                !links.is_empty(),
+                "region {region} has no such proxied link"
+            );
+            for link in &links {
+                link.set(
+                    Duration::from_millis(*delay_ms),
+                    Duration::from_millis(*jitter_ms),
+                );
+            }
             Applied {
                 description: fault.to_string(),
                 cut_from_origin: vec![],
-                undo: Undo::Delays(delays),
+                undo: Undo::Delays(links),
             }
         }
     };
-    if let Undo::Delays(delays) = &applied.undo {
-        let (delay_ms, jitter_ms) = match fault {
-            Fault::SlowOrigin {
-                delay_ms,
-                jitter_ms,
-                ..
-            }
-            | Fault::SlowRegion {
-                delay_ms,
-                jitter_ms,
-                ..
-            } => (*delay_ms, *jitter_ms),
-            _ => unreachable!("only slow links add delays"),
-        };
-        for d in delays {
-            d.set(
-                Duration::from_millis(delay_ms),
-                Duration::from_millis(jitter_ms),
-            );
-        }
-    }
     if let Undo::Rules(rules) = &applied.undo {
         for rule in rules {
             cluster.links.add(rule)?;
