@@ -1,12 +1,15 @@
 //! `tollgate bench check`: a gRPC load generator against region nodes. A
 //! fixed number of requests in flight over a few connections, a mix of
-//! accounts, features and IPs, for a duration; prints throughput and
-//! latency percentiles from an HDR histogram.
+//! accounts, features and IPs, for a duration; prints throughput, latency
+//! percentiles from an HDR histogram, the decisions by reason and the
+//! errors by gRPC code. `--compare-plain` measures plain checks and then
+//! consuming checks in one run, so the two throughputs compare.
 
 use crate::{exit, Output};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
@@ -52,6 +55,10 @@ struct CheckBench {
     /// `--account hooli --feature render`.
     #[arg(long, default_value_t = 0)]
     consume: u64,
+    /// With `--consume`: first measure the same checks without consuming,
+    /// then with, and print both and the ratio of their throughputs.
+    #[arg(long, requires = "consume")]
+    compare_plain: bool,
     /// A request not answered within this long counts as an error.
     #[arg(long, default_value_t = 5_000)]
     timeout_ms: u64,
@@ -97,9 +104,89 @@ pub fn run(args: BenchArgs) -> u8 {
     }
 }
 
-struct WorkerResult {
+/// What one measured phase saw.
+struct Phase {
     latencies: Histogram<u64>,
-    errors: u64,
+    /// Answered checks by decision reason (`REASON_ALLOW`, ...).
+    reasons: BTreeMap<String, u64>,
+    /// Failed calls by gRPC code.
+    errors: BTreeMap<String, u64>,
+    seconds: u64,
+}
+
+impl Phase {
+    fn new(seconds: u64) -> Phase {
+        Phase {
+            latencies: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("valid histogram bounds"),
+            reasons: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            seconds,
+        }
+    }
+
+    fn merge(&mut self, other: Phase) -> anyhow::Result<()> {
+        self.latencies
+            .add(&other.latencies)
+            .context("merging histograms")?;
+        for (reason, n) in other.reasons {
+            *self.reasons.entry(reason).or_default() += n;
+        }
+        for (code, n) in other.errors {
+            *self.errors.entry(code).or_default() += n;
+        }
+        Ok(())
+    }
+
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.seconds as f64
+    }
+
+    fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn json(&self, concurrency: usize, connections: usize) -> serde_json::Value {
+        let h = &self.latencies;
+        serde_json::json!({
+            "checks": h.len(), "errors": self.error_count(),
+            "checks_per_second": self.throughput(),
+            "concurrency": concurrency, "connections": connections,
+            "p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99),
+            "p999_us": h.value_at_quantile(0.999), "max_us": h.max(),
+            "reasons": self.reasons, "errors_by_code": self.errors,
+        })
+    }
+
+    fn print(&self, label: &str, concurrency: usize, connections: usize) {
+        let h = &self.latencies;
+        println!(
+            "{label}{} checks in {} s ({:.0}/s), {} errors; {} in flight over {} connections",
+            h.len(),
+            self.seconds,
+            self.throughput(),
+            self.error_count(),
+            concurrency,
+            connections
+        );
+        println!(
+            "{label}latency: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+        let list = |m: &BTreeMap<String, u64>| {
+            m.iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("{label}decisions: {}", list(&self.reasons));
+        if !self.errors.is_empty() {
+            println!("{label}errors: {}", list(&self.errors));
+        }
+    }
 }
 
 async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
@@ -132,6 +219,66 @@ async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
             .with_context(|| format!("connecting to {endpoint}"))?;
         clients.push(CheckServiceClient::new(channel));
     }
+    let phases: Vec<(&str, u64)> = if args.compare_plain {
+        vec![("plain", 0), ("consume", args.consume)]
+    } else {
+        vec![("", args.consume)]
+    };
+    let mut results = Vec::new();
+    for (label, consume) in phases {
+        let phase = measure(&args, &clients, consume).await?;
+        anyhow::ensure!(
+            !phase.latencies.is_empty(),
+            "no check succeeded ({} errors: {:?})",
+            phase.error_count(),
+            phase.errors
+        );
+        results.push((label, phase));
+    }
+    let (concurrency, connections) = (args.concurrency, args.connections);
+    let ratio = match results.as_slice() {
+        [(_, plain), (_, consume)] => Some(consume.throughput() / plain.throughput()),
+        _ => None,
+    };
+    match args.output {
+        Output::Json => {
+            let value = match (&results[..], ratio) {
+                ([(_, plain), (_, consume)], Some(ratio)) => serde_json::json!({
+                    "plain": plain.json(concurrency, connections),
+                    "consume": consume.json(concurrency, connections),
+                    "consume_to_plain_throughput": ratio,
+                }),
+                _ => results[0].1.json(concurrency, connections),
+            };
+            println!("{value}");
+        }
+        Output::Text => {
+            for (label, phase) in &results {
+                let label = if label.is_empty() {
+                    String::new()
+                } else {
+                    format!("{label}: ")
+                };
+                phase.print(&label, concurrency, connections);
+            }
+            if let Some(ratio) = ratio {
+                println!(
+                    "consuming checks ran at {:.0} % of the plain throughput",
+                    ratio * 100.0
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One phase: warm up, then keep `--concurrency` checks in flight for
+/// `--duration-seconds`, each consuming `consume` units.
+async fn measure(
+    args: &CheckBench,
+    clients: &[CheckServiceClient<tonic::transport::Channel>],
+    consume: u64,
+) -> anyhow::Result<Phase> {
     let requests: Vec<pb::CheckRequest> = args
         .accounts
         .iter()
@@ -142,7 +289,7 @@ async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
                 account_id: a.clone(),
                 subject_id: None,
                 feature_id: f.clone(),
-                consume: args.consume,
+                consume,
                 location: Some(pb::check_request::Location::Ip(ip.clone())),
                 consistency: None,
             })
@@ -151,75 +298,50 @@ async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
     let requests = std::sync::Arc::new(requests);
     let warmup_end = Instant::now() + Duration::from_secs(args.warmup_seconds);
     let end = warmup_end + Duration::from_secs(args.duration_seconds);
+    let seconds = args.duration_seconds;
     let mut workers = Vec::with_capacity(args.concurrency);
     for w in 0..args.concurrency {
         let mut client = clients[w % clients.len()].clone();
         let requests = requests.clone();
         workers.push(tokio::spawn(async move {
-            let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                .expect("valid histogram bounds");
-            let mut errors = 0;
+            let mut phase = Phase::new(seconds);
             let mut i = w;
-            loop {
-                let now = Instant::now();
-                if now >= end {
-                    break;
-                }
+            while Instant::now() < end {
                 let request = requests[i % requests.len()].clone();
                 i += 1;
                 let start = Instant::now();
-                let ok = client.check(request).await.is_ok();
-                if start >= warmup_end {
-                    if ok {
+                let answer = client.check(request).await;
+                if start < warmup_end {
+                    continue;
+                }
+                match answer {
+                    Ok(response) => {
                         let micros = start.elapsed().as_micros().min(60_000_000) as u64;
-                        let _ = latencies.record(micros.max(1));
-                    } else {
-                        errors += 1;
+                        let _ = phase.latencies.record(micros.max(1));
+                        let reason = response
+                            .into_inner()
+                            .decision
+                            .and_then(|d| pb::Reason::try_from(d.reason).ok())
+                            .unwrap_or(pb::Reason::Unspecified);
+                        *phase
+                            .reasons
+                            .entry(reason.as_str_name().to_string())
+                            .or_default() += 1;
+                    }
+                    Err(status) => {
+                        *phase
+                            .errors
+                            .entry(format!("{:?}", status.code()))
+                            .or_default() += 1;
                     }
                 }
             }
-            WorkerResult { latencies, errors }
+            phase
         }));
     }
-    let mut total =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
-    let mut errors = 0;
+    let mut total = Phase::new(seconds);
     for worker in workers {
-        let result = worker.await.context("a load worker failed")?;
-        total.add(&result.latencies).context("merging histograms")?;
-        errors += result.errors;
+        total.merge(worker.await.context("a load worker failed")?)?;
     }
-    let seconds = args.duration_seconds as f64;
-    let throughput = total.len() as f64 / seconds;
-    match args.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::json!({
-                "checks": total.len(), "errors": errors, "checks_per_second": throughput,
-                "concurrency": args.concurrency, "connections": args.connections,
-                "p50_us": total.value_at_quantile(0.5), "p99_us": total.value_at_quantile(0.99),
-                "p999_us": total.value_at_quantile(0.999), "max_us": total.max(),
-            })
-        ),
-        Output::Text => {
-            println!(
-                "{} checks in {} s ({:.0}/s), {} errors; {} in flight over {} connections",
-                total.len(),
-                args.duration_seconds,
-                throughput,
-                errors,
-                args.concurrency,
-                args.connections
-            );
-            println!(
-                "latency: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
-                total.value_at_quantile(0.5),
-                total.value_at_quantile(0.99),
-                total.value_at_quantile(0.999),
-                total.max()
-            );
-        }
-    }
-    anyhow::ensure!(!total.is_empty(), "no check succeeded ({errors} errors)");
-    Ok(())
+    Ok(total)
 }
