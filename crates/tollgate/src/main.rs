@@ -35,7 +35,15 @@ pub mod exit {
 )]
 struct Cli {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `tollgate=debug`.
-    #[arg(long, env = "TOLLGATE_LOG", default_value = "warn", global = true)]
+    /// The default leaves out openraft's warnings, which at every election
+    /// report vote replies that arrived after the vote was decided; `warn`
+    /// shows them.
+    #[arg(
+        long,
+        env = "TOLLGATE_LOG",
+        default_value = "warn,openraft=error",
+        global = true
+    )]
     log: String,
 
     /// Log lines as text (for people) or JSON (one object per line, for
