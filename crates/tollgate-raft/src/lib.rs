@@ -43,5 +43,7 @@ pub use logic::{
     Write,
 };
 pub use node::{Node, NodeConfig, WriteOutcome};
-pub use store::{open_storage, LogStore, SledStateMachine, StateView, StorageConfig};
+pub use store::{
+    open_db_for_inspection, open_storage, LogStore, SledStateMachine, StateView, StorageConfig,
+};
 pub use types::{NodeId, TypeConfig};

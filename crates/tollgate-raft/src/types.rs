@@ -2,7 +2,6 @@
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::io::Cursor;
 use std::marker::PhantomData;
 
 use crate::logic::StateMachineLogic;
@@ -58,7 +57,7 @@ impl<L: StateMachineLogic> openraft::RaftTypeConfig for TypeConfig<L> {
     type NodeId = NodeId;
     type Node = openraft::BasicNode;
     type Entry = openraft::Entry<TypeConfig<L>>;
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = crate::store::SnapshotData;
     type AsyncRuntime = openraft::TokioRuntime;
     type Responder = openraft::impls::OneshotResponder<TypeConfig<L>>;
 }

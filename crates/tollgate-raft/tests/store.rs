@@ -2,12 +2,12 @@
 //! atomic snapshot install, recovery from a crash in the middle of one.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::sync::Arc;
 
 use anyhow::ensure;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+use tollgate_raft::store::SnapshotData;
 use tollgate_raft::store::SEGMENT_BYTES;
 use tollgate_raft::{
     open_storage, KvCommand, KvLogic, LogStore, SledStateMachine, StorageConfig, TypeConfig,
@@ -140,9 +140,9 @@ async fn snapshot_install_replaces_state_atomically_and_survives_reopen() -> any
             .apply([entry(1, vec![put("old", "gone")])])
             .await
             .map_err(err)?;
-        let data = snapshot.snapshot.get_ref().clone();
+        let data = snapshot.snapshot.to_vec()?;
         target
-            .install_snapshot(&snapshot.meta, Box::new(Cursor::new(data)))
+            .install_snapshot(&snapshot.meta, Box::new(SnapshotData::from_bytes(data)))
             .await
             .map_err(err)?;
         ensure!(target.view().dump()? == expected, "state after install");
@@ -152,9 +152,9 @@ async fn snapshot_install_replaces_state_atomically_and_survives_reopen() -> any
     let (applied, _) = target.applied_state().await.map_err(err)?;
     ensure!(applied == snapshot.meta.last_log_id);
     let current = target.get_current_snapshot().await.map_err(err)?;
-    ensure!(current.is_some_and(
-        |s| s.meta == snapshot.meta && *s.snapshot.get_ref() == *snapshot.snapshot.get_ref()
-    ));
+    let current = current.ok_or_else(|| anyhow::anyhow!("no current snapshot after reopen"))?;
+    ensure!(current.meta == snapshot.meta);
+    ensure!(current.snapshot.to_vec()? == snapshot.snapshot.to_vec()?);
     Ok(())
 }
 
@@ -214,6 +214,125 @@ async fn crash_before_the_install_flip_leaves_the_old_state() -> anyhow::Result<
         !db.tree_names().iter().any(|n| n.as_ref() == b"sm.1"),
         "leftover generation not dropped"
     );
+    Ok(())
+}
+
+/// A state several snapshot pieces (256 KiB each) large: the stored
+/// snapshot is read back lazily after a reopen, byte for byte, and a node
+/// that installs it ends with the same state.
+#[tokio::test]
+async fn a_multi_piece_snapshot_is_read_back_after_reopen_and_installs() -> anyhow::Result<()> {
+    let source_dir = tempfile::tempdir()?;
+    let value = "v".repeat(60_000);
+    let (built, expected) = {
+        let (_log, mut source) = open(source_dir.path())?;
+        let commands = (0..20).map(|i| put(&format!("k/{i:02}"), &value)).collect();
+        source.apply([entry(1, commands)]).await.map_err(err)?;
+        let mut builder = source.get_snapshot_builder().await;
+        let built = builder.build_snapshot().await.map_err(err)?;
+        (built.snapshot.to_vec()?, source.view().dump()?)
+    };
+    ensure!(
+        built.len() > 4 * 256 * 1024,
+        "{} bytes: not several pieces",
+        built.len()
+    );
+    let (_log, mut source) = open(source_dir.path())?;
+    let current = source
+        .get_current_snapshot()
+        .await
+        .map_err(err)?
+        .ok_or_else(|| anyhow::anyhow!("no snapshot after reopen"))?;
+    ensure!(current.snapshot.len() == built.len() as u64);
+    ensure!(
+        current.snapshot.to_vec()? == built,
+        "bytes differ after reopen"
+    );
+
+    let target_dir = tempfile::tempdir()?;
+    let (_tlog, mut target) = open(target_dir.path())?;
+    target
+        .install_snapshot(
+            &current.meta,
+            Box::new(SnapshotData::from_bytes(built.clone())),
+        )
+        .await
+        .map_err(err)?;
+    ensure!(target.view().dump()? == expected, "installed state differs");
+    let installed = target
+        .get_current_snapshot()
+        .await
+        .map_err(err)?
+        .ok_or_else(|| anyhow::anyhow!("no snapshot after install"))?;
+    ensure!(installed.snapshot.to_vec()? == built);
+    Ok(())
+}
+
+/// A data directory from before snapshots were stored by id has its
+/// snapshot moved on open; pieces nothing names (a build or install a
+/// crash interrupted) are removed.
+#[tokio::test]
+async fn an_old_layout_snapshot_is_moved_and_stray_pieces_removed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bytes = {
+        let (_log, mut sm) = open(dir.path())?;
+        sm.apply([entry(1, vec![put("a", "1"), put("b", "2")])])
+            .await
+            .map_err(err)?;
+        let mut builder = sm.get_snapshot_builder().await;
+        builder
+            .build_snapshot()
+            .await
+            .map_err(err)?
+            .snapshot
+            .to_vec()?
+    };
+    {
+        let db = open_raw(dir.path())?;
+        let meta = db.open_tree("raft.meta")?;
+        let pieces: Vec<_> = meta
+            .scan_prefix(b"snapshot_pieces/")
+            .keys()
+            .collect::<Result<_, _>>()?;
+        ensure!(!pieces.is_empty());
+        for key in pieces {
+            meta.remove(key)?;
+        }
+        meta.remove(b"snapshot_len")?;
+        let (head, tail) = bytes.split_at(bytes.len() / 2);
+        meta.insert(b"snapshot_data/\x00\x00\x00\x00", head)?;
+        meta.insert(b"snapshot_data/\x00\x00\x00\x01", tail)?;
+        // Ids that sort before and after the current one (`1-1-<n>`).
+        for stray in ["0-0-0", "9-9-9"] {
+            let mut key = format!("snapshot_pieces/{stray}/").into_bytes();
+            key.extend_from_slice(&0u64.to_be_bytes());
+            meta.insert(key, b"stray".as_slice())?;
+        }
+        db.flush()?;
+    }
+    {
+        let (_log, mut sm) = open(dir.path())?;
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .map_err(err)?
+            .ok_or_else(|| anyhow::anyhow!("snapshot lost in the move"))?;
+        ensure!(current.snapshot.to_vec()? == bytes, "moved bytes differ");
+    }
+    let db = open_raw(dir.path())?;
+    let meta = db.open_tree("raft.meta")?;
+    ensure!(
+        meta.scan_prefix(b"snapshot_data/").next().is_none(),
+        "old layout left"
+    );
+    for stray in ["0-0-0", "9-9-9"] {
+        ensure!(
+            meta.scan_prefix(format!("snapshot_pieces/{stray}/"))
+                .next()
+                .is_none(),
+            "stray piece {stray} left"
+        );
+    }
     Ok(())
 }
 

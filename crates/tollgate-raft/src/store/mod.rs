@@ -16,6 +16,7 @@
 
 mod log_store;
 mod snapshot;
+mod snapshot_data;
 mod state_machine;
 
 use std::path::PathBuf;
@@ -23,7 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use log_store::{FlushStats, LogReader, LogStore};
-pub use snapshot::{decode_snapshot, encode_pair, Pair, SNAPSHOT_MAGIC};
+pub use snapshot::{decode_snapshot, encode_pair, for_each_pair, Pair, SNAPSHOT_MAGIC};
+pub use snapshot_data::SnapshotData;
 pub use state_machine::{SledStateMachine, SnapshotBuilder, StateView};
 
 use crate::error::Error;
@@ -38,7 +40,12 @@ pub(crate) const META_COMMITTED: &[u8] = b"committed";
 pub(crate) const META_LAST_PURGED: &[u8] = b"last_purged";
 pub(crate) const META_SM_GENERATION: &[u8] = b"sm_generation";
 pub(crate) const META_SNAPSHOT_META: &[u8] = b"snapshot_meta";
+/// Where snapshots were stored before they were stored by id (migrated on open).
 pub(crate) const META_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+/// The stored snapshot's length in bytes.
+pub(crate) const META_SNAPSHOT_LEN: &[u8] = b"snapshot_len";
+/// Stored snapshots' pieces: `snapshot_pieces/<snapshot id>/<u64 BE>`.
+pub(crate) const META_SNAPSHOT_PIECES: &[u8] = b"snapshot_pieces/";
 
 /// Default sled page-cache size: 64 MiB (sled's own default is 1 GiB).
 pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
@@ -109,6 +116,13 @@ impl DurableDb {
             .await
             .map_err(|e| Error::Io(std::io::Error::other(format!("flush task failed: {e}"))))?
     }
+}
+
+/// Opens a stopped node's data directory to read it (measurements and
+/// diagnostics; a running node holds the lock). Writing through it
+/// bypasses Raft.
+pub fn open_db_for_inspection(data_dir: impl Into<std::path::PathBuf>) -> Result<sled::Db, Error> {
+    Ok(open_db(&StorageConfig::new(data_dir))?.db)
 }
 
 fn open_db(config: &StorageConfig) -> Result<DurableDb, Error> {

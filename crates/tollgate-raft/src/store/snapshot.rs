@@ -47,10 +47,24 @@ fn take_len(data: &mut &[u8], max: usize) -> Result<usize, Error> {
 pub type Pair = (Vec<u8>, Vec<u8>);
 
 /// Decode a snapshot received from another node.
-pub fn decode_snapshot(mut data: &[u8]) -> Result<Vec<Pair>, Error> {
+pub fn decode_snapshot(data: &[u8]) -> Result<Vec<Pair>, Error> {
+    let mut pairs = Vec::new();
+    for_each_pair(data, |key, value| {
+        pairs.push((key.to_vec(), value.to_vec()));
+        Ok(())
+    })?;
+    Ok(pairs)
+}
+
+/// Visit a snapshot's pairs in order without collecting them; stops at the
+/// first error, the visitor's or the decoder's.
+pub fn for_each_pair(
+    mut data: &[u8],
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
     if data.is_empty() {
         // A state machine with nothing in it.
-        return Ok(Vec::new());
+        return Ok(());
     }
     let magic = take(&mut data, 4)?;
     if magic != SNAPSHOT_MAGIC {
@@ -58,15 +72,14 @@ pub fn decode_snapshot(mut data: &[u8]) -> Result<Vec<Pair>, Error> {
             "snapshot has a bad magic number".into(),
         ));
     }
-    let mut pairs = Vec::new();
     while !data.is_empty() {
         let klen = take_len(&mut data, KEY_BYTES_MAX)?;
-        let key = take(&mut data, klen)?.to_vec();
+        let key = take(&mut data, klen)?;
         let vlen = take_len(&mut data, VALUE_BYTES_MAX)?;
-        let value = take(&mut data, vlen)?.to_vec();
-        pairs.push((key, value));
+        let value = take(&mut data, vlen)?;
+        visit(key, value)?;
     }
-    Ok(pairs)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,16 +4,16 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 
-use super::snapshot::{decode_snapshot, encode_pair, Pair, SNAPSHOT_MAGIC};
+use super::snapshot::{encode_pair, for_each_pair, Pair, SNAPSHOT_MAGIC};
+use super::snapshot_data::{piece_key, SnapshotData, PIECE_BYTES};
 use super::{
-    any_error, DurableDb, META_SM_GENERATION, META_SNAPSHOT_DATA, META_SNAPSHOT_META,
-    SM_TREE_PREFIX, TREE_META,
+    any_error, DurableDb, META_SM_GENERATION, META_SNAPSHOT_DATA, META_SNAPSHOT_LEN,
+    META_SNAPSHOT_META, META_SNAPSHOT_PIECES, SM_TREE_PREFIX, TREE_META,
 };
 use crate::codec::{decode_stored, encode};
 use crate::error::Error;
@@ -216,6 +216,10 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
         let view = StateView {
             current: Arc::new(RwLock::new(Generation { number, tree })),
         };
+        migrate_legacy_snapshot(&meta)?;
+        let current: Option<SnapshotMeta> = read_sys(&meta, META_SNAPSHOT_META)?;
+        remove_stale_pieces(&meta, current.as_ref().map(|m| m.snapshot_id.as_str()))?;
+        durable.flush()?;
         Ok(SledStateMachine {
             db: durable,
             meta,
@@ -313,66 +317,162 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
         Ok(responses)
     }
 
-    async fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Error> {
+    /// Makes the snapshot whose pieces the builder wrote the current one.
+    async fn save_snapshot(&self, meta: &SnapshotMeta, len: u64) -> Result<(), Error> {
         let _guard = self.snapshot_lock.lock().await;
         let existing: Option<SnapshotMeta> = read_sys(&self.meta, META_SNAPSHOT_META)?;
-        if existing.is_some_and(|e| e.last_log_id > meta.last_log_id) {
+        if existing
+            .as_ref()
+            .is_some_and(|e| e.last_log_id > meta.last_log_id)
+        {
             // An install overtook this build; keep the newer snapshot.
+            remove_pieces(&self.meta, &meta.snapshot_id)?;
             return Ok(());
         }
-        let batch = snapshot_batch(&self.meta, None, meta, data)?;
+        // The pieces are durable before anything names them.
+        self.db.flush_async().await?;
+        let batch = snapshot_batch(None, meta, len)?;
         self.meta.apply_batch(batch)?;
         self.db.flush_async().await?;
+        if let Some(old) = existing {
+            remove_pieces(&self.meta, &old.snapshot_id)?;
+        }
         Ok(())
     }
 }
 
-/// The stored snapshot's bytes are kept in pieces of this size, so that no
-/// sled value becomes an (unsynced) blob.
-const SNAPSHOT_PIECE_BYTES: usize = 256 * 1024;
-
-fn snapshot_piece_key(i: u32) -> Vec<u8> {
-    let mut k = snapshot_piece_prefix();
-    k.extend_from_slice(&i.to_be_bytes());
-    k
-}
-
-fn snapshot_piece_prefix() -> Vec<u8> {
-    let mut k = META_SNAPSHOT_DATA.to_vec();
+fn pieces_prefix(snapshot_id: &str) -> Vec<u8> {
+    let mut k = META_SNAPSHOT_PIECES.to_vec();
+    k.extend_from_slice(snapshot_id.as_bytes());
     k.push(b'/');
     k
 }
 
-/// One batch that replaces the stored snapshot (meta and pieces), plus the
+/// Writes a snapshot's bytes into the meta tree as pieces under its id,
+/// as they come, so the whole snapshot is never in memory. Nothing names
+/// the pieces until [`snapshot_batch`] does.
+struct PieceWriter<'a> {
+    tree: &'a sled::Tree,
+    prefix: Vec<u8>,
+    pending: Vec<u8>,
+    index: u64,
+    len: u64,
+}
+
+impl<'a> PieceWriter<'a> {
+    fn new(tree: &'a sled::Tree, snapshot_id: &str) -> Result<Self, Error> {
+        // A leftover of an earlier attempt under the same id is garbage.
+        remove_pieces(tree, snapshot_id)?;
+        Ok(PieceWriter {
+            tree,
+            prefix: pieces_prefix(snapshot_id),
+            pending: Vec::with_capacity(PIECE_BYTES),
+            index: 0,
+            len: 0,
+        })
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
+        self.len += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let n = (PIECE_BYTES - self.pending.len()).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.pending.len() == PIECE_BYTES {
+                self.emit()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self) -> Result<(), Error> {
+        self.tree.insert(
+            piece_key(&self.prefix, self.index),
+            std::mem::take(&mut self.pending),
+        )?;
+        self.index += 1;
+        Ok(())
+    }
+
+    /// The snapshot's length in bytes.
+    fn finish(mut self) -> Result<u64, Error> {
+        if !self.pending.is_empty() {
+            self.emit()?;
+        }
+        Ok(self.len)
+    }
+}
+
+/// Removes the stored pieces of one snapshot.
+fn remove_pieces(tree: &sled::Tree, snapshot_id: &str) -> Result<(), Error> {
+    for item in tree.scan_prefix(pieces_prefix(snapshot_id)) {
+        let (k, _) = item?;
+        tree.remove(k)?;
+    }
+    Ok(())
+}
+
+/// Removes every stored piece but the current snapshot's: left by a build
+/// or an install that a crash interrupted. The current snapshot's own
+/// range is skipped, not read.
+fn remove_stale_pieces(tree: &sled::Tree, current: Option<&str>) -> Result<(), Error> {
+    let mut all_end = META_SNAPSHOT_PIECES.to_vec();
+    *all_end.last_mut().expect("a non-empty prefix") += 1;
+    let ranges = match current.map(pieces_prefix) {
+        Some(keep) => {
+            // Just past every key that starts with `keep` ('/' + 1 = '0').
+            let mut keep_end = keep.clone();
+            *keep_end.last_mut().expect("a non-empty prefix") += 1;
+            vec![(META_SNAPSHOT_PIECES.to_vec(), keep), (keep_end, all_end)]
+        }
+        None => vec![(META_SNAPSHOT_PIECES.to_vec(), all_end)],
+    };
+    for (from, to) in ranges {
+        for item in tree.range(from..to) {
+            let (k, _) = item?;
+            tree.remove(k)?;
+        }
+    }
+    Ok(())
+}
+
+/// Data directories written before snapshots were stored by id kept the
+/// current snapshot's pieces under `snapshot_data/<u32>`: move them.
+fn migrate_legacy_snapshot(tree: &sled::Tree) -> Result<(), Error> {
+    let mut legacy_prefix = META_SNAPSHOT_DATA.to_vec();
+    legacy_prefix.push(b'/');
+    let meta: Option<SnapshotMeta> = read_sys(tree, META_SNAPSHOT_META)?;
+    let legacy: Vec<(sled::IVec, sled::IVec)> =
+        tree.scan_prefix(&legacy_prefix).collect::<Result<_, _>>()?;
+    if let Some(meta) = meta.filter(|_| tree.get(META_SNAPSHOT_LEN).ok().flatten().is_none()) {
+        let mut writer = PieceWriter::new(tree, &meta.snapshot_id)?;
+        for (_, piece) in &legacy {
+            writer.write(piece)?;
+        }
+        let len = writer.finish()?;
+        tree.insert(META_SNAPSHOT_LEN, encode(&len)?)?;
+        tracing::info!(snapshot_id = %meta.snapshot_id, bytes = len, "Moved the stored snapshot to the per-id layout.");
+    }
+    for (k, _) in legacy {
+        tree.remove(k)?;
+    }
+    Ok(())
+}
+
+/// One batch that names the stored snapshot (its meta and length), plus the
 /// new state-machine generation when installing.
 fn snapshot_batch(
-    meta_tree: &sled::Tree,
     generation: Option<u64>,
     meta: &SnapshotMeta,
-    data: &[u8],
+    len: u64,
 ) -> Result<sled::Batch, Error> {
     let mut batch = sled::Batch::default();
-    for item in meta_tree.scan_prefix(snapshot_piece_prefix()) {
-        let (k, _) = item?;
-        batch.remove(k);
-    }
-    for (i, piece) in data.chunks(SNAPSHOT_PIECE_BYTES).enumerate() {
-        batch.insert(snapshot_piece_key(i as u32), piece);
-    }
     batch.insert(META_SNAPSHOT_META, encode(meta)?);
+    batch.insert(META_SNAPSHOT_LEN, encode(&len)?);
     if let Some(generation) = generation {
         batch.insert(META_SM_GENERATION, encode(&generation)?);
     }
     Ok(batch)
-}
-
-fn read_snapshot_data(meta_tree: &sled::Tree) -> Result<Vec<u8>, Error> {
-    let mut data = Vec::new();
-    for item in meta_tree.scan_prefix(snapshot_piece_prefix()) {
-        let (_, piece) = item?;
-        data.extend_from_slice(&piece);
-    }
-    Ok(data)
 }
 
 fn check_write(write: &Write) -> Result<(), Error> {
@@ -393,11 +493,12 @@ fn check_write(write: &Write) -> Result<(), Error> {
     Ok(())
 }
 
-/// Builds a snapshot from a copy of the state taken on the state-machine
-/// task (so it is consistent with one `last_applied`); encoding and saving
-/// run in openraft's snapshot task while applies and reads go on.
+/// Builds a snapshot from a copy of the state written, as pieces, on the
+/// state-machine task (so it is consistent with one `last_applied`);
+/// naming it the current snapshot runs in openraft's snapshot task while
+/// applies and reads go on.
 pub struct SnapshotBuilder<L> {
-    state: Result<(Option<LogId>, StoredMembership, Vec<u8>), Error>,
+    state: Result<(SnapshotMeta, u64), Error>,
     sm: SledStateMachine<L>,
 }
 
@@ -411,49 +512,86 @@ impl<L> SledStateMachine<L> {
             snapshot_lock: self.snapshot_lock.clone(),
         }
     }
-}
 
-fn copy_state(tree: &sled::Tree) -> Result<(Option<LogId>, StoredMembership, Vec<u8>), Error> {
-    let last_applied: Option<Option<LogId>> = read_sys(tree, SYS_LAST_APPLIED)?;
-    let membership: Option<StoredMembership> = read_sys(tree, SYS_MEMBERSHIP)?;
-    let mut data = SNAPSHOT_MAGIC.to_vec();
-    for item in tree.scan_prefix([DATA_PREFIX]) {
-        let (k, v) = item?;
-        encode_pair(&mut data, &k[1..], &v);
-    }
-    Ok((last_applied.flatten(), membership.unwrap_or_default(), data))
-}
-
-impl<L: StateMachineLogic> RaftSnapshotBuilder<TypeConfig<L>> for SnapshotBuilder<L> {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig<L>>, StorageError> {
-        let (last_applied, membership, data) =
-            match std::mem::replace(&mut self.state, Ok(Default::default())) {
-                Ok(state) => state,
-                Err(e) => return Err(StorageIOError::read_state_machine(any_error(e)).into()),
-            };
-        let sequence = self
-            .sm
-            .db
-            .db()
-            .generate_id()
-            .map_err(|e| StorageIOError::write_snapshot(None, any_error(e)))?;
+    /// Copies the applied state into a new snapshot's pieces: its meta and
+    /// length. Memory stays at one piece however large the state is.
+    fn copy_state(&self) -> Result<(SnapshotMeta, u64), Error> {
+        let started = std::time::Instant::now();
+        let tree = self.view.tree();
+        let last_applied: Option<Option<LogId>> = read_sys(&tree, SYS_LAST_APPLIED)?;
+        let last_applied = last_applied.flatten();
+        let membership: Option<StoredMembership> = read_sys(&tree, SYS_MEMBERSHIP)?;
+        let sequence = self.db.db().generate_id()?;
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, sequence),
             None => format!("0-0-{sequence}"),
         };
+        let mut writer = PieceWriter::new(&self.meta, &snapshot_id)?;
+        writer.write(SNAPSHOT_MAGIC)?;
+        let mut pair = Vec::new();
+        for item in tree.scan_prefix([DATA_PREFIX]) {
+            let (k, v) = item?;
+            pair.clear();
+            encode_pair(&mut pair, &k[1..], &v);
+            writer.write(&pair)?;
+        }
+        let len = writer.finish()?;
+        // Applies wait while the state is copied: worth an operator's eye
+        // when it grows.
+        tracing::info!(
+            snapshot_id = %snapshot_id,
+            bytes = len,
+            took_ms = started.elapsed().as_millis() as u64,
+            "Copied the applied state into a snapshot."
+        );
         let meta = SnapshotMeta {
             last_log_id: last_applied,
-            last_membership: membership,
+            last_membership: membership.unwrap_or_default(),
             snapshot_id,
         };
-        self.sm
-            .save_snapshot(&meta, &data)
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any_error(e)))?;
-        tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "Built snapshot.");
+        Ok((meta, len))
+    }
+
+    /// The current snapshot, read lazily from its pieces.
+    fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig<L>>>, Error>
+    where
+        L: StateMachineLogic,
+    {
+        let Some(meta) = read_sys::<SnapshotMeta>(&self.meta, META_SNAPSHOT_META)? else {
+            return Ok(None);
+        };
+        let len: u64 = read_sys(&self.meta, META_SNAPSHOT_LEN)?.ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "snapshot {} has no recorded length",
+                meta.snapshot_id
+            ))
+        })?;
+        let data = SnapshotData::stored(self.meta.clone(), pieces_prefix(&meta.snapshot_id), len);
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(data),
+        }))
+    }
+}
+
+impl<L: StateMachineLogic> RaftSnapshotBuilder<TypeConfig<L>> for SnapshotBuilder<L> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig<L>>, StorageError> {
+        let (meta, len) = match std::mem::replace(
+            &mut self.state,
+            Err(Error::InvalidArgument("snapshot already built".into())),
+        ) {
+            Ok(state) => state,
+            Err(e) => return Err(StorageIOError::read_state_machine(any_error(e)).into()),
+        };
+        let failed =
+            |e: Error| StorageIOError::write_snapshot(Some(meta.signature()), any_error(e));
+        self.sm.save_snapshot(&meta, len).await.map_err(failed)?;
+        tracing::info!(snapshot_id = %meta.snapshot_id, bytes = len, "Built snapshot.");
+        let data =
+            SnapshotData::stored(self.sm.meta.clone(), pieces_prefix(&meta.snapshot_id), len);
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(data),
         })
     }
 }
@@ -481,30 +619,31 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Runs on the state-machine task, so no apply interleaves with the
         // copy; reads go to sled directly and are not held up.
-        let state = copy_state(&self.view.tree());
+        let state = self.copy_state();
         SnapshotBuilder {
             state,
             sm: self.clone_handle(),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        Ok(Box::new(SnapshotData::from_bytes(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
         let err = |e: Error| {
             StorageError::from(StorageIOError::write_snapshot(
                 Some(meta.signature()),
                 any_error(e),
             ))
         };
-        let pairs = decode_snapshot(&data).map_err(err)?;
+        let data = snapshot.into_vec().map_err(|e| err(e.into()))?;
+        // Refuse a malformed snapshot before touching anything.
+        for_each_pair(&data, |_, _| Ok(())).map_err(err)?;
         let old = self.view.generation();
         let next_number = old.number + 1;
         let next_name = sm_tree_name(next_number);
@@ -512,10 +651,21 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
         let db = self.db.db().clone();
         db.drop_tree(&next_name).map_err(|e| err(e.into()))?;
         let tree = db.open_tree(&next_name).map_err(|e| err(e.into()))?;
+        // The next generation is invisible until the flip, so it fills in
+        // bounded batches rather than one batch as large as the state.
+        const INSTALL_BATCH_PAIRS: usize = 4096;
         let mut batch = sled::Batch::default();
-        for (k, v) in pairs {
-            batch.insert(data_key(&k), v);
-        }
+        let mut batched = 0;
+        for_each_pair(&data, |k, v| {
+            batch.insert(data_key(k), v);
+            batched += 1;
+            if batched == INSTALL_BATCH_PAIRS {
+                tree.apply_batch(std::mem::take(&mut batch))?;
+                batched = 0;
+            }
+            Ok(())
+        })
+        .map_err(err)?;
         batch.insert(SYS_LAST_APPLIED, encode(&meta.last_log_id).map_err(err)?);
         batch.insert(SYS_MEMBERSHIP, encode(&meta.last_membership).map_err(err)?);
         tree.apply_batch(batch).map_err(|e| err(e.into()))?;
@@ -526,9 +676,19 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
         // state.
         {
             let _guard = self.snapshot_lock.lock().await;
-            let flip = snapshot_batch(&self.meta, Some(next_number), meta, &data).map_err(err)?;
+            let mut writer = PieceWriter::new(&self.meta, &meta.snapshot_id).map_err(err)?;
+            writer.write(&data).map_err(err)?;
+            let len = writer.finish().map_err(err)?;
+            drop(data);
+            self.db.flush_async().await.map_err(err)?;
+            let previous: Option<SnapshotMeta> =
+                read_sys(&self.meta, META_SNAPSHOT_META).map_err(err)?;
+            let flip = snapshot_batch(Some(next_number), meta, len).map_err(err)?;
             self.meta.apply_batch(flip).map_err(|e| err(e.into()))?;
             self.db.flush_async().await.map_err(err)?;
+            if let Some(previous) = previous.filter(|p| p.snapshot_id != meta.snapshot_id) {
+                remove_pieces(&self.meta, &previous.snapshot_id).map_err(err)?;
+            }
         }
         self.view.swap(Generation {
             number: next_number,
@@ -544,14 +704,7 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig<L>>>, StorageError> {
-        let meta: Option<SnapshotMeta> = read_sys(&self.meta, META_SNAPSHOT_META)
-            .map_err(|e| StorageIOError::read_snapshot(None, any_error(e)))?;
-        let Some(meta) = meta else { return Ok(None) };
-        let data = read_snapshot_data(&self.meta)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any_error(e)))?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        self.current_snapshot()
+            .map_err(|e| StorageIOError::read_snapshot(None, any_error(e)).into())
     }
 }
