@@ -99,7 +99,15 @@ fn account_record(revision: u64, account: usize) -> ChangeRecord {
     }
 }
 
+/// The process's resident memory, after handing freed heap back to the
+/// kernel, so memory a stopped node freed is not counted against the next.
 fn resident_mib() -> f64 {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages; it has no
+    // preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib: f64 = status
         .lines()
@@ -124,6 +132,29 @@ fn disk_mib(path: &std::path::Path) -> f64 {
         }
     }
     walk(path) as f64 / (1024.0 * 1024.0)
+}
+
+/// The bytes of keys and values in each sled tree of a stopped node: what
+/// the data weighs before sled's own overhead.
+fn logical_mib_by_tree(data: &std::path::Path) -> Vec<(String, f64)> {
+    let db = tollgate_raft::open_db_for_inspection(data).unwrap();
+    db.tree_names()
+        .into_iter()
+        .map(|name| {
+            let tree = db.open_tree(&name).unwrap();
+            let bytes: usize = tree
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv.unwrap();
+                    k.len() + v.len()
+                })
+                .sum();
+            (
+                String::from_utf8_lossy(&name).into_owned(),
+                bytes as f64 / (1024.0 * 1024.0),
+            )
+        })
+        .collect()
 }
 
 async fn start(dir: &std::path::Path) -> RegionNode {
@@ -233,6 +264,14 @@ async fn a_region_node_holding_a_million_entitlements() {
     let entitlements = accounts * ENTITLEMENTS_PER_ACCOUNT;
     let first = first_allowed_check(&node, accounts / 2).await;
     let loaded_rss = resident_mib();
+    let loaded_disk = disk_mib(&data);
+    let snapshot_started = Instant::now();
+    node.raft()
+        .trigger_snapshot(Duration::from_secs(600))
+        .await
+        .unwrap();
+    let snapshot_took = snapshot_started.elapsed();
+    let snapshot_disk = disk_mib(&data);
     node.shutdown().await.unwrap();
 
     let restart = Instant::now();
@@ -248,6 +287,7 @@ async fn a_region_node_holding_a_million_entitlements() {
     let cold_each = cold.elapsed() / 100;
     let disk = disk_mib(&data);
     node.shutdown().await.unwrap();
+    let trees = logical_mib_by_tree(&data);
 
     println!("region scale: {accounts} accounts x {ENTITLEMENTS_PER_ACCOUNT} = {entitlements} entitlements");
     println!(
@@ -257,7 +297,13 @@ async fn a_region_node_holding_a_million_entitlements() {
     );
     println!("  first check after the load: {first:?}");
     println!("  resident memory: {baseline:.0} MiB before, {loaded_rss:.0} MiB after loading");
-    println!("  on disk: {disk:.0} MiB");
+    println!(
+        "  on disk: {loaded_disk:.0} MiB after loading; {snapshot_disk:.0} MiB after a snapshot (built in {snapshot_took:?}) purged the log; {disk:.0} MiB after the restart"
+    );
+    println!("  stored keys and values by sled tree (the rest is sled's own overhead):");
+    for (tree, mib) in trees {
+        println!("    {tree}: {mib:.1} MiB");
+    }
     println!(
         "  restart: node started in {started_in:?}, first check answered {to_first_check:?} after start; {restarted_rss:.0} MiB resident"
     );
