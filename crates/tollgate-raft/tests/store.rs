@@ -268,6 +268,52 @@ async fn a_multi_piece_snapshot_is_read_back_after_reopen_and_installs() -> anyh
     Ok(())
 }
 
+/// A snapshot holds the state at the moment its builder was made, while
+/// the applies that follow change, delete and create keys during the copy.
+#[tokio::test]
+async fn a_snapshot_holds_the_state_at_its_point_while_applies_go_on() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_log, mut sm) = open(dir.path())?;
+    let before: Vec<KvCommand> = (0..200)
+        .map(|i| put(&format!("k/{i:03}"), "before"))
+        .collect();
+    sm.apply([entry(1, before)]).await.map_err(err)?;
+    let expected = sm.view().dump()?;
+    let mut builder = sm.get_snapshot_builder().await;
+    let mut after = Vec::new();
+    for i in (0..200).step_by(3) {
+        after.push(put(&format!("k/{i:03}"), "after"));
+    }
+    for i in (1..200).step_by(3) {
+        after.push(KvCommand::Delete {
+            key: format!("k/{i:03}"),
+        });
+    }
+    after.push(put("k/new", "after"));
+    sm.apply([entry(2, after)]).await.map_err(err)?;
+    let built = builder.build_snapshot().await.map_err(err)?;
+    ensure!(built.meta.last_log_id.map(|id| id.index) == Some(1));
+    let mut state = BTreeMap::new();
+    for (key, value) in tollgate_raft::store::decode_snapshot(&built.snapshot.to_vec()?)? {
+        if let Some(earlier) = state.insert(key.clone(), value.clone()) {
+            ensure!(earlier == value, "{key:?} twice with different values");
+        }
+    }
+    ensure!(
+        state == expected,
+        "the snapshot is not the state at its point"
+    );
+    ensure!(sm.view().get(b"k/000")? == Some(b"after".to_vec()));
+    ensure!(sm.view().get(b"k/001")?.is_none());
+
+    // The next snapshot, with nothing applied during it, is the live state.
+    let mut builder = sm.get_snapshot_builder().await;
+    let built = builder.build_snapshot().await.map_err(err)?;
+    let pairs = tollgate_raft::store::decode_snapshot(&built.snapshot.to_vec()?)?;
+    ensure!(pairs.into_iter().collect::<BTreeMap<_, _>>() == sm.view().dump()?);
+    Ok(())
+}
+
 /// A data directory from before snapshots were stored by id has its
 /// snapshot moved on open; pieces nothing names (a build or install a
 /// crash interrupted) are removed.

@@ -3,8 +3,8 @@
 // openraft's StorageError is large; the trait methods return it anyway.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
@@ -186,15 +186,29 @@ impl ReadState for Overlay<'_> {
     }
 }
 
+/// While a snapshot copies the state, the value each data key had when the
+/// snapshot began, recorded by the first apply that writes the key
+/// (`None`: it did not exist). The copy reads these instead of the live
+/// values, so applies go on while it runs.
+type Undo = HashMap<Vec<u8>, Option<sled::IVec>>;
+
+fn lock_undo(undo: &Mutex<Option<Undo>>) -> MutexGuard<'_, Option<Undo>> {
+    // A panic while holding it cannot leave a half-written entry.
+    undo.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The state machine of one node.
 pub struct SledStateMachine<L> {
     db: DurableDb,
     meta: sled::Tree,
     view: StateView,
     logic: Arc<L>,
-    /// Serialises saving the current snapshot between a builder (which runs
-    /// in a task of its own) and an install.
+    /// Held by a snapshot build from its start to its end, and by an
+    /// install while it switches the current snapshot: a generation is
+    /// never dropped under a copy, and one build runs at a time.
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
+    /// `Some` while a snapshot build copies the state.
+    undo: Arc<Mutex<Option<Undo>>>,
 }
 
 impl<L: StateMachineLogic> SledStateMachine<L> {
@@ -226,6 +240,7 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
             view,
             logic,
             snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
+            undo: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -294,6 +309,8 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
         let Some(last_applied) = last_applied else {
             return Ok(responses);
         };
+        self.record_undo(&tree, overlay.pending.keys())
+            .map_err(|e| StorageIOError::write_state_machine(any_error(e)))?;
         let mut batch = sled::Batch::default();
         for (key, value) in overlay.pending {
             match value {
@@ -317,9 +334,29 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
         Ok(responses)
     }
 
-    /// Makes the snapshot whose pieces the builder wrote the current one.
+    /// While a snapshot copies, keeps the value each key about to be
+    /// written had when the snapshot began, before the write lands.
+    fn record_undo<'k>(
+        &self,
+        tree: &sled::Tree,
+        keys: impl Iterator<Item = &'k Vec<u8>>,
+    ) -> Result<(), Error> {
+        let mut slot = lock_undo(&self.undo);
+        let Some(undo) = slot.as_mut() else {
+            return Ok(());
+        };
+        for key in keys {
+            if let std::collections::hash_map::Entry::Vacant(slot) = undo.entry(data_key(key)) {
+                let old = tree.get(slot.key())?;
+                slot.insert(old);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the snapshot whose pieces the builder wrote the current one;
+    /// the builder holds the snapshot lock.
     async fn save_snapshot(&self, meta: &SnapshotMeta, len: u64) -> Result<(), Error> {
-        let _guard = self.snapshot_lock.lock().await;
         let existing: Option<SnapshotMeta> = read_sys(&self.meta, META_SNAPSHOT_META)?;
         if existing
             .as_ref()
@@ -493,13 +530,23 @@ fn check_write(write: &Write) -> Result<(), Error> {
     Ok(())
 }
 
-/// Builds a snapshot from a copy of the state written, as pieces, on the
-/// state-machine task (so it is consistent with one `last_applied`);
-/// naming it the current snapshot runs in openraft's snapshot task while
-/// applies and reads go on.
+/// Builds a snapshot of the state as it stood when the builder was made
+/// (on the state-machine task): the copy runs on a blocking thread while
+/// applies go on, reading the values they replaced from the undo map.
 pub struct SnapshotBuilder<L> {
-    state: Result<(SnapshotMeta, u64), Error>,
+    state: Result<(SnapshotMeta, sled::Tree), Error>,
     sm: SledStateMachine<L>,
+    /// Held until the build ends; `None` once it has.
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<L> Drop for SnapshotBuilder<L> {
+    fn drop(&mut self) {
+        if self.guard.is_some() {
+            // Abandoned mid-build: applies stop recording.
+            *lock_undo(&self.sm.undo) = None;
+        }
+    }
 }
 
 impl<L> SledStateMachine<L> {
@@ -510,13 +557,14 @@ impl<L> SledStateMachine<L> {
             view: self.view.clone(),
             logic: self.logic.clone(),
             snapshot_lock: self.snapshot_lock.clone(),
+            undo: self.undo.clone(),
         }
     }
 
-    /// Copies the applied state into a new snapshot's pieces: its meta and
-    /// length. Memory stays at one piece however large the state is.
-    fn copy_state(&self) -> Result<(SnapshotMeta, u64), Error> {
-        let started = std::time::Instant::now();
+    /// Fixes the snapshot's point (its meta) and starts recording what
+    /// applies replace. Runs on the state-machine task, so no apply
+    /// interleaves.
+    fn begin_snapshot(&self) -> Result<(SnapshotMeta, sled::Tree), Error> {
         let tree = self.view.tree();
         let last_applied: Option<Option<LogId>> = read_sys(&tree, SYS_LAST_APPLIED)?;
         let last_applied = last_applied.flatten();
@@ -526,30 +574,65 @@ impl<L> SledStateMachine<L> {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, sequence),
             None => format!("0-0-{sequence}"),
         };
-        let mut writer = PieceWriter::new(&self.meta, &snapshot_id)?;
-        writer.write(SNAPSHOT_MAGIC)?;
-        let mut pair = Vec::new();
-        for item in tree.scan_prefix([DATA_PREFIX]) {
-            let (k, v) = item?;
-            pair.clear();
-            encode_pair(&mut pair, &k[1..], &v);
-            writer.write(&pair)?;
-        }
-        let len = writer.finish()?;
-        // Applies wait while the state is copied: worth an operator's eye
-        // when it grows.
-        tracing::info!(
-            snapshot_id = %snapshot_id,
-            bytes = len,
-            took_ms = started.elapsed().as_millis() as u64,
-            "Copied the applied state into a snapshot."
-        );
+        *lock_undo(&self.undo) = Some(Undo::new());
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership.unwrap_or_default(),
             snapshot_id,
         };
-        Ok((meta, len))
+        Ok((meta, tree))
+    }
+
+    /// Copies the state as it stood at `begin_snapshot` into the snapshot's
+    /// pieces; its length. A key is read live unless an apply has since
+    /// written it, then from the undo map; keys deleted before the copy
+    /// reached them come from the undo map at the end. (A key written after
+    /// the copy passed it may appear twice, both times with its value at
+    /// the snapshot's point.) Memory stays at one piece plus the undo map.
+    fn copy_state(&self, tree: &sled::Tree, snapshot_id: &str) -> Result<u64, Error> {
+        let started = std::time::Instant::now();
+        let mut writer = PieceWriter::new(&self.meta, snapshot_id)?;
+        writer.write(SNAPSHOT_MAGIC)?;
+        let mut pair = Vec::new();
+        let mut emit = |writer: &mut PieceWriter, key: &[u8], value: &[u8]| {
+            pair.clear();
+            encode_pair(&mut pair, &key[1..], value);
+            writer.write(&pair)
+        };
+        let mut replaced_seen = HashSet::new();
+        for item in tree.scan_prefix([DATA_PREFIX]) {
+            let (key, live) = item?;
+            // Read the live value first, then look for an earlier value: an
+            // apply records the old value before it writes the new one.
+            let replaced = lock_undo(&self.undo)
+                .as_ref()
+                .and_then(|undo| undo.get(key.as_ref()).cloned());
+            match replaced {
+                None => emit(&mut writer, &key, &live)?,
+                Some(old) => {
+                    replaced_seen.insert(key.to_vec());
+                    if let Some(old) = old {
+                        emit(&mut writer, &key, &old)?;
+                    }
+                }
+            }
+        }
+        let undo = lock_undo(&self.undo).take().unwrap_or_default();
+        let replaced = undo.len();
+        for (key, old) in undo {
+            if let Some(old) = old.filter(|_| !replaced_seen.contains(&key)) {
+                emit(&mut writer, &key, &old)?;
+            }
+        }
+        let len = writer.finish()?;
+        tracing::info!(
+            snapshot_id,
+            bytes = len,
+            keys_written_meanwhile = replaced,
+            took_ms = started.elapsed().as_millis() as u64,
+            "Copied the state into a snapshot while applies went on."
+        );
+        Ok(len)
     }
 
     /// The current snapshot, read lazily from its pieces.
@@ -576,7 +659,7 @@ impl<L> SledStateMachine<L> {
 
 impl<L: StateMachineLogic> RaftSnapshotBuilder<TypeConfig<L>> for SnapshotBuilder<L> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig<L>>, StorageError> {
-        let (meta, len) = match std::mem::replace(
+        let (meta, tree) = match std::mem::replace(
             &mut self.state,
             Err(Error::InvalidArgument("snapshot already built".into())),
         ) {
@@ -585,7 +668,14 @@ impl<L: StateMachineLogic> RaftSnapshotBuilder<TypeConfig<L>> for SnapshotBuilde
         };
         let failed =
             |e: Error| StorageIOError::write_snapshot(Some(meta.signature()), any_error(e));
+        let sm = self.sm.clone_handle();
+        let id = meta.snapshot_id.clone();
+        let len = tokio::task::spawn_blocking(move || sm.copy_state(&tree, &id))
+            .await
+            .map_err(|e| failed(Error::Io(std::io::Error::other(format!("copy task: {e}")))))?
+            .map_err(failed)?;
         self.sm.save_snapshot(&meta, len).await.map_err(failed)?;
+        self.guard = None;
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = len, "Built snapshot.");
         let data =
             SnapshotData::stored(self.sm.meta.clone(), pieces_prefix(&meta.snapshot_id), len);
@@ -617,12 +707,15 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // Runs on the state-machine task, so no apply interleaves with the
-        // copy; reads go to sled directly and are not held up.
-        let state = self.copy_state();
+        // On the state-machine task: the snapshot's point is this moment.
+        // The lock waits out a build still running (openraft runs one at a
+        // time) and keeps an install from dropping the copied generation.
+        let guard = self.snapshot_lock.clone().lock_owned().await;
+        let state = self.begin_snapshot();
         SnapshotBuilder {
             state,
             sm: self.clone_handle(),
+            guard: Some(guard),
         }
     }
 
