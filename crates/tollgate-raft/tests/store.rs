@@ -314,6 +314,56 @@ async fn a_snapshot_holds_the_state_at_its_point_while_applies_go_on() -> anyhow
     Ok(())
 }
 
+/// A follower being sent a snapshot keeps reading it while the node builds
+/// a newer one (openraft treats a failed snapshot read as fatal); the old
+/// pieces go once it lets go, and a reopen finds only the newer ones.
+#[tokio::test]
+async fn a_snapshot_being_sent_outlives_a_newer_one() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    {
+        let (_log, mut sm) = open(dir.path())?;
+        sm.apply([entry(1, vec![put("a", "1")])])
+            .await
+            .map_err(err)?;
+        let first = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .map_err(err)?;
+        let being_sent = sm
+            .get_current_snapshot()
+            .await
+            .map_err(err)?
+            .ok_or_else(|| anyhow::anyhow!("no snapshot"))?;
+        sm.apply([entry(2, vec![put("b", "2")])])
+            .await
+            .map_err(err)?;
+        let second = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .map_err(err)?;
+        ensure!(being_sent.meta == first.meta);
+        ensure!(
+            being_sent.snapshot.to_vec()? == first.snapshot.to_vec()?,
+            "the older snapshot changed under its reader"
+        );
+        let current = sm.get_current_snapshot().await.map_err(err)?;
+        ensure!(current.is_some_and(|c| c.meta == second.meta));
+    }
+    let db = open_raw(dir.path())?;
+    let meta = db.open_tree("raft.meta")?;
+    let ids: std::collections::BTreeSet<Vec<u8>> = meta
+        .scan_prefix(b"snapshot_pieces/")
+        .keys()
+        .map(|k| k.map(|k| k[..k.len() - 8].to_vec()))
+        .collect::<Result<_, _>>()?;
+    ensure!(ids.len() == 1, "pieces of {} snapshots left", ids.len());
+    Ok(())
+}
+
 /// A data directory from before snapshots were stored by id has its
 /// snapshot moved on open; pieces nothing names (a build or install a
 /// crash interrupted) are removed.

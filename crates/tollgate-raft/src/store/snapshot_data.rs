@@ -7,6 +7,8 @@
 
 use std::io::{self, SeekFrom};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
@@ -22,14 +24,58 @@ pub(crate) fn piece_key(prefix: &[u8], index: u64) -> Vec<u8> {
     k
 }
 
+/// A stored snapshot's pieces, shared by the node and every reader (a
+/// follower being sent it). A replaced snapshot is retired, and whoever
+/// lets go of it last removes its pieces, so a snapshot is never removed
+/// under a reader: openraft treats a failed snapshot read as fatal.
+pub(crate) struct StoredPieces {
+    tree: sled::Tree,
+    /// The pieces' keys are this prefix and the piece number.
+    prefix: Vec<u8>,
+    retired: AtomicBool,
+}
+
+impl StoredPieces {
+    pub(crate) fn new(tree: sled::Tree, prefix: Vec<u8>) -> Arc<Self> {
+        Arc::new(StoredPieces {
+            tree,
+            prefix,
+            retired: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether these are the pieces under `prefix`.
+    pub(crate) fn is(&self, prefix: &[u8]) -> bool {
+        self.prefix == prefix
+    }
+
+    /// A newer snapshot replaced this one: remove the pieces once nobody
+    /// reads them.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for StoredPieces {
+    fn drop(&mut self) {
+        if !self.retired.load(Ordering::SeqCst) {
+            return;
+        }
+        let removed = self
+            .tree
+            .scan_prefix(&self.prefix)
+            .keys()
+            .try_for_each(|key| self.tree.remove(key?).map(|_| ()));
+        if let Err(error) = removed {
+            // The next start removes pieces nothing names.
+            tracing::warn!(%error, "Removing a replaced snapshot's pieces failed.");
+        }
+    }
+}
+
 enum Bytes {
     Memory(Vec<u8>),
-    Stored {
-        tree: sled::Tree,
-        /// The pieces' keys are this prefix and the piece number.
-        prefix: Vec<u8>,
-        len: u64,
-    },
+    Stored { pieces: Arc<StoredPieces>, len: u64 },
 }
 
 /// A snapshot's bytes: in memory, or stored in sled and read lazily.
@@ -47,10 +93,10 @@ impl SnapshotData {
         }
     }
 
-    /// A stored snapshot of `len` bytes whose pieces live under `prefix`.
-    pub(crate) fn stored(tree: sled::Tree, prefix: Vec<u8>, len: u64) -> Self {
+    /// A stored snapshot of `len` bytes.
+    pub(crate) fn stored(pieces: Arc<StoredPieces>, len: u64) -> Self {
         SnapshotData {
-            bytes: Bytes::Stored { tree, prefix, len },
+            bytes: Bytes::Stored { pieces, len },
             position: 0,
         }
     }
@@ -72,11 +118,10 @@ impl SnapshotData {
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
         match &self.bytes {
             Bytes::Memory(v) => Ok(v.clone()),
-            Bytes::Stored { tree, prefix, len } => {
+            Bytes::Stored { pieces, len } => {
                 let mut out = Vec::with_capacity(*len as usize);
-                let pieces = len.div_ceil(PIECE_BYTES as u64);
-                for index in 0..pieces {
-                    out.extend_from_slice(&piece(tree, prefix, index)?);
+                for index in 0..len.div_ceil(PIECE_BYTES as u64) {
+                    out.extend_from_slice(&piece(pieces, index)?);
                 }
                 if out.len() as u64 != *len {
                     return Err(io::Error::other(format!(
@@ -98,11 +143,11 @@ impl SnapshotData {
     }
 }
 
-fn piece(tree: &sled::Tree, prefix: &[u8], index: u64) -> io::Result<sled::IVec> {
-    match tree.get(piece_key(prefix, index)) {
+fn piece(pieces: &StoredPieces, index: u64) -> io::Result<sled::IVec> {
+    match pieces.tree.get(piece_key(&pieces.prefix, index)) {
         Ok(Some(piece)) => Ok(piece),
         Ok(None) => Err(io::Error::other(format!(
-            "snapshot piece {index} is gone: a newer snapshot replaced this one while it was read"
+            "snapshot piece {index} is missing"
         ))),
         Err(e) => Err(io::Error::other(e)),
     }
@@ -125,10 +170,10 @@ impl AsyncRead for SnapshotData {
                 buf.put_slice(&from[..n]);
                 n
             }
-            Bytes::Stored { tree, prefix, .. } => {
+            Bytes::Stored { pieces, .. } => {
                 let index = position / PIECE_BYTES as u64;
                 let offset = (position % PIECE_BYTES as u64) as usize;
-                let piece = piece(tree, prefix, index)?;
+                let piece = piece(pieces, index)?;
                 let Some(from) = piece.get(offset..).filter(|rest| !rest.is_empty()) else {
                     return Poll::Ready(Err(io::Error::other(format!(
                         "snapshot piece {index} is shorter than its place in the snapshot"
@@ -201,17 +246,15 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-    fn stored(bytes: &[u8]) -> (tempfile::TempDir, SnapshotData) {
+    fn stored(bytes: &[u8]) -> (tempfile::TempDir, sled::Tree, Arc<StoredPieces>) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let tree = db.open_tree("t").unwrap();
         for (i, chunk) in bytes.chunks(PIECE_BYTES).enumerate() {
             tree.insert(piece_key(b"p/", i as u64), chunk).unwrap();
         }
-        (
-            dir,
-            SnapshotData::stored(tree, b"p/".to_vec(), bytes.len() as u64),
-        )
+        let pieces = StoredPieces::new(tree.clone(), b"p/".to_vec());
+        (dir, tree, pieces)
     }
 
     fn sample(len: usize) -> Vec<u8> {
@@ -221,7 +264,8 @@ mod tests {
     #[tokio::test]
     async fn stored_bytes_read_back_across_pieces_from_any_offset() {
         let bytes = sample(PIECE_BYTES * 2 + 1000);
-        let (_dir, mut data) = stored(&bytes);
+        let (_dir, _tree, pieces) = stored(&bytes);
+        let mut data = SnapshotData::stored(pieces, bytes.len() as u64);
         assert_eq!(
             data.seek(SeekFrom::End(0)).await.unwrap(),
             bytes.len() as u64
@@ -237,15 +281,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_replaced_snapshot_is_an_error_not_other_bytes() {
+    async fn a_missing_piece_is_an_error_not_other_bytes() {
         let bytes = sample(PIECE_BYTES + 10);
-        let (_dir, mut data) = stored(&bytes);
-        if let Bytes::Stored { tree, prefix, .. } = &data.bytes {
-            tree.remove(piece_key(prefix, 1)).unwrap();
-        }
+        let (_dir, tree, pieces) = stored(&bytes);
+        tree.remove(piece_key(b"p/", 1)).unwrap();
+        let mut data = SnapshotData::stored(pieces, bytes.len() as u64);
         let mut out = Vec::new();
         assert!(data.read_to_end(&mut out).await.is_err());
         assert!(data.to_vec().is_err());
+    }
+
+    #[tokio::test]
+    async fn retired_pieces_outlive_their_last_reader_only() {
+        let bytes = sample(PIECE_BYTES + 10);
+        let (_dir, tree, pieces) = stored(&bytes);
+        let reader = SnapshotData::stored(pieces.clone(), bytes.len() as u64);
+        pieces.retire();
+        drop(pieces);
+        assert_eq!(reader.to_vec().unwrap(), bytes, "still readable while read");
+        drop(reader);
+        assert!(tree.is_empty(), "removed when the last reader let go");
+
+        let (_dir, tree, pieces) = stored(&bytes);
+        drop(pieces);
+        assert_eq!(tree.len(), 2, "current pieces stay");
     }
 
     #[tokio::test]

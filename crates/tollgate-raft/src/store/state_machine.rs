@@ -10,7 +10,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 
 use super::snapshot::{encode_pair, for_each_pair, Pair, SNAPSHOT_MAGIC};
-use super::snapshot_data::{piece_key, SnapshotData, PIECE_BYTES};
+use super::snapshot_data::{piece_key, SnapshotData, StoredPieces, PIECE_BYTES};
 use super::{
     any_error, DurableDb, META_SM_GENERATION, META_SNAPSHOT_DATA, META_SNAPSHOT_LEN,
     META_SNAPSHOT_META, META_SNAPSHOT_PIECES, SM_TREE_PREFIX, TREE_META,
@@ -209,6 +209,16 @@ pub struct SledStateMachine<L> {
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
     /// `Some` while a snapshot build copies the state.
     undo: Arc<Mutex<Option<Undo>>>,
+    /// The current snapshot's pieces, once anyone has asked for them.
+    current_pieces: Arc<Mutex<Option<Arc<StoredPieces>>>>,
+}
+
+fn lock_pieces(
+    current: &Mutex<Option<Arc<StoredPieces>>>,
+) -> MutexGuard<'_, Option<Arc<StoredPieces>>> {
+    current
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<L: StateMachineLogic> SledStateMachine<L> {
@@ -241,6 +251,7 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
             logic,
             snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
             undo: Arc::new(Mutex::new(None)),
+            current_pieces: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -371,9 +382,10 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
         let batch = snapshot_batch(None, meta, len)?;
         self.meta.apply_batch(batch)?;
         self.db.flush_async().await?;
-        if let Some(old) = existing {
-            remove_pieces(&self.meta, &old.snapshot_id)?;
-        }
+        self.switch_pieces(
+            &meta.snapshot_id,
+            existing.as_ref().map(|e| e.snapshot_id.as_str()),
+        )?;
         Ok(())
     }
 }
@@ -558,7 +570,39 @@ impl<L> SledStateMachine<L> {
             logic: self.logic.clone(),
             snapshot_lock: self.snapshot_lock.clone(),
             undo: self.undo.clone(),
+            current_pieces: self.current_pieces.clone(),
         }
+    }
+
+    /// A handle on `snapshot_id`'s pieces: the shared one when it is the
+    /// current snapshot (the first ask after a start makes it), otherwise
+    /// (a build an install overtook) one that is never retired.
+    fn pieces_of(&self, snapshot_id: &str) -> Arc<StoredPieces> {
+        let prefix = pieces_prefix(snapshot_id);
+        let mut current = lock_pieces(&self.current_pieces);
+        match current.as_ref() {
+            Some(pieces) if pieces.is(&prefix) => pieces.clone(),
+            Some(_) => StoredPieces::new(self.meta.clone(), prefix),
+            None => current
+                .insert(StoredPieces::new(self.meta.clone(), prefix))
+                .clone(),
+        }
+    }
+
+    /// `snapshot_id`'s pieces are now the current snapshot's (its meta is
+    /// durable); the previous snapshot's go once nobody reads them.
+    fn switch_pieces(&self, snapshot_id: &str, previous: Option<&str>) -> Result<(), Error> {
+        let pieces = StoredPieces::new(self.meta.clone(), pieces_prefix(snapshot_id));
+        let old = lock_pieces(&self.current_pieces).replace(pieces);
+        match (old, previous) {
+            (Some(old), _) => old.retire(),
+            // Nobody was handed the previous snapshot: remove it now.
+            (None, Some(previous)) if previous != snapshot_id => {
+                remove_pieces(&self.meta, previous)?
+            }
+            (None, _) => {}
+        }
+        Ok(())
     }
 
     /// Fixes the snapshot's point (its meta) and starts recording what
@@ -649,7 +693,7 @@ impl<L> SledStateMachine<L> {
                 meta.snapshot_id
             ))
         })?;
-        let data = SnapshotData::stored(self.meta.clone(), pieces_prefix(&meta.snapshot_id), len);
+        let data = SnapshotData::stored(self.pieces_of(&meta.snapshot_id), len);
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(data),
@@ -677,8 +721,7 @@ impl<L: StateMachineLogic> RaftSnapshotBuilder<TypeConfig<L>> for SnapshotBuilde
         self.sm.save_snapshot(&meta, len).await.map_err(failed)?;
         self.guard = None;
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = len, "Built snapshot.");
-        let data =
-            SnapshotData::stored(self.sm.meta.clone(), pieces_prefix(&meta.snapshot_id), len);
+        let data = SnapshotData::stored(self.sm.pieces_of(&meta.snapshot_id), len);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(data),
@@ -779,9 +822,11 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
             let flip = snapshot_batch(Some(next_number), meta, len).map_err(err)?;
             self.meta.apply_batch(flip).map_err(|e| err(e.into()))?;
             self.db.flush_async().await.map_err(err)?;
-            if let Some(previous) = previous.filter(|p| p.snapshot_id != meta.snapshot_id) {
-                remove_pieces(&self.meta, &previous.snapshot_id).map_err(err)?;
-            }
+            self.switch_pieces(
+                &meta.snapshot_id,
+                previous.as_ref().map(|p| p.snapshot_id.as_str()),
+            )
+            .map_err(err)?;
         }
         self.view.swap(Generation {
             number: next_number,
