@@ -542,6 +542,13 @@ async fn run_batcher<L: StateMachineLogic>(
         }
         let (commands, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|r| (r.command, r.reply)).unzip();
+        // The term this node leads in now, if it does; a node that does not
+        // lead has openraft answer with the leader at once.
+        let leading_term = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            (m.current_leader == Some(node_id)).then_some(m.current_term)
+        };
         // `client_write_ff` queues the entry in Raft in call order and
         // returns at once; the answer is awaited in a task of its own.
         let receiver = match raft.client_write_ff(commands).await {
@@ -557,12 +564,45 @@ async fn run_batcher<L: StateMachineLogic>(
                 continue;
             }
         };
+        let mut metrics = raft.metrics();
         tokio::spawn(async move {
             let _permit = permit;
-            let result = match receiver.await {
-                Ok(Ok(resp)) => Ok(resp),
-                Ok(Err(e)) => Err(client_write_error(e)),
-                Err(_) => Err(Error::ShuttingDown),
+            // openraft does not always answer an entry its leader loses:
+            // one appended by a node that still believed it led after a
+            // restart, then replaced by a snapshot from the real leader,
+            // is never answered. Waiting for it would hold the batcher's
+            // permit, and so every later write, forever. Once this node no
+            // longer leads in the term it accepted the entry in, the
+            // outcome is unknown: say so (a caller retries, and every
+            // command is idempotent) and let the writes behind it go.
+            let deposed = async {
+                match leading_term {
+                    Some(term) => {
+                        let _ = metrics
+                            .wait_for(|m| {
+                                m.current_term != term || m.current_leader != Some(node_id)
+                            })
+                            .await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let result = tokio::select! {
+                answer = receiver => match answer {
+                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Err(e)) => Err(client_write_error(e)),
+                    Err(_) => Err(Error::ShuttingDown),
+                },
+                _ = deposed => {
+                    tracing::warn!(
+                        commands = replies.len(),
+                        "This node stopped leading before Raft answered a write; its outcome is unknown."
+                    );
+                    Err(Error::NotLeader {
+                        leader_id: None,
+                        leader_addr: None,
+                    })
+                }
             };
             match result {
                 Ok(resp) => {
