@@ -35,6 +35,12 @@ pub const FEED_PROXY_PORT_BASE: u16 = 7201;
 /// Regions reconnect to the origin after this long without a message (the
 /// origin's heartbeat is every 200 ms) ...
 const ORIGIN_IDLE_TIMEOUT_MS: u64 = 2_000;
+/// Region nodes snapshot every few hundred log entries and keep few behind
+/// a snapshot (the defaults are 10,000 and 1,000), so within a run Raft
+/// snapshots are built while applies go on and a killed or cut-off member
+/// catches up by one.
+const SNAPSHOT_LOGS_SINCE_LAST: u64 = 300;
+const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 20;
 /// ... wait at most this long between attempts, and give one attempt this
 /// long, so what a run measures after a heal is Tollgate catching up, not
 /// the 5 s defaults and the kernel's SYN retries.
@@ -328,6 +334,9 @@ impl Cluster {
                      [cluster]\n\
                      bootstrap = {bootstrap}\n\
                      {members_line}\n\n\
+                     [raft]\n\
+                     snapshot_logs_since_last = {SNAPSHOT_LOGS_SINCE_LAST}\n\
+                     logs_kept_after_snapshot = {LOGS_KEPT_AFTER_SNAPSHOT}\n\n\
                      [origin]\n\
                      feed = \"http://{origin_ip}:{feed_port}\"\n\
                      public_keys_path = {keys:?}\n\

@@ -183,6 +183,12 @@ pub struct Raft {
     /// starts an election.
     pub election_timeout_ms_min: u64,
     pub election_timeout_ms_max: u64,
+    /// A snapshot is built after this many log entries; it bounds the log
+    /// on disk and what a lagging member replays.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept behind a snapshot, so a member a little behind catches
+    /// up from the log instead of a whole snapshot.
+    pub logs_kept_after_snapshot: u64,
 }
 
 impl Raft {
@@ -191,6 +197,8 @@ impl Raft {
         config.heartbeat_interval_ms = self.heartbeat_interval_ms;
         config.election_timeout_ms_min = self.election_timeout_ms_min;
         config.election_timeout_ms_max = self.election_timeout_ms_max;
+        config.snapshot_logs_since_last = self.snapshot_logs_since_last;
+        config.max_in_snapshot_log_to_keep = self.logs_kept_after_snapshot;
     }
 }
 
@@ -200,6 +208,8 @@ impl Default for Raft {
             heartbeat_interval_ms: 50,
             election_timeout_ms_min: 150,
             election_timeout_ms_max: 300,
+            snapshot_logs_since_last: 10_000,
+            logs_kept_after_snapshot: 1_000,
         }
     }
 }
@@ -566,6 +576,16 @@ impl NodeFile {
                 && raft.election_timeout_ms_max <= 120_000,
             "raft.election_timeout_ms_max: must be above raft.election_timeout_ms_min and at most 120000"
         );
+        within(
+            "raft.snapshot_logs_since_last",
+            raft.snapshot_logs_since_last,
+            100..=10_000_000,
+        )?;
+        within(
+            "raft.logs_kept_after_snapshot",
+            raft.logs_kept_after_snapshot,
+            0..=10_000_000,
+        )?;
         anyhow::ensure!(
             self.quota.outstanding_max >= 1,
             "quota.outstanding_max: must be at least 1"

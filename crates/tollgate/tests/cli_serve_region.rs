@@ -180,6 +180,8 @@ fn region_configs_are_checked_as_a_whole() {
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"ftp://x\"\npublic_keys_path = \"k\"\n", "origin.feed"),
         ("role = \"origin\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n", "listen.feed"),
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[licenses]\nkey_path = \"k\"\ncertificate_path = \"c\"\nissuer_token_sha256 = \"secret\"\n", "licenses.issuer_token_sha256"),
+        ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[raft]\nsnapshot_logs_since_last = 5\n", "raft.snapshot_logs_since_last"),
+        ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[raft]\nheartbeat_interval_ms = 100\nelection_timeout_ms_min = 150\n", "raft.election_timeout_ms_min"),
     ] {
         std::fs::write(&path, text).unwrap();
         let out = tollgate().args(["serve", "--check", "--config", path.to_str().unwrap()]).output().unwrap();
