@@ -24,6 +24,14 @@ pub(crate) fn piece_key(prefix: &[u8], index: u64) -> Vec<u8> {
     k
 }
 
+/// Removes every key under `prefix`, one at a time.
+pub(crate) fn remove_prefix(tree: &sled::Tree, prefix: &[u8]) -> sled::Result<()> {
+    for key in tree.scan_prefix(prefix).keys() {
+        tree.remove(key?)?;
+    }
+    Ok(())
+}
+
 /// A stored snapshot's pieces, shared by the node and every reader (a
 /// follower being sent it). A replaced snapshot is retired, and whoever
 /// lets go of it last removes its pieces, so a snapshot is never removed
@@ -61,12 +69,7 @@ impl Drop for StoredPieces {
         if !self.retired.load(Ordering::SeqCst) {
             return;
         }
-        let removed = self
-            .tree
-            .scan_prefix(&self.prefix)
-            .keys()
-            .try_for_each(|key| self.tree.remove(key?).map(|_| ()));
-        if let Err(error) = removed {
+        if let Err(error) = remove_prefix(&self.tree, &self.prefix) {
             // The next start removes pieces nothing names.
             tracing::warn!(%error, "Removing a replaced snapshot's pieces failed.");
         }

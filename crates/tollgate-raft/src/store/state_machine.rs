@@ -10,7 +10,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 
 use super::snapshot::{encode_pair, for_each_pair, Pair, SNAPSHOT_MAGIC};
-use super::snapshot_data::{piece_key, SnapshotData, StoredPieces, PIECE_BYTES};
+use super::snapshot_data::{piece_key, remove_prefix, SnapshotData, StoredPieces, PIECE_BYTES};
 use super::{
     any_error, DurableDb, META_SM_GENERATION, META_SNAPSHOT_DATA, META_SNAPSHOT_LEN,
     META_SNAPSHOT_META, META_SNAPSHOT_PIECES, SM_TREE_PREFIX, TREE_META,
@@ -192,9 +192,12 @@ impl ReadState for Overlay<'_> {
 /// values, so applies go on while it runs.
 type Undo = HashMap<Vec<u8>, Option<sled::IVec>>;
 
-fn lock_undo(undo: &Mutex<Option<Undo>>) -> MutexGuard<'_, Option<Undo>> {
-    // A panic while holding it cannot leave a half-written entry.
-    undo.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Locks a mutex whose holders never leave its value half-written, so a
+/// panic elsewhere (poisoning) is no reason to stop.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The state machine of one node.
@@ -211,14 +214,6 @@ pub struct SledStateMachine<L> {
     undo: Arc<Mutex<Option<Undo>>>,
     /// The current snapshot's pieces, once anyone has asked for them.
     current_pieces: Arc<Mutex<Option<Arc<StoredPieces>>>>,
-}
-
-fn lock_pieces(
-    current: &Mutex<Option<Arc<StoredPieces>>>,
-) -> MutexGuard<'_, Option<Arc<StoredPieces>>> {
-    current
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<L: StateMachineLogic> SledStateMachine<L> {
@@ -352,7 +347,7 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
         tree: &sled::Tree,
         keys: impl Iterator<Item = &'k Vec<u8>>,
     ) -> Result<(), Error> {
-        let mut slot = lock_undo(&self.undo);
+        let mut slot = lock(&self.undo);
         let Some(undo) = slot.as_mut() else {
             return Ok(());
         };
@@ -454,11 +449,7 @@ impl<'a> PieceWriter<'a> {
 
 /// Removes the stored pieces of one snapshot.
 fn remove_pieces(tree: &sled::Tree, snapshot_id: &str) -> Result<(), Error> {
-    for item in tree.scan_prefix(pieces_prefix(snapshot_id)) {
-        let (k, _) = item?;
-        tree.remove(k)?;
-    }
-    Ok(())
+    Ok(remove_prefix(tree, &pieces_prefix(snapshot_id))?)
 }
 
 /// Removes every stored piece but the current snapshot's: left by a build
@@ -491,19 +482,26 @@ fn migrate_legacy_snapshot(tree: &sled::Tree) -> Result<(), Error> {
     let mut legacy_prefix = META_SNAPSHOT_DATA.to_vec();
     legacy_prefix.push(b'/');
     let meta: Option<SnapshotMeta> = read_sys(tree, META_SNAPSHOT_META)?;
-    let legacy: Vec<(sled::IVec, sled::IVec)> =
-        tree.scan_prefix(&legacy_prefix).collect::<Result<_, _>>()?;
-    if let Some(meta) = meta.filter(|_| tree.get(META_SNAPSHOT_LEN).ok().flatten().is_none()) {
-        let mut writer = PieceWriter::new(tree, &meta.snapshot_id)?;
-        for (_, piece) in &legacy {
-            writer.write(piece)?;
+    let moving = match meta {
+        Some(meta) if tree.get(META_SNAPSHOT_LEN)?.is_none() => Some(meta),
+        _ => None,
+    };
+    let mut writer = match &moving {
+        Some(meta) => Some(PieceWriter::new(tree, &meta.snapshot_id)?),
+        None => None,
+    };
+    // One piece at a time: the old layout's pieces are in order.
+    for item in tree.scan_prefix(&legacy_prefix) {
+        let (key, piece) = item?;
+        if let Some(writer) = writer.as_mut() {
+            writer.write(&piece)?;
         }
+        tree.remove(key)?;
+    }
+    if let (Some(meta), Some(writer)) = (moving, writer) {
         let len = writer.finish()?;
         tree.insert(META_SNAPSHOT_LEN, encode(&len)?)?;
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = len, "Moved the stored snapshot to the per-id layout.");
-    }
-    for (k, _) in legacy {
-        tree.remove(k)?;
     }
     Ok(())
 }
@@ -556,7 +554,7 @@ impl<L> Drop for SnapshotBuilder<L> {
     fn drop(&mut self) {
         if self.guard.is_some() {
             // Abandoned mid-build: applies stop recording.
-            *lock_undo(&self.sm.undo) = None;
+            *lock(&self.sm.undo) = None;
         }
     }
 }
@@ -579,7 +577,7 @@ impl<L> SledStateMachine<L> {
     /// (a build an install overtook) one that is never retired.
     fn pieces_of(&self, snapshot_id: &str) -> Arc<StoredPieces> {
         let prefix = pieces_prefix(snapshot_id);
-        let mut current = lock_pieces(&self.current_pieces);
+        let mut current = lock(&self.current_pieces);
         match current.as_ref() {
             Some(pieces) if pieces.is(&prefix) => pieces.clone(),
             Some(_) => StoredPieces::new(self.meta.clone(), prefix),
@@ -593,7 +591,7 @@ impl<L> SledStateMachine<L> {
     /// durable); the previous snapshot's go once nobody reads them.
     fn switch_pieces(&self, snapshot_id: &str, previous: Option<&str>) -> Result<(), Error> {
         let pieces = StoredPieces::new(self.meta.clone(), pieces_prefix(snapshot_id));
-        let old = lock_pieces(&self.current_pieces).replace(pieces);
+        let old = lock(&self.current_pieces).replace(pieces);
         match (old, previous) {
             (Some(old), _) => old.retire(),
             // Nobody was handed the previous snapshot: remove it now.
@@ -618,7 +616,7 @@ impl<L> SledStateMachine<L> {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, sequence),
             None => format!("0-0-{sequence}"),
         };
-        *lock_undo(&self.undo) = Some(Undo::new());
+        *lock(&self.undo) = Some(Undo::new());
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership.unwrap_or_default(),
@@ -648,7 +646,7 @@ impl<L> SledStateMachine<L> {
             let (key, live) = item?;
             // Read the live value first, then look for an earlier value: an
             // apply records the old value before it writes the new one.
-            let replaced = lock_undo(&self.undo)
+            let replaced = lock(&self.undo)
                 .as_ref()
                 .and_then(|undo| undo.get(key.as_ref()).cloned());
             match replaced {
@@ -661,7 +659,7 @@ impl<L> SledStateMachine<L> {
                 }
             }
         }
-        let undo = lock_undo(&self.undo).take().unwrap_or_default();
+        let undo = lock(&self.undo).take().unwrap_or_default();
         let replaced = undo.len();
         for (key, old) in undo {
             if let Some(old) = old.filter(|_| !replaced_seen.contains(&key)) {
