@@ -41,6 +41,25 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
+/// Builds a snapshot of `sm` now.
+async fn build(
+    sm: &mut SledStateMachine<KvLogic>,
+) -> anyhow::Result<openraft::Snapshot<TypeConfig<KvLogic>>> {
+    let mut builder = sm.get_snapshot_builder().await;
+    builder.build_snapshot().await.map_err(err)
+}
+
+/// `sm`'s current snapshot; an error saying `missing` when there is none.
+async fn current(
+    sm: &mut SledStateMachine<KvLogic>,
+    missing: &str,
+) -> anyhow::Result<openraft::Snapshot<TypeConfig<KvLogic>>> {
+    sm.get_current_snapshot()
+        .await
+        .map_err(err)?
+        .ok_or_else(|| anyhow::anyhow!("{missing}"))
+}
+
 #[tokio::test]
 async fn apply_sees_earlier_commands_of_its_batch_and_survives_reopen() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -127,8 +146,7 @@ async fn snapshot_install_replaces_state_atomically_and_survives_reopen() -> any
             ])
             .await
             .map_err(err)?;
-        let mut builder = source.get_snapshot_builder().await;
-        builder.build_snapshot().await.map_err(err)?
+        build(&mut source).await?
     };
     let expected: BTreeMap<Vec<u8>, Vec<u8>> = [("a", "1"), ("b", "2"), ("c", "3")]
         .iter()
@@ -151,8 +169,7 @@ async fn snapshot_install_replaces_state_atomically_and_survives_reopen() -> any
     ensure!(target.view().dump()? == expected, "state after reopen");
     let (applied, _) = target.applied_state().await.map_err(err)?;
     ensure!(applied == snapshot.meta.last_log_id);
-    let current = target.get_current_snapshot().await.map_err(err)?;
-    let current = current.ok_or_else(|| anyhow::anyhow!("no current snapshot after reopen"))?;
+    let current = current(&mut target, "no current snapshot after reopen").await?;
     ensure!(current.meta == snapshot.meta);
     ensure!(current.snapshot.to_vec()? == snapshot.snapshot.to_vec()?);
     Ok(())
@@ -191,8 +208,7 @@ async fn crash_before_the_install_flip_leaves_the_old_state() -> anyhow::Result<
             .await
             .map_err(err)?;
         // Make it durable as a log flush would.
-        let mut builder = sm.get_snapshot_builder().await;
-        builder.build_snapshot().await.map_err(err)?;
+        build(&mut sm).await?;
     }
     {
         // What an install leaves behind when the process dies after filling
@@ -228,8 +244,7 @@ async fn a_multi_piece_snapshot_is_read_back_after_reopen_and_installs() -> anyh
         let (_log, mut source) = open(source_dir.path())?;
         let commands = (0..20).map(|i| put(&format!("k/{i:02}"), &value)).collect();
         source.apply([entry(1, commands)]).await.map_err(err)?;
-        let mut builder = source.get_snapshot_builder().await;
-        let built = builder.build_snapshot().await.map_err(err)?;
+        let built = build(&mut source).await?;
         (built.snapshot.to_vec()?, source.view().dump()?)
     };
     ensure!(
@@ -238,14 +253,10 @@ async fn a_multi_piece_snapshot_is_read_back_after_reopen_and_installs() -> anyh
         built.len()
     );
     let (_log, mut source) = open(source_dir.path())?;
-    let current = source
-        .get_current_snapshot()
-        .await
-        .map_err(err)?
-        .ok_or_else(|| anyhow::anyhow!("no snapshot after reopen"))?;
-    ensure!(current.snapshot.len() == built.len() as u64);
+    let reopened = current(&mut source, "no snapshot after reopen").await?;
+    ensure!(reopened.snapshot.len() == built.len() as u64);
     ensure!(
-        current.snapshot.to_vec()? == built,
+        reopened.snapshot.to_vec()? == built,
         "bytes differ after reopen"
     );
 
@@ -253,17 +264,13 @@ async fn a_multi_piece_snapshot_is_read_back_after_reopen_and_installs() -> anyh
     let (_tlog, mut target) = open(target_dir.path())?;
     target
         .install_snapshot(
-            &current.meta,
+            &reopened.meta,
             Box::new(SnapshotData::from_bytes(built.clone())),
         )
         .await
         .map_err(err)?;
     ensure!(target.view().dump()? == expected, "installed state differs");
-    let installed = target
-        .get_current_snapshot()
-        .await
-        .map_err(err)?
-        .ok_or_else(|| anyhow::anyhow!("no snapshot after install"))?;
+    let installed = current(&mut target, "no snapshot after install").await?;
     ensure!(installed.snapshot.to_vec()? == built);
     Ok(())
 }
@@ -307,8 +314,7 @@ async fn a_snapshot_holds_the_state_at_its_point_while_applies_go_on() -> anyhow
     ensure!(sm.view().get(b"k/001")?.is_none());
 
     // The next snapshot, with nothing applied during it, is the live state.
-    let mut builder = sm.get_snapshot_builder().await;
-    let built = builder.build_snapshot().await.map_err(err)?;
+    let built = build(&mut sm).await?;
     let pairs = tollgate_raft::store::decode_snapshot(&built.snapshot.to_vec()?)?;
     ensure!(pairs.into_iter().collect::<BTreeMap<_, _>>() == sm.view().dump()?);
     Ok(())
@@ -325,26 +331,12 @@ async fn a_snapshot_being_sent_outlives_a_newer_one() -> anyhow::Result<()> {
         sm.apply([entry(1, vec![put("a", "1")])])
             .await
             .map_err(err)?;
-        let first = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .map_err(err)?;
-        let being_sent = sm
-            .get_current_snapshot()
-            .await
-            .map_err(err)?
-            .ok_or_else(|| anyhow::anyhow!("no snapshot"))?;
+        let first = build(&mut sm).await?;
+        let being_sent = current(&mut sm, "no snapshot").await?;
         sm.apply([entry(2, vec![put("b", "2")])])
             .await
             .map_err(err)?;
-        let second = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .map_err(err)?;
+        let second = build(&mut sm).await?;
         ensure!(being_sent.meta == first.meta);
         ensure!(
             being_sent.snapshot.to_vec()? == first.snapshot.to_vec()?,
@@ -375,13 +367,7 @@ async fn an_old_layout_snapshot_is_moved_and_stray_pieces_removed() -> anyhow::R
         sm.apply([entry(1, vec![put("a", "1"), put("b", "2")])])
             .await
             .map_err(err)?;
-        let mut builder = sm.get_snapshot_builder().await;
-        builder
-            .build_snapshot()
-            .await
-            .map_err(err)?
-            .snapshot
-            .to_vec()?
+        build(&mut sm).await?.snapshot.to_vec()?
     };
     {
         let db = open_raw(dir.path())?;
@@ -408,11 +394,7 @@ async fn an_old_layout_snapshot_is_moved_and_stray_pieces_removed() -> anyhow::R
     }
     {
         let (_log, mut sm) = open(dir.path())?;
-        let current = sm
-            .get_current_snapshot()
-            .await
-            .map_err(err)?
-            .ok_or_else(|| anyhow::anyhow!("snapshot lost in the move"))?;
+        let current = current(&mut sm, "snapshot lost in the move").await?;
         ensure!(current.snapshot.to_vec()? == bytes, "moved bytes differ");
     }
     let db = open_raw(dir.path())?;
