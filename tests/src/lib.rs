@@ -18,28 +18,69 @@ pub fn init_tracing() {
 /// late success is noticed, it never synchronises anything.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Polls `condition` until it returns `Some`, or fails with `what` once
-/// `deadline` has passed. Never a fixed sleep: the poll interval only bounds
-/// how late success is noticed.
-pub async fn wait_until<T, F, Fut>(
+/// What one look at a waited-for condition found: the value waited for, or
+/// (for a `Result`) a description of what was there instead, which a
+/// timed-out wait reports so a failure says what it last saw.
+pub trait Seen<T> {
+    fn seen(self) -> Result<T, Option<String>>;
+}
+
+impl<T> Seen<T> for Option<T> {
+    fn seen(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
+    }
+}
+
+impl<T, E: std::fmt::Display> Seen<T> for Result<T, E> {
+    fn seen(self) -> Result<T, Option<String>> {
+        self.map_err(|e| Some(e.to_string()))
+    }
+}
+
+/// Polls `condition` until it returns `Some` (or `Ok`), or fails with
+/// `what` once `deadline` has passed, naming the last thing the condition
+/// saw when it returns `Err(description)`. Never a fixed sleep: the poll
+/// interval only bounds how late success is noticed.
+pub async fn wait_until<T, R, F, Fut>(
     what: &str,
     deadline: Duration,
     mut condition: F,
 ) -> anyhow::Result<T>
 where
+    R: Seen<T>,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
+    Fut: Future<Output = R>,
 {
     let start = Instant::now();
+    let mut last_seen = None;
     loop {
-        if let Some(value) = condition().await {
-            return Ok(value);
+        match condition().await.seen() {
+            Ok(value) => return Ok(value),
+            Err(Some(seen)) => last_seen = Some(seen),
+            Err(None) => {}
         }
         if start.elapsed() > deadline {
-            anyhow::bail!("timed out after {deadline:?} waiting for {what}");
+            match last_seen {
+                Some(seen) => {
+                    anyhow::bail!(
+                        "timed out after {deadline:?} waiting for {what}; last saw: {seen}"
+                    )
+                }
+                None => anyhow::bail!("timed out after {deadline:?} waiting for {what}"),
+            }
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// The wall clock in Unix seconds, read in one place: a test that needs
+/// "now" for data the node will judge against its own clock reads it here,
+/// once, instead of writing a fixed date that turns stale.
+pub fn wall_clock_now() -> tollgate_model::UnixSeconds {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the system clock is after 1970");
+    tollgate_model::UnixSeconds(since_epoch.as_secs() as i64)
 }
 
 /// The demo data set that `tollgate eval` and `tollgate dev` use.
@@ -111,7 +152,10 @@ pub struct TestOrigin {
 
 impl TestOrigin {
     /// Starts `config` as a one-node origin and waits for it to lead.
-    pub async fn start(config: tollgate_node::OriginConfig, dir: &std::path::Path) -> TestOrigin {
+    pub async fn start(
+        config: tollgate_node::OriginConfig,
+        dir: &std::path::Path,
+    ) -> TestOrigin {
         let node = tollgate_node::OriginNode::start(
             config,
             tollgate_node::OriginListeners {

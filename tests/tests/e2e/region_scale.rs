@@ -4,7 +4,7 @@
 //! same data directory to its first answered check. Run with
 //!
 //! ```text
-//! cargo test --release -p tollgate-tests --test region_scale -- --ignored --nocapture
+//! cargo test --release -p tollgate-tests --test e2e region_scale -- --ignored --nocapture
 //! ```
 //!
 //! `TOLLGATE_SCALE_ACCOUNTS` changes the number of accounts. The records
@@ -14,23 +14,22 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tollgate_model::*;
-use tollgate_node::{RegionConfig, RegionListeners, RegionNode};
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_region::{RegionCommand, RegionResponse};
-use tollgate_tests::{init_tracing, loopback, wait_until};
+use tollgate_node::{RegionConfig, RegionListeners, RegionNode};
+use tollgate_tests::{init_tracing, loopback, wait_until, wall_clock_now};
 
 const ENTITLEMENTS_PER_ACCOUNT: usize = 10;
 const FEATURES: usize = 20;
 /// Keeps each proposed command well under the storage layer's command limit.
 const COMMAND_BYTES_TARGET: usize = 200 * 1024;
-const NOW: UnixSeconds = UnixSeconds(1_795_821_662);
 
 fn id<T: TryFrom<String, Error = ModelError>>(s: String) -> T {
     T::try_from(s).unwrap()
 }
 
-fn catalog_record() -> ChangeRecord {
+fn catalog_record(now: UnixSeconds) -> ChangeRecord {
     let mut mutations = vec![Mutation::PutProduct(Product {
         id: id("studio".into()),
         name: "Studio".into(),
@@ -48,12 +47,12 @@ fn catalog_record() -> ChangeRecord {
     }
     ChangeRecord {
         revision: 1,
-        committed_at: NOW,
+        committed_at: now,
         mutations,
     }
 }
 
-fn account_record(revision: u64, account: usize) -> ChangeRecord {
+fn account_record(now: UnixSeconds, revision: u64, account: usize) -> ChangeRecord {
     let account_id: AccountId = id(format!("account-{account:06}"));
     let mut mutations = vec![
         Mutation::PutAccount(Account {
@@ -77,8 +76,10 @@ fn account_record(revision: u64, account: usize) -> ChangeRecord {
                 "feature-{:02}",
                 (account + e) % FEATURES
             )))),
-            valid_from: UnixSeconds(1_700_000_000),
-            valid_until: Some(UnixSeconds(1_900_000_000)),
+            // Valid from a day before the run to a year after it: the
+            // checks are judged against the node's wall clock.
+            valid_from: UnixSeconds(now.0 - 86_400),
+            valid_until: Some(now.plus_seconds(365 * 86_400)),
             grace_period_seconds: 86_400,
             seats: None,
             usage_cap_overrides: BTreeMap::new(),
@@ -94,7 +95,7 @@ fn account_record(revision: u64, account: usize) -> ChangeRecord {
     }
     ChangeRecord {
         revision,
-        committed_at: NOW,
+        committed_at: now,
         mutations,
     }
 }
@@ -159,7 +160,7 @@ fn logical_mib_by_tree(data: &std::path::Path) -> Vec<(String, f64)> {
 
 async fn start(dir: &std::path::Path) -> RegionNode {
     // No origin: the leader's follower retries quietly in the background.
-    let keys = tollgate_signing::KeyRing::generate(NOW)
+    let keys = tollgate_signing::KeyRing::generate(wall_clock_now())
         .unwrap()
         .public_set();
     let mut config = RegionConfig::new(1, dir, "http://127.0.0.1:9".into(), keys);
@@ -184,7 +185,9 @@ async fn first_allowed_check(node: &RegionNode, account: usize) -> Duration {
         "a first answered check",
         Duration::from_secs(600),
         || async {
-            let mut client = CheckServiceClient::connect(endpoint.clone()).await.ok()?;
+            let mut client = CheckServiceClient::connect(endpoint.clone())
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
             let reply = client
                 .check(pb::CheckRequest {
                     idempotency_key: None,
@@ -196,9 +199,12 @@ async fn first_allowed_check(node: &RegionNode, account: usize) -> Duration {
                     consistency: None,
                 })
                 .await
-                .ok()?
+                .map_err(|status| format!("check: {status}"))?
                 .into_inner();
-            (reply.decision?.reason() == pb::Reason::Allow).then_some(())
+            match reply.decision.map(|d| d.reason()) {
+                Some(pb::Reason::Allow) => Ok(()),
+                other => Err(format!("reason {other:?} at revision {}", reply.revision)),
+            }
         },
     )
     .await
@@ -210,6 +216,10 @@ async fn first_allowed_check(node: &RegionNode, account: usize) -> Duration {
 #[ignore = "a measurement: run with --release -- --ignored --nocapture"]
 async fn a_region_node_holding_a_million_entitlements() {
     init_tracing();
+    // One reading of the wall clock for every date in the data: the node
+    // judges staleness and validity against its own clock, so a fixed date
+    // here would turn every check STALE_DATA once the offline grace passed.
+    let now = wall_clock_now();
     let accounts: usize = std::env::var("TOLLGATE_SCALE_ACCOUNTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -230,7 +240,7 @@ async fn a_region_node_holding_a_million_entitlements() {
 
     let load_started = Instant::now();
     let baseline = resident_mib();
-    let mut pending = vec![catalog_record()];
+    let mut pending = vec![catalog_record(now)];
     let mut pending_bytes = 0;
     let mut revision = 1;
     let propose = |records: Vec<ChangeRecord>| {
@@ -241,7 +251,7 @@ async fn a_region_node_holding_a_million_entitlements() {
                 .raft()
                 .write(RegionCommand::ApplyChanges {
                     records,
-                    heard_at: NOW,
+                    heard_at: now,
                 })
                 .await
                 .unwrap();
@@ -250,7 +260,7 @@ async fn a_region_node_holding_a_million_entitlements() {
     };
     for account in 0..accounts {
         revision += 1;
-        let record = account_record(revision, account);
+        let record = account_record(now, revision, account);
         let size = serde_json::to_vec(&record).unwrap().len();
         if pending_bytes + size > COMMAND_BYTES_TARGET {
             propose(std::mem::take(&mut pending)).await;
@@ -283,7 +293,7 @@ async fn a_region_node_holding_a_million_entitlements() {
             while !built.load(std::sync::atomic::Ordering::SeqCst) {
                 revision += 1;
                 let started = Instant::now();
-                propose(vec![account_record(revision, accounts + written)]).await;
+                propose(vec![account_record(now, revision, accounts + written)]).await;
                 slowest = slowest.max(started.elapsed());
                 written += 1;
             }
