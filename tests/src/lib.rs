@@ -145,7 +145,7 @@ pub async fn loopback() -> tokio::net::TcpListener {
 /// A one-node origin, initialised, with its bootstrap admin key and a REST
 /// client that uses it.
 pub struct TestOrigin {
-    pub node: tollgate_node::OriginNode,
+    pub node: tollgate_origin_node::OriginNode,
     pub token: String,
     http: reqwest::Client,
 }
@@ -153,12 +153,12 @@ pub struct TestOrigin {
 impl TestOrigin {
     /// Starts `config` as a one-node origin and waits for it to lead.
     pub async fn start(
-        config: tollgate_node::OriginConfig,
+        config: tollgate_origin_node::OriginConfig,
         dir: &std::path::Path,
     ) -> TestOrigin {
-        let node = tollgate_node::OriginNode::start(
+        let node = tollgate_origin_node::OriginNode::start(
             config,
-            tollgate_node::OriginListeners {
+            tollgate_origin_node::OriginListeners {
                 raft: loopback().await,
                 http: loopback().await,
                 feed: loopback().await,
@@ -272,14 +272,14 @@ impl TestOrigin {
 pub async fn start_region(
     size: u64,
     dir: &std::path::Path,
-    origin: &tollgate_node::OriginNode,
+    origin: &tollgate_origin_node::OriginNode,
     origin_feed: String,
     geo: Option<std::sync::Arc<tollgate_geo::GeoDatabases>>,
-    configure: impl Fn(&mut tollgate_node::RegionConfig),
-) -> Vec<tollgate_node::RegionNode> {
+    configure: impl Fn(&mut tollgate_region_node::RegionConfig),
+) -> Vec<tollgate_region_node::RegionNode> {
     let mut region = Vec::new();
     for id in 1..=size {
-        let mut config = tollgate_node::RegionConfig::new(
+        let mut config = tollgate_region_node::RegionConfig::new(
             id,
             dir.join(format!("region-{id}")),
             origin_feed.clone(),
@@ -288,9 +288,9 @@ pub async fn start_region(
         config.name = format!("eu-{id}");
         configure(&mut config);
         region.push(
-            tollgate_node::RegionNode::start(
+            tollgate_region_node::RegionNode::start(
                 config,
-                tollgate_node::RegionListeners {
+                tollgate_region_node::RegionListeners {
                     raft: loopback().await,
                     grpc: loopback().await,
                     http: Some(loopback().await),

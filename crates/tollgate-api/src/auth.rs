@@ -9,10 +9,10 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use tollgate_model::UnixSeconds;
 use tollgate_origin::{keys, ApiKeyRecord, Scope};
+use tollgate_signing::digest::{constant_time_eq, sha256_hex};
 
 pub const TOKEN_PREFIX: &str = "tg_";
 /// Longest Authorization header considered, in bytes.
@@ -22,13 +22,6 @@ const AUTHORIZATION_LEN_MAX: usize = 512;
 pub struct IssuedKey {
     pub token: String,
     pub record: ApiKeyRecord,
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Generates a key with a random id and a 256-bit random secret.
@@ -59,11 +52,6 @@ pub fn issue_key(
             revoked: false,
         },
     })
-}
-
-/// Equal-length comparison that does not stop at the first difference.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The authenticated caller of a request.

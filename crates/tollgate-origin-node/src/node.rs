@@ -1,9 +1,7 @@
 //! An origin node: a member of the origin's Raft group that serves the REST
 //! API and the changefeed, and keeps the changefeed within its retention.
 
-use crate::state::{now, stopped};
-use crate::state::{read_u64, served_entries};
-use crate::NodeError;
+use crate::store::OriginState;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -11,18 +9,17 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tollgate_api::{AppState, OriginStore, StoreError};
-use tollgate_feed::{ChangeSource, FeedConfig, FeedError, FeedService};
-use tollgate_model::{ChangeRecord, Mutation};
+use tollgate_api::AppState;
+use tollgate_feed::{ChangeSource, FeedConfig, FeedService};
 use tollgate_origin::{
-    dataset_from_entries, keys, Op, OriginCommand, OriginLogic, OriginResponse, Scope,
-    COMPACT_RECORDS_MAX,
+    keys, Op, OriginCommand, OriginLogic, OriginResponse, Scope, COMPACT_RECORDS_MAX,
 };
-use tollgate_raft::{Node, NodeConfig, NodeId, StateView};
+use tollgate_raft::{Node, NodeConfig, NodeId};
+use tollgate_server::clock::now;
+use tollgate_server::served::read_u64;
+use tollgate_server::shutdown::stopped;
+use tollgate_server::{telemetry, NodeError};
 use tollgate_signing::KeyRing;
-
-/// Attempts at a consistent snapshot before giving up for this subscriber.
-const SNAPSHOT_ATTEMPTS_MAX: usize = 5;
 
 #[derive(Debug, Clone)]
 pub struct OriginConfig {
@@ -73,105 +70,34 @@ pub struct OriginListeners {
     pub feed: TcpListener,
 }
 
-/// The origin's state as the API and the changefeed read and write it.
-pub(crate) struct NodeState {
-    pub(crate) node: Arc<Node<OriginLogic>>,
-    pub(crate) view: StateView,
-    heads: watch::Sender<u64>,
-}
-
-impl OriginStore for NodeState {
-    async fn write(&self, command: OriginCommand) -> Result<OriginResponse, StoreError> {
-        match self.node.write(command).await {
-            Ok(outcome) => Ok(outcome.response),
-            Err(tollgate_raft::Error::NotLeader { leader_addr, .. }) => {
-                Err(StoreError::NotLeader { leader_addr })
-            }
-            Err(
-                e @ (tollgate_raft::Error::Overloaded { .. }
-                | tollgate_raft::Error::ShuttingDown
-                | tollgate_raft::Error::Timeout(_)),
-            ) => Err(StoreError::Unavailable(e.to_string())),
-            Err(e) => Err(StoreError::Internal(e.to_string())),
-        }
-    }
-
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.view
-            .get(key)
-            .map_err(|e| StoreError::Internal(e.to_string()))
-    }
-
-    fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<tollgate_api::store::Entries, StoreError> {
-        self.view
-            .scan(prefix, after, limit)
-            .map_err(|e| StoreError::Internal(e.to_string()))
-    }
-}
-
-impl ChangeSource for NodeState {
-    fn head(&self) -> Result<u64, FeedError> {
-        read_u64(&self.view, keys::HEAD_REVISION).map_err(FeedError::Source)
-    }
-
-    fn floor(&self) -> Result<u64, FeedError> {
-        read_u64(&self.view, keys::CHANGE_FLOOR).map_err(FeedError::Source)
-    }
-
-    fn records(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, FeedError> {
-        let entries = self
-            .view
-            .scan(
-                keys::CHANGE_PREFIX.as_bytes(),
-                Some(&keys::change(after)),
-                limit,
-            )
-            .map_err(|e| FeedError::Source(e.to_string()))?;
-        entries
-            .into_iter()
-            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| FeedError::Source(e.to_string())))
-            .collect()
-    }
-
-    fn snapshot(&self) -> Result<(u64, Vec<Mutation>), FeedError> {
-        // sled has no point-in-time read across keys: read the head before
-        // and after, and retry if a commit landed in between.
-        for _ in 0..SNAPSHOT_ATTEMPTS_MAX {
-            let before = self.head()?;
-            let entries =
-                served_entries(&self.view).map_err(|e| FeedError::Source(e.to_string()))?;
-            if self.head()? == before {
-                let dataset = dataset_from_entries(entries).map_err(FeedError::Source)?;
-                return Ok((before, dataset.to_mutations()));
-            }
-        }
-        Err(FeedError::Source(format!(
-            "the state kept changing; no consistent snapshot after {SNAPSHOT_ATTEMPTS_MAX} attempts"
-        )))
-    }
-
-    fn head_changes(&self) -> watch::Receiver<u64> {
-        self.heads.subscribe()
-    }
-}
-
 /// The origin node's Raft gauges and head revision.
-fn record_origin_gauges(state: &NodeState, node: &str) {
-    crate::telemetry::record_raft("origin", node, &state.node);
+fn record_origin_gauges(state: &OriginState, node: &str) {
+    telemetry::record_raft("origin", node, &state.node);
     metrics::gauge!("tollgate_origin_head_revision", "node" => node.to_string())
         .set(state.head().unwrap_or(0) as f64);
 }
 
+/// Largest request message on the changefeed port (a `SyncRequest` of
+/// 1,024 counters, a license token to verify): bigger ones are refused
+/// with RESOURCE_EXHAUSTED before they are decoded.
+pub const FEED_PORT_REQUEST_BYTES_MAX: usize = 256 * 1024;
+
+/// Ready to serve: a member of the origin's cluster that knows its leader.
+fn origin_ready(node: &Node<OriginLogic>) -> bool {
+    let metrics = node.metrics();
+    let member = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .any(|(id, _)| *id == node.id());
+    member && metrics.current_leader.is_some()
+}
+
 /// A running origin node.
 pub struct OriginNode {
-    state: Arc<NodeState>,
+    state: Arc<OriginState>,
     keys: Arc<RwLock<KeyRing>>,
-    app: AppState<NodeState>,
+    app: AppState<OriginState>,
     http_addr: SocketAddr,
     feed_addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -204,7 +130,7 @@ impl OriginNode {
 
         let node = Arc::new(Node::start(config.raft.clone(), OriginLogic, listeners.raft).await?);
         let view = node.view();
-        let state = Arc::new(NodeState {
+        let state = Arc::new(OriginState {
             heads: watch::channel(read_u64(&view, keys::HEAD_REVISION).unwrap_or(0)).0,
             node: node.clone(),
             view,
@@ -243,14 +169,14 @@ impl OriginNode {
             keys.clone(),
             Some(config.signing_keys_path.clone()),
         );
-        crate::telemetry::install();
+        telemetry::install();
         let gauge_state = state.clone();
         let gauge_stop = stop_rx.clone();
         let node_name = format!("origin-{}", state.node.id());
         tasks.push(tokio::spawn(async move {
             let stop = stopped(gauge_stop);
             tokio::pin!(stop);
-            let mut tick = tokio::time::interval(crate::telemetry::GAUGE_INTERVAL);
+            let mut tick = tokio::time::interval(telemetry::GAUGE_INTERVAL);
             loop {
                 tokio::select! {
                     _ = tick.tick() => record_origin_gauges(&gauge_state, &node_name),
@@ -267,10 +193,10 @@ impl OriginNode {
                     &metrics_state,
                     &format!("origin-{}", metrics_state.node.id()),
                 );
-                crate::telemetry::render()
+                telemetry::render()
             })),
         };
-        let licenses = crate::license_api::OriginLicenses::new(app_state.clone());
+        let licenses = crate::license_service::OriginLicenses::new(app_state.clone());
         let app = tollgate_api::router(app_state.clone());
         let http_stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
@@ -284,19 +210,24 @@ impl OriginNode {
 
         // Changefeed.
         let feed = FeedService::new(state.clone(), keys.clone(), config.feed.clone());
-        let quota = crate::quota_api::QuotaApi {
+        let quota = crate::quota_service::QuotaService {
             state: state.clone(),
             outstanding_max: config.quota_outstanding_max,
         };
-        let router = tonic::transport::Server::builder()
-            .add_service(feed.into_server())
-            .add_service(tollgate_proto::origin::v1::quota_server::QuotaServer::new(
-                quota,
-            ))
+        let router = tollgate_server::grpc::server()
             .add_service(
-                tollgate_proto::license::v1::licenses_server::LicensesServer::new(licenses),
+                feed.into_server()
+                    .max_decoding_message_size(FEED_PORT_REQUEST_BYTES_MAX),
+            )
+            .add_service(
+                tollgate_proto::origin::v1::quota_server::QuotaServer::new(quota)
+                    .max_decoding_message_size(FEED_PORT_REQUEST_BYTES_MAX),
+            )
+            .add_service(
+                tollgate_proto::license::v1::licenses_server::LicensesServer::new(licenses)
+                    .max_decoding_message_size(FEED_PORT_REQUEST_BYTES_MAX),
             );
-        let router = crate::state::with_standard_services(
+        let (router, health) = tollgate_server::grpc::with_standard_services(
             router,
             &[
                 "tollgate.origin.v1.Changefeed",
@@ -305,12 +236,30 @@ impl OriginNode {
             ],
         )
         .await?;
-        tasks.push(crate::state::serve_grpc(
+        tasks.push(tollgate_server::grpc::serve(
             router,
             listeners.feed,
             stop_rx.clone(),
             "the changefeed",
         ));
+        // The changefeed port's health follows the node's readiness: a
+        // member of the origin cluster that knows its leader.
+        let health_state = state.clone();
+        let health_stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = stopped(health_stop);
+            tokio::pin!(stop);
+            let mut tick = tokio::time::interval(telemetry::GAUGE_INTERVAL / 4);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => health.set_ready(origin_ready(&health_state.node)).await,
+                    _ = &mut stop => {
+                        health.set_ready(false).await;
+                        return;
+                    }
+                }
+            }
+        }));
 
         // Webhooks.
         tasks.push(tokio::spawn(crate::webhooks::run(
@@ -358,7 +307,7 @@ impl OriginNode {
             &actor,
             region.to_string(),
             request,
-            crate::state::now(),
+            now(),
         )
         .await
         .map_err(|p| NodeError::Other(format!("certifying region {region}: {}", p.detail)))
@@ -387,7 +336,7 @@ impl OriginNode {
 
     /// What regions serve, as this node holds it.
     pub fn served_dataset(&self) -> Result<tollgate_model::Dataset, NodeError> {
-        crate::state::served_dataset(&self.state.view)
+        tollgate_server::served::served_dataset(&self.state.view)
     }
 
     /// The origin's newest committed revision, as this node has applied it.
@@ -533,7 +482,7 @@ fn write_secret(path: &Path, secret: &str) -> Result<(), NodeError> {
 /// On the leader, compacts change records older than the retention, a
 /// bounded number at a time.
 async fn compact_loop(
-    state: Arc<NodeState>,
+    state: Arc<OriginState>,
     retention: u64,
     interval: Duration,
     stop: watch::Receiver<bool>,

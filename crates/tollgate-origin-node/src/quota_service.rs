@@ -2,17 +2,17 @@
 //! slices of hard caps and report their usage totals, each through the
 //! origin's log (`LeaseQuota`, `SyncQuota`).
 
-use crate::origin::NodeState;
-use crate::state::now;
+use crate::store::OriginState;
 use std::sync::Arc;
 use tollgate_origin::quota::{valid_region_name, QuotaSync, SYNC_ENTRIES_MAX};
 use tollgate_origin::{Op, OriginCommand, OriginResponse, RejectCode};
 use tollgate_proto::convert::usage_counter_from_proto;
 use tollgate_proto::origin::v1 as pb;
+use tollgate_server::clock::now;
 use tonic::{Request, Response, Status};
 
-pub(crate) struct QuotaApi {
-    pub state: Arc<NodeState>,
+pub(crate) struct QuotaService {
+    pub state: Arc<OriginState>,
     /// The overshoot bound: units leased and not yet reported consumed,
     /// per counter, all regions.
     pub outstanding_max: u64,
@@ -28,13 +28,15 @@ fn region(name: String) -> Result<String, Status> {
     }
 }
 
-impl QuotaApi {
+impl QuotaService {
     /// Publishes the overshoot bound in force: units leased and not yet
     /// reported consumed, over every counter (`tollgate_quota_outstanding_units`).
     fn publish_outstanding(&self) {
-        let total =
-            crate::state::read_u64(&self.state.view, tollgate_origin::quota::OUTSTANDING_TOTAL)
-                .unwrap_or(0);
+        let total = tollgate_server::served::read_u64(
+            &self.state.view,
+            tollgate_origin::quota::OUTSTANDING_TOTAL,
+        )
+        .unwrap_or(0);
         metrics::gauge!("tollgate_quota_outstanding_units").set(total as f64);
     }
 
@@ -100,7 +102,7 @@ fn entitlement(id: String) -> Result<tollgate_model::EntitlementId, Status> {
 }
 
 #[tonic::async_trait]
-impl pb::quota_server::Quota for QuotaApi {
+impl pb::quota_server::Quota for QuotaService {
     async fn lease_seats(
         &self,
         request: Request<pb::LeaseSeatsRequest>,

@@ -4,8 +4,7 @@
 //! webhook's delivery log (through Raft, so a new leader resumes where the
 //! old one stopped: at-least-once delivery).
 
-use crate::origin::NodeState;
-use crate::state::now;
+use crate::store::OriginState;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde::Serialize;
@@ -19,6 +18,7 @@ use tollgate_origin::{
     keys, AuditRecord, DeliveryOutcome, DeliveryRecord, Op, OriginCommand, WebhookEvent,
     WebhookRecord,
 };
+use tollgate_server::clock::now;
 use tollgate_signing::{KeyRing, CONTEXT_WEBHOOK};
 
 /// Audit records examined per webhook per round.
@@ -71,7 +71,7 @@ struct Event<'a> {
 }
 
 pub(crate) async fn run(
-    state: Arc<NodeState>,
+    state: Arc<OriginState>,
     keys_ring: Arc<RwLock<KeyRing>>,
     config: WebhookConfig,
     mut stop: watch::Receiver<bool>,
@@ -131,7 +131,7 @@ pub(crate) async fn run(
 
 /// Delivers one webhook's events, in order.
 struct Worker {
-    state: Arc<NodeState>,
+    state: Arc<OriginState>,
     keys: Arc<RwLock<KeyRing>>,
     client: reqwest::Client,
     config: WebhookConfig,
@@ -166,7 +166,7 @@ impl Worker {
     }
 }
 
-fn read<T: serde::de::DeserializeOwned>(state: &NodeState, key: &[u8]) -> Option<T> {
+fn read<T: serde::de::DeserializeOwned>(state: &OriginState, key: &[u8]) -> Option<T> {
     state
         .view
         .get(key)
@@ -176,7 +176,7 @@ fn read<T: serde::de::DeserializeOwned>(state: &NodeState, key: &[u8]) -> Option
 }
 
 async fn persist(
-    state: &NodeState,
+    state: &OriginState,
     id: &str,
     through: u64,
     delivery: Option<DeliveryRecord>,
@@ -202,7 +202,7 @@ async fn persist(
 
 /// One round for one webhook; `false` when the webhook no longer exists.
 async fn process(
-    state: &NodeState,
+    state: &OriginState,
     keys_ring: &RwLock<KeyRing>,
     client: &reqwest::Client,
     config: &WebhookConfig,
@@ -252,7 +252,7 @@ async fn process(
 
 #[allow(clippy::too_many_arguments)]
 async fn deliver(
-    state: &NodeState,
+    state: &OriginState,
     keys_ring: &RwLock<KeyRing>,
     client: &reqwest::Client,
     config: &WebhookConfig,

@@ -42,6 +42,18 @@ pub(crate) async fn serve<L: StateMachineLogic>(
     let admin = ClusterAdminServer::new(AdminGrpc { inner })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    // The standard health service and reflection, as on every gRPC port:
+    // this port answers as soon as it serves (a member that is catching up
+    // still takes appends and votes), so both services report SERVING.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<RaftServiceServer<RaftGrpc<L>>>().await;
+    health
+        .set_serving::<ClusterAdminServer<AdminGrpc<L>>>()
+        .await;
+    // The descriptor set is compiled into the binary: failing to read it
+    // is a bug, not an operating error.
+    let (reflection_v1, reflection_v1alpha) = tollgate_proto::reflection_services()
+        .expect("the compiled-in descriptor set builds the reflection services");
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         // Bound the streams one connection may open (every peer multiplexes
@@ -49,6 +61,9 @@ pub(crate) async fn serve<L: StateMachineLogic>(
         .max_concurrent_streams(Some(1024))
         .add_service(raft)
         .add_service(admin)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

@@ -1,237 +1,21 @@
-//! The `Licenses` gRPC service (license/v1), in its two places:
-//!
-//! - at the origin, on the changefeed port: issuing needs an API key with
-//!   `accounts:write` (the same keys as REST) and signs with the origin's
-//!   active key, through the same code as `POST /v1/accounts/{id}/licenses`;
-//! - at every region node, on the check port: issuing needs the region's
-//!   issuer token and signs with the region's own key, which the origin
-//!   certified, from the node's local state, so it works while the region
-//!   is cut off from the origin. Tokens are short-lived (the certificate's
-//!   maximum).
-//!
-//! Both verify against the revocations they hold: the origin's own, or those
-//! replicated to the region.
+//! The `Licenses` gRPC service (license/v1) at every region node, on the
+//! check port: issuing needs the region's issuer token and signs with the
+//! region's own key, which the origin certified, from the node's local
+//! state, so it works while the region is cut off from the origin. Tokens
+//! are short-lived (the certificate's maximum). Verifying checks the
+//! revocations replicated to the region.
 
-use crate::origin::NodeState;
-use crate::state::{now, read_u64};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use tollgate_api::auth::{constant_time_eq, sha256_hex};
-use tollgate_api::licensing::{issue_license, Actor, IssueLicense};
-use tollgate_api::problem::Problem;
-use tollgate_api::AppState;
-use tollgate_license::{Issuer, LicenseClaims, Revocations, Verifier};
-use tollgate_model::{AccountId, SubjectId};
+use tollgate_license::{Issuer, LicenseClaims};
 use tollgate_origin::keys;
 use tollgate_proto::license::v1 as pb;
 use tollgate_raft::StateView;
+use tollgate_server::clock::now;
+use tollgate_server::licenses::{authorization, ids, verify, Verifiers};
+use tollgate_server::served::read_u64;
+use tollgate_server::NodeError;
+use tollgate_signing::digest::{constant_time_eq, sha256_hex};
 use tollgate_signing::{PublicKeySet, Signed};
 use tonic::{Request, Response, Status};
-
-/// Most audiences whose verifiers a node keeps at once.
-const VERIFIERS_MAX: usize = 64;
-
-/// A problem from the REST layer as a gRPC status.
-pub(crate) fn problem_status(p: Problem) -> Status {
-    let message = format!("{}: {}", p.code, p.detail);
-    match p.status {
-        400 | 413 | 415 | 422 => Status::invalid_argument(message),
-        401 => Status::unauthenticated(message),
-        403 => Status::permission_denied(message),
-        404 => Status::not_found(message),
-        409 => Status::already_exists(message),
-        503 => Status::unavailable(message),
-        _ => Status::internal(message),
-    }
-}
-
-fn authorization<T>(request: &Request<T>) -> Option<&[u8]> {
-    request
-        .metadata()
-        .get("authorization")
-        .map(|v| v.as_bytes())
-}
-
-/// Revocations as a key-value state holds them (the origin's, or a
-/// region's replica of them).
-struct StateRevocations<'a> {
-    contains: &'a dyn Fn(&[u8]) -> bool,
-}
-
-impl Revocations for StateRevocations<'_> {
-    fn license_revoked(&self, jti: &str) -> bool {
-        (self.contains)(&keys::revoked_license(jti))
-    }
-    fn certificate_revoked(&self, serial: &str) -> bool {
-        (self.contains)(&keys::revoked_certificate(serial))
-    }
-}
-
-/// Verifiers by audience, for one key set: parsing the keys once per
-/// audience rather than once per token. A new key set (a rotation) starts
-/// over.
-#[derive(Default)]
-struct Verifiers {
-    cached: Mutex<VerifierCache>,
-}
-
-/// The key set the verifiers were built for, and one verifier per audience.
-type VerifierCache = (Option<PublicKeySet>, HashMap<String, Arc<Verifier>>);
-
-impl Verifiers {
-    fn get(&self, keys: &PublicKeySet, audience: &str) -> Result<Arc<Verifier>, Status> {
-        let mut cached = self
-            .cached
-            .lock()
-            .map_err(|_| Status::internal("the verifier cache lock is poisoned"))?;
-        if cached.0.as_ref() != Some(keys) {
-            *cached = (Some(keys.clone()), HashMap::new());
-        }
-        if let Some(v) = cached.1.get(audience) {
-            return Ok(v.clone());
-        }
-        let verifier =
-            Arc::new(Verifier::new(keys, audience).map_err(|e| {
-                Status::failed_precondition(format!("the key set is unusable: {e}"))
-            })?);
-        if cached.1.len() >= VERIFIERS_MAX {
-            cached.1.clear();
-        }
-        cached.1.insert(audience.to_string(), verifier.clone());
-        Ok(verifier)
-    }
-}
-
-fn verify(
-    verifiers: &Verifiers,
-    keys: &PublicKeySet,
-    request: pb::VerifyLicenseRequest,
-    contains: &dyn Fn(&[u8]) -> bool,
-    revision: u64,
-) -> Result<pb::VerifyLicenseResponse, Status> {
-    if request.token.len() > tollgate_token::TOKEN_BYTES_MAX {
-        return Err(Status::invalid_argument(format!(
-            "token is over {} bytes",
-            tollgate_token::TOKEN_BYTES_MAX
-        )));
-    }
-    let verifier = verifiers.get(keys, &request.audience)?;
-    let fingerprint =
-        (!request.device_fingerprint.is_empty()).then_some(request.device_fingerprint.as_bytes());
-    let outcome = verifier.verify(
-        &request.token,
-        now(),
-        fingerprint,
-        &StateRevocations { contains },
-    );
-    Ok(match outcome {
-        Ok(license) => pb::VerifyLicenseResponse {
-            valid: true,
-            claims_json: license
-                .claims()
-                .to_json()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default(),
-            revision,
-            ..Default::default()
-        },
-        Err(e) => pb::VerifyLicenseResponse {
-            valid: false,
-            error_code: e.code().to_string(),
-            error_message: e.to_string(),
-            revision,
-            ..Default::default()
-        },
-    })
-}
-
-fn ids(account: &str, subject: &str) -> Result<(AccountId, Option<SubjectId>), Status> {
-    let account = AccountId::new(account)
-        .map_err(|e| Status::invalid_argument(format!("account_id: {e}")))?;
-    let subject = if subject.is_empty() {
-        None
-    } else {
-        Some(
-            SubjectId::new(subject)
-                .map_err(|e| Status::invalid_argument(format!("subject_id: {e}")))?,
-        )
-    };
-    Ok((account, subject))
-}
-
-/// The service at the origin.
-pub(crate) struct OriginLicenses {
-    pub app: AppState<NodeState>,
-    verifiers: Verifiers,
-}
-
-impl OriginLicenses {
-    pub(crate) fn new(app: AppState<NodeState>) -> OriginLicenses {
-        OriginLicenses {
-            app,
-            verifiers: Verifiers::default(),
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl pb::licenses_server::Licenses for OriginLicenses {
-    async fn issue_license(
-        &self,
-        request: Request<pb::IssueLicenseRequest>,
-    ) -> Result<Response<pb::IssueLicenseResponse>, Status> {
-        let caller = tollgate_api::auth::authenticate(&*self.app.store, authorization(&request))
-            .map_err(problem_status)?;
-        caller
-            .require(tollgate_origin::Scope::AccountsWrite)
-            .map_err(problem_status)?;
-        let r = request.into_inner();
-        let (account, subject) = ids(&r.account_id, &r.subject_id)?;
-        let issue = IssueLicense {
-            subject,
-            audience: r.audience,
-            ttl_seconds: (r.ttl_seconds > 0).then_some(r.ttl_seconds),
-            not_before: None,
-            device_fingerprint: (!r.device_fingerprint.is_empty()).then_some(r.device_fingerprint),
-        };
-        let actor = Actor {
-            id: caller.key.id.clone(),
-            reason: Some("gRPC IssueLicense".into()),
-        };
-        let issued = issue_license(&self.app, &actor, account, issue, now())
-            .await
-            .map_err(problem_status)?;
-        Ok(Response::new(pb::IssueLicenseResponse {
-            id: issued.id,
-            token: issued.token,
-            kid: issued.kid,
-            issuer: tollgate_license::ISSUER_ORIGIN.to_string(),
-            issued_at: issued.issued_at.0,
-            not_before: issued.not_before.0,
-            expires_at: issued.expires_at.0,
-            entitlements_revision: issued.entitlements_revision,
-        }))
-    }
-
-    async fn verify_license(
-        &self,
-        request: Request<pb::VerifyLicenseRequest>,
-    ) -> Result<Response<pb::VerifyLicenseResponse>, Status> {
-        let keys = self.app.keys.public_set().map_err(problem_status)?;
-        let store = &self.app.store;
-        let contains =
-            |key: &[u8]| matches!(tollgate_api::OriginStore::get(&**store, key), Ok(Some(_)));
-        let revision = read_u64(&store.view, keys::HEAD_REVISION).unwrap_or(0);
-        verify(
-            &self.verifiers,
-            &keys,
-            request.into_inner(),
-            &contains,
-            revision,
-        )
-        .map(Response::new)
-    }
-}
 
 /// What a region needs to issue tokens itself.
 #[derive(Clone)]
@@ -270,17 +54,17 @@ impl RegionLicenses {
         configured_keys: PublicKeySet,
         region: &str,
         issuer: Option<RegionIssuerConfig>,
-    ) -> Result<RegionLicenses, crate::NodeError> {
+    ) -> Result<RegionLicenses, NodeError> {
         let issuer = match issuer {
             None => None,
             Some(config) => {
                 let issuer =
                     Issuer::region(config.signing_key, config.certificate).map_err(|e| {
-                        crate::NodeError::Other(format!("the region's license certificate: {e}"))
+                        NodeError::Other(format!("the region's license certificate: {e}"))
                     })?;
                 let certified = issuer.certificate().map(|c| c.region.as_str());
                 if certified != Some(region) {
-                    return Err(crate::NodeError::Other(format!(
+                    return Err(NodeError::Other(format!(
                         "the license certificate is for region {certified:?}, but this node is in region {region:?}"
                     )));
                 }
@@ -404,7 +188,7 @@ impl pb::licenses_server::Licenses for RegionLicenses {
         &self,
         request: Request<pb::VerifyLicenseRequest>,
     ) -> Result<Response<pb::VerifyLicenseResponse>, Status> {
-        let keys = crate::region::trusted_origin_keys(&self.view, &self.configured_keys);
+        let keys = crate::follow::trusted_origin_keys(&self.view, &self.configured_keys);
         let view = &self.view;
         let contains = |key: &[u8]| matches!(view.get(key), Ok(Some(_)));
         let revision = read_u64(view, keys::HEAD_REVISION).unwrap_or(0);

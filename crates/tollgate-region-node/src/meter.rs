@@ -12,7 +12,6 @@
 //!   most one flush interval's worth); its chunk stays reserved until it
 //!   releases it, so caps still hold.
 
-use crate::state::now;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use tokio::sync::watch;
 use tollgate_raft::{Node, StateView};
 use tollgate_region::usage::{counter_state, USAGE_ENTRIES_PER_COMMAND_MAX};
 use tollgate_region::{Counter, RegionCommand, RegionLogic, RegionResponse, UsageEntry};
+use tollgate_server::clock::now;
 
 /// Keys of recently consumed checks this node remembers, to answer a retry
 /// on the same node before its report is applied.

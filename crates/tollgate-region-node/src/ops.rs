@@ -2,9 +2,8 @@
 //! `/readyz` (readiness: 503 with the reasons until the node is ready) and
 //! `/v1/status` (everything an operator asks first, as JSON).
 
+use crate::follow::SyncStats;
 use crate::meter::{Meter, MeterStats};
-use crate::region::SyncStats;
-use crate::state::{now, read_u64};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -17,6 +16,8 @@ use tollgate_geo::{GeoDatabases, GeoHealth};
 use tollgate_origin::keys;
 use tollgate_raft::Node;
 use tollgate_region::{RegionLogic, ORIGIN_CONTACT, ORIGIN_HEAD};
+use tollgate_server::clock::now;
+use tollgate_server::served::read_u64;
 
 /// What the origin sync has done on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,7 +71,7 @@ pub(crate) struct OpsState {
 impl OpsState {
     /// This node's Raft and origin-sync gauges, from its current status.
     pub(crate) fn record_gauges(&self) {
-        crate::telemetry::record_raft(&self.region, &self.name, &self.node);
+        tollgate_server::telemetry::record_raft(&self.region, &self.name, &self.node);
         let status = self.status();
         let labels = [
             ("cluster", self.region.clone()),
@@ -160,7 +161,7 @@ async fn metrics_text(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::telemetry::render(),
+        tollgate_server::telemetry::render(),
     )
 }
 

@@ -5,7 +5,6 @@
 //! stopped (the totals it reports are cumulative, so repeating a report is
 //! harmless).
 
-use crate::state::{now, scan_all};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +16,8 @@ use tollgate_raft::Node;
 use tollgate_region::seats::{SeatSlice, SeatWanted, SEAT_SLICE_PREFIX, SEAT_WANTED_PREFIX};
 use tollgate_region::usage::{CounterState, Wanted, COUNTER_PREFIX, WANTED_PREFIX};
 use tollgate_region::{Counter, RegionCommand, RegionLogic};
+use tollgate_server::clock::now;
+use tollgate_server::served::scan_all;
 
 /// How the agent paces itself.
 #[derive(Debug, Clone)]

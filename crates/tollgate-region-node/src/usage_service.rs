@@ -1,13 +1,13 @@
 //! The usage service of a region node: usage reported on its own, and
 //! floating seat leases (acquire, renew, release) through the region's log.
 
-use crate::region::Checker;
-use crate::state::now;
+use crate::checker::Checker;
 use std::sync::Arc;
 use tollgate_model::{AccountId, EntitlementId, FeatureId, SeatMode, SubjectId};
 use tollgate_proto::convert::valid_idempotency_key;
 use tollgate_proto::usage::v1 as pb;
 use tollgate_region::{Counter, RegionCommand, RegionResponse, SeatAction, SeatOutcome};
+use tollgate_server::clock::now;
 use tonic::{Request, Response, Status};
 
 /// How often an acquire waiting for a leased seat looks again.
@@ -16,7 +16,7 @@ const SEAT_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// Most units one report may carry (as a check's `consume`).
 const UNITS_MAX: u64 = tollgate_engine::CONSUME_MAX;
 
-pub(crate) struct UsageApi {
+pub(crate) struct UsageService {
     pub checker: Arc<Checker>,
 }
 
@@ -27,7 +27,7 @@ where
     T::try_from(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
-impl UsageApi {
+impl UsageService {
     /// The account's entitlements that grant `feature` with floating seats.
     fn floating(
         &self,
@@ -175,7 +175,7 @@ impl UsageApi {
 }
 
 #[tonic::async_trait]
-impl pb::usage_server::Usage for UsageApi {
+impl pb::usage_server::Usage for UsageService {
     async fn report_usage(
         &self,
         request: Request<pb::ReportUsageRequest>,

@@ -3,7 +3,6 @@
 //! replayed from the changes the region keeps and then followed live; the
 //! scope's current state first when those changes are no longer kept.
 
-use crate::state::{now, read_u64, scan_all};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -14,6 +13,8 @@ use tollgate_origin::keys;
 use tollgate_proto::check::v1 as pb;
 use tollgate_raft::StateView;
 use tollgate_region::{account_entitlements_prefix, ORIGIN_CONTACT};
+use tollgate_server::clock::now;
+use tollgate_server::served::{read_u64, scan_all};
 use tonic::Status;
 
 /// Most change records read (and sent) per message.
@@ -231,7 +232,7 @@ fn in_scope(mut record: ChangeRecord, account: Option<&AccountId>) -> Option<Cha
 /// The scope's current state, as mutations that recreate it.
 fn scope_state(view: &StateView, account: Option<&AccountId>) -> Result<Vec<Mutation>, Status> {
     match account {
-        None => Ok(crate::state::served_dataset(view)
+        None => Ok(tollgate_server::served::served_dataset(view)
             .map_err(internal)?
             .to_mutations()),
         Some(account) => Ok(account_dataset(view, account)?.to_mutations()),

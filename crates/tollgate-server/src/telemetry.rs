@@ -65,7 +65,7 @@ pub fn render() -> String {
 }
 
 /// A Raft member's view of its cluster, as gauges.
-pub(crate) fn record_raft<N: tollgate_raft::StateMachineLogic>(
+pub fn record_raft<N: tollgate_raft::StateMachineLogic>(
     cluster: &str,
     node: &str,
     raft: &tollgate_raft::Node<N>,
@@ -84,4 +84,4 @@ pub(crate) fn record_raft<N: tollgate_raft::StateMachineLogic>(
 }
 
 /// How often gauges are refreshed from a node's state.
-pub(crate) const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+pub const GAUGE_INTERVAL: Duration = Duration::from_secs(1);

@@ -12,6 +12,7 @@
 //!   Verification uses `verify_strict`, which rejects malleable signatures
 //!   and weak keys.
 
+pub mod digest;
 mod keyring;
 
 pub use keyring::{

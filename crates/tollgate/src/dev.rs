@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tollgate_model::{Dataset, UnixSeconds};
-use tollgate_node::{
-    OriginConfig, OriginListeners, OriginNode, RegionConfig, RegionListeners, RegionNode,
-};
 use tollgate_origin::{Op, OriginCommand, OriginResponse};
+use tollgate_origin_node::{OriginConfig, OriginListeners, OriginNode};
+use tollgate_region_node::{RegionConfig, RegionListeners, RegionNode};
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -93,10 +92,10 @@ async fn start_region(
         )
         .await?
         .certificate;
-    let license_issuer = tollgate_node::RegionIssuerConfig {
+    let license_issuer = tollgate_region_node::RegionIssuerConfig {
         signing_key: region_key,
         certificate,
-        issuer_token_sha256: tollgate_api::auth::sha256_hex(issuer_token.as_bytes()),
+        issuer_token_sha256: tollgate_signing::digest::sha256_hex(issuer_token.as_bytes()),
     };
     let mut nodes = Vec::new();
     for id in 1..=3u64 {

@@ -8,7 +8,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tollgate_node::{OriginConfig, OriginListeners, OriginNode};
+use tollgate_origin_node::{OriginConfig, OriginListeners, OriginNode};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -95,7 +95,7 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
     config.retention_revisions = file.changefeed.retention_revisions;
     config.quota_outstanding_max = file.quota.outstanding_max;
     let w = &file.webhooks;
-    config.webhooks = tollgate_node::WebhookConfig {
+    config.webhooks = tollgate_origin_node::WebhookConfig {
         poll_interval: Duration::from_millis(w.poll_interval_ms),
         request_timeout: Duration::from_millis(w.request_timeout_ms),
         attempts_max: w.attempts_max,
@@ -179,7 +179,7 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
 fn region_issuer(
     licenses: &crate::config::Licenses,
     region: &str,
-) -> anyhow::Result<Option<tollgate_node::RegionIssuerConfig>> {
+) -> anyhow::Result<Option<tollgate_region_node::RegionIssuerConfig>> {
     use base64::Engine as _;
     let now = tollgate_model::UnixSeconds(
         std::time::SystemTime::now()
@@ -203,7 +203,7 @@ fn region_issuer(
         std::fs::read_to_string(&licenses.certificate_path).context("licenses.certificate_path")?;
     let certificate: tollgate_signing::Signed = serde_json::from_str(&text)
         .context("licenses.certificate_path: not a signed certificate")?;
-    Ok(Some(tollgate_node::RegionIssuerConfig {
+    Ok(Some(tollgate_region_node::RegionIssuerConfig {
         signing_key,
         certificate,
         issuer_token_sha256: licenses.issuer_token_sha256.clone(),
@@ -212,7 +212,7 @@ fn region_issuer(
 
 async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
     use std::sync::Arc;
-    use tollgate_node::{RegionConfig, RegionListeners, RegionNode};
+    use tollgate_region_node::{RegionConfig, RegionListeners, RegionNode};
     let origin = file
         .origin
         .as_ref()

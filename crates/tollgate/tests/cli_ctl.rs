@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tollgate_model::{Dataset, UnixSeconds};
-use tollgate_node::{
-    OriginConfig, OriginListeners, OriginNode, RegionConfig, RegionListeners, RegionNode,
-};
 use tollgate_origin::{Op, OriginCommand, OriginResponse};
+use tollgate_origin_node::{OriginConfig, OriginListeners, OriginNode};
+use tollgate_region_node::{RegionConfig, RegionListeners, RegionNode};
 
 /// How often a test re-checks a condition it waits for; it bounds how late
 /// the condition is noticed, it synchronises nothing.

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tollgate_node::{OriginConfig, OriginListeners, OriginNode};
+use tollgate_origin_node::{OriginConfig, OriginListeners, OriginNode};
 
 /// How often the test re-checks whether the process exited; it bounds how
 /// late the exit is noticed, it synchronises nothing.

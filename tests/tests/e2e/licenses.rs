@@ -12,9 +12,10 @@ use serde_json::json;
 use std::time::Duration;
 use tollgate_license::{LicenseError, LicenseSigner, Verifier};
 use tollgate_model::{FeatureId, UnixSeconds};
-use tollgate_node::{OriginConfig, RegionIssuerConfig, RegionNode};
+use tollgate_origin_node::OriginConfig;
 use tollgate_proto::license::v1 as pb;
 use tollgate_proto::license::v1::licenses_client::LicensesClient;
+use tollgate_region_node::{RegionIssuerConfig, RegionNode};
 use tollgate_signing::{KeyRing, PublicKeySet, Signed};
 use tollgate_tests::{init_tracing, start_region, wait_until, CutProxy, TestOrigin};
 use tracing::info;
@@ -330,7 +331,7 @@ async fn a_cut_off_region_issues_tokens_that_the_origin_key_alone_verifies() {
     let issuer = RegionIssuerConfig {
         signing_key: region_key.active_signing_key().1.clone(),
         certificate,
-        issuer_token_sha256: tollgate_api::auth::sha256_hex(ISSUER_TOKEN.as_bytes()),
+        issuer_token_sha256: tollgate_signing::digest::sha256_hex(ISSUER_TOKEN.as_bytes()),
     };
     let region = start_region(
         3,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tollgate_feed::{FollowEvent, Follower, FollowerConfig};
 use tollgate_model::{Dataset, Mutation};
-use tollgate_node::{OriginConfig, OriginListeners, OriginNode};
+use tollgate_origin_node::{OriginConfig, OriginListeners, OriginNode};
 use tollgate_tests::{init_tracing, wait_until};
 use tracing::info;
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tollgate_model::UnixSeconds;
-use tollgate_node::{OriginConfig, OriginListeners, OriginNode, WebhookConfig};
+use tollgate_origin_node::{OriginConfig, OriginListeners, OriginNode, WebhookConfig};
 use tollgate_signing::{Signed, CONTEXT_WEBHOOK};
 use tollgate_tests::{init_tracing, wait_until};
 use tracing::info;

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_model::{AccountId, FeatureId, UnixSeconds, UsageCounter, UsagePeriod};
-use tollgate_node::{OriginConfig, RegionNode};
+use tollgate_origin_node::OriginConfig;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::usage::v1 as usage;
 use tollgate_proto::usage::v1::usage_client::UsageClient;
+use tollgate_region_node::RegionNode;
 use tollgate_tests::{init_tracing, start_region, wait_until, CutProxy, TestOrigin};
 use tracing::info;
 
@@ -132,7 +133,7 @@ async fn two_regions_share_one_cap_and_bill_exactly() {
             .unwrap();
     }
     let proxy = CutProxy::start(origin.node.feed_addr()).await.unwrap();
-    let tune = |c: &mut tollgate_node::RegionConfig| {
+    let tune = |c: &mut tollgate_region_node::RegionConfig| {
         c.meter.chunk_idle = Duration::from_millis(200);
         c.quota_sync_interval = Duration::from_millis(200);
         c.slice_idle = Duration::from_millis(500);

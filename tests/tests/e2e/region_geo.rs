@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_node::OriginConfig;
+use tollgate_origin_node::OriginConfig;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_tests::{init_tracing, start_region, TestOrigin};

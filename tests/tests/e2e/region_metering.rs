@@ -12,13 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_model::{AccountId, FeatureId, UnixSeconds, UsagePeriod};
-use tollgate_node::{OriginConfig, RegionNode};
+use tollgate_origin_node::OriginConfig;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::usage::v1 as usage;
 use tollgate_proto::usage::v1::usage_client::UsageClient;
 use tollgate_region::usage::counter_state;
 use tollgate_region::Counter;
+use tollgate_region_node::RegionNode;
 use tollgate_tests::{init_tracing, start_region, wait_until, TestOrigin};
 use tracing::info;
 

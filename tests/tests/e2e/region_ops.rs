@@ -8,8 +8,10 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_geo::fixtures::{DEMO_BUILD_EPOCH_SECONDS, DEMO_CITY_DATABASE_TYPE};
-use tollgate_node::{OriginConfig, RegionConfig, RegionListeners, RegionNode};
+use tollgate_origin_node::OriginConfig;
+use tollgate_region_node::{RegionConfig, RegionListeners, RegionNode};
 use tollgate_tests::{init_tracing, loopback, wait_until, TestOrigin};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -19,6 +21,46 @@ async fn get(node: &RegionNode, path: &str) -> (StatusCode, Value) {
     let status = response.status();
     (status, response.json().await.unwrap())
 }
+
+/// What the standard gRPC health service on `addr` says of `service`.
+async fn grpc_health(addr: std::net::SocketAddr, service: &str) -> Result<ServingStatus, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let answer = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map_err(|status| format!("health check: {status}"))?
+        .into_inner();
+    Ok(answer.status())
+}
+
+/// Waits until every check-port service (and the server as a whole)
+/// reports `expected`, saying what it last saw otherwise.
+async fn wait_for_grpc_health(node: &RegionNode, expected: ServingStatus) {
+    wait_until("the check port's gRPC health", DEADLINE, || async {
+        for service in CHECK_PORT_SERVICES {
+            let seen = grpc_health(node.grpc_addr(), service).await?;
+            if seen != expected {
+                return Err(format!("{service:?} is {seen:?}"));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+const CHECK_PORT_SERVICES: [&str; 4] = [
+    "",
+    "tollgate.check.v1.CheckService",
+    "tollgate.usage.v1.Usage",
+    "tollgate.license.v1.Licenses",
+];
 
 fn reasons(body: &Value) -> String {
     body["not_ready"].to_string()
@@ -68,6 +110,14 @@ async fn readiness_waits_for_membership_the_origin_and_geography() {
     );
     let (code, body) = get(&node, "/healthz").await;
     assert_eq!(code, StatusCode::OK, "alive even when not ready: {body}");
+    tracing::info!("gRPC health agrees with /readyz: NOT_SERVING while not ready.");
+    for service in CHECK_PORT_SERVICES {
+        assert_eq!(
+            grpc_health(node.grpc_addr(), service).await.unwrap(),
+            ServingStatus::NotServing,
+            "{service:?} before the node is ready"
+        );
+    }
 
     node.raft()
         .initialize(&[(1, node.raft().addr().to_string())])
@@ -81,6 +131,8 @@ async fn readiness_waits_for_membership_the_origin_and_geography() {
     .await
     .unwrap();
     assert_eq!(body["ready"], true);
+    tracing::info!("Once ready, every service on the check port is SERVING.");
+    wait_for_grpc_health(&node, ServingStatus::Serving).await;
 
     let (code, status) = get(&node, "/v1/status").await;
     assert_eq!(code, StatusCode::OK);
@@ -122,6 +174,7 @@ async fn readiness_waits_for_membership_the_origin_and_geography() {
         serde_json::json!(["no geo database is loaded"]),
         "only the geography is missing"
     );
+    wait_for_grpc_health(&bare, ServingStatus::NotServing).await;
 
     node.shutdown().await.unwrap();
     bare.shutdown().await.unwrap();
@@ -202,31 +255,15 @@ async fn metrics_health_and_reflection_serve_off_the_shelf_tools() {
     assert_eq!(status, StatusCode::OK);
     assert!(!series(&origin_text, "tollgate_origin_head_revision").is_empty());
 
-    // The standard gRPC health service answers for each service.
+    // The standard gRPC health service answers for each service: this node
+    // has no geo database, so it is not ready and says so.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.grpc_addr()))
         .unwrap()
         .connect()
         .await
         .unwrap();
+    wait_for_grpc_health(&node, ServingStatus::NotServing).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    for service in [
-        "",
-        "tollgate.check.v1.CheckService",
-        "tollgate.license.v1.Licenses",
-    ] {
-        let answer = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            answer.status(),
-            tonic_health::pb::health_check_response::ServingStatus::Serving,
-            "{service:?}"
-        );
-    }
     let unknown = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: "no.such.Service".into(),
@@ -263,6 +300,132 @@ async fn metrics_health_and_reflection_serve_off_the_shelf_tools() {
     ] {
         assert!(names.contains(&expected), "{names:?}");
     }
+
+    tracing::info!("Reflection v1alpha, which older grpcurl and grpcio ask for, lists them too.");
+    let alpha = reflection_v1alpha_services(node.grpc_addr()).await;
+    assert!(
+        alpha.contains(&"tollgate.check.v1.CheckService".to_string()),
+        "{alpha:?}"
+    );
+
+    tracing::info!("The Raft port serves health and reflection as well.");
+    let raft_addr: std::net::SocketAddr = node.raft().addr().parse().unwrap();
+    for service in [
+        "",
+        "tollgate.cluster.v1.RaftService",
+        "tollgate.cluster.v1.ClusterAdmin",
+    ] {
+        assert_eq!(
+            grpc_health(raft_addr, service).await.unwrap(),
+            ServingStatus::Serving,
+            "{service:?} on the Raft port"
+        );
+    }
+    let raft_services = reflection_v1alpha_services(raft_addr).await;
+    assert!(
+        raft_services.contains(&"tollgate.cluster.v1.ClusterAdmin".to_string()),
+        "{raft_services:?}"
+    );
+
+    node.shutdown().await.unwrap();
+    origin.node.shutdown().await.unwrap();
+}
+
+/// The services reflection `v1alpha` lists on `addr`.
+async fn reflection_v1alpha_services(addr: std::net::SocketAddr) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("expected a service list, got {answer:?}");
+    };
+    list.service.into_iter().map(|s| s.name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_requests_are_refused_with_a_stable_code() {
+    use tollgate_proto::check::v1 as pb;
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let origin =
+        TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
+    let node = start(&origin, dir.path(), 1, None).await;
+    let mut client = pb::check_service_client::CheckServiceClient::connect(format!(
+        "http://{}",
+        node.grpc_addr()
+    ))
+    .await
+    .unwrap();
+    let code_of = |status: &tonic::Status| {
+        status
+            .metadata()
+            .get("tollgate-error-code")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+
+    tracing::info!("A check request over 64 KiB is refused before it is decoded.");
+    let oversized = client
+        .check(pb::CheckRequest {
+            account_id: "a".repeat(65 * 1024),
+            feature_id: "export".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        oversized.code(),
+        tonic::Code::ResourceExhausted,
+        "{oversized:?}"
+    );
+    assert_eq!(code_of(&oversized).as_deref(), Some("MESSAGE_TOO_LARGE"));
+
+    tracing::info!("A malformed id is INVALID_ARGUMENT, naming the field, with the code.");
+    let malformed = client
+        .check(pb::CheckRequest {
+            account_id: "not an id!".into(),
+            feature_id: "export".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), tonic::Code::InvalidArgument);
+    assert!(malformed.message().contains("account_id"), "{malformed:?}");
+    assert_eq!(code_of(&malformed).as_deref(), Some("INVALID_ARGUMENT"));
+
+    tracing::info!("A batch over 64 KiB is refused the same way.");
+    let big_batch = client
+        .batch_check(pb::BatchCheckRequest {
+            checks: (0..128)
+                .map(|_| pb::CheckRequest {
+                    account_id: "a".repeat(600),
+                    feature_id: "export".into(),
+                    ..Default::default()
+                })
+                .collect(),
+            consistency: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(big_batch.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(code_of(&big_batch).as_deref(), Some("MESSAGE_TOO_LARGE"));
 
     node.shutdown().await.unwrap();
     origin.node.shutdown().await.unwrap();

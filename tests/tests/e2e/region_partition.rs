@@ -7,9 +7,10 @@
 use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
-use tollgate_node::{OriginConfig, RegionNode};
+use tollgate_origin_node::OriginConfig;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
+use tollgate_region_node::RegionNode;
 use tollgate_tests::{init_tracing, start_region, wait_until, CutProxy, TestOrigin};
 use tracing::info;
 

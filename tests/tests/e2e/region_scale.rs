@@ -17,7 +17,7 @@ use tollgate_model::*;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_region::{RegionCommand, RegionResponse};
-use tollgate_node::{RegionConfig, RegionListeners, RegionNode};
+use tollgate_region_node::{RegionConfig, RegionListeners, RegionNode};
 use tollgate_tests::{init_tracing, loopback, wait_until, wall_clock_now};
 
 const ENTITLEMENTS_PER_ACCOUNT: usize = 10;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::StreamExt;
-use tollgate_node::OriginConfig;
+use tollgate_origin_node::OriginConfig;
 use tollgate_proto::origin::v1 as feed;
 use tollgate_proto::origin::v1::changefeed_client::ChangefeedClient;
 use tollgate_proto::origin::v1::changefeed_server::{Changefeed, ChangefeedServer};

@@ -9,9 +9,10 @@ use serde_json::json;
 use std::time::Duration;
 use tollgate_engine::{WatchEvent, WatchRequest};
 use tollgate_model::{AccountId, ChangeRecord, Dataset, EntitlementStatus, Mutation};
-use tollgate_node::{OriginConfig, RegionNode};
+use tollgate_origin_node::OriginConfig;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
+use tollgate_region_node::RegionNode;
 use tollgate_tests::{init_tracing, start_region, wait_until, TestOrigin};
 use tracing::info;
 

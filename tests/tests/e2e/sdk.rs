@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use tollgate_model::{
     AccountId, CountryCode, FeatureId, GeoFacts, SubjectId, UnixSeconds, UsagePeriod,
 };
-use tollgate_node::{OriginConfig, RegionNode};
+use tollgate_origin_node::OriginConfig;
 use tollgate_region::usage::counter_state;
 use tollgate_region::Counter;
+use tollgate_region_node::RegionNode;
 use tollgate_sdk::{
     check_request, CheckRequest, Client, Consistency, Location, Reason, Replica, SdkError,
     SeatStatus,

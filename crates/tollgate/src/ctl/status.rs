@@ -1,5 +1,5 @@
 //! `ctl status`: one row per region node, from the node's HTTP
-//! `/v1/status` (see `tollgate_node::RegionStatus` for the document).
+//! `/v1/status` (see `tollgate_region_node::RegionStatus` for the document).
 //!
 //! Lag in seconds is how long ago the origin committed the oldest revision
 //! the node has not applied; it needs the origin's audit log, so it is

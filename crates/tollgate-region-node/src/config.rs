@@ -1,0 +1,100 @@
+//! A region node's configuration and the sockets it serves, as the caller
+//! (`tollgate serve`, `tollgate dev`, a test) hands them over.
+
+use crate::license_service::RegionIssuerConfig;
+use crate::meter::MeterConfig;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tollgate_raft::{NodeConfig, NodeId};
+use tollgate_signing::PublicKeySet;
+
+#[derive(Debug, Clone)]
+pub struct RegionConfig {
+    pub raft: NodeConfig,
+    /// The name this node answers as (`answered_by`).
+    pub name: String,
+    /// The origin's changefeed endpoint, e.g. `http://origin:7200`.
+    pub origin_feed: String,
+    /// The origin's public keys: only records they verify are applied.
+    pub origin_keys: PublicKeySet,
+    /// Believe a location resolved by a proxy in the request.
+    pub trust_proxy_location: bool,
+    /// Longest wait for `at_least_revision`.
+    pub revision_wait_max: Duration,
+    /// Longest pause between reconnection attempts to the origin.
+    pub reconnect_backoff_max: Duration,
+    /// With no message from the origin for this long, reconnect.
+    pub origin_idle_timeout: Duration,
+    /// One attempt to connect and subscribe to the origin gives up after
+    /// this long (a SYN into a partition is otherwise retried for minutes).
+    pub origin_connect_timeout: Duration,
+    /// A `Watch` stream with nothing to send sends a heartbeat this often.
+    pub watch_heartbeat: Duration,
+    /// Most `Watch` streams served at once.
+    pub watchers_max: usize,
+    /// Ready only with a geo database loaded.
+    pub geo_required: bool,
+    /// Ready only within this many revisions of the origin's head.
+    pub ready_lag_revisions_max: u64,
+    /// Usage reporting and chunk sizes.
+    pub meter: MeterConfig,
+    /// The region's name at the origin (quota leases and usage reports).
+    pub region: String,
+    /// How often the leader leases what nodes need from the origin.
+    pub quota_lease_interval: Duration,
+    /// How often the leader reports the region's usage to the origin.
+    pub quota_sync_interval: Duration,
+    /// Most units of a cap leased from the origin at once.
+    pub slice_units_max: u64,
+    /// A counter this region has not used for this long hands the unused
+    /// part of its slice back to the origin, for other regions.
+    pub slice_idle: Duration,
+    /// How often the leader asks the origin for its key set, to learn of a
+    /// retirement (a rotation is learnt at the first record the new key
+    /// signs).
+    pub origin_keys_refresh: Duration,
+    /// The region's certified key, to issue license tokens while cut off
+    /// from the origin. `None`: the node verifies tokens but issues none.
+    pub license_issuer: Option<RegionIssuerConfig>,
+}
+
+impl RegionConfig {
+    pub fn new(
+        node_id: NodeId,
+        data_dir: impl Into<std::path::PathBuf>,
+        origin_feed: String,
+        origin_keys: PublicKeySet,
+    ) -> Self {
+        RegionConfig {
+            raft: NodeConfig::new(node_id, data_dir),
+            name: format!("node-{node_id}"),
+            origin_feed,
+            origin_keys,
+            trust_proxy_location: false,
+            revision_wait_max: Duration::from_secs(5),
+            reconnect_backoff_max: Duration::from_secs(5),
+            origin_idle_timeout: Duration::from_secs(10),
+            origin_connect_timeout: Duration::from_secs(5),
+            watch_heartbeat: Duration::from_secs(5),
+            watchers_max: 1024,
+            geo_required: true,
+            ready_lag_revisions_max: 1000,
+            meter: MeterConfig::default(),
+            license_issuer: None,
+            origin_keys_refresh: Duration::from_secs(60),
+            region: "region".into(),
+            quota_lease_interval: Duration::from_millis(50),
+            quota_sync_interval: Duration::from_secs(1),
+            slice_units_max: 10_000,
+            slice_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+pub struct RegionListeners {
+    pub raft: TcpListener,
+    /// The check service (gRPC).
+    pub grpc: TcpListener,
+    /// The operations endpoints (`/healthz`, `/readyz`, `/v1/status`).
+    pub http: Option<TcpListener>,
+}

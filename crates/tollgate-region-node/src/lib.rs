@@ -1,0 +1,36 @@
+//! A region node: a member of a region's Raft group. Its leader follows the
+//! origin's signed changefeed and leases cap slices and seats from the
+//! origin; every node answers checks, usage reports, seat leases and
+//! license requests from its own applied state.
+//!
+//! Start-up order: config (the caller validated it), storage, Raft, then the
+//! servers on the listeners the caller bound (tests bind `127.0.0.1:0`).
+//!
+//! Modules, in dependency order (none imports one after it): `config`;
+//! `meter` (metering consumption); `watch` (the `Watch` streams and the
+//! account data they and license issuing read); `follow` (the leader's
+//! changefeed loop); `quota_agent` (the leader's leases and reports to the
+//! origin); `checker` (one check answered); `check_service`,
+//! `usage_service` and `license_service` (gRPC on the check port); `ops`
+//! (`/healthz`, `/readyz`, `/v1/status`, `/metrics`); and `node`, which
+//! assembles them.
+
+mod check_service;
+mod checker;
+mod config;
+mod follow;
+mod license_service;
+mod meter;
+mod node;
+mod ops;
+mod quota_agent;
+mod usage_service;
+mod watch;
+
+pub use config::{RegionConfig, RegionListeners};
+pub use follow::SyncStats;
+pub use license_service::RegionIssuerConfig;
+pub use meter::{MeterConfig, MeterStats};
+pub use node::RegionNode;
+pub use ops::{RegionStatus, SyncCounts};
+pub use tollgate_server::NodeError;

@@ -1,0 +1,193 @@
+//! Serving gRPC the same way on every port of every node: TCP_NODELAY, a
+//! bound on streams per connection, the standard health service (NOT_SERVING
+//! until the node says it is ready, per service), server reflection in both
+//! `v1` and `v1alpha` (older grpcurl and grpcio clients ask for the latter),
+//! and a `tollgate-error-code` trailer on every error status, whoever
+//! produced it (a service, or tonic refusing an oversized message).
+
+use http::{HeaderName, HeaderValue};
+use tonic::transport::server::{Router, Server};
+use tonic::{Code, Status};
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+use tower::layer::util::{Identity, Stack};
+use tower::util::MapResponseLayer;
+
+/// The metadata key carrying an error's stable, machine-readable code.
+pub const ERROR_CODE_KEY: &str = tollgate_raft::server::ERROR_CODE_KEY;
+/// The stable code of a request refused for its size.
+pub const MESSAGE_TOO_LARGE: &str = "MESSAGE_TOO_LARGE";
+/// How tonic's refusal of an oversized message begins, as it travels in
+/// `grpc-message` (percent-encoded: a space is `%20`).
+const TONIC_TOO_LARGE_PREFIX: &[u8] = b"Error,%20decoded%20message%20length%20too%20large";
+/// Most concurrent streams one client connection may open.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
+
+/// Adds the `tollgate-error-code` trailer to an error response that lacks
+/// one (the gRPC code's name, e.g. `RESOURCE_EXHAUSTED`), so a client can
+/// always switch on it. Errors answered before any message travel in the
+/// response headers (a "trailers-only" response), which is where tonic puts
+/// both a service's error and its own refusals.
+type ErrorCodeLayer =
+    MapResponseLayer<fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>>;
+
+/// A gRPC server builder with the house settings and the error-code layer.
+pub type GrpcServer = Server<Stack<ErrorCodeLayer, Identity>>;
+/// A router built from [`server`].
+pub type GrpcRouter = Router<Stack<ErrorCodeLayer, Identity>>;
+
+/// A server builder every node port starts from.
+pub fn server() -> GrpcServer {
+    Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
+        .layer(MapResponseLayer::new(
+            add_error_code
+                as fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+        ))
+}
+
+fn add_error_code(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    if headers.contains_key(ERROR_CODE_KEY) {
+        return response;
+    }
+    let Some(code) = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return response;
+    };
+    if code == 0 {
+        return response;
+    }
+    let mut error_code = code_name(Code::from_i32(code));
+    // tonic refuses a message over the service's limit with OUT_OF_RANGE;
+    // every limit of ours answers RESOURCE_EXHAUSTED, so say that.
+    let too_large = code == Code::OutOfRange as i32
+        && headers
+            .get("grpc-message")
+            .is_some_and(|m| m.as_bytes().starts_with(TONIC_TOO_LARGE_PREFIX));
+    if too_large {
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(Code::ResourceExhausted as i32),
+        );
+        error_code = MESSAGE_TOO_LARGE;
+        metrics::counter!("tollgate_grpc_requests_refused_total", "reason" => "message_too_large")
+            .increment(1);
+    }
+    headers.insert(
+        HeaderName::from_static(ERROR_CODE_KEY),
+        HeaderValue::from_static(error_code),
+    );
+    response
+}
+
+/// The stable name of a gRPC code, the default `tollgate-error-code`.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A status carrying `error_code` (stable, upper snake case) in its
+/// `tollgate-error-code` trailer.
+pub fn error_status(code: Code, error_code: &'static str, message: impl Into<String>) -> Status {
+    let mut status = Status::new(code, message);
+    status.metadata_mut().insert(
+        ERROR_CODE_KEY,
+        tonic::metadata::MetadataValue::from_static(error_code),
+    );
+    status
+}
+
+/// The health of one port's services, as the standard health service
+/// reports it. Every named service, and the server as a whole (`""`),
+/// starts NOT_SERVING; the node calls [`Health::set_ready`] as its
+/// readiness changes, so a gRPC probe agrees with `/readyz`.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    services: Vec<&'static str>,
+}
+
+impl Health {
+    /// Serving or not, for every service of the port and the server.
+    pub async fn set_ready(&self, ready: bool) {
+        let status = if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", status).await;
+        for service in &self.services {
+            self.reporter.set_service_status(*service, status).await;
+        }
+    }
+}
+
+/// `router` with the standard gRPC health service for `services` (all
+/// NOT_SERVING until [`Health::set_ready`]) and server reflection (`v1`
+/// and `v1alpha`) over every Tollgate proto, so off-the-shelf tools
+/// (grpcurl, grpc-health-probe, Kubernetes gRPC probes) can list, call and
+/// probe the port.
+pub async fn with_standard_services(
+    router: GrpcRouter,
+    services: &[&'static str],
+) -> Result<(GrpcRouter, Health), crate::NodeError> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health {
+        reporter,
+        services: services.to_vec(),
+    };
+    health.set_ready(false).await;
+    let (v1, v1alpha) = tollgate_proto::reflection_services()
+        .map_err(|e| crate::NodeError::Other(format!("gRPC reflection: {e}")))?;
+    Ok((
+        router
+            .add_service(health_service)
+            .add_service(v1)
+            .add_service(v1alpha),
+        health,
+    ))
+}
+
+/// Serves `router` on `listener` (TCP_NODELAY on every connection) until
+/// `stop`; a failure is logged as `what` failing.
+pub fn serve(
+    router: GrpcRouter,
+    listener: tokio::net::TcpListener,
+    stop: tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        if let Err(error) = router
+            .serve_with_incoming_shutdown(incoming, crate::shutdown::stopped(stop))
+            .await
+        {
+            tracing::error!(%error, server = what, "A gRPC server failed.");
+        }
+    })
+}
