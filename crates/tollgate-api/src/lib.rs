@@ -18,12 +18,14 @@ pub mod openapi;
 pub mod problem;
 mod routes;
 pub mod store;
+mod wire;
 
 use axum::Router;
 use std::sync::Arc;
 
-pub use routes::{Page, WriteResult};
+pub use routes::Page;
 pub use store::{MemStore, OriginStore, StoreError};
+pub use wire::WriteResult;
 
 /// Largest request body accepted, in bytes.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;

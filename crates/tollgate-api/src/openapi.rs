@@ -5,7 +5,7 @@
 //! checked-in copy; a test fails when it differs from the generated one.
 
 use crate::problem::Problem;
-use crate::routes::{Doc, Method, SchemaRef};
+use crate::wire::WriteResult;
 use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
@@ -18,6 +18,66 @@ use utoipa::openapi::{
 use utoipa::{PartialSchema, ToSchema};
 
 pub type Schemas = Vec<(String, RefOr<Schema>)>;
+
+/// The HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Put,
+    Post,
+    Delete,
+}
+
+/// A schema for the OpenAPI document: how to reference it, and how to
+/// collect it (and what it refers to) into the components.
+pub struct SchemaRef {
+    pub reference: utoipa::openapi::RefOr<utoipa::openapi::Schema>,
+    pub collect: fn(&mut Schemas),
+}
+
+/// What the OpenAPI document says about a route.
+pub struct Doc {
+    pub summary: String,
+    pub tag: &'static str,
+    /// The scope needed; `None` for public routes.
+    pub scope: Option<tollgate_origin::Scope>,
+    /// Query parameters and what they mean.
+    pub query: &'static [(&'static str, &'static str)],
+    pub body: Option<SchemaRef>,
+    /// `None`: a plain-text body.
+    pub ok: Option<SchemaRef>,
+    pub ok_status: u16,
+}
+
+impl Doc {
+    pub fn new(
+        tag: &'static str,
+        summary: impl Into<String>,
+        scope: Option<tollgate_origin::Scope>,
+    ) -> Doc {
+        Doc {
+            summary: summary.into(),
+            tag,
+            scope,
+            query: &[],
+            body: None,
+            ok: Some(SchemaRef::of::<WriteResult>()),
+            ok_status: 200,
+        }
+    }
+    pub fn body(mut self, body: SchemaRef) -> Doc {
+        self.body = Some(body);
+        self
+    }
+    pub fn ok(mut self, ok: SchemaRef) -> Doc {
+        self.ok = Some(ok);
+        self
+    }
+    pub fn query(mut self, query: &'static [(&'static str, &'static str)]) -> Doc {
+        self.query = query;
+        self
+    }
+}
 
 impl SchemaRef {
     /// A named schema, referenced from the components.

@@ -52,10 +52,10 @@ pub enum LicenseError {
     /// does not match its key, duplicate, unsupported algorithm, empty).
     #[error("origin public key set is invalid: key {kid:?}: {reason}")]
     KeySetInvalid { kid: String, reason: String },
-    /// The verifier's audience is empty or over [`crate::AUDIENCE_BYTES_MAX`].
+    /// The verifier's audience is empty or over [`tollgate_model::AUDIENCE_BYTES_MAX`].
     #[error(
         "the verifier's audience must be 1..={} bytes",
-        crate::AUDIENCE_BYTES_MAX
+        tollgate_model::AUDIENCE_BYTES_MAX
     )]
     AudienceInvalid,
 
@@ -124,10 +124,10 @@ pub enum LicenseError {
     #[error("license is bound to a device; a device fingerprint is required")]
     DeviceFingerprintRequired,
     /// A device fingerprint is empty or over
-    /// [`crate::DEVICE_FINGERPRINT_BYTES_MAX`] bytes.
+    /// [`crate::limits::DEVICE_FINGERPRINT_BYTES_MAX`] bytes.
     #[error(
         "device fingerprint is {len} bytes; 1..={} expected",
-        crate::DEVICE_FINGERPRINT_BYTES_MAX
+        crate::limits::DEVICE_FINGERPRINT_BYTES_MAX
     )]
     DeviceFingerprintInvalid { len: usize },
 

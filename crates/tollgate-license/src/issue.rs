@@ -12,9 +12,7 @@ use tollgate_signing::{KeyId, KeyRing, Signed};
 /// fingerprint. The prefix separates it from any other use of implicit
 /// assertions; the version lets the binding change without ambiguity.
 pub const DEVICE_IMPLICIT_PREFIX: &[u8] = b"tollgate.device.v1\0";
-/// Longest device fingerprint, in bytes. A fingerprint is normally a hash
-/// (32 bytes); the limit bounds what is hashed per check.
-pub const DEVICE_FINGERPRINT_BYTES_MAX: usize = 256;
+pub use crate::limits::DEVICE_FINGERPRINT_BYTES_MAX;
 
 /// The implicit assertion for `fingerprint`: [`DEVICE_IMPLICIT_PREFIX`]
 /// followed by it.

@@ -79,6 +79,7 @@ mod footer;
 mod id;
 mod issue;
 mod keys;
+mod limits;
 mod time;
 mod verify;
 

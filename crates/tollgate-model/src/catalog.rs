@@ -1,10 +1,10 @@
 //! What the vendor sells: products, their features, plans (tiers), add-ons
 //! (access packages) and SKUs (what a CRM puts on an order).
 
-use crate::entitlement::OfflinePolicy;
 use crate::geo::GeoRule;
 use crate::id::{AddonId, ConfigKey, FeatureId, PlanId, ProductId, SkuId};
 use crate::limits::*;
+use crate::offline::OfflinePolicy;
 use crate::time::UsagePeriod;
 use crate::ModelError;
 use serde::{Deserialize, Serialize};

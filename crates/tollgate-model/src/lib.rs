@@ -15,6 +15,7 @@ mod error;
 pub mod geo;
 pub mod id;
 pub mod limits;
+mod offline;
 mod revocation;
 mod schema;
 mod time;
@@ -26,12 +27,11 @@ pub use catalog::{
 };
 pub use change::{ChangeRecord, Mutation};
 pub use dataset::Dataset;
-pub use entitlement::{
-    AfterGrace, Entitlement, EntitlementStatus, Grant, OfflinePolicy, SeatMode, Seats,
-};
+pub use entitlement::{Entitlement, EntitlementStatus, Grant, SeatMode, Seats};
 pub use error::ModelError;
 pub use geo::{AnonymousNetwork, Continent, CountryCode, GeoFacts, GeoRule, SubdivisionCode};
 pub use id::*;
+pub use offline::{AfterGrace, OfflinePolicy};
 pub use revocation::{
     valid_region_name, validate_revocation_id, RevokedCertificate, RevokedLicense,
     AUDIENCE_BYTES_MAX, REGION_NAME_BYTES_MAX, REVOCATION_ID_LEN,

@@ -1,6 +1,8 @@
 //! The crate's error type.
 
 use crate::types::NodeId;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
 
 /// Everything that can go wrong in the replicated storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -115,5 +117,28 @@ impl Error {
             Error::Config(_) => "ERROR_CODE_INVALID_ARGUMENT",
             Error::Raft(_) => "ERROR_CODE_UNAVAILABLE",
         }
+    }
+}
+
+/// openraft's refusal of a write: where the leader is, or why not.
+fn not_leader(f: openraft::error::ForwardToLeader<NodeId, BasicNode>) -> Error {
+    Error::NotLeader {
+        leader_id: f.leader_id,
+        leader_addr: f.leader_node.map(|n| n.addr),
+    }
+}
+
+pub(crate) fn client_write_error(e: ClientWriteError<NodeId, BasicNode>) -> Error {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => not_leader(f),
+        ClientWriteError::ChangeMembershipError(e) => Error::Membership(e.to_string()),
+    }
+}
+
+pub(crate) fn raft_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Error {
+    match e {
+        RaftError::APIError(e) => client_write_error(e),
+        RaftError::Fatal(openraft::error::Fatal::Stopped) => Error::ShuttingDown,
+        RaftError::Fatal(f) => Error::from(f),
     }
 }

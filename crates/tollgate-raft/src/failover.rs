@@ -22,7 +22,6 @@
 //! about one lease after the last heartbeat instead of a lease plus a
 //! randomised election timeout plus a tick.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -31,36 +30,9 @@ use tokio::time::MissedTickBehavior;
 use tollgate_proto::cluster::v1 as pb;
 use tollgate_proto::cluster::v1::cluster_admin_client::ClusterAdminClient;
 
+use crate::inner::NodeInner;
 use crate::logic::StateMachineLogic;
-use crate::node::NodeInner;
 use crate::types::NodeId;
-
-/// When this node last heard from a leader (AppendEntries or snapshot), as
-/// milliseconds since `epoch`.
-#[derive(Debug)]
-pub(crate) struct LeaderContact {
-    epoch: Instant,
-    last_ms: AtomicU64,
-}
-
-impl LeaderContact {
-    pub(crate) fn new() -> Self {
-        LeaderContact {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) fn touch(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.last_ms.store(now, Ordering::Relaxed);
-    }
-
-    fn silent_for(&self) -> Duration {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
 
 /// Whether `addr` refuses connections (the process behind it is gone).
 async fn refuses<L: StateMachineLogic>(

@@ -28,21 +28,27 @@
 //! - Nothing here reads the clock inside apply: time is part of a command.
 
 pub mod codec;
+mod config;
 pub mod error;
 mod failover;
+mod inner;
 pub mod logic;
 pub mod network;
 pub mod node;
 pub mod server;
+mod snapshot_data;
+pub mod status;
 pub mod store;
 pub mod types;
 
+pub use config::NodeConfig;
 pub use error::Error;
+pub use inner::WriteOutcome;
 pub use logic::{
     Applied, ApplyContext, KvCommand, KvLogic, KvResponse, MemState, ReadState, StateMachineLogic,
     Write,
 };
-pub use node::{Node, NodeConfig, WriteOutcome};
+pub use node::Node;
 pub use store::{
     open_db_for_inspection, open_storage, LogStore, SledStateMachine, StateView, StorageConfig,
 };

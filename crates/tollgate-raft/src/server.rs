@@ -15,17 +15,13 @@ use tonic::{Request, Response, Status};
 
 use crate::codec::{decode, encode};
 use crate::error::Error;
+use crate::inner::NodeInner;
 use crate::logic::StateMachineLogic;
 use crate::network::SnapshotChunkHeader;
-use crate::node::NodeInner;
+pub use crate::status::{
+    error_to_status, status_to_error, ERROR_CODE_KEY, LEADER_ADDR_KEY, LEADER_ID_KEY,
+};
 use crate::types::{NodeId, TypeConfig};
-
-/// The metadata key carrying the stable error code.
-pub const ERROR_CODE_KEY: &str = "tollgate-error-code";
-/// The metadata key naming the leader's id on `NOT_LEADER`.
-pub const LEADER_ID_KEY: &str = "tollgate-leader-id";
-/// The metadata key naming the leader's address on `NOT_LEADER`.
-pub const LEADER_ADDR_KEY: &str = "tollgate-leader-addr";
 
 /// Serve both services on `listener` until `shutdown` resolves.
 pub(crate) async fn serve<L: StateMachineLogic>(
@@ -69,77 +65,6 @@ pub(crate) async fn serve<L: StateMachineLogic>(
             shutdown,
         )
         .await
-}
-
-/// Map an error to a gRPC status carrying its stable code.
-pub fn error_to_status(e: &Error) -> Status {
-    let code = match e {
-        Error::InvalidArgument(_) | Error::InvalidConfig { .. } | Error::Codec(_) => {
-            tonic::Code::InvalidArgument
-        }
-        Error::NotLeader { .. } | Error::AlreadyInitialized | Error::Membership(_) => {
-            tonic::Code::FailedPrecondition
-        }
-        Error::Overloaded { .. } => tonic::Code::ResourceExhausted,
-        Error::Timeout(_) => tonic::Code::DeadlineExceeded,
-        Error::ShuttingDown | Error::Unavailable(_) | Error::Transport(_) => {
-            tonic::Code::Unavailable
-        }
-        _ => tonic::Code::Internal,
-    };
-    let mut status = Status::new(code, e.to_string());
-    let md = status.metadata_mut();
-    md.insert(
-        ERROR_CODE_KEY,
-        tonic::metadata::MetadataValue::from_static(e.code()),
-    );
-    if let Error::NotLeader {
-        leader_id,
-        leader_addr,
-    } = e
-    {
-        if let Some(id) = leader_id {
-            if let Ok(v) = id.to_string().parse() {
-                md.insert(LEADER_ID_KEY, v);
-            }
-        }
-        if let Some(addr) = leader_addr {
-            if let Ok(v) = addr.parse() {
-                md.insert(LEADER_ADDR_KEY, v);
-            }
-        }
-    }
-    status
-}
-
-/// Map a status received from `peer` back to an error.
-pub fn status_to_error(status: &Status, peer: NodeId, addr: &str) -> Error {
-    let md = status.metadata();
-    let code = md
-        .get(ERROR_CODE_KEY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    match code {
-        "ERROR_CODE_NOT_LEADER" | "ERROR_CODE_NO_LEADER" => Error::NotLeader {
-            leader_id: md
-                .get(LEADER_ID_KEY)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok()),
-            leader_addr: md
-                .get(LEADER_ADDR_KEY)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-        },
-        "ERROR_CODE_INVALID_ARGUMENT" => Error::InvalidArgument(status.message().to_string()),
-        "ERROR_CODE_OVERLOADED" => {
-            Error::Unavailable(format!("node {peer} at {addr} is overloaded"))
-        }
-        _ => Error::Unavailable(format!(
-            "node {peer} at {addr}: {}: {}",
-            status.code(),
-            status.message()
-        )),
-    }
 }
 
 fn reply<T: Serialize, E: Serialize>(

@@ -57,7 +57,7 @@ impl<L: StateMachineLogic> openraft::RaftTypeConfig for TypeConfig<L> {
     type NodeId = NodeId;
     type Node = openraft::BasicNode;
     type Entry = openraft::Entry<TypeConfig<L>>;
-    type SnapshotData = crate::store::SnapshotData;
+    type SnapshotData = crate::snapshot_data::SnapshotData;
     type AsyncRuntime = openraft::TokioRuntime;
     type Responder = openraft::impls::OneshotResponder<TypeConfig<L>>;
 }

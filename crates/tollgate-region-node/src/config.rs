@@ -1,12 +1,11 @@
 //! A region node's configuration and the sockets it serves, as the caller
 //! (`tollgate serve`, `tollgate dev`, a test) hands them over.
 
-use crate::license_service::RegionIssuerConfig;
 use crate::meter::MeterConfig;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tollgate_raft::{NodeConfig, NodeId};
-use tollgate_signing::PublicKeySet;
+use tollgate_signing::{PublicKeySet, Signed};
 
 #[derive(Debug, Clone)]
 pub struct RegionConfig {
@@ -97,4 +96,25 @@ pub struct RegionListeners {
     pub grpc: TcpListener,
     /// The operations endpoints (`/healthz`, `/readyz`, `/v1/status`).
     pub http: Option<TcpListener>,
+}
+
+/// What a region needs to issue tokens itself.
+#[derive(Clone)]
+pub struct RegionIssuerConfig {
+    /// The region's Ed25519 key (the same on every node of the region).
+    pub signing_key: ed25519_dalek::SigningKey,
+    /// The origin's certificate for that key.
+    pub certificate: Signed,
+    /// SHA-256 (lower-case hex) of the token callers present in
+    /// `authorization: Bearer <token>` to issue.
+    pub issuer_token_sha256: String,
+}
+
+impl std::fmt::Debug for RegionIssuerConfig {
+    // Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionIssuerConfig")
+            .field("certificate_kid", &self.certificate.kid)
+            .finish_non_exhaustive()
+    }
 }

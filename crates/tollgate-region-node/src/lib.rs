@@ -6,8 +6,8 @@
 //! Start-up order: config (the caller validated it), storage, Raft, then the
 //! servers on the listeners the caller bound (tests bind `127.0.0.1:0`).
 //!
-//! Modules, in dependency order (none imports one after it): `config`;
-//! `meter` (metering consumption); `watch` (the `Watch` streams and the
+//! Modules, in dependency order (none imports one after it): `meter`
+//! (metering consumption); `config`; `watch` (the `Watch` streams and the
 //! account data they and license issuing read); `follow` (the leader's
 //! changefeed loop); `quota_agent` (the leader's leases and reports to the
 //! origin); `checker` (one check answered); `check_service`,
@@ -27,9 +27,8 @@ mod quota_agent;
 mod usage_service;
 mod watch;
 
-pub use config::{RegionConfig, RegionListeners};
+pub use config::{RegionConfig, RegionIssuerConfig, RegionListeners};
 pub use follow::SyncStats;
-pub use license_service::RegionIssuerConfig;
 pub use meter::{MeterConfig, MeterStats};
 pub use node::RegionNode;
 pub use ops::{RegionStatus, SyncCounts};

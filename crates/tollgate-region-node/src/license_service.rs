@@ -5,6 +5,7 @@
 //! are short-lived (the certificate's maximum). Verifying checks the
 //! revocations replicated to the region.
 
+use crate::config::RegionIssuerConfig;
 use tollgate_license::{Issuer, LicenseClaims};
 use tollgate_origin::keys;
 use tollgate_proto::license::v1 as pb;
@@ -14,29 +15,8 @@ use tollgate_server::licenses::{authorization, ids, verify, Verifiers};
 use tollgate_server::served::read_u64;
 use tollgate_server::NodeError;
 use tollgate_signing::digest::{constant_time_eq, sha256_hex};
-use tollgate_signing::{PublicKeySet, Signed};
+use tollgate_signing::PublicKeySet;
 use tonic::{Request, Response, Status};
-
-/// What a region needs to issue tokens itself.
-#[derive(Clone)]
-pub struct RegionIssuerConfig {
-    /// The region's Ed25519 key (the same on every node of the region).
-    pub signing_key: ed25519_dalek::SigningKey,
-    /// The origin's certificate for that key.
-    pub certificate: Signed,
-    /// SHA-256 (lower-case hex) of the token callers present in
-    /// `authorization: Bearer <token>` to issue.
-    pub issuer_token_sha256: String,
-}
-
-impl std::fmt::Debug for RegionIssuerConfig {
-    // Never prints the key.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegionIssuerConfig")
-            .field("certificate_kid", &self.certificate.kid)
-            .finish_non_exhaustive()
-    }
-}
 
 /// The service at a region node.
 pub(crate) struct RegionLicenses {

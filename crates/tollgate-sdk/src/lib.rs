@@ -68,6 +68,7 @@
 //! - Limits: at most [`ENDPOINTS_MAX`] endpoints, 128 checks per batch,
 //!   a bounded response size, a bounded replica ([`ReplicaBuilder::objects_max`]).
 
+mod answer;
 mod client;
 mod error;
 mod offline;
@@ -75,9 +76,10 @@ mod replica;
 mod store;
 mod wire;
 
+pub use answer::{BatchChecked, Checked, Seat, SeatStatus, UsageReported};
 pub use client::{
-    new_idempotency_key, BatchChecked, Checked, Client, ClientBuilder, Seat, SeatStatus,
-    UsageReported, CONNECT_TIMEOUT_DEFAULT, DEADLINE_DEFAULT, ENDPOINTS_MAX,
+    new_idempotency_key, Client, ClientBuilder, CONNECT_TIMEOUT_DEFAULT, DEADLINE_DEFAULT,
+    ENDPOINTS_MAX,
 };
 pub use error::SdkError;
 pub use offline::OfflineVerifier;

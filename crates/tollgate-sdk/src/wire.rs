@@ -4,8 +4,8 @@
 //! Everything a node sends is checked: a value that does not convert is
 //! [`SdkError::Protocol`], never a panic.
 
+use crate::answer::{Checked, Seat, SeatStatus};
 use crate::error::SdkError;
-use crate::{Checked, Seat, SeatStatus};
 use tollgate_engine::{Decision, Reason, SeatInfo, UpgradeHint, UpgradeTarget};
 use tollgate_model::{ConfigKey, ConfigValues, EntitlementId, ModelError, SubjectId, UnixSeconds};
 use tollgate_proto::check::v1 as pb;

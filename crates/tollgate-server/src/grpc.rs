@@ -14,7 +14,7 @@ use tower::layer::util::{Identity, Stack};
 use tower::util::MapResponseLayer;
 
 /// The metadata key carrying an error's stable, machine-readable code.
-pub const ERROR_CODE_KEY: &str = tollgate_raft::server::ERROR_CODE_KEY;
+pub const ERROR_CODE_KEY: &str = tollgate_raft::status::ERROR_CODE_KEY;
 /// The stable code of a request refused for its size.
 pub const MESSAGE_TOO_LARGE: &str = "MESSAGE_TOO_LARGE";
 /// How tonic's refusal of an oversized message begins, as it travels in

@@ -10,8 +10,10 @@ mod origin_admin;
 mod usage;
 
 use crate::auth::Caller;
+pub use crate::openapi::{Doc, Method, SchemaRef};
 use crate::problem::Problem;
 use crate::store::OriginStore;
+pub use crate::wire::WriteResult;
 use crate::{AppState, BODY_BYTES_MAX, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, REASON_HEADER_LEN_MAX};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
@@ -22,68 +24,8 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tollgate_model::{EntitlementId, ModelError, UnixSeconds};
+use tollgate_model::{ModelError, UnixSeconds};
 use tollgate_origin::{Op, OriginCommand, OriginResponse, RejectCode};
-
-/// The HTTP methods the API uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Put,
-    Post,
-    Delete,
-}
-
-/// A schema for the OpenAPI document: how to reference it, and how to
-/// collect it (and what it refers to) into the components.
-pub struct SchemaRef {
-    pub reference: utoipa::openapi::RefOr<utoipa::openapi::Schema>,
-    pub collect: fn(&mut crate::openapi::Schemas),
-}
-
-/// What the OpenAPI document says about a route.
-pub struct Doc {
-    pub summary: String,
-    pub tag: &'static str,
-    /// The scope needed; `None` for public routes.
-    pub scope: Option<tollgate_origin::Scope>,
-    /// Query parameters and what they mean.
-    pub query: &'static [(&'static str, &'static str)],
-    pub body: Option<SchemaRef>,
-    /// `None`: a plain-text body.
-    pub ok: Option<SchemaRef>,
-    pub ok_status: u16,
-}
-
-impl Doc {
-    pub fn new(
-        tag: &'static str,
-        summary: impl Into<String>,
-        scope: Option<tollgate_origin::Scope>,
-    ) -> Doc {
-        Doc {
-            summary: summary.into(),
-            tag,
-            scope,
-            query: &[],
-            body: None,
-            ok: Some(SchemaRef::of::<WriteResult>()),
-            ok_status: 200,
-        }
-    }
-    pub fn body(mut self, body: SchemaRef) -> Doc {
-        self.body = Some(body);
-        self
-    }
-    pub fn ok(mut self, ok: SchemaRef) -> Doc {
-        self.ok = Some(ok);
-        self
-    }
-    pub fn query(mut self, query: &'static [(&'static str, &'static str)]) -> Doc {
-        self.query = query;
-        self
-    }
-}
 
 /// One route: the handler and its documentation, side by side.
 pub struct Route<S> {
@@ -258,21 +200,6 @@ pub(crate) fn reason(headers: &HeaderMap) -> Result<Option<String>, Problem> {
             .map(|s| Some(s.to_string()))
             .map_err(|_| Problem::bad_request("X-Tollgate-Reason must be visible ASCII")),
     }
-}
-
-/// What a write answers.
-#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WriteResult {
-    /// The revision the change committed under (or, for a replay, the
-    /// revision that first applied it). Pass it as `at_least_revision` to a
-    /// region to read your own write.
-    pub revision: u64,
-    /// True when nothing changed because the request was already applied.
-    pub unchanged: bool,
-    /// The entitlements created or changed.
-    pub entitlements: Vec<EntitlementId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
 }
 
 /// Commits `op` as `caller`, mapping the outcome to a response.

@@ -16,16 +16,16 @@
 
 mod log_store;
 mod snapshot;
-mod snapshot_data;
+
 mod state_machine;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use crate::snapshot_data::SnapshotData;
 pub use log_store::{FlushStats, LogReader, LogStore};
 pub use snapshot::{decode_snapshot, encode_pair, for_each_pair, Pair, SNAPSHOT_MAGIC};
-pub use snapshot_data::SnapshotData;
 pub use state_machine::{SledStateMachine, SnapshotBuilder, StateView};
 
 use crate::error::Error;

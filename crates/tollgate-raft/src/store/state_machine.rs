@@ -10,7 +10,6 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 
 use super::snapshot::{encode_pair, for_each_pair, Pair, SNAPSHOT_MAGIC};
-use super::snapshot_data::{piece_key, remove_prefix, SnapshotData, StoredPieces, PIECE_BYTES};
 use super::{
     any_error, DurableDb, META_SM_GENERATION, META_SNAPSHOT_DATA, META_SNAPSHOT_LEN,
     META_SNAPSHOT_META, META_SNAPSHOT_PIECES, SM_TREE_PREFIX, TREE_META,
@@ -20,6 +19,7 @@ use crate::error::Error;
 use crate::logic::{
     ApplyContext, ReadError, ReadState, StateMachineLogic, Write, KEY_BYTES_MAX, VALUE_BYTES_MAX,
 };
+use crate::snapshot_data::{piece_key, remove_prefix, SnapshotData, StoredPieces, PIECE_BYTES};
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const SYS_LAST_APPLIED: &[u8] = b"\x00last_applied";
