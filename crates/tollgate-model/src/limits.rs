@@ -1,6 +1,10 @@
 //! Limits on the size of model values. Every one is checked by a `validate`
 //! method, so an oversized value is an error naming the field, never a slow
-//! decision or an unbounded allocation further in.
+//! decision or an unbounded allocation further in. The limits on how many
+//! objects the state holds (`*_PER_ACCOUNT_MAX`, [`CATALOG_ENTRIES_MAX`])
+//! span many values, so the origin's apply checks them instead, refusing
+//! the object that would pass them; a region may then read such a set
+//! whole with a scan bounded by the same limit.
 
 /// Longest display name (products, features, plans, accounts, ...), in bytes.
 pub const NAME_LEN_MAX: usize = 256;
@@ -24,3 +28,9 @@ pub const GRACE_PERIOD_SECONDS_MAX: u64 = 366 * 86_400;
 pub const UNIT_LEN_MAX: usize = 32;
 /// Most entitlements one account may hold.
 pub const ENTITLEMENTS_PER_ACCOUNT_MAX: usize = 4096;
+/// Most subjects (users and devices) one account may hold.
+pub const SUBJECTS_PER_ACCOUNT_MAX: usize = 4096;
+/// Most catalog objects (products, features, plans, add-ons and SKUs
+/// together) the catalog may hold. The default offline policy, once set,
+/// is one of them: it is one more entry under the catalog's keys.
+pub const CATALOG_ENTRIES_MAX: usize = 100_000;

@@ -11,6 +11,11 @@ pub const HEAD_REVISION: &[u8] = b"meta/revision";
 /// Change records up to and including this revision were compacted away.
 pub const CHANGE_FLOOR: &[u8] = b"meta/change-floor";
 pub const DEFAULT_OFFLINE_POLICY: &[u8] = b"catalog/default_offline_policy";
+/// How many objects the catalog holds (a number): its products, features,
+/// plans, add-ons and SKUs, and the default offline policy once set. Kept
+/// in step by every catalog put, so `CATALOG_ENTRIES_MAX` is checked with
+/// one read rather than a scan. Origin only: regions never see it.
+pub const CATALOG_ENTRIES: &[u8] = b"meta/catalog-entries";
 
 pub const CHANGE_PREFIX: &str = "change/";
 /// The ids of every webhook (a bounded list).
@@ -44,6 +49,12 @@ pub fn subject(account: &AccountId, id: &SubjectId) -> Vec<u8> {
 }
 pub fn entitlement(id: &EntitlementId) -> Vec<u8> {
     key(&["entitlement", id.as_str()])
+}
+/// How many subjects an account holds (a number, kept in step by every
+/// subject put and delete; origin only). Not under `subject/`, which
+/// regions read as the account's subjects.
+pub fn account_subject_count(account: &AccountId) -> Vec<u8> {
+    key(&["subject-count", account.as_str()])
 }
 /// The ids of an account's entitlements (a bounded list).
 pub fn account_entitlements(account: &AccountId) -> Vec<u8> {

@@ -1,0 +1,164 @@
+//! Access requests: filed by a requester, approved (into an entitlement) or
+//! denied by an approver, or approved at once by an add-on's auto-approval
+//! rule.
+
+use super::{
+    check_grant, check_new_entitlement, check_target, invalid, reject, require_account, Changed,
+    Step, Stop, Tx,
+};
+use crate::command::{
+    AccessRequest, AccessRequestSpec, AccessRequestStatus, AccessTarget, OriginCommand, RejectCode,
+};
+use crate::keys;
+use std::collections::BTreeMap;
+use tollgate_model::{
+    Addon, Entitlement, EntitlementId, EntitlementStatus, FeatureGrant, Grant, SkuTarget,
+};
+
+/// Longest access-request justification, in bytes.
+pub const JUSTIFICATION_LEN_MAX: usize = 2048;
+
+/// Who approved an automatically approved access request.
+pub const AUTO_APPROVER: &str = "auto-approval";
+
+pub(super) fn request_access(
+    tx: &mut Tx<'_>,
+    cmd: &OriginCommand,
+    spec: &AccessRequestSpec,
+    revision: u64,
+) -> Step<Changed> {
+    EntitlementId::new(spec.id.as_str()).map_err(invalid)?;
+    if spec.justification.len() > JUSTIFICATION_LEN_MAX {
+        return reject(
+            RejectCode::Invalid,
+            format!("justification must be at most {JUSTIFICATION_LEN_MAX} bytes"),
+        );
+    }
+    if let Some(existing) = tx.get::<AccessRequest>(&keys::access_request(&spec.id))? {
+        if &existing.spec == spec {
+            return Err(Stop::Unchanged {
+                revision: existing.revision,
+                entitlements: Vec::new(),
+                note: format!("access request {} was already filed", spec.id),
+            });
+        }
+        return reject(
+            RejectCode::Conflict,
+            format!(
+                "access request {} already exists with a different body",
+                spec.id
+            ),
+        );
+    }
+    require_account(tx, &spec.account)?;
+    if let Some(subject) = &spec.subject {
+        if !tx.exists(&keys::subject(&spec.account, subject))? {
+            return reject(
+                RejectCode::NotFound,
+                format!("unknown subject {subject} in account {}", spec.account),
+            );
+        }
+    }
+    match &spec.target {
+        AccessTarget::Feature(f) => check_grant(tx, &Grant::Feature(FeatureGrant::new(f.clone())))?,
+        AccessTarget::Addon(a) => check_target(tx, &SkuTarget::Addon(a.clone()))?,
+    }
+    let request = AccessRequest {
+        spec: spec.clone(),
+        status: AccessRequestStatus::Pending,
+        requested_by: cmd.actor.clone(),
+        requested_at: cmd.at,
+        decided_by: None,
+        decided_at: None,
+        decision_reason: None,
+        revision,
+    };
+    let auto = match &spec.target {
+        AccessTarget::Addon(a) => tx
+            .require::<Addon>(&keys::addon(a), &format!("add-on {a}"))?
+            .auto_approve
+            .filter(|rule| {
+                let duration_ok = match (rule.max_duration_seconds, spec.duration_seconds) {
+                    (None, _) => true,
+                    (Some(max), Some(d)) => d <= max,
+                    (Some(_), None) => false,
+                };
+                duration_ok && (!rule.require_subject || spec.subject.is_some())
+            }),
+        AccessTarget::Feature(_) => None,
+    };
+    // Filing a request changes nothing a region serves: its change record
+    // has no mutations, and followers just advance their revision. An
+    // auto-approved request grants its entitlement in the same revision.
+    tx.put(keys::access_request(&spec.id), &request);
+    if auto.is_some() {
+        let mut approval = cmd.clone();
+        approval.actor = AUTO_APPROVER.to_string();
+        approval.reason = Some("the access package's auto-approval rule".into());
+        return decide_access(tx, &approval, &spec.id, true, revision);
+    }
+    Ok(Changed {
+        target: format!("access-request/{}", spec.id),
+        entitlements: Vec::new(),
+    })
+}
+
+pub(super) fn decide_access(
+    tx: &mut Tx<'_>,
+    cmd: &OriginCommand,
+    id: &str,
+    approve: bool,
+    revision: u64,
+) -> Step<Changed> {
+    let mut request: AccessRequest =
+        tx.require(&keys::access_request(id), &format!("access request {id}"))?;
+    if request.status != AccessRequestStatus::Pending {
+        return reject(
+            RejectCode::Conflict,
+            format!("access request {id} was already decided"),
+        );
+    }
+    let mut entitlements = Vec::new();
+    if approve {
+        let spec = &request.spec;
+        let ent_id = EntitlementId::new(spec.id.as_str()).map_err(invalid)?;
+        let ent = Entitlement {
+            id: ent_id.clone(),
+            account: spec.account.clone(),
+            grant: match &spec.target {
+                AccessTarget::Feature(f) => Grant::Feature(FeatureGrant::new(f.clone())),
+                AccessTarget::Addon(a) => Grant::Addon(a.clone()),
+            },
+            valid_from: cmd.at,
+            valid_until: spec.duration_seconds.map(|d| cmd.at.plus_seconds(d.max(1))),
+            grace_period_seconds: 0,
+            seats: None,
+            usage_cap_overrides: BTreeMap::new(),
+            status: EntitlementStatus::Active,
+            geo_rule: Default::default(),
+            offline_policy: None,
+            required_role: None,
+            allowed_groups: Default::default(),
+            source_order: None,
+            revision,
+            trial: false,
+        };
+        check_new_entitlement(tx, &ent)?;
+        tx.put_entitlement(ent, revision)?;
+        request.status = AccessRequestStatus::Approved {
+            entitlement: ent_id.clone(),
+        };
+        entitlements.push(ent_id);
+    } else {
+        request.status = AccessRequestStatus::Denied;
+    }
+    request.decided_by = Some(cmd.actor.clone());
+    request.decided_at = Some(cmd.at);
+    request.decision_reason = cmd.reason.clone();
+    request.revision = revision;
+    tx.put(keys::access_request(id), &request);
+    Ok(Changed {
+        target: format!("access-request/{id}"),
+        entitlements,
+    })
+}

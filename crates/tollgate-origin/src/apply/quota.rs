@@ -1,0 +1,148 @@
+//! Hard usage caps and floating seats split between regions (see
+//! [`crate::quota`]): leases, cumulative usage reports and seat releases.
+
+use super::{reject, touched, Changed, Step, Tx};
+use crate::command::RejectCode;
+use crate::keys;
+use crate::quota::{
+    quota_key, seats_key, valid_region_name, QuotaState, QuotaSync, OUTSTANDING_TOTAL,
+    SYNC_ENTRIES_MAX,
+};
+use tollgate_model::{Entitlement, EntitlementId, SeatMode, Seats, UsageCounter};
+
+/// Keeps [`OUTSTANDING_TOTAL`] in step with one counter going from
+/// `before` to `after` outstanding units.
+fn add_outstanding(tx: &mut Tx<'_>, before: u64, after: u64) -> Step<()> {
+    let total: u64 = tx.get(OUTSTANDING_TOTAL)?.unwrap_or(0);
+    let total = total.saturating_sub(before).saturating_add(after);
+    tx.put(OUTSTANDING_TOTAL.to_vec(), &total);
+    Ok(())
+}
+
+pub(super) fn lease_quota(
+    tx: &mut Tx<'_>,
+    region: &str,
+    counter: &UsageCounter,
+    limit: u64,
+    want: u64,
+    outstanding_max: u64,
+) -> Step<Changed> {
+    if !valid_region_name(region) {
+        return reject(RejectCode::Invalid, "region: 1..=64 bytes of [a-z0-9-]");
+    }
+    let key = quota_key(counter);
+    let mut quota: QuotaState = tx.get(&key)?.unwrap_or_default();
+    let before = quota.outstanding();
+    let granted = quota.lease(region, limit, want, outstanding_max);
+    if granted == 0 {
+        return reject(
+            RejectCode::Conflict,
+            format!(
+                "nothing left to lease of {counter}: {} of {limit} allotted, {} outstanding",
+                quota.allotted(),
+                quota.outstanding()
+            ),
+        );
+    }
+    let total = quota.regions.get(region).map_or(0, |r| r.granted);
+    add_outstanding(tx, before, quota.outstanding())?;
+    tx.put(key, &quota);
+    tx.lease = Some((granted, total));
+    Ok(touched(format!("quota/{counter}/{region}")))
+}
+
+pub(super) fn sync_quota(tx: &mut Tx<'_>, region: &str, entries: &[QuotaSync]) -> Step<Changed> {
+    if !valid_region_name(region) {
+        return reject(RejectCode::Invalid, "region: 1..=64 bytes of [a-z0-9-]");
+    }
+    if entries.len() > SYNC_ENTRIES_MAX {
+        return reject(
+            RejectCode::Invalid,
+            format!("at most {SYNC_ENTRIES_MAX} counters per report"),
+        );
+    }
+    let mut changed = Vec::new();
+    for entry in entries {
+        let key = quota_key(&entry.counter);
+        let mut quota: QuotaState = tx.get(&key)?.unwrap_or_default();
+        let before = quota.outstanding();
+        if quota.sync(region, entry.consumed, entry.released) {
+            add_outstanding(tx, before, quota.outstanding())?;
+            if let Some(percent) = quota.crossed_threshold() {
+                tx.action = Some("usage.threshold");
+                changed.push(format!("usage/{}/{percent}", entry.counter));
+            }
+            tx.put(key, &quota);
+        }
+    }
+    if tx.writes.is_empty() {
+        return reject(RejectCode::Conflict, "nothing new in the report");
+    }
+    let target = match tx.action {
+        // The audit record names what crossed (the first, if several).
+        Some(_) => changed.into_iter().next().unwrap_or_default(),
+        None => format!("quota/{region}"),
+    };
+    Ok(touched(target))
+}
+
+pub(super) fn lease_seats(
+    tx: &mut Tx<'_>,
+    region: &str,
+    entitlement: &EntitlementId,
+    want: u32,
+) -> Step<Changed> {
+    if !valid_region_name(region) {
+        return reject(RejectCode::Invalid, "region: 1..=64 bytes of [a-z0-9-]");
+    }
+    let ent: Entitlement = tx.require(
+        &keys::entitlement(entitlement),
+        &format!("entitlement {entitlement}"),
+    )?;
+    let count = match ent.seats {
+        Some(Seats {
+            count,
+            mode: SeatMode::Floating { .. },
+        }) => count,
+        _ => {
+            return reject(
+                RejectCode::Invalid,
+                format!("entitlement {entitlement} has no floating seats"),
+            )
+        }
+    };
+    let key = seats_key(entitlement);
+    let mut seats: QuotaState = tx.get(&key)?.unwrap_or_default();
+    let granted = seats.lease(region, u64::from(count), u64::from(want), u64::MAX);
+    if granted == 0 {
+        return reject(
+            RejectCode::Conflict,
+            format!(
+                "all {count} seats of {entitlement} are held by regions ({:?})",
+                seats.regions
+            ),
+        );
+    }
+    let total = seats.regions.get(region).map_or(0, |r| r.granted);
+    tx.put(key, &seats);
+    tx.lease = Some((granted, total));
+    Ok(touched(format!("seats/{entitlement}/{region}")))
+}
+
+pub(super) fn release_seats(
+    tx: &mut Tx<'_>,
+    region: &str,
+    entitlement: &EntitlementId,
+    released_total: u64,
+) -> Step<Changed> {
+    if !valid_region_name(region) {
+        return reject(RejectCode::Invalid, "region: 1..=64 bytes of [a-z0-9-]");
+    }
+    let key = seats_key(entitlement);
+    let mut seats: QuotaState = tx.get(&key)?.unwrap_or_default();
+    if !seats.sync(region, 0, released_total) {
+        return reject(RejectCode::Conflict, "nothing new in the report");
+    }
+    tx.put(key, &seats);
+    Ok(touched(format!("seats/{entitlement}/{region}")))
+}
