@@ -268,6 +268,7 @@ impl Clients {
     ) -> (Millis, Millis, Answer) {
         let mut client = CheckServiceClient::new(self.channel(node));
         let request = pb::CheckRequest {
+            explain: false,
             account_id: account.into(),
             subject_id: None,
             feature_id: feature.into(),
@@ -307,6 +308,7 @@ impl Clients {
     async fn consume(&self, node: &str, key: &str) -> (Millis, Millis, ConsumeOutcome) {
         let mut client = CheckServiceClient::new(self.channel(node));
         let request = pb::CheckRequest {
+            explain: false,
             account_id: CAP_ACCOUNT.into(),
             subject_id: None,
             feature_id: CAP_FEATURE.into(),

@@ -41,6 +41,19 @@ pub trait LiveState {
     fn usage_consumed(&self, account: &AccountId, feature: &FeatureId, period: PeriodKey) -> u64;
     /// Leases (live or expired) on the floating seats of `entitlement`.
     fn floating_leases(&self, entitlement: &EntitlementId) -> &[SeatLease];
+    /// Whether this node can grant no more of `feature`'s hard cap in
+    /// `period` although the cap itself is not used up: the share of a cap
+    /// split between regions that this region holds is gone, and the rest
+    /// is held elsewhere. A consuming check is then USAGE_CAP_REACHED.
+    /// Without shares (a replica, a test) it is never so.
+    fn hard_cap_share_exhausted(
+        &self,
+        _account: &AccountId,
+        _feature: &FeatureId,
+        _period: PeriodKey,
+    ) -> bool {
+        false
+    }
 }
 
 /// No usage recorded and no leases held.
@@ -372,8 +385,13 @@ pub fn decide(
         .live
         .usage_consumed(&check.account, &check.feature, period);
     let after = consumed.saturating_add(check.consume);
+    let share_exhausted = !soft
+        && check.consume > 0
+        && env
+            .live
+            .hard_cap_share_exhausted(&check.account, &check.feature, period);
     d.limit = Some(limit);
-    if after <= limit {
+    if after <= limit && !share_exhausted {
         d.remaining = Some(limit - after);
     } else if soft {
         d.remaining = Some(0);
@@ -383,7 +401,13 @@ pub fn decide(
         let mut d = decision_from(Reason::UsageCapReached, decider, view, env);
         d.metering = Some(metering);
         d.limit = Some(limit);
-        d.remaining = Some(limit.saturating_sub(consumed));
+        // With the region's share gone, nothing can be granted here now,
+        // whatever the cap leaves elsewhere.
+        d.remaining = Some(if share_exhausted {
+            0
+        } else {
+            limit.saturating_sub(consumed)
+        });
         d.upgrade_hint = upgrade_hint(env.catalog, view, &check.feature, Some(limit));
         return d;
     }

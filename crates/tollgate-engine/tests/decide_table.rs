@@ -477,6 +477,47 @@ fn usage_caps() {
     assert!(d.overage);
     assert_eq!((d.limit, d.remaining), (Some(5), Some(0)));
     let d = check(
+        "the region's share of a hard cap is gone: a consuming check is refused",
+        render(Scenario::new(vec![ent("e1", plan("basic"))]))
+            .consumed("render", 40)
+            .consume(1)
+            .share_exhausted("render"),
+        Reason::UsageCapReached,
+    );
+    assert_eq!(
+        (d.limit, d.remaining),
+        (Some(100), Some(0)),
+        "nothing more can be granted here"
+    );
+    assert_eq!(
+        d.upgrade_hint.map(|h| h.target),
+        Some(UpgradeTarget::Addon(id("render-pack")))
+    );
+    let d = check(
+        "the region's share is gone: a check that consumes nothing still allows",
+        render(Scenario::new(vec![ent("e1", plan("basic"))]))
+            .consumed("render", 40)
+            .share_exhausted("render"),
+        Reason::Allow,
+    );
+    assert_eq!((d.limit, d.remaining), (Some(100), Some(60)));
+    check(
+        "a soft cap has no shares to run out of",
+        render(Scenario::new(vec![with(ent("e1", plan("basic")), |e| {
+            e.usage_cap_overrides.insert(
+                id("render"),
+                UsageCap {
+                    limit: 5,
+                    enforcement: CapEnforcement::Soft,
+                    additive: false,
+                },
+            );
+        })]))
+        .consume(1)
+        .share_exhausted("render"),
+        Reason::Allow,
+    );
+    let d = check(
         "cap on pro: next plan up is unlimited",
         render(Scenario::new(vec![ent("e1", plan("pro"))]))
             .consumed("render", 1000)

@@ -4,7 +4,7 @@ use crate::snapshot::SnapshotChunkPayload;
 use crate::{FeedError, BATCH_BYTES_MAX};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tollgate_model::{ChangeRecord, Mutation, UnixSeconds};
-use tollgate_proto::convert::signed_record_from_proto;
+use tollgate_proto::convert::{FeedMessage, Subscription};
 use tollgate_proto::origin::v1 as pb;
 use tollgate_proto::origin::v1::changefeed_client::ChangefeedClient;
 use tollgate_signing::{PublicKeySet, Signed, CONTEXT_CHANGE_RECORD, CONTEXT_SNAPSHOT};
@@ -135,11 +135,7 @@ pub async fn fetch_endorsed_keys(
         .endorsements
         .into_iter()
         .take(tollgate_signing::KEYS_MAX)
-        .map(|e| Signed {
-            kid: e.kid,
-            payload: e.payload,
-            signature: e.signature,
-        })
+        .map(Signed::from)
         .collect();
     trusted
         .accept_endorsed(&endorsements, now())
@@ -189,11 +185,11 @@ impl Follower {
         from_revision: u64,
     ) -> Result<Follower, FeedError> {
         let mut client = connect(&config.endpoint, config.connect_timeout).await?;
-        let request = pb::SubscribeRequest {
+        let request = pb::SubscribeRequest::from(Subscription {
             from_revision,
             max_batch_records: config.max_batch_records,
             subscriber: config.subscriber.clone(),
-        };
+        });
         let stream = tokio::time::timeout(config.connect_timeout, client.subscribe(request))
             .await
             .map_err(|_| FeedError::Unreachable {
@@ -242,42 +238,42 @@ impl Follower {
                 reason: format!("no message for {:?}", self.idle_timeout),
             })??
             .ok_or(FeedError::Ended)?;
-        let event = message.event.ok_or_else(|| FeedError::Refused {
+        let message = FeedMessage::try_from(message).map_err(|e| FeedError::Refused {
             revision: self.applied + 1,
-            reason: "an empty message".into(),
+            reason: format!("a malformed message: {e}"),
         })?;
-        match event {
-            pb::subscribe_response::Event::Heartbeat(h) => Ok(FollowEvent::Heartbeat {
-                head_revision: h.head_revision,
-                origin_time: UnixSeconds(h.origin_time),
+        match message {
+            FeedMessage::Heartbeat {
+                head_revision,
+                origin_time,
+            } => Ok(FollowEvent::Heartbeat {
+                head_revision,
+                origin_time,
             }),
-            pb::subscribe_response::Event::Records(batch) => self.records(batch),
-            pb::subscribe_response::Event::SnapshotBegin(begin) => {
-                if begin.chunks == 0 {
+            FeedMessage::Records(records) => self.records(records),
+            FeedMessage::SnapshotBegin { revision, chunks } => {
+                if chunks == 0 {
                     return Err(FeedError::Refused {
-                        revision: begin.revision,
+                        revision,
                         reason: "a snapshot with no chunks".into(),
                     });
                 }
-                self.snapshot = Some((begin.revision, 0, begin.chunks));
+                self.snapshot = Some((revision, 0, chunks));
                 Box::pin(self.next_event()).await
             }
-            pb::subscribe_response::Event::SnapshotChunk(chunk) => {
-                self.snapshot_chunk(chunk.into())
-            }
+            FeedMessage::SnapshotChunk(signed) => self.snapshot_chunk(signed),
         }
     }
 
-    fn records(&mut self, batch: pb::RecordBatch) -> Result<FollowEvent, FeedError> {
+    fn records(&mut self, records: Vec<(u64, Signed)>) -> Result<FollowEvent, FeedError> {
         if self.snapshot.is_some() {
             return Err(FeedError::Refused {
                 revision: self.applied + 1,
                 reason: "records arrived in the middle of a snapshot".into(),
             });
         }
-        let mut verified = Vec::with_capacity(batch.records.len());
-        for wire in batch.records {
-            let (revision, signed) = signed_record_from_proto(wire);
+        let mut verified = Vec::with_capacity(records.len());
+        for (revision, signed) in records {
             match verify_record(&self.keys, self.applied + 1, revision, &signed, now()) {
                 Ok(record) => {
                     self.applied = record.revision;

@@ -6,7 +6,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tollgate_proto::convert::signed_record_to_proto;
+use tollgate_model::UnixSeconds;
+use tollgate_proto::convert::{endorsed_key_set_to_proto, FeedMessage, Subscription};
 use tollgate_proto::origin::v1 as pb;
 use tollgate_proto::origin::v1::changefeed_server::Changefeed;
 use tollgate_signing::{KeyRing, CONTEXT_CHANGE_RECORD, CONTEXT_SNAPSHOT};
@@ -75,19 +76,19 @@ fn sign(
     Ok(ring.sign(context, payload))
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+fn unix_now() -> UnixSeconds {
+    UnixSeconds(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    )
 }
 
 type Tx = mpsc::Sender<Result<pb::SubscribeResponse, Status>>;
 
-async fn send(tx: &Tx, event: pb::subscribe_response::Event) -> bool {
-    tx.send(Ok(pb::SubscribeResponse { event: Some(event) }))
-        .await
-        .is_ok()
+async fn send(tx: &Tx, message: FeedMessage) -> bool {
+    tx.send(Ok(message.into())).await.is_ok()
 }
 
 /// Sends a signed snapshot; returns its revision, or `None` when the
@@ -104,21 +105,16 @@ async fn send_snapshot<S: ChangeSource>(
         chunks = chunks.len(),
         "Sending a changefeed snapshot."
     );
-    let begin = pb::SnapshotBegin {
+    let begin = FeedMessage::SnapshotBegin {
         revision,
         chunks: chunks.len() as u32,
     };
-    if !send(tx, pb::subscribe_response::Event::SnapshotBegin(begin)).await {
+    if !send(tx, begin).await {
         return Ok(None);
     }
     for payload in chunks {
         let signed = sign(keys, CONTEXT_SNAPSHOT, payload)?;
-        if !send(
-            tx,
-            pb::subscribe_response::Event::SnapshotChunk(signed.into()),
-        )
-        .await
-        {
+        if !send(tx, FeedMessage::SnapshotChunk(signed)).await {
             return Ok(None);
         }
     }
@@ -165,11 +161,10 @@ async fn stream<S: ChangeSource>(
                 }
                 bytes += payload.len();
                 let signed = sign(&keys, CONTEXT_CHANGE_RECORD, payload)?;
-                batch.push(signed_record_to_proto(record.revision, signed));
+                batch.push((record.revision, signed));
                 sent = record.revision;
             }
-            let event = pb::subscribe_response::Event::Records(pb::RecordBatch { records: batch });
-            if !send(&tx, event).await {
+            if !send(&tx, FeedMessage::Records(batch)).await {
                 return Ok(());
             }
             continue;
@@ -182,11 +177,11 @@ async fn stream<S: ChangeSource>(
                 }
             }
             _ = tokio::time::sleep(config.heartbeat_interval) => {
-                let heartbeat = pb::Heartbeat {
+                let heartbeat = FeedMessage::Heartbeat {
                     head_revision: source.head().map_err(status)?,
                     origin_time: unix_now(),
                 };
-                if !send(&tx, pb::subscribe_response::Event::Heartbeat(heartbeat)).await {
+                if !send(&tx, heartbeat).await {
                     return Ok(());
                 }
             }
@@ -203,7 +198,7 @@ impl<S: ChangeSource> Changefeed for FeedService<S> {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let req = request.into_inner();
+        let req = Subscription::from(request.into_inner());
         let batch_records = match req.max_batch_records as usize {
             0 => self.config.batch_records_default,
             n if n <= BATCH_RECORDS_MAX => n,
@@ -254,16 +249,9 @@ impl<S: ChangeSource> Changefeed for FeedService<S> {
             .keys
             .read()
             .map_err(|_| Status::internal("the key ring lock is poisoned"))?;
-        let mut set: pb::PublicKeySet = ring.public_set().into();
-        set.endorsements = ring
-            .endorsements()
-            .into_iter()
-            .map(|e| pb::KeySetEndorsement {
-                kid: e.kid,
-                payload: e.payload,
-                signature: e.signature,
-            })
-            .collect();
-        Ok(Response::new(set))
+        Ok(Response::new(endorsed_key_set_to_proto(
+            ring.public_set(),
+            ring.endorsements(),
+        )))
     }
 }

@@ -80,6 +80,7 @@ mod id;
 mod issue;
 mod keys;
 mod limits;
+mod requests;
 mod time;
 mod verify;
 
@@ -94,7 +95,10 @@ pub use claims::{
 pub use error::LicenseError;
 pub use id::{InvalidRandomId, RandomId};
 pub use issue::{Issuer, DEVICE_FINGERPRINT_BYTES_MAX, DEVICE_IMPLICIT_PREFIX};
+pub use requests::{IssueRequest, IssuedToken, Verification, VerifyRequest};
 pub use time::{format_rfc3339, parse_rfc3339};
+/// The longest token accepted anywhere, in bytes.
+pub use tollgate_token::TOKEN_BYTES_MAX;
 pub use verify::{
     License, LicenseSigner, RevocationList, Revocations, Verifier, CERTIFICATE_CACHE_ENTRIES_MAX,
     DEFAULT_LEEWAY_SECONDS, LEEWAY_SECONDS_MAX,

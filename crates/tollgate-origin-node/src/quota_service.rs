@@ -6,8 +6,11 @@ use crate::store::OriginState;
 use std::sync::Arc;
 use tollgate_origin::quota::{valid_region_name, QuotaSync, SYNC_ENTRIES_MAX};
 use tollgate_origin::{Op, OriginCommand, OriginResponse, RejectCode};
-use tollgate_proto::convert::usage_counter_from_proto;
+use tollgate_proto::convert::{
+    sync_response, Leased, QuotaLease, QuotaReport, SeatLease, SeatRelease,
+};
 use tollgate_proto::origin::v1 as pb;
+use tollgate_proto::ConvertError;
 use tollgate_server::clock::now;
 use tonic::{Request, Response, Status};
 
@@ -18,14 +21,19 @@ pub(crate) struct QuotaService {
     pub outstanding_max: u64,
 }
 
-fn region(name: String) -> Result<String, Status> {
-    if valid_region_name(&name) {
-        Ok(name)
+/// Checked first, on the wire, as the region is the origin's rule.
+fn region(name: &str) -> Result<(), Status> {
+    if valid_region_name(name) {
+        Ok(())
     } else {
         Err(Status::invalid_argument(
             "region: 1..=64 bytes of [a-z0-9-]",
         ))
     }
+}
+
+fn invalid(e: ConvertError) -> Status {
+    Status::invalid_argument(e.to_string())
 }
 
 impl QuotaService {
@@ -67,11 +75,14 @@ fn leased(response: OriginResponse) -> Result<Response<pb::LeaseResponse>, Statu
             revision,
             granted,
             granted_total,
-        } => Ok(Response::new(pb::LeaseResponse {
-            granted,
-            granted_total,
-            revision,
-        })),
+        } => Ok(Response::new(
+            Leased {
+                granted,
+                granted_total,
+                revision,
+            }
+            .into(),
+        )),
         OriginResponse::Rejected(r) => Err(match r.code {
             RejectCode::Conflict => Status::failed_precondition(r.message),
             RejectCode::NotFound => Status::not_found(r.message),
@@ -85,20 +96,13 @@ fn leased(response: OriginResponse) -> Result<Response<pb::LeaseResponse>, Statu
 /// nothing new (a retry).
 fn synced(response: OriginResponse) -> Result<Response<pb::SyncResponse>, Status> {
     match response {
-        OriginResponse::Committed { revision, .. } => {
-            Ok(Response::new(pb::SyncResponse { revision }))
-        }
+        OriginResponse::Committed { revision, .. } => Ok(Response::new(sync_response(revision))),
         OriginResponse::Rejected(r) if r.code == RejectCode::Conflict => {
-            Ok(Response::new(pb::SyncResponse { revision: 0 }))
+            Ok(Response::new(sync_response(0)))
         }
         OriginResponse::Rejected(r) => Err(Status::invalid_argument(r.message)),
         other => Err(Status::internal(format!("unexpected answer: {other:?}"))),
     }
-}
-
-fn entitlement(id: String) -> Result<tollgate_model::EntitlementId, Status> {
-    tollgate_model::EntitlementId::new(id)
-        .map_err(|e| Status::invalid_argument(format!("entitlement_id: {e}")))
 }
 
 #[tonic::async_trait]
@@ -108,16 +112,14 @@ impl pb::quota_server::Quota for QuotaService {
         request: Request<pb::LeaseSeatsRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         let r = request.into_inner();
-        let region = region(r.region)?;
-        if r.want == 0 {
-            return Err(Status::invalid_argument("want: must be at least 1"));
-        }
+        region(&r.region)?;
+        let lease = SeatLease::try_from(r).map_err(invalid)?;
         let op = Op::LeaseSeats {
-            region: region.clone(),
-            entitlement: entitlement(r.entitlement_id)?,
-            want: r.want,
+            region: lease.region.clone(),
+            entitlement: lease.entitlement,
+            want: lease.want,
         };
-        leased(self.commit(&region, op).await?)
+        leased(self.commit(&lease.region, op).await?)
     }
 
     async fn release_seats(
@@ -125,13 +127,14 @@ impl pb::quota_server::Quota for QuotaService {
         request: Request<pb::ReleaseSeatsRequest>,
     ) -> Result<Response<pb::SyncResponse>, Status> {
         let r = request.into_inner();
-        let region = region(r.region)?;
+        region(&r.region)?;
+        let release = SeatRelease::try_from(r).map_err(invalid)?;
         let op = Op::ReleaseSeats {
-            region: region.clone(),
-            entitlement: entitlement(r.entitlement_id)?,
-            released_total: r.released_total,
+            region: release.region.clone(),
+            entitlement: release.entitlement,
+            released_total: release.released_total,
         };
-        synced(self.commit(&region, op).await?)
+        synced(self.commit(&release.region, op).await?)
     }
 
     async fn lease(
@@ -139,20 +142,16 @@ impl pb::quota_server::Quota for QuotaService {
         request: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         let r = request.into_inner();
-        let region = region(r.region)?;
-        let counter = usage_counter_from_proto("counter", r.counter)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if r.want == 0 {
-            return Err(Status::invalid_argument("want: must be at least 1"));
-        }
+        region(&r.region)?;
+        let lease = QuotaLease::try_from(r).map_err(invalid)?;
         let op = Op::LeaseQuota {
-            region: region.clone(),
-            counter,
-            limit: r.limit,
-            want: r.want,
+            region: lease.region.clone(),
+            counter: lease.counter,
+            limit: lease.limit,
+            want: lease.want,
             outstanding_max: self.outstanding_max,
         };
-        leased(self.commit(&region, op).await?)
+        leased(self.commit(&lease.region, op).await?)
     }
 
     async fn sync(
@@ -160,29 +159,26 @@ impl pb::quota_server::Quota for QuotaService {
         request: Request<pb::SyncRequest>,
     ) -> Result<Response<pb::SyncResponse>, Status> {
         let r = request.into_inner();
-        let region = region(r.region)?;
+        region(&r.region)?;
+        // Bounded before anything is converted.
         if r.entries.len() > SYNC_ENTRIES_MAX {
             return Err(Status::invalid_argument(format!(
                 "entries: at most {SYNC_ENTRIES_MAX}"
             )));
         }
-        let entries = r
-            .entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| {
-                Ok(QuotaSync {
-                    counter: usage_counter_from_proto(&format!("entries[{i}].counter"), e.counter)
-                        .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        let report = QuotaReport::try_from(r).map_err(invalid)?;
+        let op = Op::SyncQuota {
+            region: report.region.clone(),
+            entries: report
+                .entries
+                .into_iter()
+                .map(|e| QuotaSync {
+                    counter: e.counter,
                     consumed: e.consumed,
                     released: e.released,
                 })
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
-        let op = Op::SyncQuota {
-            region: region.clone(),
-            entries,
+                .collect(),
         };
-        synced(self.commit(&region, op).await?)
+        synced(self.commit(&report.region, op).await?)
     }
 }

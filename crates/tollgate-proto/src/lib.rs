@@ -30,7 +30,8 @@ pub mod cluster {
     }
 }
 
-/// Generated from `proto/tollgate/origin/v1/`: the changefeed.
+/// Generated from `proto/tollgate/origin/v1/`: the changefeed and the quota
+/// service.
 pub mod origin {
     pub mod v1 {
         tonic::include_proto!("tollgate.origin.v1");

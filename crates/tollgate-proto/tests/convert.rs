@@ -144,6 +144,7 @@ fn bad_entitlements_are_refused_naming_the_field() {
 
 fn request() -> check_pb::CheckRequest {
     check_pb::CheckRequest {
+        explain: false,
         idempotency_key: None,
         account_id: "acme".into(),
         subject_id: Some("alice".into()),

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
 use tokio::sync::{mpsc, oneshot};
-use tollgate_proto::cluster::v1 as pb;
 use tollgate_proto::cluster::v1::cluster_admin_client::ClusterAdminClient;
+use tollgate_proto::convert::{client_write_request, ClusterMember, NodeStatus, RaftRole};
 
 use crate::codec::{decode, encode};
 use crate::config::NodeConfig;
@@ -165,10 +165,7 @@ impl<L: StateMachineLogic> NodeInner<L> {
         let mut client = ClusterAdminClient::new(channel)
             .max_decoding_message_size(self.config.network.message_bytes_max)
             .max_encoding_message_size(self.config.network.message_bytes_max);
-        let mut request = tonic::Request::new(pb::ClientWriteRequest {
-            command: encode(command)?,
-            forward_hops: hops,
-        });
+        let mut request = tonic::Request::new(client_write_request(encode(command)?, hops));
         let timeout = Duration::from_millis(self.config.forward_timeout_ms);
         request.set_timeout(timeout);
         let response = match tokio::time::timeout(timeout, client.client_write(request)).await {
@@ -309,34 +306,27 @@ impl<L: StateMachineLogic> NodeInner<L> {
         }
     }
 
-    pub(crate) fn status(&self) -> pb::StatusResponse {
+    /// This node's view of its cluster, from openraft's metrics.
+    pub(crate) fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
-        let member = |id: NodeId| pb::Member {
+        let addr = |id: &NodeId| membership.get_node(id).map(|n| n.addr.clone());
+        let member = |id: NodeId| ClusterMember {
             node_id: id,
-            addr: membership
-                .get_node(&id)
-                .map(|n| n.addr.clone())
-                .unwrap_or_default(),
+            addr: addr(&id).unwrap_or_default(),
         };
-        let state = match m.state {
-            ServerState::Learner => pb::ServerState::Learner,
-            ServerState::Follower => pb::ServerState::Follower,
-            ServerState::Candidate => pb::ServerState::Candidate,
-            ServerState::Leader => pb::ServerState::Leader,
-            ServerState::Shutdown => pb::ServerState::Shutdown,
-        };
-        let leader_id = m.current_leader.unwrap_or(0);
-        pb::StatusResponse {
+        NodeStatus {
             node_id: self.id,
-            state: state as i32,
+            role: match m.state {
+                ServerState::Learner => RaftRole::Learner,
+                ServerState::Follower => RaftRole::Follower,
+                ServerState::Candidate => RaftRole::Candidate,
+                ServerState::Leader => RaftRole::Leader,
+                ServerState::Shutdown => RaftRole::Shutdown,
+            },
             current_term: m.current_term,
-            leader_id,
-            leader_addr: m
-                .current_leader
-                .and_then(|id| membership.get_node(&id))
-                .map(|n| n.addr.clone())
-                .unwrap_or_default(),
+            leader_id: m.current_leader,
+            leader_addr: m.current_leader.as_ref().and_then(addr),
             last_log_index: m.last_log_index.unwrap_or(0),
             last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),

@@ -28,6 +28,9 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use tollgate_proto::cluster::v1 as pb;
 use tollgate_proto::cluster::v1::raft_service_client::RaftServiceClient;
+use tollgate_proto::convert::{
+    append_entries_request, install_snapshot_request, raft_result_from_proto, vote_request,
+};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{decode, encode};
@@ -179,15 +182,15 @@ fn decode_response<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>
     target: NodeId,
     response: pb::RaftResponse,
 ) -> Result<T, RpcErr<E>> {
-    match response.result {
-        Some(pb::raft_response::Result::Ok(bytes)) => decode(&bytes).map_err(local_error),
-        Some(pb::raft_response::Result::RaftError(bytes)) => {
+    match raft_result_from_proto(response) {
+        Ok(Ok(bytes)) => decode(&bytes).map_err(local_error),
+        Ok(Err(bytes)) => {
             let e: E = decode(&bytes).map_err(local_error)?;
             Err(RPCError::RemoteError(RemoteError::new(target, e)))
         }
-        None => Err(local_error(Error::InvalidArgument(
-            "empty Raft response".into(),
-        ))),
+        Err(e) => Err(local_error(Error::InvalidArgument(format!(
+            "a malformed Raft response: {e}"
+        )))),
     }
 }
 
@@ -239,7 +242,7 @@ impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
         let mut client = self.client()?;
         let response = timed(
             &option,
-            client.append_entries(with_deadline(pb::AppendEntriesRequest { payload }, &option)),
+            client.append_entries(with_deadline(append_entries_request(payload), &option)),
         )
         .await?;
         decode_response(self.target, response)
@@ -259,10 +262,7 @@ impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
         };
         let header = encode(&header).map_err(local_error)?;
         let mut client = self.client()?;
-        let message = pb::InstallSnapshotRequest {
-            header,
-            chunk: rpc.data,
-        };
+        let message = install_snapshot_request(header, rpc.data);
         let response = timed(
             &option,
             client.install_snapshot(with_deadline(message, &option)),
@@ -280,7 +280,7 @@ impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
         let mut client = self.client()?;
         let response = timed(
             &option,
-            client.vote(with_deadline(pb::VoteRequest { payload }, &option)),
+            client.vote(with_deadline(vote_request(payload), &option)),
         )
         .await?;
         decode_response(self.target, response)

@@ -1,7 +1,6 @@
 //! The gRPC services a node serves: the Raft transport and the cluster
 //! admin.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -11,6 +10,10 @@ use tokio::net::TcpListener;
 use tollgate_proto::cluster::v1 as pb;
 use tollgate_proto::cluster::v1::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
 use tollgate_proto::cluster::v1::raft_service_server::{RaftService, RaftServiceServer};
+use tollgate_proto::convert::{
+    client_write_response, initial_members, raft_response, read_local_response,
+    trigger_snapshot_response, AddLearner, ChangeMembership, Membership,
+};
 use tonic::{Request, Response, Status};
 
 use crate::codec::{decode, encode};
@@ -71,14 +74,10 @@ fn reply<T: Serialize, E: Serialize>(
     result: Result<T, E>,
 ) -> Result<Response<pb::RaftResponse>, Status> {
     let result = match result {
-        Ok(ok) => pb::raft_response::Result::Ok(encode(&ok).map_err(|e| error_to_status(&e))?),
-        Err(err) => {
-            pb::raft_response::Result::RaftError(encode(&err).map_err(|e| error_to_status(&e))?)
-        }
+        Ok(ok) => Ok(encode(&ok).map_err(|e| error_to_status(&e))?),
+        Err(err) => Err(encode(&err).map_err(|e| error_to_status(&e))?),
     };
-    Ok(Response::new(pb::RaftResponse {
-        result: Some(result),
-    }))
+    Ok(Response::new(raft_response(result)))
 }
 
 fn bad_request(e: Error) -> Status {
@@ -133,11 +132,12 @@ struct AdminGrpc<L: StateMachineLogic> {
 impl<L: StateMachineLogic> AdminGrpc<L> {
     fn membership_response(&self, log_index: u64) -> pb::MembershipResponse {
         let status = self.inner.status();
-        pb::MembershipResponse {
+        Membership {
             log_index,
             voters: status.voters,
             learners: status.learners,
         }
+        .into()
     }
 }
 
@@ -147,9 +147,7 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
         &self,
         request: Request<pb::InitializeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let members: Vec<(NodeId, String)> = request
-            .into_inner()
-            .members
+        let members: Vec<(NodeId, String)> = initial_members(request.into_inner())
             .into_iter()
             .map(|m| (m.node_id, m.addr))
             .collect();
@@ -164,13 +162,15 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let request = request.into_inner();
-        let member = request
-            .member
-            .ok_or_else(|| error_to_status(&Error::InvalidArgument("member is required".into())))?;
+        let request = AddLearner::try_from(request.into_inner())
+            .map_err(|e| error_to_status(&Error::InvalidArgument(e.to_string())))?;
         let index = self
             .inner
-            .add_learner(member.node_id, &member.addr, request.wait_caught_up)
+            .add_learner(
+                request.member.node_id,
+                &request.member.addr,
+                request.wait_caught_up,
+            )
             .await
             .map_err(|e| error_to_status(&e))?;
         Ok(Response::new(self.membership_response(index)))
@@ -180,11 +180,10 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let request = request.into_inner();
-        let voters: BTreeSet<NodeId> = request.voter_ids.into_iter().collect();
+        let request = ChangeMembership::from(request.into_inner());
         let index = self
             .inner
-            .change_membership(voters, request.keep_removed_as_learners)
+            .change_membership(request.voters, request.keep_removed_as_learners)
             .await
             .map_err(|e| error_to_status(&e))?;
         Ok(Response::new(self.membership_response(index)))
@@ -206,7 +205,7 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
         &self,
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        Ok(Response::new(self.inner.status()))
+        Ok(Response::new(self.inner.status().into()))
     }
 
     async fn trigger_snapshot(
@@ -219,9 +218,7 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
             .trigger_snapshot(SNAPSHOT_WAIT_MAX)
             .await
             .map_err(|e| error_to_status(&e))?;
-        Ok(Response::new(pb::TriggerSnapshotResponse {
-            snapshot_index,
-        }))
+        Ok(Response::new(trigger_snapshot_response(snapshot_index)))
     }
 
     async fn read_local(
@@ -243,11 +240,7 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
             .map(|l| l.index)
             .unwrap_or(0);
         let value = view.get(&key).map_err(|e| error_to_status(&e))?;
-        Ok(Response::new(pb::ReadLocalResponse {
-            found: value.is_some(),
-            value: value.unwrap_or_default(),
-            applied_index,
-        }))
+        Ok(Response::new(read_local_response(value, applied_index)))
     }
 
     async fn client_write(
@@ -268,10 +261,10 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
             .write(command, request.forward_hops)
             .await
             .map_err(|e| error_to_status(&e))?;
-        Ok(Response::new(pb::ClientWriteResponse {
-            response: encode(&outcome.response).map_err(|e| error_to_status(&e))?,
-            log_index: outcome.log_index,
-            leader_id: outcome.leader_id,
-        }))
+        Ok(Response::new(client_write_response(
+            encode(&outcome.response).map_err(|e| error_to_status(&e))?,
+            outcome.log_index,
+            outcome.leader_id,
+        )))
     }
 }

@@ -1,13 +1,14 @@
 //! The check service (`tollgate.check.v1.CheckService`): requests converted
-//! at the edge, answered by the `Checker`, decisions converted back.
+//! at the edge, answered by the `Checker` at one revision, decisions
+//! converted back (explained only when the request asks).
 
-use crate::checker::{read_u64, Checker};
-use tollgate_engine::{CheckRequest, Decision, WatchRequest};
-use tollgate_origin::keys;
+use crate::checker::Checker;
+use tollgate_engine::{CheckRequest, Consistency, Decision, WatchRequest};
 use tollgate_proto::check::v1 as pb;
-use tollgate_proto::convert::{batch_from_proto, decision_to_proto};
+use tollgate_proto::convert::{batch_from_proto, BatchAnswer, BatchItem, CheckAnswer};
+use tollgate_server::grpc::{code_name, error_status, request_timeout, ERROR_CODE_KEY};
 use tollgate_server::telemetry;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 /// Counts a decision by reason and records how long it took.
 fn observe(decision: &Decision, started: std::time::Instant) {
@@ -16,7 +17,21 @@ fn observe(decision: &Decision, started: std::time::Instant) {
 }
 
 fn invalid(e: tollgate_proto::ConvertError) -> Status {
-    Status::invalid_argument(e.to_string())
+    error_status(Code::InvalidArgument, "INVALID_ARGUMENT", e.to_string())
+}
+
+/// A batch item's error as its stable code and message.
+fn item_error(status: &Status) -> BatchItem {
+    let code = status
+        .metadata()
+        .get(ERROR_CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(code_name(status.code()))
+        .to_string();
+    BatchItem::Failed {
+        code,
+        message: status.message().to_string(),
+    }
 }
 
 #[tonic::async_trait]
@@ -25,56 +40,75 @@ impl pb::check_service_server::CheckService for Checker {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        let request = CheckRequest::try_from(request.into_inner()).map_err(invalid)?;
-        if let tollgate_engine::Consistency::AtLeastRevision(rev) = request.consistency {
-            self.wait_for(rev).await?;
+        let deadline = request_timeout(&request);
+        let wire = request.into_inner();
+        let explain = wire.explain;
+        let request = CheckRequest::try_from(wire).map_err(invalid)?;
+        if let Consistency::AtLeastRevision(revision) = request.consistency {
+            self.wait_for(revision, deadline).await?;
         }
         let started = std::time::Instant::now();
-        let (decision, revision) = self.answer(&request).await?;
+        let (snapshot, mut answers) = self.answer(std::slice::from_ref(&request)).await?;
+        let decision = answers.pop().expect("one answer per request")?;
         observe(&decision, started);
-        Ok(Response::new(pb::CheckResponse {
-            staleness_seconds: decision.staleness_seconds,
-            decision: Some(decision_to_proto(decision)),
-            revision,
-            answered_by: self.name.clone(),
-        }))
+        Ok(Response::new(
+            CheckAnswer {
+                decision,
+                explain,
+                revision: snapshot.revision,
+                answered_by: self.name.clone(),
+            }
+            .into(),
+        ))
     }
 
     async fn batch_check(
         &self,
         request: Request<pb::BatchCheckRequest>,
     ) -> Result<Response<pb::BatchCheckResponse>, Status> {
-        let (items, consistency) = batch_from_proto(request.into_inner()).map_err(invalid)?;
-        if let tollgate_engine::Consistency::AtLeastRevision(rev) = consistency {
-            self.wait_for(rev).await?;
+        let deadline = request_timeout(&request);
+        let wire = request.into_inner();
+        let explain: Vec<bool> = wire.checks.iter().map(|c| c.explain).collect();
+        let (items, consistency) = batch_from_proto(wire).map_err(invalid)?;
+        if let Consistency::AtLeastRevision(revision) = consistency {
+            self.wait_for(revision, deadline).await?;
         }
-        let mut results = Vec::with_capacity(items.len());
-        let (mut revision, mut staleness) = (read_u64(&self.view, keys::HEAD_REVISION), None);
-        for item in items {
-            let result = match item {
-                Ok(request) => {
-                    let started = std::time::Instant::now();
-                    let (decision, rev) = self.answer(&request).await?;
-                    observe(&decision, started);
-                    revision = rev;
-                    staleness = decision.staleness_seconds;
-                    pb::batch_check_result::Result::Decision(decision_to_proto(decision))
-                }
-                Err(e) => pb::batch_check_result::Result::Error(pb::CheckError {
+        let started = std::time::Instant::now();
+        let valid: Vec<CheckRequest> = items
+            .iter()
+            .filter_map(|i| i.as_ref().ok())
+            .cloned()
+            .collect();
+        let (snapshot, answers) = self.answer(&valid).await?;
+        let mut answers = answers.into_iter();
+        let mut out = Vec::with_capacity(items.len());
+        for (item, explain) in items.into_iter().zip(explain) {
+            out.push(match item {
+                Err(e) => BatchItem::Failed {
                     code: "INVALID_ARGUMENT".into(),
                     message: e.to_string(),
-                }),
-            };
-            results.push(pb::BatchCheckResult {
-                result: Some(result),
+                },
+                Ok(_) => match answers.next().expect("one answer per valid item") {
+                    Ok(decision) => {
+                        observe(&decision, started);
+                        BatchItem::Decided { decision, explain }
+                    }
+                    Err(status) => item_error(&status),
+                },
             });
         }
-        Ok(Response::new(pb::BatchCheckResponse {
-            results,
-            revision,
-            staleness_seconds: staleness,
-            answered_by: self.name.clone(),
-        }))
+        let staleness_seconds = snapshot
+            .origin_contact
+            .map(|contact| tollgate_server::clock::now().seconds_since(contact));
+        Ok(Response::new(
+            BatchAnswer {
+                items: out,
+                revision: snapshot.revision,
+                staleness_seconds,
+                answered_by: self.name.clone(),
+            }
+            .into(),
+        ))
     }
 
     type WatchStream = crate::watch::WatchStream;

@@ -1,46 +1,42 @@
-//! Answering one check from this node's applied state: the account views
-//! (cached per applied revision), the caller's geography, the live usage and
-//! seat state, the engine's decision, and metering when the check consumes.
+//! Answering checks from this node's applied state: the views at one
+//! revision (`views`), the caller's geography, the live usage and seat state
+//! of the asked feature only, the engine's decision, and metering when a
+//! check consumes.
 
 use crate::meter::{Meter, MeterConfig, Take};
+use crate::views::{Snapshot, ViewError, Views};
 use crate::watch::Watches;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tollgate_engine::{
     decide, AccountView, CheckRequest, Decision, Environment, Freshness, LiveState, Location,
     SeatLease,
 };
 use tollgate_geo::GeoDatabases;
-use tollgate_model::{
-    Account, AccountId, Catalog, Entitlement, EntitlementId, FeatureId, GeoFacts, PeriodKey,
-    SeatMode, Subject, UnixSeconds,
-};
-use tollgate_origin::keys;
+use tollgate_model::{AccountId, EntitlementId, FeatureId, GeoFacts, PeriodKey, SeatMode};
 use tollgate_raft::{Node, StateView};
-use tollgate_region::{account_entitlements_prefix, Counter, RegionLogic, ORIGIN_CONTACT};
+use tollgate_region::{Counter, RegionLogic};
 use tollgate_server::clock::now;
-use tonic::Status;
+use tollgate_server::grpc::error_status;
+use tonic::{Code, Status};
 
-/// Most subjects or entitlements read for one account view.
-const ACCOUNT_ITEMS_MAX: usize = tollgate_model::limits::ENTITLEMENTS_PER_ACCOUNT_MAX;
-/// Most catalog entries read when the catalog is rebuilt.
-const CATALOG_ENTRIES_MAX: usize = 100_000;
+/// The longest `at_least_revision` wait any request gets, whatever its
+/// deadline (`check.proto` states it).
+pub const REVISION_WAIT_MAX: Duration = Duration::from_secs(30);
 
-pub(crate) fn read_u64(view: &StateView, key: &[u8]) -> u64 {
-    tollgate_server::served::read_u64(view, key).unwrap_or(0)
+/// A check that could not be answered, as the client sees it.
+pub(crate) fn view_status(error: ViewError) -> Status {
+    match error {
+        ViewError::Storage(_) => {
+            error_status(Code::Unavailable, "STATE_UNREADABLE", error.to_string())
+        }
+        ViewError::OverLimit(_) => {
+            error_status(Code::Internal, "STATE_OVER_LIMIT", error.to_string())
+        }
+        ViewError::Moving => error_status(Code::Unavailable, "STATE_MOVING", error.to_string()),
+    }
 }
-
-/// Views rebuilt when the applied revision moves.
-pub(crate) struct Cache {
-    pub(crate) revision: u64,
-    pub(crate) catalog: Arc<Catalog>,
-    pub(crate) accounts: HashMap<AccountId, Option<Arc<AccountView>>>,
-}
-
-/// The revision, the catalog and the account's view (`None`: unknown).
-type Views = (u64, Arc<Catalog>, Option<Arc<AccountView>>);
 
 pub(crate) struct Checker {
     pub(crate) node: Arc<Node<RegionLogic>>,
@@ -48,142 +44,37 @@ pub(crate) struct Checker {
     pub(crate) name: String,
     pub(crate) geo: Option<Arc<GeoDatabases>>,
     pub(crate) trust_proxy: bool,
+    /// The configured longest `at_least_revision` wait (at most
+    /// [`REVISION_WAIT_MAX`]).
     pub(crate) wait_max: Duration,
-    pub(crate) applied: watch::Receiver<u64>,
-    pub(crate) cache: Mutex<Cache>,
+    pub(crate) views: Arc<Views>,
     pub(crate) watches: Watches,
     pub(crate) meter: Arc<Meter>,
     pub(crate) meter_config: MeterConfig,
 }
 
-fn internal(e: impl std::fmt::Display) -> Status {
-    Status::internal(e.to_string())
-}
-
 impl Checker {
-    fn decode<T: serde::de::DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, Status> {
-        serde_json::from_slice(bytes).map_err(internal)
-    }
-
-    fn catalog(&self) -> Result<Catalog, Status> {
-        let entries = self
-            .view
-            .scan(b"catalog/", None, CATALOG_ENTRIES_MAX)
-            .map_err(internal)?;
-        Ok(tollgate_origin::dataset_from_entries(entries)
-            .map_err(internal)?
-            .catalog)
-    }
-
-    fn account_view(
+    /// Waits until this node has applied `revision`, up to `budget` (the
+    /// request's deadline, bounded by the configured maximum).
+    pub(crate) async fn wait_for(
         &self,
-        catalog: &Catalog,
-        id: &AccountId,
-    ) -> Result<Option<AccountView>, Status> {
-        let Some(bytes) = self.view.get(&keys::account(id)).map_err(internal)? else {
-            return Ok(None);
-        };
-        let account: Account = self.decode(&bytes)?;
-        let subjects: Vec<Subject> = self
-            .view
-            .scan(format!("subject/{id}/").as_bytes(), None, ACCOUNT_ITEMS_MAX)
-            .map_err(internal)?
-            .into_iter()
-            .map(|(_, v)| self.decode(&v))
-            .collect::<Result<_, _>>()?;
-        let prefix = account_entitlements_prefix(id);
-        let mut entitlements: Vec<Entitlement> = Vec::new();
-        for (key, _) in self
-            .view
-            .scan(&prefix, None, ACCOUNT_ITEMS_MAX)
-            .map_err(internal)?
-        {
-            let ent_id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            let ent_id = EntitlementId::new(ent_id).map_err(internal)?;
-            if let Some(bytes) = self
-                .view
-                .get(&keys::entitlement(&ent_id))
-                .map_err(internal)?
-            {
-                entitlements.push(self.decode(&bytes)?);
-            }
+        revision: u64,
+        deadline: Option<Duration>,
+    ) -> Result<(), Status> {
+        let budget = wait_budget(self.wait_max, deadline);
+        let mut applied = self.views.applied();
+        let reached = tokio::time::timeout(budget, applied.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if reached {
+            return Ok(());
         }
-        Ok(Some(AccountView::build(
-            account,
-            subjects,
-            entitlements,
-            catalog,
-        )))
-    }
-
-    /// The catalog and the account's view at the current revision. The
-    /// state has no point-in-time read across keys, so the revision is read
-    /// before and after the data: a view built while an entry applied could
-    /// hold data newer than the revision it would be answered at, so it is
-    /// rebuilt (and never cached). After `VIEW_ATTEMPTS_MAX` races in a row
-    /// the earlier revision is answered: it understates, never overstates,
-    /// how fresh the answer is.
-    pub(crate) fn views(&self, id: &AccountId) -> Result<Views, Status> {
-        const VIEW_ATTEMPTS_MAX: usize = 8;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let revision = read_u64(&self.view, keys::HEAD_REVISION);
-            let cached_catalog = {
-                let cache = self
-                    .cache
-                    .lock()
-                    .map_err(|_| Status::internal("cache lock poisoned"))?;
-                if cache.revision != revision {
-                    None
-                } else if let Some(found) = cache.accounts.get(id) {
-                    return Ok((revision, cache.catalog.clone(), found.clone()));
-                } else {
-                    Some(cache.catalog.clone())
-                }
-            };
-            let catalog = match cached_catalog {
-                Some(catalog) => catalog,
-                None => Arc::new(self.catalog()?),
-            };
-            let view = self.account_view(&catalog, id)?.map(Arc::new);
-            let stable = read_u64(&self.view, keys::HEAD_REVISION) == revision;
-            if stable {
-                let mut cache = self
-                    .cache
-                    .lock()
-                    .map_err(|_| Status::internal("cache lock poisoned"))?;
-                // Revisions only grow: never replace a newer cache.
-                if cache.revision == u64::MAX || cache.revision < revision {
-                    *cache = Cache {
-                        revision,
-                        catalog: catalog.clone(),
-                        accounts: HashMap::new(),
-                    };
-                }
-                if cache.revision == revision {
-                    cache.accounts.insert(id.clone(), view.clone());
-                }
-                return Ok((revision, catalog, view));
-            }
-            if attempt >= VIEW_ATTEMPTS_MAX {
-                return Ok((revision, catalog, view));
-            }
-        }
-    }
-
-    pub(crate) async fn wait_for(&self, revision: u64) -> Result<(), Status> {
-        let mut applied = self.applied.clone();
-        let reached =
-            tokio::time::timeout(self.wait_max, applied.wait_for(|r| *r >= revision)).await;
-        match reached {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(Status::deadline_exceeded(format!(
-                "revision {revision} was not applied within {:?}; applied {}",
-                self.wait_max,
-                *self.applied.borrow()
-            ))),
-        }
+        let now_applied = *applied.borrow();
+        Err(error_status(
+            Code::DeadlineExceeded,
+            "REVISION_NOT_APPLIED",
+            format!("revision {revision} was not applied within {budget:?}; applied {now_applied}"),
+        ))
     }
 
     fn geo_facts(&self, location: &Location) -> GeoFacts {
@@ -201,53 +92,82 @@ impl Checker {
         }
     }
 
-    /// Decides one check from this node's state, with its usage counters
-    /// and seat leases; `saturated` makes that counter look used up (the
-    /// region's share of the cap is gone).
-    fn decide_engine(
+    /// The views of one account at the current revision.
+    pub(crate) async fn account(
         &self,
-        request: &CheckRequest,
-        saturated: Option<&Counter>,
-    ) -> Result<(Decision, u64), Status> {
-        let (revision, catalog, account) = self.views(&request.check.account)?;
-        let contact = read_u64(&self.view, ORIGIN_CONTACT);
-        let freshness = Freshness {
-            applied_revision: revision,
-            last_origin_contact: (contact > 0).then_some(UnixSeconds(contact as i64)),
-        };
-        let live = Live::load(&self.view, &self.meter, account.as_deref(), saturated)?;
-        let env = Environment {
-            catalog: &catalog,
-            live: &live,
-            freshness,
-            now: now(),
-        };
-        let geo = self.geo_facts(&request.location);
-        let decision = decide(&request.check, account.as_deref(), &geo, &env);
-        Ok((decision, revision))
+        account: &AccountId,
+    ) -> Result<(Snapshot, Option<Arc<AccountView>>), Status> {
+        let (snapshot, mut views) = self.views.read(&[account]).await.map_err(view_status)?;
+        Ok((snapshot, views.pop().flatten()))
+    }
+
+    /// Answers every check of `requests` at one revision: each item is a
+    /// decision, or the error that kept that item from being answered (its
+    /// metering could not reach the region's log). An error for the whole
+    /// call means the state could not be read.
+    pub(crate) async fn answer(
+        &self,
+        requests: &[CheckRequest],
+    ) -> Result<(Snapshot, Vec<Result<Decision, Status>>), Status> {
+        let mut accounts: Vec<&AccountId> = requests.iter().map(|r| &r.check.account).collect();
+        accounts.sort();
+        accounts.dedup();
+        let (snapshot, views) = self.views.read(&accounts).await.map_err(view_status)?;
+        let by_account: HashMap<&AccountId, Option<&AccountView>> = accounts
+            .iter()
+            .copied()
+            .zip(views.iter().map(|v| v.as_deref()))
+            .collect();
+        let at = now();
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            let account = by_account.get(&request.check.account).copied().flatten();
+            answers.push(self.answer_one(request, &snapshot, account, at).await);
+        }
+        Ok((snapshot, answers))
     }
 
     /// Decides one check and, when it is allowed and consumes, meters it:
     /// a hard cap out of this node's chunk (drawn through the log when
     /// short), anything else straight into the next usage report.
-    pub(crate) async fn answer(&self, request: &CheckRequest) -> Result<(Decision, u64), Status> {
+    async fn answer_one(
+        &self,
+        request: &CheckRequest,
+        snapshot: &Snapshot,
+        account: Option<&AccountView>,
+        at: tollgate_model::UnixSeconds,
+    ) -> Result<Decision, Status> {
+        let decide_with = |check: &tollgate_engine::Check, exhausted: Option<&Counter>| {
+            let live = Live::load(&self.view, &self.meter, account, &check.feature, exhausted)?;
+            let env = Environment {
+                catalog: &snapshot.catalog,
+                live: &live,
+                freshness: Freshness {
+                    applied_revision: snapshot.revision,
+                    last_origin_contact: snapshot.origin_contact,
+                },
+                now: at,
+            };
+            let geo = self.geo_facts(&request.location);
+            Ok::<_, Status>(decide(check, account, &geo, &env))
+        };
         let consume = request.check.consume;
         if consume > 0 {
             if let Some(key) = &request.idempotency_key {
                 if self.meter.seen(key) {
                     // A retry of a counted check: answer, consume nothing.
-                    let mut again = request.clone();
-                    again.check.consume = 0;
-                    return self.decide_engine(&again, None);
+                    let mut again = request.check.clone();
+                    again.consume = 0;
+                    return decide_with(&again, None);
                 }
             }
         }
-        let (decision, revision) = self.decide_engine(request, None)?;
+        let decision = decide_with(&request.check, None)?;
         let Some(metering) = decision
             .metering
             .filter(|_| consume > 0 && decision.reason.is_allowed())
         else {
-            return Ok((decision, revision));
+            return Ok(decision);
         };
         let counter = Counter {
             account: request.check.account.clone(),
@@ -255,7 +175,9 @@ impl Checker {
             period: metering.period,
         };
         if self.meter.backed_up() {
-            return Err(Status::unavailable(
+            return Err(error_status(
+                Code::Unavailable,
+                "USAGE_BACKLOG",
                 "usage reports are not reaching the region's log; try another node",
             ));
         }
@@ -265,10 +187,11 @@ impl Checker {
                     .meter
                     .take(&counter, limit, consume)
                     .await
-                    .map_err(Status::unavailable)?
+                    .map_err(|e| error_status(Code::Unavailable, "USAGE_UNAVAILABLE", e))?
                 {
                     Take::Taken => true,
-                    Take::Exhausted => return self.decide_engine(request, Some(&counter)),
+                    // The region's share is gone: the engine says so.
+                    Take::Exhausted => return decide_with(&request.check, Some(&counter)),
                 }
             }
             _ => false,
@@ -279,15 +202,31 @@ impl Checker {
             request.idempotency_key.clone(),
             from_chunk,
         );
-        Ok((decision, revision))
+        Ok(decision)
     }
 }
 
-/// The usage and seat state a decision reads, loaded for one account.
+/// How long an `at_least_revision` wait may take: the request's deadline
+/// less a margin (so the node's own answer reaches the client before its
+/// deadline does), within the configured maximum.
+fn wait_budget(configured: Duration, deadline: Option<Duration>) -> Duration {
+    let ceiling = configured.min(REVISION_WAIT_MAX);
+    match deadline {
+        None => ceiling,
+        Some(deadline) => {
+            let margin = (deadline / 10).min(Duration::from_millis(50));
+            deadline.saturating_sub(margin).min(ceiling)
+        }
+    }
+}
+
+/// The usage and seat state a decision reads: the node's counters, and the
+/// seat leases of the floating-seat entitlements that grant the asked
+/// feature (no other entitlement's leases are read).
 struct Live<'a> {
     meter: &'a Meter,
     leases: HashMap<EntitlementId, Vec<SeatLease>>,
-    saturated: Option<&'a Counter>,
+    exhausted: Option<&'a Counter>,
 }
 
 impl<'a> Live<'a> {
@@ -295,43 +234,101 @@ impl<'a> Live<'a> {
         view: &StateView,
         meter: &'a Meter,
         account: Option<&AccountView>,
-        saturated: Option<&'a Counter>,
+        feature: &FeatureId,
+        exhausted: Option<&'a Counter>,
     ) -> Result<Self, Status> {
         let mut leases = HashMap::new();
-        for ent in account
-            .map(|a| a.entitlements.as_slice())
-            .unwrap_or_default()
-        {
-            if matches!(
-                ent.seats.as_ref().map(|s| &s.mode),
-                Some(SeatMode::Floating { .. })
-            ) {
-                let held = tollgate_region::seats::leases(view, &ent.id).map_err(internal)?;
-                leases.insert(ent.id.clone(), held);
+        if let Some(account) = account {
+            for grant in account.grants_for(feature.as_str()) {
+                let ent = &account.entitlements[grant.entitlement];
+                let floating = matches!(
+                    ent.seats.as_ref().map(|s| &s.mode),
+                    Some(SeatMode::Floating { .. })
+                );
+                if floating && !leases.contains_key(&ent.id) {
+                    let held = tollgate_region::seats::leases(view, &ent.id).map_err(|e| {
+                        error_status(Code::Unavailable, "STATE_UNREADABLE", e.to_string())
+                    })?;
+                    leases.insert(ent.id.clone(), held);
+                }
             }
         }
         Ok(Live {
             meter,
             leases,
-            saturated,
+            exhausted,
         })
     }
 }
 
 impl LiveState for Live<'_> {
     fn usage_consumed(&self, account: &AccountId, feature: &FeatureId, period: PeriodKey) -> u64 {
-        let counter = Counter {
+        self.meter.consumed(&Counter {
             account: account.clone(),
             feature: feature.clone(),
             period,
-        };
-        if self.saturated == Some(&counter) {
-            return u64::MAX / 2;
-        }
-        self.meter.consumed(&counter)
+        })
     }
 
     fn floating_leases(&self, entitlement: &EntitlementId) -> &[SeatLease] {
         self.leases.get(entitlement).map_or(&[], Vec::as_slice)
+    }
+
+    fn hard_cap_share_exhausted(
+        &self,
+        account: &AccountId,
+        feature: &FeatureId,
+        period: PeriodKey,
+    ) -> bool {
+        self.exhausted
+            .is_some_and(|c| &c.account == account && &c.feature == feature && c.period == period)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_revision_wait_follows_the_deadline_within_the_maximum() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let rows = [
+            ("no deadline: the configured wait", s(5), None, s(5)),
+            (
+                "configured above the maximum",
+                s(600),
+                None,
+                REVISION_WAIT_MAX,
+            ),
+            (
+                "a short deadline, less a tenth",
+                s(5),
+                Some(ms(200)),
+                ms(180),
+            ),
+            (
+                "a long deadline, less 50 ms",
+                s(30),
+                Some(s(10)),
+                s(10) - ms(50),
+            ),
+            (
+                "a deadline past the configured wait",
+                s(5),
+                Some(s(20)),
+                s(5),
+            ),
+            (
+                "a deadline past the maximum",
+                s(600),
+                Some(s(120)),
+                REVISION_WAIT_MAX,
+            ),
+            ("no time left", s(5), Some(Duration::ZERO), Duration::ZERO),
+        ];
+        for (row, configured, deadline, expected) in rows {
+            assert_eq!(wait_budget(configured, deadline), expected, "{row}");
+        }
     }
 }

@@ -18,8 +18,11 @@ pub struct RegionConfig {
     pub origin_keys: PublicKeySet,
     /// Believe a location resolved by a proxy in the request.
     pub trust_proxy_location: bool,
-    /// Longest wait for `at_least_revision`.
+    /// Longest wait for `at_least_revision` (the request's deadline ends it
+    /// sooner; never more than `checker::REVISION_WAIT_MAX`).
     pub revision_wait_max: Duration,
+    /// Most accounts' views kept in memory for checks.
+    pub account_views_cached_max: usize,
     /// Longest pause between reconnection attempts to the origin.
     pub reconnect_backoff_max: Duration,
     /// With no message from the origin for this long, reconnect.
@@ -70,7 +73,8 @@ impl RegionConfig {
             origin_feed,
             origin_keys,
             trust_proxy_location: false,
-            revision_wait_max: Duration::from_secs(5),
+            revision_wait_max: crate::checker::REVISION_WAIT_MAX,
+            account_views_cached_max: crate::views::ACCOUNT_VIEWS_CACHED_MAX_DEFAULT,
             reconnect_backoff_max: Duration::from_secs(5),
             origin_idle_timeout: Duration::from_secs(10),
             origin_connect_timeout: Duration::from_secs(5),

@@ -25,8 +25,10 @@ mod node;
 mod ops;
 mod quota_agent;
 mod usage_service;
+mod views;
 mod watch;
 
+pub use checker::REVISION_WAIT_MAX;
 pub use config::{RegionConfig, RegionIssuerConfig, RegionListeners};
 pub use follow::SyncStats;
 pub use meter::{MeterConfig, MeterStats};

@@ -2,30 +2,24 @@
 //! the origin's changefeed and proposes what it verified; every node
 //! (leader, follower, learner) answers checks from its own applied state.
 
-use crate::checker::{Cache, Checker};
+use crate::checker::Checker;
 use crate::config::{RegionConfig, RegionListeners};
 use crate::follow::{follow_origin, SyncStats};
 use crate::meter::Meter;
 use crate::ops::{OpsState, RegionStatus};
+use crate::views::Views;
 use crate::watch::Watches;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tollgate_geo::GeoDatabases;
-use tollgate_model::Catalog;
-use tollgate_origin::keys;
 use tollgate_proto::check::v1 as pb;
 use tollgate_raft::{Node, StateView};
 use tollgate_region::RegionLogic;
 use tollgate_server::shutdown::stopped;
 use tollgate_server::{telemetry, NodeError};
-
-fn read_u64(view: &StateView, key: &[u8]) -> u64 {
-    tollgate_server::served::read_u64(view, key).unwrap_or(0)
-}
 
 /// Largest check or usage request message (`check.proto`, `usage.proto`):
 /// a bigger one is refused with RESOURCE_EXHAUSTED before it is decoded.
@@ -64,12 +58,16 @@ impl RegionNode {
         let node = Arc::new(Node::start(config.raft.clone(), RegionLogic, listeners.raft).await?);
         let view = node.view();
         let (stop, stop_rx) = watch::channel(false);
-        let (applied_tx, applied_rx) = watch::channel(read_u64(&view, keys::HEAD_REVISION));
+        // What checks read, kept current by one task: after every applied
+        // entry it moves the views forward and wakes revision waiters.
+        let views = Arc::new(
+            Views::open(view.clone(), config.account_views_cached_max)
+                .map_err(|e| NodeError::Other(format!("reading the applied state: {e}")))?,
+        );
+        let applied_rx = views.applied();
         let mut tasks = Vec::new();
-
-        // Wake revision waiters whenever an entry is applied.
         let mut metrics = node.raft().metrics();
-        let watcher_view = view.clone();
+        let refresher = views.clone();
         let watcher_stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             let stop = stopped(watcher_stop);
@@ -80,7 +78,14 @@ impl RegionNode {
                         if changed.is_err() {
                             return;
                         }
-                        applied_tx.send_replace(read_u64(&watcher_view, keys::HEAD_REVISION));
+                        let views = refresher.clone();
+                        // Sled reads (and, when the catalog changed, its
+                        // rebuild) stay off the runtime's workers.
+                        match tokio::task::spawn_blocking(move || views.refresh()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => tracing::error!(%error, "Could not bring the check views up to the applied state."),
+                            Err(error) => tracing::error!(%error, "The check views' refresh panicked."),
+                        }
                     }
                     _ = &mut stop => return,
                 }
@@ -99,6 +104,7 @@ impl RegionNode {
             geo_required: config.geo_required,
             ready_lag_revisions_max: config.ready_lag_revisions_max,
             stats: stats.clone(),
+            views: views.clone(),
         });
         telemetry::install();
         let gauges = ops.clone();
@@ -158,12 +164,7 @@ impl RegionNode {
                 slots_max: config.watchers_max,
                 stop: stop_rx.clone(),
             },
-            applied: applied_rx,
-            cache: Mutex::new(Cache {
-                revision: u64::MAX,
-                catalog: Arc::new(Catalog::default()),
-                accounts: HashMap::new(),
-            }),
+            views,
         });
         let router = tollgate_server::grpc::server()
             .add_service(
@@ -274,9 +275,11 @@ impl RegionNode {
         &self.stats
     }
 
-    /// The origin revision this node has applied.
+    /// The origin revision this node has applied, as its checks see it:
+    /// a check asked after this returns is answered at this revision or a
+    /// later one.
     pub fn applied_revision(&self) -> u64 {
-        read_u64(&self.view, keys::HEAD_REVISION)
+        self.ops.views.revision()
     }
 
     /// What this node serves, as a data set: compare it with the origin's

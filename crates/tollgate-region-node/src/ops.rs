@@ -50,6 +50,9 @@ pub struct RegionStatus {
     /// This node's metering: what it consumed and has not seen applied,
     /// and the chunks it holds.
     pub metering: MeterStats,
+    /// Accounts whose views this node holds in memory for checks (known
+    /// and unknown ids; at most `account_views_cached_max`).
+    pub account_views_cached: usize,
     pub ready: bool,
     /// Why the node is not ready (empty when ready).
     pub not_ready: Vec<String>,
@@ -66,6 +69,7 @@ pub(crate) struct OpsState {
     pub geo_required: bool,
     pub ready_lag_revisions_max: u64,
     pub stats: Arc<SyncStats>,
+    pub views: Arc<crate::views::Views>,
 }
 
 impl OpsState {
@@ -86,6 +90,8 @@ impl OpsState {
         metrics::gauge!("tollgate_region_staleness_seconds", &labels)
             .set(status.staleness_seconds.map_or(f64::INFINITY, |s| s as f64));
         metrics::gauge!("tollgate_region_ready", &labels).set(f64::from(u8::from(status.ready)));
+        metrics::gauge!("tollgate_check_account_views", &labels)
+            .set(status.account_views_cached as f64);
     }
 
     pub(crate) fn status(&self) -> RegionStatus {
@@ -137,6 +143,7 @@ impl OpsState {
                 disconnects: self.stats.disconnects.load(Ordering::Relaxed),
             },
             metering: self.meter.stats(),
+            account_views_cached: self.views.cached_accounts(),
             ready: not_ready.is_empty(),
             not_ready,
         }

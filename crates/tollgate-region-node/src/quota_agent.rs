@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tollgate_model::EntitlementId;
+use tollgate_proto::convert::{CounterTotals, QuotaLease, QuotaReport, SeatLease, SeatRelease};
 use tollgate_proto::origin::v1 as pb;
 use tollgate_proto::origin::v1::quota_client::QuotaClient;
 use tollgate_raft::Node;
@@ -105,12 +106,12 @@ pub(crate) async fn run(
                 .want
                 .max((wanted.limit / 8).min(config.slice_units_max))
                 .max(1);
-            let request = pb::LeaseRequest {
+            let request = pb::LeaseRequest::from(QuotaLease {
                 region: config.region.clone(),
-                counter: Some((&wanted.counter).into()),
+                counter: wanted.counter.clone(),
                 limit: wanted.limit,
                 want,
-            };
+            });
             match quota.lease(request).await {
                 Ok(reply) => {
                     let command = RegionCommand::SliceGranted {
@@ -143,11 +144,11 @@ pub(crate) async fn run(
                 continue;
             }
             asked_seats.insert(entitlement.clone(), Instant::now());
-            let request = pb::LeaseSeatsRequest {
+            let request = pb::LeaseSeatsRequest::from(SeatLease {
                 region: config.region.clone(),
-                entitlement_id: entitlement.to_string(),
+                entitlement: entitlement.clone(),
                 want,
-            };
+            });
             match quota.lease_seats(request).await {
                 Ok(reply) => {
                     let command = RegionCommand::SeatSliceGranted {
@@ -202,11 +203,11 @@ pub(crate) async fn run(
                 }
             }
             if reported_seats.get(&entitlement) != Some(&released) && released > 0 {
-                let request = pb::ReleaseSeatsRequest {
+                let request = pb::ReleaseSeatsRequest::from(SeatRelease {
                     region: config.region.clone(),
-                    entitlement_id: entitlement.to_string(),
+                    entitlement: entitlement.clone(),
                     released_total: released,
-                };
+                });
                 match quota.release_seats(request).await {
                     Ok(_) => {
                         reported_seats.insert(entitlement, released);
@@ -251,17 +252,17 @@ pub(crate) async fn run(
             }
         }
         for batch in entries.chunks(tollgate_origin::quota::SYNC_ENTRIES_MAX) {
-            let request = pb::SyncRequest {
+            let request = pb::SyncRequest::from(QuotaReport {
                 region: config.region.clone(),
                 entries: batch
                     .iter()
-                    .map(|(counter, (consumed, released))| pb::SyncEntry {
-                        counter: Some(counter.into()),
+                    .map(|(counter, (consumed, released))| CounterTotals {
+                        counter: counter.clone(),
                         consumed: *consumed,
                         released: *released,
                     })
                     .collect(),
-            };
+            });
             match quota.sync(request).await {
                 Ok(_) => {
                     for (counter, totals) in batch {

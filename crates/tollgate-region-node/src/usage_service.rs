@@ -29,12 +29,12 @@ where
 
 impl UsageService {
     /// The account's entitlements that grant `feature` with floating seats.
-    fn floating(
+    async fn floating(
         &self,
         account: &AccountId,
         feature: &FeatureId,
     ) -> Result<Vec<EntitlementId>, Status> {
-        let (_, _, view) = self.checker.views(account)?;
+        let (_, view) = self.checker.account(account).await?;
         let view =
             view.ok_or_else(|| Status::not_found(format!("account {account} is unknown here")))?;
         let mut found: Vec<EntitlementId> = Vec::new();
@@ -119,7 +119,7 @@ impl UsageService {
         let account: AccountId = id("account_id", request.account_id)?;
         let subject: SubjectId = id("subject_id", request.subject_id)?;
         let feature: FeatureId = id("feature_id", request.feature_id)?;
-        let candidates = self.floating(&account, &feature)?;
+        let candidates = self.floating(&account, &feature).await?;
         // Renew and release go to the entitlement whose seat the subject
         // holds; acquire takes the first with a free seat. When the region
         // holds fewer seats than the entitlement has, the leader leases one
@@ -193,7 +193,8 @@ impl pb::usage_server::Usage for UsageService {
                 "idempotency_key: required, 1..=128 bytes of [A-Za-z0-9._:@-]",
             ));
         }
-        let (_, catalog, view) = self.checker.views(&account)?;
+        let (snapshot, view) = self.checker.account(&account).await?;
+        let catalog = snapshot.catalog;
         if view.is_none() {
             return Err(Status::not_found(format!(
                 "account {account} is unknown here"

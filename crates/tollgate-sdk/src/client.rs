@@ -13,6 +13,7 @@ use tollgate_engine::{Check, CheckRequest, Consistency, Location, BATCH_CHECKS_M
 use tollgate_model::{AccountId, FeatureId, SubjectId};
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
+use tollgate_proto::convert::{SeatHolder, UsageReport};
 use tollgate_proto::usage::v1 as usage;
 use tollgate_proto::usage::v1::usage_client::UsageClient;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
@@ -430,12 +431,12 @@ impl Client {
         idempotency_key: Option<String>,
     ) -> Result<UsageReported, SdkError> {
         let key = idempotency_key.unwrap_or_else(new_idempotency_key);
-        let message = usage::ReportUsageRequest {
-            account_id: account.to_string(),
-            feature_id: feature.to_string(),
+        let message = usage::ReportUsageRequest::from(UsageReport {
+            account: account.clone(),
+            feature: feature.clone(),
             units,
             idempotency_key: key.clone(),
-        };
+        });
         let (response, endpoint) = self
             .call(|channel, left| {
                 let message = message.clone();
@@ -496,11 +497,11 @@ impl Client {
         subject: &SubjectId,
         feature: &FeatureId,
     ) -> Result<Seat, SdkError> {
-        let message = usage::SeatRequest {
-            account_id: account.to_string(),
-            subject_id: subject.to_string(),
-            feature_id: feature.to_string(),
-        };
+        let message = usage::SeatRequest::from(SeatHolder {
+            account: account.clone(),
+            subject: subject.clone(),
+            feature: feature.clone(),
+        });
         let (response, endpoint) = self
             .call(|channel, left| {
                 let message = with_timeout(message.clone(), left);

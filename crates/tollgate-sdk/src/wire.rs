@@ -1,6 +1,7 @@
 //! Responses from the wire into the engine's and the SDK's types. The
-//! requests go out through `tollgate-proto`'s `From` impls; the way back for
-//! a decision is not there (nodes never read decisions), so it lives here.
+//! requests go out through `tollgate-proto`'s `From` impls, and a seat answer
+//! comes back through its `TryFrom`; the way back for a decision is not there
+//! yet (nodes never read decisions), so it lives here.
 //! Everything a node sends is checked: a value that does not convert is
 //! [`SdkError::Protocol`], never a panic.
 
@@ -9,6 +10,7 @@ use crate::error::SdkError;
 use tollgate_engine::{Decision, Reason, SeatInfo, UpgradeHint, UpgradeTarget};
 use tollgate_model::{ConfigKey, ConfigValues, EntitlementId, ModelError, SubjectId, UnixSeconds};
 use tollgate_proto::check::v1 as pb;
+use tollgate_proto::convert::{SeatAnswer, SeatState};
 use tollgate_proto::usage::v1 as usage;
 
 fn protocol(field: &str, reason: impl std::fmt::Display) -> SdkError {
@@ -140,35 +142,20 @@ pub(crate) fn batch_item(
 }
 
 pub(crate) fn seat(response: usage::SeatResponse, endpoint: &str) -> Result<Seat, SdkError> {
-    let status = match usage::SeatStatus::try_from(response.status) {
-        Ok(usage::SeatStatus::Held) => SeatStatus::Held,
-        Ok(usage::SeatStatus::Full) => SeatStatus::Full,
-        Ok(usage::SeatStatus::NotHeld) => SeatStatus::NotHeld,
-        Ok(usage::SeatStatus::Released) => SeatStatus::Released,
-        Ok(usage::SeatStatus::Unspecified) | Err(_) => {
-            return Err(protocol(
-                "status",
-                format!("{} is not a seat status", response.status),
-            ))
-        }
-    };
-    let entitlement = if response.entitlement_id.is_empty() {
-        None
-    } else {
-        Some(id("entitlement_id", response.entitlement_id)?)
-    };
+    let answer = SeatAnswer::try_from(response).map_err(|e| SdkError::Protocol(e.to_string()))?;
     Ok(Seat {
-        status,
-        entitlement,
-        expires_at: (status == SeatStatus::Held).then_some(UnixSeconds(response.expires_at)),
-        used: response.used,
-        total: response.total,
-        holders: response
-            .holders
-            .into_iter()
-            .map(|h| id("holders", h))
-            .collect::<Result<_, _>>()?,
-        answered_by: response.answered_by,
+        status: match answer.state {
+            SeatState::Held => SeatStatus::Held,
+            SeatState::Full => SeatStatus::Full,
+            SeatState::NotHeld => SeatStatus::NotHeld,
+            SeatState::Released => SeatStatus::Released,
+        },
+        entitlement: answer.entitlement,
+        expires_at: answer.expires_at,
+        used: answer.used,
+        total: answer.total,
+        holders: answer.holders,
+        answered_by: answer.answered_by,
         endpoint: endpoint.to_string(),
     })
 }

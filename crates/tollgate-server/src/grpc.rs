@@ -121,6 +121,29 @@ pub fn error_status(code: Code, error_code: &'static str, message: impl Into<Str
     status
 }
 
+/// The time the client gave the call (its `grpc-timeout` header), if any.
+/// A malformed header counts as none: the call then gets the server's own
+/// bounds.
+pub fn request_timeout<T>(request: &tonic::Request<T>) -> Option<std::time::Duration> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    // At most 8 digits and a unit (gRPC over HTTP/2, "Timeout").
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
 /// The health of one port's services, as the standard health service
 /// reports it. Every named service, and the server as a whole (`""`),
 /// starts NOT_SERVING; the node calls [`Health::set_ready`] as its
@@ -190,4 +213,34 @@ pub fn serve(
             tracing::error!(%error, server = what, "A gRPC server failed.");
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeout_headers_parse_by_the_spec() {
+        let rows = [
+            ("1S", Some(Duration::from_secs(1))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("99999999u", Some(Duration::from_micros(99_999_999))),
+            ("5n", Some(Duration::from_nanos(5))),
+            ("S", None),
+            ("123456789S", None),
+            ("10x", None),
+            ("-1S", None),
+        ];
+        for (header, expected) in rows {
+            let mut request = tonic::Request::new(());
+            request
+                .metadata_mut()
+                .insert("grpc-timeout", header.parse().unwrap());
+            assert_eq!(request_timeout(&request), expected, "{header:?}");
+        }
+        assert_eq!(request_timeout(&tonic::Request::new(())), None, "no header");
+    }
 }

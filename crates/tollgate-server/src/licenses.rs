@@ -6,7 +6,7 @@
 use crate::clock::now;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tollgate_license::{Revocations, Verifier};
+use tollgate_license::{Revocations, Verification, Verifier, VerifyRequest};
 use tollgate_model::{AccountId, SubjectId};
 use tollgate_origin::keys;
 use tollgate_proto::license::v1 as pb;
@@ -73,6 +73,9 @@ impl Verifiers {
     }
 }
 
+/// Verifies the token a `VerifyLicense` call carries, for the origin's and a
+/// region's services alike: converted at the edge, answered on the wire. A
+/// refusal is an answer (`valid: false` with its stable code), not an error.
 pub fn verify(
     verifiers: &Verifiers,
     keys: &PublicKeySet,
@@ -80,40 +83,16 @@ pub fn verify(
     contains: &dyn Fn(&[u8]) -> bool,
     revision: u64,
 ) -> Result<pb::VerifyLicenseResponse, Status> {
-    if request.token.len() > tollgate_token::TOKEN_BYTES_MAX {
-        return Err(Status::invalid_argument(format!(
-            "token is over {} bytes",
-            tollgate_token::TOKEN_BYTES_MAX
-        )));
-    }
+    let request =
+        VerifyRequest::try_from(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let verifier = verifiers.get(keys, &request.audience)?;
-    let fingerprint =
-        (!request.device_fingerprint.is_empty()).then_some(request.device_fingerprint.as_bytes());
     let outcome = verifier.verify(
         &request.token,
         now(),
-        fingerprint,
+        request.device_fingerprint.as_deref().map(str::as_bytes),
         &StateRevocations { contains },
     );
-    Ok(match outcome {
-        Ok(license) => pb::VerifyLicenseResponse {
-            valid: true,
-            claims_json: license
-                .claims()
-                .to_json()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default(),
-            revision,
-            ..Default::default()
-        },
-        Err(e) => pb::VerifyLicenseResponse {
-            valid: false,
-            error_code: e.code().to_string(),
-            error_message: e.to_string(),
-            revision,
-            ..Default::default()
-        },
-    })
+    Ok(Verification { outcome, revision }.into())
 }
 
 pub fn ids(account: &str, subject: &str) -> Result<(AccountId, Option<SubjectId>), Status> {

@@ -11,6 +11,8 @@ use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use tollgate_engine::{Check, CheckRequest, Consistency, Location};
+use tollgate_model::{AccountId, FeatureId};
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 
@@ -272,6 +274,46 @@ async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every combination of the flags' accounts, features and IPs, as checks
+/// consuming `consume` units each; a bad flag is an error before any load.
+fn check_requests(args: &CheckBench, consume: u64) -> anyhow::Result<Vec<pb::CheckRequest>> {
+    let accounts = args
+        .accounts
+        .iter()
+        .map(|a| AccountId::new(a.as_str()).with_context(|| format!("--account {a:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let features = args
+        .features
+        .iter()
+        .map(|f| FeatureId::new(f.as_str()).with_context(|| format!("--feature {f:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ips = args
+        .ips
+        .iter()
+        .map(|ip| ip.parse().with_context(|| format!("--ip {ip:?}")))
+        .collect::<anyhow::Result<Vec<std::net::IpAddr>>>()?;
+    let mut requests = Vec::with_capacity(accounts.len() * features.len() * ips.len());
+    for account in &accounts {
+        for feature in &features {
+            for ip in &ips {
+                let check = CheckRequest {
+                    check: Check {
+                        account: account.clone(),
+                        subject: None,
+                        feature: feature.clone(),
+                        consume,
+                    },
+                    location: Location::Ip(*ip),
+                    consistency: Consistency::Local,
+                    idempotency_key: None,
+                };
+                requests.push(check.into());
+            }
+        }
+    }
+    Ok(requests)
+}
+
 /// One phase: warm up, then keep `--concurrency` checks in flight for
 /// `--duration-seconds`, each consuming `consume` units.
 async fn measure(
@@ -279,22 +321,7 @@ async fn measure(
     clients: &[CheckServiceClient<tonic::transport::Channel>],
     consume: u64,
 ) -> anyhow::Result<Phase> {
-    let requests: Vec<pb::CheckRequest> = args
-        .accounts
-        .iter()
-        .flat_map(|a| args.features.iter().map(move |f| (a, f)))
-        .flat_map(|(a, f)| {
-            args.ips.iter().map(move |ip| pb::CheckRequest {
-                idempotency_key: None,
-                account_id: a.clone(),
-                subject_id: None,
-                feature_id: f.clone(),
-                consume,
-                location: Some(pb::check_request::Location::Ip(ip.clone())),
-                consistency: None,
-            })
-        })
-        .collect();
+    let requests = check_requests(args, consume)?;
     let requests = std::sync::Arc::new(requests);
     let warmup_end = Instant::now() + Duration::from_secs(args.warmup_seconds);
     let end = warmup_end + Duration::from_secs(args.duration_seconds);

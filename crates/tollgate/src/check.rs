@@ -46,18 +46,51 @@ pub fn run(args: CheckArgs) -> u8 {
     runtime.block_on(check(args))
 }
 
+/// The check the flags ask, with its ids and IP checked here as the node
+/// would check them; the error says which flag.
+fn check_request(args: &CheckArgs) -> Result<tollgate_engine::CheckRequest, String> {
+    use tollgate_engine::{Check, CheckRequest, Consistency, Location};
+    use tollgate_model::{AccountId, FeatureId, SubjectId};
+    Ok(CheckRequest {
+        check: Check {
+            account: AccountId::new(args.account.as_str())
+                .map_err(|e| format!("--account: {e}"))?,
+            subject: args
+                .subject
+                .as_deref()
+                .map(SubjectId::new)
+                .transpose()
+                .map_err(|e| format!("--subject: {e}"))?,
+            feature: FeatureId::new(args.feature.as_str())
+                .map_err(|e| format!("--feature: {e}"))?,
+            consume: 0,
+        },
+        location: match &args.ip {
+            None => Location::Unknown,
+            Some(ip) => Location::Ip(
+                ip.parse()
+                    .map_err(|_| format!("--ip {ip:?}: not an IPv4 or IPv6 address"))?,
+            ),
+        },
+        consistency: args
+            .at_least_revision
+            .map_or(Consistency::Local, Consistency::AtLeastRevision),
+        idempotency_key: None,
+    })
+}
+
 async fn check(args: CheckArgs) -> u8 {
     use tollgate_proto::check::v1 as pb;
-    let request = pb::CheckRequest {
-        idempotency_key: None,
-        account_id: args.account.clone(),
-        subject_id: args.subject.clone(),
-        feature_id: args.feature.clone(),
-        consume: 0,
-        location: args.ip.clone().map(pb::check_request::Location::Ip),
-        consistency: args.at_least_revision.map(|rev| pb::Consistency {
-            requirement: Some(pb::consistency::Requirement::AtLeastRevision(rev)),
-        }),
+    let request = match check_request(&args) {
+        Ok(request) => pb::CheckRequest {
+            // A tool shows the node's explanation.
+            explain: true,
+            ..request.into()
+        },
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit::INVALID_INPUT;
+        }
     };
     let timeout = std::time::Duration::from_millis(args.timeout_ms.max(1));
     let endpoint = match tonic::transport::Endpoint::from_shared(args.endpoint.clone()) {

@@ -56,6 +56,30 @@ pub struct NodeFile {
     /// Region nodes: issue license tokens with the region's own key.
     #[serde(default)]
     pub licenses: Option<Licenses>,
+    /// Region nodes: how checks are answered.
+    #[serde(default)]
+    pub checks: Checks,
+}
+
+/// Region nodes: how checks are answered.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Checks {
+    /// Longest wait for `at_least_revision`, whatever the request's
+    /// deadline (a shorter deadline ends the wait sooner).
+    pub revision_wait_max_ms: u64,
+    /// Most accounts' views kept in memory (known and unknown account ids
+    /// alike); past it, one is dropped for each new one.
+    pub account_views_cached_max: usize,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Checks {
+            revision_wait_max_ms: 30_000,
+            account_views_cached_max: 100_000,
+        }
+    }
 }
 
 /// Region nodes: the region's license signing key and its certificate.
@@ -295,7 +319,7 @@ const CONFIG_FILE_LEN_MAX: u64 = 1024 * 1024;
 
 /// The config file's sections: `TOLLGATE_<SECTION>_<KEY>` overrides
 /// `<key>` in `[<section>]`.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "listen",
     "advertise",
     "cluster",
@@ -308,6 +332,7 @@ const SECTIONS: [&str; 12] = [
     "origin",
     "geo",
     "licenses",
+    "checks",
 ];
 /// Top-level keys: `TOLLGATE_<KEY>` overrides them.
 const TOP_LEVEL_KEYS: [&str; 6] = [
@@ -549,6 +574,16 @@ impl NodeFile {
                         "region: must be 1..=64 bytes of [a-z0-9-]"
                     );
                 }
+                within(
+                    "checks.revision_wait_max_ms",
+                    self.checks.revision_wait_max_ms,
+                    0..=30_000,
+                )?;
+                within(
+                    "checks.account_views_cached_max",
+                    self.checks.account_views_cached_max as u64,
+                    1..=10_000_000,
+                )?;
                 if let Some(licenses) = &self.licenses {
                     let sha = &licenses.issuer_token_sha256;
                     anyhow::ensure!(

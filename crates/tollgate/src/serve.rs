@@ -233,6 +233,8 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
     config.reconnect_backoff_max = Duration::from_millis(origin.reconnect_backoff_max_ms);
     config.origin_connect_timeout = Duration::from_millis(origin.connect_timeout_ms);
     config.trust_proxy_location = file.trust_proxy_location;
+    config.revision_wait_max = Duration::from_millis(file.checks.revision_wait_max_ms);
+    config.account_views_cached_max = file.checks.account_views_cached_max;
     if let Some(name) = &file.name {
         config.name = name.clone();
     }

@@ -7,6 +7,7 @@ mod licenses;
 mod origin_e2e;
 mod origin_webhooks;
 mod quota_regions;
+mod region_check_path;
 mod region_e2e;
 mod region_geo;
 mod region_leader_kill;

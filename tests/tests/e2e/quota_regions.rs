@@ -29,6 +29,7 @@ async fn consume(node: &RegionNode, feature: &str) -> bool {
         .unwrap();
     let d = client
         .check(pb::CheckRequest {
+            explain: false,
             account_id: "acme".into(),
             subject_id: None,
             feature_id: feature.into(),

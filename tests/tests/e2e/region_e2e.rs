@@ -17,6 +17,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 fn check(feature: &str, ip: &str, at_least: u64) -> pb::CheckRequest {
     pb::CheckRequest {
+        explain: false,
         idempotency_key: None,
         account_id: "acme".into(),
         subject_id: Some("alice".into()),

@@ -24,6 +24,7 @@ async fn reason(
 ) -> pb::Reason {
     client
         .check(pb::CheckRequest {
+            explain: false,
             idempotency_key: None,
             account_id: "acme".into(),
             subject_id: Some("alice".into()),

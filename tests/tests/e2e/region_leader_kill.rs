@@ -84,6 +84,7 @@ async fn killing_the_regional_leader_loses_nothing_and_stops_no_answer() {
                 .unwrap();
             let reply = client
                 .check(pb::CheckRequest {
+                    explain: false,
                     idempotency_key: None,
                     account_id: "acct-0".into(),
                     subject_id: None,

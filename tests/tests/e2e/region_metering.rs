@@ -32,6 +32,7 @@ async fn consume(node: &RegionNode, feature: &str, key: Option<String>) -> pb::D
         .unwrap();
     client
         .check(pb::CheckRequest {
+            explain: false,
             account_id: "acme".into(),
             subject_id: Some("alice".into()),
             feature_id: feature.into(),

@@ -22,6 +22,7 @@ async fn ask(node: &RegionNode, feature: &str) -> pb::CheckResponse {
         .unwrap();
     client
         .check(pb::CheckRequest {
+            explain: false,
             idempotency_key: None,
             account_id: "acme".into(),
             subject_id: None,

@@ -190,6 +190,7 @@ async fn first_allowed_check(node: &RegionNode, account: usize) -> Duration {
                 .map_err(|e| format!("connect: {e}"))?;
             let reply = client
                 .check(pb::CheckRequest {
+                    explain: false,
                     idempotency_key: None,
                     account_id: format!("account-{account:06}"),
                     subject_id: Some("user-1".into()),

@@ -25,6 +25,7 @@ async fn ask(node: &RegionNode, subject: &str, feature: &str) -> pb::Reason {
         .unwrap();
     client
         .check(pb::CheckRequest {
+            explain: false,
             idempotency_key: None,
             account_id: "acme".into(),
             subject_id: Some(subject.into()),

@@ -48,6 +48,7 @@ fn answer(dataset: &Dataset, bytes: &[u8]) -> Result<Vec<u8>, String> {
 
 fn request(account: &str, subject: Option<&str>, feature: &str, continent: &str) -> Vec<u8> {
     pb::CheckRequest {
+        explain: false,
         idempotency_key: None,
         account_id: account.into(),
         subject_id: subject.map(Into::into),

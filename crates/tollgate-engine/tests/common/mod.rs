@@ -188,6 +188,8 @@ pub fn addon(aid: &str) -> Grant {
 pub struct Live {
     pub consumed: HashMap<String, u64>,
     pub leases: HashMap<String, Vec<SeatLease>>,
+    /// Features whose hard-cap share this node has used up.
+    pub share_exhausted: Vec<String>,
 }
 
 impl LiveState for Live {
@@ -199,6 +201,9 @@ impl LiveState for Live {
             .get(entitlement.as_str())
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+    fn hard_cap_share_exhausted(&self, _: &AccountId, feature: &FeatureId, _: PeriodKey) -> bool {
+        self.share_exhausted.iter().any(|f| f == feature.as_str())
     }
 }
 
@@ -248,6 +253,11 @@ impl Scenario {
     }
     pub fn consume(mut self, n: u64) -> Self {
         self.check.consume = n;
+        self
+    }
+    /// This node's share of `feature`'s hard cap is used up.
+    pub fn share_exhausted(mut self, feature: &str) -> Self {
+        self.live.share_exhausted.push(feature.into());
         self
     }
     pub fn consumed(mut self, feature: &str, n: u64) -> Self {

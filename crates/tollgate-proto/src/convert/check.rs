@@ -149,6 +149,8 @@ impl TryFrom<pb::CheckRequest> for CheckRequest {
 impl From<CheckRequest> for pb::CheckRequest {
     fn from(r: CheckRequest) -> Self {
         pb::CheckRequest {
+            // Applications leave the explanation off; tools ask for it.
+            explain: false,
             idempotency_key: r.idempotency_key,
             account_id: r.check.account.into(),
             subject_id: r.check.subject.map(Into::into),
@@ -206,32 +208,44 @@ pub fn batch_from_proto(
     Ok((items, consistency))
 }
 
-/// The wire form of a decision, with its explanation filled in.
+/// The wire form of a decision, with its explanation filled in (what a
+/// request with `explain` gets).
 pub fn decision_to_proto(d: Decision) -> pb::Decision {
     let explanation = d.explain();
     pb::Decision {
-        allowed: d.allowed(),
-        reason: pb::Reason::from(d.reason) as i32,
-        entitlement_id: d.entitlement.map(String::from).unwrap_or_default(),
-        limit: d.limit,
-        remaining: d.remaining,
-        overage: d.overage,
-        valid_until: d.valid_until.map(|t| t.0),
-        upgrade_hint: d.upgrade_hint.map(|h: UpgradeHint| pb::UpgradeHint {
-            target: Some(match h.target {
-                UpgradeTarget::Plan(p) => pb::upgrade_hint::Target::PlanId(p.into()),
-                UpgradeTarget::Addon(a) => pb::upgrade_hint::Target::AddonId(a.into()),
-            }),
-            limit: h.limit,
-        }),
-        seats: d.seats.map(|s: SeatInfo| pb::SeatInfo {
-            used: s.used,
-            total: s.total,
-            holders: s.holders.into_iter().map(Into::into).collect(),
-        }),
-        config: d.config.into_iter().map(|(k, v)| (k.into(), v)).collect(),
         explanation,
-        trial: d.trial,
+        ..pb::Decision::from(d)
+    }
+}
+
+/// The wire form of a decision without its explanation (formatting one
+/// costs time on every answer; see `CheckRequest.explain`).
+impl From<Decision> for pb::Decision {
+    fn from(d: Decision) -> pb::Decision {
+        pb::Decision {
+            allowed: d.allowed(),
+            reason: pb::Reason::from(d.reason) as i32,
+            entitlement_id: d.entitlement.map(String::from).unwrap_or_default(),
+            limit: d.limit,
+            remaining: d.remaining,
+            overage: d.overage,
+            valid_until: d.valid_until.map(|t| t.0),
+            upgrade_hint: d.upgrade_hint.map(|h: UpgradeHint| pb::UpgradeHint {
+                target: Some(match h.target {
+                    UpgradeTarget::Plan(p) => pb::upgrade_hint::Target::PlanId(p.into()),
+                    UpgradeTarget::Addon(a) => pb::upgrade_hint::Target::AddonId(a.into()),
+                }),
+                limit: h.limit,
+            }),
+            seats: d.seats.map(|s: SeatInfo| pb::SeatInfo {
+                used: s.used,
+                total: s.total,
+                holders: s.holders.into_iter().map(Into::into).collect(),
+            }),
+            config: d.config.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+            explanation: String::new(),
+            trial: d.trial,
+        }
     }
 }
 
@@ -355,5 +369,76 @@ impl TryFrom<pb::WatchResponse> for WatchEvent {
                 },
             },
         )
+    }
+}
+
+/// What a node answered one check with: the decision (explained when the
+/// request asked) and where it stood.
+#[derive(Debug, Clone)]
+pub struct CheckAnswer {
+    pub decision: Decision,
+    pub explain: bool,
+    pub revision: u64,
+    pub answered_by: String,
+}
+
+impl From<CheckAnswer> for pb::CheckResponse {
+    fn from(a: CheckAnswer) -> pb::CheckResponse {
+        pb::CheckResponse {
+            staleness_seconds: a.decision.staleness_seconds,
+            decision: Some(if a.explain {
+                decision_to_proto(a.decision)
+            } else {
+                a.decision.into()
+            }),
+            revision: a.revision,
+            answered_by: a.answered_by,
+        }
+    }
+}
+
+/// One item of a batch: a decision (explained or not), or why the item was
+/// not decided, as a stable code and a message naming the field.
+#[derive(Debug, Clone)]
+pub enum BatchItem {
+    Decided { decision: Decision, explain: bool },
+    Failed { code: String, message: String },
+}
+
+/// A whole batch, answered at one revision.
+#[derive(Debug, Clone)]
+pub struct BatchAnswer {
+    pub items: Vec<BatchItem>,
+    pub revision: u64,
+    pub staleness_seconds: Option<u64>,
+    pub answered_by: String,
+}
+
+impl From<BatchAnswer> for pb::BatchCheckResponse {
+    fn from(a: BatchAnswer) -> pb::BatchCheckResponse {
+        let results = a
+            .items
+            .into_iter()
+            .map(|item| pb::BatchCheckResult {
+                result: Some(match item {
+                    BatchItem::Decided { decision, explain } => {
+                        pb::batch_check_result::Result::Decision(if explain {
+                            decision_to_proto(decision)
+                        } else {
+                            decision.into()
+                        })
+                    }
+                    BatchItem::Failed { code, message } => {
+                        pb::batch_check_result::Result::Error(pb::CheckError { code, message })
+                    }
+                }),
+            })
+            .collect();
+        pb::BatchCheckResponse {
+            results,
+            revision: a.revision,
+            staleness_seconds: a.staleness_seconds,
+            answered_by: a.answered_by,
+        }
     }
 }

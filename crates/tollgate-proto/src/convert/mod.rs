@@ -2,12 +2,32 @@
 //! message family. Wire -> model is `TryFrom` and validates everything (the
 //! wire is outside input); model -> wire is `From` and cannot fail.
 
+mod changefeed;
 mod check;
+mod cluster;
 mod entitlement;
-mod origin;
+mod license;
+mod quota;
+mod usage;
 
-pub use check::{batch_from_proto, decision_to_proto, valid_idempotency_key};
-pub use origin::{signed_record_from_proto, signed_record_to_proto, usage_counter_from_proto};
+pub use changefeed::{
+    endorsed_key_set_to_proto, signed_record_from_proto, signed_record_to_proto, FeedMessage,
+    Subscription,
+};
+pub use check::{
+    batch_from_proto, decision_to_proto, valid_idempotency_key, BatchAnswer, BatchItem, CheckAnswer,
+};
+pub use cluster::{
+    append_entries_request, client_write_request, client_write_response, initial_members,
+    initialize_request, install_snapshot_request, raft_response, raft_result_from_proto,
+    read_local_response, remove_node_request, trigger_snapshot_response, vote_request, AddLearner,
+    ChangeMembership, ClusterMember, Membership, NodeStatus, RaftRole,
+};
+pub use quota::{
+    sync_response, usage_counter_from_proto, CounterTotals, Leased, QuotaLease, QuotaReport,
+    SeatLease, SeatRelease,
+};
+pub use usage::{SeatAnswer, SeatHolder, SeatState, UsageReport};
 
 use thiserror::Error;
 use tollgate_model::ModelError;

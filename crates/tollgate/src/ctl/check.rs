@@ -7,6 +7,10 @@ use super::table::print_fields;
 use super::{exit, format_time, CtlError, CtlResult, Format, Global};
 use clap::Args;
 use serde_json::json;
+use tollgate_engine::{Check, CheckRequest, Consistency, Location};
+use tollgate_model::{
+    AccountId, Continent, CountryCode, FeatureId, GeoFacts, ModelError, SubjectId,
+};
 use tollgate_proto::check::v1 as pb;
 
 #[derive(Debug, Args)]
@@ -47,29 +51,57 @@ pub struct CheckArgs {
     at_least_revision: Option<u64>,
 }
 
-pub async fn run(global: &Global, args: CheckArgs) -> CtlResult<u8> {
-    let location = match (&args.ip, &args.country, &args.continent) {
-        (Some(ip), _, _) => Some(pb::check_request::Location::Ip(ip.clone())),
-        (None, None, None) => None,
-        (None, country, continent) => Some(pb::check_request::Location::Resolved(
-            pb::ResolvedLocation {
-                country: country.clone().unwrap_or_default().to_uppercase(),
-                continent: continent.clone().unwrap_or_default().to_uppercase(),
-                subdivisions: Vec::new(),
-                anonymous_network: false,
-            },
-        )),
-    };
-    let request = pb::CheckRequest {
-        idempotency_key: args.idempotency_key.clone(),
-        account_id: args.account.clone(),
-        subject_id: args.subject.clone(),
-        feature_id: args.feature.clone(),
-        consume: args.consume,
+/// The check the flags ask, with its ids and location checked here as the
+/// node would check them.
+fn check_request(args: &CheckArgs) -> CtlResult<CheckRequest> {
+    fn invalid(flag: &str) -> impl Fn(ModelError) -> CtlError + '_ {
+        move |e| CtlError::usage(format!("--{flag}: {e}"))
+    }
+    let location =
+        match (&args.ip, &args.country, &args.continent) {
+            (Some(ip), _, _) => Location::Ip(ip.parse().map_err(|_| {
+                CtlError::usage(format!("--ip {ip:?}: not an IPv4 or IPv6 address"))
+            })?),
+            (None, None, None) => Location::Unknown,
+            (None, country, continent) => Location::Resolved(GeoFacts {
+                country: country
+                    .as_deref()
+                    .map(|c| CountryCode::new(&c.to_uppercase()))
+                    .transpose()
+                    .map_err(invalid("country"))?,
+                continent: continent
+                    .as_deref()
+                    .map(|c| Continent::from_code(&c.to_uppercase()))
+                    .transpose()
+                    .map_err(invalid("continent"))?,
+                ..GeoFacts::default()
+            }),
+        };
+    Ok(CheckRequest {
+        check: Check {
+            account: AccountId::new(args.account.as_str()).map_err(invalid("account"))?,
+            subject: args
+                .subject
+                .as_deref()
+                .map(SubjectId::new)
+                .transpose()
+                .map_err(invalid("subject"))?,
+            feature: FeatureId::new(args.feature.as_str()).map_err(invalid("feature"))?,
+            consume: args.consume,
+        },
         location,
-        consistency: args.at_least_revision.map(|rev| pb::Consistency {
-            requirement: Some(pb::consistency::Requirement::AtLeastRevision(rev)),
-        }),
+        consistency: args
+            .at_least_revision
+            .map_or(Consistency::Local, Consistency::AtLeastRevision),
+        idempotency_key: args.idempotency_key.clone(),
+    })
+}
+
+pub async fn run(global: &Global, args: CheckArgs) -> CtlResult<u8> {
+    let request = pb::CheckRequest {
+        // A tool shows the node's explanation.
+        explain: true,
+        ..check_request(&args)?.into()
     };
     let channel = connect(&args.endpoint, global).await?;
     let reply = pb::check_service_client::CheckServiceClient::new(channel)

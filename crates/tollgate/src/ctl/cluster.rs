@@ -10,8 +10,10 @@ use super::table::{print_fields, Table};
 use super::{exit, print_json, CtlError, CtlResult, Format, Global};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use tollgate_proto::cluster::v1 as pb;
 use tollgate_proto::cluster::v1::cluster_admin_client::ClusterAdminClient;
+use tollgate_proto::convert::{self, remove_node_request, ChangeMembership, ClusterMember};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -82,13 +84,13 @@ pub async fn run(global: &Global, command: ClusterCommand) -> CtlResult<u8> {
             if args.node_id == 0 {
                 return Err(CtlError::usage("--node-id: must not be 0"));
             }
-            let request = pb::AddLearnerRequest {
-                member: Some(pb::Member {
+            let request = pb::AddLearnerRequest::from(convert::AddLearner {
+                member: ClusterMember {
                     node_id: args.node_id,
                     addr: args.addr.clone(),
-                }),
+                },
                 wait_caught_up: args.wait_caught_up,
-            };
+            });
             let reply = on_leader(global, &args.target.endpoint, |mut c| {
                 let request = request.clone();
                 async move { c.add_learner(request).await }
@@ -126,12 +128,12 @@ pub async fn run(global: &Global, command: ClusterCommand) -> CtlResult<u8> {
                     ),
                 ));
             }
-            let mut voters: Vec<u64> = status.voters.iter().map(|m| m.node_id).collect();
-            voters.push(args.node_id);
-            let request = pb::ChangeMembershipRequest {
-                voter_ids: voters,
+            let mut voters: BTreeSet<u64> = status.voters.iter().map(|m| m.node_id).collect();
+            voters.insert(args.node_id);
+            let request = pb::ChangeMembershipRequest::from(ChangeMembership {
+                voters,
                 keep_removed_as_learners: false,
-            };
+            });
             let reply = on_leader(global, &args.target.endpoint, |mut c| {
                 let request = request.clone();
                 async move { c.change_membership(request).await }
@@ -165,9 +167,7 @@ pub async fn run(global: &Global, command: ClusterCommand) -> CtlResult<u8> {
         ClusterCommand::Backup(args) => super::backup::backup(global, args),
         ClusterCommand::Restore(args) => super::backup::restore(global, args),
         ClusterCommand::Remove(args) => {
-            let request = pb::RemoveNodeRequest {
-                node_id: args.node_id,
-            };
+            let request = remove_node_request(args.node_id);
             let reply = on_leader(global, &args.target.endpoint, |mut c| async move {
                 c.remove_node(request).await
             })

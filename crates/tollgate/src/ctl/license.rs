@@ -413,14 +413,15 @@ async fn verify_at_node(
     endpoint: &str,
     token: &str,
 ) -> CtlResult<u8> {
+    use tollgate_license::VerifyRequest;
     use tollgate_proto::license::v1 as pb;
     let channel = connect(endpoint, global).await?;
     let reply = pb::licenses_client::LicensesClient::new(channel)
-        .verify_license(pb::VerifyLicenseRequest {
+        .verify_license(pb::VerifyLicenseRequest::from(VerifyRequest {
             token: token.to_string(),
             audience: args.audience.clone(),
-            device_fingerprint: args.device_fingerprint.clone().unwrap_or_default(),
-        })
+            device_fingerprint: args.device_fingerprint.clone(),
+        }))
         .await
         .map_err(|status| grpc_error(endpoint, &status))?
         .into_inner();

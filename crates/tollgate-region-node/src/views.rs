@@ -1,0 +1,409 @@
+//! What a check reads, kept in memory and current: the applied revision,
+//! the region's last contact with the origin, the catalog, and the accounts'
+//! views (each account's entitlements indexed against the catalog).
+//!
+//! One task ([`Views::refresh`], run on every applied entry) moves the
+//! state forward: it reads the new head revision and contact time, reads
+//! the change records since the last refresh to learn which accounts they
+//! touched, rebuilds the catalog only when a record changed it, drops only
+//! the touched accounts' views, and then publishes the revision to the
+//! waiters of `at_least_revision`. A check takes everything it needs under
+//! one read lock: no sled read and no JSON decode on a cache hit.
+//!
+//! Consistency: a view in the cache is valid at the cache's revision (a
+//! change to its account would have dropped it). A view missed is built from
+//! sled, and kept only if sled's head revision read before and after the
+//! build equals the cache's revision — the build then saw exactly that
+//! revision. Otherwise the reader waits (bounded) for the refresh to catch
+//! up and tries again, so every answer is at one revision: the data it used
+//! is exactly the data of the revision it names.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tollgate_engine::AccountView;
+use tollgate_model::limits::{
+    CATALOG_ENTRIES_MAX, ENTITLEMENTS_PER_ACCOUNT_MAX, SUBJECTS_PER_ACCOUNT_MAX,
+};
+use tollgate_model::{
+    Account, AccountId, Catalog, ChangeRecord, Entitlement, EntitlementId, Mutation, Subject,
+    UnixSeconds,
+};
+use tollgate_origin::keys;
+use tollgate_raft::StateView;
+use tollgate_region::{account_entitlements_prefix, ORIGIN_CONTACT};
+
+/// Most account views kept at once (known and unknown account ids alike):
+/// past it, one arbitrary view is dropped for each new one, so a caller
+/// asking for ever new account ids cannot grow the cache without bound.
+pub const ACCOUNT_VIEWS_CACHED_MAX_DEFAULT: usize = 100_000;
+/// More revisions than this between two refreshes drop every view rather
+/// than reading as many change records.
+const TOUCHED_RECORDS_READ_MAX: u64 = 1_024;
+/// Attempts at a consistent read before a check gives up (UNAVAILABLE).
+const READ_ATTEMPTS_MAX: usize = 8;
+/// Longest wait, per attempt, for the refresh to reach what sled holds.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
+
+/// Why the views could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// Storage failed or holds what does not decode: nothing can be
+    /// answered from it.
+    #[error("reading the applied state failed: {0}")]
+    Storage(String),
+    /// Stored data breaks a model limit (the origin refuses such writes,
+    /// so this state did not come from it). Never truncated.
+    #[error("{0}")]
+    OverLimit(String),
+    /// The state kept moving while views were built.
+    #[error("the applied state moved on {READ_ATTEMPTS_MAX} reads in a row; try again")]
+    Moving,
+}
+
+fn storage(e: impl std::fmt::Display) -> ViewError {
+    ViewError::Storage(e.to_string())
+}
+
+/// The facts every check reads, at one applied revision.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub origin_contact: Option<UnixSeconds>,
+    pub catalog: Arc<Catalog>,
+}
+
+struct State {
+    revision: u64,
+    origin_contact: Option<UnixSeconds>,
+    /// `Err`: the catalog cannot be built from what is stored; every check
+    /// answers UNAVAILABLE until it can.
+    catalog: Result<Arc<Catalog>, String>,
+    /// `None`: the account is not known here.
+    accounts: HashMap<AccountId, Option<Arc<AccountView>>>,
+    /// Bumped whenever views are dropped: a view built before a bump is not
+    /// kept.
+    generation: u64,
+}
+
+/// The in-memory state checks read; see the module documentation.
+pub struct Views {
+    view: StateView,
+    state: RwLock<State>,
+    applied_tx: watch::Sender<u64>,
+    accounts_max: usize,
+}
+
+impl Views {
+    /// Reads the applied state once: head revision, contact and catalog.
+    pub fn open(view: StateView, accounts_max: usize) -> Result<Views, ViewError> {
+        let revision = head(&view)?;
+        let origin_contact = contact(&view)?;
+        let catalog = build_catalog(&view).map(Arc::new);
+        if let Err(error) = &catalog {
+            tracing::error!(%error, "The catalog cannot be built; checks answer UNAVAILABLE.");
+        }
+        Ok(Views {
+            applied_tx: watch::channel(revision).0,
+            state: RwLock::new(State {
+                revision,
+                origin_contact,
+                catalog: catalog.map_err(|e| e.to_string()),
+                accounts: HashMap::new(),
+                generation: 0,
+            }),
+            view,
+            accounts_max: accounts_max.max(1),
+        })
+    }
+
+    /// The applied revision as the views hold it, for `at_least_revision`
+    /// waiters and `Watch` streams.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied_tx.subscribe()
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; the
+        // next refresh puts it right.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings the views up to what sled holds: called after every applied
+    /// entry, by one task at a time.
+    pub fn refresh(&self) -> Result<(), ViewError> {
+        let (from, generation) = {
+            let state = self.read_state();
+            (state.revision, state.generation)
+        };
+        let contact = contact(&self.view)?;
+        let to = head(&self.view)?;
+        if to == from {
+            let mut state = self.write_state();
+            state.origin_contact = contact;
+            return Ok(());
+        }
+        let touched = touched_between(&self.view, from, to)?;
+        let catalog = match &touched {
+            Touched::Accounts { catalog: false, .. } => None,
+            _ => Some(build_catalog(&self.view).map(Arc::new)),
+        };
+        // The catalog was read after `to`: if sled moved on meanwhile, the
+        // next refresh (the next applied entry) reads again.
+        let to_now = head(&self.view)?;
+        {
+            let mut state = self.write_state();
+            debug_assert_eq!(state.generation, generation, "one refresher at a time");
+            match touched {
+                Touched::Everything => state.accounts.clear(),
+                Touched::Accounts { accounts, .. } => {
+                    for account in &accounts {
+                        state.accounts.remove(account);
+                    }
+                }
+            }
+            if let Some(catalog) = catalog {
+                if let Err(error) = &catalog {
+                    tracing::error!(%error, "The catalog cannot be built; checks answer UNAVAILABLE.");
+                }
+                state.catalog = catalog.map_err(|e| e.to_string());
+                state.accounts.clear();
+            }
+            state.generation += 1;
+            state.revision = to;
+            state.origin_contact = contact;
+        }
+        self.applied_tx.send_replace(to);
+        if to_now != to {
+            // Views built at `to_now` are not kept until a refresh reaches
+            // it; the next applied entry's refresh does.
+            tracing::debug!(to, to_now, "Sled moved on during a refresh.");
+        }
+        Ok(())
+    }
+
+    /// The snapshot and the views of `accounts`, all at one revision.
+    pub async fn read(
+        &self,
+        accounts: &[&AccountId],
+    ) -> Result<(Snapshot, Vec<Option<Arc<AccountView>>>), ViewError> {
+        for _ in 0..READ_ATTEMPTS_MAX {
+            let (snapshot, generation, mut found) = {
+                let state = self.read_state();
+                let catalog = state
+                    .catalog
+                    .as_ref()
+                    .map_err(|e| ViewError::Storage(format!("the catalog: {e}")))?
+                    .clone();
+                let found: Vec<Option<Option<Arc<AccountView>>>> = accounts
+                    .iter()
+                    .map(|id| state.accounts.get(*id).cloned())
+                    .collect();
+                (
+                    Snapshot {
+                        revision: state.revision,
+                        origin_contact: state.origin_contact,
+                        catalog,
+                    },
+                    state.generation,
+                    found,
+                )
+            };
+            if found.iter().all(Option::is_some) {
+                return Ok((snapshot, found.into_iter().flatten().collect()));
+            }
+            // Build the missing views from sled, and keep them only if sled
+            // held exactly the snapshot's revision throughout.
+            let before = head(&self.view)?;
+            let mut built = Vec::new();
+            if before == snapshot.revision {
+                for (i, id) in accounts.iter().enumerate() {
+                    if found[i].is_none() {
+                        let view = build_account(&self.view, &snapshot.catalog, id)?.map(Arc::new);
+                        found[i] = Some(view.clone());
+                        built.push(((*id).clone(), view));
+                    }
+                }
+            }
+            let after = head(&self.view)?;
+            if before == snapshot.revision && after == before {
+                let mut state = self.write_state();
+                if state.generation == generation {
+                    for (id, view) in built {
+                        if state.accounts.len() >= self.accounts_max
+                            && !state.accounts.contains_key(&id)
+                        {
+                            evict_one(&mut state.accounts);
+                        }
+                        state.accounts.insert(id, view);
+                    }
+                }
+                return Ok((snapshot, found.into_iter().flatten().collect()));
+            }
+            // Sled is ahead of the refresh: wait for it to catch up.
+            let mut applied = self.applied_tx.subscribe();
+            let target = after.max(before);
+            // A timeout only means another attempt; the attempts are bounded.
+            if tokio::time::timeout(CATCH_UP_WAIT, applied.wait_for(|r| *r >= target))
+                .await
+                .is_err()
+            {
+                tracing::debug!(target, "The views did not catch up with sled in time.");
+            }
+        }
+        Err(ViewError::Moving)
+    }
+
+    /// The revision checks are answered at now.
+    pub fn revision(&self) -> u64 {
+        self.read_state().revision
+    }
+
+    /// How many account views are cached (for tests and status).
+    pub fn cached_accounts(&self) -> usize {
+        self.read_state().accounts.len()
+    }
+}
+
+fn evict_one(accounts: &mut HashMap<AccountId, Option<Arc<AccountView>>>) {
+    if let Some(victim) = accounts.keys().next().cloned() {
+        accounts.remove(&victim);
+        metrics::counter!("tollgate_check_account_views_evicted_total").increment(1);
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ViewError> {
+    serde_json::from_slice(bytes).map_err(|e| ViewError::Storage(format!("{what}: {e}")))
+}
+
+fn head(view: &StateView) -> Result<u64, ViewError> {
+    tollgate_server::served::read_u64(view, keys::HEAD_REVISION).map_err(storage)
+}
+
+fn contact(view: &StateView) -> Result<Option<UnixSeconds>, ViewError> {
+    let seconds = tollgate_server::served::read_u64(view, ORIGIN_CONTACT).map_err(storage)?;
+    Ok((seconds > 0).then_some(UnixSeconds(seconds as i64)))
+}
+
+/// Every entry under `prefix`, refusing more than `max` rather than
+/// answering from part of them.
+fn scan_bounded(
+    view: &StateView,
+    prefix: &[u8],
+    max: usize,
+    what: impl FnOnce() -> String,
+) -> Result<tollgate_server::served::Entries, ViewError> {
+    let entries = view.scan(prefix, None, max + 1).map_err(storage)?;
+    if entries.len() > max {
+        return Err(ViewError::OverLimit(format!(
+            "{} holds more than {max} entries, the model's limit",
+            what()
+        )));
+    }
+    Ok(entries)
+}
+
+fn build_catalog(view: &StateView) -> Result<Catalog, ViewError> {
+    // The catalog's objects, its default offline policy among them.
+    let entries = scan_bounded(view, b"catalog/", CATALOG_ENTRIES_MAX, || {
+        "the catalog".into()
+    })?;
+    Ok(tollgate_origin::dataset_from_entries(entries)
+        .map_err(|e| ViewError::Storage(format!("the catalog: {e}")))?
+        .catalog)
+}
+
+fn build_account(
+    view: &StateView,
+    catalog: &Catalog,
+    id: &AccountId,
+) -> Result<Option<AccountView>, ViewError> {
+    let Some(bytes) = view.get(&keys::account(id)).map_err(storage)? else {
+        return Ok(None);
+    };
+    let account: Account = decode("an account", &bytes)?;
+    let subjects: Vec<Subject> = scan_bounded(
+        view,
+        format!("subject/{id}/").as_bytes(),
+        SUBJECTS_PER_ACCOUNT_MAX,
+        || format!("account {id}'s subjects"),
+    )?
+    .into_iter()
+    .map(|(_, v)| decode("a subject", &v))
+    .collect::<Result<_, _>>()?;
+    let prefix = account_entitlements_prefix(id);
+    let index = scan_bounded(view, &prefix, ENTITLEMENTS_PER_ACCOUNT_MAX, || {
+        format!("account {id}'s entitlements")
+    })?;
+    let mut entitlements: Vec<Entitlement> = Vec::with_capacity(index.len());
+    for (key, _) in index {
+        let ent_id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        let ent_id = EntitlementId::new(ent_id).map_err(storage)?;
+        if let Some(bytes) = view.get(&keys::entitlement(&ent_id)).map_err(storage)? {
+            entitlements.push(decode("an entitlement", &bytes)?);
+        }
+    }
+    Ok(Some(AccountView::build(
+        account,
+        subjects,
+        entitlements,
+        catalog,
+    )))
+}
+
+/// What the revisions after the last refresh changed.
+enum Touched {
+    /// Too many revisions, or records missing (a snapshot replaced the
+    /// state): drop everything.
+    Everything,
+    Accounts {
+        accounts: BTreeSet<AccountId>,
+        catalog: bool,
+    },
+}
+
+fn touched_between(view: &StateView, from: u64, to: u64) -> Result<Touched, ViewError> {
+    if to < from || to - from > TOUCHED_RECORDS_READ_MAX {
+        return Ok(Touched::Everything);
+    }
+    let records = view
+        .scan(
+            tollgate_region::CHANGE_PREFIX.as_bytes(),
+            Some(&tollgate_region::change(from)),
+            (to - from) as usize,
+        )
+        .map_err(storage)?;
+    let mut accounts = BTreeSet::new();
+    let mut catalog = false;
+    let mut seen = 0;
+    for (_, bytes) in records {
+        let record: ChangeRecord = decode("a change record", &bytes)?;
+        if record.revision > to {
+            break;
+        }
+        seen += 1;
+        for mutation in &record.mutations {
+            match mutation.account() {
+                Some(account) => {
+                    accounts.insert(account.clone());
+                }
+                None => catalog |= is_catalog(mutation),
+            }
+        }
+    }
+    if seen != to - from {
+        return Ok(Touched::Everything);
+    }
+    Ok(Touched::Accounts { accounts, catalog })
+}
+
+/// Whether a mutation that concerns no account changes what views are
+/// built from (a revoked region certificate does not).
+fn is_catalog(mutation: &Mutation) -> bool {
+    !matches!(mutation, Mutation::RevokeCertificate(_))
+}
