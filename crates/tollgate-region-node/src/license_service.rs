@@ -6,12 +6,12 @@
 //! revocations replicated to the region.
 
 use crate::config::RegionIssuerConfig;
-use tollgate_license::{Issuer, LicenseClaims};
+use tollgate_license::{IssueRequest, IssuedToken, Issuer, LicenseClaims};
 use tollgate_origin::keys;
 use tollgate_proto::license::v1 as pb;
 use tollgate_raft::StateView;
 use tollgate_server::clock::now;
-use tollgate_server::licenses::{authorization, ids, verify, Verifiers};
+use tollgate_server::licenses::{authorization, verify, Verifiers};
 use tollgate_server::served::read_u64;
 use tollgate_server::NodeError;
 use tollgate_signing::digest::{constant_time_eq, sha256_hex};
@@ -85,8 +85,9 @@ impl pb::licenses_server::Licenses for RegionLicenses {
         ) {
             return Err(Status::unauthenticated("wrong issuer token"));
         }
-        let r = request.into_inner();
-        let (account, subject) = ids(&r.account_id, &r.subject_id)?;
+        let r = IssueRequest::try_from(request.into_inner())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (account, subject) = (r.account, r.subject);
         if r.audience.is_empty() || r.audience.len() > tollgate_origin::licenses::AUDIENCE_BYTES_MAX
         {
             return Err(Status::invalid_argument("audience must be 1..=256 bytes"));
@@ -104,15 +105,14 @@ impl pb::licenses_server::Licenses for RegionLicenses {
         let ttl_max = cert
             .token_ttl_max_seconds
             .min(cert.not_after.seconds_since(at));
-        let ttl = if r.ttl_seconds == 0 {
-            ttl_max
-        } else if r.ttl_seconds > ttl_max {
-            return Err(Status::invalid_argument(format!(
-                "ttl_seconds {} is over what this region may sign now ({ttl_max})",
-                r.ttl_seconds
-            )));
-        } else {
-            r.ttl_seconds
+        let ttl = match r.ttl_seconds {
+            None => ttl_max,
+            Some(ttl) if ttl > ttl_max => {
+                return Err(Status::invalid_argument(format!(
+                    "ttl_seconds {ttl} is over what this region may sign now ({ttl_max})"
+                )));
+            }
+            Some(ttl) => ttl,
         };
         let data = crate::watch::account_dataset(&self.view, &account)?;
         if !data.accounts.iter().any(|a| a.id == account) {
@@ -130,7 +130,7 @@ impl pb::licenses_server::Licenses for RegionLicenses {
         getrandom::fill(&mut random)
             .map_err(|e| Status::internal(format!("no randomness for a token id: {e}")))?;
         let id = tollgate_license::RandomId::from_bytes(random);
-        let device_bound = !r.device_fingerprint.is_empty();
+        let device_bound = r.device_fingerprint.is_some();
         let claims = LicenseClaims {
             iss: issuer.issuer_name(),
             sub: LicenseClaims::subject_of(&account, subject.as_ref()),
@@ -146,22 +146,22 @@ impl pb::licenses_server::Licenses for RegionLicenses {
             entitlements: tollgate_license::license_entitlements(&data, subject.as_ref(), at),
         };
         let token = issuer
-            .issue(
-                &claims,
-                device_bound.then_some(r.device_fingerprint.as_bytes()),
-            )
+            .issue(&claims, r.device_fingerprint.as_deref().map(str::as_bytes))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(id = %id, %account, region = %cert.region, expires_at = claims.exp.0, "Issued a region license token.");
-        Ok(Response::new(pb::IssueLicenseResponse {
-            id: id.to_string(),
-            token,
-            kid: issuer.kid().to_string(),
-            issuer: claims.iss,
-            issued_at: at.0,
-            not_before: at.0,
-            expires_at: claims.exp.0,
-            entitlements_revision: revision,
-        }))
+        Ok(Response::new(
+            IssuedToken {
+                id: id.to_string(),
+                token,
+                kid: issuer.kid().to_string(),
+                issuer: claims.iss,
+                issued_at: at,
+                not_before: at,
+                expires_at: claims.exp,
+                entitlements_revision: revision,
+            }
+            .into(),
+        ))
     }
 
     async fn verify_license(

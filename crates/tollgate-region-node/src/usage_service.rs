@@ -4,8 +4,9 @@
 use crate::checker::Checker;
 use std::sync::Arc;
 use tollgate_model::{AccountId, EntitlementId, FeatureId, SeatMode, SubjectId};
-use tollgate_proto::convert::valid_idempotency_key;
+use tollgate_proto::convert::{SeatAnswer, SeatHolder, SeatState, UsageAnswer, UsageReport};
 use tollgate_proto::usage::v1 as pb;
+use tollgate_proto::ConvertError;
 use tollgate_region::{Counter, RegionCommand, RegionResponse, SeatAction, SeatOutcome};
 use tollgate_server::clock::now;
 use tonic::{Request, Response, Status};
@@ -13,18 +14,13 @@ use tonic::{Request, Response, Status};
 /// How often an acquire waiting for a leased seat looks again.
 const SEAT_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Most units one report may carry (as a check's `consume`).
-const UNITS_MAX: u64 = tollgate_engine::CONSUME_MAX;
-
 pub(crate) struct UsageService {
     pub checker: Arc<Checker>,
 }
 
-fn id<T>(field: &str, value: String) -> Result<T, Status>
-where
-    T: TryFrom<String, Error = tollgate_model::ModelError>,
-{
-    T::try_from(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+/// A request that does not convert: the error names the field.
+fn invalid(e: ConvertError) -> Status {
+    Status::invalid_argument(e.to_string())
 }
 
 impl UsageService {
@@ -82,33 +78,41 @@ impl UsageService {
     }
 
     fn respond(&self, entitlement: &EntitlementId, outcome: SeatOutcome) -> pb::SeatResponse {
-        let mut r = pb::SeatResponse {
-            entitlement_id: entitlement.to_string(),
+        let answer = SeatAnswer {
+            state: SeatState::NotHeld,
+            entitlement: Some(entitlement.clone()),
+            expires_at: None,
+            used: 0,
+            total: 0,
+            holders: Vec::new(),
             answered_by: self.checker.name.clone(),
-            ..Default::default()
         };
-        let status = match outcome {
+        match outcome {
             SeatOutcome::Held {
                 expires_at,
                 used,
                 total,
-            } => {
-                r.expires_at = expires_at.0;
-                r.used = used;
-                r.total = total;
-                pb::SeatStatus::Held
-            }
-            SeatOutcome::Full { total, holders } => {
-                r.used = total;
-                r.total = total;
-                r.holders = holders.into_iter().map(Into::into).collect();
-                pb::SeatStatus::Full
-            }
-            SeatOutcome::NotHeld | SeatOutcome::NoFloatingSeats => pb::SeatStatus::NotHeld,
-            SeatOutcome::Released => pb::SeatStatus::Released,
-        };
-        r.set_status(status);
-        r
+            } => SeatAnswer {
+                state: SeatState::Held,
+                expires_at: Some(expires_at),
+                used,
+                total,
+                ..answer
+            },
+            SeatOutcome::Full { total, holders } => SeatAnswer {
+                state: SeatState::Full,
+                used: total,
+                total,
+                holders,
+                ..answer
+            },
+            SeatOutcome::NotHeld | SeatOutcome::NoFloatingSeats => answer,
+            SeatOutcome::Released => SeatAnswer {
+                state: SeatState::Released,
+                ..answer
+            },
+        }
+        .into()
     }
 
     async fn seat_request(
@@ -116,9 +120,11 @@ impl UsageService {
         request: pb::SeatRequest,
         action: SeatAction,
     ) -> Result<Response<pb::SeatResponse>, Status> {
-        let account: AccountId = id("account_id", request.account_id)?;
-        let subject: SubjectId = id("subject_id", request.subject_id)?;
-        let feature: FeatureId = id("feature_id", request.feature_id)?;
+        let SeatHolder {
+            account,
+            subject,
+            feature,
+        } = SeatHolder::try_from(request).map_err(invalid)?;
         let candidates = self.floating(&account, &feature).await?;
         // Renew and release go to the entitlement whose seat the subject
         // holds; acquire takes the first with a free seat. When the region
@@ -180,19 +186,12 @@ impl pb::usage_server::Usage for UsageService {
         &self,
         request: Request<pb::ReportUsageRequest>,
     ) -> Result<Response<pb::ReportUsageResponse>, Status> {
-        let r = request.into_inner();
-        let account: AccountId = id("account_id", r.account_id)?;
-        let feature: FeatureId = id("feature_id", r.feature_id)?;
-        if r.units == 0 || r.units > UNITS_MAX {
-            return Err(Status::invalid_argument(format!(
-                "units: must be 1..={UNITS_MAX}"
-            )));
-        }
-        if !valid_idempotency_key(&r.idempotency_key) {
-            return Err(Status::invalid_argument(
-                "idempotency_key: required, 1..=128 bytes of [A-Za-z0-9._:@-]",
-            ));
-        }
+        let UsageReport {
+            account,
+            feature,
+            units,
+            idempotency_key,
+        } = UsageReport::try_from(request.into_inner()).map_err(invalid)?;
         let (snapshot, view) = self.checker.account(&account).await?;
         let catalog = snapshot.catalog;
         if view.is_none() {
@@ -212,7 +211,7 @@ impl pb::usage_server::Usage for UsageService {
                 "usage reports are not reaching the region's log; try another node",
             ));
         }
-        let counted = !self.checker.meter.seen(&r.idempotency_key);
+        let counted = !self.checker.meter.seen(&idempotency_key);
         if counted {
             let counter = Counter {
                 account,
@@ -221,12 +220,9 @@ impl pb::usage_server::Usage for UsageService {
             };
             self.checker
                 .meter
-                .record(counter, r.units, Some(r.idempotency_key), false);
+                .record(counter, units, Some(idempotency_key), false);
         }
-        Ok(Response::new(pb::ReportUsageResponse {
-            counted,
-            period: period.to_string(),
-        }))
+        Ok(Response::new(UsageAnswer { counted, period }.into()))
     }
 
     async fn acquire_seat(

@@ -13,7 +13,7 @@ use tollgate_engine::{Check, CheckRequest, Consistency, Location, BATCH_CHECKS_M
 use tollgate_model::{AccountId, FeatureId, SubjectId};
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
-use tollgate_proto::convert::{SeatHolder, UsageReport};
+use tollgate_proto::convert::{batch_to_proto, SeatHolder, UsageReport};
 use tollgate_proto::usage::v1 as usage;
 use tollgate_proto::usage::v1::usage_client::UsageClient;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
@@ -361,34 +361,18 @@ impl Client {
                 checks.len()
             )));
         }
-        let wanted = checks
-            .iter()
-            .filter_map(|c| match c.consistency {
-                Consistency::AtLeastRevision(rev) => Some(rev),
-                Consistency::Local => None,
-            })
-            .max();
         let count = checks.len();
-        let message = pb::BatchCheckRequest {
-            checks: checks
+        let message = batch_to_proto(
+            checks
                 .into_iter()
                 .map(|mut c| {
                     if c.check.consume > 0 && c.idempotency_key.is_none() {
                         c.idempotency_key = Some(new_idempotency_key());
                     }
-                    c.consistency = Consistency::Local;
-                    let mut wire = pb::CheckRequest::from(c);
-                    wire.consistency = None;
-                    wire
+                    c
                 })
                 .collect(),
-            consistency: Some(pb::Consistency {
-                requirement: Some(match wanted {
-                    Some(rev) => pb::consistency::Requirement::AtLeastRevision(rev),
-                    None => pb::consistency::Requirement::Local(true),
-                }),
-            }),
-        };
+        );
         let (response, endpoint) = self
             .call(|channel, left| {
                 let message = message.clone();
@@ -401,24 +385,7 @@ impl Client {
                 }
             })
             .await?;
-        if response.results.len() != count {
-            return Err(SdkError::Protocol(format!(
-                "results: {} for {count} checks",
-                response.results.len()
-            )));
-        }
-        let (revision, staleness) = (response.revision, response.staleness_seconds);
-        Ok(BatchChecked {
-            results: response
-                .results
-                .into_iter()
-                .map(|r| wire::batch_item(r, revision, staleness))
-                .collect::<Result<_, _>>()?,
-            revision,
-            staleness_seconds: staleness,
-            answered_by: response.answered_by,
-            endpoint: endpoint.to_string(),
-        })
+        wire::batch_checked(response, endpoint, count)
     }
 
     /// Reports usage that already happened (not gated by caps). Counted
@@ -448,12 +415,7 @@ impl Client {
                 }
             })
             .await?;
-        Ok(UsageReported {
-            counted: response.counted,
-            period: response.period,
-            idempotency_key: key,
-            endpoint: endpoint.to_string(),
-        })
+        wire::usage_reported(response, endpoint, key)
     }
 
     /// Takes a floating seat of the account's entitlement that grants

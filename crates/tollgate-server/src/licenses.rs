@@ -7,7 +7,6 @@ use crate::clock::now;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tollgate_license::{Revocations, Verification, Verifier, VerifyRequest};
-use tollgate_model::{AccountId, SubjectId};
 use tollgate_origin::keys;
 use tollgate_proto::license::v1 as pb;
 use tollgate_signing::PublicKeySet;
@@ -95,16 +94,3 @@ pub fn verify(
     Ok(Verification { outcome, revision }.into())
 }
 
-pub fn ids(account: &str, subject: &str) -> Result<(AccountId, Option<SubjectId>), Status> {
-    let account = AccountId::new(account)
-        .map_err(|e| Status::invalid_argument(format!("account_id: {e}")))?;
-    let subject = if subject.is_empty() {
-        None
-    } else {
-        Some(
-            SubjectId::new(subject)
-                .map_err(|e| Status::invalid_argument(format!("subject_id: {e}")))?,
-        )
-    };
-    Ok((account, subject))
-}

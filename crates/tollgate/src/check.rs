@@ -81,12 +81,10 @@ fn check_request(args: &CheckArgs) -> Result<tollgate_engine::CheckRequest, Stri
 
 async fn check(args: CheckArgs) -> u8 {
     use tollgate_proto::check::v1 as pb;
+    use tollgate_proto::convert::Explained;
     let request = match check_request(&args) {
-        Ok(request) => pb::CheckRequest {
-            // A tool shows the node's explanation.
-            explain: true,
-            ..request.into()
-        },
+        // A tool shows the node's explanation.
+        Ok(request) => pb::CheckRequest::from(Explained(request)),
         Err(error) => {
             eprintln!("error: {error}");
             return exit::INVALID_INPUT;

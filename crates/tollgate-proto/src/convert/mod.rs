@@ -15,7 +15,8 @@ pub use changefeed::{
     Subscription,
 };
 pub use check::{
-    batch_from_proto, decision_to_proto, valid_idempotency_key, BatchAnswer, BatchItem, CheckAnswer,
+    batch_from_proto, batch_to_proto, decision_to_proto, valid_idempotency_key, BatchAnswer,
+    BatchItem, CheckAnswer, Explained,
 };
 pub use cluster::{
     append_entries_request, client_write_request, client_write_response, initial_members,
@@ -27,7 +28,7 @@ pub use quota::{
     sync_response, usage_counter_from_proto, CounterTotals, Leased, QuotaLease, QuotaReport,
     SeatLease, SeatRelease,
 };
-pub use usage::{SeatAnswer, SeatHolder, SeatState, UsageReport};
+pub use usage::{SeatAnswer, SeatHolder, SeatState, UsageAnswer, UsageReport};
 
 use thiserror::Error;
 use tollgate_model::ModelError;
@@ -60,6 +61,25 @@ impl ConvertError {
         ConvertError::OutOfRange {
             field: field.to_string(),
             reason: reason.into(),
+        }
+    }
+
+    /// The same error, for a field of the message at `path` inside a
+    /// larger one (`decision` and `reason` make `decision.reason`).
+    pub(crate) fn within(self, path: &str) -> Self {
+        let inside = |field: String| format!("{path}.{field}");
+        match self {
+            ConvertError::Missing { field } => ConvertError::Missing {
+                field: inside(field),
+            },
+            ConvertError::Invalid { field, source } => ConvertError::Invalid {
+                field: inside(field),
+                source,
+            },
+            ConvertError::OutOfRange { field, reason } => ConvertError::OutOfRange {
+                field: inside(field),
+                reason,
+            },
         }
     }
 

@@ -9,7 +9,7 @@ use super::check::valid_idempotency_key;
 use super::{AtField, ConvertError};
 use crate::usage::v1 as pb;
 use tollgate_engine::CONSUME_MAX;
-use tollgate_model::{AccountId, EntitlementId, FeatureId, SubjectId, UnixSeconds};
+use tollgate_model::{AccountId, EntitlementId, FeatureId, PeriodKey, SubjectId, UnixSeconds};
 
 /// Usage that already happened, reported on its own (not gated by caps),
 /// counted once per idempotency key.
@@ -56,6 +56,38 @@ impl TryFrom<pb::ReportUsageRequest> for UsageReport {
             feature,
             units: r.units,
             idempotency_key: r.idempotency_key,
+        })
+    }
+}
+
+/// A node's answer to a usage report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageAnswer {
+    /// False when the idempotency key had already been counted.
+    pub counted: bool,
+    /// The feature's period counter the units went to.
+    pub period: PeriodKey,
+}
+
+impl From<UsageAnswer> for pb::ReportUsageResponse {
+    fn from(a: UsageAnswer) -> Self {
+        pb::ReportUsageResponse {
+            counted: a.counted,
+            period: a.period.to_string(),
+        }
+    }
+}
+
+impl TryFrom<pb::ReportUsageResponse> for UsageAnswer {
+    type Error = ConvertError;
+
+    fn try_from(r: pb::ReportUsageResponse) -> Result<Self, ConvertError> {
+        Ok(UsageAnswer {
+            counted: r.counted,
+            period: r
+                .period
+                .parse()
+                .map_err(|e: String| ConvertError::out_of_range("period", e))?,
         })
     }
 }
@@ -241,6 +273,35 @@ mod tests {
         ];
         for (wire, field) in rows {
             assert_eq!(UsageReport::try_from(wire).unwrap_err().field(), field);
+        }
+    }
+
+    #[test]
+    fn usage_answers_survive_the_round_trip() {
+        for (counted, period) in [
+            (true, "month-24322"),
+            (false, "day-20500"),
+            (true, "lifetime-0"),
+        ] {
+            let answer = UsageAnswer {
+                counted,
+                period: period.parse().unwrap(),
+            };
+            let wire = pb::ReportUsageResponse::from(answer);
+            assert_eq!(wire.period, period);
+            assert_eq!(UsageAnswer::try_from(wire), Ok(answer));
+        }
+    }
+
+    #[test]
+    fn a_usage_answer_without_a_period_names_the_field() {
+        for period in ["", "month", "week-3", "month-x"] {
+            let wire = pb::ReportUsageResponse {
+                counted: true,
+                period: period.into(),
+            };
+            let error = UsageAnswer::try_from(wire).unwrap_err();
+            assert_eq!(error.field(), "period", "{error}");
         }
     }
 

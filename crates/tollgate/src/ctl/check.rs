@@ -12,6 +12,7 @@ use tollgate_model::{
     AccountId, Continent, CountryCode, FeatureId, GeoFacts, ModelError, SubjectId,
 };
 use tollgate_proto::check::v1 as pb;
+use tollgate_proto::convert::Explained;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -98,11 +99,8 @@ fn check_request(args: &CheckArgs) -> CtlResult<CheckRequest> {
 }
 
 pub async fn run(global: &Global, args: CheckArgs) -> CtlResult<u8> {
-    let request = pb::CheckRequest {
-        // A tool shows the node's explanation.
-        explain: true,
-        ..check_request(&args)?.into()
-    };
+    // A tool shows the node's explanation.
+    let request = pb::CheckRequest::from(Explained(check_request(&args)?));
     let channel = connect(&args.endpoint, global).await?;
     let reply = pb::check_service_client::CheckServiceClient::new(channel)
         .check(request)
