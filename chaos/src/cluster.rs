@@ -9,7 +9,7 @@
 use crate::history::{now_ms, Event, NodeChange, NodeState, Recorder};
 use crate::net::{netns, Links, Net};
 use crate::proxy::{self, LinkDelay, ProxyThread, Route};
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tollgate_testkit::wait_until;
 
 pub const ORIGIN: &str = "origin";
 pub const RAFT_PORT: u16 = 7100;
@@ -468,29 +469,27 @@ impl Cluster {
             set_stopping(false);
             return Err(error);
         }
-        let deadline = Instant::now() + STOP_DEADLINE;
-        loop {
-            let exited = {
-                let mut procs = lock(&self.procs);
-                let proc = procs.get_mut(name).expect("has a pid");
-                match proc.child.as_mut().map(Child::try_wait) {
-                    Some(Ok(Some(_))) | None => {
-                        proc.child = None;
-                        proc.state = NodeState::Down;
-                        proc.stopping = false;
-                        true
-                    }
-                    _ => false,
+        let exited = wait_until(&format!("{name} to exit on SIGTERM"), STOP_DEADLINE, || {
+            let mut procs = lock(&self.procs);
+            let proc = procs.get_mut(name).expect("has a pid");
+            let exited = match proc.child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(_))) | None => {
+                    proc.child = None;
+                    proc.state = NodeState::Down;
+                    proc.stopping = false;
+                    Some(())
                 }
+                _ => None,
             };
-            if exited {
+            std::future::ready(exited)
+        })
+        .await;
+        match exited {
+            Ok(()) => {
                 self.record_node(name, NodeState::Down, cause);
-                return Ok(());
+                Ok(())
             }
-            if Instant::now() > deadline {
-                return self.kill(name, &format!("{cause} (did not exit on SIGTERM)"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(_) => self.kill(name, &format!("{cause} (did not exit on SIGTERM)")),
         }
     }
 
@@ -580,27 +579,47 @@ impl Cluster {
             data.join("origin-keys.public.json"),
             data.join("admin.token"),
         );
-        let deadline = Instant::now() + ORIGIN_START_DEADLINE;
-        while !(keys.is_file() && token.is_file()) {
-            self.reap_exits();
-            if self.state(&origin.name) != Some(NodeState::Up) {
-                bail!(
-                    "the origin exited during start-up; see {}",
-                    self.log_path(&origin.name).display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the origin wrote no {} and {} within {ORIGIN_START_DEADLINE:?}; see {}",
-                    keys.display(),
-                    token.display(),
-                    self.log_path(&origin.name).display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let log = self.log_path(&origin.name);
+        let started = Instant::now();
+        // `Ok` ends the wait: the files are there, or the origin exited
+        // (the inner error); `Err` says which file is still missing.
+        wait_until(
+            &format!(
+                "the origin to write {} and {} (its log: {})",
+                keys.display(),
+                token.display(),
+                log.display()
+            ),
+            ORIGIN_START_DEADLINE,
+            || {
+                let missing: Vec<String> = [&keys, &token]
+                    .into_iter()
+                    .filter(|file| !file.is_file())
+                    .map(|file| format!("no {}", file.display()))
+                    .collect();
+                let seen = if missing.is_empty() {
+                    Ok(Ok(()))
+                } else {
+                    self.reap_exits();
+                    if self.state(&origin.name) != Some(NodeState::Up) {
+                        Ok(Err(anyhow!(
+                            "the origin exited during start-up; see {}",
+                            log.display()
+                        )))
+                    } else {
+                        Err(missing.join(", "))
+                    }
+                };
+                std::future::ready(seen)
+            },
+        )
+        .await??;
         // The token file may be written a moment after it is created.
-        let token_text = wait_for_content(&token, deadline).await?;
+        let token_text = wait_for_content(
+            &token,
+            ORIGIN_START_DEADLINE.saturating_sub(started.elapsed()),
+        )
+        .await?;
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token_text.trim().to_string();
         std::fs::copy(&keys, self.public_keys_path())?;
         for node in self.topology.region_nodes() {
@@ -765,15 +784,17 @@ fn start_proxies(
     Ok((raft, feeds))
 }
 
-async fn wait_for_content(path: &Path, deadline: Instant) -> anyhow::Result<String> {
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if !text.trim().is_empty() {
-            return Ok(text);
-        }
-        if Instant::now() > deadline {
-            bail!("{} stayed empty", path.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_for_content(path: &Path, deadline: Duration) -> anyhow::Result<String> {
+    wait_until(
+        &format!("{} to hold something", path.display()),
+        deadline,
+        || {
+            std::future::ready(match std::fs::read_to_string(path) {
+                Ok(text) if !text.trim().is_empty() => Ok(text),
+                Ok(_) => Err("an empty file".to_string()),
+                Err(error) => Err(error.to_string()),
+            })
+        },
+    )
+    .await
 }

@@ -12,9 +12,11 @@ use anyhow::Context;
 use reqwest::Method;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tollgate_testkit::wait_until_every;
 
 /// Regions must catch up with the seeded origin within this long.
 const CATCH_UP_DEADLINE: Duration = Duration::from_secs(120);
@@ -231,28 +233,49 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
 /// Waits until the origin's head is at least `at_least` and every region
 /// node has applied it; whether that happened, and the head last read.
 async fn wait_converged(cluster: &Cluster, at_least: u64, deadline: Duration) -> (bool, u64) {
-    let start = Instant::now();
-    let mut head = 0;
-    loop {
-        cluster.reap_exits();
-        if let Ok(h) = cluster.origin_head().await {
-            head = h;
-        }
-        if head >= at_least {
+    // The head last read, kept across looks: a wait that times out reports
+    // it too.
+    let head = AtomicU64::new(0);
+    // Each look asks the origin and every region node for its status:
+    // every 250 ms, as before, not at the tests' 10 ms.
+    let converged = wait_until_every(
+        &format!("every region node to apply the origin's head (at least {at_least})"),
+        deadline,
+        Duration::from_millis(250),
+        || async {
+            cluster.reap_exits();
+            if let Ok(h) = cluster.origin_head().await {
+                head.store(h, Ordering::Relaxed);
+            }
+            let head = head.load(Ordering::Relaxed);
+            if head < at_least {
+                return Err(format!("the origin's head at {head}"));
+            }
             let nodes = cluster.topology.region_nodes();
             let statuses = futures::future::join_all(nodes.iter().map(|n| cluster.status(n))).await;
-            if statuses
+            let behind: Vec<String> = nodes
                 .iter()
-                .all(|s| s.as_ref().is_ok_and(|s| s.applied_revision >= head))
-            {
-                return (true, head);
+                .zip(&statuses)
+                .filter_map(|(node, status)| match status {
+                    Ok(s) if s.applied_revision >= head => None,
+                    Ok(s) => Some(format!("{} at {}", node.name, s.applied_revision)),
+                    Err(error) => Some(format!("{}: {error}", node.name)),
+                })
+                .collect();
+            match behind.is_empty() {
+                true => Ok(()),
+                false => Err(format!(
+                    "the origin's head at {head}; behind: {}",
+                    behind.join(", ")
+                )),
             }
-        }
-        if start.elapsed() > deadline {
-            return (false, head);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        },
+    )
+    .await;
+    if let Err(error) = &converged {
+        tracing::warn!(%error, "The nodes did not converge.");
     }
+    (converged.is_ok(), head.into_inner())
 }
 
 /// The origin's entitlements and what they imply per slot, and what every

@@ -1,7 +1,10 @@
 //! Shared helpers for the cross-crate integration tests.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The wait helpers live in `tollgate-testkit`, shared with every other
+// suite; re-exported so the scenarios keep calling `tollgate_tests::wait_until`.
+pub use tollgate_testkit::{wait_until, Seen, POLL_INTERVAL};
 
 /// Installs a test-friendly tracing subscriber once (output captured per
 /// test by the harness). `RUST_LOG` overrides the default `info` filter.
@@ -12,65 +15,6 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
-}
-
-/// How often a waiting test re-checks its condition; it only bounds how
-/// late success is noticed, it never synchronises anything.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
-
-/// What one look at a waited-for condition found: the value waited for, or
-/// (for a `Result`) a description of what was there instead, which a
-/// timed-out wait reports so a failure says what it last saw.
-pub trait Seen<T> {
-    fn seen(self) -> Result<T, Option<String>>;
-}
-
-impl<T> Seen<T> for Option<T> {
-    fn seen(self) -> Result<T, Option<String>> {
-        self.ok_or(None)
-    }
-}
-
-impl<T, E: std::fmt::Display> Seen<T> for Result<T, E> {
-    fn seen(self) -> Result<T, Option<String>> {
-        self.map_err(|e| Some(e.to_string()))
-    }
-}
-
-/// Polls `condition` until it returns `Some` (or `Ok`), or fails with
-/// `what` once `deadline` has passed, naming the last thing the condition
-/// saw when it returns `Err(description)`. Never a fixed sleep: the poll
-/// interval only bounds how late success is noticed.
-pub async fn wait_until<T, R, F, Fut>(
-    what: &str,
-    deadline: Duration,
-    mut condition: F,
-) -> anyhow::Result<T>
-where
-    R: Seen<T>,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = R>,
-{
-    let start = Instant::now();
-    let mut last_seen = None;
-    loop {
-        match condition().await.seen() {
-            Ok(value) => return Ok(value),
-            Err(Some(seen)) => last_seen = Some(seen),
-            Err(None) => {}
-        }
-        if start.elapsed() > deadline {
-            match last_seen {
-                Some(seen) => {
-                    anyhow::bail!(
-                        "timed out after {deadline:?} waiting for {what}; last saw: {seen}"
-                    )
-                }
-                None => anyhow::bail!("timed out after {deadline:?} waiting for {what}"),
-            }
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
 }
 
 /// The wall clock in Unix seconds, read in one place: a test that needs

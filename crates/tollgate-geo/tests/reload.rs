@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{init_tracing, ip, location, replace_file, wait_until};
+use common::{init_tracing, ip, location, replace_file};
 use tollgate_geo::fixtures::{self, FixturePlace};
 use tollgate_geo::{spawn_watcher, GeoConfig, GeoDatabases, GeoError, SlotReload};
 use tollgate_model::{AnonymousNetwork, CountryCode};
+use tollgate_testkit::{wait_until, wait_until_blocking};
 use tracing::info;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -267,9 +268,15 @@ fn lookups_keep_answering_while_files_are_swapped() {
         replace_file(&files.city, bytes);
         holder.reload_if_changed();
     }
-    wait_until("the readers have done some lookups", DEADLINE, || {
-        lookups.load(Ordering::Relaxed) > 100
-    });
+    wait_until_blocking(
+        "the readers to do over 100 lookups",
+        DEADLINE,
+        || match lookups.load(Ordering::Relaxed) {
+            done if done > 100 => Ok(()),
+            done => Err(format!("{done} lookups")),
+        },
+    )
+    .unwrap();
     stop.store(true, Ordering::Relaxed);
     for reader in readers {
         reader.join().expect("reader thread");
@@ -290,17 +297,25 @@ async fn the_watcher_picks_up_changes_and_stops_on_shutdown() {
 
     info!("Proving the watcher swaps in a changed good file by itself.");
     replace_file(&files.city, &city("US", "NA"));
-    wait_async("the watcher reloads the US database", || {
-        country_of(&holder, "192.0.2.1") == country("US")
+    wait_until("the watcher to reload the US database", DEADLINE, || {
+        std::future::ready(match country_of(&holder, "192.0.2.1") {
+            seen if seen == country("US") => Ok(()),
+            seen => Err(format!("192.0.2.1 in {seen:?}")),
+        })
     })
-    .await;
+    .await
+    .unwrap();
 
     info!("Proving the watcher refuses a corrupt file, counts it and keeps the database.");
     replace_file(&files.city, &truncated(city("JP", "AS")));
-    wait_async("the watcher counts the corrupt file", || {
-        holder.reload_failures_total() == 1
+    wait_until("the watcher to count the corrupt file", DEADLINE, || {
+        std::future::ready(match holder.reload_failures_total() {
+            1 => Ok(()),
+            failures => Err(format!("{failures} reload failures")),
+        })
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(country_of(&holder, "192.0.2.1"), country("US"));
 
     info!("Proving the watcher stops when shutdown completes.");
@@ -309,12 +324,4 @@ async fn the_watcher_picks_up_changes_and_stops_on_shutdown() {
         .await
         .expect("watcher stops before the deadline")
         .expect("watcher task does not panic");
-}
-
-async fn wait_async(what: &str, mut condition: impl FnMut() -> bool) {
-    let start = tokio::time::Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
-        tokio::time::sleep(common::POLL_INTERVAL).await;
-    }
 }

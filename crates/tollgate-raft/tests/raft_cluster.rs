@@ -6,12 +6,13 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, ensure};
-use common::{expect_value, init_tracing, poll_until, put, Cluster, DEADLINE};
+use anyhow::{anyhow, ensure};
+use common::{expect_value, init_tracing, put, Cluster, DEADLINE};
 use tollgate_proto::cluster::v1 as pb;
 use tollgate_proto::cluster::v1::cluster_admin_client::ClusterAdminClient;
 use tollgate_raft::server::{ERROR_CODE_KEY, LEADER_ADDR_KEY};
 use tollgate_raft::{KvCommand, KvResponse};
+use tollgate_testkit::wait_until;
 use tracing::info;
 
 async fn admin(addr: &str) -> anyhow::Result<ClusterAdminClient<tonic::transport::Channel>> {
@@ -278,9 +279,12 @@ async fn fourth_node_catches_up_by_snapshot_then_membership_changes() -> anyhow:
         .node(leader)?
         .change_membership(BTreeSet::from([1, 2, 3, 4]), false)
         .await?;
-    poll_until("node 4 sees itself as voter", DEADLINE, || async {
-        let (voters, _) = cluster.membership(4).ok()?;
-        voters.contains(&4).then_some(())
+    wait_until("node 4 to see itself as a voter", DEADLINE, || async {
+        let (voters, _) = cluster.membership(4)?;
+        match voters.contains(&4) {
+            true => Ok(()),
+            false => Err(anyhow!("voters {voters:?}")),
+        }
     })
     .await?;
 
@@ -333,36 +337,45 @@ async fn leader_crash_mid_burst_recovers_and_converges() -> anyhow::Result<()> {
             for i in 0..40 {
                 let key = format!("w{w}-{i}");
                 let command = serde_json::to_vec(&put(key.clone(), "1"))?;
+                // Each retry goes to the next node.
                 let mut attempt = 0usize;
-                loop {
-                    if Instant::now() > deadline {
-                        bail!("writer {w} could not write {key} before the deadline");
-                    }
-                    let addr = &addrs[(w + attempt) % addrs.len()];
-                    attempt += 1;
-                    let Ok(mut client) = admin(addr).await else {
-                        continue;
-                    };
-                    let request = pb::ClientWriteRequest {
-                        command: command.clone(),
-                        forward_hops: 0,
-                    };
-                    if let Ok(reply) = client.client_write(request).await {
-                        acked
-                            .lock()
-                            .map_err(|_| anyhow!("poisoned"))?
-                            .push((key, reply.into_inner().log_index));
-                        break;
-                    }
-                    tokio::time::sleep(common::RETRY_INTERVAL).await;
-                }
+                let log_index = wait_until(
+                    &format!("writer {w} to write {key}"),
+                    deadline.saturating_duration_since(Instant::now()),
+                    || {
+                        let addr = addrs[(w + attempt) % addrs.len()].clone();
+                        attempt += 1;
+                        let request = pb::ClientWriteRequest {
+                            command: command.clone(),
+                            forward_hops: 0,
+                        };
+                        async move {
+                            let mut client = match admin(&addr).await {
+                                Ok(client) => client,
+                                Err(e) => return Err(format!("{addr}: {e}")),
+                            };
+                            match client.client_write(request).await {
+                                Ok(reply) => Ok(reply.into_inner().log_index),
+                                Err(status) => Err(format!("{addr}: {status}")),
+                            }
+                        }
+                    },
+                )
+                .await?;
+                acked
+                    .lock()
+                    .map_err(|_| anyhow!("poisoned"))?
+                    .push((key, log_index));
             }
             anyhow::Ok(())
         }));
     }
     let acked_count = || acked.lock().map(|a| a.len()).unwrap_or(0);
-    poll_until("50 acked writes", DEADLINE, || async {
-        (acked_count() >= 50).then_some(())
+    wait_until("50 acked writes", DEADLINE, || async {
+        match acked_count() {
+            acked if acked >= 50 => Ok(()),
+            acked => Err(format!("{acked} acked")),
+        }
     })
     .await?;
 
@@ -373,8 +386,11 @@ async fn leader_crash_mid_burst_recovers_and_converges() -> anyhow::Result<()> {
     );
     cluster.crash(victim).await?;
     let at_crash = acked_count();
-    poll_until("30 more acked writes after the crash", DEADLINE, || async {
-        (acked_count() >= at_crash + 30).then_some(())
+    wait_until("30 more acked writes after the crash", DEADLINE, || async {
+        match acked_count() {
+            acked if acked >= at_crash + 30 => Ok(()),
+            acked => Err(format!("{} acked since the crash", acked - at_crash)),
+        }
     })
     .await?;
 

@@ -11,12 +11,13 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, ensure, Context};
-use common::{init_tracing, poll_until, put, DEADLINE};
+use anyhow::{anyhow, ensure, Context};
+use common::{init_tracing, put, DEADLINE};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tollgate_proto::cluster::v1 as pb;
 use tollgate_proto::cluster::v1::cluster_admin_client::ClusterAdminClient;
+use tollgate_testkit::wait_until;
 use tracing::info;
 
 type Client = ClusterAdminClient<tonic::transport::Channel>;
@@ -81,9 +82,12 @@ async fn leader_killed_with_sigkill_mid_burst_recovers_and_converges() -> anyhow
         .await?
         .initialize(pb::InitializeRequest { members })
         .await?;
-    let leader = poll_until("a leader", DEADLINE, || async {
-        let s = status(&addrs[&1]).await?;
-        (s.leader_id != 0).then_some(s.leader_id)
+    let leader = wait_until("node 1 to know a leader", DEADLINE, || async {
+        match status(&addrs[&1]).await {
+            Some(s) if s.leader_id != 0 => Ok(s.leader_id),
+            Some(s) => Err(format!("no leader at term {}", s.current_term)),
+            None => Err("no status from node 1".to_string()),
+        }
     })
     .await?;
 
@@ -102,36 +106,45 @@ async fn leader_killed_with_sigkill_mid_burst_recovers_and_converges() -> anyhow
             for i in 0..40 {
                 let key = format!("w{w}-{i}");
                 let command = serde_json::to_vec(&put(key.clone(), "1"))?;
+                // Each retry goes to the next node.
                 let mut attempt = 0usize;
-                loop {
-                    if Instant::now() > deadline {
-                        bail!("writer {w} could not write {key} before the deadline");
-                    }
-                    let addr = &addrs[(w + attempt) % addrs.len()];
-                    attempt += 1;
-                    if let Ok(mut c) = client(addr).await {
+                let index = wait_until(
+                    &format!("writer {w} to write {key}"),
+                    deadline.saturating_duration_since(Instant::now()),
+                    || {
+                        let addr = addrs[(w + attempt) % addrs.len()].clone();
+                        attempt += 1;
                         let request = pb::ClientWriteRequest {
                             command: command.clone(),
                             forward_hops: 0,
                         };
-                        if let Ok(reply) = c.client_write(request).await {
-                            let index = reply.into_inner().log_index;
-                            acked
-                                .lock()
-                                .map_err(|_| anyhow!("poisoned"))?
-                                .push((key, index));
-                            break;
+                        async move {
+                            let mut c = match client(&addr).await {
+                                Ok(c) => c,
+                                Err(e) => return Err(format!("{addr}: {e}")),
+                            };
+                            match c.client_write(request).await {
+                                Ok(reply) => Ok(reply.into_inner().log_index),
+                                Err(status) => Err(format!("{addr}: {status}")),
+                            }
                         }
-                    }
-                    tokio::time::sleep(common::RETRY_INTERVAL).await;
-                }
+                    },
+                )
+                .await?;
+                acked
+                    .lock()
+                    .map_err(|_| anyhow!("poisoned"))?
+                    .push((key, index));
             }
             anyhow::Ok(())
         }));
     }
     let acked_count = || acked.lock().map(|a| a.len()).unwrap_or(0);
-    poll_until("50 acked writes", DEADLINE, || async {
-        (acked_count() >= 50).then_some(())
+    wait_until("50 acked writes", DEADLINE, || async {
+        match acked_count() {
+            acked if acked >= 50 => Ok(()),
+            acked => Err(format!("{acked} acked")),
+        }
     })
     .await?;
 
@@ -141,8 +154,11 @@ async fn leader_killed_with_sigkill_mid_burst_recovers_and_converges() -> anyhow
         .ok_or_else(|| anyhow!("leader process missing"))?;
     victim.child.kill().await?;
     let at_kill = acked_count();
-    poll_until("30 more acked writes after the kill", DEADLINE, || async {
-        (acked_count() >= at_kill + 30).then_some(())
+    wait_until("30 more acked writes after the kill", DEADLINE, || async {
+        match acked_count() {
+            acked if acked >= at_kill + 30 => Ok(()),
+            acked => Err(format!("{} acked since the kill", acked - at_kill)),
+        }
     })
     .await?;
 
@@ -158,8 +174,12 @@ async fn leader_killed_with_sigkill_mid_burst_recovers_and_converges() -> anyhow
     ensure!(acked.len() == 320, "{} writes acked", acked.len());
     let last = acked.iter().map(|(_, i)| *i).max().unwrap_or(0);
     for addr in addrs.values() {
-        poll_until(&format!("{addr} applied {last}"), DEADLINE, || async {
-            (status(addr).await?.last_applied_index >= last).then_some(())
+        wait_until(&format!("{addr} to apply {last}"), DEADLINE, || async {
+            match status(addr).await {
+                Some(s) if s.last_applied_index >= last => Ok(()),
+                Some(s) => Err(format!("applied {}", s.last_applied_index)),
+                None => Err("no status".to_string()),
+            }
         })
         .await?;
         let mut c = client(addr).await?;

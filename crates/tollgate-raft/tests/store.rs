@@ -175,28 +175,24 @@ async fn snapshot_install_replaces_state_atomically_and_survives_reopen() -> any
     Ok(())
 }
 
-/// Pause between attempts to take a directory lock that a dropped Db still
-/// holds; bounds how late the lock is noticed, synchronises nothing.
-const LOCK_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
-
 /// Opens the node's sled directory directly. A Db dropped a moment ago may
 /// still hold the directory's lock while its background thread stops, so
-/// retry for a bounded time, as the store itself does on start.
+/// retry (an I/O error) for a bounded time, as the store itself does on
+/// start; any other error ends the wait at once.
 fn open_raw(path: &std::path::Path) -> anyhow::Result<sled::Db> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::Config::new()
+    let opened = tollgate_testkit::wait_until_blocking(
+        &format!("the lock on {}", path.display()),
+        std::time::Duration::from_secs(5),
+        || match sled::Config::new()
             .path(path)
             .segment_size(SEGMENT_BYTES)
             .open()
         {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(_)) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(LOCK_RETRY_INTERVAL);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+            Err(sled::Error::Io(e)) => Err(e),
+            other => Ok(other),
+        },
+    )?;
+    Ok(opened?)
 }
 
 #[tokio::test]

@@ -93,4 +93,3 @@ pub fn verify(
     );
     Ok(Verification { outcome, revision }.into())
 }
-

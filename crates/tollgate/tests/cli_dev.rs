@@ -4,11 +4,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// How often the test re-checks whether the process exited; it bounds how
-/// late the exit is noticed, it synchronises nothing.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+use std::time::Duration;
+use tollgate_testkit::wait_until_blocking;
 
 fn tollgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -200,17 +197,10 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
         .status()
         .unwrap()
         .success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "dev did not stop after Ctrl-C"
-        );
-        std::thread::sleep(POLL_INTERVAL);
-    };
+    let status = wait_until_blocking("dev to stop after Ctrl-C", Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    })
+    .unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(
         data.path().join("origin").is_dir(),

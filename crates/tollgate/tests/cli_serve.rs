@@ -3,11 +3,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// How often the test re-checks whether the process exited; it bounds how
-/// late the exit is noticed, it synchronises nothing.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+use std::time::Duration;
+use tollgate_testkit::wait_until_blocking;
 
 fn tollgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -69,17 +66,12 @@ fn serve_runs_an_origin_from_a_config_file_and_exits_cleanly_on_sigterm() {
         .status()
         .unwrap()
         .success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "serve did not exit after SIGTERM"
-        );
-        std::thread::sleep(POLL_INTERVAL);
-    };
+    let status = wait_until_blocking(
+        "serve to exit after SIGTERM",
+        Duration::from_secs(20),
+        || child.try_wait().unwrap(),
+    )
+    .unwrap();
     assert_eq!(status.code(), Some(0), "a clean shutdown exits 0");
 }
 

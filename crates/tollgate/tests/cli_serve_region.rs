@@ -3,13 +3,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tollgate_origin_node::{OriginConfig, OriginListeners, OriginNode};
-
-/// How often the test re-checks whether the process exited; it bounds how
-/// late the exit is noticed, it synchronises nothing.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+use tollgate_testkit::wait_until_blocking;
 
 fn tollgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -141,17 +138,12 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
         .status()
         .unwrap()
         .success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "serve did not exit after SIGTERM"
-        );
-        std::thread::sleep(POLL_INTERVAL);
-    };
+    let status = wait_until_blocking(
+        "serve to exit after SIGTERM",
+        Duration::from_secs(20),
+        || child.try_wait().unwrap(),
+    )
+    .unwrap();
     assert_eq!(status.code(), Some(0));
     runtime.block_on(origin.shutdown()).unwrap();
 }

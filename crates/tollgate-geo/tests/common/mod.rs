@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use tollgate_model::{Continent, CountryCode, GeoFacts, SubdivisionCode};
 
@@ -42,24 +41,6 @@ pub fn replace_file(path: &Path, bytes: &[u8]) {
     let staging = path.with_extension("staging");
     std::fs::write(&staging, bytes).expect("write staging file");
     std::fs::rename(&staging, path).expect("rename into place");
-}
-
-/// How often a waiting test re-checks its condition; it only bounds how
-/// late success is noticed, it never synchronises anything.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
-
-/// Polls `condition` every few milliseconds until it holds, failing the
-/// test with `what` after `deadline`. Synchronisation by condition, never
-/// by a fixed sleep.
-pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting until {what}"
-        );
-        std::thread::sleep(POLL_INTERVAL);
-    }
 }
 
 /// `shared/geoip/` if it exists: `$TOLLGATE_SHARED_DIR/geoip`, else the

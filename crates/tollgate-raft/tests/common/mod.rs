@@ -1,15 +1,14 @@
 //! A cluster of real nodes on 127.0.0.1, in this process, for the tests.
 //!
 //! Synchronisation is always "wait for a condition, with a deadline":
-//! openraft's metrics wait, or [`poll_until`].
+//! openraft's metrics wait, or `tollgate_testkit::wait_until`.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use tokio::net::TcpListener;
@@ -17,14 +16,7 @@ use tollgate_raft::node::membership_of;
 use tollgate_raft::{
     Error, KvCommand, KvLogic, KvResponse, Node, NodeConfig, NodeId, WriteOutcome,
 };
-
-/// How often a waiting test re-checks its condition: it bounds how late
-/// success is noticed and synchronises nothing.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
-
-/// Pause between a client's retries of a refused write (no leader yet, a
-/// leader being killed): a client's back-off, not a synchronisation point.
-pub const RETRY_INTERVAL: Duration = Duration::from_millis(5);
+use tollgate_testkit::wait_until;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -36,24 +28,6 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
-}
-
-/// Poll `check` until it returns `Some`, or fail at the deadline.
-pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for: {what}");
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
 }
 
 pub fn put(key: impl Into<String>, value: impl Into<String>) -> KvCommand {
@@ -132,47 +106,57 @@ impl Cluster {
 
     /// The leader that every running voter agrees on.
     pub async fn leader(&self) -> anyhow::Result<NodeId> {
-        poll_until(
+        wait_until(
             "a leader that the running nodes agree on",
             DEADLINE,
             || async {
-                let mut leaders = BTreeSet::new();
-                for node in self.nodes.values() {
-                    leaders.insert(node.metrics().current_leader?);
-                }
-                let leader = *leaders.iter().next()?;
-                let is_up = self
+                let seen: BTreeMap<NodeId, Option<NodeId>> = self
                     .nodes
-                    .get(&leader)
-                    .is_some_and(|n| n.metrics().state.is_leader());
-                (leaders.len() == 1 && is_up).then_some(leader)
+                    .iter()
+                    .map(|(id, node)| (*id, node.metrics().current_leader))
+                    .collect();
+                let leaders: BTreeSet<Option<NodeId>> = seen.values().copied().collect();
+                match (leaders.len(), leaders.first()) {
+                    (1, Some(Some(leader)))
+                        if self
+                            .nodes
+                            .get(leader)
+                            .is_some_and(|n| n.metrics().state.is_leader()) =>
+                    {
+                        Ok(*leader)
+                    }
+                    _ => Err(format!("the leader each node knows: {seen:?}")),
+                }
             },
         )
         .await
     }
 
     /// Write through any running node, retrying while there is no leader
-    /// (or the one known is gone), until the deadline.
+    /// (or the one known is gone), until the deadline. Any other error
+    /// ends the wait at once.
     pub async fn write(&self, command: KvCommand) -> anyhow::Result<WriteOutcome<KvResponse>> {
-        let deadline = Instant::now() + DEADLINE;
-        let mut last_error = None;
-        while Instant::now() < deadline {
-            for node in self.nodes.values() {
+        wait_until("a node to accept the write", DEADLINE, || async {
+            let mut refusals = Vec::new();
+            for (id, node) in &self.nodes {
                 match node.write(command.clone()).await {
-                    Ok(outcome) => return Ok(outcome),
+                    Ok(outcome) => return Ok(Ok(outcome)),
                     Err(
                         e @ (Error::NotLeader { .. }
                         | Error::Unavailable(_)
                         | Error::ShuttingDown
                         | Error::Raft(_)
                         | Error::Timeout(_)),
-                    ) => last_error = Some(e),
-                    Err(e) => return Err(e.into()),
+                    ) => refusals.push(format!("node {id}: {e}")),
+                    Err(e) => return Ok(Err(anyhow::Error::from(e))),
                 }
             }
-            tokio::time::sleep(RETRY_INTERVAL).await;
-        }
-        bail!("no write accepted before the deadline; last error: {last_error:?}")
+            Err(match refusals.is_empty() {
+                true => "no node running".to_string(),
+                false => refusals.join("; "),
+            })
+        })
+        .await?
     }
 
     /// Wait until every running node has applied `index` and they all hold
@@ -184,19 +168,28 @@ impl Cluster {
             })
             .await?;
         }
-        poll_until(
+        wait_until(
             "every running node to hold the same state",
             DEADLINE,
             || async {
                 let mut states = Vec::new();
-                for node in self.nodes.values() {
-                    states.push(node.view().dump().ok()?);
+                for (id, node) in &self.nodes {
+                    let state = node
+                        .view()
+                        .dump()
+                        .map_err(|e| format!("node {id} cannot dump its state: {e}"))?;
+                    states.push(state);
                 }
-                states
-                    .windows(2)
-                    .all(|w| w[0] == w[1])
-                    .then(|| states.pop())
-                    .flatten()
+                match states.windows(2).all(|w| w[0] == w[1]) {
+                    true => states.pop().ok_or_else(|| "no node running".to_string()),
+                    false => Err(format!(
+                        "the states differ; keys per node: {:?}",
+                        self.nodes
+                            .keys()
+                            .zip(states.iter().map(|s| s.len()))
+                            .collect::<Vec<_>>()
+                    )),
+                }
             },
         )
         .await
