@@ -3,17 +3,51 @@
 //! converted back (explained only when the request asks).
 
 use crate::checker::Checker;
-use tollgate_engine::{CheckRequest, Consistency, Decision, WatchRequest};
+use tollgate_engine::{CheckRequest, Consistency, Decision, Reason, WatchRequest};
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::convert::{batch_from_proto, BatchAnswer, BatchItem, CheckAnswer};
 use tollgate_server::grpc::{code_name, error_status, request_timeout, ERROR_CODE_KEY};
 use tollgate_server::telemetry;
 use tonic::{Code, Request, Response, Status};
 
+/// The check metrics' handles, registered once: looking a labelled series
+/// up in the registry on every check would cost a hash and a lock each.
+struct CheckMetrics {
+    by_reason: Vec<(Reason, metrics::Counter)>,
+    duration: metrics::Histogram,
+}
+
+fn check_metrics() -> &'static CheckMetrics {
+    static METRICS: std::sync::OnceLock<CheckMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| CheckMetrics {
+        by_reason: Reason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    *r,
+                    metrics::counter!(telemetry::CHECKS, "reason" => r.code()),
+                )
+            })
+            .collect(),
+        duration: metrics::histogram!(telemetry::CHECK_DURATION),
+    })
+}
+
 /// Counts a decision by reason and records how long it took.
 fn observe(decision: &Decision, started: std::time::Instant) {
-    metrics::counter!(telemetry::CHECKS, "reason" => decision.reason.code()).increment(1);
-    metrics::histogram!(telemetry::CHECK_DURATION).record(started.elapsed().as_secs_f64());
+    let metrics = check_metrics();
+    match metrics
+        .by_reason
+        .iter()
+        .find(|(r, _)| *r == decision.reason)
+    {
+        Some((_, counter)) => counter.increment(1),
+        // A reason added without a handle still counts.
+        None => {
+            metrics::counter!(telemetry::CHECKS, "reason" => decision.reason.code()).increment(1)
+        }
+    }
+    metrics.duration.record(started.elapsed().as_secs_f64());
 }
 
 fn invalid(e: tollgate_proto::ConvertError) -> Status {

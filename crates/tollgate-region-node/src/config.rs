@@ -23,6 +23,9 @@ pub struct RegionConfig {
     pub revision_wait_max: Duration,
     /// Most accounts' views kept in memory for checks.
     pub account_views_cached_max: usize,
+    /// Threads serving the check port, each with its own single-threaded
+    /// runtime (a request never changes threads). Default: one per core.
+    pub check_threads: usize,
     /// Longest pause between reconnection attempts to the origin.
     pub reconnect_backoff_max: Duration,
     /// With no message from the origin for this long, reconnect.
@@ -75,6 +78,7 @@ impl RegionConfig {
             trust_proxy_location: false,
             revision_wait_max: crate::checker::REVISION_WAIT_MAX,
             account_views_cached_max: crate::views::ACCOUNT_VIEWS_CACHED_MAX_DEFAULT,
+            check_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             reconnect_backoff_max: Duration::from_secs(5),
             origin_idle_timeout: Duration::from_secs(10),
             origin_connect_timeout: Duration::from_secs(5),

@@ -190,12 +190,13 @@ impl RegionNode {
             ],
         )
         .await?;
-        tasks.push(tollgate_server::grpc::serve(
+        tasks.push(tollgate_server::grpc::serve_on_threads(
             router,
             listeners.grpc,
+            config.check_threads,
             stop_rx.clone(),
             "the check service",
-        ));
+        )?);
         // The check port's health follows the node's readiness (`/readyz`):
         // NOT_SERVING until it is a member, has heard from the origin, is
         // within the lag bound and has its geo database.

@@ -195,6 +195,68 @@ pub async fn with_standard_services(
     ))
 }
 
+/// Serves `router` on `listener` from `threads` threads of its own, each
+/// running a single-threaded runtime that accepts connections and serves
+/// them to the end, until `stop`. A request then never changes threads: on
+/// the shared multi-threaded runtime every request's task wakes an idle
+/// worker (a futex call, and on a virtual machine a wake-up of an idle
+/// vCPU), which costs more than answering a check. The kernel spreads new
+/// connections over the threads (each waits in `accept` on the same
+/// socket). The returned task ends when every thread has.
+pub fn serve_on_threads(
+    router: GrpcRouter,
+    listener: tokio::net::TcpListener,
+    threads: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+) -> Result<tokio::task::JoinHandle<()>, crate::NodeError> {
+    let io = |context: &str| {
+        let context = format!("{what}: {context}");
+        move |source| crate::NodeError::Io { context, source }
+    };
+    let listener = listener.into_std().map_err(io("taking the listener"))?;
+    let mut handles = Vec::new();
+    for n in 0..threads.max(1) {
+        let listener = listener.try_clone().map_err(io("sharing the listener"))?;
+        let router = router.clone();
+        let stop = stop.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io("building a runtime"))?;
+        let handle = std::thread::Builder::new()
+            .name(format!("tollgate-grpc-{n}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            tracing::error!(%error, server = what, "A gRPC server thread could not listen.");
+                            return;
+                        }
+                    };
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true));
+                    if let Err(error) = router
+                        .serve_with_incoming_shutdown(incoming, crate::shutdown::stopped(stop))
+                        .await
+                    {
+                        tracing::error!(%error, server = what, "A gRPC server failed.");
+                    }
+                });
+            })
+            .map_err(io("starting a thread"))?;
+        handles.push(handle);
+    }
+    Ok(tokio::task::spawn_blocking(move || {
+        for handle in handles {
+            if handle.join().is_err() {
+                tracing::error!(server = what, "A gRPC server thread panicked.");
+            }
+        }
+    }))
+}
+
 /// Serves `router` on `listener` (TCP_NODELAY on every connection) until
 /// `stop`; a failure is logged as `what` failing.
 pub fn serve(

@@ -71,6 +71,9 @@ pub struct Checks {
     /// Most accounts' views kept in memory (known and unknown account ids
     /// alike); past it, one is dropped for each new one.
     pub account_views_cached_max: usize,
+    /// Threads serving the check port, each answering its connections'
+    /// requests start to end; 0 means one per core.
+    pub threads: usize,
 }
 
 impl Default for Checks {
@@ -78,6 +81,7 @@ impl Default for Checks {
         Checks {
             revision_wait_max_ms: 30_000,
             account_views_cached_max: 100_000,
+            threads: 0,
         }
     }
 }
@@ -579,6 +583,7 @@ impl NodeFile {
                     self.checks.revision_wait_max_ms,
                     0..=30_000,
                 )?;
+                within("checks.threads", self.checks.threads as u64, 0..=256)?;
                 within(
                     "checks.account_views_cached_max",
                     self.checks.account_views_cached_max as u64,

@@ -235,6 +235,9 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
     config.trust_proxy_location = file.trust_proxy_location;
     config.revision_wait_max = Duration::from_millis(file.checks.revision_wait_max_ms);
     config.account_views_cached_max = file.checks.account_views_cached_max;
+    if file.checks.threads > 0 {
+        config.check_threads = file.checks.threads;
+    }
     if let Some(name) = &file.name {
         config.name = name.clone();
     }
