@@ -195,14 +195,19 @@ pub async fn with_standard_services(
     ))
 }
 
+/// Connections accepted and waiting for their thread, per thread: past it
+/// the acceptor waits, and the listen backlog holds the rest.
+const HANDOFF_CONNECTIONS_MAX: usize = 64;
+
 /// Serves `router` on `listener` from `threads` threads of its own, each
-/// running a single-threaded runtime that accepts connections and serves
-/// them to the end, until `stop`. A request then never changes threads: on
-/// the shared multi-threaded runtime every request's task wakes an idle
-/// worker (a futex call, and on a virtual machine a wake-up of an idle
-/// vCPU), which costs more than answering a check. The kernel spreads new
-/// connections over the threads (each waits in `accept` on the same
-/// socket). The returned task ends when every thread has.
+/// running a single-threaded runtime that serves its connections to the
+/// end, until `stop`. A request then never changes threads: on the shared
+/// multi-threaded runtime every request's task wakes an idle worker (a
+/// futex call, and on a virtual machine a wake-up of an idle vCPU), which
+/// costs more than answering a check. One acceptor, on the caller's
+/// runtime, deals connections to the threads in turn, so a few busy
+/// connections cannot all land on one thread. The returned task ends when
+/// every thread has.
 pub fn serve_on_threads(
     router: GrpcRouter,
     listener: tokio::net::TcpListener,
@@ -214,10 +219,12 @@ pub fn serve_on_threads(
         let context = format!("{what}: {context}");
         move |source| crate::NodeError::Io { context, source }
     };
-    let listener = listener.into_std().map_err(io("taking the listener"))?;
+    let mut handoffs = Vec::new();
     let mut handles = Vec::new();
     for n in 0..threads.max(1) {
-        let listener = listener.try_clone().map_err(io("sharing the listener"))?;
+        let (handoff, accepted) =
+            tokio::sync::mpsc::channel::<std::net::TcpStream>(HANDOFF_CONNECTIONS_MAX);
+        handoffs.push(handoff);
         let router = router.clone();
         let stop = stop.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -228,15 +235,11 @@ pub fn serve_on_threads(
             .name(format!("tollgate-grpc-{n}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            tracing::error!(%error, server = what, "A gRPC server thread could not listen.");
-                            return;
-                        }
-                    };
-                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                        .with_nodelay(Some(true));
+                    // Registered with this thread's reactor as they arrive.
+                    let incoming = tokio_stream::StreamExt::map(
+                        tokio_stream::wrappers::ReceiverStream::new(accepted),
+                        tokio::net::TcpStream::from_std,
+                    );
                     if let Err(error) = router
                         .serve_with_incoming_shutdown(incoming, crate::shutdown::stopped(stop))
                         .await
@@ -248,14 +251,57 @@ pub fn serve_on_threads(
             .map_err(io("starting a thread"))?;
         handles.push(handle);
     }
-    Ok(tokio::task::spawn_blocking(move || {
-        for handle in handles {
-            if handle.join().is_err() {
-                tracing::error!(server = what, "A gRPC server thread panicked.");
+    let acceptor_stop = stop.clone();
+    let acceptor = tokio::spawn(async move {
+        let stopped = crate::shutdown::stopped(acceptor_stop);
+        tokio::pin!(stopped);
+        let mut turn = 0usize;
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = &mut stopped => return,
+            };
+            let stream = match accepted.and_then(|(stream, _)| {
+                stream.set_nodelay(true)?;
+                stream.into_std()
+            }) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    // Out of descriptors or memory: refusing for a moment
+                    // beats spinning on the error.
+                    tracing::warn!(%error, server = what, "Accepting a connection failed.");
+                    metrics::counter!("tollgate_grpc_accept_errors_total").increment(1);
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            let handoff = &handoffs[turn % handoffs.len()];
+            turn = turn.wrapping_add(1);
+            if handoff.send(stream).await.is_err() {
+                // That thread has stopped: the node is shutting down.
+                return;
             }
+        }
+    });
+    Ok(tokio::spawn(async move {
+        if acceptor.await.is_err() {
+            tracing::error!(server = what, "The gRPC acceptor panicked.");
+        }
+        let joined = tokio::task::spawn_blocking(move || {
+            for handle in handles {
+                if handle.join().is_err() {
+                    tracing::error!(server = what, "A gRPC server thread panicked.");
+                }
+            }
+        });
+        if joined.await.is_err() {
+            tracing::error!(server = what, "Waiting for the gRPC server threads failed.");
         }
     }))
 }
+
+/// How long the acceptor pauses after a failed `accept`.
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Serves `router` on `listener` (TCP_NODELAY on every connection) until
 /// `stop`; a failure is logged as `what` failing.
