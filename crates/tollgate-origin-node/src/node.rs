@@ -245,21 +245,11 @@ impl OriginNode {
         // The changefeed port's health follows the node's readiness: a
         // member of the origin cluster that knows its leader.
         let health_state = state.clone();
-        let health_stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let stop = stopped(health_stop);
-            tokio::pin!(stop);
-            let mut tick = tokio::time::interval(telemetry::GAUGE_INTERVAL / 4);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => health.set_ready(origin_ready(&health_state.node)).await,
-                    _ = &mut stop => {
-                        health.set_ready(false).await;
-                        return;
-                    }
-                }
-            }
-        }));
+        tasks.push(
+            health.follow(telemetry::GAUGE_INTERVAL / 4, stop_rx.clone(), move || {
+                origin_ready(&health_state.node)
+            }),
+        );
 
         // Webhooks.
         tasks.push(tokio::spawn(crate::webhooks::run(

@@ -201,20 +201,8 @@ impl RegionNode {
         // NOT_SERVING until it is a member, has heard from the origin, is
         // within the lag bound and has its geo database.
         let readiness = ops.clone();
-        let health_stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let stop = stopped(health_stop);
-            tokio::pin!(stop);
-            let mut tick = tokio::time::interval(READINESS_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => health.set_ready(readiness.status().ready).await,
-                    _ = &mut stop => {
-                        health.set_ready(false).await;
-                        return;
-                    }
-                }
-            }
+        tasks.push(health.follow(READINESS_INTERVAL, stop_rx.clone(), move || {
+            readiness.status().ready
         }));
 
         tasks.push(tokio::spawn(crate::quota_agent::run(

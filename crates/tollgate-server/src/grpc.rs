@@ -169,6 +169,32 @@ impl Health {
     }
 }
 
+impl Health {
+    /// Keeps the health in line with `ready`, asked every `interval`, until
+    /// `stop` (then NOT_SERVING), so a gRPC probe agrees with the node.
+    pub fn follow(
+        self,
+        interval: std::time::Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+        ready: impl Fn() -> bool + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let stopped = crate::shutdown::stopped(stop);
+            tokio::pin!(stopped);
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => self.set_ready(ready()).await,
+                    _ = &mut stopped => {
+                        self.set_ready(false).await;
+                        return;
+                    }
+                }
+            }
+        })
+    }
+}
+
 /// `router` with the standard gRPC health service for `services` (all
 /// NOT_SERVING until [`Health::set_ready`]) and server reflection (`v1`
 /// and `v1alpha`) over every Tollgate proto, so off-the-shelf tools
