@@ -10,7 +10,8 @@
 //! (metering consumption); `config`; `watch` (the `Watch` streams and the
 //! account data they and license issuing read); `follow` (the leader's
 //! changefeed loop); `quota_agent` (the leader's leases and reports to the
-//! origin); `checker` (one check answered); `check_service`,
+//! origin); `views` (what checks read, in memory, at one revision);
+//! `checker` (checks answered); `check_service`,
 //! `usage_service` and `license_service` (gRPC on the check port); `ops`
 //! (`/healthz`, `/readyz`, `/v1/status`, `/metrics`); and `node`, which
 //! assembles them.
