@@ -257,9 +257,10 @@ for node in "${eu[@]}"; do
     fi
 done
 # Read-your-write across the cut is refused, not answered from stale data:
-# the node waits (at most 5 s) for the revision, then says it has not got it.
+# the node waits for the revision until the request's deadline (5 s here;
+# the deadline travels with the request), then says it has not got it.
 rc=0
-ask eu-1 --at-least-revision "$revoked" --timeout-ms 15000 || rc=$?
+ask eu-1 --at-least-revision "$revoked" --timeout-ms 5000 || rc=$?
 if [[ $rc -eq 1 && $answer == *"was not applied"* ]]; then
     ok "eu-1: --at-least-revision $revoked refused while cut off: $answer"
 else

@@ -105,6 +105,10 @@ async fn check(args: CheckArgs) -> u8 {
             return exit::FAILURE;
         }
     };
+    // The deadline travels with the request (grpc-timeout), so a node
+    // waiting for --at-least-revision answers before the client gives up.
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(timeout);
     let reply = match client.check(request).await {
         Ok(reply) => reply.into_inner(),
         Err(status) if status.code() == tonic::Code::InvalidArgument => {

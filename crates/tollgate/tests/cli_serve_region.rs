@@ -132,6 +132,32 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
     assert_eq!(v["reason"], "ALLOW");
     assert_eq!(v["answered_by"], "test-1");
 
+    // A revision not coming: the node answers at the client's deadline.
+    let out = tollgate()
+        .args([
+            "check",
+            "--endpoint",
+            &grpc,
+            "--account",
+            "acme",
+            "--feature",
+            "export",
+        ])
+        .args([
+            "--at-least-revision",
+            &(revision + 1_000).to_string(),
+            "--timeout-ms",
+            "1500",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("DeadlineExceeded") && stderr.contains("was not applied"),
+        "the node's own refusal, not the client's timeout: {stderr}"
+    );
+
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])

@@ -100,7 +100,10 @@ fn check_request(args: &CheckArgs) -> CtlResult<CheckRequest> {
 
 pub async fn run(global: &Global, args: CheckArgs) -> CtlResult<u8> {
     // A tool shows the node's explanation.
-    let request = pb::CheckRequest::from(Explained(check_request(&args)?));
+    let mut request = tonic::Request::new(pb::CheckRequest::from(Explained(check_request(&args)?)));
+    // The deadline travels with the request (grpc-timeout), so a node
+    // waiting for --at-least-revision answers before the client gives up.
+    request.set_timeout(global.timeout());
     let channel = connect(&args.endpoint, global).await?;
     let reply = pb::check_service_client::CheckServiceClient::new(channel)
         .check(request)
