@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tollgate_engine::{Check, CheckRequest, Consistency, Location};
-use tollgate_model::{AccountId, FeatureId};
+use tollgate_model::{AccountId, FeatureId, SubjectId};
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 
@@ -49,6 +49,11 @@ struct CheckBench {
     accounts: Vec<String>,
     #[arg(long = "feature", default_values_t = ["export".to_string(), "render".to_string(), "sso".to_string()])]
     features: Vec<String>,
+    /// The subject (user or device) every check names; none by default.
+    /// Named seats and roles need one: the demo's acme allows `export` to
+    /// `alice`, and answers SEAT_LIMIT to a check without a subject.
+    #[arg(long)]
+    subject: Option<String>,
     /// Caller IPs (the demo geography's by default).
     #[arg(long = "ip", default_values_t = ["192.0.2.10".to_string(), "198.51.100.10".to_string(), "203.0.113.10".to_string(), "2001:db8::10".to_string()])]
     ips: Vec<String>,
@@ -292,6 +297,11 @@ fn check_requests(args: &CheckBench, consume: u64) -> anyhow::Result<Vec<pb::Che
         .iter()
         .map(|ip| ip.parse().with_context(|| format!("--ip {ip:?}")))
         .collect::<anyhow::Result<Vec<std::net::IpAddr>>>()?;
+    let subject = args
+        .subject
+        .as_deref()
+        .map(|s| SubjectId::new(s).with_context(|| format!("--subject {s:?}")))
+        .transpose()?;
     let mut requests = Vec::with_capacity(accounts.len() * features.len() * ips.len());
     for account in &accounts {
         for feature in &features {
@@ -299,7 +309,7 @@ fn check_requests(args: &CheckBench, consume: u64) -> anyhow::Result<Vec<pb::Che
                 let check = CheckRequest {
                     check: Check {
                         account: account.clone(),
-                        subject: None,
+                        subject: subject.clone(),
                         feature: feature.clone(),
                         consume,
                     },

@@ -191,6 +191,41 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
     assert!(v["checks"].as_u64().unwrap() > 0 && v["errors"] == 0, "{v}");
     assert!(v["p50_us"].as_u64().unwrap() <= v["p99_us"].as_u64().unwrap());
 
+    // The README's example check, as load: acme's named seat is alice's.
+    let named = tollgate()
+        .args(["bench", "check", "--endpoint", &endpoints[0].1])
+        .args([
+            "--account",
+            "acme",
+            "--subject",
+            "alice",
+            "--feature",
+            "export",
+        ])
+        .args(["--ip", "192.0.2.10", "--duration-seconds", "1"])
+        .args([
+            "--warmup-seconds",
+            "0",
+            "--concurrency",
+            "2",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        named.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&named.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&named.stdout).unwrap();
+    let reasons = v["reasons"].as_object().unwrap();
+    assert!(
+        reasons.keys().all(|r| r.ends_with("ALLOW")) && !reasons.is_empty(),
+        "every check of alice allowed: {v}"
+    );
+
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-INT", &pid])
