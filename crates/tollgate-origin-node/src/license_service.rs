@@ -9,13 +9,11 @@ use tollgate_api::licensing::{issue_license, Actor, IssueLicense};
 use tollgate_api::problem::Problem;
 use tollgate_api::AppState;
 use tollgate_license::{IssueRequest, IssuedToken};
-use tollgate_origin::keys;
 use tollgate_proto::license::v1 as pb;
 use tollgate_proto::ConvertError;
 use tollgate_server::clock::now;
 use tollgate_server::grpc::error_status;
 use tollgate_server::licenses::{authorization, verify, Verifiers};
-use tollgate_server::served::read_u64;
 use tonic::{Code, Request, Response, Status};
 
 /// Why the origin's `Licenses` service refused a call, by what it means.
@@ -180,16 +178,11 @@ impl pb::licenses_server::Licenses for OriginLicenses {
         request: Request<pb::VerifyLicenseRequest>,
     ) -> Result<Response<pb::VerifyLicenseResponse>, Status> {
         let keys = self.app.keys.public_set().map_err(LicensesError::from)?;
-        let store = &self.app.store;
-        let contains =
-            |key: &[u8]| matches!(tollgate_api::OriginStore::get(&**store, key), Ok(Some(_)));
-        let revision = read_u64(&store.view, keys::HEAD_REVISION).unwrap_or(0);
         verify(
             &self.verifiers,
             &keys,
             request.into_inner(),
-            &contains,
-            revision,
+            &self.app.store.view,
         )
         .map(Response::new)
     }

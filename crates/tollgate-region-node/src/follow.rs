@@ -16,10 +16,6 @@ use tollgate_region::{RegionCommand, RegionLogic, RegionResponse};
 use tollgate_server::clock::now;
 use tollgate_signing::PublicKeySet;
 
-fn read_u64(view: &StateView, key: &[u8]) -> u64 {
-    tollgate_server::served::read_u64(view, key).unwrap_or(0)
-}
-
 /// What the origin sync has done on this node (as leader).
 #[derive(Debug, Default)]
 pub struct SyncStats {
@@ -53,16 +49,17 @@ async fn propose(node: &Node<RegionLogic>, command: RegionCommand) -> Result<u64
 /// what verifies; reconnect with backoff. Followers wait.
 /// The origin keys the region trusts: the set it accepted at the last
 /// rotation, or the configured one before any.
-pub(crate) fn trusted_origin_keys(view: &StateView, configured: &PublicKeySet) -> PublicKeySet {
+pub(crate) fn trusted_origin_keys(
+    view: &StateView,
+    configured: &PublicKeySet,
+) -> Result<PublicKeySet, String> {
+    // A set that cannot be read or decoded is an error, not a fallback to
+    // the configured keys: those may include one the origin retired since.
     match view.get(tollgate_region::ORIGIN_KEYS) {
-        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
-            Ok(set) => set,
-            Err(error) => {
-                tracing::error!(%error, "The stored origin key set does not decode; using the configured one.");
-                configured.clone()
-            }
-        },
-        _ => configured.clone(),
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the stored origin key set does not decode: {e}")),
+        Ok(None) => Ok(configured.clone()),
+        Err(e) => Err(format!("reading the stored origin key set: {e}")),
     }
 }
 
@@ -127,8 +124,24 @@ pub(crate) async fn follow_origin(
                 _ = stop.changed() => return,
             }
         }
-        let from = read_u64(&view, keys::HEAD_REVISION);
-        let trusted = trusted_origin_keys(&view, &config.origin_keys);
+        // Where to resume and whom to trust come from the region's state; if
+        // it cannot be read, following from 0 or from stale keys would be
+        // wrong: wait and read again.
+        let (from, trusted) = match (
+            tollgate_server::served::read_u64(&view, keys::HEAD_REVISION),
+            trusted_origin_keys(&view, &config.origin_keys),
+        ) {
+            (Ok(from), Ok(trusted)) => (from, trusted),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::error!(%error, "Cannot read where to follow the origin from; retrying.");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(config.reconnect_backoff_max);
+                continue;
+            }
+        };
         let follower_config = FollowerConfig {
             endpoint: config.origin_feed.clone(),
             keys: trusted.clone(),

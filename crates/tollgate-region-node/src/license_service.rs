@@ -11,7 +11,7 @@ use tollgate_origin::keys;
 use tollgate_proto::license::v1 as pb;
 use tollgate_raft::StateView;
 use tollgate_server::clock::now;
-use tollgate_server::licenses::{authorization, verify, Verifiers};
+use tollgate_server::licenses::{authorization, unreadable, verify, Verifiers};
 use tollgate_server::served::read_u64;
 use tollgate_server::NodeError;
 use tollgate_signing::digest::{constant_time_eq, sha256_hex};
@@ -125,7 +125,10 @@ impl pb::licenses_server::Licenses for RegionLicenses {
                 )));
             }
         }
-        let revision = read_u64(&self.view, keys::HEAD_REVISION).unwrap_or(0);
+        // The token names the revision its entitlements come from: one that
+        // cannot be read issues nothing.
+        let revision = read_u64(&self.view, keys::HEAD_REVISION)
+            .map_err(|e| unreadable("the applied revision", e))?;
         let mut random = [0u8; 16];
         getrandom::fill(&mut random)
             .map_err(|e| Status::internal(format!("no randomness for a token id: {e}")))?;
@@ -168,17 +171,8 @@ impl pb::licenses_server::Licenses for RegionLicenses {
         &self,
         request: Request<pb::VerifyLicenseRequest>,
     ) -> Result<Response<pb::VerifyLicenseResponse>, Status> {
-        let keys = crate::follow::trusted_origin_keys(&self.view, &self.configured_keys);
-        let view = &self.view;
-        let contains = |key: &[u8]| matches!(view.get(key), Ok(Some(_)));
-        let revision = read_u64(view, keys::HEAD_REVISION).unwrap_or(0);
-        verify(
-            &self.verifiers,
-            &keys,
-            request.into_inner(),
-            &contains,
-            revision,
-        )
-        .map(Response::new)
+        let keys = crate::follow::trusted_origin_keys(&self.view, &self.configured_keys)
+            .map_err(|e| unreadable("the trusted origin keys", e))?;
+        verify(&self.verifiers, &keys, request.into_inner(), &self.view).map(Response::new)
     }
 }
