@@ -82,7 +82,7 @@ impl pb::check_service_server::CheckService for Checker {
             self.wait_for(revision, deadline).await?;
         }
         let started = std::time::Instant::now();
-        let (snapshot, mut answers) = self.answer(std::slice::from_ref(&request)).await?;
+        let (snapshot, mut answers) = self.answer(&[&request]).await?;
         let decision = answers.pop().expect("one answer per request")?;
         observe(&decision, started);
         Ok(Response::new(
@@ -108,11 +108,7 @@ impl pb::check_service_server::CheckService for Checker {
             self.wait_for(revision, deadline).await?;
         }
         let started = std::time::Instant::now();
-        let valid: Vec<CheckRequest> = items
-            .iter()
-            .filter_map(|i| i.as_ref().ok())
-            .cloned()
-            .collect();
+        let valid: Vec<&CheckRequest> = items.iter().filter_map(|i| i.as_ref().ok()).collect();
         let (snapshot, answers) = self.answer(&valid).await?;
         let mut answers = answers.into_iter();
         let mut out = Vec::with_capacity(items.len());

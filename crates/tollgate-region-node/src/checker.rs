@@ -107,21 +107,20 @@ impl Checker {
     /// call means the state could not be read.
     pub(crate) async fn answer(
         &self,
-        requests: &[CheckRequest],
+        requests: &[&CheckRequest],
     ) -> Result<(Snapshot, Vec<Result<Decision, Status>>), Status> {
         let mut accounts: Vec<&AccountId> = requests.iter().map(|r| &r.check.account).collect();
         accounts.sort();
         accounts.dedup();
         let (snapshot, views) = self.views.read(&accounts).await.map_err(view_status)?;
-        let by_account: HashMap<&AccountId, Option<&AccountView>> = accounts
-            .iter()
-            .copied()
-            .zip(views.iter().map(|v| v.as_deref()))
-            .collect();
         let at = now();
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
-            let account = by_account.get(&request.check.account).copied().flatten();
+            // `accounts` is sorted: at most 128 of them, found by halves.
+            let account = accounts
+                .binary_search(&&request.check.account)
+                .ok()
+                .and_then(|i| views[i].as_deref());
             answers.push(self.answer_one(request, &snapshot, account, at).await);
         }
         Ok((snapshot, answers))
@@ -137,6 +136,8 @@ impl Checker {
         account: Option<&AccountView>,
         at: tollgate_model::UnixSeconds,
     ) -> Result<Decision, Status> {
+        // Resolved once, for a re-decision after metering too.
+        let geo = self.geo_facts(&request.location);
         let decide_with = |check: &tollgate_engine::Check, exhausted: Option<&Counter>| {
             let live = Live::load(&self.view, &self.meter, account, &check.feature, exhausted)?;
             let env = Environment {
@@ -148,7 +149,6 @@ impl Checker {
                 },
                 now: at,
             };
-            let geo = self.geo_facts(&request.location);
             Ok::<_, Status>(decide(check, account, &geo, &env))
         };
         let consume = request.check.consume;

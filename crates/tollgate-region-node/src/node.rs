@@ -72,19 +72,34 @@ impl RegionNode {
         tasks.push(tokio::spawn(async move {
             let stop = stopped(watcher_stop);
             tokio::pin!(stop);
+            // Raft's metrics change on heartbeats and elections too; only a
+            // newly applied entry can change what checks read.
+            let mut applied_index = None;
             loop {
                 tokio::select! {
                     changed = metrics.changed() => {
                         if changed.is_err() {
                             return;
                         }
+                        let index = metrics.borrow_and_update().last_applied.map(|l| l.index);
+                        if index == applied_index {
+                            continue;
+                        }
+                        applied_index = index;
                         let views = refresher.clone();
                         // Sled reads (and, when the catalog changed, its
                         // rebuild) stay off the runtime's workers.
                         match tokio::task::spawn_blocking(move || views.refresh()).await {
                             Ok(Ok(())) => {}
-                            Ok(Err(error)) => tracing::error!(%error, "Could not bring the check views up to the applied state."),
-                            Err(error) => tracing::error!(%error, "The check views' refresh panicked."),
+                            Ok(Err(error)) => {
+                                // Try again at the next change of any kind.
+                                applied_index = None;
+                                tracing::error!(%error, "Could not bring the check views up to the applied state.");
+                            }
+                            Err(error) => {
+                                applied_index = None;
+                                tracing::error!(%error, "The check views' refresh panicked.");
+                            }
                         }
                     }
                     _ = &mut stop => return,

@@ -41,6 +41,8 @@ pub const ACCOUNT_VIEWS_CACHED_MAX_DEFAULT: usize = 100_000;
 /// More revisions than this between two refreshes drop every view rather
 /// than reading as many change records.
 const TOUCHED_RECORDS_READ_MAX: u64 = 1_024;
+/// Attempts at a refresh whose catalog rebuild raced an applied entry.
+const REFRESH_ATTEMPTS_MAX: usize = 4;
 /// Attempts at a consistent read before a check gives up (UNAVAILABLE).
 const READ_ATTEMPTS_MAX: usize = 8;
 /// Longest wait, per attempt, for the refresh to reach what sled holds.
@@ -135,55 +137,67 @@ impl Views {
     }
 
     /// Brings the views up to what sled holds: called after every applied
-    /// entry, by one task at a time.
+    /// entry, by one task at a time. Published state is always exactly one
+    /// revision's: when the catalog had to be rebuilt and sled moved on
+    /// meanwhile, it starts over from the new head (at most
+    /// `REFRESH_ATTEMPTS_MAX` times; after that the views stay where they
+    /// were, older but whole, and the next applied entry refreshes again).
     pub fn refresh(&self) -> Result<(), ViewError> {
-        let (from, generation) = {
+        let (from, generation, contact_before) = {
             let state = self.read_state();
-            (state.revision, state.generation)
+            (state.revision, state.generation, state.origin_contact)
         };
         let contact = contact(&self.view)?;
-        let to = head(&self.view)?;
-        if to == from {
-            let mut state = self.write_state();
-            state.origin_contact = contact;
-            return Ok(());
-        }
-        let touched = touched_between(&self.view, from, to)?;
-        let catalog = match &touched {
-            Touched::Accounts { catalog: false, .. } => None,
-            _ => Some(build_catalog(&self.view).map(Arc::new)),
-        };
-        // The catalog was read after `to`: if sled moved on meanwhile, the
-        // next refresh (the next applied entry) reads again.
-        let to_now = head(&self.view)?;
-        {
-            let mut state = self.write_state();
-            debug_assert_eq!(state.generation, generation, "one refresher at a time");
-            match touched {
-                Touched::Everything => state.accounts.clear(),
-                Touched::Accounts { accounts, .. } => {
-                    for account in &accounts {
-                        state.accounts.remove(account);
+        for _ in 0..REFRESH_ATTEMPTS_MAX {
+            let to = head(&self.view)?;
+            if to == from {
+                if contact != contact_before {
+                    self.write_state().origin_contact = contact;
+                }
+                return Ok(());
+            }
+            let touched = touched_between(&self.view, from, to)?;
+            let catalog = match &touched {
+                Touched::Accounts { catalog: false, .. } => None,
+                _ => {
+                    let catalog = build_catalog(&self.view).map(Arc::new);
+                    // Built while sled may have moved past `to`: only a
+                    // catalog read at exactly `to` is published with it.
+                    if head(&self.view)? != to {
+                        continue;
+                    }
+                    Some(catalog)
+                }
+            };
+            {
+                let mut state = self.write_state();
+                debug_assert_eq!(state.generation, generation, "one refresher at a time");
+                match touched {
+                    Touched::Everything => state.accounts.clear(),
+                    Touched::Accounts { accounts, .. } => {
+                        for account in &accounts {
+                            state.accounts.remove(account);
+                        }
                     }
                 }
-            }
-            if let Some(catalog) = catalog {
-                if let Err(error) = &catalog {
-                    tracing::error!(%error, "The catalog cannot be built; checks answer UNAVAILABLE.");
+                if let Some(catalog) = catalog {
+                    if let Err(error) = &catalog {
+                        tracing::error!(%error, "The catalog cannot be built; checks answer UNAVAILABLE.");
+                    }
+                    state.catalog = catalog.map_err(|e| e.to_string());
+                    state.accounts.clear();
                 }
-                state.catalog = catalog.map_err(|e| e.to_string());
-                state.accounts.clear();
+                state.generation += 1;
+                state.revision = to;
+                state.origin_contact = contact;
             }
-            state.generation += 1;
-            state.revision = to;
-            state.origin_contact = contact;
+            self.applied_tx.send_replace(to);
+            return Ok(());
         }
-        self.applied_tx.send_replace(to);
-        if to_now != to {
-            // Views built at `to_now` are not kept until a refresh reaches
-            // it; the next applied entry's refresh does.
-            tracing::debug!(to, to_now, "Sled moved on during a refresh.");
-        }
+        tracing::debug!(
+            from,
+            "The state kept moving during a catalog rebuild; refreshing later."
+        );
         Ok(())
     }
 
