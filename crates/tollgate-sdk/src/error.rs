@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 use thiserror::Error;
+use tollgate_proto::code_name;
 use tonic::{Code, Status};
 
 /// Why a call produced no answer. Switch on [`SdkError::code`] (stable) or
@@ -89,29 +90,6 @@ pub(crate) enum Failure {
     Retry { message: String, timed_out: bool },
     /// Every endpoint would say the same: give up.
     Fatal(SdkError),
-}
-
-/// The gRPC name of a status code (`FAILED_PRECONDITION`).
-pub(crate) fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// The `&'static` spelling of a code name a node sent as text; `UNKNOWN`

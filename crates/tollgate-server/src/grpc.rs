@@ -6,6 +6,7 @@
 //! produced it (a service, or tonic refusing an oversized message).
 
 use http::{HeaderName, HeaderValue};
+pub use tollgate_proto::code_name;
 use tonic::transport::server::{Router, Server};
 use tonic::{Code, Status};
 use tonic_health::server::HealthReporter;
@@ -85,29 +86,6 @@ fn add_error_code(
         HeaderValue::from_static(error_code),
     );
     response
-}
-
-/// The stable name of a gRPC code, the default `tollgate-error-code`.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// A status carrying `error_code` (stable, upper snake case) in its
