@@ -340,18 +340,9 @@ impl OriginNode {
         &self,
         counter: &tollgate_model::UsageCounter,
     ) -> Result<Option<tollgate_origin::quota::QuotaState>, NodeError> {
-        let key = tollgate_origin::quota::quota_key(counter);
-        match self
-            .state
-            .view
-            .get(&key)
-            .map_err(|e| NodeError::Other(e.to_string()))?
-        {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| NodeError::Other(format!("quota {counter} does not decode: {e}"))),
-        }
+        self.quota_state(&tollgate_origin::quota::quota_key(counter), || {
+            format!("quota {counter}")
+        })
     }
 
     /// Units leased to regions and not yet reported consumed, over every
@@ -367,17 +358,27 @@ impl OriginNode {
         &self,
         entitlement: &tollgate_model::EntitlementId,
     ) -> Result<Option<tollgate_origin::quota::QuotaState>, NodeError> {
-        let key = tollgate_origin::quota::seats_key(entitlement);
+        self.quota_state(&tollgate_origin::quota::seats_key(entitlement), || {
+            format!("seats of {entitlement}")
+        })
+    }
+
+    /// A quota or seat record as this node holds it.
+    fn quota_state(
+        &self,
+        key: &[u8],
+        what: impl FnOnce() -> String,
+    ) -> Result<Option<tollgate_origin::quota::QuotaState>, NodeError> {
         match self
             .state
             .view
-            .get(&key)
+            .get(key)
             .map_err(|e| NodeError::Other(e.to_string()))?
         {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                NodeError::Other(format!("seats of {entitlement} do not decode: {e}"))
-            }),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| NodeError::Other(format!("{} does not decode: {e}", what()))),
         }
     }
 

@@ -40,12 +40,15 @@ impl QuotaService {
     /// Publishes the overshoot bound in force: units leased and not yet
     /// reported consumed, over every counter (`tollgate_quota_outstanding_units`).
     fn publish_outstanding(&self) {
-        let total = tollgate_server::served::read_u64(
+        // A failed read leaves the gauge as it was: 0 would say no cap is
+        // at risk.
+        match tollgate_server::served::read_u64(
             &self.state.view,
             tollgate_origin::quota::OUTSTANDING_TOTAL,
-        )
-        .unwrap_or(0);
-        metrics::gauge!("tollgate_quota_outstanding_units").set(total as f64);
+        ) {
+            Ok(total) => metrics::gauge!("tollgate_quota_outstanding_units").set(total as f64),
+            Err(error) => tracing::warn!(%error, "Could not read the outstanding quota total."),
+        }
     }
 
     async fn commit(&self, actor: &str, op: Op) -> Result<OriginResponse, Status> {
