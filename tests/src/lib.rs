@@ -256,3 +256,36 @@ pub async fn start_region(
         .expect("region initialises");
     region
 }
+
+/// An active entitlement of `account` to one feature, valid from a day
+/// before `now` with no end and no grace: tests override what they need
+/// (`Entitlement { valid_until: .., ..feature_entitlement(..) }`).
+pub fn feature_entitlement(
+    id: &str,
+    account: &str,
+    feature: &str,
+    now: tollgate_model::UnixSeconds,
+    revision: u64,
+) -> tollgate_model::Entitlement {
+    use tollgate_model::*;
+    Entitlement {
+        id: EntitlementId::new(id).expect("a valid entitlement id"),
+        account: AccountId::new(account).expect("a valid account id"),
+        grant: Grant::Feature(FeatureGrant::new(
+            FeatureId::new(feature).expect("a valid feature id"),
+        )),
+        valid_from: UnixSeconds(now.0 - 86_400),
+        valid_until: None,
+        grace_period_seconds: 0,
+        seats: None,
+        usage_cap_overrides: Default::default(),
+        status: EntitlementStatus::Active,
+        geo_rule: GeoRule::default(),
+        offline_policy: None,
+        required_role: None,
+        allowed_groups: Default::default(),
+        source_order: None,
+        revision,
+        trial: false,
+    }
+}

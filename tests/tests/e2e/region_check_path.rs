@@ -8,14 +8,13 @@
 //! The region has no origin: records are proposed to its log directly, as
 //! the leader proposes the origin's verified records.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 use tollgate_model::*;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_region::{RegionCommand, RegionResponse};
 use tollgate_region_node::{RegionConfig, RegionListeners, RegionNode};
-use tollgate_tests::{init_tracing, loopback, wait_until, wall_clock_now};
+use tollgate_tests::{feature_entitlement, init_tracing, loopback, wait_until, wall_clock_now};
 use tonic::transport::Channel;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -65,24 +64,13 @@ fn grant(now: UnixSeconds, revision: u64, account: &str, k: u64) -> ChangeRecord
     ChangeRecord {
         revision,
         committed_at: now,
-        mutations: vec![Mutation::PutEntitlement(Entitlement {
-            id: id(format!("ent-{account}-{k:02}")),
-            account: id(account),
-            grant: Grant::Feature(FeatureGrant::new(feature(k))),
-            valid_from: UnixSeconds(now.0 - 86_400),
-            valid_until: None,
-            grace_period_seconds: 0,
-            seats: None,
-            usage_cap_overrides: BTreeMap::new(),
-            status: EntitlementStatus::Active,
-            geo_rule: GeoRule::default(),
-            offline_policy: None,
-            required_role: None,
-            allowed_groups: Default::default(),
-            source_order: None,
+        mutations: vec![Mutation::PutEntitlement(feature_entitlement(
+            &format!("ent-{account}-{k:02}"),
+            account,
+            feature(k).as_str(),
+            now,
             revision,
-            trial: false,
-        })],
+        ))],
     }
 }
 

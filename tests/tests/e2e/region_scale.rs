@@ -11,14 +11,13 @@
 //! are proposed to the region's log directly, as the leader proposes the
 //! origin's verified records, so the origin's own cost is not measured.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tollgate_model::*;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_region::{RegionCommand, RegionResponse};
 use tollgate_region_node::{RegionConfig, RegionListeners, RegionNode};
-use tollgate_tests::{init_tracing, loopback, wait_until, wall_clock_now};
+use tollgate_tests::{feature_entitlement, init_tracing, loopback, wait_until, wall_clock_now};
 
 const ENTITLEMENTS_PER_ACCOUNT: usize = 10;
 const FEATURES: usize = 20;
@@ -70,27 +69,17 @@ fn account_record(now: UnixSeconds, revision: u64, account: usize) -> ChangeReco
     ];
     for e in 0..ENTITLEMENTS_PER_ACCOUNT {
         mutations.push(Mutation::PutEntitlement(Entitlement {
-            id: id(format!("ent-{account:06}-{e:02}")),
-            account: account_id.clone(),
-            grant: Grant::Feature(FeatureGrant::new(id(format!(
-                "feature-{:02}",
-                (account + e) % FEATURES
-            )))),
-            // Valid from a day before the run to a year after it: the
-            // checks are judged against the node's wall clock.
-            valid_from: UnixSeconds(now.0 - 86_400),
+            // Valid to a year after the run: the checks are judged
+            // against the node's wall clock.
             valid_until: Some(now.plus_seconds(365 * 86_400)),
             grace_period_seconds: 86_400,
-            seats: None,
-            usage_cap_overrides: BTreeMap::new(),
-            status: EntitlementStatus::Active,
-            geo_rule: GeoRule::default(),
-            offline_policy: None,
-            required_role: None,
-            allowed_groups: Default::default(),
-            source_order: None,
-            revision,
-            trial: false,
+            ..feature_entitlement(
+                &format!("ent-{account:06}-{e:02}"),
+                account_id.as_str(),
+                &format!("feature-{:02}", (account + e) % FEATURES),
+                now,
+                revision,
+            )
         }));
     }
     ChangeRecord {
