@@ -4,7 +4,7 @@
 //! check consumes.
 
 use crate::meter::{Meter, MeterConfig, Take};
-use crate::views::{Snapshot, ViewError, Views};
+use crate::views::{Snapshot, Views};
 use crate::watch::Watches;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,19 +24,6 @@ use tonic::{Code, Status};
 /// The longest `at_least_revision` wait any request gets, whatever its
 /// deadline (`check.proto` states it).
 pub const REVISION_WAIT_MAX: Duration = Duration::from_secs(30);
-
-/// A check that could not be answered, as the client sees it.
-pub(crate) fn view_status(error: ViewError) -> Status {
-    match error {
-        ViewError::Storage(_) => {
-            error_status(Code::Unavailable, "STATE_UNREADABLE", error.to_string())
-        }
-        ViewError::OverLimit(_) => {
-            error_status(Code::Internal, "STATE_OVER_LIMIT", error.to_string())
-        }
-        ViewError::Moving => error_status(Code::Unavailable, "STATE_MOVING", error.to_string()),
-    }
-}
 
 pub(crate) struct Checker {
     pub(crate) node: Arc<Node<RegionLogic>>,
@@ -97,7 +84,7 @@ impl Checker {
         &self,
         account: &AccountId,
     ) -> Result<(Snapshot, Option<Arc<AccountView>>), Status> {
-        let (snapshot, mut views) = self.views.read(&[account]).await.map_err(view_status)?;
+        let (snapshot, mut views) = self.views.read(&[account]).await.map_err(|e| e.status())?;
         Ok((snapshot, views.pop().flatten()))
     }
 
@@ -112,7 +99,7 @@ impl Checker {
         let mut accounts: Vec<&AccountId> = requests.iter().map(|r| &r.check.account).collect();
         accounts.sort();
         accounts.dedup();
-        let (snapshot, views) = self.views.read(&accounts).await.map_err(view_status)?;
+        let (snapshot, views) = self.views.read(&accounts).await.map_err(|e| e.status())?;
         let at = now();
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {

@@ -7,14 +7,14 @@
 //! servers on the listeners the caller bound (tests bind `127.0.0.1:0`).
 //!
 //! Modules, in dependency order (none imports one after it): `meter`
-//! (metering consumption); `config`; `watch` (the `Watch` streams and the
-//! account data they and license issuing read); `follow` (the leader's
-//! changefeed loop); `quota_agent` (the leader's leases and reports to the
-//! origin); `views` (what checks read, in memory, at one revision);
-//! `checker` (checks answered); `check_service`,
-//! `usage_service` and `license_service` (gRPC on the check port); `ops`
-//! (`/healthz`, `/readyz`, `/v1/status`, `/metrics`); and `node`, which
-//! assembles them.
+//! (metering consumption); `config`; `views` (what checks read, in memory,
+//! at one revision, and an account's records within the model's limits);
+//! `watch` (the `Watch` streams and the account data they and license
+//! issuing read); `follow` (the leader's changefeed loop); `quota_agent`
+//! (the leader's leases and reports to the origin); `checker` (checks
+//! answered); `check_service`, `usage_service` and `license_service` (gRPC
+//! on the check port); `ops` (`/healthz`, `/readyz`, `/v1/status`,
+//! `/metrics`); and `node`, which assembles them.
 
 mod check_service;
 mod checker;

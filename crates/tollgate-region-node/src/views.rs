@@ -26,13 +26,11 @@ use tollgate_engine::AccountView;
 use tollgate_model::limits::{
     CATALOG_ENTRIES_MAX, ENTITLEMENTS_PER_ACCOUNT_MAX, SUBJECTS_PER_ACCOUNT_MAX,
 };
-use tollgate_model::{
-    Account, AccountId, Catalog, ChangeRecord, Entitlement, EntitlementId, Mutation, Subject,
-    UnixSeconds,
-};
+use tollgate_model::{AccountId, Catalog, ChangeRecord, EntitlementId, Mutation, UnixSeconds};
 use tollgate_origin::keys;
 use tollgate_raft::StateView;
 use tollgate_region::{account_entitlements_prefix, ORIGIN_CONTACT};
+use tollgate_server::served::Entries;
 
 /// Most account views kept at once (known and unknown account ids alike):
 /// past it, one arbitrary view is dropped for each new one, so a caller
@@ -62,6 +60,20 @@ pub enum ViewError {
     /// The state kept moving while views were built.
     #[error("the applied state moved on {READ_ATTEMPTS_MAX} reads in a row; try again")]
     Moving,
+}
+
+impl ViewError {
+    /// The error as the client sees it, with its stable code.
+    pub fn status(&self) -> tonic::Status {
+        use tollgate_server::grpc::error_status;
+        use tonic::Code;
+        let (code, error_code) = match self {
+            ViewError::Storage(_) => (Code::Unavailable, "STATE_UNREADABLE"),
+            ViewError::OverLimit(_) => (Code::Internal, "STATE_OVER_LIMIT"),
+            ViewError::Moving => (Code::Unavailable, "STATE_MOVING"),
+        };
+        error_status(code, error_code, self.to_string())
+    }
 }
 
 fn storage(e: impl std::fmt::Display) -> ViewError {
@@ -311,7 +323,7 @@ fn scan_bounded(
     prefix: &[u8],
     max: usize,
     what: impl FnOnce() -> String,
-) -> Result<tollgate_server::served::Entries, ViewError> {
+) -> Result<Entries, ViewError> {
     let entries = view.scan(prefix, None, max + 1).map_err(storage)?;
     if entries.len() > max {
         return Err(ViewError::OverLimit(format!(
@@ -332,40 +344,59 @@ fn build_catalog(view: &StateView) -> Result<Catalog, ViewError> {
         .catalog)
 }
 
+/// An account's own records as stored — the account, its subjects, its
+/// entitlements — read within the model's limits; `None` when the account
+/// is not known here. Views and `Watch` (and license issuing) read an
+/// account through here.
+pub(crate) fn account_entries(
+    view: &StateView,
+    id: &AccountId,
+) -> Result<Option<Entries>, ViewError> {
+    let account_key = keys::account(id);
+    let Some(account) = view.get(&account_key).map_err(storage)? else {
+        return Ok(None);
+    };
+    let mut entries = vec![(account_key, account)];
+    entries.extend(scan_bounded(
+        view,
+        format!("subject/{id}/").as_bytes(),
+        SUBJECTS_PER_ACCOUNT_MAX,
+        || format!("account {id}'s subjects"),
+    )?);
+    let prefix = account_entitlements_prefix(id);
+    let index = scan_bounded(view, &prefix, ENTITLEMENTS_PER_ACCOUNT_MAX, || {
+        format!("account {id}'s entitlements")
+    })?;
+    for (key, _) in index {
+        let ent_id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        let ent_id = EntitlementId::new(ent_id).map_err(storage)?;
+        let key = keys::entitlement(&ent_id);
+        if let Some(bytes) = view.get(&key).map_err(storage)? {
+            entries.push((key, bytes));
+        }
+    }
+    Ok(Some(entries))
+}
+
 fn build_account(
     view: &StateView,
     catalog: &Catalog,
     id: &AccountId,
 ) -> Result<Option<AccountView>, ViewError> {
-    let Some(bytes) = view.get(&keys::account(id)).map_err(storage)? else {
+    let Some(entries) = account_entries(view, id)? else {
         return Ok(None);
     };
-    let account: Account = decode("an account", &bytes)?;
-    let subjects: Vec<Subject> = scan_bounded(
-        view,
-        format!("subject/{id}/").as_bytes(),
-        SUBJECTS_PER_ACCOUNT_MAX,
-        || format!("account {id}'s subjects"),
-    )?
-    .into_iter()
-    .map(|(_, v)| decode("a subject", &v))
-    .collect::<Result<_, _>>()?;
-    let prefix = account_entitlements_prefix(id);
-    let index = scan_bounded(view, &prefix, ENTITLEMENTS_PER_ACCOUNT_MAX, || {
-        format!("account {id}'s entitlements")
-    })?;
-    let mut entitlements: Vec<Entitlement> = Vec::with_capacity(index.len());
-    for (key, _) in index {
-        let ent_id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-        let ent_id = EntitlementId::new(ent_id).map_err(storage)?;
-        if let Some(bytes) = view.get(&keys::entitlement(&ent_id)).map_err(storage)? {
-            entitlements.push(decode("an entitlement", &bytes)?);
-        }
-    }
+    let data = tollgate_origin::dataset_from_entries(entries)
+        .map_err(|e| ViewError::Storage(format!("account {id}: {e}")))?;
+    let account = data
+        .accounts
+        .into_iter()
+        .next()
+        .ok_or_else(|| ViewError::Storage(format!("account {id} does not decode")))?;
     Ok(Some(AccountView::build(
         account,
-        subjects,
-        entitlements,
+        data.subjects,
+        data.entitlements,
         catalog,
     )))
 }

@@ -12,7 +12,7 @@ use tollgate_model::{AccountId, ChangeRecord, Mutation};
 use tollgate_origin::keys;
 use tollgate_proto::check::v1 as pb;
 use tollgate_raft::StateView;
-use tollgate_region::{account_entitlements_prefix, ORIGIN_CONTACT};
+use tollgate_region::ORIGIN_CONTACT;
 use tollgate_server::clock::now;
 use tollgate_server::served::{read_u64, scan_all};
 use tonic::Status;
@@ -247,23 +247,10 @@ pub(crate) fn account_dataset(
     account: &AccountId,
 ) -> Result<tollgate_model::Dataset, Status> {
     let mut entries = scan_all(view, "catalog/").map_err(internal)?;
-    let account_key = keys::account(account);
-    if let Some(bytes) = view.get(&account_key).map_err(internal)? {
-        entries.push((account_key, bytes));
+    if let Some(own) = crate::views::account_entries(view, account).map_err(|e| e.status())? {
+        entries.extend(own);
     }
-    entries.extend(scan_all(view, &format!("subject/{account}/")).map_err(internal)?);
     entries.extend(scan_all(view, keys::REVOKED_CERTIFICATE_PREFIX).map_err(internal)?);
-    let prefix = account_entitlements_prefix(account);
-    let index =
-        scan_all(view, std::str::from_utf8(&prefix).map_err(internal)?).map_err(internal)?;
-    for (key, _) in index {
-        let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-        let id = tollgate_model::EntitlementId::new(id).map_err(internal)?;
-        let key = keys::entitlement(&id);
-        if let Some(bytes) = view.get(&key).map_err(internal)? {
-            entries.push((key, bytes));
-        }
-    }
     let mut data = tollgate_origin::dataset_from_entries(entries).map_err(internal)?;
     // Revocations are keyed by token id (a verifier has only the token);
     // there are few, so one account's are found by reading them all.
