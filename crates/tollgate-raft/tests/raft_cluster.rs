@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, ensure};
-use common::{expect_value, init_tracing, put, Cluster, DEADLINE};
+use common::{expect_value, init_tracing, put, write_over_grpc, Cluster, DEADLINE};
 use tollgate_proto::cluster::v1 as pb;
 use tollgate_proto::cluster::v1::cluster_admin_client::ClusterAdminClient;
 use tollgate_raft::server::{ERROR_CODE_KEY, LEADER_ADDR_KEY};
@@ -336,32 +336,8 @@ async fn leader_crash_mid_burst_recovers_and_converges() -> anyhow::Result<()> {
             let deadline = Instant::now() + DEADLINE * 2;
             for i in 0..40 {
                 let key = format!("w{w}-{i}");
-                let command = serde_json::to_vec(&put(key.clone(), "1"))?;
                 // Each retry goes to the next node.
-                let mut attempt = 0usize;
-                let log_index = wait_until(
-                    &format!("writer {w} to write {key}"),
-                    deadline.saturating_duration_since(Instant::now()),
-                    || {
-                        let addr = addrs[(w + attempt) % addrs.len()].clone();
-                        attempt += 1;
-                        let request = pb::ClientWriteRequest {
-                            command: command.clone(),
-                            forward_hops: 0,
-                        };
-                        async move {
-                            let mut client = match admin(&addr).await {
-                                Ok(client) => client,
-                                Err(e) => return Err(format!("{addr}: {e}")),
-                            };
-                            match client.client_write(request).await {
-                                Ok(reply) => Ok(reply.into_inner().log_index),
-                                Err(status) => Err(format!("{addr}: {status}")),
-                            }
-                        }
-                    },
-                )
-                .await?;
+                let log_index = write_over_grpc(&addrs, w, &key, deadline).await?;
                 acked
                     .lock()
                     .map_err(|_| anyhow!("poisoned"))?

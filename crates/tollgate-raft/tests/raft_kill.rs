@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, ensure, Context};
-use common::{init_tracing, put, DEADLINE};
+use common::{init_tracing, write_over_grpc, DEADLINE};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tollgate_proto::cluster::v1 as pb;
@@ -105,32 +105,8 @@ async fn leader_killed_with_sigkill_mid_burst_recovers_and_converges() -> anyhow
             let deadline = Instant::now() + DEADLINE * 2;
             for i in 0..40 {
                 let key = format!("w{w}-{i}");
-                let command = serde_json::to_vec(&put(key.clone(), "1"))?;
                 // Each retry goes to the next node.
-                let mut attempt = 0usize;
-                let index = wait_until(
-                    &format!("writer {w} to write {key}"),
-                    deadline.saturating_duration_since(Instant::now()),
-                    || {
-                        let addr = addrs[(w + attempt) % addrs.len()].clone();
-                        attempt += 1;
-                        let request = pb::ClientWriteRequest {
-                            command: command.clone(),
-                            forward_hops: 0,
-                        };
-                        async move {
-                            let mut c = match client(&addr).await {
-                                Ok(c) => c,
-                                Err(e) => return Err(format!("{addr}: {e}")),
-                            };
-                            match c.client_write(request).await {
-                                Ok(reply) => Ok(reply.into_inner().log_index),
-                                Err(status) => Err(format!("{addr}: {status}")),
-                            }
-                        }
-                    },
-                )
-                .await?;
+                let index = write_over_grpc(&addrs, w, &key, deadline).await?;
                 acked
                     .lock()
                     .map_err(|_| anyhow!("poisoned"))?

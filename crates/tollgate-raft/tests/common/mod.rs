@@ -239,3 +239,40 @@ pub fn expect_value(
         ),
     }
 }
+
+/// Writes `key` = "1" through the cluster-admin service, trying `addrs` in
+/// turn from `first` (a node that is down or not leading sends the writer
+/// on to the next) until `deadline`; the log index it committed at.
+pub async fn write_over_grpc(
+    addrs: &[String],
+    first: usize,
+    key: &str,
+    deadline: std::time::Instant,
+) -> anyhow::Result<u64> {
+    use tollgate_proto::cluster::v1 as pb;
+    use tollgate_proto::cluster::v1::cluster_admin_client::ClusterAdminClient;
+    let command = serde_json::to_vec(&put(key, "1"))?;
+    let mut attempt = 0usize;
+    wait_until(
+        &format!("a write of {key}"),
+        deadline.saturating_duration_since(std::time::Instant::now()),
+        || {
+            let addr = addrs[(first + attempt) % addrs.len()].clone();
+            attempt += 1;
+            let request = pb::ClientWriteRequest {
+                command: command.clone(),
+                forward_hops: 0,
+            };
+            async move {
+                let mut client = ClusterAdminClient::connect(format!("http://{addr}"))
+                    .await
+                    .map_err(|e| format!("{addr}: {e}"))?;
+                match client.client_write(request).await {
+                    Ok(reply) => Ok(reply.into_inner().log_index),
+                    Err(status) => Err(format!("{addr}: {status}")),
+                }
+            }
+        },
+    )
+    .await
+}
