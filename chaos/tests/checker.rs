@@ -7,8 +7,7 @@
 //! was not judged as expected. The clean history's and a few near misses'
 //! measurements have tests of their own. No root, no network, no nodes.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::collections::BTreeMap;
 use tollgate_chaos::checker::{self, Invariant, Report};
 use tollgate_chaos::history::*;
 use Expect::{Caught, Exactly, Passes};
@@ -312,36 +311,15 @@ type Row = (&'static str, fn(&mut Vec<Event>), Expect);
 /// row that was not judged as expected (a row that panics fails too), not
 /// only the first.
 fn check(rows: &[Row]) {
-    let mut names = BTreeSet::new();
-    let mut failures = Vec::new();
-    for (name, doctor, expect) in rows {
-        assert!(names.insert(*name), "two rows are named {name:?}");
-        let judged = catch_unwind(AssertUnwindSafe(|| {
+    tollgate_testkit::check_rows(
+        rows,
+        |(name, _, _)| name,
+        |(_, doctor, expect)| {
             let mut h = clean();
             doctor(&mut h);
             expect.mismatch(&checker::check(&h))
-        }));
-        match judged {
-            Ok(None) => {}
-            Ok(Some(why)) => failures.push(format!("{name}: {why}")),
-            Err(panic) => failures.push(format!("{name}: panicked: {}", panic_text(&*panic))),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} rows failed:\n- {}",
-        failures.len(),
-        rows.len(),
-        failures.join("\n- ")
+        },
     );
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(not a string)")
 }
 
 /// Checks `history` and asserts it passes; returns the report for the

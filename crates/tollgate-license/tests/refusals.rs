@@ -9,8 +9,6 @@ mod common;
 use common::*;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde_json::json;
-use std::collections::BTreeSet;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use tollgate_license::*;
 use tollgate_signing::{
     KeyId, KeyRing, KeyStatus, PublicKey, PublicKeySet, Signed, CONTEXT_REGION_CERTIFICATE,
@@ -82,36 +80,15 @@ impl Expect {
 /// that did not end as expected (a row that panics fails too), not only the
 /// first.
 fn check(rows: &[Row]) {
-    let mut names = BTreeSet::new();
-    let mut failures = Vec::new();
-    for (name, run, expect) in rows {
-        assert!(names.insert(*name), "two rows are named {name:?}");
-        let ended = catch_unwind(AssertUnwindSafe(|| {
+    tollgate_testkit::check_rows(
+        rows,
+        |(name, _, _)| name,
+        |(_, run, expect)| {
             let mut world = World::new();
             let got = run(&mut world);
             expect.mismatch(&world, &got)
-        }));
-        match ended {
-            Ok(None) => {}
-            Ok(Some(why)) => failures.push(format!("{name}: {why}")),
-            Err(panic) => failures.push(format!("{name}: panicked: {}", panic_text(&*panic))),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} rows failed:\n- {}",
-        failures.len(),
-        rows.len(),
-        failures.join("\n- ")
+        },
     );
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(not a string)")
 }
 
 // ---- Inputs ----

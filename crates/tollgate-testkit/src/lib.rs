@@ -113,6 +113,38 @@ fn timed_out(what: &str, deadline: Duration, last_seen: Option<String>) -> anyho
     }
 }
 
+/// Runs every row of a table test, then fails once, naming each row whose
+/// `check` found something other than expected (`Some(why)`) or panicked,
+/// not only the first. Two rows with one name are a mistake in the table.
+pub fn check_rows<R>(rows: &[R], name: impl Fn(&R) -> &str, check: impl Fn(&R) -> Option<String>) {
+    let mut names = std::collections::BTreeSet::new();
+    let mut failures = Vec::new();
+    for row in rows {
+        let name = name(row);
+        assert!(names.insert(name), "two rows are named {name:?}");
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(row))) {
+            Ok(None) => {}
+            Ok(Some(why)) => failures.push(format!("{name}: {why}")),
+            Err(panic) => failures.push(format!("{name}: panicked: {}", panic_text(&*panic))),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n- {}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n- ")
+    );
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +252,34 @@ mod tests {
             error,
             "timed out after 30ms waiting for a sighting; last saw: the first look"
         );
+    }
+
+    #[test]
+    fn a_table_reports_every_failing_row_by_name() {
+        let rows = [("fine", 1), ("wrong", 2), ("panics", 3), ("also wrong", 4)];
+        let failed = std::panic::catch_unwind(|| {
+            check_rows(
+                &rows,
+                |(name, _)| name,
+                |(_, n)| match n {
+                    3 => panic!("row three blew up"),
+                    n if n % 2 == 0 => Some(format!("expected odd, got {n}")),
+                    _ => None,
+                },
+            )
+        })
+        .expect_err("two rows answered otherwise and one panicked");
+        let message = failed
+            .downcast_ref::<String>()
+            .expect("an assertion message");
+        assert!(message.starts_with("3 of 4 rows failed"), "{message}");
+        for part in [
+            "wrong: expected odd, got 2",
+            "panics: panicked: row three blew up",
+            "also wrong: expected odd, got 4",
+        ] {
+            assert!(message.contains(part), "{part:?} in {message}");
+        }
+        assert!(!message.contains("fine"), "{message}");
     }
 }
