@@ -1,22 +1,40 @@
 //! One check asked two ways: remotely, of a region node, and locally, of a
-//! replica that follows the region. Against `tollgate dev`:
+//! replica that follows the region. Against `tollgate dev` (TLS, with the
+//! CA it wrote):
 //!
 //! ```text
 //! cargo run -p tollgate-sdk --example check -- \
-//!     --endpoint http://127.0.0.1:7300 --endpoint http://127.0.0.1:7301 \
+//!     --endpoint https://127.0.0.1:7300 --endpoint https://127.0.0.1:7301 \
+//!     --ca <tollgate dev --data-dir>/tls/ca.pem \
 //!     --account acme --subject alice --feature export
 //! ```
+//!
+//! `https://` endpoints are verified against `--ca` (or the operating
+//! system's CA store without it), host name included; `--cert`/`--key`
+//! present a client certificate. `http://` endpoints are for nodes run with
+//! `insecure_plaintext = true` only.
 
 use anyhow::Context;
 use clap::Parser;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tollgate_sdk::{check_request, Client, Replica};
+use tollgate_sdk::{check_request, Client, ClientTlsOptions, Replica};
 
 #[derive(Debug, Parser)]
 struct Args {
     /// A region node's check endpoint; repeat for failover.
-    #[arg(long = "endpoint", default_value = "http://127.0.0.1:7300")]
+    #[arg(long = "endpoint", default_value = "https://127.0.0.1:7300")]
     endpoints: Vec<String>,
+    /// CA bundle (PEM) the nodes' certificates must chain to; without it,
+    /// the operating system's CA store.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present, for ports that ask for one.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
     #[arg(long)]
     account: String,
     #[arg(long)]
@@ -51,6 +69,11 @@ async fn main() -> anyhow::Result<()> {
 
     let client = Client::builder()
         .endpoints(args.endpoints.clone())
+        .tls_options(ClientTlsOptions {
+            ca: args.ca.clone(),
+            cert: args.cert.clone(),
+            key: args.key.clone(),
+        })
         .deadline(Duration::from_millis(args.deadline_ms))
         .build()?;
 

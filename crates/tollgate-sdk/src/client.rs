@@ -6,6 +6,7 @@ use crate::answer::{BatchChecked, Checked, Seat, UsageReported};
 use crate::error::{classify, Failure, SdkError};
 use crate::wire;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,8 @@ use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::convert::{batch_to_proto, SeatHolder, UsageReport};
 use tollgate_proto::usage::v1 as usage;
 use tollgate_proto::usage::v1::usage_client::UsageClient;
-use tonic::transport::{Channel, Endpoint as TonicEndpoint};
+use tollgate_tls::{ClientTlsOptions, Expect, Transport};
+use tonic::transport::Channel;
 use tonic::Status;
 
 /// Default for [`ClientBuilder::deadline`].
@@ -62,16 +64,40 @@ impl std::fmt::Debug for Client {
 }
 
 /// Builds a [`Client`]; see [`Client::builder`].
+///
+/// # TLS
+///
+/// Region nodes serve TLS. Give their endpoints as `https://host:port`:
+/// every connection is then encrypted and the node's certificate is
+/// verified, both that it chains to a trusted CA and that it names the
+/// host of the endpoint (a DNS or IP subject alternative name), so a
+/// machine that merely answers on the address is not believed. The CA is
+/// the bundle given with [`ClientBuilder::ca_file`] (the cluster's own CA,
+/// as `tollgate ctl certs` makes it), or without one the operating
+/// system's CA store (nodes with publicly issued certificates). A node
+/// port that asks for a client certificate gets the one given with
+/// [`ClientBuilder::client_identity`].
+///
+/// `http://` endpoints carry everything in clear and verify nothing: they
+/// are only for nodes run with `insecure_plaintext = true` (local
+/// development). A CA or client certificate given with `http://`
+/// endpoints is an error, not ignored, and all endpoints of one client
+/// must use the same scheme.
+///
+/// The files are read once, by [`ClientBuilder::build`]; to pick up a
+/// renewed client certificate, build a new client.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     endpoints: Vec<String>,
     deadline: Duration,
     connect_timeout: Duration,
+    tls: ClientTlsOptions,
 }
 
 impl ClientBuilder {
-    /// The region nodes' check endpoints, e.g. `http://127.0.0.1:7300`
-    /// (added to those given before).
+    /// The region nodes' check endpoints, e.g. `https://eu-1.example:7300`
+    /// (added to those given before). All must be `https://` (verified
+    /// TLS) or all `http://` (nodes run with `insecure_plaintext`).
     pub fn endpoints<I, S>(mut self, endpoints: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -95,9 +121,41 @@ impl ClientBuilder {
         self
     }
 
-    /// Checks the settings and makes one lazily connected channel per
-    /// endpoint (nothing is dialled until the first call). Must run inside
-    /// a Tokio runtime.
+    /// Trust this CA bundle (PEM) for the nodes' certificates instead of
+    /// the operating system's CA store. Only with `https://` endpoints.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.ca = Some(path.into());
+        self
+    }
+
+    /// Present this client certificate (PEM chain, own certificate first)
+    /// and its private key (PEM) to nodes that ask for one. Only with
+    /// `https://` endpoints.
+    pub fn client_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls.cert = Some(cert.into());
+        self.tls.key = Some(key.into());
+        self
+    }
+
+    /// All TLS settings at once (replacing [`ClientBuilder::ca_file`] and
+    /// [`ClientBuilder::client_identity`]), as command lines take them.
+    pub fn tls_options(mut self, options: ClientTlsOptions) -> Self {
+        self.tls = options;
+        self
+    }
+
+    /// Checks the settings, reads the TLS files (once, for every
+    /// endpoint) and makes one lazily connected channel per endpoint
+    /// (nothing is dialled until the first call). Must run inside a Tokio
+    /// runtime.
+    ///
+    /// # Errors
+    /// [`SdkError::Config`] for no or too many endpoints, a zero deadline or
+    /// connect timeout, no Tokio runtime, an endpoint that is not an
+    /// `http://` or `https://` URI, endpoints mixing the two schemes, TLS
+    /// files given with `http://` endpoints, or a TLS file that cannot be
+    /// used (the message names the file and why: missing, not PEM, expired,
+    /// a key that does not match its certificate, ...).
     pub fn build(self) -> Result<Client, SdkError> {
         if self.endpoints.is_empty() {
             return Err(SdkError::Config("at least one endpoint is needed".into()));
@@ -118,15 +176,17 @@ impl ClientBuilder {
                 "build the client inside a Tokio runtime (its connections run there)".into(),
             ));
         }
+        let transport = transport_for(&self.endpoints, &self.tls)?;
         let endpoints = self
             .endpoints
             .into_iter()
             .map(|uri| {
-                let channel = TonicEndpoint::from_shared(uri.clone())
+                let endpoint = transport
+                    .endpoint(&uri)
                     .map_err(|e| SdkError::Config(format!("endpoint {uri:?}: {e}")))?
                     .connect_timeout(self.connect_timeout)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                    .tcp_nodelay(true);
+                let channel = transport.lazy_channel(&endpoint, Expect::HostName, "sdk");
                 Ok(Endpoint { uri, channel })
             })
             .collect::<Result<_, SdkError>>()?;
@@ -138,6 +198,42 @@ impl ClientBuilder {
             deadline: self.deadline,
         })
     }
+}
+
+/// The wall clock in Unix seconds (certificates' validity is checked
+/// against it).
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The scheme of `uri` (`https`, `http`, or whatever precedes `://`).
+fn scheme_of(uri: &str) -> Option<&str> {
+    uri.split_once("://").map(|(scheme, _)| scheme)
+}
+
+/// The one transport for all of `endpoints`: they must share a scheme,
+/// and the TLS files are read here, once.
+fn transport_for(endpoints: &[String], tls: &ClientTlsOptions) -> Result<Transport, SdkError> {
+    let first = &endpoints[0];
+    let scheme = scheme_of(first);
+    if let Some(odd) = endpoints.iter().find(|e| scheme_of(e) != scheme) {
+        let shown = |s: Option<&str>| s.map(|s| format!("{s}://")).unwrap_or("no scheme".into());
+        return Err(SdkError::Config(format!(
+            "endpoint {odd:?} is {}, but {first:?} is {}: all endpoints must be https:// \
+             (or all http://, for nodes run with insecure_plaintext)",
+            shown(scheme_of(odd)),
+            shown(scheme),
+        )));
+    }
+    if scheme == Some("http") && tls.key.is_some() {
+        return Err(SdkError::Config(format!(
+            "the endpoints are plain http:// ({first:?}), but a client key was given: use https://"
+        )));
+    }
+    Transport::for_client(first, tls, unix_now()).map_err(|e| SdkError::Config(e.to_string()))
 }
 
 /// A fresh idempotency key: `sdk-` and 32 hex digits of OS randomness.
@@ -175,6 +271,7 @@ impl Client {
             endpoints: Vec::new(),
             deadline: DEADLINE_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            tls: ClientTlsOptions::default(),
         }
     }
 

@@ -10,7 +10,11 @@
 //! use tollgate_sdk::{check_request, Client};
 //!
 //! let client = Client::builder()
-//!     .endpoints(["http://127.0.0.1:7300", "http://127.0.0.1:7301"])
+//!     .endpoints(["https://eu-1.example.com:7300", "https://eu-2.example.com:7300"])
+//!     // The cluster's CA (`tollgate ctl certs`); without it, the OS CA store.
+//!     .ca_file("/etc/tollgate/ca.pem")
+//!     // Only for ports that ask for a client certificate.
+//!     .client_identity("/etc/tollgate/app.pem", "/etc/tollgate/app.key")
 //!     .deadline(Duration::from_secs(2))
 //!     .connect_timeout(Duration::from_millis(500))
 //!     .build()?;
@@ -21,6 +25,14 @@
 //! # }
 //! ```
 //!
+//! - **TLS, verified.** `https://` endpoints are encrypted, and each
+//!   node's certificate must chain to the CA bundle given with
+//!   [`ClientBuilder::ca_file`] (or the operating system's CA store) and
+//!   name the endpoint's host (DNS or IP subject alternative name). A
+//!   client certificate is presented if given
+//!   ([`ClientBuilder::client_identity`]). `http://` is only for nodes run
+//!   with `insecure_plaintext = true`; one client's endpoints all use the
+//!   same scheme, and the files are read once, when the client is built.
 //! - **One lazily connected channel per endpoint.** Nothing is dialled
 //!   until the first call.
 //! - **Every call has a deadline**, failovers included: the builder's
@@ -59,6 +71,38 @@
 //! region: a decision that read them is flagged
 //! [`LocalDecision::approximate`].
 //!
+//! # Offline license verification
+//!
+//! [`OfflineVerifier`] checks license tokens with the origin's public key
+//! set alone: from a file shipped with the application
+//! ([`OfflineVerifier::from_file`]), or fetched from the origin's
+//! `https://<origin>/.well-known/tollgate-keys.json` over verified TLS
+//! ([`OfflineVerifier::fetch`]; never over `http://`). Call
+//! [`OfflineVerifier::refresh_from`] now and then to pick up rotated keys:
+//! the new set is swapped in atomically, so verifications running
+//! meanwhile are not disturbed, and a failed refresh leaves the old set in
+//! use.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use tollgate_sdk::{ClientTlsOptions, OfflineVerifier};
+//!
+//! let url = "https://origin.example.com:7400/.well-known/tollgate-keys.json";
+//! let tls = ClientTlsOptions {
+//!     ca: Some("/etc/tollgate/ca.pem".into()),
+//!     ..ClientTlsOptions::default()
+//! };
+//! let verifier = OfflineVerifier::fetch(url, &tls, "studio", Duration::from_secs(5)).await?;
+//! # let token = "";
+//! let license = verifier.verify(token, None)?;
+//! // Later, on a timer:
+//! let rotated = verifier.refresh_from(url, &tls, Duration::from_secs(5)).await?;
+//! # let _ = (license, rotated);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Architecture invariants
 //!
 //! - The SDK never decides anything itself: remote answers come from a
@@ -82,12 +126,15 @@ pub use client::{
     ENDPOINTS_MAX,
 };
 pub use error::SdkError;
-pub use offline::OfflineVerifier;
+pub use offline::{OfflineVerifier, KEY_SET_PATH};
 pub use replica::{
     LocalDecision, Replica, ReplicaBuilder, Staleness, IDLE_TIMEOUT_DEFAULT, OBJECTS_MAX_DEFAULT,
     RECONNECT_BACKOFF_MAX_DEFAULT, RECONNECT_BACKOFF_MIN_DEFAULT,
 };
 pub use tollgate_license::{License, LicenseError};
+/// The TLS settings of [`ClientBuilder::tls_options`] and
+/// [`OfflineVerifier::fetch`].
+pub use tollgate_tls::ClientTlsOptions;
 // The vocabulary of a check, re-exported so applications need no other
 // Tollgate crate for the common cases.
 pub use tollgate_engine::{Check, CheckRequest, Consistency, Decision, Location, Reason};
