@@ -5,6 +5,7 @@
 //! errors by gRPC code. `--compare-plain` measures plain checks and then
 //! consuming checks in one run, so the two throughputs compare.
 
+use crate::ctl::tls::{status_cause, ClientTlsArgs};
 use crate::{exit, Output};
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -30,8 +31,10 @@ enum BenchWhat {
 
 #[derive(Debug, Args)]
 struct CheckBench {
-    /// Region node check endpoints (repeatable); connections are spread over them.
-    #[arg(long = "endpoint", default_value = "http://127.0.0.1:7300")]
+    /// Region node check endpoints, `https://host:port` (`http://` for
+    /// nodes running with tls.insecure_plaintext); repeatable, connections
+    /// are spread over them.
+    #[arg(long = "endpoint", default_value = "https://127.0.0.1:7300")]
     endpoints: Vec<String>,
     /// gRPC connections (HTTP/2), shared by the requests in flight.
     #[arg(long, default_value_t = 4)]
@@ -76,6 +79,8 @@ struct CheckBench {
     threads: usize,
     #[arg(long, value_enum, default_value_t)]
     output: Output,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 pub fn run(args: BenchArgs) -> u8 {
@@ -118,6 +123,8 @@ struct Phase {
     reasons: BTreeMap<String, u64>,
     /// Failed calls by gRPC code.
     errors: BTreeMap<String, u64>,
+    /// The first failure's message (and cause) by gRPC code.
+    error_samples: BTreeMap<String, String>,
     seconds: u64,
 }
 
@@ -128,6 +135,7 @@ impl Phase {
                 .expect("valid histogram bounds"),
             reasons: BTreeMap::new(),
             errors: BTreeMap::new(),
+            error_samples: BTreeMap::new(),
             seconds,
         }
     }
@@ -141,6 +149,9 @@ impl Phase {
         }
         for (code, n) in other.errors {
             *self.errors.entry(code).or_default() += n;
+        }
+        for (code, sample) in other.error_samples {
+            self.error_samples.entry(code).or_insert(sample);
         }
         Ok(())
     }
@@ -162,6 +173,7 @@ impl Phase {
             "p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99),
             "p999_us": h.value_at_quantile(0.999), "max_us": h.max(),
             "reasons": self.reasons, "errors_by_code": self.errors,
+            "error_samples": self.error_samples,
         })
     }
 
@@ -192,6 +204,9 @@ impl Phase {
         println!("{label}decisions: {}", list(&self.reasons));
         if !self.errors.is_empty() {
             println!("{label}errors: {}", list(&self.errors));
+            for (code, sample) in &self.error_samples {
+                println!("{label}  first {code}: {sample}");
+            }
         }
     }
 }
@@ -213,17 +228,24 @@ async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
         !args.accounts.is_empty() && !args.features.is_empty() && !args.ips.is_empty(),
         "--account, --feature and --ip need at least one value each"
     );
+    // One transport per endpoint: the TLS files are read once, and each
+    // connection does its own handshake (as applications' would).
+    let mut transports = Vec::with_capacity(args.endpoints.len());
+    for endpoint in &args.endpoints {
+        let transport = args
+            .tls
+            .transport(endpoint)
+            .map_err(|e| anyhow::anyhow!("--endpoint {endpoint:?}: {e}"))?;
+        transports.push(transport);
+    }
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
     let mut clients = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let endpoint = &args.endpoints[i % args.endpoints.len()];
-        let timeout = Duration::from_millis(args.timeout_ms.max(1));
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
-            .with_context(|| format!("--endpoint {endpoint:?}"))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect()
+        let transport = &transports[i % transports.len()];
+        let channel = crate::ctl::tls::grpc_channel(transport, endpoint, timeout)
             .await
-            .with_context(|| format!("connecting to {endpoint}"))?;
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         clients.push(CheckServiceClient::new(channel));
     }
     let phases: Vec<(&str, u64)> = if args.compare_plain {
@@ -236,9 +258,10 @@ async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
         let phase = measure(&args, &clients, consume).await?;
         anyhow::ensure!(
             !phase.latencies.is_empty(),
-            "no check succeeded ({} errors: {:?})",
+            "no check succeeded ({} errors: {:?}; first of each: {:?})",
             phase.error_count(),
-            phase.errors
+            phase.errors,
+            phase.error_samples
         );
         results.push((label, phase));
     }
@@ -366,10 +389,12 @@ async fn measure(
                             .or_default() += 1;
                     }
                     Err(status) => {
-                        *phase
-                            .errors
-                            .entry(format!("{:?}", status.code()))
-                            .or_default() += 1;
+                        let code = format!("{:?}", status.code());
+                        if !phase.error_samples.contains_key(&code) {
+                            let sample = format!("{}{}", status.message(), status_cause(&status));
+                            phase.error_samples.insert(code.clone(), sample);
+                        }
+                        *phase.errors.entry(code).or_default() += 1;
                     }
                 }
             }
@@ -381,4 +406,29 @@ async fn measure(
         total.merge(worker.await.context("a load worker failed")?)?;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches as _;
+
+    #[test]
+    fn tls_options_parse() {
+        let command = BenchArgs::augment_args(clap::Command::new("bench"));
+        command.clone().debug_assert();
+        let matches = command
+            .try_get_matches_from([
+                "bench",
+                "check",
+                "--ca",
+                "ca.pem",
+                "--endpoint",
+                "https://h:1",
+            ])
+            .unwrap();
+        let BenchWhat::Check(args) = BenchArgs::from_arg_matches(&matches).unwrap().what;
+        assert_eq!(args.tls.ca, Some("ca.pem".into()));
+        assert_eq!(args.endpoints, ["https://h:1"]);
+    }
 }

@@ -1,15 +1,17 @@
 //! `tollgate check`: one check against a running region node, explained.
 
+use crate::ctl::tls::{status_cause, ClientTlsArgs, ConnectError};
 use crate::{exit, Output};
 use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The region node's check endpoint.
+    /// The region node's check endpoint, `https://host:port` (`http://`
+    /// for a node running with tls.insecure_plaintext).
     #[arg(
         long,
         env = "TOLLGATE_CHECK_ENDPOINT",
-        default_value = "http://127.0.0.1:7300"
+        default_value = "https://127.0.0.1:7300"
     )]
     endpoint: String,
     #[arg(long)]
@@ -30,6 +32,8 @@ pub struct CheckArgs {
     timeout_ms: u64,
     #[arg(long, value_enum, default_value_t)]
     output: Output,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 pub fn run(args: CheckArgs) -> u8 {
@@ -91,17 +95,14 @@ async fn check(args: CheckArgs) -> u8 {
         }
     };
     let timeout = std::time::Duration::from_millis(args.timeout_ms.max(1));
-    let endpoint = match tonic::transport::Endpoint::from_shared(args.endpoint.clone()) {
-        Ok(e) => e.connect_timeout(timeout).timeout(timeout),
-        Err(error) => {
-            eprintln!("error: --endpoint {:?}: {error}", args.endpoint);
+    let mut client = match args.tls.grpc_channel(&args.endpoint, timeout).await {
+        Ok(channel) => pb::check_service_client::CheckServiceClient::new(channel),
+        Err(ConnectError::Usage(error)) => {
+            eprintln!("error: {}: {error}", args.endpoint);
             return exit::INVALID_INPUT;
         }
-    };
-    let mut client = match endpoint.connect().await {
-        Ok(channel) => pb::check_service_client::CheckServiceClient::new(channel),
-        Err(error) => {
-            eprintln!("error: cannot reach {}: {error}", args.endpoint);
+        Err(ConnectError::Unreachable(error)) => {
+            eprintln!("error: {error}");
             return exit::FAILURE;
         }
     };
@@ -116,7 +117,12 @@ async fn check(args: CheckArgs) -> u8 {
             return exit::INVALID_INPUT;
         }
         Err(status) => {
-            eprintln!("error: {:?}: {}", status.code(), status.message());
+            eprintln!(
+                "error: {:?}: {}{}",
+                status.code(),
+                status.message(),
+                status_cause(&status)
+            );
             return exit::FAILURE;
         }
     };
@@ -164,5 +170,56 @@ async fn check(args: CheckArgs) -> u8 {
         exit::OK
     } else {
         exit::DENIED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches as _;
+
+    #[test]
+    fn tls_options_parse() {
+        let command = CheckArgs::augment_args(clap::Command::new("check"));
+        command.clone().debug_assert();
+        let matches = command
+            .try_get_matches_from([
+                "check",
+                "--account",
+                "a",
+                "--feature",
+                "f",
+                "--ca",
+                "ca.pem",
+                "--cert",
+                "c.pem",
+                "--key",
+                "c.key",
+            ])
+            .unwrap();
+        let args = CheckArgs::from_arg_matches(&matches).unwrap();
+        assert_eq!(args.endpoint, "https://127.0.0.1:7300");
+        assert_eq!(args.tls.ca, Some("ca.pem".into()));
+        assert_eq!(args.tls.key, Some("c.key".into()));
+    }
+
+    #[test]
+    fn a_bad_tls_option_is_a_usage_error() {
+        let command = CheckArgs::augment_args(clap::Command::new("check"));
+        let matches = command
+            .try_get_matches_from([
+                "check",
+                "--account",
+                "a",
+                "--feature",
+                "f",
+                "--endpoint",
+                "https://127.0.0.1:1",
+                "--ca",
+                "/nonexistent/ca.pem",
+            ])
+            .unwrap();
+        let args = CheckArgs::from_arg_matches(&matches).unwrap();
+        assert_eq!(run(args), exit::INVALID_INPUT);
     }
 }

@@ -4,6 +4,7 @@
 //! node answered. `tollgate check` is the short form of the same call.
 
 use super::table::print_fields;
+use super::tls::ConnectError;
 use super::{exit, format_time, CtlError, CtlResult, Format, Global};
 use clap::Args;
 use serde_json::json;
@@ -16,11 +17,12 @@ use tollgate_proto::convert::Explained;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The region node's check endpoint (gRPC).
+    /// The region node's check endpoint (gRPC), `https://host:port`
+    /// (`http://` for a node running with tls.insecure_plaintext).
     #[arg(
         long,
         env = "TOLLGATE_CHECK_ENDPOINT",
-        default_value = "http://127.0.0.1:7300"
+        default_value = "https://127.0.0.1:7300"
     )]
     endpoint: String,
     #[arg(long)]
@@ -233,30 +235,32 @@ pub async fn run(global: &Global, args: CheckArgs) -> CtlResult<u8> {
     })
 }
 
-/// A channel to a gRPC endpoint, with the global timeout on connecting and
-/// on every call.
+/// A channel to a gRPC endpoint (`https://` with the `--ca`, `--cert` and
+/// `--key` of `global`; `http://` in plaintext), with the global timeout on
+/// connecting and on every call. A failed connection shows its whole cause
+/// chain, and what to do when TLS is the cause.
 pub async fn connect(endpoint: &str, global: &Global) -> CtlResult<tonic::transport::Channel> {
-    let timeout = global.timeout();
-    tonic::transport::Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| CtlError::usage(format!("--endpoint {endpoint:?}: {e}")))?
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .connect()
+    global
+        .tls
+        .grpc_channel(endpoint, global.timeout())
         .await
-        .map_err(|e| {
-            let mut cause = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                cause = s.to_string();
-                source = s.source();
-            }
-            CtlError::unreachable(format!("{endpoint}: cannot connect ({cause})"))
+        .map_err(|e| match e {
+            ConnectError::Usage(message) => CtlError::usage(format!("{endpoint}: {message}")),
+            ConnectError::Unreachable(message) => CtlError::unreachable(message),
         })
 }
 
 /// A gRPC status as an error: its `tollgate-error-code` when the server sent
 /// one, and an exit code by the status code.
 pub fn grpc_error(endpoint: &str, status: &tonic::Status) -> CtlError {
+    if super::tls::is_transport_failure(status) {
+        // No answer: the connection failed (a refused handshake, a reset).
+        return CtlError::unreachable(format!(
+            "{endpoint}: {}{}",
+            status.message(),
+            super::tls::status_cause(status)
+        ));
+    }
     let code = status
         .metadata()
         .get("tollgate-error-code")

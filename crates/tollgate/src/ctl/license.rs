@@ -81,7 +81,8 @@ pub struct VerifyArgs {
     /// The token, `@file` to read it from a file, or `-` for stdin.
     token: String,
     /// The origin's public key set: a JSON file, or the origin's URL
-    /// (`http://host:port`, fetched from /.well-known/tollgate-keys.json).
+    /// (`https://host:port`, fetched from /.well-known/tollgate-keys.json
+    /// with --ca, --cert and --key).
     #[arg(
         long,
         required_unless_present = "endpoint",

@@ -1,7 +1,14 @@
 //! `tollgate ctl`: the operator's and admin's client. It talks to region
 //! nodes (their HTTP `/v1/status`, their gRPC check service, their cluster
 //! admin service), to the origin's REST API (`--origin`, with an API key),
-//! and to local files (license tokens, key sets, MaxMind databases).
+//! and to local files (license tokens, key sets, MaxMind databases, the
+//! certificates of `ctl certs`).
+//!
+//! Every link is TLS (`https://`): `--ca` names the CA bundle the nodes'
+//! certificates chain to (the system's CA store without it), and
+//! `--cert`/`--key` a client certificate, which the Raft port's cluster
+//! admin service requires (an operator certificate). `http://` URLs reach
+//! nodes running with `tls.insecure_plaintext`.
 //!
 //! Tables for people by default, `--output json` for scripts. Errors go to
 //! stderr as one `error:` line; a problem the origin answered is shown with
@@ -21,6 +28,7 @@
 
 mod admin;
 mod backup;
+mod certs;
 mod check;
 mod cluster;
 mod geo;
@@ -29,6 +37,7 @@ mod license;
 mod origin;
 mod status;
 mod table;
+pub(crate) mod tls;
 
 use clap::{Args, Subcommand, ValueEnum};
 use std::fmt;
@@ -73,11 +82,12 @@ pub struct CtlArgs {
 /// Options every `ctl` command takes (before or after the command's name).
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// The origin's REST API (plain HTTP; put TLS in front of it).
+    /// The origin's REST API, `https://host:port` (`http://` only for an
+    /// origin running with tls.insecure_plaintext).
     #[arg(
         long,
         env = "TOLLGATE_ORIGIN",
-        default_value = "http://127.0.0.1:8080",
+        default_value = "https://127.0.0.1:8080",
         global = true
     )]
     origin: String,
@@ -98,11 +108,27 @@ pub struct Global {
     /// (`X-Tollgate-Reason`).
     #[arg(long, global = true)]
     reason: Option<String>,
+    #[command(flatten)]
+    pub(crate) tls: tls::ClientTlsArgs,
 }
 
 impl Global {
     fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_seconds)
+    }
+
+    /// Defaults, with `tls`, for the tests of the commands.
+    #[cfg(test)]
+    pub(crate) fn for_test(tls: tls::ClientTlsArgs) -> Global {
+        Global {
+            origin: "https://127.0.0.1:8080".into(),
+            api_key: None,
+            api_key_file: None,
+            output: Format::Table,
+            timeout_seconds: 5,
+            reason: None,
+            tls,
+        }
     }
 }
 
@@ -118,9 +144,10 @@ pub enum Format {
 
 #[derive(Debug, Subcommand)]
 enum CtlCommand {
-    /// The state of region nodes, one row per node, from their HTTP
-    /// `/v1/status`: role, term, leader, applied revision, lag, staleness,
-    /// geo database. Exits 1 if any node is unreachable.
+    /// The state of region nodes, one row per node, from their operations
+    /// port's `/v1/status`: role, term, leader, applied revision, lag,
+    /// staleness, geo database, TLS certificate. Exits 1 if any node is
+    /// unreachable.
     Status(status::StatusArgs),
     /// Ask a region node one check and explain the decision. Exits 0 when
     /// allowed, 10 when denied.
@@ -153,6 +180,10 @@ enum CtlCommand {
     /// admin service on the Raft port.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// A CA and certificates for nodes, operators and applications, made
+    /// offline: init (the CA), issue, show.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 /// A command that did not succeed: the exit code, a stable code (the
@@ -229,6 +260,7 @@ pub fn run(args: CtlArgs) -> u8 {
             CtlCommand::Keys(c) => license::keys(&global, c).await,
             CtlCommand::Geo(c) => geo::run(&global, c),
             CtlCommand::Cluster(c) => cluster::run(&global, c).await,
+            CtlCommand::Certs(c) => certs::run(&global, c),
         }
     });
     match outcome {
@@ -260,4 +292,70 @@ pub fn now_seconds() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches as _;
+
+    fn command() -> clap::Command {
+        CtlArgs::augment_args(clap::Command::new("ctl"))
+    }
+
+    fn parse(args: &[&str]) -> Result<CtlArgs, clap::Error> {
+        let matches =
+            command().try_get_matches_from(std::iter::once("ctl").chain(args.iter().copied()))?;
+        CtlArgs::from_arg_matches(&matches)
+    }
+
+    #[test]
+    fn the_flags_are_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn tls_options_go_before_or_after_the_command() {
+        let args = parse(&[
+            "--ca",
+            "ca.pem",
+            "cluster",
+            "status",
+            "--endpoint",
+            "h:1",
+            "--cert",
+            "op.pem",
+            "--key",
+            "op.key",
+        ])
+        .unwrap();
+        assert_eq!(args.global.tls.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(args.global.tls.cert, Some(PathBuf::from("op.pem")));
+        assert_eq!(args.global.tls.key, Some(PathBuf::from("op.key")));
+        let error = parse(&["--cert", "op.pem", "certs", "show", "x.pem"])
+            .err()
+            .unwrap();
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        let args = parse(&[
+            "certs", "issue", "--ca-dir", "pki", "--region", "eu", "--node", "2", "--dns", "a.b",
+            "--dns", "c.d", "--ip", "10.0.0.1",
+        ])
+        .unwrap();
+        assert!(matches!(args.command, CtlCommand::Certs(_)));
+        assert!(parse(&[
+            "certs",
+            "issue",
+            "--ca-dir",
+            "pki",
+            "--operator",
+            "a",
+            "--app",
+            "b"
+        ])
+        .is_err());
+        assert!(parse(&["certs", "issue", "--ca-dir", "pki", "--region", "eu"]).is_err());
+    }
 }

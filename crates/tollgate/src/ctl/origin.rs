@@ -25,14 +25,14 @@ pub struct Origin {
 impl Origin {
     pub fn new(global: &Global) -> CtlResult<Origin> {
         let base = global.origin.trim_end_matches('/').to_string();
-        if base.starts_with("https://") {
+        let rest = base
+            .strip_prefix("https://")
+            .or_else(|| base.strip_prefix("http://"))
+            .unwrap_or("");
+        if rest.is_empty() || rest.starts_with('/') {
             return Err(CtlError::usage(format!(
-                "--origin {base}: this build speaks plain HTTP only (terminate TLS in front of the origin, or tunnel)"
-            )));
-        }
-        if !base.starts_with("http://") || base.len() <= "http://".len() {
-            return Err(CtlError::usage(format!(
-                "--origin {:?}: expected http://host:port",
+                "--origin {:?}: expected https://host:port (http:// only for an origin running \
+                 with tls.insecure_plaintext)",
                 global.origin
             )));
         }
@@ -55,7 +55,10 @@ impl Origin {
                 )));
             }
         }
-        let http = reqwest::Client::builder()
+        let http = global
+            .tls
+            .http_client(&base)
+            .map_err(|e| CtlError::usage(format!("{base}: {e}")))?
             .timeout(global.timeout())
             .connect_timeout(global.timeout())
             .build()
@@ -141,25 +144,26 @@ impl Origin {
 
 fn transport(url: &str, error: reqwest::Error) -> CtlError {
     let what = if error.is_timeout() {
-        "timed out".to_string()
+        "timed out"
     } else if error.is_connect() {
-        "cannot connect".to_string()
+        "cannot connect"
     } else {
-        "request failed".to_string()
+        "request failed"
     };
-    // reqwest's Display leaves out the cause (connection refused, ...).
-    let mut cause = String::new();
-    let mut source = std::error::Error::source(&error);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
+    // reqwest's Display leaves out the cause (connection refused, an
+    // unknown CA, ...): show the whole chain under it.
+    let chain = std::error::Error::source(&error)
+        .map(super::tls::error_chain)
+        .unwrap_or_default();
+    let hint = super::tls::hint(&chain)
+        .map(|h| format!("\n  hint: {h}"))
+        .unwrap_or_default();
     CtlError::unreachable(format!(
-        "{url}: {what}{}",
-        if cause.is_empty() {
+        "{url}: {what}{}{hint}",
+        if chain.is_empty() {
             String::new()
         } else {
-            format!(" ({cause})")
+            format!(" ({chain})")
         }
     ))
 }
