@@ -537,10 +537,16 @@ pub const WEBHOOKS_MAX: usize = 64;
 pub struct WebhookSpec {
     /// An identifier (same rules as other ids).
     pub id: String,
-    /// `http://` or `https://`, at most 2048 bytes.
+    /// `https://` (the receiver's certificate is verified), or `http://`
+    /// only with `allow_plaintext`; at most 2048 bytes.
     pub url: String,
     /// At least one.
     pub events: std::collections::BTreeSet<WebhookEvent>,
+    /// Deliver to a plain `http://` URL: events cross the network in clear
+    /// and anyone in the path can read or drop them. Recorded in the audit
+    /// log as `webhook.put.insecure_plaintext`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plaintext: bool,
 }
 
 /// A webhook with its state.

@@ -26,6 +26,17 @@ pub(super) fn put_webhook(
             format!("url must be http:// or https://, without spaces, at most {WEBHOOK_URL_LEN_MAX} bytes"),
         );
     }
+    if spec.url.starts_with("http://") && !spec.allow_plaintext {
+        return reject(
+            RejectCode::Invalid,
+            "url is plain http://: use https://, or set allow_plaintext to deliver in clear",
+        );
+    }
+    if spec.allow_plaintext && spec.url.starts_with("http://") {
+        // The audit log says, in the action itself, that this receiver
+        // gets events in clear.
+        tx.action = Some("webhook.put.insecure_plaintext");
+    }
     if spec.events.is_empty() {
         return reject(RejectCode::Invalid, "a webhook needs at least one event");
     }
