@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+pub mod pki;
+pub use pki::{channel, https, lazy_channel, pki};
+
 // The wait helpers live in `tollgate-testkit`, shared with every other
 // suite; re-exported so the scenarios keep calling `tollgate_tests::wait_until`.
 pub use tollgate_testkit::{wait_until, Seen, POLL_INTERVAL};
@@ -95,11 +98,16 @@ pub struct TestOrigin {
 }
 
 impl TestOrigin {
-    /// Starts `config` as a one-node origin and waits for it to lead.
+    /// Starts `config` as a one-node origin and waits for it to lead. A
+    /// config left plaintext (the library default) gets the origin node's
+    /// TLS from the tests' CA: the tests run as production does.
     pub async fn start(
-        config: tollgate_origin_node::OriginConfig,
+        mut config: tollgate_origin_node::OriginConfig,
         dir: &std::path::Path,
     ) -> TestOrigin {
+        if !config.raft.transport.is_tls() {
+            config.raft.transport = pki().origin_node(config.raft.node_id);
+        }
         let node = tollgate_origin_node::OriginNode::start(
             config,
             tollgate_origin_node::OriginListeners {
@@ -129,8 +137,23 @@ impl TestOrigin {
         TestOrigin {
             node,
             token,
-            http: reqwest::Client::new(),
+            http: pki().http_client(),
         }
+    }
+
+    /// The REST API's base URL.
+    pub fn base(&self) -> String {
+        https(self.node.http_addr())
+    }
+
+    /// The changefeed's URL, as region nodes follow it.
+    pub fn feed_url(&self) -> String {
+        https(self.node.feed_addr())
+    }
+
+    /// An HTTP client trusting the tests' CA.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Calls the REST API as the admin; the status and the JSON body.
@@ -142,7 +165,7 @@ impl TestOrigin {
     ) -> (reqwest::StatusCode, serde_json::Value) {
         let resp = self
             .http
-            .request(method, format!("http://{}{path}", self.node.http_addr()))
+            .request(method, format!("{}{path}", self.base()))
             .bearer_auth(&self.token)
             .json(&body)
             .send()
@@ -156,7 +179,7 @@ impl TestOrigin {
     pub async fn get_text(&self, path: &str) -> (reqwest::StatusCode, String) {
         let resp = self
             .http
-            .get(format!("http://{}{path}", self.node.http_addr()))
+            .get(format!("{}{path}", self.base()))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -213,6 +236,8 @@ impl TestOrigin {
 
 /// Starts a region of `size` nodes following `origin_feed` (node names
 /// `eu-<id>`), lets `configure` adjust each config, and initialises it.
+/// A node left plaintext gets its TLS (as node `<id>` of its `region`)
+/// from the tests' CA.
 pub async fn start_region(
     size: u64,
     dir: &std::path::Path,
@@ -231,6 +256,9 @@ pub async fn start_region(
         );
         config.name = format!("eu-{id}");
         configure(&mut config);
+        if !config.raft.transport.is_tls() {
+            config.raft.transport = pki().region_node(&config.region, id);
+        }
         region.push(
             tollgate_region_node::RegionNode::start(
                 config,

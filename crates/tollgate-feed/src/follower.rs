@@ -8,7 +8,8 @@ use tollgate_proto::convert::{FeedMessage, Subscription};
 use tollgate_proto::origin::v1 as pb;
 use tollgate_proto::origin::v1::changefeed_client::ChangefeedClient;
 use tollgate_signing::{PublicKeySet, Signed, CONTEXT_CHANGE_RECORD, CONTEXT_SNAPSHOT};
-use tonic::transport::{Channel, Endpoint};
+use tollgate_tls::{Allow, Expect, Transport};
+use tonic::transport::Channel;
 use tonic::Streaming;
 
 /// Largest message accepted from the origin: a full batch plus framing.
@@ -16,8 +17,11 @@ const MESSAGE_BYTES_MAX: usize = BATCH_BYTES_MAX + 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct FollowerConfig {
-    /// The origin node's gRPC address, e.g. `http://127.0.0.1:7000`.
+    /// The origin node's gRPC address, e.g. `https://127.0.0.1:7000`.
     pub endpoint: String,
+    /// How the link is carried: TLS, where the origin must prove it is an
+    /// origin node of our trust domain, or plaintext.
+    pub transport: Transport,
     /// The origin's public keys: only records signed by these are accepted.
     pub keys: PublicKeySet,
     /// Records per batch to ask for (0: the origin's default).
@@ -78,20 +82,35 @@ fn now() -> UnixSeconds {
     )
 }
 
+/// An error with its sources ("transport error: tls: ... certificate ...").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 async fn connect(
     endpoint: &str,
+    transport: &Transport,
     timeout: Duration,
 ) -> Result<ChangefeedClient<Channel>, FeedError> {
     let unreachable = |reason: String| FeedError::Unreachable {
         endpoint: endpoint.to_string(),
         reason,
     };
-    let channel = Endpoint::from_shared(endpoint.to_string())
+    let endpoint = transport
+        .endpoint(endpoint)
         .map_err(|e| unreachable(e.to_string()))?
-        .connect_timeout(timeout)
-        .connect()
+        .connect_timeout(timeout);
+    let channel = transport
+        .connect(&endpoint, Expect::Peers(vec![Allow::OriginNodes]), "feed")
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| unreachable(error_chain(&e)))?;
     Ok(ChangefeedClient::new(channel).max_decoding_message_size(MESSAGE_BYTES_MAX))
 }
 
@@ -100,9 +119,10 @@ async fn connect(
 /// set.
 pub async fn fetch_public_keys(
     endpoint: &str,
+    transport: &Transport,
     timeout: Duration,
 ) -> Result<PublicKeySet, FeedError> {
-    let mut client = connect(endpoint, timeout).await?;
+    let mut client = connect(endpoint, transport, timeout).await?;
     let set = tokio::time::timeout(timeout, client.get_public_keys(pb::GetPublicKeysRequest {}))
         .await
         .map_err(|_| FeedError::Unreachable {
@@ -120,10 +140,11 @@ pub async fn fetch_public_keys(
 /// region learns of a rotation. Refused unless an endorsement verifies.
 pub async fn fetch_endorsed_keys(
     endpoint: &str,
+    transport: &Transport,
     trusted: &PublicKeySet,
     timeout: Duration,
 ) -> Result<PublicKeySet, FeedError> {
-    let mut client = connect(endpoint, timeout).await?;
+    let mut client = connect(endpoint, transport, timeout).await?;
     let set = tokio::time::timeout(timeout, client.get_public_keys(pb::GetPublicKeysRequest {}))
         .await
         .map_err(|_| FeedError::Unreachable {
@@ -184,7 +205,8 @@ impl Follower {
         config: &FollowerConfig,
         from_revision: u64,
     ) -> Result<Follower, FeedError> {
-        let mut client = connect(&config.endpoint, config.connect_timeout).await?;
+        let mut client =
+            connect(&config.endpoint, &config.transport, config.connect_timeout).await?;
         let request = pb::SubscribeRequest::from(Subscription {
             from_revision,
             max_batch_records: config.max_batch_records,

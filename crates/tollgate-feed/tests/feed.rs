@@ -143,6 +143,8 @@ impl Feed {
     fn config(&self) -> FollowerConfig {
         FollowerConfig {
             endpoint: self.endpoint.clone(),
+            // The feed protocol on its own; TLS is the end-to-end suite's.
+            transport: tollgate_tls::Transport::Plaintext,
             keys: self.ring.read().unwrap().public_set(),
             max_batch_records: 0,
             subscriber: "test region".into(),
@@ -331,8 +333,12 @@ async fn oversized_requests_are_refused() {
     config.max_batch_records = 10_000;
     let err = Follower::connect(&config, 0).await.err().expect("refused");
     assert!(err.to_string().contains("max_batch_records"), "{err}");
-    let keys = fetch_public_keys(&feed.endpoint, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let keys = fetch_public_keys(
+        &feed.endpoint,
+        &tollgate_tls::Transport::Plaintext,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     assert_eq!(keys, feed.ring.read().unwrap().public_set());
 }

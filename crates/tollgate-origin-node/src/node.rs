@@ -20,6 +20,7 @@ use tollgate_server::served::read_u64;
 use tollgate_server::shutdown::stopped;
 use tollgate_server::{telemetry, NodeError};
 use tollgate_signing::KeyRing;
+use tollgate_tls::{Allow, ClientAuth, Transport};
 
 #[derive(Debug, Clone)]
 pub struct OriginConfig {
@@ -42,6 +43,9 @@ pub struct OriginConfig {
     /// The overshoot bound of every hard cap leased to regions: units
     /// leased and not yet reported consumed, all regions together.
     pub quota_outstanding_max: u64,
+    /// How often the TLS files are checked for a replacement (the
+    /// transport itself is `raft.transport`, used on every port).
+    pub tls_reload_interval: Duration,
 }
 
 impl OriginConfig {
@@ -56,6 +60,7 @@ impl OriginConfig {
             drain_timeout: Duration::from_secs(10),
             webhooks: crate::WebhookConfig::default(),
             quota_outstanding_max: 1_000_000,
+            tls_reload_interval: Duration::from_secs(5),
         }
     }
 }
@@ -137,6 +142,15 @@ impl OriginNode {
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        let transport = config.raft.transport.clone();
+        if let Transport::Tls(tls) = &transport {
+            tasks.push(tls.spawn_reloader(
+                config.tls_reload_interval,
+                stop_rx.clone(),
+                tollgate_server::clock::now_secs,
+            ));
+        }
+        let tls_error = |e: tollgate_tls::TlsError| NodeError::Other(e.to_string());
 
         // Follow applied entries to wake changefeed streams.
         let mut metrics = node.raft().metrics();
@@ -199,8 +213,19 @@ impl OriginNode {
         let licenses = crate::license_service::OriginLicenses::new(app_state.clone());
         let app = tollgate_api::router(app_state.clone());
         let http_stop = stopped(stop_rx.clone());
+        // Anyone may connect (API keys authorize); a client certificate, if
+        // presented, must be one of ours.
+        let http = tollgate_tls::listen(
+            listeners.http,
+            &transport,
+            ClientAuth::optional(),
+            "rest",
+            true,
+            stop_rx.clone(),
+        )
+        .map_err(tls_error)?;
         tasks.push(tokio::spawn(async move {
-            if let Err(error) = axum::serve(listeners.http, app)
+            if let Err(error) = axum::serve(http, app)
                 .with_graceful_shutdown(http_stop)
                 .await
             {
@@ -236,9 +261,23 @@ impl OriginNode {
             ],
         )
         .await?;
+        // Region nodes (and other origin nodes, and operators) only: the
+        // changefeed carries every customer's entitlements.
+        let feed_tls = transport
+            .server(
+                "feed",
+                ClientAuth::required(vec![
+                    Allow::RegionNodes,
+                    Allow::OriginNodes,
+                    Allow::Operators,
+                ]),
+                false,
+            )
+            .map_err(tls_error)?;
         tasks.push(tollgate_server::grpc::serve(
             router,
             listeners.feed,
+            feed_tls,
             stop_rx.clone(),
             "the changefeed",
         ));

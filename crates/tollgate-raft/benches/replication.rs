@@ -30,15 +30,63 @@ fn config(dir: &std::path::Path, id: NodeId) -> NodeConfig {
     config
 }
 
+/// Mutual TLS for member `id` of a bench cluster, from a CA made in `dir`.
+fn member_tls(dir: &std::path::Path, id: NodeId) -> tollgate_tls::Transport {
+    use tollgate_tls::{ca, Identity, Subject, Tls, TlsFiles, Transport};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs() as i64;
+    let ca_pem = match ca::read_ca(dir, "ca") {
+        Ok(pem) => pem,
+        Err(_) => {
+            let pem = ca::create_ca("bench.tollgate", now - 3600, now + 86_400).expect("CA");
+            ca::write(dir, "ca", &pem).expect("CA written");
+            pem
+        }
+    };
+    let subject = Subject::RegionNode {
+        region: "bench".into(),
+        node: id,
+    };
+    let pem = ca::issue(
+        &ca_pem,
+        &ca::Request {
+            identity: Identity::new("bench.tollgate", subject.clone()).expect("identity"),
+            dns: vec![],
+            ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+            not_before: now - 3600,
+            not_after: now + 86_400,
+        },
+    )
+    .expect("certificate");
+    let (cert, key) = ca::write(dir, &format!("node-{id}"), &pem).expect("written");
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: Some(cert),
+        key: Some(key),
+    };
+    Transport::Tls(Tls::load(files, Some(subject), now).expect("TLS loads"))
+}
+
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with(false).await
+    }
+
+    /// Three members, talking mutual TLS when `tls`.
+    async fn start_with(tls: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
         let mut addrs = Vec::new();
         for id in 1..=3 {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             addrs.push(listener.local_addr().expect("addr"));
-            let node = Node::start(config(dir.path(), id), KvLogic, listener)
+            let mut node_config = config(dir.path(), id);
+            if tls {
+                node_config.transport = member_tls(dir.path(), id);
+            }
+            let node = Node::start(node_config, KvLogic, listener)
                 .await
                 .expect("start");
             nodes.push(Some(Arc::new(node)));
@@ -380,7 +428,46 @@ async fn failover_processes(rounds: usize) -> Vec<Duration> {
     results
 }
 
+/// One-client commit latency and 16-client throughput of a three-member
+/// cluster with mutual TLS against plaintext, alternating, in one run.
+async fn tls_against_plaintext() {
+    let mut p50 = [Vec::new(), Vec::new()];
+    let mut rates = [Vec::new(), Vec::new()];
+    for round in 0..2 {
+        for tls in [false, true] {
+            let mut cluster = Cluster::start_with(tls).await;
+            let leader = cluster.leader().await;
+            single_client_direct(&leader, 300).await;
+            let lat = single_client_direct(&leader, 2000).await;
+            let (rate, _) = concurrent(leader.clone(), None, 16, Duration::from_secs(3)).await;
+            println!(
+                "tollgate-bench: round {round}, {}: single client p50 {:.3} ms, p99 {:.3} ms; 16 clients {rate:.0} writes/s",
+                if tls { "mutual TLS" } else { "plaintext" },
+                ms(percentile(&lat, 0.5)),
+                ms(percentile(&lat, 0.99)),
+            );
+            p50[tls as usize].push(ms(percentile(&lat, 0.5)));
+            rates[tls as usize].push(rate);
+            drop(leader);
+            for node in cluster.nodes.iter_mut() {
+                if let Some(node) = node.take() {
+                    if let Ok(node) = Arc::try_unwrap(node) {
+                        let _ = node.shutdown().await;
+                    }
+                }
+            }
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "tollgate-bench: mutual TLS / plaintext: single-client commit p50 {:.2}x, 16-client throughput {:.2}x",
+        mean(&p50[1]) / mean(&p50[0]),
+        mean(&rates[1]) / mean(&rates[0]),
+    );
+}
+
 fn report(rt: &Runtime) {
+    rt.block_on(tls_against_plaintext());
     rt.block_on(async {
         let mut cluster = Cluster::start().await;
         let leader = cluster.leader().await;

@@ -65,6 +65,12 @@ pub struct NodeConfig {
     /// Campaign at once when the leader's port refuses connections, instead
     /// of waiting out its lease (see the `failover` module).
     pub fast_failover: bool,
+    /// How members talk: mutual TLS, each proving it is a member of this
+    /// node's own cluster (an operator's certificate may also call the
+    /// cluster admin service), or plaintext. Default plaintext, for this
+    /// crate's own tests; nodes set it from their config, where plaintext
+    /// takes an explicit `insecure_plaintext = true`.
+    pub transport: tollgate_tls::Transport,
 }
 
 impl NodeConfig {
@@ -92,6 +98,7 @@ impl NodeConfig {
             forward_hops_max: 1,
             forward_timeout_ms: 5_000,
             fast_failover: true,
+            transport: tollgate_tls::Transport::Plaintext,
         }
     }
 

@@ -37,20 +37,39 @@ use crate::types::NodeId;
 /// Whether `addr` refuses connections (the process behind it is gone).
 async fn refuses<L: StateMachineLogic>(
     inner: &NodeInner<L>,
+    peer: NodeId,
     addr: &str,
     deadline: Duration,
 ) -> bool {
-    let Ok(channel) = inner.pool.channel(addr) else {
+    let Ok(channel) = inner.pool.channel(peer, addr) else {
         return false;
     };
     let mut client = ClusterAdminClient::new(channel);
     let mut request = tonic::Request::new(pb::StatusRequest {});
     request.set_timeout(deadline);
     match tokio::time::timeout(deadline, client.status(request)).await {
-        Ok(Err(status)) => status.code() == tonic::Code::Unavailable,
+        Ok(Err(status)) => status.code() == tonic::Code::Unavailable && connection_refused(&status),
         // Answered, or slow: not proof of death.
         Ok(Ok(_)) | Err(_) => false,
     }
+}
+
+/// Whether `status` comes from a refused TCP connection. Other transport
+/// failures are not proof that the process is gone: a TLS handshake that
+/// fails (a certificate this node does not accept, during a rotation gone
+/// wrong) is UNAVAILABLE too, and campaigning against a live leader for it
+/// would only disrupt the cluster.
+fn connection_refused(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// An early campaign after the leader was found dead.
@@ -86,7 +105,7 @@ async fn is_best_candidate<L: StateMachineLogic>(
         let Some(addr) = membership.get_node(&peer).map(|n| n.addr.clone()) else {
             continue;
         };
-        let Ok(channel) = inner.pool.channel(&addr) else {
+        let Ok(channel) = inner.pool.channel(peer, &addr) else {
             continue;
         };
         let mut client = ClusterAdminClient::new(channel);
@@ -136,7 +155,7 @@ pub(crate) async fn run_watchdog<L: StateMachineLogic>(inner: Weak<NodeInner<L>>
                 let Some(addr) = membership.get_node(&leader).map(|n| n.addr.clone()) else {
                     continue;
                 };
-                if !refuses(&inner, &addr, timing.heartbeat).await {
+                if !refuses(&inner, leader, &addr, timing.heartbeat).await {
                     continue;
                 }
                 let eligible = is_best_candidate(&inner, &m, leader, timing.heartbeat).await;
@@ -192,4 +211,102 @@ pub(crate) struct Timing {
     pub lease: Duration,
     /// Wait between two campaigns: half a heartbeat.
     pub retry: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connection_refused;
+    use std::time::Duration;
+    use tollgate_proto::cluster::v1 as pb;
+    use tollgate_proto::cluster::v1::cluster_admin_client::ClusterAdminClient;
+    use tollgate_tls::{
+        ca, Allow, ClientAuth, Expect, Identity, Subject, Tls, TlsFiles, Transport,
+    };
+
+    async fn status_from(channel: tonic::transport::Channel) -> tonic::Status {
+        let mut request = tonic::Request::new(pb::StatusRequest {});
+        request.set_timeout(Duration::from_secs(5));
+        ClusterAdminClient::new(channel)
+            .status(request)
+            .await
+            .expect_err("nothing answers")
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    fn member(dir: &std::path::Path, ca_pem: &ca::Pem, id: u64) -> Transport {
+        let subject = Subject::OriginNode(id);
+        let pem = ca::issue(
+            ca_pem,
+            &ca::Request {
+                identity: Identity::new("t.example", subject.clone()).unwrap(),
+                dns: vec![],
+                ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+                not_before: now() - 60,
+                not_after: now() + 3600,
+            },
+        )
+        .unwrap();
+        let (cert, key) = ca::write(dir, &format!("n{id}"), &pem).unwrap();
+        let files = TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: Some(cert),
+            key: Some(key),
+        };
+        Transport::Tls(Tls::load(files, Some(subject), now()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn only_a_refused_connection_is_proof_of_a_dead_leader() {
+        // A port nothing listens on: refused.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let status = status_from(channel).await;
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(connection_refused(&status), "{status:?}");
+
+        // A live server whose certificate this node does not accept (it
+        // names another node): UNAVAILABLE too, but not proof of death.
+        let dir = tempfile::tempdir().unwrap();
+        let ca_pem = ca::create_ca("t.example", now() - 60, now() + 3600).unwrap();
+        ca::write(dir.path(), "ca", &ca_pem).unwrap();
+        let server = member(dir.path(), &ca_pem, 3);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let incoming = tollgate_tls::listen(
+            listener,
+            &server,
+            ClientAuth::required(vec![Allow::OriginNodes]),
+            "raft",
+            false,
+            stop_rx,
+        )
+        .unwrap();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(tonic_health::server::health_reporter().1)
+                .serve_with_incoming(incoming)
+                .await
+        });
+        let client = member(dir.path(), &ca_pem, 1);
+        let endpoint = client.endpoint(&format!("https://{addr}")).unwrap();
+        let channel = client.lazy_channel(
+            &endpoint,
+            Expect::Peers(vec![Allow::Exactly(Subject::OriginNode(2))]),
+            "raft",
+        );
+        let status = status_from(channel).await;
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(!connection_refused(&status), "{status:?}");
+    }
 }

@@ -161,7 +161,7 @@ impl<L: StateMachineLogic> NodeInner<L> {
         command: &L::Command,
         hops: u32,
     ) -> Result<WriteOutcome<L::Response>, Error> {
-        let channel = self.pool.channel(addr)?;
+        let channel = self.pool.channel(leader_id, addr)?;
         let mut client = ClusterAdminClient::new(channel)
             .max_decoding_message_size(self.config.network.message_bytes_max)
             .max_encoding_message_size(self.config.network.message_bytes_max);

@@ -31,6 +31,7 @@ use tollgate_proto::cluster::v1::raft_service_client::RaftServiceClient;
 use tollgate_proto::convert::{
     append_entries_request, install_snapshot_request, raft_result_from_proto, vote_request,
 };
+use tollgate_tls::{Allow, Expect, Transport};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{decode, encode};
@@ -72,19 +73,21 @@ impl Default for NetworkConfig {
     }
 }
 
-/// Shared, lazily-connected channels, one per peer address.
+/// Shared, lazily-connected channels, one per peer (id and address).
 #[derive(Debug)]
 pub struct ChannelPool {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<(NodeId, String), Channel>>,
     config: NetworkConfig,
+    transport: Transport,
 }
 
 impl ChannelPool {
-    /// An empty pool.
-    pub fn new(config: NetworkConfig) -> Self {
+    /// An empty pool whose channels are carried by `transport`.
+    pub fn new(config: NetworkConfig, transport: Transport) -> Self {
         ChannelPool {
             channels: Mutex::new(HashMap::new()),
             config,
+            transport,
         }
     }
 
@@ -93,24 +96,34 @@ impl ChannelPool {
         &self.config
     }
 
-    /// The channel to `addr` (`host:port`), created on first use. Does not
-    /// connect: the first call does.
-    pub fn channel(&self, addr: &str) -> Result<Channel, Error> {
+    /// The channel to member `peer` at `addr` (`host:port`), created on
+    /// first use. Does not connect: the first call does. Over TLS the
+    /// member must prove it is `peer` of this node's own cluster.
+    pub fn channel(&self, peer: NodeId, addr: &str) -> Result<Channel, Error> {
         let mut channels = match self.channels.lock() {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(ch) = channels.get(addr) {
+        let key = (peer, addr.to_string());
+        if let Some(ch) = channels.get(&key) {
             return Ok(ch.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let url = format!("{}://{addr}", self.transport.scheme());
+        let endpoint = Endpoint::from_shared(url)
             .map_err(|e| Error::InvalidArgument(format!("bad peer address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_millis(self.config.connect_timeout_ms))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        let channel = endpoint.connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
+        let expect = match self.transport.identity().and_then(|me| me.sibling(peer)) {
+            Some(sibling) => Expect::Peers(vec![Allow::Exactly(sibling.subject)]),
+            // Plaintext (no identity to check), or a holder that is not a
+            // node (a tool): any member of the trust domain's clusters.
+            None => Expect::Peers(vec![Allow::OriginNodes, Allow::RegionNodes]),
+        };
+        let channel =
+            endpoint.connect_with_connector_lazy(self.transport.connector(expect, "raft"));
+        channels.insert(key, channel.clone());
         Ok(channel)
     }
 }
@@ -135,7 +148,7 @@ impl<L: StateMachineLogic> RaftNetworkFactory<TypeConfig<L>> for NetworkFactory<
     type Network = NetworkClient<L>;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        let client = self.pool.channel(&node.addr).map(|ch| {
+        let client = self.pool.channel(target, &node.addr).map(|ch| {
             RaftServiceClient::new(ch)
                 .max_decoding_message_size(self.pool.config.message_bytes_max)
                 .max_encoding_message_size(self.pool.config.message_bytes_max)

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use openraft::{BasicNode, RaftMetrics};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
@@ -38,7 +38,7 @@ pub struct Node<L: StateMachineLogic> {
     inner: Arc<NodeInner<L>>,
     flush_stats: Arc<FlushStats>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
-    server_stop: Option<oneshot::Sender<()>>,
+    server_stop: Option<tokio::sync::watch::Sender<bool>>,
     batcher: JoinHandle<()>,
     watchdog: Option<JoinHandle<()>>,
 }
@@ -78,7 +78,10 @@ impl<L: StateMachineLogic> Node<L> {
         let flush_stats = log_store.flush_stats();
         let view = state_machine.view();
 
-        let pool = Arc::new(ChannelPool::new(config.network.clone()));
+        let pool = Arc::new(ChannelPool::new(
+            config.network.clone(),
+            config.transport.clone(),
+        ));
         let network = NetworkFactory::<L>::new(pool.clone());
         let raft = openraft::Raft::new(
             config.node_id,
@@ -120,10 +123,9 @@ impl<L: StateMachineLogic> Node<L> {
                 timing,
             ))
         });
-        let (server_stop, stop_rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(crate::server::serve(inner.clone(), listener, async move {
-            let _ = stop_rx.await;
-        }));
+        let (server_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let incoming = crate::server::incoming(&inner, listener, stop_rx.clone())?;
+        let server = tokio::spawn(crate::server::serve(inner.clone(), incoming, stop_rx));
         tracing::info!(node_id = inner.id, addr = %inner.addr, "Node started.");
         Ok(Node {
             inner,
@@ -143,6 +145,11 @@ impl<L: StateMachineLogic> Node<L> {
     /// The address other members reach this node at.
     pub fn addr(&self) -> &str {
         &self.inner.addr
+    }
+
+    /// How this node talks to its peers (TLS with its identity, or not).
+    pub fn transport(&self) -> &tollgate_tls::Transport {
+        &self.inner.config.transport
     }
 
     /// The openraft handle.
@@ -229,7 +236,7 @@ impl<L: StateMachineLogic> Node<L> {
     pub async fn shutdown(mut self) -> Result<(), Error> {
         tracing::info!(node_id = self.inner.id, "Node shutting down.");
         if let Some(stop) = self.server_stop.take() {
-            let _ = stop.send(());
+            stop.send_replace(true);
         }
         let raft_result = self.inner.raft.shutdown().await;
         if let Some(server) = self.server.take() {

@@ -1,7 +1,6 @@
 //! The gRPC services a node serves: the Raft transport and the cluster
 //! admin.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use openraft::raft::InstallSnapshotRequest;
@@ -14,6 +13,7 @@ use tollgate_proto::convert::{
     client_write_response, initial_members, raft_response, read_local_response,
     trigger_snapshot_response, AddLearner, ChangeMembership, Membership,
 };
+use tollgate_tls::{Allow, ClientAuth};
 use tonic::{Request, Response, Status};
 
 use crate::codec::{decode, encode};
@@ -26,11 +26,35 @@ pub use crate::status::{
 };
 use crate::types::{NodeId, TypeConfig};
 
-/// Serve both services on `listener` until `shutdown` resolves.
+/// The connections to serve on `listener`: over TLS, only from members of
+/// this node's own cluster and from operators (`tollgate ctl cluster`);
+/// anyone else is refused at the handshake, before any request is read.
+pub(crate) fn incoming<L: StateMachineLogic>(
+    inner: &NodeInner<L>,
+    listener: TcpListener,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tollgate_tls::Incoming, crate::Error> {
+    let transport = &inner.config.transport;
+    let mut allow = vec![Allow::Operators];
+    if let Some(cluster) = transport.identity().and_then(|me| me.own_cluster()) {
+        allow.push(cluster);
+    }
+    tollgate_tls::listen(
+        listener,
+        transport,
+        ClientAuth::required(allow),
+        "raft",
+        false,
+        stop,
+    )
+    .map_err(|e| crate::Error::InvalidArgument(e.to_string()))
+}
+
+/// Serve both services on `incoming` until `stop`.
 pub(crate) async fn serve<L: StateMachineLogic>(
     inner: Arc<NodeInner<L>>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    incoming: tollgate_tls::Incoming,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let limit = inner.config.network.message_bytes_max;
     let raft = RaftServiceServer::new(RaftGrpc {
@@ -63,10 +87,14 @@ pub(crate) async fn serve<L: StateMachineLogic>(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, async move {
+            // A closed channel is a stop too.
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
         .await
 }
 

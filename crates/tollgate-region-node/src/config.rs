@@ -61,6 +61,9 @@ pub struct RegionConfig {
     /// The region's certified key, to issue license tokens while cut off
     /// from the origin. `None`: the node verifies tokens but issues none.
     pub license_issuer: Option<RegionIssuerConfig>,
+    /// How often the TLS files are checked for a replacement (the
+    /// transport itself is `raft.transport`, used on every port and link).
+    pub tls_reload_interval: Duration,
 }
 
 impl RegionConfig {
@@ -94,6 +97,7 @@ impl RegionConfig {
             quota_sync_interval: Duration::from_secs(1),
             slice_units_max: 10_000,
             slice_idle: Duration::from_secs(60),
+            tls_reload_interval: Duration::from_secs(5),
         }
     }
 }

@@ -73,6 +73,7 @@ async fn learn_rotated_keys(
 ) -> bool {
     let offered = match tollgate_feed::fetch_endorsed_keys(
         &config.origin_feed,
+        &config.raft.transport,
         trusted,
         Duration::from_secs(5),
     )
@@ -144,6 +145,7 @@ pub(crate) async fn follow_origin(
         };
         let follower_config = FollowerConfig {
             endpoint: config.origin_feed.clone(),
+            transport: config.raft.transport.clone(),
             keys: trusted.clone(),
             max_batch_records: tollgate_region::RECORDS_PER_COMMAND_MAX as u32,
             subscriber: format!("region node {}", config.name),

@@ -20,6 +20,7 @@ use tollgate_raft::{Node, StateView};
 use tollgate_region::RegionLogic;
 use tollgate_server::shutdown::stopped;
 use tollgate_server::{telemetry, NodeError};
+use tollgate_tls::{ClientAuth, Transport};
 
 /// Largest check or usage request message (`check.proto`, `usage.proto`):
 /// a bigger one is refused with RESOURCE_EXHAUSTED before it is decoded.
@@ -55,6 +56,14 @@ impl RegionNode {
                 context: "grpc listener".into(),
                 source,
             })?;
+        let transport = config.raft.transport.clone();
+        let tls_error = |e: tollgate_tls::TlsError| NodeError::Other(e.to_string());
+        // Anyone may connect to the check and operations ports (the next
+        // layer authorizes callers); a client certificate, if presented,
+        // must be one of ours.
+        let check_tls = transport
+            .server("check", ClientAuth::optional(), false)
+            .map_err(tls_error)?;
         let node = Arc::new(Node::start(config.raft.clone(), RegionLogic, listeners.raft).await?);
         let view = node.view();
         let (stop, stop_rx) = watch::channel(false);
@@ -66,6 +75,13 @@ impl RegionNode {
         );
         let applied_rx = views.applied();
         let mut tasks = Vec::new();
+        if let Transport::Tls(tls) = &transport {
+            tasks.push(tls.spawn_reloader(
+                config.tls_reload_interval,
+                stop_rx.clone(),
+                tollgate_server::clock::now_secs,
+            ));
+        }
         let mut metrics = node.raft().metrics();
         let refresher = views.clone();
         let watcher_stop = stop_rx.clone();
@@ -144,8 +160,17 @@ impl RegionNode {
                 })?;
                 let app = crate::ops::router(ops.clone());
                 let http_stop = stopped(stop_rx.clone());
+                let incoming = tollgate_tls::listen(
+                    listener,
+                    &transport,
+                    ClientAuth::optional(),
+                    "ops",
+                    true,
+                    stop_rx.clone(),
+                )
+                .map_err(tls_error)?;
                 tasks.push(tokio::spawn(async move {
-                    if let Err(error) = axum::serve(listener, app)
+                    if let Err(error) = axum::serve(incoming, app)
                         .with_graceful_shutdown(http_stop)
                         .await
                     {
@@ -208,6 +233,7 @@ impl RegionNode {
         tasks.push(tollgate_server::grpc::serve_on_threads(
             router,
             listeners.grpc,
+            check_tls,
             config.check_threads,
             stop_rx.clone(),
             "the check service",
@@ -225,6 +251,7 @@ impl RegionNode {
             crate::quota_agent::QuotaAgentConfig {
                 region: config.region.clone(),
                 origin: config.origin_feed.clone(),
+                transport: config.raft.transport.clone(),
                 lease_interval: config.quota_lease_interval,
                 sync_interval: config.quota_sync_interval,
                 slice_units_max: config.slice_units_max,

@@ -53,6 +53,8 @@ pub struct RegionStatus {
     /// Accounts whose views this node holds in memory for checks (known
     /// and unknown ids; at most `account_views_cached_max`).
     pub account_views_cached: usize,
+    /// TLS on this node's ports and links, or `insecure_plaintext`.
+    pub tls: tollgate_tls::TlsStatus,
     pub ready: bool,
     /// Why the node is not ready (empty when ready).
     pub not_ready: Vec<String>,
@@ -137,6 +139,10 @@ impl OpsState {
             last_origin_contact,
             staleness_seconds,
             geo: self.geo.as_ref().map(|g| g.health()),
+            tls: self
+                .node
+                .transport()
+                .status(tollgate_server::clock::now_secs()),
             sync: SyncCounts {
                 refused: self.stats.refused.load(Ordering::Relaxed),
                 snapshots_installed: self.stats.snapshots_installed.load(Ordering::Relaxed),

@@ -19,12 +19,16 @@ use tollgate_region::usage::{CounterState, Wanted, COUNTER_PREFIX, WANTED_PREFIX
 use tollgate_region::{Counter, RegionCommand, RegionLogic};
 use tollgate_server::clock::now;
 use tollgate_server::served::scan_all;
+use tollgate_tls::{Allow, Expect};
 
 /// How the agent paces itself.
 #[derive(Debug, Clone)]
 pub struct QuotaAgentConfig {
     /// The region's name at the origin.
     pub region: String,
+    /// How the link to the origin is carried (the origin must prove it is
+    /// an origin node).
+    pub transport: tollgate_tls::Transport,
     /// The origin's quota service (its changefeed endpoint).
     pub origin: String,
     /// How often wanted counters are looked at.
@@ -72,12 +76,17 @@ pub(crate) async fn run(
             was_leader = true;
         }
         if client.is_none() {
-            match tonic::transport::Endpoint::from_shared(config.origin.clone()) {
+            match config.transport.endpoint(&config.origin) {
                 Ok(endpoint) => {
                     let endpoint = endpoint
                         .connect_timeout(Duration::from_secs(2))
                         .timeout(Duration::from_secs(5));
-                    client = Some(QuotaClient::new(endpoint.connect_lazy()));
+                    let channel = config.transport.lazy_channel(
+                        &endpoint,
+                        Expect::Peers(vec![Allow::OriginNodes]),
+                        "quota",
+                    );
+                    client = Some(QuotaClient::new(channel));
                 }
                 Err(error) => {
                     tracing::error!(%error, origin = %config.origin, "The origin's address is invalid.");

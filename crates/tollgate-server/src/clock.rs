@@ -13,3 +13,9 @@ pub fn now() -> UnixSeconds {
             .unwrap_or(0),
     )
 }
+
+/// [`now`] as plain seconds, for code below the model (TLS certificate
+/// expiry and reloads).
+pub fn now_secs() -> i64 {
+    now().0
+}

@@ -5,8 +5,11 @@
 //! and a `tollgate-error-code` trailer on every error status, whoever
 //! produced it (a service, or tonic refusing an oversized message).
 
+use std::sync::Arc;
+
 use http::{HeaderName, HeaderValue};
 pub use tollgate_proto::code_name;
+pub use tollgate_tls::ServerTls;
 use tonic::transport::server::{Router, Server};
 use tonic::{Code, Status};
 use tonic_health::server::HealthReporter;
@@ -212,13 +215,23 @@ const HANDOFF_CONNECTIONS_MAX: usize = 64;
 /// runtime, deals connections to the threads in turn, so a few busy
 /// connections cannot all land on one thread. The returned task ends when
 /// every thread has.
+///
+/// With `tls`, each thread runs the handshakes of its own connections, so
+/// a connection's TLS state never changes threads either.
 pub fn serve_on_threads(
     router: GrpcRouter,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerTls>>,
     threads: usize,
     stop: tokio::sync::watch::Receiver<bool>,
     what: &'static str,
 ) -> Result<tokio::task::JoinHandle<()>, crate::NodeError> {
+    let local = listener
+        .local_addr()
+        .map_err(|source| crate::NodeError::Io {
+            context: format!("{what}: the listener's address"),
+            source,
+        })?;
     let io = |context: &str| {
         let context = format!("{what}: {context}");
         move |source| crate::NodeError::Io { context, source }
@@ -231,6 +244,7 @@ pub fn serve_on_threads(
         handoffs.push(handoff);
         let router = router.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -240,10 +254,17 @@ pub fn serve_on_threads(
             .spawn(move || {
                 runtime.block_on(async move {
                     // Registered with this thread's reactor as they arrive.
-                    let incoming = tokio_stream::StreamExt::map(
+                    let tcp = tokio_stream::StreamExt::filter_map(
                         tokio_stream::wrappers::ReceiverStream::new(accepted),
-                        tokio::net::TcpStream::from_std,
+                        move |stream| match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => Some(stream),
+                            Err(error) => {
+                                tracing::warn!(%error, server = what, "A connection could not be registered.");
+                                None
+                            }
+                        },
                     );
+                    let incoming = tollgate_tls::server::incoming(tcp, tls, Ok(local));
                     if let Err(error) = router
                         .serve_with_incoming_shutdown(incoming, crate::shutdown::stopped(stop))
                         .await
@@ -307,17 +328,19 @@ pub fn serve_on_threads(
 /// How long the acceptor pauses after a failed `accept`.
 const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Serves `router` on `listener` (TCP_NODELAY on every connection) until
-/// `stop`; a failure is logged as `what` failing.
+/// Serves `router` on `listener` (TCP_NODELAY on every connection, TLS
+/// with `tls`) until `stop`; a failure is logged as `what` failing.
 pub fn serve(
     router: GrpcRouter,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerTls>>,
     stop: tokio::sync::watch::Receiver<bool>,
     what: &'static str,
 ) -> tokio::task::JoinHandle<()> {
+    let local = listener.local_addr();
+    let tcp = tollgate_tls::server::accept_tcp(listener, stop.clone(), what);
+    let incoming = tollgate_tls::server::incoming(tcp, tls, local);
     tokio::spawn(async move {
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         if let Err(error) = router
             .serve_with_incoming_shutdown(incoming, crate::shutdown::stopped(stop))
             .await

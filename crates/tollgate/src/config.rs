@@ -59,6 +59,36 @@ pub struct NodeFile {
     /// Region nodes: how checks are answered.
     #[serde(default)]
     pub checks: Checks,
+    /// TLS on every port and link (required: either the files, or
+    /// `insecure_plaintext = true` on purpose).
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+}
+
+/// `[tls]`: the node's certificate, its key and the CA bundle peers'
+/// certificates must chain to; PEM files, reloaded when replaced.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// CA certificates (PEM) every peer's certificate must chain to.
+    pub ca: Option<PathBuf>,
+    /// This node's certificate chain (PEM, its own first), naming it as
+    /// `spiffe://<trust-domain>/origin/node/<id>` or
+    /// `spiffe://<trust-domain>/region/<region>/node/<id>`.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// How often the three files are checked for a replacement.
+    #[serde(default = "default_tls_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+    /// Serve and call without TLS. Only for a lab: anyone on the network
+    /// can read admin keys and entitlements, and impersonate a node.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+}
+
+fn default_tls_reload_interval_ms() -> u64 {
+    5_000
 }
 
 /// Region nodes: how checks are answered.
@@ -299,6 +329,9 @@ impl Default for Storage {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Webhooks {
+    /// A CA bundle (PEM) trusted for https:// receivers besides the
+    /// operating system's store.
+    pub ca: Option<PathBuf>,
     pub poll_interval_ms: u64,
     pub request_timeout_ms: u64,
     pub attempts_max: u32,
@@ -309,6 +342,7 @@ pub struct Webhooks {
 impl Default for Webhooks {
     fn default() -> Self {
         Webhooks {
+            ca: None,
             poll_interval_ms: 1_000,
             request_timeout_ms: 10_000,
             attempts_max: 8,
@@ -323,7 +357,7 @@ const CONFIG_FILE_LEN_MAX: u64 = 1024 * 1024;
 
 /// The config file's sections: `TOLLGATE_<SECTION>_<KEY>` overrides
 /// `<key>` in `[<section>]`.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "listen",
     "advertise",
     "cluster",
@@ -337,6 +371,7 @@ const SECTIONS: [&str; 13] = [
     "geo",
     "licenses",
     "checks",
+    "tls",
 ];
 /// Top-level keys: `TOLLGATE_<KEY>` overrides them.
 const TOP_LEVEL_KEYS: [&str; 6] = [
@@ -509,6 +544,53 @@ impl NodeFile {
         Ok(file)
     }
 
+    /// Who this node's certificate must say it is.
+    pub fn subject(&self) -> tollgate_tls::Subject {
+        match self.role {
+            Role::Origin => tollgate_tls::Subject::OriginNode(self.node_id),
+            Role::Region => tollgate_tls::Subject::RegionNode {
+                region: self.region.clone().unwrap_or_else(|| "region".into()),
+                node: self.node_id,
+            },
+        }
+    }
+
+    /// How this node's ports and links are carried: its TLS files, read and
+    /// checked now (a file that does not load, a certificate naming another
+    /// node, an expired one: an error naming the file), or plaintext when
+    /// `tls.insecure_plaintext` says so.
+    pub fn transport(&self, now: i64) -> anyhow::Result<tollgate_tls::Transport> {
+        let tls = self
+            .tls
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("tls: required"))?;
+        if tls.insecure_plaintext {
+            return Ok(tollgate_tls::Transport::Plaintext);
+        }
+        let (Some(ca), Some(cert), Some(key)) = (&tls.ca, &tls.cert, &tls.key) else {
+            anyhow::bail!("tls: ca, cert and key are all required");
+        };
+        let files = tollgate_tls::TlsFiles {
+            ca: ca.clone(),
+            cert: Some(cert.clone()),
+            key: Some(key.clone()),
+        };
+        Ok(tollgate_tls::Transport::Tls(tollgate_tls::Tls::load(
+            files,
+            Some(self.subject()),
+            now,
+        )?))
+    }
+
+    /// How often TLS files are checked for a replacement.
+    pub fn tls_reload_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.tls
+                .as_ref()
+                .map_or(default_tls_reload_interval_ms(), |t| t.reload_interval_ms),
+        )
+    }
+
     /// Checks the whole file; the error names the key.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.node_id != 0, "node_id: must not be 0");
@@ -540,10 +622,19 @@ impl NodeFile {
                     .origin
                     .as_ref()
                     .ok_or_else(|| anyhow::anyhow!("origin: required for a region node"))?;
-                anyhow::ensure!(
-                    origin.feed.starts_with("http://") || origin.feed.starts_with("https://"),
-                    "origin.feed: must be an http:// or https:// URL"
-                );
+                let insecure = self.tls.as_ref().is_some_and(|t| t.insecure_plaintext);
+                if insecure {
+                    anyhow::ensure!(
+                        origin.feed.starts_with("http://"),
+                        "origin.feed: must be an http:// URL when tls.insecure_plaintext is set"
+                    );
+                } else {
+                    anyhow::ensure!(
+                        origin.feed.starts_with("https://"),
+                        "origin.feed: must be an https:// URL (TLS is on; the origin must \
+                         prove it is an origin node of the trust domain)"
+                    );
+                }
                 within(
                     "origin.idle_timeout_ms",
                     origin.idle_timeout_ms,
@@ -599,6 +690,35 @@ impl NodeFile {
                         "licenses.issuer_token_sha256: expected 64 lower-case hex digits (the sha256sum of the token)"
                     );
                 }
+            }
+        }
+        match &self.tls {
+            None => anyhow::bail!(
+                "tls: required: set tls.ca, tls.cert and tls.key (see `tollgate ctl certs`), \
+                 or tls.insecure_plaintext = true to run without TLS (not for production)"
+            ),
+            Some(tls) if tls.insecure_plaintext => anyhow::ensure!(
+                tls.ca.is_none() && tls.cert.is_none() && tls.key.is_none(),
+                "tls.insecure_plaintext: set, but so are TLS files; choose one"
+            ),
+            Some(tls) => {
+                anyhow::ensure!(
+                    tls.ca.is_some(),
+                    "tls.ca: required (or tls.insecure_plaintext)"
+                );
+                anyhow::ensure!(
+                    tls.cert.is_some(),
+                    "tls.cert: required (or tls.insecure_plaintext)"
+                );
+                anyhow::ensure!(
+                    tls.key.is_some(),
+                    "tls.key: required (or tls.insecure_plaintext)"
+                );
+                within(
+                    "tls.reload_interval_ms",
+                    tls.reload_interval_ms,
+                    100..=3_600_000,
+                )?;
             }
         }
         let raft = &self.raft;
@@ -772,6 +892,7 @@ mod origin_link_tests {
     use super::*;
 
     const REGION: &str = "role = \"region\"\nnode_id = 1\ndata_dir = \"/d\"\n\
+        [tls]\ninsecure_plaintext = true\n\
         [listen]\nraft = \"127.0.0.1:1\"\ngrpc = \"127.0.0.1:2\"\n\
         [origin]\nfeed = \"http://origin:7200\"\npublic_keys_path = \"/k.json\"\n";
 

@@ -3,6 +3,11 @@
 //! (eu, us) that follow it and answer checks with a demo geography, each
 //! with a license key the origin certified. It prints its endpoints and
 //! writes them to `<data-dir>/endpoints.json`. Ctrl-C stops it cleanly.
+//!
+//! Every port speaks TLS, as in production: a throwaway CA in
+//! `<data-dir>/tls/` issues each node its certificate (and an operator
+//! certificate for `tollgate ctl cluster`), and the printed commands carry
+//! `--ca`. `--insecure-plaintext` runs without TLS, on purpose only.
 
 use crate::exit;
 use anyhow::Context;
@@ -28,6 +33,115 @@ pub struct DevArgs {
     /// next ones (0: any free ports).
     #[arg(long, default_value_t = 7300)]
     check_port: u16,
+    /// Serve without TLS (every port in clear, no caller checked). For
+    /// tools that cannot speak TLS; never for anything real.
+    #[arg(long)]
+    insecure_plaintext: bool,
+}
+
+/// The trust domain of `tollgate dev`'s throwaway CA.
+const DEV_TRUST_DOMAIN: &str = "tollgate.dev";
+/// How long `tollgate dev`'s certificates are valid; one expiring within a
+/// day is issued again at start.
+const DEV_CERT_DAYS: i64 = 30;
+
+/// `tollgate dev`'s certificates: a CA kept in `<data-dir>/tls/` and one
+/// certificate per node, valid for `localhost` and `127.0.0.1`.
+struct DevPki {
+    dir: PathBuf,
+    ca: tollgate_tls::ca::Pem,
+}
+
+impl DevPki {
+    /// The CA in `<root>/tls`, made on first use.
+    fn open(root: &std::path::Path, now: i64) -> anyhow::Result<DevPki> {
+        let dir = root.join("tls");
+        let ca = match tollgate_tls::ca::read_ca(&dir, "ca") {
+            Ok(ca) => ca,
+            Err(_) => {
+                let ca = tollgate_tls::ca::create_ca(
+                    DEV_TRUST_DOMAIN,
+                    now - 3600,
+                    now + 10 * 365 * 86_400,
+                )?;
+                tollgate_tls::ca::write(&dir, "ca", &ca)?;
+                ca
+            }
+        };
+        Ok(DevPki { dir, ca })
+    }
+
+    fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// `subject`'s certificate files, issued unless a valid one (for more
+    /// than a day) is already there.
+    fn files(
+        &self,
+        name: &str,
+        subject: tollgate_tls::Subject,
+        now: i64,
+    ) -> anyhow::Result<tollgate_tls::TlsFiles> {
+        let cert = self.dir.join(format!("{name}.pem"));
+        let key = self.dir.join(format!("{name}.key"));
+        let files = tollgate_tls::TlsFiles {
+            ca: self.ca_path(),
+            cert: Some(cert),
+            key: Some(key),
+        };
+        let expect = match subject {
+            tollgate_tls::Subject::Operator(_) | tollgate_tls::Subject::App(_) => None,
+            ref node => Some(node.clone()),
+        };
+        let current = tollgate_tls::Tls::load(files.clone(), expect, now)
+            .ok()
+            .and_then(|tls| tls.expires_in(now).0);
+        if current.is_some_and(|left| left > 86_400) {
+            return Ok(files);
+        }
+        let identity = tollgate_tls::Identity::new(DEV_TRUST_DOMAIN, subject)?;
+        let pem = tollgate_tls::ca::issue(
+            &self.ca,
+            &tollgate_tls::ca::Request {
+                identity,
+                dns: vec!["localhost".into()],
+                ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+                not_before: now - 3600,
+                not_after: now + DEV_CERT_DAYS * 86_400,
+            },
+        )?;
+        tollgate_tls::ca::write(&self.dir, name, &pem)?;
+        Ok(files)
+    }
+
+    /// A node's transport: its certificate, loaded and checked.
+    fn transport(
+        &self,
+        name: &str,
+        subject: tollgate_tls::Subject,
+        now: i64,
+    ) -> anyhow::Result<tollgate_tls::Transport> {
+        let files = self.files(name, subject.clone(), now)?;
+        Ok(tollgate_tls::Transport::Tls(tollgate_tls::Tls::load(
+            files,
+            Some(subject),
+            now,
+        )?))
+    }
+}
+
+/// The transport for node `name` (`subject`): TLS from the dev CA, or
+/// plaintext with `--insecure-plaintext`.
+fn node_transport(
+    pki: Option<&DevPki>,
+    name: &str,
+    subject: tollgate_tls::Subject,
+) -> anyhow::Result<tollgate_tls::Transport> {
+    match pki {
+        Some(pki) => pki.transport(name, subject, tollgate_server::clock::now_secs()),
+        None => Ok(tollgate_tls::Transport::Plaintext),
+    }
 }
 
 pub fn run(args: DevArgs) -> u8 {
@@ -66,11 +180,13 @@ const REGIONS: [&str; 2] = ["eu", "us"];
 async fn start_region(
     origin: &OriginNode,
     root: &std::path::Path,
+    pki: Option<&DevPki>,
     name: &str,
     first_port: u16,
     geo: Arc<tollgate_geo::GeoDatabases>,
     issuer_token: &str,
 ) -> anyhow::Result<Vec<RegionNode>> {
+    let scheme = if pki.is_some() { "https" } else { "http" };
     let region_key = tollgate_signing::KeyRing::load_or_create(
         &root.join(format!("region-{name}-license-key.json")),
         UnixSeconds(0),
@@ -102,9 +218,17 @@ async fn start_region(
         let mut config = RegionConfig::new(
             id,
             root.join(format!("region-{name}-{id}")),
-            format!("http://{}", origin.feed_addr()),
+            format!("{scheme}://{}", origin.feed_addr()),
             origin.public_keys(),
         );
+        config.raft.transport = node_transport(
+            pki,
+            &format!("region-{name}-node-{id}"),
+            tollgate_tls::Subject::RegionNode {
+                region: name.into(),
+                node: id,
+            },
+        )?;
         config.name = format!("{name}-{id}");
         config.region = name.into();
         config.license_issuer = Some(license_issuer.clone());
@@ -150,8 +274,23 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .to_path_buf()
     });
 
+    let pki = if args.insecure_plaintext {
+        tracing::warn!(
+            "--insecure-plaintext: every port serves without TLS and without checking callers."
+        );
+        None
+    } else {
+        Some(DevPki::open(&root, tollgate_server::clock::now_secs())?)
+    };
+    let scheme = if pki.is_some() { "https" } else { "http" };
+    let mut origin_config = OriginConfig::new(1, root.join("origin"));
+    origin_config.raft.transport = node_transport(
+        pki.as_ref(),
+        "origin-node-1",
+        tollgate_tls::Subject::OriginNode(1),
+    )?;
     let origin = OriginNode::start(
-        OriginConfig::new(1, root.join("origin")),
+        origin_config,
         OriginListeners {
             raft: bind(0, "origin raft").await?,
             http: bind(args.http_port, "origin http").await?,
@@ -218,8 +357,16 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             0 => 0,
             port => port + (index as u16) * 10,
         };
-        let nodes =
-            start_region(&origin, &root, name, first_port, geo.clone(), &issuer_token).await?;
+        let nodes = start_region(
+            &origin,
+            &root,
+            pki.as_ref(),
+            name,
+            first_port,
+            geo.clone(),
+            &issuer_token,
+        )
+        .await?;
         regions.push((*name, nodes));
     }
     let head = origin.head_revision();
@@ -236,21 +383,62 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let http = format!("http://{}", origin.http_addr());
+    let http = format!("{scheme}://{}", origin.http_addr());
     let me = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "tollgate".into());
-    let eu = format!("http://{}", regions[0].1[0].grpc_addr());
-    let us = format!("http://{}", regions[1].1[0].grpc_addr());
-    let try_commands = vec![
-        format!("{me} ctl check --endpoint {eu} --account acme --subject alice --feature export --ip 192.0.2.10"),
-        format!("{me} ctl check --endpoint {us} --account acme --subject alice --feature export --ip 198.51.100.10"),
-        format!("{me} ctl --origin {http} --api-key {token} license issue --account acme --audience studio"),
+    let eu = format!("{scheme}://{}", regions[0].1[0].grpc_addr());
+    let us = format!("{scheme}://{}", regions[1].1[0].grpc_addr());
+    // With TLS, every command names the dev CA; cluster admin on a Raft
+    // port also wants the operator certificate.
+    let (ca_flag, operator_flags, ca_path) = match &pki {
+        Some(pki) => {
+            let operator = pki.files(
+                "operator-dev",
+                tollgate_tls::Subject::Operator("dev".into()),
+                tollgate_server::clock::now_secs(),
+            )?;
+            let ca = pki.ca_path();
+            (
+                format!(" --ca {}", ca.display()),
+                format!(
+                    " --cert {} --key {}",
+                    operator.cert.unwrap_or_default().display(),
+                    operator.key.unwrap_or_default().display()
+                ),
+                Some(ca),
+            )
+        }
+        None => (String::new(), String::new(), None),
+    };
+    let mut try_commands = vec![
+        format!("{me} ctl{ca_flag} check --endpoint {eu} --account acme --subject alice --feature export --ip 192.0.2.10"),
+        format!("{me} ctl{ca_flag} check --endpoint {us} --account acme --subject alice --feature export --ip 198.51.100.10"),
+        format!("{me} ctl{ca_flag} --origin {http} --api-key {token} license issue --account acme --audience studio"),
+        format!(
+            "{me} ctl{ca_flag}{operator_flags} cluster status --endpoint {scheme}://{}",
+            regions[0].1[0].raft().addr()
+        ),
     ];
+    if let Some(ca) = &ca_path {
+        try_commands.push(format!(
+            "curl --cacert {} {http}/.well-known/tollgate-keys.json",
+            ca.display()
+        ));
+        try_commands.push(format!(
+            "grpcurl -cacert {} {} list",
+            ca.display(),
+            regions[0].1[0].grpc_addr()
+        ));
+    }
     let endpoints = serde_json::json!({
+        "tls": {
+            "ca": ca_path,
+            "insecure_plaintext": pki.is_none(),
+        },
         "origin": {
             "rest": http,
-            "feed": format!("http://{}", origin.feed_addr()),
+            "feed": format!("{scheme}://{}", origin.feed_addr()),
             "metrics": format!("{http}/metrics"),
             "admin_api_key": token,
             "admin_api_key_file": token_path,
@@ -260,10 +448,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             "name": name,
             "license_issuer_token": issuer_token,
             "nodes": nodes.iter().map(|n| {
-                let status = n.http_addr().map(|a| format!("http://{a}")).unwrap_or_default();
+                let status = n.http_addr().map(|a| format!("{scheme}://{a}")).unwrap_or_default();
                 serde_json::json!({
                     "name": n.name(),
-                    "check": format!("http://{}", n.grpc_addr()),
+                    "check": format!("{scheme}://{}", n.grpc_addr()),
+                    "raft": format!("{scheme}://{}", n.raft().addr()),
                     "status": format!("{status}/v1/status"),
                     "metrics": format!("{status}/metrics"),
                 })
@@ -287,15 +476,22 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "  admin API key   {token}   (also in {})",
         token_path.display()
     );
-    println!("  origin feed     http://{}", origin.feed_addr());
+    println!("  origin feed     {scheme}://{}", origin.feed_addr());
     for (name, nodes) in &regions {
         for n in nodes {
             println!(
-                "  region {name:<8} check http://{}   status http://{}/v1/status",
+                "  region {name:<8} check {scheme}://{}   status {scheme}://{}/v1/status",
                 n.grpc_addr(),
                 n.http_addr().map(|a| a.to_string()).unwrap_or_default()
             );
         }
+    }
+    match &ca_path {
+        Some(ca) => println!(
+            "  TLS CA          {}   (every port speaks TLS; give clients this CA)",
+            ca.display()
+        ),
+        None => println!("  TLS             OFF (--insecure-plaintext): every port is in clear"),
     }
     println!("  license issuer  region token {issuer_token} (license/v1 IssueLicense on a region's check port)");
     println!(

@@ -29,8 +29,30 @@ pub fn run(args: ServeArgs) -> u8 {
         }
     };
     if args.check {
-        println!("{}: valid", args.config.display());
-        return exit::OK;
+        // Load the TLS files as `serve` would: a config whose certificate
+        // does not load is not valid.
+        return match file.transport(tollgate_server::clock::now_secs()) {
+            Ok(tollgate_tls::Transport::Plaintext) => {
+                eprintln!("{PLAINTEXT_WARNING}");
+                println!(
+                    "{}: valid (WARNING: tls.insecure_plaintext)",
+                    args.config.display()
+                );
+                exit::OK
+            }
+            Ok(transport) => {
+                let identity = transport
+                    .identity()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default();
+                println!("{}: valid (TLS as {identity})", args.config.display());
+                exit::OK
+            }
+            Err(error) => {
+                eprintln!("error: {}: {error:#}", args.config.display());
+                exit::INVALID_INPUT
+            }
+        };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,6 +75,27 @@ pub fn run(args: ServeArgs) -> u8 {
             exit::FAILURE
         }
     }
+}
+
+/// What a node running without TLS says at start (and `serve --check`).
+const PLAINTEXT_WARNING: &str = "WARNING: tls.insecure_plaintext is set: every port serves \
+     without TLS and without checking who calls; admin API keys, entitlements and Raft \
+     traffic cross the network in clear. Not for production.";
+
+/// The node's transport from `[tls]`, with the warning a plaintext node
+/// gives at start.
+fn transport(file: &NodeFile) -> anyhow::Result<tollgate_tls::Transport> {
+    let transport = file
+        .transport(tollgate_server::clock::now_secs())
+        .context("tls")?;
+    match &transport {
+        tollgate_tls::Transport::Plaintext => tracing::warn!("{PLAINTEXT_WARNING}"),
+        tollgate_tls::Transport::Tls(tls) => tracing::info!(
+            identity = %tls.identity().map(|i| i.to_string()).unwrap_or_default(),
+            "TLS on every port and link."
+        ),
+    }
+    Ok(transport)
 }
 
 async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
@@ -85,6 +128,9 @@ async fn shutdown_signal() {
 
 async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
     let mut config = OriginConfig::new(file.node_id, &file.data_dir);
+    config.raft.transport = transport(&file)?;
+    config.tls_reload_interval = file.tls_reload_interval();
+    let scheme = config.raft.transport.scheme();
     config.raft.advertise_addr = file.advertise.raft.clone();
     file.raft.apply(&mut config.raft);
     config.raft.storage.cache_capacity_bytes = file.storage.cache_capacity_bytes;
@@ -101,6 +147,7 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
         attempts_max: w.attempts_max,
         backoff_initial: Duration::from_millis(w.backoff_initial_ms),
         backoff_max: Duration::from_millis(w.backoff_max_ms),
+        ca: w.ca.clone(),
     };
     config
         .raft
@@ -119,7 +166,7 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
         .await
         .context("starting the origin node")?;
     println!(
-        "tollgate origin node {}: http=http://{} feed=http://{} raft={}",
+        "tollgate origin node {}: http={scheme}://{} feed={scheme}://{} raft={}",
         file.node_id,
         origin.http_addr(),
         origin.feed_addr(),
@@ -226,6 +273,9 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
     let keys: tollgate_signing::PublicKeySet = serde_json::from_str(&keys_text)
         .context("origin.public_keys_path: not a public key set")?;
     let mut config = RegionConfig::new(file.node_id, &file.data_dir, origin.feed.clone(), keys);
+    config.raft.transport = transport(&file)?;
+    config.tls_reload_interval = file.tls_reload_interval();
+    let scheme = config.raft.transport.scheme();
     config.raft.advertise_addr = file.advertise.raft.clone();
     file.raft.apply(&mut config.raft);
     config.raft.storage.cache_capacity_bytes = file.storage.cache_capacity_bytes;
@@ -293,13 +343,13 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
         .await
         .context("starting the region node")?;
     println!(
-        "tollgate region node {}: grpc=http://{} raft={}{}",
+        "tollgate region node {}: grpc={scheme}://{} raft={}{}",
         file.node_id,
         region.grpc_addr(),
         region.raft().addr(),
         region
             .http_addr()
-            .map(|a| format!(" status=http://{a}/v1/status"))
+            .map(|a| format!(" status={scheme}://{a}/v1/status"))
             .unwrap_or_default()
     );
     if file.cluster.bootstrap {

@@ -28,6 +28,9 @@ fn tollgate() -> Command {
         "TOLLGATE_API_KEY",
         "TOLLGATE_CHECK_ENDPOINT",
         "TOLLGATE_LOG",
+        "TOLLGATE_CA",
+        "TOLLGATE_CERT",
+        "TOLLGATE_KEY",
     ] {
         command.env_remove(var);
     }
@@ -114,7 +117,9 @@ fn expect_refusals(rows: &[Refusal]) {
     );
 }
 
-/// An origin seeded with the demo data, and optionally region nodes.
+/// An origin seeded with the demo data, and optionally region nodes, every
+/// port over TLS from a CA of its own; `ctl` runs with `--ca` and an
+/// operator's certificate, as an operator would.
 struct Deployment {
     runtime: tokio::runtime::Runtime,
     dir: tempfile::TempDir,
@@ -123,14 +128,68 @@ struct Deployment {
     token_path: PathBuf,
 }
 
+/// The deployment's trust domain.
+const TRUST_DOMAIN: &str = "cli.tollgate";
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The certificate files of `subject` under `dir/tls` (the CA made on
+/// first use), for 127.0.0.1.
+fn tls_files(dir: &std::path::Path, subject: tollgate_tls::Subject) -> tollgate_tls::TlsFiles {
+    use tollgate_tls::ca;
+    let tls = dir.join("tls");
+    let now = now_secs();
+    let ca_pem = ca::read_ca(&tls, "ca").unwrap_or_else(|_| {
+        let pem = ca::create_ca(TRUST_DOMAIN, now - 3600, now + 86_400).unwrap();
+        ca::write(&tls, "ca", &pem).unwrap();
+        pem
+    });
+    let name = tollgate_tls::Identity::new(TRUST_DOMAIN, subject.clone())
+        .unwrap()
+        .to_string()
+        .replace(['/', ':', '.'], "_");
+    let pem = ca::issue(
+        &ca_pem,
+        &ca::Request {
+            identity: tollgate_tls::Identity::new(TRUST_DOMAIN, subject).unwrap(),
+            dns: vec!["localhost".into()],
+            ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+            not_before: now - 3600,
+            not_after: now + 86_400,
+        },
+    )
+    .unwrap();
+    let (cert, key) = ca::write(&tls, &name, &pem).unwrap();
+    tollgate_tls::TlsFiles {
+        ca: tls.join("ca.pem"),
+        cert: Some(cert),
+        key: Some(key),
+    }
+}
+
+/// A node's transport: mutual TLS as `subject`.
+fn node_tls(dir: &std::path::Path, subject: tollgate_tls::Subject) -> tollgate_tls::Transport {
+    let files = tls_files(dir, subject.clone());
+    tollgate_tls::Transport::Tls(tollgate_tls::Tls::load(files, Some(subject), now_secs()).unwrap())
+}
+
 impl Deployment {
     fn start() -> Deployment {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let token_path = dir.path().join("admin.token");
+        let mut origin_config = OriginConfig::new(1, dir.path().join("origin"));
+        origin_config.raft.transport = node_tls(dir.path(), tollgate_tls::Subject::OriginNode(1));
+        // The operator's certificate, for `ctl`.
+        tls_files(dir.path(), tollgate_tls::Subject::Operator("cli".into()));
         let origin = runtime.block_on(async {
             let origin = OriginNode::start(
-                OriginConfig::new(1, dir.path().join("origin")),
+                origin_config,
                 OriginListeners {
                     raft: loopback().await,
                     http: loopback().await,
@@ -184,7 +243,39 @@ impl Deployment {
     }
 
     fn origin_url(&self) -> String {
-        format!("http://{}", self.origin().http_addr())
+        format!("https://{}", self.origin().http_addr())
+    }
+
+    /// The CA bundle the deployment's certificates chain to.
+    fn ca(&self) -> String {
+        self.dir.path().join("tls/ca.pem").display().to_string()
+    }
+
+    /// The operator certificate and key `ctl` presents.
+    fn operator(&self) -> (String, String) {
+        let base = self
+            .dir
+            .path()
+            .join("tls/spiffe___cli_tollgate_operator_cli");
+        (
+            format!("{}.pem", base.display()),
+            format!("{}.key", base.display()),
+        )
+    }
+
+    /// An HTTP client trusting the deployment's CA.
+    fn http_client(&self) -> reqwest::Client {
+        let transport = tollgate_tls::Transport::Tls(
+            tollgate_tls::Tls::client(Some(self.ca().into()), None, None, now_secs()).unwrap(),
+        );
+        let config = transport
+            .client_config(&tollgate_tls::Expect::HostName, tollgate_tls::Alpn::Http1)
+            .unwrap()
+            .unwrap();
+        reqwest::Client::builder()
+            .use_preconfigured_tls((*config).clone())
+            .build()
+            .unwrap()
     }
 
     /// Starts region node `id`; the first one initialises the region's
@@ -194,8 +285,15 @@ impl Deployment {
         let mut config = RegionConfig::new(
             id,
             self.dir.path().join(format!("region-{id}")),
-            format!("http://{}", origin.feed_addr()),
+            format!("https://{}", origin.feed_addr()),
             origin.public_keys(),
+        );
+        config.raft.transport = node_tls(
+            self.dir.path(),
+            tollgate_tls::Subject::RegionNode {
+                region: "eu".into(),
+                node: id,
+            },
         );
         config.name = format!("eu-{id}");
         config.region = "eu".into();
@@ -247,11 +345,11 @@ impl Deployment {
     }
 
     fn grpc(&self) -> String {
-        format!("http://{}", self.region[0].grpc_addr())
+        format!("https://{}", self.region[0].grpc_addr())
     }
 
     fn region_http(&self) -> String {
-        format!("http://{}", self.region[0].http_addr().unwrap())
+        format!("https://{}", self.region[0].http_addr().unwrap())
     }
 
     /// `tollgate ctl <args> --origin <origin> --api-key-file <admin token>`.
@@ -269,6 +367,9 @@ impl Deployment {
         full.extend(["--origin".to_string(), self.origin_url()]);
         full.push("--api-key-file".to_string());
         full.push(self.token_path.to_str().unwrap().to_string());
+        let (cert, key) = self.operator();
+        full.extend(["--ca".to_string(), self.ca()]);
+        full.extend(["--cert".to_string(), cert, "--key".to_string(), key]);
         full
     }
 
@@ -282,8 +383,9 @@ impl Deployment {
     fn origin_get(&self, path: &str) -> (u16, serde_json::Value) {
         let token = std::fs::read_to_string(&self.token_path).unwrap();
         let url = format!("{}{path}", self.origin_url());
+        let http = self.http_client();
         self.runtime.block_on(async {
-            let r = reqwest::Client::new()
+            let r = http
                 .get(url)
                 .bearer_auth(token.trim())
                 .send()
@@ -297,9 +399,9 @@ impl Deployment {
     fn origin_post(&self, path: &str, body: serde_json::Value) -> u16 {
         let token = std::fs::read_to_string(&self.token_path).unwrap();
         let url = format!("{}{path}", self.origin_url());
+        let http = self.http_client();
         self.runtime.block_on(async {
-            reqwest::Client::new()
-                .post(url)
+            http.post(url)
                 .bearer_auth(token.trim())
                 .json(&body)
                 .send()
@@ -333,7 +435,7 @@ fn dead_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    format!("http://{addr}")
+    format!("https://{addr}")
 }
 
 fn init_tracing() {
@@ -585,7 +687,7 @@ fn status_and_check_explain_a_region() {
             name: "status of a node that is not a URL",
             args: d.admin_args(&["status", "--node", "127.0.0.1:1"]),
             code: 2,
-            stderr: &["http://host:port"],
+            stderr: &["https://host:port"],
         },
         Refusal {
             name: "check with an invalid account id",
@@ -779,6 +881,8 @@ fn accounts_entitlements_orders_access_requests_and_audit() {
                 &origin,
                 "--api-key",
                 "tg_key-0000000000000000.wrong",
+                "--ca",
+                &d.ca(),
             ]),
             code: 5,
             stderr: &["UNAUTHENTICATED", "unknown or wrong API key"],
@@ -893,7 +997,7 @@ fn accounts_entitlements_orders_access_requests_and_audit() {
             "--output",
             "json",
         ])
-        .args(["--origin", &d.origin_url()])
+        .args(["--origin", &d.origin_url(), "--ca", &d.ca()])
         .arg("--api-key-file")
         .arg(&d.token_path)
         .stdout(Stdio::piped())

@@ -1,6 +1,8 @@
 //! `tollgate dev` and `tollgate check`: the README's run command starts a
-//! whole deployment (an origin and two regions), lists it in
-//! endpoints.json, a check against every node is answered, Ctrl-C stops it.
+//! whole deployment (an origin and two regions) with TLS on every port,
+//! lists it in endpoints.json, the commands it prints work as printed, a
+//! check against every node is answered over TLS (and refused in clear),
+//! Ctrl-C stops it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -36,7 +38,39 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
             .unwrap();
     let token = listed["origin"]["admin_api_key"].as_str().unwrap();
     assert!(printed.contains(token), "the admin API key is printed");
-    assert_eq!(listed["try"].as_array().unwrap().len(), 3);
+    let ca = listed["tls"]["ca"]
+        .as_str()
+        .expect("dev runs with TLS")
+        .to_string();
+    assert!(printed.contains(&ca), "the CA path is printed");
+    assert_eq!(listed["tls"]["insecure_plaintext"], false);
+    // Every command dev prints works as printed: ours answer (a check
+    // exits 0 allowed or 10 denied), curl fetches the key set over
+    // verified TLS (where curl is installed; grpcurl rarely is).
+    let commands = listed["try"].as_array().unwrap();
+    assert!(commands.len() >= 5, "{commands:?}");
+    for command in commands {
+        let command = command.as_str().unwrap();
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let program = words[0];
+        if program == "grpcurl"
+            || (program == "curl" && Command::new("curl").arg("--version").output().is_err())
+        {
+            continue;
+        }
+        let out = Command::new(program).args(&words[1..]).output().unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(10)),
+            "{command}: {:?}\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if program == "curl" {
+            let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(!keys["keys"].as_array().unwrap().is_empty(), "{keys}");
+        }
+    }
     let regions = listed["regions"].as_array().unwrap();
     assert_eq!(regions.len(), 2, "two regions");
     let mut endpoints = Vec::new();
@@ -46,13 +80,14 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
         for node in nodes {
             let check = node["check"].as_str().unwrap().to_string();
             assert!(printed.contains(&check), "{check} is printed");
+            assert!(check.starts_with("https://"), "{check}");
             endpoints.push((region["name"].as_str().unwrap().to_string(), check));
         }
     }
     // The operator's client against the demo: a check explained, and the
     // status of every node.
     let ctl_check = tollgate()
-        .args(["ctl", "check", "--endpoint", &endpoints[3].1])
+        .args(["ctl", "--ca", &ca, "check", "--endpoint", &endpoints[3].1])
         .args([
             "--account",
             "acme",
@@ -71,7 +106,7 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
         String::from_utf8_lossy(&ctl_check.stderr)
     );
     let mut status = tollgate();
-    status.args(["ctl", "status", "--output", "json"]);
+    status.args(["ctl", "--ca", &ca, "status", "--output", "json"]);
     for region in regions {
         for node in region["nodes"].as_array().unwrap() {
             let url = node["status"]
@@ -93,6 +128,7 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
 
     for (region, endpoint) in &endpoints {
         let allowed = tollgate()
+            .env("TOLLGATE_CA", &ca)
             .args([
                 "check",
                 "--endpoint",
@@ -126,6 +162,7 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
             .starts_with(&format!("{region}-")));
     }
     let blocked = tollgate()
+        .env("TOLLGATE_CA", &ca)
         .args([
             "check",
             "--endpoint",
@@ -141,6 +178,7 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
     assert_eq!(blocked.status.code(), Some(10));
     assert!(String::from_utf8_lossy(&blocked.stdout).starts_with("GEO_BLOCKED"));
     let invalid = tollgate()
+        .env("TOLLGATE_CA", &ca)
         .args([
             "check",
             "--endpoint",
@@ -159,8 +197,52 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
         Some(2),
         "an invalid request is invalid input"
     );
+    // The check port speaks only TLS: a plaintext client is refused, and
+    // a client that does not trust the dev CA is told why.
+    let plaintext = tollgate()
+        .args([
+            "check",
+            "--endpoint",
+            &endpoints[0].1.replace("https://", "http://"),
+            "--account",
+            "acme",
+            "--feature",
+            "export",
+            "--timeout-ms",
+            "3000",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        plaintext.status.code(),
+        Some(1),
+        "a plaintext check of a TLS port"
+    );
+    let untrusted = tollgate()
+        .args([
+            "check",
+            "--endpoint",
+            &endpoints[0].1,
+            "--account",
+            "acme",
+            "--feature",
+            "export",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        untrusted.status.code(),
+        Some(1),
+        "a client without the dev CA"
+    );
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
 
     let bench = tollgate()
+        .env("TOLLGATE_CA", &ca)
         .args([
             "bench",
             "check",
@@ -193,6 +275,7 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
 
     // The README's example check, as load: acme's named seat is alice's.
     let named = tollgate()
+        .env("TOLLGATE_CA", &ca)
         .args(["bench", "check", "--endpoint", &endpoints[0].1])
         .args([
             "--account",

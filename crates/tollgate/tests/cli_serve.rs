@@ -1,5 +1,7 @@
-//! `tollgate serve`: a real origin process from a config file, its REST API
-//! over HTTP, a clean exit on SIGTERM, and refusals of bad configs.
+//! `tollgate serve`: a real origin process from a config file, with
+//! certificates made by `tollgate ctl certs`, its REST API over TLS (and
+//! refused in clear), a clean exit on SIGTERM, refusals of bad configs and
+//! bad certificates, and plaintext only on purpose.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -10,17 +12,81 @@ fn tollgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
 }
 
+/// Runs `tollgate ctl certs <args>`, asserting success.
+fn certs(args: &[&str]) {
+    let out = tollgate()
+        .args(["ctl", "certs"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ctl certs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA in `<dir>/tls` and origin node `node`'s certificate, made the way
+/// an operator makes them; the `[tls]` section naming them.
+fn tls_section(dir: &std::path::Path, node: u64) -> String {
+    let tls = dir.join("tls");
+    let tls_dir = tls.to_str().unwrap();
+    if !tls.join("ca.pem").exists() {
+        certs(&["init", "--out-dir", tls_dir, "--trust-domain", "serve.test"]);
+    }
+    let name = format!("origin-node-{node}");
+    certs(&[
+        "issue",
+        "--ca-dir",
+        tls_dir,
+        "--origin-node",
+        &node.to_string(),
+        "--name",
+        &name,
+    ]);
+    format!(
+        "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        tls.join("ca.pem").display(),
+        tls.join(format!("{name}.pem")).display(),
+        tls.join(format!("{name}.key")).display()
+    )
+}
+
 fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    write_config_with(dir, extra, &tls_section(dir, 1))
+}
+
+fn write_config_with(dir: &std::path::Path, extra: &str, tls: &str) -> std::path::PathBuf {
     let path = dir.join("origin.toml");
     std::fs::write(
         &path,
         format!(
-            "role = \"origin\"\nnode_id = 1\ndata_dir = \"{}\"\n{extra}\n[listen]\nraft = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nfeed = \"127.0.0.1:0\"\n[cluster]\nbootstrap = true\n",
+            "role = \"origin\"\nnode_id = 1\ndata_dir = \"{}\"\n{extra}\n[listen]\nraft = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nfeed = \"127.0.0.1:0\"\n[cluster]\nbootstrap = true\n{tls}",
             dir.join("data").display()
         ),
     )
     .unwrap();
     path
+}
+
+/// An HTTP client trusting `<dir>/tls/ca.pem`.
+fn https_client(dir: &std::path::Path) -> reqwest::Client {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let transport = tollgate_tls::Transport::Tls(
+        tollgate_tls::Tls::client(Some(dir.join("tls/ca.pem")), None, None, now).unwrap(),
+    );
+    let config = transport
+        .client_config(&tollgate_tls::Expect::HostName, tollgate_tls::Alpn::Http1)
+        .unwrap()
+        .unwrap();
+    reqwest::Client::builder()
+        .use_preconfigured_tls((*config).clone())
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -44,9 +110,21 @@ fn serve_runs_an_origin_from_a_config_file_and_exits_cleanly_on_sigterm() {
     assert!(token_line.contains("admin.token"), "{token_line}");
     let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
 
+    assert!(http.starts_with("https://"), "{banner}");
+
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let client = reqwest::Client::new();
+        // In clear, the REST port answers nothing.
+        let plain = http.replace("https://", "http://");
+        assert!(
+            reqwest::Client::new()
+                .get(format!("{plain}/healthz"))
+                .send()
+                .await
+                .is_err(),
+            "plain HTTP to the TLS port"
+        );
+        let client = https_client(dir.path());
         let health = client.get(format!("{http}/healthz")).send().await.unwrap();
         assert_eq!(health.status(), 200);
         let r = client
@@ -162,8 +240,14 @@ fn bad_configs_are_refused_before_anything_is_bound() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../deploy/config/origin.example.toml"
     );
+    // The example names the certificate files where an operator keeps
+    // them; here they come from the environment, as in a container.
+    let tls = dir.path().join("tls");
     let out = tollgate()
         .args(["serve", "--check", "--config", example])
+        .env("TOLLGATE_TLS_CA", tls.join("ca.pem"))
+        .env("TOLLGATE_TLS_CERT", tls.join("origin-node-1.pem"))
+        .env("TOLLGATE_TLS_KEY", tls.join("origin-node-1.key"))
         .output()
         .unwrap();
     assert_eq!(
@@ -171,5 +255,118 @@ fn bad_configs_are_refused_before_anything_is_bound() {
         Some(0),
         "the example config is valid: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tls_is_required_checked_and_plaintext_only_on_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |config: &std::path::Path| {
+        tollgate()
+            .args(["serve", "--check", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    // No [tls] at all: refused, naming the choice to make.
+    let none = write_config_with(dir.path(), "", "");
+    let out = check(&none);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tls") && stderr.contains("insecure_plaintext"),
+        "{stderr}"
+    );
+    // A certificate for another node: `serve --check` refuses what
+    // `serve` would refuse.
+    let other = tls_section(dir.path(), 2);
+    let wrong = write_config_with(dir.path(), "", &other);
+    let out = check(&wrong);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("origin/node/2"), "{stderr}");
+    // A certificate file that is not one.
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let bad = write_config_with(
+        dir.path(),
+        "",
+        &format!(
+            "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            dir.path().join("tls/ca.pem").display(),
+            garbage.display(),
+            dir.path().join("tls/origin-node-2.key").display()
+        ),
+    );
+    let out = check(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("garbage.pem"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The right one: valid, and says who the node is.
+    let good = write_config(dir.path(), "");
+    let out = check(&good);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("spiffe://serve.test/origin/node/1"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Plaintext on purpose: valid, with a warning, and served in clear.
+    let plain = write_config_with(dir.path(), "", "[tls]\ninsecure_plaintext = true\n");
+    let out = check(&plain);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("insecure_plaintext"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = tollgate()
+        .args(["serve", "--config", plain.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = lines.next().expect("a banner line").unwrap();
+    let http = banner
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .expect("the banner names the http address")
+        .to_string();
+    assert!(http.starts_with("http://"), "{banner}");
+    // The token line comes once the node is up and handles signals.
+    let token_line = lines.next().expect("the token line").unwrap();
+    assert!(token_line.contains("admin.token"), "{token_line}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let health = runtime.block_on(async {
+        reqwest::get(format!("{http}/healthz"))
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(health, 200);
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = wait_until_blocking("serve to exit", Duration::from_secs(20), || {
+        child.try_wait().unwrap()
+    })
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("WARN") && stderr.contains("insecure_plaintext"),
+        "the start logs a warning: {stderr}"
     );
 }

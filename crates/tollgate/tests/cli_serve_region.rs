@@ -1,5 +1,6 @@
 //! `tollgate serve` for a region node: a real process following an
-//! in-process origin, answering `tollgate check`, exiting 0 on SIGTERM.
+//! in-process origin over mutual TLS (certificates from `tollgate ctl
+//! certs`), answering `tollgate check` over TLS, exiting 0 on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -12,14 +13,62 @@ fn tollgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
 }
 
+/// Runs `tollgate ctl certs <args>`, asserting success.
+fn certs(args: &[&str]) {
+    let out = tollgate()
+        .args(["ctl", "certs"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ctl certs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 #[test]
 fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let tls_dir = tls.to_str().unwrap();
+    certs(&[
+        "init",
+        "--out-dir",
+        tls_dir,
+        "--trust-domain",
+        "region.test",
+    ]);
+    certs(&["issue", "--ca-dir", tls_dir, "--origin-node", "1"]);
+    certs(&[
+        "issue", "--ca-dir", tls_dir, "--region", "region", "--node", "1",
+    ]);
+    let mut origin_config = OriginConfig::new(1, dir.path().join("origin"));
+    origin_config.raft.transport = tollgate_tls::Transport::Tls(
+        tollgate_tls::Tls::load(
+            tollgate_tls::TlsFiles {
+                ca: tls.join("ca.pem"),
+                cert: Some(tls.join("origin-node-1.pem")),
+                key: Some(tls.join("origin-node-1.key")),
+            },
+            Some(tollgate_tls::Subject::OriginNode(1)),
+            now(),
+        )
+        .unwrap(),
+    );
     let (origin, token) = runtime.block_on(async {
         let bind = || TcpListener::bind("127.0.0.1:0");
         let origin = OriginNode::start(
-            OriginConfig::new(1, dir.path().join("origin")),
+            origin_config,
             OriginListeners {
                 raft: bind().await.unwrap(),
                 http: bind().await.unwrap(),
@@ -57,10 +106,13 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
     std::fs::write(
         &config,
         format!(
-            "role = \"region\"\nnode_id = 1\nname = \"test-1\"\ndata_dir = \"{}\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[cluster]\nbootstrap = true\n[origin]\nfeed = \"http://{}\"\npublic_keys_path = \"{}\"\n",
+            "role = \"region\"\nnode_id = 1\nname = \"test-1\"\ndata_dir = \"{}\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[cluster]\nbootstrap = true\n[origin]\nfeed = \"https://{}\"\npublic_keys_path = \"{}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
             dir.path().join("region").display(),
             origin.feed_addr(),
-            keys_path.display()
+            keys_path.display(),
+            tls.join("ca.pem").display(),
+            tls.join("region-region-node-1.pem").display(),
+            tls.join("region-region-node-1.key").display()
         ),
     )
     .unwrap();
@@ -81,9 +133,21 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
         .expect("the banner names the check endpoint")
         .to_string();
 
+    assert!(grpc.starts_with("https://"), "{banner}");
+
     let revision = runtime.block_on(async {
-        let http = reqwest::Client::new();
-        let base = format!("http://{}", origin.http_addr());
+        let transport = tollgate_tls::Transport::Tls(
+            tollgate_tls::Tls::client(Some(tls.join("ca.pem")), None, None, now()).unwrap(),
+        );
+        let config = transport
+            .client_config(&tollgate_tls::Expect::HostName, tollgate_tls::Alpn::Http1)
+            .unwrap()
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*config).clone())
+            .build()
+            .unwrap();
+        let base = format!("https://{}", origin.http_addr());
         for (path, body) in [
             ("/v1/products/studio", serde_json::json!({"id": "studio", "name": "Studio"})),
             ("/v1/features/export", serde_json::json!({"id": "export", "product": "studio", "name": "Export", "kind": "boolean"})),
@@ -107,6 +171,8 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
     let out = tollgate()
         .args([
             "check",
+            "--ca",
+            tls.join("ca.pem").to_str().unwrap(),
             "--endpoint",
             &grpc,
             "--account",
@@ -136,6 +202,8 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
     let out = tollgate()
         .args([
             "check",
+            "--ca",
+            tls.join("ca.pem").to_str().unwrap(),
             "--endpoint",
             &grpc,
             "--account",
@@ -180,8 +248,25 @@ fn region_configs_are_checked_as_a_whole() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../deploy/config/region.example.toml"
     );
+    // The example's certificate files, from the environment.
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let tls_dir = tls.to_str().unwrap();
+    certs(&[
+        "init",
+        "--out-dir",
+        tls_dir,
+        "--trust-domain",
+        "region.test",
+    ]);
+    certs(&[
+        "issue", "--ca-dir", tls_dir, "--region", "region", "--node", "1", "--name", "node",
+    ]);
     let out = tollgate()
         .args(["serve", "--check", "--config", example])
+        .env("TOLLGATE_TLS_CA", tls.join("ca.pem"))
+        .env("TOLLGATE_TLS_CERT", tls.join("node.pem"))
+        .env("TOLLGATE_TLS_KEY", tls.join("node.key"))
         .output()
         .unwrap();
     assert_eq!(
@@ -190,7 +275,6 @@ fn region_configs_are_checked_as_a_whole() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     for (text, key) in [
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n", "origin"),
@@ -201,7 +285,8 @@ fn region_configs_are_checked_as_a_whole() {
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[raft]\nsnapshot_logs_since_last = 5\n", "raft.snapshot_logs_since_last"),
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[raft]\nheartbeat_interval_ms = 100\nelection_timeout_ms_min = 150\n", "raft.election_timeout_ms_min"),
     ] {
-        std::fs::write(&path, text).unwrap();
+        // Each row is wrong in one key; TLS is not the point here.
+        std::fs::write(&path, format!("{text}[tls]\ninsecure_plaintext = true\n")).unwrap();
         let out = tollgate().args(["serve", "--check", "--config", path.to_str().unwrap()]).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{text}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(key), "expected {key}: {}", String::from_utf8_lossy(&out.stderr));

@@ -17,7 +17,8 @@ use tollgate_proto::license::v1 as pb;
 use tollgate_proto::license::v1::licenses_client::LicensesClient;
 use tollgate_region_node::{RegionIssuerConfig, RegionNode};
 use tollgate_signing::{KeyRing, PublicKeySet, Signed};
-use tollgate_tests::{init_tracing, start_region, wait_until, CutProxy, TestOrigin};
+use tollgate_tests::{https, init_tracing, pki, start_region, wait_until, CutProxy, TestOrigin};
+use tollgate_tls::Subject;
 use tracing::info;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -70,10 +71,16 @@ async fn issue(origin: &TestOrigin, body: serde_json::Value) -> serde_json::Valu
     issued
 }
 
+/// A Licenses client at a region node, as an application connects.
 async fn licenses(addr: std::net::SocketAddr) -> LicensesClient<tonic::transport::Channel> {
-    LicensesClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
+    LicensesClient::new(tollgate_tests::channel(addr).await)
+}
+
+/// A Licenses client at the origin's changefeed port, which admits only
+/// nodes and operators: an operator's certificate.
+async fn origin_licenses(addr: std::net::SocketAddr) -> LicensesClient<tonic::transport::Channel> {
+    let operator = pki().client_as(Subject::Operator("e2e".into()));
+    LicensesClient::new(tollgate_tests::pki::channel_with(&operator, addr).await)
 }
 
 async fn verify_at(node: &RegionNode, token: &str, device: &str) -> pb::VerifyLicenseResponse {
@@ -106,15 +113,7 @@ async fn origin_licenses_verify_offline_and_revocations_reach_every_region_node(
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let origin = origin(dir.path()).await;
-    let region = start_region(
-        3,
-        dir.path(),
-        &origin.node,
-        format!("http://{}", origin.node.feed_addr()),
-        None,
-        |_| {},
-    )
-    .await;
+    let region = start_region(3, dir.path(), &origin.node, origin.feed_url(), None, |_| {}).await;
 
     info!("Issuing over REST and verifying offline with the public key set alone.");
     let issued = issue(&origin, json!({"audience": AUDIENCE, "ttl_seconds": 3600})).await;
@@ -193,7 +192,7 @@ async fn origin_licenses_verify_offline_and_revocations_reach_every_region_node(
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
 
     info!("Issuing over gRPC at the origin needs an API key.");
-    let mut grpc = licenses(origin.node.feed_addr()).await;
+    let mut grpc = origin_licenses(origin.node.feed_addr()).await;
     let request = pb::IssueLicenseRequest {
         account_id: "acme".into(),
         audience: AUDIENCE.into(),
@@ -213,7 +212,8 @@ async fn origin_licenses_verify_offline_and_revocations_reach_every_region_node(
 
     info!("An application's replica learns of revocations, and so does its offline verifier.");
     let client = tollgate_sdk::Client::builder()
-        .endpoints(region.iter().map(|n| format!("http://{}", n.grpc_addr())))
+        .endpoints(region.iter().map(|n| https(n.grpc_addr())))
+        .ca_file(pki().ca_path())
         .build()
         .unwrap();
     let replica = tollgate_sdk::Replica::start(&client, Some("acme".parse().unwrap())).unwrap();
@@ -337,7 +337,7 @@ async fn a_cut_off_region_issues_tokens_that_the_origin_key_alone_verifies() {
         3,
         dir.path(),
         &origin.node,
-        format!("http://{}", proxy.addr()),
+        https(proxy.addr()),
         None,
         |c| {
             c.region = "eu".into();
@@ -437,14 +437,9 @@ async fn a_key_rotation_reaches_regions_through_the_old_keys_endorsement() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let origin = origin(dir.path()).await;
-    let region = start_region(
-        3,
-        dir.path(),
-        &origin.node,
-        format!("http://{}", origin.node.feed_addr()),
-        None,
-        |c| c.origin_keys_refresh = Duration::from_millis(200),
-    )
+    let region = start_region(3, dir.path(), &origin.node, origin.feed_url(), None, |c| {
+        c.origin_keys_refresh = Duration::from_millis(200)
+    })
     .await;
     let before = issue(&origin, json!({"audience": AUDIENCE})).await;
     let old_kid = before["kid"].as_str().unwrap().to_string();

@@ -19,4 +19,5 @@ mod region_snapshot;
 mod region_tampered;
 mod region_watch;
 mod sdk;
+mod tls;
 mod wire_to_decision;

@@ -1,5 +1,6 @@
-//! The origin end to end: real origin nodes (Raft on sled, REST over HTTP,
-//! the changefeed over gRPC) on 127.0.0.1:0, one node and three.
+//! The origin end to end: real origin nodes (Raft on sled, REST over HTTPS,
+//! the changefeed over gRPC with mutual TLS) on 127.0.0.1:0, one node and
+//! three.
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
@@ -9,7 +10,7 @@ use tokio::net::TcpListener;
 use tollgate_feed::{FollowEvent, Follower, FollowerConfig};
 use tollgate_model::{Dataset, Mutation};
 use tollgate_origin_node::{OriginConfig, OriginListeners, OriginNode};
-use tollgate_tests::{init_tracing, wait_until};
+use tollgate_tests::{https, init_tracing, wait_until};
 use tracing::info;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -27,6 +28,7 @@ fn config(id: u64, dir: &Path, keys: &Path) -> OriginConfig {
     config.signing_keys_path = keys.to_path_buf();
     config.feed.heartbeat_interval = Duration::from_millis(100);
     config.compaction_interval = Duration::from_millis(50);
+    config.raft.transport = tollgate_tests::pki().origin_node(id);
     config
 }
 
@@ -66,7 +68,7 @@ impl Rest {
     ) -> (StatusCode, Value) {
         let mut req = self
             .http
-            .request(method, format!("http://{}{path}", node.http_addr()))
+            .request(method, format!("{}{path}", https(node.http_addr())))
             .bearer_auth(&self.token);
         if let Some(body) = body {
             req = req.json(&body);
@@ -155,7 +157,8 @@ fn order(id: &str, sku: &str, kind: &str, quantity: u32) -> Value {
 /// Follows the changefeed until `target`, building a replica.
 async fn replicate(node: &OriginNode, from: u64, target: u64) -> (Dataset, Vec<u64>, usize) {
     let config = FollowerConfig {
-        endpoint: format!("http://{}", node.feed_addr()),
+        endpoint: https(node.feed_addr()),
+        transport: tollgate_tests::pki().region_node("eu", 9),
         keys: node.public_keys(),
         max_batch_records: 0,
         subscriber: "e2e".into(),
@@ -215,7 +218,7 @@ async fn one_origin_node_end_to_end_and_across_a_restart() {
         "never twice"
     );
     let rest = Rest {
-        http: Client::new(),
+        http: tollgate_tests::pki().http_client(),
         token,
     };
 
@@ -353,7 +356,7 @@ async fn below_the_retention_floor_a_subscriber_gets_a_snapshot() {
         .unwrap()
         .unwrap();
     let rest = Rest {
-        http: Client::new(),
+        http: tollgate_tests::pki().http_client(),
         token,
     };
     seed_catalog(&rest, &origin).await;
@@ -414,7 +417,7 @@ async fn three_origin_nodes_accept_writes_anywhere_and_agree() {
         .unwrap()
         .unwrap();
     let rest = Rest {
-        http: Client::new(),
+        http: tollgate_tests::pki().http_client(),
         token,
     };
     let follower = nodes.iter().find(|n| n.raft().id() != leader).unwrap();

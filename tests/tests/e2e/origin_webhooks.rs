@@ -1,6 +1,9 @@
-//! Outgoing webhooks from a real origin node: signed with the origin's key,
-//! retried with backoff, recorded in the delivery log, and a dead receiver
-//! does not stop the others.
+//! Outgoing webhooks from a real origin node: delivered over HTTPS to a
+//! receiver with its own CA (the receiver's certificate verified), signed
+//! with the origin's key, retried with backoff, recorded in the delivery
+//! log; a dead receiver does not stop the others; a receiver whose
+//! certificate the origin cannot verify gets nothing; plain http:// only
+//! with an opt-in that the audit log records.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -36,7 +39,58 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes
     }
 }
 
-async fn receiver(failures: u32) -> (Arc<Receiver>, String) {
+/// A receiver's own PKI: a CA of its own (not the cluster's), and a
+/// certificate for 127.0.0.1 signed by it.
+struct ReceiverPki {
+    dir: tempfile::TempDir,
+    ca: tollgate_tls::ca::Pem,
+}
+
+impl ReceiverPki {
+    fn new(domain: &str) -> ReceiverPki {
+        let now = tollgate_tests::wall_clock_now().0;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = tollgate_tls::ca::create_ca(domain, now - 3600, now + 86_400).unwrap();
+        tollgate_tls::ca::write(dir.path(), "ca", &ca).unwrap();
+        ReceiverPki { dir, ca }
+    }
+
+    fn ca_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The receiver's server TLS.
+    fn server(&self) -> tollgate_tls::Transport {
+        let now = tollgate_tests::wall_clock_now().0;
+        let identity = tollgate_tls::Identity::new(
+            &tollgate_tls::ca::trust_domain_of(&self.ca.cert).unwrap(),
+            tollgate_tls::Subject::App("receiver".into()),
+        )
+        .unwrap();
+        let pem = tollgate_tls::ca::issue(
+            &self.ca,
+            &tollgate_tls::ca::Request {
+                identity,
+                dns: vec!["localhost".into()],
+                ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+                not_before: now - 3600,
+                not_after: now + 86_400,
+            },
+        )
+        .unwrap();
+        let (cert, key) = tollgate_tls::ca::write(self.dir.path(), "receiver", &pem).unwrap();
+        let files = tollgate_tls::TlsFiles {
+            ca: self.ca_path(),
+            cert: Some(cert),
+            key: Some(key),
+        };
+        tollgate_tls::Transport::Tls(tollgate_tls::Tls::load(files, None, now).unwrap())
+    }
+}
+
+/// A receiver failing its first `failures` requests, over HTTPS with
+/// `tls` (or plain HTTP with `None`).
+async fn receiver(failures: u32, tls: Option<&tollgate_tls::Transport>) -> (Arc<Receiver>, String) {
     let r = Arc::new(Receiver {
         received: Mutex::new(Vec::new()),
         failures_left: Mutex::new(failures),
@@ -45,8 +99,21 @@ async fn receiver(failures: u32) -> (Arc<Receiver>, String) {
         .route("/hook", post(receive))
         .with_state(r.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = listener.local_addr().unwrap();
+    let transport = tls.cloned().unwrap_or(tollgate_tls::Transport::Plaintext);
+    let url = format!("{}://{addr}/hook", transport.scheme());
+    // The receiver's stop sender lives as long as the test process.
+    let stop = Box::leak(Box::new(tokio::sync::watch::channel(false).0)).subscribe();
+    let incoming = tollgate_tls::listen(
+        listener,
+        &transport,
+        tollgate_tls::ClientAuth::optional(),
+        "receiver",
+        true,
+        stop,
+    )
+    .unwrap();
+    tokio::spawn(async move { axum::serve(incoming, app).await });
     (r, url)
 }
 
@@ -54,13 +121,17 @@ async fn receiver(failures: u32) -> (Arc<Receiver>, String) {
 async fn webhooks_are_signed_retried_logged_and_independent() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
+    let receivers = ReceiverPki::new("receivers.example");
     let mut config = OriginConfig::new(1, dir.path().join("node"));
+    config.raft.transport = tollgate_tests::pki().origin_node(1);
     config.webhooks = WebhookConfig {
         poll_interval: Duration::from_millis(20),
         request_timeout: Duration::from_secs(2),
         attempts_max: 4,
         backoff_initial: Duration::from_millis(10),
         backoff_max: Duration::from_millis(50),
+        // The receivers' CA, trusted besides the system's store.
+        ca: Some(receivers.ca_path()),
     };
     let origin = OriginNode::start(
         config,
@@ -87,8 +158,8 @@ async fn webhooks_are_signed_retried_logged_and_independent() {
         .await
         .unwrap()
         .unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", origin.http_addr());
+    let http = tollgate_tests::pki().http_client();
+    let base = tollgate_tests::https(origin.http_addr());
     let call = |method: reqwest::Method, path: &str, body: Value| {
         http.request(method, format!("{base}{path}"))
             .bearer_auth(&token)
@@ -96,16 +167,78 @@ async fn webhooks_are_signed_retried_logged_and_independent() {
             .send()
     };
 
-    let (good, good_url) = receiver(2).await;
+    let (good, good_url) = receiver(2, Some(&receivers.server())).await;
+    assert!(good_url.starts_with("https://"));
     let dead_url = {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        format!("http://{}/hook", l.local_addr().unwrap())
+        format!("https://{}/hook", l.local_addr().unwrap())
     };
-    for (id, url) in [("dead", dead_url.as_str()), ("good", good_url.as_str())] {
+    // A receiver whose certificate comes from a CA the origin does not
+    // trust: it must never be sent an event.
+    let strangers = ReceiverPki::new("strangers.example");
+    let (untrusted, untrusted_url) = receiver(0, Some(&strangers.server())).await;
+    for (id, url) in [
+        ("dead", dead_url.as_str()),
+        ("good", good_url.as_str()),
+        ("untrusted", untrusted_url.as_str()),
+    ] {
         let r = call(reqwest::Method::PUT, &format!("/v1/webhooks/{id}"),
             json!({"id": id, "url": url, "events": ["entitlement.changed", "access_request.created"]})).await.unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
+
+    info!("Proving a plain http:// receiver is refused without its opt-in, and audited with it.");
+    let (plain, plain_url) = receiver(0, None).await;
+    let refused = call(
+        reqwest::Method::PUT,
+        "/v1/webhooks/plain",
+        json!({"id": "plain", "url": plain_url, "events": ["entitlement.changed"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        refused.status(),
+        422,
+        "a plain http:// webhook without allow_plaintext"
+    );
+    let refusal: Value = refused.json().await.unwrap();
+    assert!(
+        refusal["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("allow_plaintext"),
+        "{refusal}"
+    );
+    let accepted = call(
+        reqwest::Method::PUT,
+        "/v1/webhooks/plain",
+        json!({"id": "plain", "url": plain_url, "events": ["entitlement.changed"],
+            "allow_plaintext": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(accepted.status(), 200, "{}", accepted.text().await.unwrap());
+    let audit: Value = call(
+        reqwest::Method::GET,
+        "/v1/audit?limit=500&action=webhook.put.insecure_plaintext",
+        json!(null),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let plaintext_entries: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == "webhook/plain")
+        .collect();
+    assert_eq!(plaintext_entries.len(), 1, "{audit}");
+    assert_eq!(
+        plaintext_entries[0]["action"],
+        "webhook.put.insecure_plaintext"
+    );
     for (path, body) in [
         (
             "/v1/products/studio",
@@ -208,6 +341,47 @@ async fn webhooks_are_signed_retried_logged_and_independent() {
     assert_eq!(log.0["items"][0]["attempts"], 3);
     assert_eq!(log.1["items"][0]["outcome"], "gave_up");
     assert_eq!(log.1["items"][0]["attempts"], 4);
+
+    info!(
+        "Proving the receiver with an unverifiable certificate got nothing, and the log says why."
+    );
+    let untrusted_log = wait_until(
+        "the untrusted receiver's delivery log",
+        DEADLINE,
+        || async {
+            let log: Value = call(
+                reqwest::Method::GET,
+                "/v1/webhooks/untrusted/deliveries",
+                json!(null),
+            )
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+            (!log["items"].as_array()?.is_empty()).then_some(log)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(untrusted_log["items"][0]["outcome"], "gave_up");
+    let error = untrusted_log["items"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("certificate") || error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    assert!(
+        untrusted.received.lock().unwrap().is_empty(),
+        "no event may reach a receiver whose certificate did not verify"
+    );
+    info!("Proving the opted-in plain receiver got the grant.");
+    wait_until("the plain receiver's delivery", DEADLINE, || async {
+        (!plain.received.lock().unwrap().is_empty()).then_some(())
+    })
+    .await
+    .unwrap();
 
     info!("Proving later events still flow to the good receiver, once each, in order.");
     call(

@@ -24,9 +24,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const BOUND: u64 = 40;
 
 async fn consume(node: &RegionNode, feature: &str) -> bool {
-    let mut client = CheckServiceClient::connect(format!("http://{}", node.grpc_addr()))
-        .await
-        .unwrap();
+    let mut client = CheckServiceClient::new(tollgate_tests::channel(node.grpc_addr()).await);
     let d = client
         .check(pb::CheckRequest {
             explain: false,
@@ -145,7 +143,7 @@ async fn two_regions_share_one_cap_and_bill_exactly() {
         3,
         &dir.path().join("eu"),
         &origin.node,
-        format!("http://{}", proxy.addr()),
+        tollgate_tests::https(proxy.addr()),
         None,
         |c| {
             tune(c);
@@ -158,7 +156,7 @@ async fn two_regions_share_one_cap_and_bill_exactly() {
             1,
             &dir.path().join("us"),
             &origin.node,
-            format!("http://{}", origin.node.feed_addr()),
+            origin.feed_url(),
             None,
             |c| {
                 tune(c);
@@ -361,9 +359,8 @@ async fn two_regions_share_one_cap_and_bill_exactly() {
     let seat = |node: usize, user: &'static str, acquire: bool| {
         let nodes = nodes.clone();
         async move {
-            let mut client = UsageClient::connect(format!("http://{}", nodes[node].grpc_addr()))
-                .await
-                .unwrap();
+            let mut client =
+                UsageClient::new(tollgate_tests::channel(nodes[node].grpc_addr()).await);
             let request = usage::SeatRequest {
                 account_id: "acme".into(),
                 subject_id: user.into(),

@@ -78,7 +78,8 @@ async fn start(dir: &std::path::Path, configure: impl FnOnce(&mut RegionConfig))
     let keys = tollgate_signing::KeyRing::generate(wall_clock_now())
         .unwrap()
         .public_set();
-    let mut config = RegionConfig::new(1, dir, "http://127.0.0.1:9".into(), keys);
+    let mut config = RegionConfig::new(1, dir, "https://127.0.0.1:9".into(), keys);
+    config.raft.transport = tollgate_tests::pki().region_node(&config.region, 1);
     config.reconnect_backoff_max = Duration::from_secs(30);
     configure(&mut config);
     let node = RegionNode::start(
@@ -144,9 +145,7 @@ fn check(account: &str, k: u64) -> pb::CheckRequest {
 }
 
 async fn client(node: &RegionNode) -> CheckServiceClient<Channel> {
-    CheckServiceClient::connect(format!("http://{}", node.grpc_addr()))
-        .await
-        .unwrap()
+    CheckServiceClient::new(tollgate_tests::channel(node.grpc_addr()).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,7 +44,7 @@ async fn a_region_follows_the_origin_and_every_node_answers() {
         3,
         dir.path(),
         &origin.node,
-        format!("http://{}", origin.node.feed_addr()),
+        origin.feed_url(),
         Some(geo),
         // The bound on a read-your-writes wait; generous for a loaded
         // machine (a revision never reached takes this long to refuse).
@@ -74,9 +74,7 @@ async fn a_region_follows_the_origin_and_every_node_answers() {
         .await;
     let rev = granted["revision"].as_u64().unwrap();
     for node in &region {
-        let mut client = CheckServiceClient::connect(format!("http://{}", node.grpc_addr()))
-            .await
-            .unwrap();
+        let mut client = CheckServiceClient::new(tollgate_tests::channel(node.grpc_addr()).await);
         let reply = client
             .check(check("export", "192.0.2.10", rev))
             .await
@@ -117,9 +115,7 @@ async fn a_region_follows_the_origin_and_every_node_answers() {
         .await;
     let rev = revoked["revision"].as_u64().unwrap();
     for node in &region {
-        let mut client = CheckServiceClient::connect(format!("http://{}", node.grpc_addr()))
-            .await
-            .unwrap();
+        let mut client = CheckServiceClient::new(tollgate_tests::channel(node.grpc_addr()).await);
         let reply = client
             .check(check("export", "192.0.2.10", rev))
             .await
@@ -136,9 +132,7 @@ async fn a_region_follows_the_origin_and_every_node_answers() {
         .await
         .unwrap();
     }
-    let mut client = CheckServiceClient::connect(format!("http://{}", region[1].grpc_addr()))
-        .await
-        .unwrap();
+    let mut client = CheckServiceClient::new(tollgate_tests::channel(region[1].grpc_addr()).await);
     let status = client
         .check(check("export", "not-an-ip", 0))
         .await

@@ -79,7 +79,7 @@ async fn geo_rules_hold_for_ipv4_and_ipv6_callers() {
         1,
         dir.path(),
         &origin.node,
-        format!("http://{}", origin.node.feed_addr()),
+        origin.feed_url(),
         Some(geo),
         |_| {},
     )
@@ -91,9 +91,7 @@ async fn geo_rules_hold_for_ipv4_and_ipv6_callers() {
     )
     .await
     .unwrap();
-    let mut client = CheckServiceClient::connect(format!("http://{}", region[0].grpc_addr()))
-        .await
-        .unwrap();
+    let mut client = CheckServiceClient::new(tollgate_tests::channel(region[0].grpc_addr()).await);
 
     use pb::Reason::{AnonymousNetworkBlocked as Anon, GeoBlocked as Blocked, *};
     // (feature, caller, expected): Berlin and Paris v4/v6, San Francisco,

@@ -22,18 +22,12 @@ async fn killing_the_regional_leader_loses_nothing_and_stops_no_answer() {
     let origin =
         TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
     let token = origin.token.clone();
-    let mut region: Vec<Option<RegionNode>> = start_region(
-        3,
-        dir.path(),
-        &origin.node,
-        format!("http://{}", origin.node.feed_addr()),
-        None,
-        |_| {},
-    )
-    .await
-    .into_iter()
-    .map(Some)
-    .collect();
+    let mut region: Vec<Option<RegionNode>> =
+        start_region(3, dir.path(), &origin.node, origin.feed_url(), None, |_| {})
+            .await
+            .into_iter()
+            .map(Some)
+            .collect();
     let leader = wait_until("a regional leader", DEADLINE, || async {
         region[0].as_ref().unwrap().raft().metrics().current_leader
     })
@@ -41,8 +35,8 @@ async fn killing_the_regional_leader_loses_nothing_and_stops_no_answer() {
     .unwrap();
 
     info!("Writing at the origin while the regional leader is killed.");
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", origin.node.http_addr());
+    let http = origin.http().clone();
+    let base = origin.base();
     let writer = {
         let (http, base, token) = (http.clone(), base.clone(), token.clone());
         tokio::spawn(async move {
@@ -79,9 +73,8 @@ async fn killing_the_regional_leader_loses_nothing_and_stops_no_answer() {
     let mut answered = 0;
     while !writer.is_finished() {
         for node in &survivors {
-            let mut client = CheckServiceClient::connect(format!("http://{}", node.grpc_addr()))
-                .await
-                .unwrap();
+            let mut client =
+                CheckServiceClient::new(tollgate_tests::channel(node.grpc_addr()).await);
             let reply = client
                 .check(pb::CheckRequest {
                     explain: false,

@@ -27,9 +27,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const CAP: u64 = 50;
 
 async fn consume(node: &RegionNode, feature: &str, key: Option<String>) -> pb::Decision {
-    let mut client = CheckServiceClient::connect(format!("http://{}", node.grpc_addr()))
-        .await
-        .unwrap();
+    let mut client = CheckServiceClient::new(tollgate_tests::channel(node.grpc_addr()).await);
     client
         .check(pb::CheckRequest {
             explain: false,
@@ -80,9 +78,7 @@ async fn counted(node: &RegionNode, feature: &str, expected: u64) -> u64 {
 }
 
 async fn seat(node: &RegionNode, subject: &str, acquire: bool) -> usage::SeatResponse {
-    let client = UsageClient::connect(format!("http://{}", node.grpc_addr()))
-        .await
-        .unwrap();
+    let client = UsageClient::new(tollgate_tests::channel(node.grpc_addr()).await);
     let request = usage::SeatRequest {
         account_id: "acme".into(),
         subject_id: subject.into(),
@@ -161,14 +157,9 @@ async fn caps_and_seats_hold_across_every_node_of_a_region() {
         .unwrap();
 
     let region = Arc::new(
-        start_region(
-            3,
-            dir.path(),
-            &origin.node,
-            format!("http://{}", origin.node.feed_addr()),
-            None,
-            |c| c.meter.chunk_idle = Duration::from_millis(200),
-        )
+        start_region(3, dir.path(), &origin.node, origin.feed_url(), None, |c| {
+            c.meter.chunk_idle = Duration::from_millis(200)
+        })
         .await,
     );
     for node in region.iter() {

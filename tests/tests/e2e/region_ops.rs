@@ -10,25 +10,54 @@ use std::time::Duration;
 use tollgate_geo::fixtures::{DEMO_BUILD_EPOCH_SECONDS, DEMO_CITY_DATABASE_TYPE};
 use tollgate_origin_node::OriginConfig;
 use tollgate_region_node::{RegionConfig, RegionListeners, RegionNode};
-use tollgate_tests::{init_tracing, loopback, wait_until, TestOrigin};
+use tollgate_tests::{https, init_tracing, loopback, pki, wait_until, TestOrigin};
+use tollgate_tls::{Expect, Subject, Transport};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
 async fn get(node: &RegionNode, path: &str) -> (StatusCode, Value) {
-    let url = format!("http://{}{path}", node.http_addr().unwrap());
-    let response = reqwest::get(url).await.unwrap();
+    let url = format!("{}{path}", https(node.http_addr().unwrap()));
+    let response = pki().http_client().get(url).send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap())
 }
 
-/// What the standard gRPC health service on `addr` says of `service`.
-async fn grpc_health(addr: std::net::SocketAddr, service: &str) -> Result<ServingStatus, String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect()
+/// A TLS channel to `addr` as `transport`, the server's name checked; a
+/// failure to connect is an error, not a panic.
+async fn connect(
+    transport: &Transport,
+    addr: std::net::SocketAddr,
+) -> Result<tonic::transport::Channel, String> {
+    let endpoint = transport
+        .endpoint(&https(addr))
+        .map_err(|e| e.to_string())?;
+    transport
+        .connect(&endpoint, Expect::HostName, "test")
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| format!("connect: {e}"))
+}
+
+/// An operator's client identity: the Raft port admits only its own
+/// cluster's members and operators.
+fn operator() -> Transport {
+    pki().client_as(Subject::Operator("e2e".into()))
+}
+
+/// What the standard gRPC health service on `addr` says of `service`,
+/// asked as an application (no client certificate).
+async fn grpc_health(addr: std::net::SocketAddr, service: &str) -> Result<ServingStatus, String> {
+    grpc_health_as(&pki().client(), addr, service).await
+}
+
+/// What the standard gRPC health service on `addr` says of `service`,
+/// asked over `transport`.
+async fn grpc_health_as(
+    transport: &Transport,
+    addr: std::net::SocketAddr,
+    service: &str,
+) -> Result<ServingStatus, String> {
+    let channel = connect(transport, addr).await?;
     let answer = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest {
             service: service.into(),
@@ -72,12 +101,13 @@ async fn start(
     id: u64,
     geo: Option<Arc<tollgate_geo::GeoDatabases>>,
 ) -> RegionNode {
-    let config = RegionConfig::new(
+    let mut config = RegionConfig::new(
         id,
         dir.join(format!("region-{id}")),
-        format!("http://{}", origin.node.feed_addr()),
+        origin.feed_url(),
         origin.node.public_keys(),
     );
+    config.raft.transport = pki().region_node(&config.region, id);
     RegionNode::start(
         config,
         RegionListeners {
@@ -209,12 +239,9 @@ async fn metrics_health_and_reflection_serve_off_the_shelf_tools() {
     .unwrap();
 
     // One denied check, counted by its reason.
-    let mut client = pb::check_service_client::CheckServiceClient::connect(format!(
-        "http://{}",
-        node.grpc_addr()
-    ))
-    .await
-    .unwrap();
+    let mut client = pb::check_service_client::CheckServiceClient::new(
+        tollgate_tests::channel(node.grpc_addr()).await,
+    );
     let reply = client
         .check(pb::CheckRequest {
             account_id: "acme".into(),
@@ -226,7 +253,10 @@ async fn metrics_health_and_reflection_serve_off_the_shelf_tools() {
         .into_inner();
     assert_eq!(reply.decision.unwrap().reason(), pb::Reason::NotEntitled);
 
-    let text = reqwest::get(format!("http://{}/metrics", node.http_addr().unwrap()))
+    let text = pki()
+        .http_client()
+        .get(format!("{}/metrics", https(node.http_addr().unwrap())))
+        .send()
         .await
         .unwrap()
         .text()
@@ -257,11 +287,7 @@ async fn metrics_health_and_reflection_serve_off_the_shelf_tools() {
 
     // The standard gRPC health service answers for each service: this node
     // has no geo database, so it is not ready and says so.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.grpc_addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tollgate_tests::channel(node.grpc_addr()).await;
     wait_for_grpc_health(&node, ServingStatus::NotServing).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let unknown = health
@@ -302,7 +328,7 @@ async fn metrics_health_and_reflection_serve_off_the_shelf_tools() {
     }
 
     tracing::info!("Reflection v1alpha, which older grpcurl and grpcio ask for, lists them too.");
-    let alpha = reflection_v1alpha_services(node.grpc_addr()).await;
+    let alpha = reflection_v1alpha_services(&pki().client(), node.grpc_addr()).await;
     assert!(
         alpha.contains(&"tollgate.check.v1.CheckService".to_string()),
         "{alpha:?}"
@@ -316,12 +342,14 @@ async fn metrics_health_and_reflection_serve_off_the_shelf_tools() {
         "tollgate.cluster.v1.ClusterAdmin",
     ] {
         assert_eq!(
-            grpc_health(raft_addr, service).await.unwrap(),
+            grpc_health_as(&operator(), raft_addr, service)
+                .await
+                .unwrap(),
             ServingStatus::Serving,
             "{service:?} on the Raft port"
         );
     }
-    let raft_services = reflection_v1alpha_services(raft_addr).await;
+    let raft_services = reflection_v1alpha_services(&operator(), raft_addr).await;
     assert!(
         raft_services.contains(&"tollgate.cluster.v1.ClusterAdmin".to_string()),
         "{raft_services:?}"
@@ -331,18 +359,18 @@ async fn metrics_health_and_reflection_serve_off_the_shelf_tools() {
     origin.node.shutdown().await.unwrap();
 }
 
-/// The services reflection `v1alpha` lists on `addr`.
-async fn reflection_v1alpha_services(addr: std::net::SocketAddr) -> Vec<String> {
+/// The services reflection `v1alpha` lists on `addr`, asked over
+/// `transport`.
+async fn reflection_v1alpha_services(
+    transport: &Transport,
+    addr: std::net::SocketAddr,
+) -> Vec<String> {
     use tonic_reflection::pb::v1alpha::{
         server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         ServerReflectionRequest,
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tollgate_tests::pki::channel_with(transport, addr).await;
     let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
@@ -368,12 +396,9 @@ async fn oversized_and_malformed_requests_are_refused_with_a_stable_code() {
     let origin =
         TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
     let node = start(&origin, dir.path(), 1, None).await;
-    let mut client = pb::check_service_client::CheckServiceClient::connect(format!(
-        "http://{}",
-        node.grpc_addr()
-    ))
-    .await
-    .unwrap();
+    let mut client = pb::check_service_client::CheckServiceClient::new(
+        tollgate_tests::channel(node.grpc_addr()).await,
+    );
     let code_of = |status: &tonic::Status| {
         status
             .metadata()

@@ -17,9 +17,7 @@ use tracing::info;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 async fn ask(node: &RegionNode, feature: &str) -> pb::CheckResponse {
-    let mut client = CheckServiceClient::connect(format!("http://{}", node.grpc_addr()))
-        .await
-        .unwrap();
+    let mut client = CheckServiceClient::new(tollgate_tests::channel(node.grpc_addr()).await);
     client
         .check(pb::CheckRequest {
             explain: false,
@@ -65,7 +63,7 @@ async fn a_region_cut_off_keeps_answering_then_converges() {
         3,
         dir.path(),
         &origin.node,
-        format!("http://{}", proxy.addr()),
+        tollgate_tests::https(proxy.addr()),
         None,
         |c| {
             c.origin_idle_timeout = Duration::from_secs(1);

@@ -152,7 +152,8 @@ async fn start(dir: &std::path::Path) -> RegionNode {
     let keys = tollgate_signing::KeyRing::generate(wall_clock_now())
         .unwrap()
         .public_set();
-    let mut config = RegionConfig::new(1, dir, "http://127.0.0.1:9".into(), keys);
+    let mut config = RegionConfig::new(1, dir, "https://127.0.0.1:9".into(), keys);
+    config.raft.transport = tollgate_tests::pki().region_node(&config.region, 1);
     config.reconnect_backoff_max = Duration::from_secs(30);
     RegionNode::start(
         config,
@@ -169,14 +170,19 @@ async fn start(dir: &std::path::Path) -> RegionNode {
 
 async fn first_allowed_check(node: &RegionNode, account: usize) -> Duration {
     let started = Instant::now();
-    let endpoint = format!("http://{}", node.grpc_addr());
+    let transport = tollgate_tests::pki().client();
+    let endpoint = transport
+        .endpoint(&tollgate_tests::https(node.grpc_addr()))
+        .unwrap();
     wait_until(
         "a first answered check",
         Duration::from_secs(600),
         || async {
-            let mut client = CheckServiceClient::connect(endpoint.clone())
+            let channel = transport
+                .connect(&endpoint, tollgate_tls::Expect::HostName, "test")
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
+            let mut client = CheckServiceClient::new(channel);
             let reply = client
                 .check(pb::CheckRequest {
                     explain: false,

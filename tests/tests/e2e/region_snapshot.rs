@@ -20,9 +20,7 @@ use tracing::info;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 async fn ask(node: &RegionNode, subject: &str, feature: &str) -> pb::Reason {
-    let mut client = CheckServiceClient::connect(format!("http://{}", node.grpc_addr()))
-        .await
-        .unwrap();
+    let mut client = CheckServiceClient::new(tollgate_tests::channel(node.grpc_addr()).await);
     client
         .check(pb::CheckRequest {
             explain: false,
@@ -123,7 +121,7 @@ async fn a_region_below_the_retention_floor_installs_the_origins_snapshot() {
         3,
         dir.path(),
         &origin.node,
-        format!("http://{}", proxy.addr()),
+        tollgate_tests::https(proxy.addr()),
         None,
         |c| {
             c.origin_idle_timeout = Duration::from_secs(1);
@@ -183,9 +181,7 @@ async fn a_region_below_the_retention_floor_installs_the_origins_snapshot() {
     }
 
     info!("A watcher from 0 now gets the state first (the node no longer keeps those changes).");
-    let mut client = CheckServiceClient::connect(format!("http://{}", region[1].grpc_addr()))
-        .await
-        .unwrap();
+    let mut client = CheckServiceClient::new(tollgate_tests::channel(region[1].grpc_addr()).await);
     let mut events = client
         .watch(pb::WatchRequest {
             account_id: None,

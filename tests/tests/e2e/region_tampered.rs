@@ -4,7 +4,9 @@
 //!
 //! The attacker is a real man in the middle: a changefeed server that
 //! relays the origin's stream and flips one byte of one record's payload
-//! while `tamper` is on.
+//! while `tamper` is on. It holds valid TLS credentials of the deployment
+//! (it serves as an origin node and follows the origin as a region node),
+//! so only the records' signatures stand between it and the region.
 
 use reqwest::Method;
 use serde_json::json;
@@ -16,7 +18,8 @@ use tollgate_origin_node::OriginConfig;
 use tollgate_proto::origin::v1 as feed;
 use tollgate_proto::origin::v1::changefeed_client::ChangefeedClient;
 use tollgate_proto::origin::v1::changefeed_server::{Changefeed, ChangefeedServer};
-use tollgate_tests::{init_tracing, loopback, start_region, wait_until, TestOrigin};
+use tollgate_tests::{https, init_tracing, loopback, pki, start_region, wait_until, TestOrigin};
+use tollgate_tls::{Allow, ClientAuth, Expect, Transport};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -25,8 +28,27 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// Relays the origin's changefeed, corrupting the record at `target`.
 struct ManInTheMiddle {
     origin: String,
+    /// How it reaches the origin: TLS as a region node.
+    transport: Transport,
     target: Arc<AtomicU64>,
     tamper: Arc<AtomicBool>,
+}
+
+impl ManInTheMiddle {
+    /// A changefeed client to the real origin, which must prove it is an
+    /// origin node.
+    async fn upstream(&self) -> Result<ChangefeedClient<tonic::transport::Channel>, Status> {
+        let endpoint = self
+            .transport
+            .endpoint(&self.origin)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let channel = self
+            .transport
+            .connect(&endpoint, Expect::Peers(vec![Allow::OriginNodes]), "mitm")
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(ChangefeedClient::new(channel))
+    }
 }
 
 type Relay = std::pin::Pin<
@@ -41,9 +63,7 @@ impl Changefeed for ManInTheMiddle {
         &self,
         request: Request<feed::SubscribeRequest>,
     ) -> Result<Response<Relay>, Status> {
-        let mut client = ChangefeedClient::connect(self.origin.clone())
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut client = self.upstream().await?;
         let upstream = client.subscribe(request.into_inner()).await?.into_inner();
         let (target, tamper) = (self.target.clone(), self.tamper.clone());
         let relayed = upstream.map(move |message| {
@@ -67,9 +87,7 @@ impl Changefeed for ManInTheMiddle {
         &self,
         request: Request<feed::GetPublicKeysRequest>,
     ) -> Result<Response<feed::PublicKeySet>, Status> {
-        let mut client = ChangefeedClient::connect(self.origin.clone())
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut client = self.upstream().await?;
         client.get_public_keys(request.into_inner()).await
     }
 }
@@ -88,24 +106,33 @@ async fn a_tampered_record_is_refused_and_the_region_stays_on_the_last_good_revi
     let listener = loopback().await;
     let mitm_addr = listener.local_addr().unwrap();
     let mitm = ManInTheMiddle {
-        origin: format!("http://{}", origin.node.feed_addr()),
+        origin: origin.feed_url(),
+        transport: pki().region_node("eu", 99),
         target: target.clone(),
         tamper: tamper.clone(),
     };
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ChangefeedServer::new(mitm))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    // It serves TLS as an origin node, admitting region nodes, as the
+    // origin's changefeed port does.
+    let mitm_tls = pki()
+        .origin_node(1)
+        .server(
+            "feed",
+            ClientAuth::required(vec![Allow::RegionNodes]),
+            false,
+        )
+        .unwrap();
+    let (_stop_mitm, stop_rx) = tokio::sync::watch::channel(false);
+    tollgate_server::grpc::serve(
+        tollgate_server::grpc::server().add_service(ChangefeedServer::new(mitm)),
+        listener,
+        mitm_tls,
+        stop_rx,
+        "the man in the middle",
     );
 
-    let region = start_region(
-        3,
-        dir.path(),
-        &origin.node,
-        format!("http://{mitm_addr}"),
-        None,
-        |c| c.reconnect_backoff_max = Duration::from_millis(100),
-    )
+    let region = start_region(3, dir.path(), &origin.node, https(mitm_addr), None, |c| {
+        c.reconnect_backoff_max = Duration::from_millis(100)
+    })
     .await;
     let good = origin.node.head_revision();
     for node in &region {

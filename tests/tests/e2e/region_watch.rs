@@ -25,9 +25,7 @@ async fn watch(
     account: Option<&str>,
     from: u64,
 ) -> Result<Events, tonic::Status> {
-    let mut client = CheckServiceClient::connect(format!("http://{}", node.grpc_addr()))
-        .await
-        .unwrap();
+    let mut client = CheckServiceClient::new(tollgate_tests::channel(node.grpc_addr()).await);
     let request = WatchRequest {
         account: account.map(|a| AccountId::new(a).unwrap()),
         from_revision: from,
@@ -108,17 +106,10 @@ async fn a_follower_streams_one_accounts_changes_then_follows_live() {
     grant(&origin, "e-acme", "acme").await;
     let head = grant(&origin, "e-globex", "globex").await;
 
-    let region = start_region(
-        3,
-        dir.path(),
-        &origin.node,
-        format!("http://{}", origin.node.feed_addr()),
-        None,
-        |c| {
-            c.watch_heartbeat = Duration::from_millis(200);
-            c.watchers_max = 2;
-        },
-    )
+    let region = start_region(3, dir.path(), &origin.node, origin.feed_url(), None, |c| {
+        c.watch_heartbeat = Duration::from_millis(200);
+        c.watchers_max = 2;
+    })
     .await;
     for node in &region {
         wait_until("the region to catch up", DEADLINE, || async {
@@ -200,9 +191,7 @@ async fn a_follower_streams_one_accounts_changes_then_follows_live() {
     .unwrap();
 
     info!("A malformed account id is refused.");
-    let mut client = CheckServiceClient::connect(format!("http://{}", follower.grpc_addr()))
-        .await
-        .unwrap();
+    let mut client = CheckServiceClient::new(tollgate_tests::channel(follower.grpc_addr()).await);
     let bad = client
         .watch(pb::WatchRequest {
             account_id: Some("not an id!".into()),

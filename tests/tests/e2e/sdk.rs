@@ -23,7 +23,7 @@ use tollgate_sdk::{
     check_request, CheckRequest, Client, Consistency, Location, Reason, Replica, SdkError,
     SeatStatus,
 };
-use tollgate_tests::{init_tracing, start_region, wait_until, TestOrigin};
+use tollgate_tests::{https, init_tracing, pki, start_region, wait_until, TestOrigin};
 use tracing::info;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -40,25 +40,28 @@ where
 }
 
 fn uri(node: &RegionNode) -> String {
-    format!("http://{}", node.grpc_addr())
+    https(node.grpc_addr())
 }
 
 /// An endpoint nothing listens on: bound, then closed.
 async fn dead_endpoint() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    format!("http://{}", listener.local_addr().unwrap())
+    https(listener.local_addr().unwrap())
 }
 
 fn client(endpoints: impl IntoIterator<Item = String>) -> Client {
     Client::builder()
         .endpoints(endpoints)
+        .ca_file(pki().ca_path())
         .deadline(CALL_DEADLINE)
         .connect_timeout(Duration::from_millis(500))
         .build()
         .unwrap()
 }
 
-/// A TCP proxy to `target` that counts the connections it accepts.
+/// A TCP proxy to `target` that counts the connections it accepts. It
+/// relays the TLS bytes unchanged: the node's certificate names
+/// 127.0.0.1, the host the client dials.
 async fn counting_proxy(target: SocketAddr) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -74,7 +77,7 @@ async fn counting_proxy(target: SocketAddr) -> (String, Arc<AtomicUsize>) {
             });
         }
     });
-    (format!("http://{addr}"), accepted)
+    (https(addr), accepted)
 }
 
 /// An origin with product `studio`, features `export`, `sso`, `geo`,
@@ -152,17 +155,10 @@ async fn deploy(dir: &std::path::Path) -> (TestOrigin, Vec<RegionNode>, u64) {
         origin.ok(Method::POST, "/v1/entitlements", body).await;
     }
     let head = origin.node.head_revision();
-    let region = start_region(
-        3,
-        dir,
-        &origin.node,
-        format!("http://{}", origin.node.feed_addr()),
-        None,
-        |c| {
-            c.watch_heartbeat = WATCH_HEARTBEAT;
-            c.trust_proxy_location = true;
-        },
-    )
+    let region = start_region(3, dir, &origin.node, origin.feed_url(), None, |c| {
+        c.watch_heartbeat = WATCH_HEARTBEAT;
+        c.trust_proxy_location = true;
+    })
     .await;
     for node in &region {
         caught_up(node, head).await;
