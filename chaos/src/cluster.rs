@@ -5,6 +5,12 @@
 //! The harness reaches every node from the host over the bridge: the
 //! origin's REST API with the admin token the origin writes at bootstrap,
 //! region nodes' gRPC check and usage services, and their `/v1/status`.
+//!
+//! TLS is on everywhere, as in production: each run makes its own CA
+//! ([`Pki`], in `<run dir>/tls/`) and gives every node a certificate with
+//! its SPIFFE identity and the address it is reached at; the harness is an
+//! operator of that CA and checks every node's certificate against the
+//! address it dials.
 
 use crate::history::{now_ms, Event, NodeChange, NodeState, Recorder};
 use crate::net::{netns, Links, Net};
@@ -18,6 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tollgate_testkit::wait_until;
+use tollgate_tls::ca::{self, Request};
+use tollgate_tls::{Alpn, Expect, Identity, Subject, Tls, Transport};
 
 pub const ORIGIN: &str = "origin";
 pub const RAFT_PORT: u16 = 7100;
@@ -55,6 +63,17 @@ pub const STATUS_TIMEOUT: Duration = Duration::from_millis(1500);
 const ORIGIN_START_DEADLINE: Duration = Duration::from_secs(90);
 /// How long a SIGTERMed node has to exit before it is killed.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
+/// The trust domain of every run's CA.
+pub const TRUST_DOMAIN: &str = "chaos.tollgate";
+/// The harness's own identity (`spiffe://chaos.tollgate/operator/chaos`):
+/// the client certificate it presents on every port.
+pub const OPERATOR: &str = "chaos";
+/// A run's certificates are valid from an hour before it starts (clock
+/// steps) to a week after.
+const CERT_BACKDATE_SECONDS: i64 = 3_600;
+const CERT_VALID_SECONDS: i64 = 7 * 86_400;
+/// How often nodes look for replaced TLS files.
+const TLS_RELOAD_INTERVAL_MS: u64 = 5_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeSpec {
@@ -67,13 +86,24 @@ pub struct NodeSpec {
 
 impl NodeSpec {
     pub fn grpc_url(&self) -> String {
-        format!("http://{}:{GRPC_PORT}", self.ip)
+        format!("https://{}:{GRPC_PORT}", self.ip)
     }
     pub fn status_url(&self) -> String {
-        format!("http://{}:{OPS_PORT}/v1/status", self.ip)
+        format!("https://{}:{OPS_PORT}/v1/status", self.ip)
     }
     pub fn rest_url(&self) -> String {
-        format!("http://{}:{REST_PORT}", self.ip)
+        format!("https://{}:{REST_PORT}", self.ip)
+    }
+    /// Who this node's certificate says it is (and what the node checks
+    /// its own certificate against: its role, id and `region`).
+    pub fn subject(&self) -> Subject {
+        match &self.region {
+            None => Subject::OriginNode(self.node_id),
+            Some(region) => Subject::RegionNode {
+                region: region.clone(),
+                node: self.node_id,
+            },
+        }
     }
     pub fn raft_addr(&self) -> String {
         format!("{}:{RAFT_PORT}", self.ip)
@@ -134,6 +164,134 @@ impl Topology {
         let index = self.regions.keys().position(|r| r == region)?;
         Some(FEED_PROXY_PORT_BASE + index as u16)
     }
+}
+
+/// A run's PKI, in `<run dir>/tls/`: the CA (`ca.pem`, and its key
+/// `ca.key`, so more certificates can be issued by hand to look at a
+/// failed run), and for every node and for the harness a certificate and
+/// its key (`<name>.pem`, `<name>.key`; the harness's is
+/// `operator-chaos`).
+///
+/// A node's certificate names its SPIFFE identity (what other nodes
+/// check: Raft members and the origin's feed, also through the harness's
+/// TCP proxies, which forward TLS untouched) and the one address
+/// everything reaches it at, its namespace's IP (what the harness checks:
+/// every proxy listens on the IP of the node it fronts, so the IP SAN
+/// covers the proxied ports too), plus its name as a DNS name.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// Creates the CA and issues every node's certificate and the
+    /// harness's. `now` in Unix seconds.
+    pub fn create(dir: &Path, topology: &Topology, now: i64) -> anyhow::Result<Pki> {
+        let (not_before, not_after) = (now - CERT_BACKDATE_SECONDS, now + CERT_VALID_SECONDS);
+        let ca = ca::create_ca(TRUST_DOMAIN, not_before, not_after).context("creating the CA")?;
+        ca::write(dir, "ca", &ca).context("writing the CA")?;
+        let issue = |name: &str, subject: Subject, dns: Vec<String>, ips: Vec<std::net::IpAddr>| {
+            let identity = Identity::new(TRUST_DOMAIN, subject)?;
+            let pem = ca::issue(
+                &ca,
+                &Request {
+                    identity,
+                    dns,
+                    ips,
+                    not_before,
+                    not_after,
+                },
+            )
+            .with_context(|| format!("issuing {name}'s certificate"))?;
+            ca::write(dir, name, &pem).with_context(|| format!("writing {name}'s certificate"))?;
+            anyhow::Ok(())
+        };
+        for node in topology.all() {
+            issue(
+                &node.name,
+                node.subject(),
+                vec![node.name.clone()],
+                vec![node.ip.into()],
+            )?;
+        }
+        issue(
+            &Self::operator_name(),
+            Subject::Operator(OPERATOR.into()),
+            Vec::new(),
+            Vec::new(),
+        )?;
+        Ok(Pki {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn operator_name() -> String {
+        format!("operator-{OPERATOR}")
+    }
+
+    /// The CA certificate every node and the harness trust.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// `name`'s certificate (a node's name, or `operator-chaos`).
+    pub fn cert(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pem"))
+    }
+
+    /// `name`'s private key.
+    pub fn key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.key"))
+    }
+
+    /// The `[tls]` section of `name`'s node.toml.
+    pub fn node_section(&self, name: &str) -> String {
+        format!(
+            "[tls]\n\
+             ca = {ca:?}\n\
+             cert = {cert:?}\n\
+             key = {key:?}\n\
+             reload_interval_ms = {TLS_RELOAD_INTERVAL_MS}\n",
+            ca = self.ca(),
+            cert = self.cert(name),
+            key = self.key(name),
+        )
+    }
+
+    /// The harness's client side: trusts the run's CA, presents the
+    /// operator certificate. `now` in Unix seconds.
+    pub fn client(&self, now: i64) -> anyhow::Result<Transport> {
+        let name = Self::operator_name();
+        let tls = Tls::client(
+            Some(self.ca()),
+            Some(self.cert(&name)),
+            Some(self.key(&name)),
+            now,
+        )
+        .context("the harness's TLS client")?;
+        Ok(Transport::Tls(tls))
+    }
+}
+
+/// The harness's HTTP client over `transport`: every REST and status call
+/// checks the node's certificate against the IP it dials, and presents the
+/// harness's own. Each request gives up after `timeout`, the TLS handshake
+/// included.
+pub fn http_client(transport: &Transport, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    let tls = transport
+        .client_config(&Expect::HostName, Alpn::Http1)
+        .context("the harness's TLS client")?
+        .context("the harness's transport has no TLS")?;
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .use_preconfigured_tls((*tls).clone())
+        .build()
+        .context("an HTTP client")
+}
+
+/// The wall clock in Unix seconds.
+fn now_secs() -> i64 {
+    (now_ms() / 1000) as i64
 }
 
 /// What `/v1/status` on a region node says (the fields the harness reads).
@@ -215,6 +373,9 @@ pub struct Cluster {
     run_dir: PathBuf,
     procs: Procs,
     recorder: Arc<Recorder>,
+    pki: Pki,
+    /// The harness's TLS: gRPC channels to the nodes are built from it.
+    transport: Transport,
     http: reqwest::Client,
     token: Mutex<String>,
 }
@@ -232,6 +393,9 @@ impl Cluster {
             settings.binary.display()
         );
         let binary = std::fs::canonicalize(&settings.binary)?;
+        let pki = Pki::create(&settings.run_dir.join("tls"), &topology, now_secs())?;
+        let transport = pki.client(now_secs())?;
+        let http = http_client(&transport, HTTP_TIMEOUT)?;
         let nodes: Vec<(String, Ipv4Addr)> = topology
             .all()
             .iter()
@@ -255,10 +419,9 @@ impl Cluster {
             run_dir: settings.run_dir.clone(),
             procs,
             recorder,
-            http: reqwest::Client::builder()
-                .timeout(HTTP_TIMEOUT)
-                .build()
-                .context("an HTTP client")?,
+            pki,
+            transport,
+            http,
             token: Mutex::new(String::new()),
         };
         cluster.write_configs(settings.outstanding_max)?;
@@ -282,6 +445,12 @@ impl Cluster {
         self.run_dir.join("origin-keys.public.json")
     }
 
+    /// The harness's TLS (the run's CA, the operator certificate), for
+    /// gRPC channels to the nodes.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     fn write_configs(&self, outstanding_max: u64) -> anyhow::Result<()> {
         std::fs::create_dir_all(self.run_dir.join("logs"))?;
         let o = &self.topology.origin;
@@ -299,10 +468,12 @@ impl Cluster {
              [changefeed]\n\
              heartbeat_interval_ms = 200\n\n\
              [quota]\n\
-             outstanding_max = {outstanding_max}\n",
+             outstanding_max = {outstanding_max}\n\n\
+             {tls}",
             id = o.node_id,
             data = self.data_dir(&o.name),
             ip = o.ip,
+            tls = self.pki.node_section(&o.name),
         );
         self.write_config(&o.name, &text)?;
         for nodes in self.topology.regions.values() {
@@ -339,11 +510,12 @@ impl Cluster {
                      snapshot_logs_since_last = {SNAPSHOT_LOGS_SINCE_LAST}\n\
                      logs_kept_after_snapshot = {LOGS_KEPT_AFTER_SNAPSHOT}\n\n\
                      [origin]\n\
-                     feed = \"http://{origin_ip}:{feed_port}\"\n\
+                     feed = \"https://{origin_ip}:{feed_port}\"\n\
                      public_keys_path = {keys:?}\n\
                      idle_timeout_ms = {ORIGIN_IDLE_TIMEOUT_MS}\n\
                      reconnect_backoff_max_ms = {RECONNECT_BACKOFF_MAX_MS}\n\
-                     connect_timeout_ms = {CONNECT_TIMEOUT_MS}\n",
+                     connect_timeout_ms = {CONNECT_TIMEOUT_MS}\n\n\
+                     {tls}",
                     id = n.node_id,
                     name = n.name,
                     region = n.region.as_deref().unwrap_or("region"),
@@ -360,6 +532,7 @@ impl Cluster {
                         .feed_proxy_port(n.region.as_deref().unwrap_or_default())
                         .context("a region node's region")?,
                     keys = self.public_keys_path(),
+                    tls = self.pki.node_section(&n.name),
                 );
                 self.write_config(&n.name, &text)?;
             }

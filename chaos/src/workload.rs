@@ -32,7 +32,8 @@ use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::usage::v1 as usage;
 use tollgate_proto::usage::v1::usage_client::UsageClient;
-use tonic::transport::{Channel, Endpoint};
+use tollgate_tls::{Expect, Transport};
+use tonic::transport::Channel;
 
 /// A gRPC call gives up after this long (a paused node never answers).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(2);
@@ -236,20 +237,23 @@ fn seat_holders(cluster: &Cluster, plan: &Plan) -> BTreeMap<String, Vec<String>>
 }
 
 /// One lazily connected channel per region node (tonic reconnects after a
-/// restart by itself).
+/// restart by itself), over TLS: the node's certificate must chain to the
+/// run's CA and name the IP dialled. The connect timeout covers the TLS
+/// handshake too.
 #[derive(Clone)]
 pub struct Clients {
     channels: BTreeMap<String, Channel>,
 }
 
 impl Clients {
-    pub fn new(nodes: &[&NodeSpec]) -> anyhow::Result<Clients> {
+    pub fn new(transport: &Transport, nodes: &[&NodeSpec]) -> anyhow::Result<Clients> {
         let mut channels = BTreeMap::new();
         for n in nodes {
-            let channel = Endpoint::from_shared(n.grpc_url())?
+            let endpoint = transport
+                .endpoint(&n.grpc_url())?
                 .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(RPC_TIMEOUT)
-                .connect_lazy();
+                .timeout(RPC_TIMEOUT);
+            let channel = transport.lazy_channel(&endpoint, Expect::HostName, "chaos");
             channels.insert(n.name.clone(), channel);
         }
         Ok(Clients { channels })
@@ -427,7 +431,7 @@ pub fn spawn(
     load_stop: watch::Receiver<bool>,
     observe_stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Workload> {
-    let clients = Clients::new(&cluster.topology.region_nodes())?;
+    let clients = Clients::new(cluster.transport(), &cluster.topology.region_nodes())?;
     // The workload's randomness is seeded too, though thread timing makes a
     // run's history differ from a replay's.
     let mut rng = Rng::new(seed ^ 0x005E_ED0F_C4A0_5000);
@@ -570,27 +574,7 @@ async fn writer(
             }
         };
         let end_ms = now_ms();
-        let outcome = match result {
-            Ok((status, body)) if status.is_success() => match body["revision"].as_u64() {
-                Some(revision) => Ack::Acked { revision },
-                None => Ack::Indeterminate {
-                    error: format!("{status} without a revision: {body}"),
-                },
-            },
-            Ok((status, body)) if status.is_client_error() => Ack::Failed {
-                error: format!("{status} {}", body["code"]),
-            },
-            Ok((status, body)) => Ack::Indeterminate {
-                error: format!("{status} {}", body["code"]),
-            },
-            // No connection: the request never reached the origin.
-            Err(e) if e.is_connect() => Ack::Failed {
-                error: format!("connect: {e}"),
-            },
-            Err(e) => Ack::Indeterminate {
-                error: e.to_string(),
-            },
-        };
+        let outcome = write_outcome(result);
         state[s] = match (&outcome, op) {
             (Ack::Acked { .. }, WriteOp::Grant | WriteOp::Order | WriteOp::Resume) => {
                 SlotState::Active(id.clone())
@@ -612,6 +596,63 @@ async fn writer(
             break;
         }
     }
+}
+
+/// What a write's answer (or its absence) says about whether the origin
+/// applied it.
+///
+/// Over TLS, "no connection" still means "never sent": reqwest's connector
+/// does the TCP connect *and* the TLS handshake before a byte of the
+/// request is written (no 0-RTT early data: rustls' default, and
+/// tollgate-tls does not turn it on), and only a failure inside the
+/// connector is `is_connect()` — a refused or unreachable port, or a
+/// handshake that failed (the node died mid-handshake, a certificate the
+/// harness refused). A handshake cut short by the request's overall
+/// timeout is a timeout, not a connect error: of unknown outcome, as a
+/// request to a paused node always was. Anything after the handshake (the
+/// connection closed before an answer, an alert for the harness's own
+/// certificate, which TLS 1.3 sends only after the client has finished)
+/// may have reached the origin: of unknown outcome too.
+pub fn write_outcome(
+    result: Result<(reqwest::StatusCode, serde_json::Value), reqwest::Error>,
+) -> Ack {
+    match result {
+        Ok((status, body)) if status.is_success() => match body["revision"].as_u64() {
+            Some(revision) => Ack::Acked { revision },
+            None => Ack::Indeterminate {
+                error: format!("{status} without a revision: {body}"),
+            },
+        },
+        Ok((status, body)) if status.is_client_error() => Ack::Failed {
+            error: format!("{status} {}", body["code"]),
+        },
+        Ok((status, body)) => Ack::Indeterminate {
+            error: format!("{status} {}", body["code"]),
+        },
+        // No connection: the request never reached the origin.
+        Err(e) if e.is_connect() => Ack::Failed {
+            error: format!("connect: {}", error_chain(&e)),
+        },
+        Err(e) => Ack::Indeterminate {
+            error: error_chain(&e),
+        },
+    }
+}
+
+/// An error and its sources, `a: b: c` (reqwest's own text hides whether
+/// TCP or TLS failed).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = e.source();
+    }
+    text.chars().take(300).collect()
 }
 
 async fn prober(
