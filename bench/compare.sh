@@ -417,6 +417,7 @@ redis_get() {
 
 CHECK_ENDPOINT=""
 METRICS_URL=""
+CURL_TLS=()
 TOLLGATE_VERSION=""
 
 start_tollgate_dev() {
@@ -451,9 +452,17 @@ start_tollgate_dev() {
         '.regions[] | select(.name == $r) | .nodes[$n - 1].check // empty' "$endpoints")
     METRICS_URL=$(jq -r --arg r "$REGION" --argjson n "$NODE" \
         '.regions[] | select(.name == $r) | .nodes[$n - 1].metrics // empty' "$endpoints")
-    [[ $CHECK_ENDPOINT == http://127.0.0.1:* ]] ||
+    [[ $CHECK_ENDPOINT == http*://127.0.0.1:* ]] ||
         die "endpoints.json has no loopback check endpoint for region $REGION node $NODE (got '$CHECK_ENDPOINT')"
-    [[ $METRICS_URL == http://127.0.0.1:* ]] || METRICS_URL="" # then checks served are estimated
+    [[ $METRICS_URL == http*://127.0.0.1:* ]] || METRICS_URL="" # then checks served are estimated
+    # tollgate dev serves TLS (as production does) from a CA of its own:
+    # every tollgate command below trusts it through TOLLGATE_CA, curl
+    # through --cacert.
+    DEV_CA=$(jq -r '.tls.ca // empty' "$endpoints")
+    if [[ -n $DEV_CA ]]; then
+        export TOLLGATE_CA=$DEV_CA
+        CURL_TLS=(--cacert "$DEV_CA")
+    fi
     log "benchmarking region $REGION node $NODE at $CHECK_ENDPOINT"
 
     # One check first, which must come back ALLOW before anything is
@@ -485,7 +494,7 @@ start_tollgate_dev() {
 # the counter.
 server_checks() {
     [[ -n $METRICS_URL ]] || return 0
-    curl -fsS --max-time 5 "$METRICS_URL" 2>/dev/null |
+    curl -fsS --max-time 5 "${CURL_TLS[@]}" "$METRICS_URL" 2>/dev/null |
         awk '/^tollgate_checks_total[{ ]/ { n += $NF; seen = 1 } END { if (seen) printf "%.0f\n", n }' || true
 }
 
