@@ -20,6 +20,7 @@ pub mod ca;
 pub mod client;
 mod crypto;
 pub mod identity;
+pub mod io;
 pub mod material;
 pub mod server;
 mod verify;

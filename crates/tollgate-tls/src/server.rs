@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use futures::{Stream, StreamExt};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::identity::{Allow, Identity};
@@ -146,11 +145,7 @@ pub struct PeerInfo {
 }
 
 /// An accepted connection, over TLS or (only when configured so) not.
-#[allow(clippy::large_enum_variant)]
-pub enum ServerIo {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
+pub type ServerIo = crate::io::Io<tokio_rustls::server::TlsStream<TcpStream>>;
 
 impl ServerIo {
     /// Who is at the other end.
@@ -175,64 +170,6 @@ impl ServerIo {
                 }
             }
         }
-    }
-}
-
-macro_rules! delegate {
-    ($self:ident, $io:ident => $call:expr) => {
-        match $self.get_mut() {
-            ServerIo::Plain($io) => {
-                let $io = Pin::new($io);
-                $call
-            }
-            ServerIo::Tls($io) => {
-                let $io = Pin::new($io.as_mut());
-                $call
-            }
-        }
-    };
-}
-
-impl AsyncRead for ServerIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for ServerIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, io => io.poll_write(cx, buf))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, io => io.poll_write_vectored(cx, bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ServerIo::Plain(io) => io.is_write_vectored(),
-            ServerIo::Tls(io) => io.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_shutdown(cx))
     }
 }
 
