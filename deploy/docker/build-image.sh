@@ -19,6 +19,12 @@
 #                    allocator, faster than musl's under many threads; musl
 #                    needs the Rust target <arch>-unknown-linux-musl (added
 #                    with rustup if missing).
+#   TOLLGATE_CA_BUNDLE  the public CA roots (PEM) copied into the image as
+#                    /etc/ssl/certs/ca-certificates.crt, for webhook
+#                    receivers at public https:// addresses. Default: the
+#                    build machine's bundle (Debian/Ubuntu/Alpine/Fedora
+#                    paths are probed; install ca-certificates if none is
+#                    found).
 #
 # The binary is built in target/static (its own CARGO_TARGET_DIR, so it never
 # invalidates the normal build) and staged with the Dockerfile in
@@ -60,6 +66,23 @@ if [[ -z $libc ]]; then
         libc=musl
     fi
 fi
+# The public CA roots for the image (see TOLLGATE_CA_BUNDLE above).
+ca_bundle=${TOLLGATE_CA_BUNDLE:-}
+if [[ -z $ca_bundle ]]; then
+    for candidate in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt \
+        /etc/ssl/cert.pem /etc/ssl/ca-bundle.pem; do
+        if [[ -s $candidate ]]; then
+            ca_bundle=$candidate
+            break
+        fi
+    done
+fi
+if [[ -z $ca_bundle || ! -s $ca_bundle ]] || ! grep -q -- '-----BEGIN CERTIFICATE-----' "$ca_bundle"; then
+    echo "build-image: no CA bundle (PEM) found for the image's OS store${ca_bundle:+: $ca_bundle}; install" \
+        "the ca-certificates package or set TOLLGATE_CA_BUNDLE=<file>" >&2
+    exit 1
+fi
+
 if [[ $libc == musl ]] && ! musl_available; then
     echo "build-image: the Rust target $musl is not installed and rustup could not add it" >&2
     exit 1
@@ -74,16 +97,18 @@ export CARGO_PROFILE_RELEASE_STRIP=debuginfo
 export CARGO_INCREMENTAL=0
 case $libc in
 musl)
-    # musl links statically by default. No C code is compiled for the
-    # binary (protobuf by protox, storage by sled: pure Rust), so the system
-    # cc links it; musl-gcc is not needed.
+    # musl links statically by default. The only C in the binary is ring's
+    # (rustls' crypto provider: a little C and assembly, no system headers
+    # beyond the compiler's own), built by the cc crate with musl-gcc when
+    # installed, else the system cc; protobuf (protox) and storage (sled)
+    # are pure Rust. No cmake, Go or OpenSSL is needed.
     triple=$musl
     unset RUSTFLAGS
     ;;
 gnu)
     # glibc, linked statically. With --target, RUSTFLAGS reach only the
     # target's crates, not build scripts and proc macros (which must stay
-    # dynamic).
+    # dynamic). ring's C and assembly are compiled by the system cc.
     triple=$gnu
     export RUSTFLAGS="-C target-feature=+crt-static"
     ;;
@@ -121,6 +146,10 @@ chmod 0750 "$context/data"
 cp "$binary" "$context/tollgate"
 chmod 0755 "$context/tollgate"
 cp "$root/deploy/docker/Dockerfile" "$context/Dockerfile"
+# Dereferenced (the system bundle is often a symlink), world-readable.
+cp -L "$ca_bundle" "$context/ca-certificates.crt"
+chmod 0644 "$context/ca-certificates.crt"
+say "CA roots for the image: $ca_bundle ($(grep -c -- '-----BEGIN CERTIFICATE-----' "$context/ca-certificates.crt") certificates)"
 version=$("$context/tollgate" --version | awk '{print $2}')
 
 say "packing $image (FROM scratch)"
