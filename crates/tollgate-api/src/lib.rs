@@ -46,7 +46,13 @@ pub struct AppState<S> {
     /// Renders the node's metrics for `/metrics` (Prometheus text); `None`:
     /// the endpoint answers 404.
     pub metrics: Option<MetricsRenderer>,
+    /// Renders the node's state for `/v1/status` (role, term, leader, head,
+    /// TLS); `None`: the endpoint answers 404.
+    pub status: Option<StatusRenderer>,
 }
+
+/// Renders a node's state as JSON.
+pub type StatusRenderer = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// Renders metrics in the Prometheus text format.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
@@ -57,6 +63,7 @@ impl<S> Clone for AppState<S> {
             store: self.store.clone(),
             keys: self.keys.clone(),
             metrics: self.metrics.clone(),
+            status: self.status.clone(),
         }
     }
 }

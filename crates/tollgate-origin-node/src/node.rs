@@ -82,6 +82,28 @@ fn record_origin_gauges(state: &OriginState, node: &str) {
         .set(state.head().unwrap_or(0) as f64);
 }
 
+/// What the origin's `/v1/status` shows: who the node is, its Raft state,
+/// the head revision and its TLS (mode, identity, seconds to expiry).
+fn origin_status(state: &OriginState) -> serde_json::Value {
+    let node = &state.node;
+    let m = node.metrics();
+    // leader, follower, learner, candidate or shutdown.
+    let role = format!("{:?}", m.state).to_lowercase();
+    let head = match state.head() {
+        Ok(head) => serde_json::json!(head),
+        Err(error) => serde_json::json!({ "error": error.to_string() }),
+    };
+    serde_json::json!({
+        "node_id": m.id,
+        "role": role,
+        "term": m.current_term,
+        "leader": m.current_leader,
+        "head_revision": head,
+        "ready": origin_ready(node),
+        "tls": node.transport().status(tollgate_server::clock::now_secs()),
+    })
+}
+
 /// Largest request message on the changefeed port (a `SyncRequest` of
 /// 1,024 counters, a license token to verify): bigger ones are refused
 /// with RESOURCE_EXHAUSTED before they are decoded.
@@ -209,6 +231,10 @@ impl OriginNode {
                 );
                 telemetry::render()
             })),
+            status: Some({
+                let state = state.clone();
+                Arc::new(move || origin_status(&state))
+            }),
         };
         let licenses = crate::license_service::OriginLicenses::new(app_state.clone());
         let app = tollgate_api::router(app_state.clone());

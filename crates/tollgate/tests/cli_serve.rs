@@ -344,14 +344,26 @@ fn tls_is_required_checked_and_plaintext_only_on_purpose() {
     // The token line comes once the node is up and handles signals.
     let token_line = lines.next().expect("the token line").unwrap();
     assert!(token_line.contains("admin.token"), "{token_line}");
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let health = runtime.block_on(async {
-        reqwest::get(format!("{http}/healthz"))
+    let (health, status) = runtime.block_on(async {
+        let health = reqwest::get(format!("{http}/healthz"))
             .await
             .unwrap()
-            .status()
+            .status();
+        let status: serde_json::Value = reqwest::Client::new()
+            .get(format!("{http}/v1/status"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (health, status)
     });
     assert_eq!(health, 200);
+    assert_eq!(status["tls"]["mode"], "insecure_plaintext", "{status}");
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])

@@ -160,6 +160,21 @@ async fn the_raft_port_refuses_every_stranger_and_applies_nothing_from_them() {
         TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
     let raft_addr = origin.node.raft().addr().to_string();
     let socket: std::net::SocketAddr = raft_addr.parse().unwrap();
+    let (code, status) = origin
+        .rest(reqwest::Method::GET, "/v1/status", serde_json::Value::Null)
+        .await;
+    assert!(code.is_success(), "{code} {status}");
+    assert_eq!(status["tls"]["mode"], "tls");
+    assert_eq!(
+        status["tls"]["identity"],
+        format!("spiffe://{TRUST_DOMAIN}/origin/node/1")
+    );
+    assert!(
+        status["tls"]["certificate_expires_in_seconds"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
     let term = origin.node.raft().metrics().current_term;
     let before = origin_metrics(&origin).await;
     let refused = |text: &str, reason: &str| {

@@ -86,6 +86,20 @@ pub fn table<S: OriginStore>() -> Vec<Route<S>> {
     ));
     routes.push(route(
         Method::Get,
+        "/v1/status",
+        get(status_json::<S>),
+        Doc {
+            ok: None,
+            ..Doc::new(
+                "health",
+                "This node's state: id, Raft role, term and leader, head revision, and its TLS \
+                 (mode, identity, seconds until its certificate and CA expire).",
+                Some(tollgate_origin::Scope::Read),
+            )
+        },
+    ));
+    routes.push(route(
+        Method::Get,
         "/v1/openapi.json",
         get(openapi_json),
         Doc {
@@ -113,6 +127,17 @@ async fn metrics_text<S: OriginStore>(
         )
             .into_response(),
         None => Problem::not_found("metrics are not enabled on this node").into_response(),
+    }
+}
+
+async fn status_json<S: OriginStore>(
+    axum::extract::State(state): axum::extract::State<AppState<S>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, Problem> {
+    caller.require(tollgate_origin::Scope::Read)?;
+    match &state.status {
+        Some(render) => Ok(Json(render())),
+        None => Err(Problem::not_found("status is not enabled on this node")),
     }
 }
 
