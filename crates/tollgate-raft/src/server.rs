@@ -112,6 +112,88 @@ fn bad_request(e: Error) -> Status {
     error_to_status(&Error::InvalidArgument(e.to_string()))
 }
 
+/// Who may call a method of the Raft port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Callers {
+    /// Members of this node's own cluster: the Raft RPCs, and a write a
+    /// follower forwards to its leader.
+    Members,
+    /// Operators (`tollgate ctl cluster`): membership changes, snapshots,
+    /// local reads.
+    Operators,
+    /// Either: the status members' failover watchdogs and operators ask.
+    MembersAndOperators,
+}
+
+/// Checks the TLS identity the caller proved against `callers`. A node run
+/// with `insecure_plaintext` checks nothing (it proved nothing); over TLS
+/// the handshake already admitted only members and operators, and this
+/// keeps each to its own methods: an operator cannot append a raw command
+/// to the log, a member cannot change the membership.
+fn authorize<L: StateMachineLogic, T>(
+    inner: &NodeInner<L>,
+    request: &Request<T>,
+    callers: Callers,
+    method: &'static str,
+) -> Result<(), Status> {
+    let Some(peer) = request.extensions().get::<tollgate_tls::PeerInfo>() else {
+        return Err(refuse(
+            method,
+            "-",
+            "the connection carries no peer information",
+        ));
+    };
+    if !peer.tls {
+        return Ok(());
+    }
+    let Some(identity) = &peer.identity else {
+        return Err(refuse(method, "-", "no client certificate"));
+    };
+    let me = inner.config.transport.identity();
+    let same_domain = me
+        .as_ref()
+        .is_some_and(|me| me.trust_domain == identity.trust_domain);
+    let member = same_domain
+        && me
+            .as_ref()
+            .and_then(|me| me.own_cluster())
+            .is_some_and(|cluster| cluster.admits(&identity.subject));
+    let operator = same_domain && Allow::Operators.admits(&identity.subject);
+    let allowed = match callers {
+        Callers::Members => member,
+        Callers::Operators => operator,
+        Callers::MembersAndOperators => member || operator,
+    };
+    if allowed {
+        return Ok(());
+    }
+    let who = match callers {
+        Callers::Members => "members of this cluster",
+        Callers::Operators => "operators",
+        Callers::MembersAndOperators => "members of this cluster and operators",
+    };
+    Err(refuse(
+        method,
+        &identity.to_string(),
+        &format!("only {who} may call it"),
+    ))
+}
+
+fn refuse(method: &'static str, who: &str, why: &str) -> Status {
+    metrics::counter!("tollgate_raft_calls_refused_total", "method" => method).increment(1);
+    tracing::warn!(
+        method,
+        caller = who,
+        "Refused a call on the Raft port: {why}."
+    );
+    let mut status = Status::permission_denied(format!("{method}: {who} may not call it: {why}"));
+    status.metadata_mut().insert(
+        ERROR_CODE_KEY,
+        tonic::metadata::MetadataValue::from_static("CALLER_NOT_ALLOWED"),
+    );
+    status
+}
+
 struct RaftGrpc<L: StateMachineLogic> {
     inner: Arc<NodeInner<L>>,
 }
@@ -122,6 +204,7 @@ impl<L: StateMachineLogic> RaftService for RaftGrpc<L> {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::RaftResponse>, Status> {
+        authorize(&self.inner, &request, Callers::Members, "AppendEntries")?;
         let rpc = decode(&request.into_inner().payload).map_err(bad_request)?;
         self.inner.leader_contact.touch();
         reply(self.inner.raft.append_entries(rpc).await)
@@ -131,6 +214,7 @@ impl<L: StateMachineLogic> RaftService for RaftGrpc<L> {
         &self,
         request: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::RaftResponse>, Status> {
+        authorize(&self.inner, &request, Callers::Members, "Vote")?;
         let rpc = decode(&request.into_inner().payload).map_err(bad_request)?;
         reply(self.inner.raft.vote(rpc).await)
     }
@@ -139,6 +223,7 @@ impl<L: StateMachineLogic> RaftService for RaftGrpc<L> {
         &self,
         request: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::RaftResponse>, Status> {
+        authorize(&self.inner, &request, Callers::Members, "InstallSnapshot")?;
         let message = request.into_inner();
         self.inner.leader_contact.touch();
         let header: SnapshotChunkHeader = decode(&message.header).map_err(bad_request)?;
@@ -175,6 +260,7 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
         &self,
         request: Request<pb::InitializeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        authorize(&self.inner, &request, Callers::Operators, "Initialize")?;
         let members: Vec<(NodeId, String)> = initial_members(request.into_inner())
             .into_iter()
             .map(|m| (m.node_id, m.addr))
@@ -190,6 +276,7 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        authorize(&self.inner, &request, Callers::Operators, "AddLearner")?;
         let request = AddLearner::try_from(request.into_inner())
             .map_err(|e| error_to_status(&Error::InvalidArgument(e.to_string())))?;
         let index = self
@@ -208,6 +295,12 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        authorize(
+            &self.inner,
+            &request,
+            Callers::Operators,
+            "ChangeMembership",
+        )?;
         let request = ChangeMembership::from(request.into_inner());
         let index = self
             .inner
@@ -221,6 +314,7 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        authorize(&self.inner, &request, Callers::Operators, "RemoveNode")?;
         let index = self
             .inner
             .remove_node(request.into_inner().node_id)
@@ -231,15 +325,22 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        authorize(
+            &self.inner,
+            &request,
+            Callers::MembersAndOperators,
+            "Status",
+        )?;
         Ok(Response::new(self.inner.status().into()))
     }
 
     async fn trigger_snapshot(
         &self,
-        _request: Request<pb::TriggerSnapshotRequest>,
+        request: Request<pb::TriggerSnapshotRequest>,
     ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        authorize(&self.inner, &request, Callers::Operators, "TriggerSnapshot")?;
         const SNAPSHOT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
         let snapshot_index = self
             .inner
@@ -253,6 +354,7 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
         &self,
         request: Request<pb::ReadLocalRequest>,
     ) -> Result<Response<pb::ReadLocalResponse>, Status> {
+        authorize(&self.inner, &request, Callers::Operators, "ReadLocal")?;
         let key = request.into_inner().key;
         if key.is_empty() || key.len() > crate::logic::KEY_BYTES_MAX {
             return Err(error_to_status(&Error::InvalidArgument(format!(
@@ -275,6 +377,7 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
         &self,
         request: Request<pb::ClientWriteRequest>,
     ) -> Result<Response<pb::ClientWriteResponse>, Status> {
+        authorize(&self.inner, &request, Callers::Members, "ClientWrite")?;
         let request = request.into_inner();
         if request.command.len() > self.inner.config.command_bytes_max {
             return Err(error_to_status(&Error::InvalidArgument(format!(

@@ -290,12 +290,66 @@ async fn the_raft_port_refuses_every_stranger_and_applies_nothing_from_them() {
     info!("An operator's certificate is admitted to the cluster admin service.");
     let operator = pki().client_as(Subject::Operator("ops".into()));
     let channel = channel_with(&operator, &raft_addr).await;
-    let status = ClusterAdminClient::new(channel)
+    let status = ClusterAdminClient::new(channel.clone())
         .status(cluster::StatusRequest {})
         .await
         .expect("an operator reads the cluster status")
         .into_inner();
     assert_eq!(status.node_id, 1);
+
+    info!("Each admitted caller keeps to its own methods: an operator may not append a raw command or vote.");
+    let head = origin.node.head_revision();
+    let denied = |status: tonic::Status| {
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert_eq!(
+            status
+                .metadata()
+                .get("tollgate-error-code")
+                .and_then(|v| v.to_str().ok()),
+            Some("CALLER_NOT_ALLOWED"),
+            "{status:?}"
+        );
+    };
+    denied(
+        ClusterAdminClient::new(channel.clone())
+            .client_write(cluster::ClientWriteRequest {
+                command: b"{}".to_vec(),
+                forward_hops: 0,
+            })
+            .await
+            .unwrap_err(),
+    );
+    denied(
+        RaftServiceClient::new(channel.clone())
+            .vote(vote(term + 600, 9))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        origin.node.head_revision(),
+        head,
+        "an operator's raw command was applied"
+    );
+    info!("A member may not change the membership; that takes an operator.");
+    let member_channel = channel_with(&pki().client_as(Subject::OriginNode(9)), &raft_addr).await;
+    denied(
+        ClusterAdminClient::new(member_channel)
+            .add_learner(cluster::AddLearnerRequest {
+                member: Some(cluster::Member {
+                    node_id: 9,
+                    addr: "127.0.0.1:9".into(),
+                }),
+                wait_caught_up: false,
+            })
+            .await
+            .unwrap_err(),
+    );
+    let members = origin.node.raft().metrics();
+    assert_eq!(
+        members.membership_config.membership().nodes().count(),
+        1,
+        "a member's AddLearner changed the membership"
+    );
 
     info!("Control: the same vote from a member of the cluster reaches Raft and is answered (the leader's lease refuses it), so the probes above were refused by TLS, not by the request.");
     let sibling = pki().client_as(Subject::OriginNode(9));
