@@ -13,9 +13,8 @@ use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tollgate_geo::{GeoDatabases, GeoHealth};
-use tollgate_origin::keys;
 use tollgate_raft::Node;
-use tollgate_region::{RegionLogic, ORIGIN_CONTACT, ORIGIN_HEAD};
+use tollgate_region::{RegionLogic, ORIGIN_HEAD};
 use tollgate_server::clock::now;
 use tollgate_server::served::read_u64;
 
@@ -100,10 +99,14 @@ impl OpsState {
         let view = self.node.view();
         let metrics = self.node.metrics();
         let read = |key: &[u8]| read_u64(&view, key).unwrap_or(0);
-        let applied = read(keys::HEAD_REVISION);
+        // The revision and origin contact checks answer with (the views),
+        // not sled's, which runs ahead of them while a refresh is under
+        // way: a status must never report a revision that a check sent
+        // after it would then answer below (the chaos checker's
+        // revision_went_back caught exactly that after a heal).
+        let applied = self.views.revision();
         let head = read(ORIGIN_HEAD).max(applied);
-        let contact = read(ORIGIN_CONTACT);
-        let last_origin_contact = (contact > 0).then_some(contact as i64);
+        let last_origin_contact = self.views.origin_contact().map(|c| c.0).filter(|c| *c > 0);
         let staleness_seconds =
             last_origin_contact.map(|c| now().0.saturating_sub(c).max(0) as u64);
         let id = self.node.id();

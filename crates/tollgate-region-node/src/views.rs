@@ -290,6 +290,11 @@ impl Views {
         self.read_state().revision
     }
 
+    /// When the region last heard from the origin, as checks see it.
+    pub fn origin_contact(&self) -> Option<UnixSeconds> {
+        self.read_state().origin_contact
+    }
+
     /// How many account views are cached (for tests and status).
     pub fn cached_accounts(&self) -> usize {
         self.read_state().accounts.len()
