@@ -32,6 +32,46 @@ fn region(name: &str) -> Result<(), Status> {
     }
 }
 
+/// A region node may lease, release and report only for its own region:
+/// the region named in the request must be the one its certificate names.
+/// (The feed port's handshake already admitted only region nodes, origin
+/// nodes and operators; only region nodes use this service.) A node run
+/// with `insecure_plaintext` proved no identity and checks none.
+fn authorize<T>(request: &Request<T>, region: &str) -> Result<(), Status> {
+    let Some(peer) = request.extensions().get::<tollgate_tls::PeerInfo>() else {
+        return Err(refuse(
+            region,
+            "-",
+            "the connection carries no peer information",
+        ));
+    };
+    if !peer.tls {
+        return Ok(());
+    }
+    match peer.identity.as_deref() {
+        Some(tollgate_tls::Identity {
+            subject: tollgate_tls::Subject::RegionNode { region: own, .. },
+            ..
+        }) if own == region => Ok(()),
+        Some(identity) => Err(refuse(
+            region,
+            &identity.to_string(),
+            "only that region's own nodes may lease, release or report for it",
+        )),
+        None => Err(refuse(region, "-", "no client certificate")),
+    }
+}
+
+fn refuse(region: &str, who: &str, why: &str) -> Status {
+    metrics::counter!("tollgate_quota_calls_refused_total").increment(1);
+    tracing::warn!(region, caller = who, "Refused a quota call: {why}.");
+    tollgate_server::grpc::error_status(
+        tonic::Code::PermissionDenied,
+        "CALLER_NOT_ALLOWED",
+        format!("{who} may not act for region {region:?}: {why}"),
+    )
+}
+
 fn invalid(e: ConvertError) -> Status {
     Status::invalid_argument(e.to_string())
 }
@@ -114,8 +154,9 @@ impl pb::quota_server::Quota for QuotaService {
         &self,
         request: Request<pb::LeaseSeatsRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
+        region(&request.get_ref().region)?;
+        authorize(&request, &request.get_ref().region)?;
         let r = request.into_inner();
-        region(&r.region)?;
         let lease = SeatLease::try_from(r).map_err(invalid)?;
         let op = Op::LeaseSeats {
             region: lease.region.clone(),
@@ -129,8 +170,9 @@ impl pb::quota_server::Quota for QuotaService {
         &self,
         request: Request<pb::ReleaseSeatsRequest>,
     ) -> Result<Response<pb::SyncResponse>, Status> {
+        region(&request.get_ref().region)?;
+        authorize(&request, &request.get_ref().region)?;
         let r = request.into_inner();
-        region(&r.region)?;
         let release = SeatRelease::try_from(r).map_err(invalid)?;
         let op = Op::ReleaseSeats {
             region: release.region.clone(),
@@ -144,8 +186,9 @@ impl pb::quota_server::Quota for QuotaService {
         &self,
         request: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
+        region(&request.get_ref().region)?;
+        authorize(&request, &request.get_ref().region)?;
         let r = request.into_inner();
-        region(&r.region)?;
         let lease = QuotaLease::try_from(r).map_err(invalid)?;
         let op = Op::LeaseQuota {
             region: lease.region.clone(),
@@ -161,8 +204,9 @@ impl pb::quota_server::Quota for QuotaService {
         &self,
         request: Request<pb::SyncRequest>,
     ) -> Result<Response<pb::SyncResponse>, Status> {
+        region(&request.get_ref().region)?;
+        authorize(&request, &request.get_ref().region)?;
         let r = request.into_inner();
-        region(&r.region)?;
         // Bounded before anything is converted.
         if r.entries.len() > SYNC_ENTRIES_MAX {
             return Err(Status::invalid_argument(format!(

@@ -392,6 +392,47 @@ async fn the_feed_and_check_ports_refuse_strangers_and_a_region_refuses_a_false_
     .await
     .expect("a region node reaches the changefeed");
 
+    info!("A region node may report only for its own region.");
+    let us_node = pki().client_as(Subject::RegionNode {
+        region: "us".into(),
+        node: 1,
+    });
+    let mut quota = tollgate_proto::origin::v1::quota_client::QuotaClient::new(
+        channel_with(&us_node, feed).await,
+    );
+    let head = origin.node.head_revision();
+    let refused = quota
+        .sync(tollgate_proto::origin::v1::SyncRequest {
+            region: "eu".into(),
+            entries: vec![],
+        })
+        .await
+        .expect_err("region us reporting for region eu");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert_eq!(
+        refused
+            .metadata()
+            .get("tollgate-error-code")
+            .and_then(|v| v.to_str().ok()),
+        Some("CALLER_NOT_ALLOWED")
+    );
+    assert_eq!(
+        origin.node.head_revision(),
+        head,
+        "a refused report was recorded"
+    );
+    // Its own region passes the check (whatever the origin then makes of
+    // an empty report).
+    if let Err(status) = quota
+        .sync(tollgate_proto::origin::v1::SyncRequest {
+            region: "us".into(),
+            entries: vec![],
+        })
+        .await
+    {
+        assert_ne!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    }
+
     info!("A region that follows a server holding a region node's certificate (not an origin's) refuses it.");
     // The false origin: a TLS port with a valid certificate of our CA,
     // but naming a region node. It serves the real origin's bytes through.
