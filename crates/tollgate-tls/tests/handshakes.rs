@@ -697,19 +697,24 @@ async fn the_reloader_picks_up_a_new_certificate_by_itself() {
     assert_ne!(second, first);
 
     // New connections until one shows the new certificate.
-    within("the reloader loading the new certificate", async {
-        loop {
-            let io = connect(&client, expect_eu1(), server.uri()).await.unwrap();
-            server.next().await;
-            let shown = server_cert(&io);
-            if shown == second {
-                return;
-            }
-            assert_eq!(shown, first, "neither the old nor the new certificate");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    let server = tokio::sync::Mutex::new(server);
+    tollgate_testkit::wait_until("the reloader loading the new certificate", WAIT, || async {
+        let mut server = server.lock().await;
+        let io = connect(&client, expect_eu1(), server.uri()).await.unwrap();
+        server.next().await;
+        let shown = server_cert(&io);
+        assert!(
+            shown == first || shown == second,
+            "neither the old nor the new certificate"
+        );
+        if shown == second {
+            Ok(())
+        } else {
+            Err("the old certificate".to_string())
         }
     })
-    .await;
+    .await
+    .unwrap();
 
     // It stops when told to.
     stop.send(true).unwrap();
