@@ -639,20 +639,10 @@ pub fn write_outcome(
     }
 }
 
-/// An error and its sources, `a: b: c` (reqwest's own text hides whether
-/// TCP or TLS failed).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let more = e.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = e.source();
-    }
-    text.chars().take(300).collect()
+/// An error and its sources (reqwest's own text hides whether TCP or TLS
+/// failed), at most 300 characters for the history.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    tollgate_tls::error_chain(error).chars().take(300).collect()
 }
 
 async fn prober(

@@ -82,18 +82,6 @@ fn now() -> UnixSeconds {
     )
 }
 
-/// An error with its sources ("transport error: tls: ... certificate ...").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 async fn connect(
     endpoint: &str,
     transport: &Transport,
@@ -110,7 +98,7 @@ async fn connect(
     let channel = transport
         .connect(&endpoint, Expect::Peers(vec![Allow::OriginNodes]), "feed")
         .await
-        .map_err(|e| unreachable(error_chain(&e)))?;
+        .map_err(|e| unreachable(tollgate_tls::error_chain(&e)))?;
     Ok(ChangefeedClient::new(channel).max_decoding_message_size(MESSAGE_BYTES_MAX))
 }
 

@@ -366,13 +366,7 @@ async fn deliver(
             Err(error) => {
                 last_status = None;
                 // With its causes: "... invalid peer certificate: UnknownIssuer".
-                let mut text = error.to_string();
-                let mut source = std::error::Error::source(&error);
-                while let Some(cause) = source {
-                    text.push_str(": ");
-                    text.push_str(&cause.to_string());
-                    source = cause.source();
-                }
+                let mut text = tollgate_tls::error_chain(&error);
                 if text.len() > ERROR_LEN_MAX {
                     let mut end = ERROR_LEN_MAX;
                     while !text.is_char_boundary(end) {

@@ -149,16 +149,7 @@ fn authorize<L: StateMachineLogic, T>(
     let Some(identity) = &peer.identity else {
         return Err(refuse(method, "-", "no client certificate"));
     };
-    let me = inner.config.transport.identity();
-    let same_domain = me
-        .as_ref()
-        .is_some_and(|me| me.trust_domain == identity.trust_domain);
-    let member = same_domain
-        && me
-            .as_ref()
-            .and_then(|me| me.own_cluster())
-            .is_some_and(|cluster| cluster.admits(&identity.subject));
-    let operator = same_domain && Allow::Operators.admits(&identity.subject);
+    let (member, operator) = inner.config.transport.classify(identity);
     let allowed = match callers {
         Callers::Members => member,
         Callers::Operators => operator,

@@ -211,22 +211,6 @@ fn refused_set(url: &str, why: &str) -> SdkError {
     SdkError::Protocol(format!("{url}: not a usable key set: {why}"))
 }
 
-/// An error and its sources, `: `-separated (reqwest's own message says
-/// little; the reason a certificate was refused is in the sources).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// GETs the key set at `url` over verified TLS, within `timeout`.
 async fn fetch_key_set(
     url: &str,
@@ -258,7 +242,9 @@ async fn fetch_key_set(
         .connect_timeout(timeout)
         .timeout(timeout)
         .build()
-        .map_err(|e| SdkError::Config(format!("an HTTP client: {}", chain(&e))))?;
+        .map_err(|e| {
+            SdkError::Config(format!("an HTTP client: {}", tollgate_tls::error_chain(&e)))
+        })?;
     let unavailable = |last: String| SdkError::Unavailable {
         tried: vec![url.to_string()],
         last,
@@ -267,11 +253,11 @@ async fn fetch_key_set(
         if e.is_timeout() {
             SdkError::DeadlineExceeded {
                 deadline: timeout,
-                last: Some(chain(&e)),
+                last: Some(tollgate_tls::error_chain(&e)),
             }
         } else {
             // reqwest's message names the URL.
-            unavailable(chain(&e))
+            unavailable(tollgate_tls::error_chain(&e))
         }
     };
     let fetch = async {

@@ -121,6 +121,19 @@ impl Identity {
         })
     }
 
+    /// Whether `other` is a node of the same cluster as this node (same
+    /// trust domain, both origin nodes or both nodes of one region).
+    pub fn same_cluster(&self, other: &Identity) -> bool {
+        self.trust_domain == other.trust_domain
+            && match (&self.subject, &other.subject) {
+                (Subject::OriginNode(_), Subject::OriginNode(_)) => true,
+                (Subject::RegionNode { region: a, .. }, Subject::RegionNode { region: b, .. }) => {
+                    a == b
+                }
+                _ => false,
+            }
+    }
+
     /// The rule that admits this node's own cluster: every origin node, or
     /// every node of this region.
     pub fn own_cluster(&self) -> Option<Allow> {
@@ -292,6 +305,10 @@ mod tests {
         assert!(!Allow::Operators.admits(&Subject::App("x".into())));
         let me = Identity::parse("spiffe://d/region/eu/node/1").unwrap();
         assert_eq!(me.sibling(2).unwrap().subject, eu2);
+        assert!(me.same_cluster(&Identity::parse("spiffe://d/region/eu/node/3").unwrap()));
+        assert!(!me.same_cluster(&Identity::parse("spiffe://d/region/us/node/1").unwrap()));
+        assert!(!me.same_cluster(&Identity::parse("spiffe://e/region/eu/node/3").unwrap()));
+        assert!(!me.same_cluster(&Identity::parse("spiffe://d/origin/node/1").unwrap()));
         assert_eq!(
             describe(&[Allow::Exactly(eu2), Allow::Operators]),
             "region/eu/node/2, operator/*"

@@ -34,6 +34,28 @@ pub use material::{Tls, TlsFiles};
 pub use server::{listen, ClientAuth, Incoming, PeerInfo, ServerIo, ServerTls};
 pub use verify::IdentityRefused;
 
+/// `error` and every error under it (`source`), joined with `: `; a
+/// message already part of one above it is left out (reqwest, hyper and
+/// tonic often repeat their cause). Why a TLS connection failed (an
+/// unknown CA, a name mismatch) is only in the sources, so every error a
+/// user or a log reads about a connection goes through this.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let message = e.to_string();
+        let known = parts.iter().any(|p| p.contains(&message));
+        if !message.is_empty() && !known {
+            parts.push(message);
+        }
+        next = e.source();
+    }
+    if parts.is_empty() {
+        return "unknown error".into();
+    }
+    parts.join(": ")
+}
+
 /// A client's TLS options, as command lines and SDK builders take them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientTlsOptions {
@@ -126,6 +148,22 @@ impl Transport {
         } else {
             "http"
         }
+    }
+
+    /// Whether `peer` is a member of this node's own cluster, and whether
+    /// it is an operator, both in this node's trust domain; read from the
+    /// current material without copying it (a Raft port asks on every RPC).
+    pub fn classify(&self, peer: &Identity) -> (bool, bool) {
+        let Transport::Tls(tls) = self else {
+            return (false, false);
+        };
+        let material = tls.current();
+        let Some(me) = material.identity.as_ref() else {
+            return (false, false);
+        };
+        let operator =
+            me.trust_domain == peer.trust_domain && matches!(peer.subject, Subject::Operator(_));
+        (me.same_cluster(peer), operator)
     }
 
     /// The identity in this holder's certificate.

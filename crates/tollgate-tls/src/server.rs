@@ -148,7 +148,18 @@ pub struct PeerInfo {
 pub type ServerIo = crate::io::Io<tokio_rustls::server::TlsStream<TcpStream>>;
 
 impl ServerIo {
-    /// Who is at the other end.
+    /// The address at the other end (no certificate parsed).
+    pub fn remote(&self) -> Option<SocketAddr> {
+        match self {
+            ServerIo::Plain(stream) => stream.peer_addr().ok(),
+            ServerIo::Tls(stream) => stream.get_ref().0.peer_addr().ok(),
+        }
+    }
+
+    /// Who is at the other end: read once per connection (tonic copies it
+    /// into each request). The verifier admitted only certificates naming
+    /// an identity of ours, so one that does not parse here cannot occur;
+    /// it would count as no identity, which admits least.
     pub fn peer(&self) -> PeerInfo {
         match self {
             ServerIo::Plain(stream) => PeerInfo {
@@ -203,8 +214,7 @@ impl axum::serve::Listener for Incoming {
         match self.ready.recv().await {
             Some(io) => {
                 let addr = io
-                    .peer()
-                    .remote
+                    .remote()
                     .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
                 (io, addr)
             }

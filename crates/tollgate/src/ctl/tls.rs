@@ -140,25 +140,7 @@ pub async fn grpc_channel(
         })
 }
 
-/// `error` and every error under it (`source`), joined with `: `; a
-/// message already part of the one above it is left out (reqwest and
-/// hyper often repeat their cause).
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let message = e.to_string();
-        let known = parts.iter().any(|p| p.contains(&message));
-        if !message.is_empty() && !known {
-            parts.push(message);
-        }
-        next = e.source();
-    }
-    if parts.is_empty() {
-        return "unknown error".into();
-    }
-    parts.join(": ")
-}
+pub use tollgate_tls::error_chain;
 
 /// What to do about a connection that failed as `chain` (from
 /// [`error_chain`]) says, when TLS is the cause.
