@@ -463,6 +463,9 @@ start_tollgate_dev() {
         export TOLLGATE_CA=$DEV_CA
         CURL_TLS=(--cacert "$DEV_CA")
     fi
+    # Checks present the application credential tollgate dev made.
+    TOLLGATE_CREDENTIAL=$(cat "$data/app.credential") || die "no $data/app.credential"
+    export TOLLGATE_CREDENTIAL
     log "benchmarking region $REGION node $NODE at $CHECK_ENDPOINT"
 
     # One check first, which must come back ALLOW before anything is

@@ -100,7 +100,9 @@ log "TLS at $TLS_EP (CA $CA), plaintext at $PLAIN_EP"
 bench() {
     local mode=$1 in_flight=$2 ep args=()
     if [[ $mode == tls ]]; then ep=$TLS_EP; args=(--ca "$CA"); else ep=$PLAIN_EP; fi
-    "$BIN" bench check --endpoint "$ep" "${args[@]}" \
+    # Each deployment's own application credential (checks need one).
+    TOLLGATE_CREDENTIAL=$(cat "$WORK/$mode/app.credential") \
+        "$BIN" bench check --endpoint "$ep" "${args[@]}" \
         --account acme --subject alice --feature export --ip 192.0.2.10 \
         --concurrency "$in_flight" --connections $((in_flight == 1 ? 1 : 4)) \
         --duration-seconds "$SECONDS_EACH" --warmup-seconds 2 --output json

@@ -378,9 +378,26 @@ pub struct Cluster {
     transport: Transport,
     http: reqwest::Client,
     token: Mutex<String>,
+    /// The application credential the workload presents on check ports,
+    /// made at the origin when the workload seeds it.
+    credential: std::sync::OnceLock<String>,
 }
 
 impl Cluster {
+    /// The workload's application credential, once seeded.
+    pub fn credential(&self) -> Option<&str> {
+        self.credential.get().map(String::as_str)
+    }
+
+    /// Keeps the workload's application credential (once).
+    pub fn set_credential(&self, token: String) {
+        // Seeded once per run: a second seed keeps the first credential,
+        // which stays valid.
+        if self.credential.set(token).is_err() {
+            tracing::debug!("The workload's credential was already set.");
+        }
+    }
+
     /// Creates the network and writes every node's config; starts nothing.
     pub fn create(
         topology: Topology,
@@ -423,6 +440,7 @@ impl Cluster {
             transport,
             http,
             token: Mutex::new(String::new()),
+            credential: std::sync::OnceLock::new(),
         };
         cluster.write_configs(settings.outstanding_max)?;
         Ok((Arc::new(cluster), guard))

@@ -334,7 +334,7 @@ async fn final_state(
         .collect();
 
     let nodes = cluster.topology.region_nodes();
-    let clients = Clients::new(cluster.transport(), &nodes)?;
+    let clients = Clients::new(cluster.transport(), &nodes, cluster.credential())?;
     let mut finals = Vec::new();
     for node in nodes {
         let applied_revision = cluster.status(node).await.ok().map(|s| s.applied_revision);

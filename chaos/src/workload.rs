@@ -32,7 +32,9 @@ use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::usage::v1 as usage;
 use tollgate_proto::usage::v1::usage_client::UsageClient;
+use tollgate_sdk::WithCredential;
 use tollgate_tls::{Expect, Transport};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// A gRPC call gives up after this long (a paused node never answers).
@@ -136,6 +138,22 @@ pub async fn seed(cluster: &Cluster, plan: &Plan) -> anyhow::Result<u64> {
     let put = |path: String, body: serde_json::Value| async move {
         cluster.rest_ok(Method::PUT, &path, Some(body)).await
     };
+    // What the workload presents on the regions' check ports, as any
+    // application would.
+    let credential = cluster
+        .rest_ok(
+            Method::POST,
+            "/v1/credentials",
+            Some(json!({"name": "chaos workload", "accounts": "*", "products": "*",
+                "verbs": ["check", "watch", "watch_all", "report_usage", "seats", "issue_licenses"]})),
+        )
+        .await?;
+    cluster.set_credential(
+        credential["token"]
+            .as_str()
+            .context("the credential's token")?
+            .to_string(),
+    );
     put(
         "/v1/products/chaos".into(),
         json!({"id": "chaos", "name": "Chaos"}),
@@ -242,11 +260,22 @@ fn seat_holders(cluster: &Cluster, plan: &Plan) -> BTreeMap<String, Vec<String>>
 /// handshake too.
 #[derive(Clone)]
 pub struct Clients {
-    channels: BTreeMap<String, Channel>,
+    channels: BTreeMap<String, AppChannel>,
 }
 
+/// A channel whose calls present the workload's application credential.
+type AppChannel = InterceptedService<Channel, WithCredential>;
+
 impl Clients {
-    pub fn new(transport: &Transport, nodes: &[&NodeSpec]) -> anyhow::Result<Clients> {
+    pub fn new(
+        transport: &Transport,
+        nodes: &[&NodeSpec],
+        credential: Option<&str>,
+    ) -> anyhow::Result<Clients> {
+        let credential = match credential {
+            None => WithCredential::none(),
+            Some(token) => WithCredential::new(token)?,
+        };
         let mut channels = BTreeMap::new();
         for n in nodes {
             let endpoint = transport
@@ -254,12 +283,15 @@ impl Clients {
                 .connect_timeout(CONNECT_TIMEOUT)
                 .timeout(RPC_TIMEOUT);
             let channel = transport.lazy_channel(&endpoint, Expect::HostName, "chaos");
-            channels.insert(n.name.clone(), channel);
+            channels.insert(
+                n.name.clone(),
+                InterceptedService::new(channel, credential.clone()),
+            );
         }
         Ok(Clients { channels })
     }
 
-    fn channel(&self, node: &str) -> Channel {
+    fn channel(&self, node: &str) -> AppChannel {
         self.channels[node].clone()
     }
 
@@ -431,7 +463,11 @@ pub fn spawn(
     load_stop: watch::Receiver<bool>,
     observe_stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Workload> {
-    let clients = Clients::new(cluster.transport(), &cluster.topology.region_nodes())?;
+    let clients = Clients::new(
+        cluster.transport(),
+        &cluster.topology.region_nodes(),
+        cluster.credential(),
+    )?;
     // The workload's randomness is seeded too, though thread timing makes a
     // run's history differ from a replay's.
     let mut rng = Rng::new(seed ^ 0x005E_ED0F_C4A0_5000);

@@ -286,10 +286,26 @@ wait_until "admin.token written" 60 docker cp "$origin_cid:/var/lib/tollgate/adm
 token=$(tr -d '[:space:]' <"$work/admin.token")
 [[ -n $token ]] || fail "admin.token is empty"
 
+step "An application credential for the checks (regions refuse calls without one)"
+credential=$(api POST /v1/credentials \
+    '{"name": "smoke", "accounts": ["acme"], "products": "*", "verbs": ["check"]}' |
+    json_field token)
+[[ $credential == tgc_* ]] || fail "POST /v1/credentials gave no token: $credential"
+export TOLLGATE_CREDENTIAL=$credential
+ok "credential made (acme, check)"
+
 step "Waiting for every region node to be ready (GET /readyz over TLS: member, heard from the origin over TLS, geo database)"
 for node in "${eu[@]}" "${us[@]}"; do
     wait_until "$node ready" 180 http_ok "https://127.0.0.1:${status_port[$node]}/readyz"
 done
+rc=0
+out=$(env -u TOLLGATE_CREDENTIAL "$bin" check --endpoint "https://127.0.0.1:${check_port[eu-1]}" --ca "$ca" \
+    --account acme --feature export --timeout-ms 3000 2>&1) || rc=$?
+if [[ $out == *CREDENTIAL_REQUIRED* ]]; then
+    ok "eu-1 refuses a check without an application credential (exit $rc)"
+else
+    fail "eu-1 answered a check without a credential (exit $rc): $out"
+fi
 
 step "TLS from the outside: verified https, plaintext refused, client certificates on the Raft ports"
 # The origin's key set, fetched over TLS verified with the CA (the way docs

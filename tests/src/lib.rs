@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+pub mod app;
 pub mod pki;
+pub use app::{test_credential, AppChannel};
 pub use pki::{channel, https, lazy_channel, pki};
 
 // The wait helpers live in `tollgate-testkit`, shared with every other
@@ -134,6 +136,22 @@ impl TestOrigin {
             .await
             .expect("bootstrap key")
             .expect("a fresh origin issues a key");
+        // The credential every test client presents to regions.
+        let command = tollgate_origin::OriginCommand {
+            actor: "tests".into(),
+            at: tollgate_model::UnixSeconds(0),
+            reason: None,
+            op: tollgate_origin::Op::PutCredential(app::test_credential_record()),
+        };
+        if let tollgate_origin::OriginResponse::Rejected(r) = node
+            .raft()
+            .write(command)
+            .await
+            .expect("the tests' credential commits")
+            .response
+        {
+            panic!("the tests' credential was refused: {}", r.message)
+        }
         TestOrigin {
             node,
             token,

@@ -168,9 +168,13 @@ pub fn https(addr: impl std::fmt::Display) -> String {
 }
 
 /// A gRPC channel to `addr` over TLS, as an application connects
-/// (server name checked against the tests' CA, no client certificate).
-pub async fn channel(addr: impl std::fmt::Display) -> tonic::transport::Channel {
-    channel_with(&pki().client(), addr).await
+/// (server name checked against the tests' CA, no client certificate),
+/// whose calls present the tests' application credential.
+pub async fn channel(addr: impl std::fmt::Display) -> crate::app::AppChannel {
+    tonic::service::interceptor::InterceptedService::new(
+        channel_with(&pki().client(), addr).await,
+        crate::app::with_test_credential(),
+    )
 }
 
 /// A gRPC channel to `addr` over `transport` (checking the server's name).
@@ -186,10 +190,14 @@ pub async fn channel_with(
         .unwrap_or_else(|e| panic!("connecting to {url}: {e:?}"))
 }
 
-/// A gRPC channel to `addr` that connects on first use.
-pub fn lazy_channel(addr: impl std::fmt::Display) -> tonic::transport::Channel {
+/// A gRPC channel to `addr` that connects on first use, whose calls
+/// present the tests' application credential.
+pub fn lazy_channel(addr: impl std::fmt::Display) -> crate::app::AppChannel {
     let transport = pki().client();
     let url = format!("https://{addr}");
     let endpoint = transport.endpoint(&url).expect("a valid endpoint");
-    transport.lazy_channel(&endpoint, Expect::HostName, "test")
+    tonic::service::interceptor::InterceptedService::new(
+        transport.lazy_channel(&endpoint, Expect::HostName, "test"),
+        crate::app::with_test_credential(),
+    )
 }

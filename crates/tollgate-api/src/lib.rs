@@ -1,9 +1,11 @@
 //! The origin's REST API: JSON over HTTP at `/v1`, for CRMs, billing
 //! systems, admin tools and the customer portal.
 //!
-//! - Every endpoint but `/healthz` and the public key set needs an API key
-//!   (`Authorization: Bearer tg_...`) with the right scope: 401 without a
-//!   valid key, 403 without the scope.
+//! - Every endpoint but `/healthz`, `/metrics` and the public key set needs
+//!   an API key (`Authorization: Bearer tg_...`) with the right scope: 401
+//!   without a valid key, 403 without the scope, both before the body is
+//!   read. A customer account's key reaches only its own account
+//!   ([`openapi::AccountKeys`], per route); see [`auth`].
 //! - Every write goes through the origin's Raft log as one
 //!   [`tollgate_origin::OriginCommand`] stamped with the caller's key id, the
 //!   time and the `X-Tollgate-Reason` header; it commits under the next
@@ -12,6 +14,7 @@
 //! - Errors are `application/problem+json` with a stable `code`.
 //! - Bodies are bounded ([`BODY_BYTES_MAX`]); lists are paginated.
 
+pub mod app_credentials;
 pub mod auth;
 pub mod licensing;
 pub mod openapi;
@@ -33,6 +36,10 @@ pub const BODY_BYTES_MAX: usize = 1024 * 1024;
 pub const PAGE_LIMIT_MAX: usize = 500;
 /// Items per page when the caller does not say.
 pub const PAGE_LIMIT_DEFAULT: usize = 100;
+/// Most request headers accepted.
+pub const HEADERS_MAX: usize = 100;
+/// Most bytes of request headers (names and values) accepted.
+pub const HEADER_BYTES_MAX: usize = 16 * 1024;
 /// Longest `X-Tollgate-Reason`, in bytes.
 pub const REASON_HEADER_LEN_MAX: usize = tollgate_origin::REASON_LEN_MAX;
 

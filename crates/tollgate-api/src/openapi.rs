@@ -6,6 +6,7 @@
 
 use crate::problem::Problem;
 use crate::wire::WriteResult;
+use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
@@ -35,6 +36,52 @@ pub struct SchemaRef {
     pub collect: fn(&mut Schemas),
 }
 
+/// How a route treats a customer account's API key (a tenant key is
+/// treated by its scopes alone). The route table says it once per route;
+/// the router enforces it before the handler runs and the document shows
+/// it as `x-tollgate-account-keys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKeys {
+    /// 403: the tenant's own route (catalog writes, orders, audit, keys,
+    /// webhooks, status, anything listing many accounts). The default, so a
+    /// route nobody marked is closed to account keys.
+    Refused,
+    /// Allowed only when the `{account}` path parameter is the key's own
+    /// account (403 otherwise); objects under it are looked up within it.
+    OwnAccount,
+    /// Allowed; the answer holds only the key's own account.
+    Filtered,
+    /// Allowed: the answer holds no account's data.
+    Any,
+}
+
+impl AccountKeys {
+    /// The value of `x-tollgate-account-keys`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccountKeys::Refused => "refused",
+            AccountKeys::OwnAccount => "own-account",
+            AccountKeys::Filtered => "filtered",
+            AccountKeys::Any => "any",
+        }
+    }
+
+    fn sentence(self) -> &'static str {
+        match self {
+            AccountKeys::Refused => "A customer account's key is refused (403).",
+            AccountKeys::OwnAccount => {
+                "A customer account's key may call it only for its own account (403 otherwise)."
+            }
+            AccountKeys::Filtered => "A customer account's key sees only its own account.",
+            AccountKeys::Any => "A customer account's key may call it.",
+        }
+    }
+}
+
+/// The path parameter that names an account; an
+/// [`AccountKeys::OwnAccount`] route must have it.
+pub const ACCOUNT_PARAM: &str = "account";
+
 /// What the OpenAPI document says about a route.
 pub struct Doc {
     pub summary: String,
@@ -47,6 +94,9 @@ pub struct Doc {
     /// `None`: a plain-text body.
     pub ok: Option<SchemaRef>,
     pub ok_status: u16,
+    /// How a customer account's key is treated (only for routes with a
+    /// scope).
+    pub account_keys: AccountKeys,
 }
 
 impl Doc {
@@ -63,7 +113,12 @@ impl Doc {
             body: None,
             ok: Some(SchemaRef::of::<WriteResult>()),
             ok_status: 200,
+            account_keys: AccountKeys::Refused,
         }
+    }
+    pub fn account_keys(mut self, account_keys: AccountKeys) -> Doc {
+        self.account_keys = account_keys;
+        self
     }
     pub fn body(mut self, body: SchemaRef) -> Doc {
         self.body = Some(body);
@@ -216,9 +271,15 @@ fn operation(
         op = op
             .security(SecurityRequirement::new("api_key", Vec::<String>::new()))
             .description(Some(format!(
-                "Requires an API key with the scope `{}` (or `admin`).",
-                scope.name()
-            )));
+                "Requires an API key with the scope `{}` (or `admin`). {}",
+                scope.name(),
+                doc.account_keys.sentence()
+            )))
+            .extensions(Some(
+                ExtensionsBuilder::new()
+                    .add("x-tollgate-account-keys", doc.account_keys.name())
+                    .build(),
+            ));
     }
     op.build()
 }
@@ -260,7 +321,10 @@ pub fn document<'a>(routes: impl IntoIterator<Item = (&'a str, Method, &'a Doc)>
                     "Catalog, accounts, entitlements, orders, access requests, audit and API keys. \
                      Every write commits under the next origin revision, returned in the body and the \
                      X-Tollgate-Revision header; X-Tollgate-Reason (at most 1024 bytes) is recorded in \
-                     the audit log. Errors are application/problem+json with a stable code.",
+                     the audit log. Errors are application/problem+json with a stable code. An API key \
+                     belongs to the tenant or to one customer account; x-tollgate-account-keys on each \
+                     operation says how an account's key is treated (refused, own-account: only with its \
+                     own account in the path, filtered: sees only its own account, any).",
                 ))
                 .build(),
         )

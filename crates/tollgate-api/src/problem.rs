@@ -13,7 +13,9 @@ pub struct Problem {
     pub status: u16,
     /// Stable: `UNAUTHENTICATED`, `FORBIDDEN`, `NOT_FOUND`, `CONFLICT`,
     /// `INVALID_ARGUMENT`, `MALFORMED_BODY`, `PAYLOAD_TOO_LARGE`,
-    /// `UNSUPPORTED_MEDIA_TYPE`, `NOT_LEADER`, `UNAVAILABLE`, `INTERNAL`.
+    /// `UNSUPPORTED_MEDIA_TYPE`, `METHOD_NOT_ALLOWED`, `HEADERS_TOO_LARGE`,
+    /// `RESOURCE_EXHAUSTED`, `DEADLINE_EXCEEDED`, `NOT_LEADER`,
+    /// `UNAVAILABLE`, `INTERNAL`.
     pub code: &'static str,
     pub detail: String,
 }

@@ -2,7 +2,7 @@
 //! revision and what every region applies from the changefeed.
 
 use crate::{
-    Account, AccountId, Addon, Entitlement, Feature, OfflinePolicy, Plan, Product,
+    Account, AccountId, Addon, AppCredential, Entitlement, Feature, OfflinePolicy, Plan, Product,
     RevokedCertificate, RevokedLicense, Sku, Subject, SubjectId, UnixSeconds,
 };
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,10 @@ pub enum Mutation {
     /// A region certificate, and every token its key signed, is refused from
     /// now on. Concerns no one account: in every scope, like the catalog.
     RevokeCertificate(RevokedCertificate),
+    /// An application credential, new, changed or revoked. Concerns no one
+    /// account, and is never sent to client-side replicas
+    /// ([`Mutation::is_for_replicas`]).
+    PutCredential(AppCredential),
 }
 
 impl Mutation {
@@ -44,6 +48,12 @@ impl Mutation {
             Mutation::RevokeLicense(r) => Some(&r.account),
             _ => None,
         }
+    }
+
+    /// Whether client-side replicas (`Watch`) may see it: not a
+    /// credential, which is for region nodes only.
+    pub fn is_for_replicas(&self) -> bool {
+        !matches!(self, Mutation::PutCredential(_))
     }
 }
 

@@ -171,6 +171,8 @@ impl Dataset {
                     self.revoked_certificates.push(r);
                 }
             }
+            // Credentials are for region nodes, not part of a data set.
+            Mutation::PutCredential(_) => {}
         }
     }
 

@@ -9,6 +9,7 @@
 mod account;
 mod catalog;
 mod change;
+mod credential;
 mod dataset;
 mod entitlement;
 mod error;
@@ -26,6 +27,11 @@ pub use catalog::{
     Plan, Product, Sku, SkuQuantity, SkuTarget, UsageCap,
 };
 pub use change::{ChangeRecord, Mutation};
+pub use credential::{
+    split_credential_token, validate_credential_id, AppCredential, Targets, Verb,
+    CREDENTIAL_ID_LEN_MAX, CREDENTIAL_NAME_LEN_MAX, CREDENTIAL_TARGETS_MAX,
+    CREDENTIAL_TOKEN_PREFIX,
+};
 pub use dataset::Dataset;
 pub use entitlement::{Entitlement, EntitlementStatus, Grant, SeatMode, Seats};
 pub use error::ModelError;

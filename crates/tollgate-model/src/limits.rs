@@ -34,3 +34,7 @@ pub const SUBJECTS_PER_ACCOUNT_MAX: usize = 4096;
 /// together) the catalog may hold. The default offline policy, once set,
 /// is one of them: it is one more entry under the catalog's keys.
 pub const CATALOG_ENTRIES_MAX: usize = 100_000;
+
+/// Most application credentials an origin holds, revoked ones included:
+/// every region node keeps them all in memory.
+pub const CREDENTIALS_MAX: usize = 10_000;

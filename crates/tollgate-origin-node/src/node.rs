@@ -46,6 +46,10 @@ pub struct OriginConfig {
     /// How often the TLS files are checked for a replacement (the
     /// transport itself is `raft.transport`, used on every port).
     pub tls_reload_interval: Duration,
+    /// The REST and changefeed ports' limits (`[limits]`): connections,
+    /// idle and header timeouts, concurrency, request timeout, each API
+    /// key's rate on REST.
+    pub limits: tollgate_server::limits::Limits,
 }
 
 impl OriginConfig {
@@ -61,6 +65,7 @@ impl OriginConfig {
             webhooks: crate::WebhookConfig::default(),
             quota_outstanding_max: 1_000_000,
             tls_reload_interval: Duration::from_secs(5),
+            limits: tollgate_server::limits::Limits::default(),
         }
     }
 }
@@ -108,6 +113,73 @@ fn origin_status(state: &OriginState) -> serde_json::Value {
 /// 1,024 counters, a license token to verify): bigger ones are refused
 /// with RESOURCE_EXHAUSTED before they are decoded.
 pub const FEED_PORT_REQUEST_BYTES_MAX: usize = 256 * 1024;
+
+/// The rate limiter's key for a REST request: the API key id it presents
+/// (`Authorization: Bearer tg_<id>.<secret>`; the secret is checked later,
+/// by the route), or else the caller's IP address.
+fn api_key_rate_key(
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+) -> Option<String> {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.trim().strip_prefix(tollgate_api::auth::TOKEN_PREFIX))
+        .and_then(|v| v.split_once('.'))
+        .map(|(id, _)| id)
+        // Ids are short; a long one is nobody's and shares one bucket.
+        .filter(|id| !id.is_empty() && id.len() <= 64);
+    match presented {
+        Some(id) => Some(format!("key:{id}")),
+        None => {
+            tollgate_server::limits::peer_ip_key(extensions, headers).map(|ip| format!("ip:{ip}"))
+        }
+    }
+}
+
+/// REST's answer to a refused request: problem+json with a stable code
+/// (`OVERLOADED`, `TIMEOUT`: 503; `RATE_LIMITED`: 429) and `Retry-After`.
+fn rest_refusal(refused: tollgate_server::limits::Refused) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use tollgate_api::problem::Problem;
+    use tollgate_server::limits::{Refused, OVERLOADED, RATE_LIMITED, TIMEOUT};
+    let (problem, retry_after) = match refused {
+        Refused::Overloaded => (
+            Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                OVERLOADED,
+                "the server is answering as many requests as it allows; retry shortly",
+            ),
+            1,
+        ),
+        Refused::Timeout(after) => (
+            Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                TIMEOUT,
+                format!("no answer within {} ms", after.as_millis()),
+            ),
+            1,
+        ),
+        Refused::RateLimited(retry) => (
+            Problem::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMITED,
+                format!(
+                    "too many requests with this API key; retry after {} s",
+                    retry.seconds()
+                ),
+            ),
+            retry.seconds(),
+        ),
+    };
+    let mut response = problem.into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(retry_after),
+    );
+    response
+}
 
 /// Ready to serve: a member of the origin's cluster that knows its leader.
 fn origin_ready(node: &Node<OriginLogic>) -> bool {
@@ -237,27 +309,29 @@ impl OriginNode {
             }),
         };
         let licenses = crate::license_service::OriginLicenses::new(app_state.clone());
-        let app = tollgate_api::router(app_state.clone());
+        // Every request bounded in time and number, and each API key's
+        // rate (by key id; a request without one, by the caller's IP).
+        let mut rest_limits = config.limits.requests("rest", false).layer(rest_refusal);
+        if let Some(limiter) = config.limits.rate_limiter() {
+            rest_limits = rest_limits.with_rate(limiter, api_key_rate_key);
+        }
+        let app = tollgate_api::router(app_state.clone()).layer(rest_limits);
         let http_stop = stopped(stop_rx.clone());
         // Anyone may connect (API keys authorize); a client certificate, if
         // presented, must be one of ours.
-        let http = tollgate_tls::listen(
+        let rest_port = config.limits.port("rest");
+        let http = tollgate_tls::listen_with(
             listeners.http,
             &transport,
             ClientAuth::optional(),
-            "rest",
+            rest_port.clone(),
             true,
             stop_rx.clone(),
         )
         .map_err(tls_error)?;
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = axum::serve(http, app)
-                .with_graceful_shutdown(http_stop)
-                .await
-            {
-                tracing::error!(%error, "The REST server failed.");
-            }
-        }));
+        tasks.push(tokio::spawn(tollgate_tls::http::serve_http(
+            http, app, rest_port, http_stop,
+        )));
 
         // Changefeed.
         let feed = FeedService::new(state.clone(), keys.clone(), config.feed.clone());
@@ -265,7 +339,8 @@ impl OriginNode {
             state: state.clone(),
             outstanding_max: config.quota_outstanding_max,
         };
-        let router = tollgate_server::grpc::server()
+        let feed_port = tollgate_server::grpc::GrpcPort::new("feed", &config.limits);
+        let router = tollgate_server::grpc::server_for(&feed_port)
             .add_service(
                 feed.into_server()
                     .max_decoding_message_size(FEED_PORT_REQUEST_BYTES_MAX),
@@ -300,10 +375,11 @@ impl OriginNode {
                 false,
             )
             .map_err(tls_error)?;
-        tasks.push(tollgate_server::grpc::serve(
+        tasks.push(tollgate_server::grpc::serve_port(
             router,
             listeners.feed,
             feed_tls,
+            &feed_port,
             stop_rx.clone(),
             "the changefeed",
         ));

@@ -1,10 +1,12 @@
 //! The origin's quota service (on the changefeed port): regions lease
 //! slices of hard caps and report their usage totals, each through the
-//! origin's log (`LeaseQuota`, `SyncQuota`).
+//! origin's log (`LeaseQuota`, `SyncQuota`). The caps and seat counts split
+//! are the origin's own, from its entitlements and catalog: a region's
+//! figure is never trusted.
 
 use crate::store::OriginState;
 use std::sync::Arc;
-use tollgate_origin::quota::{valid_region_name, QuotaSync, SYNC_ENTRIES_MAX};
+use tollgate_origin::quota::{hard_cap, valid_region_name, NoHardCap, QuotaSync, SYNC_ENTRIES_MAX};
 use tollgate_origin::{Op, OriginCommand, OriginResponse, RejectCode};
 use tollgate_proto::convert::{
     sync_response, Leased, QuotaLease, QuotaReport, SeatLease, SeatRelease,
@@ -111,7 +113,8 @@ impl QuotaService {
 }
 
 /// A lease's answer: what was granted, FAILED_PRECONDITION when nothing
-/// is left, NOT_FOUND for an unknown entitlement.
+/// is left (or, found only in the log, no hard cap), NOT_FOUND for an
+/// unknown entitlement or account.
 fn leased(response: OriginResponse) -> Result<Response<pb::LeaseResponse>, Status> {
     match response {
         OriginResponse::Leased {
@@ -190,6 +193,40 @@ impl pb::quota_server::Quota for QuotaService {
         authorize(&request, &request.get_ref().region)?;
         let r = request.into_inner();
         let lease = QuotaLease::try_from(r).map_err(invalid)?;
+        // The cap is the origin's own (`hard_cap`, applied again in the
+        // log, which decides). Read here too to refuse a counter with no
+        // hard cap without a log entry, with a precise code, and to tell
+        // when the region's figure differs. That is not refused: a region
+        // reads its cap from a replica that may be a few revisions behind
+        // (a top-up just granted), and the lease is bounded by the origin's
+        // cap whatever the region sent.
+        match hard_cap(&self.state.view, &lease.counter, now()) {
+            Ok(Ok(cap)) if cap != lease.limit => tracing::debug!(
+                region = %lease.region,
+                counter = %lease.counter,
+                region_limit = lease.limit,
+                origin_limit = cap,
+                "A region asked for a lease with a cap other than the origin's; the origin's applies."
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(no)) => {
+                let code = match no {
+                    NoHardCap::UnknownAccount(_) => tonic::Code::NotFound,
+                    NoHardCap::WrongPeriod { .. } => tonic::Code::InvalidArgument,
+                    _ => tonic::Code::FailedPrecondition,
+                };
+                return Err(tollgate_server::grpc::error_status(
+                    code,
+                    no.code(),
+                    format!("nothing to lease of {}: {no}", lease.counter),
+                ));
+            }
+            Err(error) => {
+                return Err(Status::unavailable(format!(
+                    "could not read the origin's data: {error}"
+                )))
+            }
+        }
         let op = Op::LeaseQuota {
             region: lease.region.clone(),
             counter: lease.counter,

@@ -9,7 +9,7 @@ use tollgate_feed::{ChangeSource, FeedError};
 use tollgate_model::{ChangeRecord, Mutation};
 use tollgate_origin::{dataset_from_entries, keys, OriginCommand, OriginLogic, OriginResponse};
 use tollgate_raft::{Node, StateView};
-use tollgate_server::served::{read_u64, served_entries};
+use tollgate_server::served::{read_u64, scan_all, served_entries};
 
 /// Attempts at a consistent snapshot before giving up for this subscriber.
 const SNAPSHOT_ATTEMPTS_MAX: usize = 5;
@@ -87,9 +87,22 @@ impl ChangeSource for OriginState {
             let before = self.head()?;
             let entries =
                 served_entries(&self.view).map_err(|e| FeedError::Source(e.to_string()))?;
+            // Credentials are for region nodes, not part of the data set.
+            let credentials = scan_all(&self.view, keys::CREDENTIAL_PREFIX)
+                .map_err(|e| FeedError::Source(e.to_string()))?;
             if self.head()? == before {
                 let dataset = dataset_from_entries(entries).map_err(FeedError::Source)?;
-                return Ok((before, dataset.to_mutations()));
+                let mut mutations = dataset.to_mutations();
+                for (key, value) in credentials {
+                    let credential = serde_json::from_slice(&value).map_err(|e| {
+                        FeedError::Source(format!(
+                            "stored value under {} does not decode: {e}",
+                            String::from_utf8_lossy(&key)
+                        ))
+                    })?;
+                    mutations.push(Mutation::PutCredential(credential));
+                }
+                return Ok((before, mutations));
             }
         }
         Err(FeedError::Source(format!(

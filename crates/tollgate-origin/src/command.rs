@@ -74,10 +74,13 @@ pub enum Op {
     CompactChanges {
         through: u64,
     },
-    /// Region `region` asks for `want` more units of a hard-capped counter
-    /// whose cap it read as `limit`; the origin leases what the cap and
-    /// `outstanding_max` (the overshoot bound, stamped by the origin node
-    /// from its config) leave. Refused with CONFLICT when nothing is left.
+    /// Region `region` asks for `want` more units of a hard-capped counter;
+    /// the origin leases what the cap by its own data at `at`
+    /// (`quota::hard_cap`) and `outstanding_max` (the overshoot bound,
+    /// stamped by the origin node from its config) leave. `limit` is the cap
+    /// as the region read it, recorded for the log only and never trusted.
+    /// Refused with CONFLICT when nothing is left or there is no hard cap,
+    /// NOT_FOUND for an unknown account.
     LeaseQuota {
         region: String,
         counter: tollgate_model::UsageCounter,
@@ -122,6 +125,13 @@ pub enum Op {
     RevokeCertificate {
         serial: String,
     },
+    /// Create an application credential (stored as a hash only); its id
+    /// must be unused. Replicated to every region.
+    PutCredential(tollgate_model::AppCredential),
+    /// Refuse an application credential from now on, in every region.
+    RevokeCredential {
+        id: String,
+    },
 }
 
 impl Op {
@@ -146,6 +156,7 @@ impl Op {
                 expires_at: Some(r.expires_at),
             },
             Mutation::RevokeCertificate(r) => Op::RevokeCertificate { serial: r.serial },
+            Mutation::PutCredential(c) => Op::PutCredential(c),
         }
     }
 
@@ -184,6 +195,8 @@ impl Op {
             Op::DecideAccess { approve: false, .. } => "access_request.deny",
             Op::PutApiKey(_) => "api_key.put",
             Op::RevokeApiKey { .. } => "api_key.revoke",
+            Op::PutCredential(_) => "credential.put",
+            Op::RevokeCredential { .. } => "credential.revoke",
             Op::CompactChanges { .. } => "changefeed.compact",
             Op::PutWebhook(_) => "webhook.put",
             Op::DeleteWebhook { .. } => "webhook.delete",
@@ -440,6 +453,18 @@ impl Scope {
     pub fn parse(name: &str) -> Option<Scope> {
         Scope::ALL.into_iter().find(|s| s.name() == name)
     }
+
+    /// The scopes a customer account's key may hold: reading its own
+    /// account, managing its own users, devices and license tokens, and
+    /// filing access requests. Never the vendor's: `admin`,
+    /// `catalog:write`, `orders:write`, `access:approve`.
+    pub const ACCOUNT_KEY_SCOPES: [Scope; 3] =
+        [Scope::Read, Scope::AccountsWrite, Scope::AccessRequest];
+
+    /// Whether a customer account's key may hold this scope.
+    pub fn allowed_for_account_keys(self) -> bool {
+        Scope::ACCOUNT_KEY_SCOPES.contains(&self)
+    }
 }
 
 /// An API key as the origin keeps it: never the secret, only its SHA-256.
@@ -455,6 +480,10 @@ pub struct ApiKeyRecord {
     pub scopes: std::collections::BTreeSet<Scope>,
     pub created_at: UnixSeconds,
     pub revoked: bool,
+    /// Whose key it is. Keys stored before owners existed are the
+    /// tenant's.
+    #[serde(default)]
+    pub owner: KeyOwner,
 }
 
 impl ApiKeyRecord {
@@ -462,6 +491,29 @@ impl ApiKeyRecord {
     pub fn allows(&self, scope: Scope) -> bool {
         !self.revoked && (self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope))
     }
+
+    /// The account the key is confined to; `None` for a tenant key.
+    pub fn account(&self) -> Option<&AccountId> {
+        match &self.owner {
+            KeyOwner::Tenant => None,
+            KeyOwner::Account(account) => Some(account),
+        }
+    }
+}
+
+/// Whom an API key belongs to. One origin cluster serves one tenant (the
+/// vendor): its staff, CRM and billing keys are tenant keys and may act on
+/// every account, within their scopes. A customer account's key (the
+/// self-service portal's) acts only on that account, and holds only
+/// [`Scope::ACCOUNT_KEY_SCOPES`].
+#[derive(utoipa::ToSchema, Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyOwner {
+    /// The vendor: `"tenant"`.
+    #[default]
+    Tenant,
+    /// One customer account: `{"account": "acme"}`.
+    Account(AccountId),
 }
 
 /// What an outgoing webhook can be told about.

@@ -71,6 +71,14 @@ pub fn revoked_certificate(serial: &str) -> Vec<u8> {
     key(&["revoked-certificate", serial])
 }
 pub const REVOKED_CERTIFICATE_PREFIX: &str = "revoked-certificate/";
+/// An application credential, replicated to regions (never to SDK
+/// replicas).
+pub fn credential(id: &str) -> Vec<u8> {
+    key(&["credential", id])
+}
+pub const CREDENTIAL_PREFIX: &str = "credential/";
+/// How many credentials the origin holds (a number; origin only).
+pub const CREDENTIAL_COUNT: &[u8] = b"meta/credential-count";
 /// An issued license token (origin only): who it was for and until when.
 pub fn license(account: &AccountId, id: &str) -> Vec<u8> {
     key(&["license", account.as_str(), id])

@@ -10,9 +10,17 @@
 //! region's report were late). The origin never lets them pass the
 //! configured bound, and shows them per counter.
 
+use crate::keys;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use tollgate_model::UsageCounter;
+use tollgate_engine::AccountView;
+use tollgate_model::{
+    Account, AccountId, AccountStatus, CapEnforcement, Catalog, Entitlement, EntitlementId,
+    EntitlementStatus, FeatureId, Grant, PeriodKey, UnixSeconds, UsageCounter,
+};
+use tollgate_raft::logic::ReadError;
+use tollgate_raft::ReadState;
 
 pub use tollgate_model::{valid_region_name, REGION_NAME_BYTES_MAX};
 /// Most counters in one usage report.
@@ -138,4 +146,168 @@ pub struct QuotaSync {
 /// spent; a region's share is `granted - released`).
 pub fn seats_key(entitlement: &tollgate_model::EntitlementId) -> Vec<u8> {
     format!("seats/{entitlement}").into_bytes()
+}
+
+/// Why the origin has no hard cap to split for a counter: a lease of it is
+/// refused, whatever the region believes the cap to be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoHardCap {
+    #[error("unknown account {0}")]
+    UnknownAccount(AccountId),
+    #[error("account {0} is suspended")]
+    AccountSuspended(AccountId),
+    #[error("feature {0} is not a metered feature of the catalog")]
+    NotMetered(FeatureId),
+    #[error(
+        "period {asked} is not the period of feature {feature} now ({current}) nor next to it"
+    )]
+    WrongPeriod {
+        feature: FeatureId,
+        asked: PeriodKey,
+        current: PeriodKey,
+    },
+    #[error("no entitlement of account {account} usable now grants {feature} with a hard cap")]
+    NoHardCap {
+        account: AccountId,
+        feature: FeatureId,
+    },
+}
+
+impl NoHardCap {
+    /// The stable code a refusal carries on the wire.
+    pub fn code(&self) -> &'static str {
+        match self {
+            NoHardCap::UnknownAccount(_) => "UNKNOWN_ACCOUNT",
+            NoHardCap::AccountSuspended(_) => "ACCOUNT_SUSPENDED",
+            NoHardCap::NotMetered(_) => "FEATURE_NOT_METERED",
+            NoHardCap::WrongPeriod { .. } => "WRONG_PERIOD",
+            NoHardCap::NoHardCap { .. } => "NO_HARD_CAP",
+        }
+    }
+}
+
+fn read<T: DeserializeOwned>(state: &dyn ReadState, key: &[u8]) -> Result<Option<T>, ReadError> {
+    state
+        .get(key)?
+        .map(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                ReadError(format!(
+                    "stored value under {} does not decode: {e}",
+                    String::from_utf8_lossy(key)
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// The hard cap of `counter` by the origin's own data at `at`: what the
+/// origin splits between regions, never the figure a region sends.
+///
+/// The origin sees no subject and no location, so it takes the largest cap
+/// a consuming check could pool (see the engine's `decide`): over the
+/// account's entitlements usable at `at` (active, valid, or in grace) that
+/// grant the feature with a hard cap, the largest non-additive cap plus
+/// every additive one (top-up packs). Unlimited and soft-capped grants add
+/// nothing: a check one of them allows is not hard-capped and never leases,
+/// while a check they do not allow (a role, a region, a seat) is capped by
+/// the hard grants alone. Roles, geography and seats are not judged, so the
+/// result is never below the cap any check of the account sees, and never
+/// above what the origin's grants add up to.
+///
+/// The counter's period must be the feature's kind of period and the one
+/// containing `at` or next to it (a region's clock, or a lease asked just
+/// before a period ended).
+pub fn hard_cap(
+    state: &dyn ReadState,
+    counter: &UsageCounter,
+    at: UnixSeconds,
+) -> Result<Result<u64, NoHardCap>, ReadError> {
+    let account_id = &counter.account;
+    let feature_id = &counter.feature;
+    let Some(account) = read::<Account>(state, &keys::account(account_id))? else {
+        return Ok(Err(NoHardCap::UnknownAccount(account_id.clone())));
+    };
+    if account.status == AccountStatus::Suspended {
+        return Ok(Err(NoHardCap::AccountSuspended(account_id.clone())));
+    }
+    let Some(feature) = read::<tollgate_model::Feature>(state, &keys::feature(feature_id))? else {
+        return Ok(Err(NoHardCap::NotMetered(feature_id.clone())));
+    };
+    let Some(period) = feature.period() else {
+        return Ok(Err(NoHardCap::NotMetered(feature_id.clone())));
+    };
+    let current = period.key_at(at);
+    if counter.period.period != current.period || counter.period.index.abs_diff(current.index) > 1 {
+        return Ok(Err(NoHardCap::WrongPeriod {
+            feature: feature_id.clone(),
+            asked: counter.period,
+            current,
+        }));
+    }
+
+    // Only what resolving this feature's grants needs: the feature, and the
+    // plans and add-ons the account's entitlements name.
+    let mut catalog = Catalog::default();
+    catalog.features.insert(feature_id.clone(), feature);
+    let ids: Vec<EntitlementId> =
+        read(state, &keys::account_entitlements(account_id))?.unwrap_or_default();
+    let mut entitlements = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let Some(ent) = read::<Entitlement>(state, &keys::entitlement(id))? else {
+            continue;
+        };
+        match &ent.grant {
+            Grant::Plan(plan) if !catalog.plans.contains_key(plan) => {
+                if let Some(p) = read(state, &keys::plan(plan))? {
+                    catalog.plans.insert(plan.clone(), p);
+                }
+            }
+            Grant::Addon(addon) if !catalog.addons.contains_key(addon) => {
+                if let Some(a) = read(state, &keys::addon(addon))? {
+                    catalog.addons.insert(addon.clone(), a);
+                }
+            }
+            _ => {}
+        }
+        entitlements.push(ent);
+    }
+    let view = AccountView::build(account, [], entitlements, &catalog);
+
+    let mut hard = false;
+    let mut base: u64 = 0;
+    let mut additive: u64 = 0;
+    for grant in view.grants_for(feature_id.as_str()) {
+        if !usable_at(&view.entitlements[grant.entitlement], at) {
+            continue;
+        }
+        match grant.usage_cap {
+            Some(cap) if cap.enforcement == CapEnforcement::Hard => {
+                hard = true;
+                if cap.additive {
+                    additive = additive.saturating_add(cap.limit);
+                } else {
+                    base = base.max(cap.limit);
+                }
+            }
+            // Unlimited or soft: see above.
+            _ => {}
+        }
+    }
+    // Top-up packs alone are a cap too (the engine pools them over a base
+    // of 0).
+    if !hard {
+        return Ok(Err(NoHardCap::NoHardCap {
+            account: account_id.clone(),
+            feature: feature_id.clone(),
+        }));
+    }
+    Ok(Ok(base.saturating_add(additive)))
+}
+
+/// Whether an entitlement could allow anything at `at`, as the engine
+/// judges its own facts: active, started, and not past its grace.
+fn usable_at(ent: &Entitlement, at: UnixSeconds) -> bool {
+    ent.status == EntitlementStatus::Active
+        && at >= ent.valid_from
+        && ent.usable_until().is_none_or(|end| at <= end)
 }

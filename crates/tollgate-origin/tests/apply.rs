@@ -691,6 +691,7 @@ fn api_keys_are_kept_as_hashes_and_never_reach_the_changefeed() {
         scopes: [Scope::OrdersWrite].into_iter().collect(),
         created_at: NOW,
         revoked: false,
+        owner: KeyOwner::Tenant,
     };
     o.committed(Op::PutApiKey(key.clone()));
     assert!(

@@ -82,6 +82,10 @@ pub(crate) async fn serve<L: StateMachineLogic>(
         // Bound the streams one connection may open (every peer multiplexes
         // its calls on one connection).
         .max_concurrent_streams(Some(1024))
+        // A dead peer's connection is dropped when a ping goes unanswered
+        // (connections are capped and idle ones closed by tollgate-tls).
+        .http2_keepalive_interval(Some(tollgate_tls::limits::KEEPALIVE_INTERVAL_DEFAULT))
+        .http2_keepalive_timeout(Some(tollgate_tls::limits::KEEPALIVE_INTERVAL_DEFAULT))
         .add_service(raft)
         .add_service(admin)
         .add_service(health_service)

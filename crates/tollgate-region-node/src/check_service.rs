@@ -4,6 +4,7 @@
 
 use crate::checker::Checker;
 use tollgate_engine::{CheckRequest, Consistency, Decision, Reason, WatchRequest};
+use tollgate_model::Verb;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::convert::{batch_from_proto, BatchAnswer, BatchItem, CheckAnswer};
 use tollgate_server::grpc::{code_name, error_status, request_timeout, ERROR_CODE_KEY};
@@ -75,6 +76,7 @@ impl pb::check_service_server::CheckService for Checker {
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let deadline = request_timeout(&request);
+        let caller = self.caller(&request)?;
         let wire = request.into_inner();
         let explain = wire.explain;
         let request = CheckRequest::try_from(wire).map_err(invalid)?;
@@ -82,7 +84,7 @@ impl pb::check_service_server::CheckService for Checker {
             self.wait_for(revision, deadline).await?;
         }
         let started = std::time::Instant::now();
-        let (snapshot, mut answers) = self.answer(&[&request]).await?;
+        let (snapshot, mut answers) = self.answer(&caller, &[&request]).await?;
         let decision = answers.pop().expect("one answer per request")?;
         observe(&decision, started);
         Ok(Response::new(
@@ -101,6 +103,7 @@ impl pb::check_service_server::CheckService for Checker {
         request: Request<pb::BatchCheckRequest>,
     ) -> Result<Response<pb::BatchCheckResponse>, Status> {
         let deadline = request_timeout(&request);
+        let caller = self.caller(&request)?;
         let wire = request.into_inner();
         let explain: Vec<bool> = wire.checks.iter().map(|c| c.explain).collect();
         let (items, consistency) = batch_from_proto(wire).map_err(invalid)?;
@@ -109,7 +112,7 @@ impl pb::check_service_server::CheckService for Checker {
         }
         let started = std::time::Instant::now();
         let valid: Vec<&CheckRequest> = items.iter().filter_map(|i| i.as_ref().ok()).collect();
-        let (snapshot, answers) = self.answer(&valid).await?;
+        let (snapshot, answers) = self.answer(&caller, &valid).await?;
         let mut answers = answers.into_iter();
         let mut out = Vec::with_capacity(items.len());
         for (item, explain) in items.into_iter().zip(explain) {
@@ -147,7 +150,14 @@ impl pb::check_service_server::CheckService for Checker {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.caller(&request)?;
         let request = WatchRequest::try_from(request.into_inner()).map_err(invalid)?;
+        // A stream carries an account's whole data, every product's.
+        match &request.account {
+            Some(account) => caller.account(Verb::Watch, account)?,
+            None => caller.verb(Verb::WatchAll)?,
+        }
+        caller.every_product()?;
         Ok(Response::new(self.watches.start(request)?))
     }
 }

@@ -3,6 +3,7 @@
 //! of the asked feature only, the engine's decision, and metering when a
 //! check consumes.
 
+use crate::credentials::{Caller, Gate};
 use crate::meter::{Meter, MeterConfig, Take};
 use crate::views::{Snapshot, Views};
 use crate::watch::Watches;
@@ -14,7 +15,7 @@ use tollgate_engine::{
     SeatLease,
 };
 use tollgate_geo::GeoDatabases;
-use tollgate_model::{AccountId, EntitlementId, FeatureId, GeoFacts, PeriodKey, SeatMode};
+use tollgate_model::{AccountId, EntitlementId, FeatureId, GeoFacts, PeriodKey, SeatMode, Verb};
 use tollgate_raft::{Node, StateView};
 use tollgate_region::{Counter, RegionLogic};
 use tollgate_server::clock::now;
@@ -38,9 +39,16 @@ pub(crate) struct Checker {
     pub(crate) watches: Watches,
     pub(crate) meter: Arc<Meter>,
     pub(crate) meter_config: MeterConfig,
+    /// Who may call, and how often.
+    pub(crate) gate: Gate,
 }
 
 impl Checker {
+    /// Who is calling, from the request's credential (see `credentials`).
+    pub(crate) fn caller<T>(&self, request: &tonic::Request<T>) -> Result<Caller, Status> {
+        self.views.caller(&self.gate, request)
+    }
+
     /// Waits until this node has applied `revision`, up to `budget` (the
     /// request's deadline, bounded by the configured maximum).
     pub(crate) async fn wait_for(
@@ -94,15 +102,40 @@ impl Checker {
     /// call means the state could not be read.
     pub(crate) async fn answer(
         &self,
+        caller: &Caller,
         requests: &[&CheckRequest],
     ) -> Result<(Snapshot, Vec<Result<Decision, Status>>), Status> {
-        let mut accounts: Vec<&AccountId> = requests.iter().map(|r| &r.check.account).collect();
+        // An item for an account the credential does not cover is refused
+        // before anything of that account is read.
+        let allowed: Vec<Result<(), Status>> = requests
+            .iter()
+            .map(|r| {
+                let verb = if r.check.consume > 0 {
+                    Verb::ReportUsage
+                } else {
+                    Verb::Check
+                };
+                caller.account(verb, &r.check.account)
+            })
+            .collect();
+        let mut accounts: Vec<&AccountId> = requests
+            .iter()
+            .zip(&allowed)
+            .filter(|(_, ok)| ok.is_ok())
+            .map(|(r, _)| &r.check.account)
+            .collect();
         accounts.sort();
         accounts.dedup();
         let (snapshot, views) = self.views.read(&accounts).await.map_err(|e| e.status())?;
         let at = now();
         let mut answers = Vec::with_capacity(requests.len());
-        for request in requests {
+        for (request, allowed) in requests.iter().zip(allowed) {
+            if let Err(refused) =
+                allowed.and_then(|()| caller.feature(&snapshot.catalog, &request.check.feature))
+            {
+                answers.push(Err(refused));
+                continue;
+            }
             // `accounts` is sorted: at most 128 of them, found by halves.
             let account = accounts
                 .binary_search(&&request.check.account)

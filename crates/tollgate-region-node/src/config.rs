@@ -64,6 +64,13 @@ pub struct RegionConfig {
     /// How often the TLS files are checked for a replacement (the
     /// transport itself is `raft.transport`, used on every port and link).
     pub tls_reload_interval: Duration,
+    /// The check and operations ports' limits (`[limits]`): connections,
+    /// idle and header timeouts, concurrency, request timeout, each
+    /// caller's rate on the check port, the Watch buffer.
+    pub limits: tollgate_server::limits::Limits,
+    /// Whether callers of the check port must present an application
+    /// credential (`Required` unless configured otherwise, on purpose).
+    pub credentials: crate::credentials::CredentialMode,
 }
 
 impl RegionConfig {
@@ -98,6 +105,8 @@ impl RegionConfig {
             slice_units_max: 10_000,
             slice_idle: Duration::from_secs(60),
             tls_reload_interval: Duration::from_secs(5),
+            limits: tollgate_server::limits::Limits::default(),
+            credentials: crate::credentials::CredentialMode::Required,
         }
     }
 }
@@ -115,11 +124,9 @@ pub struct RegionListeners {
 pub struct RegionIssuerConfig {
     /// The region's Ed25519 key (the same on every node of the region).
     pub signing_key: ed25519_dalek::SigningKey,
-    /// The origin's certificate for that key.
+    /// The origin's certificate for that key. Callers issue with an
+    /// application credential holding `issue_licenses`.
     pub certificate: Signed,
-    /// SHA-256 (lower-case hex) of the token callers present in
-    /// `authorization: Bearer <token>` to issue.
-    pub issuer_token_sha256: String,
 }
 
 impl std::fmt::Debug for RegionIssuerConfig {

@@ -7,7 +7,8 @@
 //! servers on the listeners the caller bound (tests bind `127.0.0.1:0`).
 //!
 //! Modules, in dependency order (none imports one after it): `meter`
-//! (metering consumption); `config`; `views` (what checks read, in memory,
+//! (metering consumption); `config`; `credentials` (who may call the check
+//! port); `views` (what checks read, in memory,
 //! at one revision, and an account's records within the model's limits);
 //! `watch` (the `Watch` streams and the account data they and license
 //! issuing read); `follow` (the leader's changefeed loop); `quota_agent`
@@ -19,6 +20,7 @@
 mod check_service;
 mod checker;
 mod config;
+mod credentials;
 mod follow;
 mod license_service;
 mod meter;
@@ -31,6 +33,7 @@ mod watch;
 
 pub use checker::REVISION_WAIT_MAX;
 pub use config::{RegionConfig, RegionIssuerConfig, RegionListeners};
+pub use credentials::{CredentialMode, CHECK_PORT_REFUSED, CREDENTIAL_METADATA_KEY};
 pub use follow::SyncStats;
 pub use meter::{MeterConfig, MeterStats};
 pub use node::RegionNode;

@@ -1,20 +1,26 @@
 //! The `Licenses` gRPC service (license/v1) at every region node, on the
-//! check port: issuing needs the region's issuer token and signs with the
+//! check port: issuing needs an application credential with
+//! `issue_licenses` for the account (and the audience, when it names a
+//! product the credential is limited to), and signs with the
 //! region's own key, which the origin certified, from the node's local
 //! state, so it works while the region is cut off from the origin. Tokens
 //! are short-lived (the certificate's maximum). Verifying checks the
-//! revocations replicated to the region.
+//! revocations replicated to the region; it needs a credential with
+//! `check`.
 
 use crate::config::RegionIssuerConfig;
+use crate::credentials::Gate;
+use crate::views::Views;
+use std::sync::Arc;
 use tollgate_license::{IssueRequest, IssuedToken, Issuer, LicenseClaims};
+use tollgate_model::{ProductId, Verb};
 use tollgate_origin::keys;
 use tollgate_proto::license::v1 as pb;
 use tollgate_raft::StateView;
 use tollgate_server::clock::now;
-use tollgate_server::licenses::{authorization, unreadable, verify, Verifiers};
+use tollgate_server::licenses::{unreadable, verify, Verifiers};
 use tollgate_server::served::read_u64;
 use tollgate_server::NodeError;
-use tollgate_signing::digest::{constant_time_eq, sha256_hex};
 use tollgate_signing::PublicKeySet;
 use tonic::{Request, Response, Status};
 
@@ -24,13 +30,17 @@ pub(crate) struct RegionLicenses {
     /// The origin keys from the node's configuration (the region's state
     /// may hold a newer, endorsed set).
     pub configured_keys: PublicKeySet,
-    pub issuer: Option<(Issuer, String)>,
+    pub issuer: Option<Issuer>,
     verifiers: Verifiers,
+    views: Arc<Views>,
+    gate: Gate,
 }
 
 impl RegionLicenses {
     pub(crate) fn new(
         view: StateView,
+        views: Arc<Views>,
+        gate: Gate,
         configured_keys: PublicKeySet,
         region: &str,
         issuer: Option<RegionIssuerConfig>,
@@ -48,7 +58,7 @@ impl RegionLicenses {
                         "the license certificate is for region {certified:?}, but this node is in region {region:?}"
                     )));
                 }
-                Some((issuer, config.issuer_token_sha256))
+                Some(issuer)
             }
         };
         Ok(RegionLicenses {
@@ -56,6 +66,8 @@ impl RegionLicenses {
             configured_keys,
             issuer,
             verifiers: Verifiers::default(),
+            views,
+            gate,
         })
     }
 }
@@ -66,28 +78,22 @@ impl pb::licenses_server::Licenses for RegionLicenses {
         &self,
         request: Request<pb::IssueLicenseRequest>,
     ) -> Result<Response<pb::IssueLicenseResponse>, Status> {
-        let Some((issuer, token_sha256)) = &self.issuer else {
+        let caller = self.views.caller(&self.gate, &request)?;
+        let r = IssueRequest::try_from(request.into_inner())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (account, subject) = (r.account, r.subject);
+        caller.account(Verb::IssueLicenses, &account)?;
+        // The audience is the product a token is for: a credential limited
+        // to some products issues only for them.
+        match ProductId::new(r.audience.as_str()) {
+            Ok(product) => caller.product(&product)?,
+            Err(_) => caller.every_product()?,
+        }
+        let Some(issuer) = &self.issuer else {
             return Err(Status::failed_precondition(
                 "this region has no certified key; it cannot issue licenses (see [licenses] in the region config)",
             ));
         };
-        let presented = authorization(&request)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "issuing needs the region's issuer token: authorization: Bearer <token>",
-                )
-            })?;
-        if !constant_time_eq(
-            sha256_hex(presented.as_bytes()).as_bytes(),
-            token_sha256.as_bytes(),
-        ) {
-            return Err(Status::unauthenticated("wrong issuer token"));
-        }
-        let r = IssueRequest::try_from(request.into_inner())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (account, subject) = (r.account, r.subject);
         if r.audience.is_empty() || r.audience.len() > tollgate_origin::licenses::AUDIENCE_BYTES_MAX
         {
             return Err(Status::invalid_argument("audience must be 1..=256 bytes"));
@@ -171,6 +177,7 @@ impl pb::licenses_server::Licenses for RegionLicenses {
         &self,
         request: Request<pb::VerifyLicenseRequest>,
     ) -> Result<Response<pb::VerifyLicenseResponse>, Status> {
+        self.views.caller(&self.gate, &request)?.verb(Verb::Check)?;
         let keys = crate::follow::trusted_origin_keys(&self.view, &self.configured_keys)
             .map_err(|e| unreadable("the trusted origin keys", e))?;
         verify(&self.verifiers, &keys, request.into_inner(), &self.view).map(Response::new)

@@ -158,31 +158,50 @@ impl RegionNode {
                     context: "http listener".into(),
                     source,
                 })?;
-                let app = crate::ops::router(ops.clone());
+                // Bounded like every port: a flood of idle connections must
+                // not make /healthz time out (a liveness probe would then
+                // restart a healthy node).
+                let app = crate::ops::router(ops.clone()).layer(
+                    config
+                        .limits
+                        .requests("ops", false)
+                        .layer(crate::ops::http_refusal),
+                );
                 let http_stop = stopped(stop_rx.clone());
-                let incoming = tollgate_tls::listen(
+                let port = config.limits.port("ops");
+                let incoming = tollgate_tls::listen_with(
                     listener,
                     &transport,
                     ClientAuth::optional(),
-                    "ops",
+                    port.clone(),
                     true,
                     stop_rx.clone(),
                 )
                 .map_err(tls_error)?;
-                tasks.push(tokio::spawn(async move {
-                    if let Err(error) = axum::serve(incoming, app)
-                        .with_graceful_shutdown(http_stop)
-                        .await
-                    {
-                        tracing::error!(%error, "The operations server failed.");
-                    }
-                }));
+                tasks.push(tokio::spawn(tollgate_tls::http::serve_http(
+                    incoming, app, port, http_stop,
+                )));
                 Some(addr)
             }
         };
 
+        if config.credentials == crate::credentials::CredentialMode::Off {
+            tracing::warn!(
+                "Application credentials are off ([checks] credentials = \"off\"): \
+                 anyone who reaches the check port may check, watch, report usage and take seats."
+            );
+        }
+        // Each caller's rate is limited by its credential (by its IP address
+        // on a node with credentials off, for a call without one), once the
+        // credential is verified: a caller cannot spend another's budget.
+        let gate = crate::credentials::Gate {
+            mode: config.credentials,
+            rate: config.limits.rate_limiter(),
+        };
         let licenses = crate::license_service::RegionLicenses::new(
             view.clone(),
+            views.clone(),
+            gate.clone(),
             config.origin_keys.clone(),
             &config.region,
             config.license_issuer.clone(),
@@ -203,10 +222,14 @@ impl RegionNode {
                 slots: Arc::new(tokio::sync::Semaphore::new(config.watchers_max)),
                 slots_max: config.watchers_max,
                 stop: stop_rx.clone(),
+                buffer: config.limits.watch_buffer,
+                send_timeout: config.limits.request_timeout,
             },
             views,
+            gate,
         });
-        let router = tollgate_server::grpc::server()
+        let check_port = tollgate_server::grpc::GrpcPort::new("check", &config.limits);
+        let router = tollgate_server::grpc::server_for(&check_port)
             .add_service(
                 pb::check_service_server::CheckServiceServer::from_arc(checker.clone())
                     .max_decoding_message_size(CHECK_PORT_REQUEST_BYTES_MAX),
@@ -234,6 +257,7 @@ impl RegionNode {
             router,
             listeners.grpc,
             check_tls,
+            &check_port,
             config.check_threads,
             stop_rx.clone(),
             "the check service",

@@ -115,6 +115,7 @@ pub(crate) async fn run(
                 .want
                 .max((wanted.limit / 8).min(config.slice_units_max))
                 .max(1);
+            // `limit` is informational: the origin leases out of its own cap.
             let request = pb::LeaseRequest::from(QuotaLease {
                 region: config.region.clone(),
                 counter: wanted.counter.clone(),
@@ -131,8 +132,10 @@ pub(crate) async fn run(
                         tracing::warn!(%error, "Recording a leased slice failed; it is asked again.");
                     }
                 }
+                // Nothing left, or no hard cap by the origin's data (this
+                // region's may be behind).
                 Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                    tracing::debug!(counter = %wanted.counter, "The origin has nothing left to lease.");
+                    tracing::debug!(counter = %wanted.counter, status = %status.message(), "The origin has nothing to lease.");
                 }
                 Err(status) => {
                     tracing::warn!(%status, "Leasing from the origin failed; retrying.");

@@ -3,7 +3,7 @@
 
 use crate::checker::Checker;
 use std::sync::Arc;
-use tollgate_model::{AccountId, EntitlementId, FeatureId, SeatMode, SubjectId};
+use tollgate_model::{AccountId, EntitlementId, FeatureId, SeatMode, SubjectId, Verb};
 use tollgate_proto::convert::{SeatAnswer, SeatHolder, SeatState, UsageAnswer, UsageReport};
 use tollgate_proto::usage::v1 as pb;
 use tollgate_proto::ConvertError;
@@ -117,14 +117,17 @@ impl UsageService {
 
     async fn seat_request(
         &self,
-        request: pb::SeatRequest,
+        request: Request<pb::SeatRequest>,
         action: SeatAction,
     ) -> Result<Response<pb::SeatResponse>, Status> {
+        let caller = self.checker.caller(&request)?;
         let SeatHolder {
             account,
             subject,
             feature,
-        } = SeatHolder::try_from(request).map_err(invalid)?;
+        } = SeatHolder::try_from(request.into_inner()).map_err(invalid)?;
+        caller.account(Verb::Seats, &account)?;
+        caller.feature(&*self.checker.views.snapshot_catalog()?, &feature)?;
         let candidates = self.floating(&account, &feature).await?;
         // Renew and release go to the entitlement whose seat the subject
         // holds; acquire takes the first with a free seat. When the region
@@ -186,14 +189,17 @@ impl pb::usage_server::Usage for UsageService {
         &self,
         request: Request<pb::ReportUsageRequest>,
     ) -> Result<Response<pb::ReportUsageResponse>, Status> {
+        let caller = self.checker.caller(&request)?;
         let UsageReport {
             account,
             feature,
             units,
             idempotency_key,
         } = UsageReport::try_from(request.into_inner()).map_err(invalid)?;
+        caller.account(Verb::ReportUsage, &account)?;
         let (snapshot, view) = self.checker.account(&account).await?;
         let catalog = snapshot.catalog;
+        caller.feature(&catalog, &feature)?;
         if view.is_none() {
             return Err(Status::not_found(format!(
                 "account {account} is unknown here"
@@ -229,23 +235,20 @@ impl pb::usage_server::Usage for UsageService {
         &self,
         request: Request<pb::SeatRequest>,
     ) -> Result<Response<pb::SeatResponse>, Status> {
-        self.seat_request(request.into_inner(), SeatAction::Acquire)
-            .await
+        self.seat_request(request, SeatAction::Acquire).await
     }
 
     async fn renew_seat(
         &self,
         request: Request<pb::SeatRequest>,
     ) -> Result<Response<pb::SeatResponse>, Status> {
-        self.seat_request(request.into_inner(), SeatAction::Renew)
-            .await
+        self.seat_request(request, SeatAction::Renew).await
     }
 
     async fn release_seat(
         &self,
         request: Request<pb::SeatRequest>,
     ) -> Result<Response<pb::SeatResponse>, Status> {
-        self.seat_request(request.into_inner(), SeatAction::Release)
-            .await
+        self.seat_request(request, SeatAction::Release).await
     }
 }

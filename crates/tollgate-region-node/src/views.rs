@@ -18,15 +18,20 @@
 //! up and tries again, so every answer is at one revision: the data it used
 //! is exactly the data of the revision it names.
 
+use crate::credentials::{
+    authenticate, Caller, CredentialMode, Credentials, Gate, CREDENTIAL_METADATA_KEY,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tollgate_engine::AccountView;
 use tollgate_model::limits::{
-    CATALOG_ENTRIES_MAX, ENTITLEMENTS_PER_ACCOUNT_MAX, SUBJECTS_PER_ACCOUNT_MAX,
+    CATALOG_ENTRIES_MAX, CREDENTIALS_MAX, ENTITLEMENTS_PER_ACCOUNT_MAX, SUBJECTS_PER_ACCOUNT_MAX,
 };
-use tollgate_model::{AccountId, Catalog, ChangeRecord, EntitlementId, Mutation, UnixSeconds};
+use tollgate_model::{
+    AccountId, AppCredential, Catalog, ChangeRecord, EntitlementId, Mutation, UnixSeconds,
+};
 use tollgate_origin::keys;
 use tollgate_raft::StateView;
 use tollgate_region::{account_entitlements_prefix, ORIGIN_CONTACT};
@@ -96,6 +101,9 @@ struct State {
     catalog: Result<Arc<Catalog>, String>,
     /// `None`: the account is not known here.
     accounts: HashMap<AccountId, Option<Arc<AccountView>>>,
+    /// `Err`: the stored credentials cannot be read; every call that needs
+    /// one answers UNAVAILABLE until they can.
+    credentials: Result<Arc<Credentials>, String>,
     /// Bumped whenever views are dropped: a view built before a bump is not
     /// kept.
     generation: u64,
@@ -118,6 +126,10 @@ impl Views {
         if let Err(error) = &catalog {
             tracing::error!(%error, "The catalog cannot be built; checks answer UNAVAILABLE.");
         }
+        let credentials = build_credentials(&view).map(Arc::new);
+        if let Err(error) = &credentials {
+            tracing::error!(%error, "The credentials cannot be read; calls answer UNAVAILABLE.");
+        }
         Ok(Views {
             applied_tx: watch::channel(revision).0,
             state: RwLock::new(State {
@@ -125,6 +137,7 @@ impl Views {
                 origin_contact,
                 catalog: catalog.map_err(|e| e.to_string()),
                 accounts: HashMap::new(),
+                credentials: credentials.map_err(|e| e.to_string()),
                 generation: 0,
             }),
             view,
@@ -169,6 +182,12 @@ impl Views {
                 return Ok(());
             }
             let touched = touched_between(&self.view, from, to)?;
+            let credentials = match &touched {
+                Touched::Accounts {
+                    credentials: false, ..
+                } => None,
+                _ => Some(build_credentials(&self.view).map(Arc::new)),
+            };
             let catalog = match &touched {
                 Touched::Accounts { catalog: false, .. } => None,
                 _ => {
@@ -181,6 +200,10 @@ impl Views {
                     Some(catalog)
                 }
             };
+            // Like the catalog: only credentials read at exactly `to`.
+            if credentials.is_some() && head(&self.view)? != to {
+                continue;
+            }
             {
                 let mut state = self.write_state();
                 debug_assert_eq!(state.generation, generation, "one refresher at a time");
@@ -198,6 +221,12 @@ impl Views {
                     }
                     state.catalog = catalog.map_err(|e| e.to_string());
                     state.accounts.clear();
+                }
+                if let Some(credentials) = credentials {
+                    if let Err(error) = &credentials {
+                        tracing::error!(%error, "The credentials cannot be read; calls answer UNAVAILABLE.");
+                    }
+                    state.credentials = credentials.map_err(|e| e.to_string());
                 }
                 state.generation += 1;
                 state.revision = to;
@@ -293,6 +322,51 @@ impl Views {
     /// When the region last heard from the origin, as checks see it.
     pub fn origin_contact(&self) -> Option<UnixSeconds> {
         self.read_state().origin_contact
+    }
+
+    /// Who is calling, from the request's credential, verified against the
+    /// credentials held now (see `credentials`).
+    /// Then counts the call against the caller's rate.
+    pub fn caller<T>(
+        &self,
+        gate: &Gate,
+        request: &tonic::Request<T>,
+    ) -> Result<Caller, tonic::Status> {
+        let metadata = request.metadata();
+        let caller = if gate.mode == CredentialMode::Off
+            && !metadata.contains_key(CREDENTIAL_METADATA_KEY)
+        {
+            Caller::unrestricted()
+        } else {
+            let credentials = self.credentials().map_err(|e| e.status())?;
+            authenticate(gate.mode, &credentials, metadata)?
+        };
+        let peer = request
+            .extensions()
+            .get::<tollgate_tls::PeerInfo>()
+            .and_then(|p| p.remote)
+            .map(|a| a.ip());
+        gate.admit(&caller, peer)?;
+        Ok(caller)
+    }
+
+    /// The catalog checks read now.
+    pub fn snapshot_catalog(&self) -> Result<Arc<Catalog>, tonic::Status> {
+        self.read_state()
+            .catalog
+            .as_ref()
+            .map_err(|e| ViewError::Storage(format!("the catalog: {e}")).status())
+            .cloned()
+    }
+
+    /// The credentials callers are verified against, as of the revision
+    /// checks are answered at.
+    pub fn credentials(&self) -> Result<Arc<Credentials>, ViewError> {
+        self.read_state()
+            .credentials
+            .as_ref()
+            .map_err(|e| ViewError::Storage(format!("the credentials: {e}")))
+            .cloned()
     }
 
     /// How many account views are cached (for tests and status).
@@ -414,6 +488,7 @@ enum Touched {
     Accounts {
         accounts: BTreeSet<AccountId>,
         catalog: bool,
+        credentials: bool,
     },
 }
 
@@ -430,6 +505,7 @@ fn touched_between(view: &StateView, from: u64, to: u64) -> Result<Touched, View
         .map_err(storage)?;
     let mut accounts = BTreeSet::new();
     let mut catalog = false;
+    let mut credentials = false;
     let mut seen = 0;
     for (_, bytes) in records {
         let record: ChangeRecord = decode("a change record", &bytes)?;
@@ -442,6 +518,7 @@ fn touched_between(view: &StateView, from: u64, to: u64) -> Result<Touched, View
                 Some(account) => {
                     accounts.insert(account.clone());
                 }
+                None if matches!(mutation, Mutation::PutCredential(_)) => credentials = true,
                 None => catalog |= is_catalog(mutation),
             }
         }
@@ -449,11 +526,33 @@ fn touched_between(view: &StateView, from: u64, to: u64) -> Result<Touched, View
     if seen != to - from {
         return Ok(Touched::Everything);
     }
-    Ok(Touched::Accounts { accounts, catalog })
+    Ok(Touched::Accounts {
+        accounts,
+        catalog,
+        credentials,
+    })
 }
 
 /// Whether a mutation that concerns no account changes what views are
-/// built from (a revoked region certificate does not).
+/// built from (a revoked region certificate or a credential does not).
 fn is_catalog(mutation: &Mutation) -> bool {
-    !matches!(mutation, Mutation::RevokeCertificate(_))
+    !matches!(
+        mutation,
+        Mutation::RevokeCertificate(_) | Mutation::PutCredential(_)
+    )
+}
+
+/// Every credential held, within the origin's bound.
+fn build_credentials(view: &StateView) -> Result<Credentials, ViewError> {
+    let entries = scan_bounded(
+        view,
+        tollgate_origin::keys::CREDENTIAL_PREFIX.as_bytes(),
+        CREDENTIALS_MAX,
+        || "the credentials".into(),
+    )?;
+    let records = entries
+        .iter()
+        .map(|(_, bytes)| decode::<AppCredential>("a credential", bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    Credentials::from_records(records).map_err(ViewError::Storage)
 }

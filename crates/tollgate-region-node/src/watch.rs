@@ -2,8 +2,17 @@
 //! changes after a revision, for one account (plus the catalog) or all,
 //! replayed from the changes the region keeps and then followed live; the
 //! scope's current state first when those changes are no longer kept.
+//!
+//! Each watcher has a bounded buffer (`[limits] watch_buffer` messages).
+//! A watcher that leaves it full for longer than `[limits]
+//! request_timeout_ms` is dropped: its stream ends with RESOURCE_EXHAUSTED
+//! `WATCHER_TOO_SLOW` (counted in `tollgate_requests_refused_total`), and
+//! it resumes from the last revision it read, like after any disconnect.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,10 +28,44 @@ use tonic::Status;
 
 /// Most change records read (and sent) per message.
 const RECORDS_PER_MESSAGE: usize = tollgate_region::RECORDS_PER_COMMAND_MAX;
-/// Messages buffered per watcher before the stream waits for the client.
-const BUFFERED_MESSAGES: usize = 4;
+/// The stable code of a watcher dropped for not reading.
+pub const WATCHER_TOO_SLOW: &str = "WATCHER_TOO_SLOW";
 
-pub(crate) type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+/// A watcher's messages, as the client reads them: what the buffer holds,
+/// unless the watcher was dropped for being too slow, which it then learns
+/// first (what was buffered is gone with it).
+pub(crate) struct WatchStream {
+    messages: ReceiverStream<Result<pb::WatchResponse, Status>>,
+    too_slow: Arc<AtomicBool>,
+    buffer: usize,
+    ended: bool,
+}
+
+impl tokio_stream::Stream for WatchStream {
+    type Item = Result<pb::WatchResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if self.too_slow.load(Ordering::Acquire) {
+            self.ended = true;
+            return Poll::Ready(Some(Err(too_slow_status(self.buffer))));
+        }
+        Pin::new(&mut self.messages).poll_next(cx)
+    }
+}
+
+fn too_slow_status(buffer: usize) -> Status {
+    tollgate_server::grpc::error_status(
+        tonic::Code::ResourceExhausted,
+        WATCHER_TOO_SLOW,
+        format!(
+            "this watcher did not read its stream fast enough ({buffer} messages waited too \
+             long); watch again from the last revision it received"
+        ),
+    )
+}
 
 /// What a node needs to serve watchers.
 pub(crate) struct Watches {
@@ -36,6 +79,10 @@ pub(crate) struct Watches {
     pub slots_max: usize,
     /// Set when the node stops: every stream ends.
     pub stop: watch::Receiver<bool>,
+    /// Messages buffered per watcher.
+    pub buffer: usize,
+    /// A watcher whose buffer stays full this long is dropped.
+    pub send_timeout: Duration,
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -50,23 +97,32 @@ impl Watches {
                 self.slots_max
             ))
         })?;
-        let (tx, rx) = mpsc::channel(BUFFERED_MESSAGES);
+        let (tx, rx) = mpsc::channel(self.buffer.max(1));
+        let too_slow = Arc::new(AtomicBool::new(false));
         let stream = Stream {
             view: self.view.clone(),
             applied: self.applied.clone(),
             heartbeat: self.heartbeat,
             stop: self.stop.clone(),
             tx,
+            send_timeout: self.send_timeout,
+            too_slow: too_slow.clone(),
             _permit: permit,
         };
         tokio::spawn(async move {
             let tx = stream.tx.clone();
+            let send_timeout = stream.send_timeout;
             if let Err(status) = stream.run(request).await {
                 tracing::warn!(%status, "A watch stream failed.");
-                let _ = tx.send(Err(status)).await;
+                let _ = tx.send_timeout(Err(status), send_timeout).await;
             }
         });
-        Ok(ReceiverStream::new(rx))
+        Ok(WatchStream {
+            messages: ReceiverStream::new(rx),
+            too_slow,
+            buffer: self.buffer.max(1),
+            ended: false,
+        })
     }
 }
 
@@ -77,15 +133,37 @@ struct Stream {
     heartbeat: Duration,
     stop: watch::Receiver<bool>,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    send_timeout: Duration,
+    /// Set when the watcher is dropped for not reading.
+    too_slow: Arc<AtomicBool>,
     _permit: OwnedSemaphorePermit,
 }
 
-/// The client went away, or the node is stopping.
+/// The client went away, or the node is stopping, or the watcher was
+/// dropped for not reading.
 struct Gone;
 
 impl Stream {
     async fn send(&self, event: WatchEvent) -> Result<(), Gone> {
-        self.tx.send(Ok(event.into())).await.map_err(|_| Gone)
+        match self
+            .tx
+            .send_timeout(Ok(event.into()), self.send_timeout)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Gone),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                // The client reads its stream too slowly: end it (the slot
+                // and what this task holds go with it) rather than wait.
+                self.too_slow.store(true, Ordering::Release);
+                tollgate_server::limits::count_refusal("check", "watcher_too_slow");
+                tracing::warn!(
+                    buffer = self.tx.max_capacity(),
+                    "Dropped a watcher that did not read its stream fast enough."
+                );
+                Err(Gone)
+            }
+        }
     }
 
     fn read(&self, key: &[u8]) -> Result<u64, Status> {
@@ -219,13 +297,12 @@ fn changes_after(view: &StateView, revision: u64) -> Result<Vec<ChangeRecord>, S
 
 /// The record with only the mutations in scope; `None` when none are (the
 /// catalog is in every scope: every decision reads it).
+/// Credentials are for region nodes: never in any scope.
 fn in_scope(mut record: ChangeRecord, account: Option<&AccountId>) -> Option<ChangeRecord> {
-    let Some(account) = account else {
-        return Some(record);
-    };
-    record
-        .mutations
-        .retain(|m| m.account().is_none_or(|a| a == account));
+    record.mutations.retain(|m| {
+        m.is_for_replicas()
+            && account.is_none_or(|account| m.account().is_none_or(|a| a == account))
+    });
     (!record.mutations.is_empty()).then_some(record)
 }
 

@@ -70,8 +70,9 @@ fn snapshot_part(seq: u32) -> Vec<u8> {
 
 /// The key prefixes holding the origin's data as a region serves it, and
 /// the region's indexes of it: what a snapshot install replaces.
-pub const ORIGIN_DATA_PREFIXES: [&[u8]; 7] = [
+pub const ORIGIN_DATA_PREFIXES: [&[u8]; 8] = [
     b"catalog/",
+    b"credential/",
     b"account/",
     b"subject/",
     b"entitlement/",
@@ -251,6 +252,7 @@ pub fn mutation_write(m: &Mutation) -> Write {
         Mutation::PutEntitlement(e) => put(keys::entitlement(&e.id), e),
         Mutation::RevokeLicense(r) => put(keys::revoked_license(&r.id), r),
         Mutation::RevokeCertificate(r) => put(keys::revoked_certificate(&r.serial), r),
+        Mutation::PutCredential(c) => put(keys::credential(&c.id), c),
     }
 }
 

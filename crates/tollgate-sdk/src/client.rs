@@ -18,6 +18,9 @@ use tollgate_proto::convert::{batch_to_proto, SeatHolder, UsageReport};
 use tollgate_proto::usage::v1 as usage;
 use tollgate_proto::usage::v1::usage_client::UsageClient;
 use tollgate_tls::{ClientTlsOptions, Expect, Transport};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use tonic::Status;
 
@@ -37,7 +40,57 @@ const ROUND_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 struct Endpoint {
     uri: String,
-    channel: Channel,
+    channel: Conn,
+}
+
+/// A connection to one node whose calls carry the client's application
+/// credential, when it has one.
+pub(crate) type Conn = InterceptedService<Channel, WithCredential>;
+
+/// Adds an application credential (`authorization: Bearer tgc_...`) to
+/// every call of a gRPC client: what [`Client`] does with
+/// [`ClientBuilder::credential`], for code that builds its own tonic
+/// clients (`CheckServiceClient::with_interceptor(channel, credential)`).
+#[derive(Clone, Default)]
+pub struct WithCredential(Option<MetadataValue<Ascii>>);
+
+impl WithCredential {
+    /// Adds nothing.
+    pub fn none() -> WithCredential {
+        WithCredential(None)
+    }
+
+    /// Adds `token` as it is (a region refuses one that is not
+    /// `tgc_<id>.<secret>` of a credential it holds); an error only when it
+    /// cannot travel in a header.
+    pub fn new(token: &str) -> Result<WithCredential, SdkError> {
+        format!("Bearer {token}")
+            .parse()
+            .map(|v| WithCredential(Some(v)))
+            .map_err(|_| SdkError::Config("the credential holds characters a header cannot".into()))
+    }
+}
+
+impl std::fmt::Debug for WithCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.write_str(if self.0.is_some() {
+            "WithCredential(..)"
+        } else {
+            "WithCredential(none)"
+        })
+    }
+}
+
+impl Interceptor for WithCredential {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 struct Inner {
@@ -86,15 +139,43 @@ impl std::fmt::Debug for Client {
 ///
 /// The files are read once, by [`ClientBuilder::build`]; to pick up a
 /// renewed client certificate, build a new client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     endpoints: Vec<String>,
     deadline: Duration,
     connect_timeout: Duration,
     tls: ClientTlsOptions,
+    credential: Option<String>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the credential's secret: its id only.
+        let credential = self
+            .credential
+            .as_deref()
+            .map(|t| tollgate_model::split_credential_token(t).map_or("(malformed)", |(id, _)| id));
+        f.debug_struct("ClientBuilder")
+            .field("endpoints", &self.endpoints)
+            .field("deadline", &self.deadline)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
+            .field("credential", &credential)
+            .finish()
+    }
 }
 
 impl ClientBuilder {
+    /// The application credential every call presents
+    /// (`tgc_<id>.<secret>`, from the origin's `POST /v1/credentials`);
+    /// region nodes refuse calls without one (UNAUTHENTICATED) unless run
+    /// with credentials off, and calls outside its scope
+    /// (PERMISSION_DENIED).
+    pub fn credential(mut self, token: impl Into<String>) -> Self {
+        self.credential = Some(token.into());
+        self
+    }
+
     /// The region nodes' check endpoints, e.g. `https://eu-1.example:7300`
     /// (added to those given before). All must be `https://` (verified
     /// TLS) or all `http://` (nodes run with `insecure_plaintext`).
@@ -177,6 +258,17 @@ impl ClientBuilder {
             ));
         }
         let transport = transport_for(&self.endpoints, &self.tls)?;
+        let credential = match &self.credential {
+            None => WithCredential::none(),
+            Some(token) => {
+                if tollgate_model::split_credential_token(token).is_none() {
+                    return Err(SdkError::Config(
+                        "the credential is not a token of the form tgc_<id>.<secret>".into(),
+                    ));
+                }
+                WithCredential::new(token)?
+            }
+        };
         let endpoints = self
             .endpoints
             .into_iter()
@@ -186,7 +278,10 @@ impl ClientBuilder {
                     .map_err(|e| SdkError::Config(format!("endpoint {uri:?}: {e}")))?
                     .connect_timeout(self.connect_timeout)
                     .tcp_nodelay(true);
-                let channel = transport.lazy_channel(&endpoint, Expect::HostName, "sdk");
+                let channel = InterceptedService::new(
+                    transport.lazy_channel(&endpoint, Expect::HostName, "sdk"),
+                    credential.clone(),
+                );
                 Ok(Endpoint { uri, channel })
             })
             .collect::<Result<_, SdkError>>()?;
@@ -272,6 +367,7 @@ impl Client {
             deadline: DEADLINE_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             tls: ClientTlsOptions::default(),
+            credential: None,
         }
     }
 
@@ -310,7 +406,7 @@ impl Client {
     }
 
     /// The URI and channel of endpoint `index` (modulo their number).
-    pub(crate) fn endpoint(&self, index: usize) -> (&str, Channel) {
+    pub(crate) fn endpoint(&self, index: usize) -> (&str, Conn) {
         let e = &self.inner.endpoints[index % self.inner.endpoints.len()];
         (&e.uri, e.channel.clone())
     }
@@ -322,7 +418,7 @@ impl Client {
     /// the channel and the time left.
     async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<(T, &str), SdkError>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Conn, Duration) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let deadline = Instant::now() + self.deadline;

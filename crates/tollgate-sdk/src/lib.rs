@@ -122,8 +122,8 @@ mod wire;
 
 pub use answer::{BatchChecked, Checked, Seat, SeatStatus, UsageReported};
 pub use client::{
-    new_idempotency_key, Client, ClientBuilder, CONNECT_TIMEOUT_DEFAULT, DEADLINE_DEFAULT,
-    ENDPOINTS_MAX,
+    new_idempotency_key, Client, ClientBuilder, WithCredential, CONNECT_TIMEOUT_DEFAULT,
+    DEADLINE_DEFAULT, ENDPOINTS_MAX,
 };
 pub use error::SdkError;
 pub use offline::{OfflineVerifier, KEY_SET_PATH};

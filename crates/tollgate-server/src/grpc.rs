@@ -3,22 +3,30 @@
 //! until the node says it is ready, per service), server reflection in both
 //! `v1` and `v1alpha` (older grpcurl and grpcio clients ask for the latter),
 //! and a `tollgate-error-code` trailer on every error status, whoever
-//! produced it (a service, or tonic refusing an oversized message).
+//! produced it (a service, or tonic refusing an oversized message). Every
+//! port built here ([`server_for`], [`serve_port`], [`serve_on_threads`])
+//! carries its [`GrpcPort`] limits: connections and idle time (the
+//! listener's [`tollgate_tls::Port`]), HTTP/2 keepalive, a concurrency
+//! limit that sheds load, a per-call timeout (unary calls; a stream runs
+//! on) and, where the port has one, a per-caller rate limit.
 
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 pub use tollgate_proto::code_name;
+use tollgate_tls::track::TrackRequestsLayer;
 pub use tollgate_tls::ServerTls;
 use tonic::transport::server::{Router, Server};
-use tonic::{Code, Status};
+use tonic::Code;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tower::layer::util::{Identity, Stack};
 use tower::util::MapResponseLayer;
 
+use crate::limits::{grpc_refusal, Limits, RateLimiter, RequestLimits, RequestLimitsLayer};
+
 /// The metadata key carrying an error's stable, machine-readable code.
-pub const ERROR_CODE_KEY: &str = tollgate_raft::status::ERROR_CODE_KEY;
+pub use crate::status::ERROR_CODE_KEY;
 /// The stable code of a request refused for its size.
 pub const MESSAGE_TOO_LARGE: &str = "MESSAGE_TOO_LARGE";
 /// How tonic's refusal of an oversized message begins, as it travels in
@@ -35,20 +43,68 @@ pub const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
 type ErrorCodeLayer =
     MapResponseLayer<fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>>;
 
-/// A gRPC server builder with the house settings and the error-code layer.
-pub type GrpcServer = Server<Stack<ErrorCodeLayer, Identity>>;
+type Layers = Stack<
+    RequestLimitsLayer<http::Response<tonic::body::Body>>,
+    Stack<TrackRequestsLayer, Stack<ErrorCodeLayer, Identity>>,
+>;
+/// A gRPC server builder with the house settings, the error-code layer
+/// and the port's request limits.
+pub type GrpcServer = Server<Layers>;
 /// A router built from [`server`].
-pub type GrpcRouter = Router<Stack<ErrorCodeLayer, Identity>>;
+pub type GrpcRouter = Router<Layers>;
 
-/// A server builder every node port starts from.
+/// One gRPC port's limits: its connections ([`tollgate_tls::Port`]), its
+/// requests, and its callers' rate (`None`: no rate limit).
+#[derive(Clone)]
+pub struct GrpcPort {
+    pub port: tollgate_tls::Port,
+    pub requests: RequestLimits,
+    pub rate: Option<(Arc<RateLimiter>, crate::limits::RateKey)>,
+    pub keepalive_interval: std::time::Duration,
+}
+
+impl GrpcPort {
+    /// `name` labels the port in metrics (`check`, `feed`, ...).
+    pub fn new(name: &'static str, limits: &Limits) -> GrpcPort {
+        GrpcPort {
+            port: limits.port(name),
+            requests: limits.requests(name, true),
+            rate: None,
+            keepalive_interval: limits.keepalive_interval,
+        }
+    }
+
+    /// Each caller, as `key` names it, at most at `limiter`'s rate.
+    pub fn with_rate(mut self, limiter: Arc<RateLimiter>, key: crate::limits::RateKey) -> Self {
+        self.rate = Some((limiter, key));
+        self
+    }
+}
+
+/// A server builder with the default limits (tests, tools); a node's
+/// ports use [`server_for`].
 pub fn server() -> GrpcServer {
+    server_for(&GrpcPort::new("grpc", &Limits::default()))
+}
+
+/// A server builder every node port starts from, with `port`'s limits.
+pub fn server_for(port: &GrpcPort) -> GrpcServer {
+    let mut requests = port.requests.layer(grpc_refusal);
+    if let Some((limiter, key)) = &port.rate {
+        requests = requests.with_rate(limiter.clone(), *key);
+    }
     Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
+        // A dead peer's connection is dropped when a ping goes unanswered.
+        .http2_keepalive_interval(Some(port.keepalive_interval))
+        .http2_keepalive_timeout(Some(port.keepalive_interval))
         .layer(MapResponseLayer::new(
             add_error_code
                 as fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
         ))
+        .layer(TrackRequestsLayer)
+        .layer(requests)
 }
 
 fn add_error_code(
@@ -68,13 +124,34 @@ fn add_error_code(
     if code == 0 {
         return response;
     }
+    /// The stable code of a request whose bytes are not the message.
+    const MALFORMED_MESSAGE: &str = "MALFORMED_MESSAGE";
+    /// How tonic's refusals of a request's bytes begin in `grpc-message`
+    /// (percent-encoded), all of which it answers INTERNAL: prost could not
+    /// decode the message (`prost::DecodeError`'s Display), the frame's
+    /// compression flag is bad, or the body ended inside a frame.
+    const TONIC_MALFORMED_PREFIXES: [&[u8]; 3] = [
+        b"failed%20to%20decode%20Protobuf%20message",
+        b"protocol%20error:%20received%20message%20with",
+        b"Unexpected%20EOF%20decoding%20stream",
+    ];
     let mut error_code = code_name(Code::from_i32(code));
-    // tonic refuses a message over the service's limit with OUT_OF_RANGE;
-    // every limit of ours answers RESOURCE_EXHAUSTED, so say that.
-    let too_large = code == Code::OutOfRange as i32
-        && headers
-            .get("grpc-message")
-            .is_some_and(|m| m.as_bytes().starts_with(TONIC_TOO_LARGE_PREFIX));
+    let message = headers
+        .get("grpc-message")
+        .map(|m| m.as_bytes())
+        .unwrap_or_default();
+    // tonic refuses a message over the service's limit with OUT_OF_RANGE,
+    // from the frame's length prefix before it buffers the body; every
+    // limit of ours answers RESOURCE_EXHAUSTED, so say that.
+    let too_large = code == Code::OutOfRange as i32 && message.starts_with(TONIC_TOO_LARGE_PREFIX);
+    // Bytes that are not a valid message are the caller's error, not ours:
+    // INVALID_ARGUMENT, as for any other invalid request. (A service that
+    // passed on, as its own INTERNAL error, a peer's undecodable answer
+    // with prost's words would be relabelled too; none does.)
+    let malformed = code == Code::Internal as i32
+        && TONIC_MALFORMED_PREFIXES
+            .iter()
+            .any(|prefix| message.starts_with(prefix));
     if too_large {
         headers.insert(
             "grpc-status",
@@ -82,6 +159,14 @@ fn add_error_code(
         );
         error_code = MESSAGE_TOO_LARGE;
         metrics::counter!("tollgate_grpc_requests_refused_total", "reason" => "message_too_large")
+            .increment(1);
+    } else if malformed {
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(Code::InvalidArgument as i32),
+        );
+        error_code = MALFORMED_MESSAGE;
+        metrics::counter!("tollgate_grpc_requests_refused_total", "reason" => "malformed_message")
             .increment(1);
     }
     headers.insert(
@@ -91,39 +176,7 @@ fn add_error_code(
     response
 }
 
-/// A status carrying `error_code` (stable, upper snake case) in its
-/// `tollgate-error-code` trailer.
-pub fn error_status(code: Code, error_code: &'static str, message: impl Into<String>) -> Status {
-    let mut status = Status::new(code, message);
-    status.metadata_mut().insert(
-        ERROR_CODE_KEY,
-        tonic::metadata::MetadataValue::from_static(error_code),
-    );
-    status
-}
-
-/// The time the client gave the call (its `grpc-timeout` header), if any.
-/// A malformed header counts as none: the call then gets the server's own
-/// bounds.
-pub fn request_timeout<T>(request: &tonic::Request<T>) -> Option<std::time::Duration> {
-    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    // At most 8 digits and a unit (gRPC over HTTP/2, "Timeout").
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let amount: u64 = digits.parse().ok()?;
-    use std::time::Duration;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.checked_mul(3600)?),
-        "M" => Duration::from_secs(amount.checked_mul(60)?),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
+pub use crate::status::{error_status, parse_grpc_timeout, request_timeout};
 
 /// The health of one port's services, as the standard health service
 /// reports it. Every named service, and the server as a whole (`""`),
@@ -222,6 +275,7 @@ pub fn serve_on_threads(
     router: GrpcRouter,
     listener: tokio::net::TcpListener,
     tls: Option<Arc<ServerTls>>,
+    port: &GrpcPort,
     threads: usize,
     stop: tokio::sync::watch::Receiver<bool>,
     what: &'static str,
@@ -245,6 +299,7 @@ pub fn serve_on_threads(
         let router = router.clone();
         let stop = stop.clone();
         let tls = tls.clone();
+        let port = port.port.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -264,7 +319,7 @@ pub fn serve_on_threads(
                             }
                         },
                     );
-                    let incoming = tollgate_tls::server::incoming(tcp, tls, Ok(local));
+                    let incoming = tollgate_tls::server::incoming(tcp, tls, Ok(local), port);
                     if let Err(error) = router
                         .serve_with_incoming_shutdown(incoming, crate::shutdown::stopped(stop))
                         .await
@@ -329,7 +384,8 @@ pub fn serve_on_threads(
 const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Serves `router` on `listener` (TCP_NODELAY on every connection, TLS
-/// with `tls`) until `stop`; a failure is logged as `what` failing.
+/// with `tls`) with the default connection limits until `stop`; a failure
+/// is logged as `what` failing.
 pub fn serve(
     router: GrpcRouter,
     listener: tokio::net::TcpListener,
@@ -337,9 +393,22 @@ pub fn serve(
     stop: tokio::sync::watch::Receiver<bool>,
     what: &'static str,
 ) -> tokio::task::JoinHandle<()> {
+    let port = GrpcPort::new("grpc", &Limits::default());
+    serve_port(router, listener, tls, &port, stop, what)
+}
+
+/// [`serve`] with `port`'s connection limits.
+pub fn serve_port(
+    router: GrpcRouter,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    port: &GrpcPort,
+    stop: tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()> {
     let local = listener.local_addr();
-    let tcp = tollgate_tls::server::accept_tcp(listener, stop.clone(), what);
-    let incoming = tollgate_tls::server::incoming(tcp, tls, local);
+    let tcp = tollgate_tls::server::accept_tcp(listener, stop.clone(), port.port.name());
+    let incoming = tollgate_tls::server::incoming(tcp, tls, local, port.port.clone());
     tokio::spawn(async move {
         if let Err(error) = router
             .serve_with_incoming_shutdown(incoming, crate::shutdown::stopped(stop))

@@ -9,6 +9,10 @@
 //! - [`server`]: a port's policy ([`ClientAuth`]), handshakes bounded in
 //!   number and time, every refusal logged and counted by reason, and the
 //!   connections for tonic and axum ([`listen`], [`Incoming`], [`PeerInfo`]).
+//! - [`limits`]: a port's connection limits ([`PortLimits`]: open
+//!   connections, handshake, idle and header read timeouts, keepalive) and
+//!   the one refusal metric, `tollgate_requests_refused_total{port,reason}`;
+//!   [`http`]: an HTTP port served with them.
 //! - [`client`]: a connector for tonic channels that checks who answered
 //!   ([`Expect`]).
 //! - [`ca`]: a CA and certificates for operators, `tollgate dev` and tests.
@@ -19,10 +23,13 @@
 pub mod ca;
 pub mod client;
 mod crypto;
+pub mod http;
 pub mod identity;
 pub mod io;
+pub mod limits;
 pub mod material;
 pub mod server;
+pub mod track;
 mod verify;
 
 use std::path::PathBuf;
@@ -30,8 +37,9 @@ use std::sync::Arc;
 
 pub use client::{web_client_config, Alpn, Connector, Expect};
 pub use identity::{Allow, Identity, Subject};
+pub use limits::PortLimits;
 pub use material::{Tls, TlsFiles};
-pub use server::{listen, ClientAuth, Incoming, PeerInfo, ServerIo, ServerTls};
+pub use server::{listen, listen_with, ClientAuth, Incoming, PeerInfo, Port, ServerIo, ServerTls};
 pub use verify::IdentityRefused;
 
 /// `error` and every error under it (`source`), joined with `: `; a

@@ -1,6 +1,8 @@
 //! Serving TLS: a port's policy (who may connect), the handshakes (bounded
 //! in number and time, each refusal logged and counted with its reason), and
-//! the connections they yield, for tonic and axum alike.
+//! the connections they yield, for tonic and axum alike. Every connection,
+//! over TLS or not, holds one of its port's [`Port`] slots from accept to
+//! close and is closed when idle (see [`crate::limits`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -13,7 +15,11 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use futures::{Stream, StreamExt};
 use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::limits::{count_refusal, monotonic_ms, ConnActivity, PortLimits};
 
 use crate::identity::{Allow, Identity};
 use crate::material::Tls;
@@ -23,8 +29,7 @@ use crate::{TlsError, Transport};
 /// Handshakes in progress on one listener, at most; past it a new
 /// connection is closed at once (`reason="busy"`).
 pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 1024;
-/// Time a client gets to finish its handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::limits::HANDSHAKE_TIMEOUT;
 /// Connections handshaken and waiting for the server to take them.
 const READY_CONNECTIONS_MAX: usize = 64;
 /// At most one WARN per port and reason in this long (the metric counts
@@ -142,17 +147,82 @@ pub struct PeerInfo {
     pub remote: Option<SocketAddr>,
     pub tls: bool,
     pub identity: Option<Arc<Identity>>,
+    /// The connection's requests in flight, for
+    /// [`crate::track::TrackRequests`] (`None` outside a served port).
+    pub activity: Option<Arc<ConnActivity>>,
 }
 
-/// An accepted connection, over TLS or (only when configured so) not.
-pub type ServerIo = crate::io::Io<tokio_rustls::server::TlsStream<TcpStream>>;
+type RawIo = crate::io::Io<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// An accepted connection, over TLS or (only when configured so) not,
+/// holding its port's slot until dropped, and ending itself (a read fails
+/// with `TimedOut`) once idle for its port's `idle_timeout`.
+pub struct ServerIo {
+    io: RawIo,
+    activity: Arc<ConnActivity>,
+    idle: Option<IdleWatch>,
+    _slot: Slot,
+}
+
+struct IdleWatch {
+    port: &'static str,
+    timeout: Duration,
+    /// Requests are counted by the server; otherwise a byte read counts.
+    tracked: bool,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
 
 impl ServerIo {
+    fn new(io: RawIo, port: &Port, (slot, activity): (Slot, Arc<ConnActivity>)) -> ServerIo {
+        let limits = &port.limits;
+        ServerIo {
+            io,
+            activity,
+            idle: Some(IdleWatch {
+                port: port.name,
+                timeout: limits.idle_timeout,
+                tracked: limits.requests_tracked,
+                timer: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+            }),
+            _slot: slot,
+        }
+    }
+
+    /// The TLS session, when the connection is over TLS.
+    pub fn tls_connection(&self) -> Option<&rustls::ServerConnection> {
+        match &self.io {
+            RawIo::Tls(stream) => Some(stream.get_ref().1),
+            RawIo::Plain(_) => None,
+        }
+    }
+
     /// The address at the other end (no certificate parsed).
     pub fn remote(&self) -> Option<SocketAddr> {
-        match self {
-            ServerIo::Plain(stream) => stream.peer_addr().ok(),
-            ServerIo::Tls(stream) => stream.get_ref().0.peer_addr().ok(),
+        match &self.io {
+            RawIo::Plain(stream) => stream.peer_addr().ok(),
+            RawIo::Tls(stream) => stream.get_ref().0.peer_addr().ok(),
+        }
+    }
+
+    /// Whether the connection has been idle past its timeout; otherwise
+    /// the timer is set (and registered with `cx`) for when it could be.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(idle) = self.idle.as_mut() else {
+            return false;
+        };
+        loop {
+            if std::future::Future::poll(idle.timer.as_mut(), cx).is_pending() {
+                return false;
+            }
+            match self.activity.idle_past(idle.timeout) {
+                Ok(()) => return true,
+                Err(at_ms) => {
+                    let wait = Duration::from_millis(at_ms.saturating_sub(monotonic_ms()));
+                    idle.timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + wait);
+                }
+            }
         }
     }
 
@@ -161,13 +231,15 @@ impl ServerIo {
     /// an identity of ours, so one that does not parse here cannot occur;
     /// it would count as no identity, which admits least.
     pub fn peer(&self) -> PeerInfo {
-        match self {
-            ServerIo::Plain(stream) => PeerInfo {
+        let activity = Some(self.activity.clone());
+        match &self.io {
+            RawIo::Plain(stream) => PeerInfo {
                 remote: stream.peer_addr().ok(),
                 tls: false,
                 identity: None,
+                activity,
             },
-            ServerIo::Tls(stream) => {
+            RawIo::Tls(stream) => {
                 let (tcp, connection) = stream.get_ref();
                 let identity = connection
                     .peer_certificates()
@@ -178,9 +250,184 @@ impl ServerIo {
                     remote: tcp.peer_addr().ok(),
                     tls: true,
                     identity,
+                    activity,
                 }
             }
         }
+    }
+}
+
+impl AsyncRead for ServerIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.activity.poll_evicted(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed to make room for a new connection",
+            )));
+        }
+        if this.idle_expired(cx) {
+            let port = this.idle.as_ref().map_or("-", |i| i.port);
+            count_refusal(port, "idle");
+            // Never again: the server drops the connection on this error.
+            this.idle = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection was idle for too long",
+            )));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &polled {
+            let untracked = this.idle.as_ref().is_some_and(|i| !i.tracked);
+            if untracked && buf.filled().len() > before {
+                this.activity.touch();
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for ServerIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// One port: its name in logs and metrics, its limits, and its open
+/// connections (shared by every thread serving the port).
+#[derive(Clone)]
+pub struct Port {
+    name: &'static str,
+    limits: PortLimits,
+    shared: Arc<PortShared>,
+}
+
+struct PortShared {
+    open: std::sync::atomic::AtomicUsize,
+    /// Every open connection's activity, to pick one to evict.
+    connections: Mutex<Vec<std::sync::Weak<ConnActivity>>>,
+}
+
+/// One open connection's place on its port, given back when dropped.
+pub(crate) struct Slot(Arc<PortShared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Port {
+    pub fn new(name: &'static str, limits: PortLimits) -> Port {
+        Port {
+            name,
+            limits,
+            shared: Arc::new(PortShared {
+                open: std::sync::atomic::AtomicUsize::new(0),
+                connections: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn limits(&self) -> &PortLimits {
+        &self.limits
+    }
+
+    /// Connections open on the port now (evicted ones until they close).
+    pub fn connections_open(&self) -> usize {
+        self.shared.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A place for a new connection: a free one, or that of an evicted
+    /// idle connection; `None` (counted and logged) when every connection
+    /// has a request in flight. Evicted connections still count until they
+    /// close (at their next poll), so the port never holds more than twice
+    /// its cap even for a moment.
+    fn admit(&self, stream: &TcpStream) -> Option<(Slot, Arc<ConnActivity>)> {
+        let open = self
+            .shared
+            .open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slot = Slot(self.shared.clone());
+        let max = self.limits.connections_max.max(1);
+        let mut connections = self
+            .shared
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if open >= max {
+            connections.retain(|c| c.strong_count() > 0);
+            let victim = connections
+                .iter()
+                .filter_map(|c| c.upgrade())
+                .filter_map(|c| c.eviction_rank().map(|rank| (rank, c)))
+                .min_by_key(|(rank, _)| *rank);
+            match victim {
+                Some((_, victim)) => {
+                    victim.evict();
+                    count_refusal(self.name, "evicted");
+                }
+                None => {
+                    drop(connections);
+                    drop(slot);
+                    count_refusal(self.name, "connections_max");
+                    if first_in_interval("server", self.name, "connections_max") {
+                        let peer = stream
+                            .peer_addr()
+                            .map_or_else(|_| "-".into(), |p| p.to_string());
+                        tracing::warn!(
+                            port = self.name,
+                            connections_max = self.limits.connections_max,
+                            %peer,
+                            "Closed a new connection: every open one has a request in flight \
+                             (one line per port every 10 s; \
+                             tollgate_requests_refused_total{{reason=\"connections_max\"}} counts them all)."
+                        );
+                    }
+                    return None;
+                }
+            }
+        } else if connections.len() >= 2 * max {
+            connections.retain(|c| c.strong_count() > 0);
+        }
+        let activity = ConnActivity::new();
+        connections.push(Arc::downgrade(&activity));
+        Some((slot, activity))
     }
 }
 
@@ -265,34 +512,56 @@ pub fn accept_tcp(
     })
 }
 
-/// Serves connections from `tcp` as `transport` says: over TLS, each
-/// handshake on a task of its own (at most [`HANDSHAKES_IN_FLIGHT_MAX`] at
-/// once, each at most [`HANDSHAKE_TIMEOUT`]); plaintext, as they come.
-/// Spawns on the current runtime.
+/// Serves connections from `tcp` as `transport` says, each holding one of
+/// `port`'s slots (past [`PortLimits::connections_max`] a new connection is
+/// closed at once): over TLS, each handshake on a task of its own (at most
+/// [`HANDSHAKES_IN_FLIGHT_MAX`] at once, each at most the port's
+/// `handshake_timeout`); plaintext, as they come. Spawns on the current
+/// runtime.
 pub fn incoming(
     tcp: impl Stream<Item = TcpStream> + Send + 'static,
     tls: Option<Arc<ServerTls>>,
     local: io::Result<SocketAddr>,
+    port: Port,
 ) -> Incoming {
     let (ready_tx, ready) = tokio::sync::mpsc::channel(READY_CONNECTIONS_MAX);
     tokio::spawn(async move {
-        let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+        let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
         let mut tcp = std::pin::pin!(tcp);
         while let Some(stream) = tcp.next().await {
+            let Some(slot) = port.admit(&stream) else {
+                continue;
+            };
             let Some(tls) = tls.clone() else {
-                if ready_tx.send(ServerIo::Plain(stream)).await.is_err() {
+                let io = ServerIo::new(RawIo::Plain(stream), &port, slot);
+                if ready_tx.send(io).await.is_err() {
                     return;
                 }
                 continue;
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let Ok(handshaking) = handshakes.clone().try_acquire_owned() else {
                 refused(tls.port, "busy", "too many handshakes in progress", &stream);
                 continue;
             };
             let ready_tx = ready_tx.clone();
+            let port = port.clone();
             tokio::spawn(async move {
-                let _slot = slot;
-                if let Some(io) = handshake(&tls, stream).await {
+                let _handshaking = handshaking;
+                let timeout = port.limits.handshake_timeout;
+                let activity = slot.1.clone();
+                let evicted = std::future::poll_fn(|cx| {
+                    if activity.poll_evicted(cx) {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                });
+                let handshaken = tokio::select! {
+                    io = handshake(&tls, stream, timeout) => io,
+                    () = evicted => None,
+                };
+                if let Some(io) = handshaken {
+                    let io = ServerIo::new(io, &port, slot);
                     // The server stopped taking connections: drop it.
                     let _closed = ready_tx.send(io).await;
                 }
@@ -302,7 +571,8 @@ pub fn incoming(
     Incoming { ready, local }
 }
 
-/// Accepts on `listener` as [`incoming`] does.
+/// Accepts on `listener` as [`incoming`] does, with the default
+/// [`PortLimits`] (idle: nothing read).
 pub fn listen(
     listener: TcpListener,
     transport: &Transport,
@@ -311,12 +581,36 @@ pub fn listen(
     http1: bool,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Incoming, TlsError> {
-    let tls = transport.server(port, auth, http1)?;
-    let local = listener.local_addr();
-    Ok(incoming(accept_tcp(listener, stop, port), tls, local))
+    listen_with(
+        listener,
+        transport,
+        auth,
+        Port::new(port, PortLimits::default()),
+        http1,
+        stop,
+    )
 }
 
-async fn handshake(tls: &ServerTls, stream: TcpStream) -> Option<ServerIo> {
+/// Accepts on `listener` as [`incoming`] does, with `port`'s limits.
+pub fn listen_with(
+    listener: TcpListener,
+    transport: &Transport,
+    auth: ClientAuth,
+    port: Port,
+    http1: bool,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Incoming, TlsError> {
+    let tls = transport.server(port.name, auth, http1)?;
+    let local = listener.local_addr();
+    Ok(incoming(
+        accept_tcp(listener, stop, port.name),
+        tls,
+        local,
+        port,
+    ))
+}
+
+async fn handshake(tls: &ServerTls, stream: TcpStream, timeout: Duration) -> Option<RawIo> {
     let config = match tls.config() {
         Ok(config) => config,
         Err(error) => {
@@ -326,10 +620,10 @@ async fn handshake(tls: &ServerTls, stream: TcpStream) -> Option<ServerIo> {
     };
     let peer = stream.peer_addr().ok();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             metrics::counter!("tollgate_tls_handshakes_total", "port" => tls.port).increment(1);
-            Some(ServerIo::Tls(Box::new(stream)))
+            Some(RawIo::Tls(Box::new(stream)))
         }
         Ok(Err(error)) => {
             let (reason, why) = match error

@@ -250,10 +250,8 @@ fn client_local(io: &ClientIo) -> SocketAddr {
 }
 
 fn server_tls(io: &ServerIo) -> &rustls::ServerConnection {
-    match io {
-        ServerIo::Tls(stream) => stream.get_ref().1,
-        ServerIo::Plain(_) => panic!("the server accepted in plaintext"),
-    }
+    io.tls_connection()
+        .expect("the server accepted in plaintext")
 }
 
 /// The certificate the server showed this client.

@@ -239,6 +239,7 @@ async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
         transports.push(transport);
     }
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let credential = args.tls.credential().map_err(|e| anyhow::anyhow!(e))?;
     let mut clients = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let endpoint = &args.endpoints[i % args.endpoints.len()];
@@ -246,7 +247,9 @@ async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
         let channel = crate::ctl::tls::grpc_channel(transport, endpoint, timeout)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        clients.push(CheckServiceClient::new(channel));
+        clients.push(CheckServiceClient::new(
+            tonic::service::interceptor::InterceptedService::new(channel, credential.clone()),
+        ));
     }
     let phases: Vec<(&str, u64)> = if args.compare_plain {
         vec![("plain", 0), ("consume", args.consume)]
@@ -351,7 +354,7 @@ fn check_requests(args: &CheckBench, consume: u64) -> anyhow::Result<Vec<pb::Che
 /// `--duration-seconds`, each consuming `consume` units.
 async fn measure(
     args: &CheckBench,
-    clients: &[CheckServiceClient<tonic::transport::Channel>],
+    clients: &[CheckServiceClient<crate::ctl::tls::AppChannel>],
     consume: u64,
 ) -> anyhow::Result<Phase> {
     let requests = check_requests(args, consume)?;

@@ -95,7 +95,7 @@ async fn check(args: CheckArgs) -> u8 {
         }
     };
     let timeout = std::time::Duration::from_millis(args.timeout_ms.max(1));
-    let mut client = match args.tls.grpc_channel(&args.endpoint, timeout).await {
+    let mut client = match args.tls.app_channel(&args.endpoint, timeout).await {
         Ok(channel) => pb::check_service_client::CheckServiceClient::new(channel),
         Err(ConnectError::Usage(error)) => {
             eprintln!("error: {}: {error}", args.endpoint);

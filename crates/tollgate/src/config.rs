@@ -59,6 +59,9 @@ pub struct NodeFile {
     /// Region nodes: how checks are answered.
     #[serde(default)]
     pub checks: Checks,
+    /// Every port's limits: connections, timeouts, concurrency, rate.
+    #[serde(default)]
+    pub limits: LimitsSection,
     /// TLS on every port and link (required: either the files, or
     /// `insecure_plaintext = true` on purpose).
     #[serde(default)]
@@ -104,6 +107,20 @@ pub struct Checks {
     /// Threads serving the check port, each answering its connections'
     /// requests start to end; 0 means one per core.
     pub threads: usize,
+    /// `required` (the default): every call to the check port presents an
+    /// application credential the origin issued. `off`: a call without
+    /// one is served (a presented one is still checked) — only for a
+    /// port no one else can reach.
+    pub credentials: CredentialsSetting,
+}
+
+/// `[checks] credentials`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialsSetting {
+    #[default]
+    Required,
+    Off,
 }
 
 impl Default for Checks {
@@ -112,6 +129,185 @@ impl Default for Checks {
             revision_wait_max_ms: 30_000,
             account_views_cached_max: 100_000,
             threads: 0,
+            credentials: CredentialsSetting::Required,
+        }
+    }
+}
+
+/// `[limits]`: what bounds every port of the node (REST and changefeed at
+/// the origin; check and operations at a region; each port has its own
+/// count of each). A limit that is hit is refused at once and counted in
+/// `tollgate_requests_refused_total{port,reason}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Longest a request may take (gRPC: the client's deadline, if
+    /// shorter); a streamed answer (Watch, the changefeed) is not bounded.
+    pub request_timeout_ms: u64,
+    /// Most requests answered at once per port; past it a request gets
+    /// 503 / UNAVAILABLE `OVERLOADED` at once instead of a queue.
+    pub concurrency_max: usize,
+    /// Most connections open at once per port; past it a new connection
+    /// is closed at once. Keep the node's ports' sum well under the
+    /// process's descriptor limit (`LimitNOFILE`, `ulimit -n`).
+    pub connections_max: usize,
+    /// Time a client gets to finish its TLS handshake.
+    pub handshake_timeout_ms: u64,
+    /// Time a client gets to send an HTTP/1 request head.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight this long is closed (one
+    /// that sends nothing, or drips a request that never completes).
+    pub idle_timeout_ms: u64,
+    /// HTTP/2 keepalive: a ping to a quiet peer this often; no answer in
+    /// as long and the connection is dropped.
+    pub keepalive_interval_ms: u64,
+    /// Each caller's sustained requests per second (origin REST: per API
+    /// key; region check port: per client); 0 turns rate limiting off.
+    pub rate_per_second: u32,
+    /// Each caller's burst above the sustained rate.
+    pub rate_burst: u32,
+    /// Most callers whose rate is remembered.
+    pub rate_keys_max: usize,
+    /// Region nodes: messages buffered per Watch stream; a watcher that
+    /// leaves them unread for `request_timeout_ms` is dropped
+    /// (`WATCHER_TOO_SLOW`).
+    pub watch_buffer: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let d = tollgate_server::limits::Limits::default();
+        LimitsSection {
+            request_timeout_ms: d.request_timeout.as_millis() as u64,
+            concurrency_max: d.concurrency_max,
+            connections_max: d.connections_max,
+            handshake_timeout_ms: d.handshake_timeout.as_millis() as u64,
+            header_read_timeout_ms: d.header_read_timeout.as_millis() as u64,
+            idle_timeout_ms: d.idle_timeout.as_millis() as u64,
+            keepalive_interval_ms: d.keepalive_interval.as_millis() as u64,
+            rate_per_second: d.rate_per_second,
+            rate_burst: d.rate_burst,
+            rate_keys_max: d.rate_keys_max,
+            watch_buffer: d.watch_buffer,
+        }
+    }
+}
+
+impl LimitsSection {
+    fn validate(&self) -> anyhow::Result<()> {
+        within(
+            "limits.request_timeout_ms",
+            self.request_timeout_ms,
+            10..=3_600_000,
+        )?;
+        within(
+            "limits.concurrency_max",
+            self.concurrency_max as u64,
+            1..=1_000_000,
+        )?;
+        within(
+            "limits.connections_max",
+            self.connections_max as u64,
+            1..=1_000_000,
+        )?;
+        within(
+            "limits.handshake_timeout_ms",
+            self.handshake_timeout_ms,
+            10..=600_000,
+        )?;
+        within(
+            "limits.header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            10..=600_000,
+        )?;
+        within(
+            "limits.idle_timeout_ms",
+            self.idle_timeout_ms,
+            10..=86_400_000,
+        )?;
+        within(
+            "limits.keepalive_interval_ms",
+            self.keepalive_interval_ms,
+            100..=3_600_000,
+        )?;
+        within(
+            "limits.rate_per_second",
+            u64::from(self.rate_per_second),
+            0..=10_000_000,
+        )?;
+        within(
+            "limits.rate_burst",
+            u64::from(self.rate_burst),
+            1..=10_000_000,
+        )?;
+        within(
+            "limits.rate_keys_max",
+            self.rate_keys_max as u64,
+            32..=100_000_000,
+        )?;
+        within("limits.watch_buffer", self.watch_buffer as u64, 1..=4096)?;
+        Ok(())
+    }
+
+    /// The limits the node runs with.
+    pub fn to_limits(&self) -> tollgate_server::limits::Limits {
+        use std::time::Duration;
+        tollgate_server::limits::Limits {
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            concurrency_max: self.concurrency_max,
+            connections_max: self.connections_max,
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            keepalive_interval: Duration::from_millis(self.keepalive_interval_ms),
+            rate_per_second: self.rate_per_second,
+            rate_burst: self.rate_burst,
+            rate_keys_max: self.rate_keys_max,
+            watch_buffer: self.watch_buffer,
+        }
+    }
+
+    /// `connections_max` as the process's descriptor limit allows (Linux:
+    /// the soft limit in `/proc/self/limits`): when `ports` ports of
+    /// `connections_max` each, plus what the node itself needs, would not
+    /// fit, it is lowered to fit and a WARN says so; either way it is
+    /// logged. Running out of descriptors fails every accept on every port
+    /// (and the node's own files), where the per-port cap refuses only the
+    /// excess.
+    pub fn connections_max_within_descriptors(&self, ports: usize) -> usize {
+        // The node's own files, Raft links, the origin link, sled.
+        const RESERVED: u64 = 256;
+        let soft = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+            })
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(soft) = soft else {
+            return self.connections_max;
+        };
+        let ports = ports.max(1) as u64;
+        let fits = (soft.saturating_sub(RESERVED) / ports).max(16) as usize;
+        if fits < self.connections_max {
+            tracing::warn!(
+                descriptors_max = soft,
+                configured = self.connections_max,
+                connections_max = fits,
+                ports,
+                "limits.connections_max lowered to fit the descriptor limit ({RESERVED} kept \
+                 for the node itself); raise LimitNOFILE / ulimit -n to allow more."
+            );
+            fits
+        } else {
+            tracing::info!(
+                descriptors_max = soft,
+                connections_max = self.connections_max,
+                ports,
+                "Connection limits fit the descriptor limit."
+            );
+            self.connections_max
         }
     }
 }
@@ -126,10 +322,9 @@ pub struct Licenses {
     /// The origin's certificate for that key: the `certificate` of
     /// `POST /v1/regions/{region}/certificates`, as JSON. Without the file
     /// the node starts, verifies tokens, and logs the key to certify.
+    /// Callers issue with an application credential holding
+    /// `issue_licenses`.
     pub certificate_path: PathBuf,
-    /// SHA-256 (lower-case hex) of the token callers present
-    /// (`authorization: Bearer <token>`) to issue.
-    pub issuer_token_sha256: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,7 +552,7 @@ const CONFIG_FILE_LEN_MAX: u64 = 1024 * 1024;
 
 /// The config file's sections: `TOLLGATE_<SECTION>_<KEY>` overrides
 /// `<key>` in `[<section>]`.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "listen",
     "advertise",
     "cluster",
@@ -371,6 +566,7 @@ const SECTIONS: [&str; 14] = [
     "geo",
     "licenses",
     "checks",
+    "limits",
     "tls",
 ];
 /// Top-level keys: `TOLLGATE_<KEY>` overrides them.
@@ -594,6 +790,7 @@ impl NodeFile {
     /// Checks the whole file; the error names the key.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.node_id != 0, "node_id: must not be 0");
+        self.limits.validate()?;
         match self.role {
             Role::Origin => {
                 anyhow::ensure!(
@@ -680,16 +877,6 @@ impl NodeFile {
                     self.checks.account_views_cached_max as u64,
                     1..=10_000_000,
                 )?;
-                if let Some(licenses) = &self.licenses {
-                    let sha = &licenses.issuer_token_sha256;
-                    anyhow::ensure!(
-                        sha.len() == 64
-                            && sha
-                                .bytes()
-                                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-                        "licenses.issuer_token_sha256: expected 64 lower-case hex digits (the sha256sum of the token)"
-                    );
-                }
             }
         }
         match &self.tls {
@@ -981,6 +1168,39 @@ mod origin_link_tests {
             ("connect_timeout_ms = 99\n", "origin.connect_timeout_ms"),
         ] {
             let error = parse(extra).validate().unwrap_err().to_string();
+            assert!(error.starts_with(key), "{extra}: {error}");
+        }
+    }
+    #[test]
+    fn limits_default_can_be_set_and_are_checked_by_name() {
+        let defaults = parse("").limits.to_limits();
+        assert_eq!(defaults, tollgate_server::limits::Limits::default());
+        assert_eq!(
+            defaults.connections_max, 512,
+            "well under 1,024 descriptors"
+        );
+        let set = parse(
+            "\n[limits]\nconnections_max = 64\nidle_timeout_ms = 1500\nrate_per_second = 0\n\
+             request_timeout_ms = 2000\nwatch_buffer = 4\n",
+        );
+        set.validate().unwrap();
+        let limits = set.limits.to_limits();
+        assert_eq!(limits.connections_max, 64);
+        assert_eq!(limits.idle_timeout, std::time::Duration::from_millis(1500));
+        assert_eq!(limits.request_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(limits.watch_buffer, 4);
+        assert!(limits.rate_limiter().is_none(), "rate 0 turns it off");
+        for (extra, key) in [
+            ("connections_max = 0\n", "limits.connections_max"),
+            ("concurrency_max = 0\n", "limits.concurrency_max"),
+            ("idle_timeout_ms = 1\n", "limits.idle_timeout_ms"),
+            ("watch_buffer = 0\n", "limits.watch_buffer"),
+            ("rate_burst = 0\n", "limits.rate_burst"),
+        ] {
+            let error = parse(&format!("\n[limits]\n{extra}"))
+                .validate()
+                .unwrap_err()
+                .to_string();
             assert!(error.starts_with(key), "{extra}: {error}");
         }
     }

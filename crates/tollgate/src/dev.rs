@@ -184,7 +184,6 @@ async fn start_region(
     name: &str,
     first_port: u16,
     geo: Arc<tollgate_geo::GeoDatabases>,
-    issuer_token: &str,
 ) -> anyhow::Result<Vec<RegionNode>> {
     let scheme = if pki.is_some() { "https" } else { "http" };
     let region_key = tollgate_signing::KeyRing::load_or_create(
@@ -211,7 +210,6 @@ async fn start_region(
     let license_issuer = tollgate_region_node::RegionIssuerConfig {
         signing_key: region_key,
         certificate,
-        issuer_token_sha256: tollgate_signing::digest::sha256_hex(issuer_token.as_bytes()),
     };
     let mut nodes = Vec::new();
     for id in 1..=3u64 {
@@ -340,14 +338,32 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .to_string(),
     };
 
-    // The token callers present to have a region issue licenses.
-    let issuer_token = {
-        let mut random = [0u8; 16];
-        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        random
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+    // The application credential the demo's clients present on the regions'
+    // check ports (every account, product and verb), made once with the
+    // data and kept beside the admin key.
+    let credential_path = root.join("app.credential");
+    let credential = if credential_path.exists() {
+        std::fs::read_to_string(&credential_path)
+            .with_context(|| format!("reading {}", credential_path.display()))?
+            .trim()
+            .to_string()
+    } else {
+        let (credential, record) = tollgate_api::app_credentials::issue_credential(
+            tollgate_api::app_credentials::NewCredential::everything("tollgate dev"),
+            tollgate_server::clock::now(),
+        )
+        .map_err(|p| anyhow::anyhow!("a credential for the demo: {}", p.detail))?;
+        let command = OriginCommand {
+            actor: "dev-seed".into(),
+            at: tollgate_server::clock::now(),
+            reason: Some("tollgate dev application credential".into()),
+            op: Op::PutCredential(record),
+        };
+        if let OriginResponse::Rejected(r) = origin.raft().write(command).await?.response {
+            anyhow::bail!("creating the demo's credential: {}", r.message);
+        }
+        write_secret(&credential_path, &credential)?;
+        credential
     };
     let geo =
         Arc::new(tollgate_geo::fixtures::demo_databases().context("building the demo geography")?);
@@ -357,16 +373,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             0 => 0,
             port => port + (index as u16) * 10,
         };
-        let nodes = start_region(
-            &origin,
-            &root,
-            pki.as_ref(),
-            name,
-            first_port,
-            geo.clone(),
-            &issuer_token,
-        )
-        .await?;
+        let nodes =
+            start_region(&origin, &root, pki.as_ref(), name, first_port, geo.clone()).await?;
         regions.push((*name, nodes));
     }
     let head = origin.head_revision();
@@ -412,8 +420,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         None => (String::new(), String::new(), None),
     };
     let mut try_commands = vec![
-        format!("{me} ctl{ca_flag} check --endpoint {eu} --account acme --subject alice --feature export --ip 192.0.2.10"),
-        format!("{me} ctl{ca_flag} check --endpoint {us} --account acme --subject alice --feature export --ip 198.51.100.10"),
+        format!("{me} ctl{ca_flag} --credential {credential} check --endpoint {eu} --account acme --subject alice --feature export --ip 192.0.2.10"),
+        format!("{me} ctl{ca_flag} --credential {credential} check --endpoint {us} --account acme --subject alice --feature export --ip 198.51.100.10"),
         format!("{me} ctl{ca_flag} --origin {http} --api-key {token} license issue --account acme --audience studio"),
         format!(
             "{me} ctl{ca_flag}{operator_flags} cluster status --endpoint {scheme}://{}",
@@ -442,11 +450,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             "metrics": format!("{http}/metrics"),
             "admin_api_key": token,
             "admin_api_key_file": token_path,
+            "app_credential_file": credential_path,
             "public_keys": format!("{http}/.well-known/tollgate-keys.json"),
         },
         "regions": regions.iter().map(|(name, nodes)| serde_json::json!({
             "name": name,
-            "license_issuer_token": issuer_token,
             "nodes": nodes.iter().map(|n| {
                 let status = n.http_addr().map(|a| format!("{scheme}://{a}")).unwrap_or_default();
                 serde_json::json!({
@@ -493,7 +501,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ),
         None => println!("  TLS             OFF (--insecure-plaintext): every port is in clear"),
     }
-    println!("  license issuer  region token {issuer_token} (license/v1 IssueLicense on a region's check port)");
+    println!(
+        "  app credential  {credential}   (also in {}; TOLLGATE_CREDENTIAL for check, bench and ctl)",
+        credential_path.display()
+    );
     println!(
         "  data directory  {}{}",
         root.display(),
@@ -524,4 +535,20 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     origin.shutdown().await?;
     drop(temp);
     Ok(())
+}
+
+/// Writes a secret readable by its owner only, durably.
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(secret.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
 }

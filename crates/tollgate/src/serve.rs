@@ -129,6 +129,9 @@ async fn shutdown_signal() {
 async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
     let mut config = OriginConfig::new(file.node_id, &file.data_dir);
     config.raft.transport = transport(&file)?;
+    config.limits = file.limits.to_limits();
+    // REST, the changefeed and the Raft port.
+    config.limits.connections_max = file.limits.connections_max_within_descriptors(3);
     config.tls_reload_interval = file.tls_reload_interval();
     let scheme = config.raft.transport.scheme();
     config.raft.advertise_addr = file.advertise.raft.clone();
@@ -253,7 +256,6 @@ fn region_issuer(
     Ok(Some(tollgate_region_node::RegionIssuerConfig {
         signing_key,
         certificate,
-        issuer_token_sha256: licenses.issuer_token_sha256.clone(),
     }))
 }
 
@@ -274,6 +276,9 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
         .context("origin.public_keys_path: not a public key set")?;
     let mut config = RegionConfig::new(file.node_id, &file.data_dir, origin.feed.clone(), keys);
     config.raft.transport = transport(&file)?;
+    config.limits = file.limits.to_limits();
+    // The check, operations and Raft ports.
+    config.limits.connections_max = file.limits.connections_max_within_descriptors(3);
     config.tls_reload_interval = file.tls_reload_interval();
     let scheme = config.raft.transport.scheme();
     config.raft.advertise_addr = file.advertise.raft.clone();
@@ -288,6 +293,12 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
     if file.checks.threads > 0 {
         config.check_threads = file.checks.threads;
     }
+    config.credentials = match file.checks.credentials {
+        crate::config::CredentialsSetting::Required => {
+            tollgate_region_node::CredentialMode::Required
+        }
+        crate::config::CredentialsSetting::Off => tollgate_region_node::CredentialMode::Off,
+    };
     if let Some(name) = &file.name {
         config.name = name.clone();
     }

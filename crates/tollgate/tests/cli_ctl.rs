@@ -126,6 +126,8 @@ struct Deployment {
     origin: Option<OriginNode>,
     region: Vec<RegionNode>,
     token_path: PathBuf,
+    /// An application credential for every account, product and verb.
+    credential: String,
 }
 
 /// The deployment's trust domain.
@@ -227,14 +229,33 @@ impl Deployment {
                     "{outcome:?}"
                 );
             }
-            origin
+            // The application credential `ctl` presents on check ports.
+            let (credential, record) = tollgate_api::app_credentials::issue_credential(
+                tollgate_api::app_credentials::NewCredential::everything("cli tests"),
+                UnixSeconds(0),
+            )
+            .unwrap();
+            let command = OriginCommand {
+                actor: "test-seed".into(),
+                at: UnixSeconds(0),
+                reason: None,
+                op: Op::PutCredential(record),
+            };
+            let outcome = origin.raft().write(command).await.unwrap().response;
+            assert!(
+                !matches!(outcome, OriginResponse::Rejected(_)),
+                "{outcome:?}"
+            );
+            (origin, credential)
         });
+        let (origin, credential) = origin;
         Deployment {
             runtime,
             dir,
             origin: Some(origin),
             region: Vec::new(),
             token_path,
+            credential,
         }
     }
 
@@ -370,6 +391,7 @@ impl Deployment {
         let (cert, key) = self.operator();
         full.extend(["--ca".to_string(), self.ca()]);
         full.extend(["--cert".to_string(), cert, "--key".to_string(), key]);
+        full.extend(["--credential".to_string(), self.credential.clone()]);
         full
     }
 

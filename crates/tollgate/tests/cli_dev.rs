@@ -86,8 +86,13 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
     }
     // The operator's client against the demo: a check explained, and the
     // status of every node.
+    // dev's application credential, from the file endpoints.json names.
+    let credential_file = listed["origin"]["app_credential_file"].as_str().unwrap();
+    let credential = std::fs::read_to_string(credential_file).unwrap();
+    assert!(credential.starts_with("tgc_"), "{credential}");
     let ctl_check = tollgate()
         .args(["ctl", "--ca", &ca, "check", "--endpoint", &endpoints[3].1])
+        .env("TOLLGATE_CREDENTIAL", credential.trim())
         .args([
             "--account",
             "acme",
@@ -129,6 +134,7 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
     for (region, endpoint) in &endpoints {
         let allowed = tollgate()
             .env("TOLLGATE_CA", &ca)
+            .env("TOLLGATE_CREDENTIAL", credential.trim())
             .args([
                 "check",
                 "--endpoint",
@@ -162,6 +168,7 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
             .starts_with(&format!("{region}-")));
     }
     let blocked = tollgate()
+        .env("TOLLGATE_CREDENTIAL", credential.trim())
         .env("TOLLGATE_CA", &ca)
         .args([
             "check",
@@ -178,6 +185,7 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
     assert_eq!(blocked.status.code(), Some(10));
     assert!(String::from_utf8_lossy(&blocked.stdout).starts_with("GEO_BLOCKED"));
     let invalid = tollgate()
+        .env("TOLLGATE_CREDENTIAL", credential.trim())
         .env("TOLLGATE_CA", &ca)
         .args([
             "check",
@@ -242,6 +250,7 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
     );
 
     let bench = tollgate()
+        .env("TOLLGATE_CREDENTIAL", credential.trim())
         .env("TOLLGATE_CA", &ca)
         .args([
             "bench",
@@ -276,6 +285,7 @@ fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
     // The README's example check, as load: acme's named seat is alice's.
     let named = tollgate()
         .env("TOLLGATE_CA", &ca)
+        .env("TOLLGATE_CREDENTIAL", credential.trim())
         .args(["bench", "check", "--endpoint", &endpoints[0].1])
         .args([
             "--account",

@@ -135,7 +135,7 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
 
     assert!(grpc.starts_with("https://"), "{banner}");
 
-    let revision = runtime.block_on(async {
+    let (revision, credential) = runtime.block_on(async {
         let transport = tollgate_tls::Transport::Tls(
             tollgate_tls::Tls::client(Some(tls.join("ca.pem")), None, None, now()).unwrap(),
         );
@@ -166,40 +166,68 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
             .json()
             .await
             .unwrap();
-        r["revision"].as_u64().unwrap()
+        let credential: serde_json::Value = http
+            .post(format!("{base}/v1/credentials"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"name": "cli", "accounts": ["acme"], "products": "*", "verbs": ["check"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            r["revision"].as_u64().unwrap().max(credential["revision"].as_u64().unwrap()),
+            credential["token"].as_str().unwrap().to_string(),
+        )
     });
-    let out = tollgate()
-        .args([
-            "check",
-            "--ca",
-            tls.join("ca.pem").to_str().unwrap(),
-            "--endpoint",
-            &grpc,
-            "--account",
-            "acme",
-            "--feature",
-            "export",
-        ])
-        .args([
-            "--at-least-revision",
-            &revision.to_string(),
-            "--output",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The node authenticates a caller before it waits for a revision, so
+    // until it applied the credential the check is refused: retried until
+    // it answers.
+    let out = wait_until_blocking(
+        "the node to know the credential and answer",
+        Duration::from_secs(30),
+        || {
+            let out = tollgate()
+                .env("TOLLGATE_CREDENTIAL", &credential)
+                .args([
+                    "check",
+                    "--ca",
+                    tls.join("ca.pem").to_str().unwrap(),
+                    "--endpoint",
+                    &grpc,
+                    "--account",
+                    "acme",
+                    "--feature",
+                    "export",
+                ])
+                .args([
+                    "--at-least-revision",
+                    &revision.to_string(),
+                    "--output",
+                    "json",
+                ])
+                .output()
+                .unwrap();
+            if out.status.code() == Some(0) {
+                Ok(out)
+            } else {
+                Err(format!(
+                    "exit {:?}: {}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        },
+    )
+    .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["reason"], "ALLOW");
     assert_eq!(v["answered_by"], "test-1");
 
     // A revision not coming: the node answers at the client's deadline.
     let out = tollgate()
+        .env("TOLLGATE_CREDENTIAL", &credential)
         .args([
             "check",
             "--ca",
@@ -281,7 +309,7 @@ fn region_configs_are_checked_as_a_whole() {
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n", "listen.grpc"),
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"ftp://x\"\npublic_keys_path = \"k\"\n", "origin.feed"),
         ("role = \"origin\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n", "listen.feed"),
-        ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[licenses]\nkey_path = \"k\"\ncertificate_path = \"c\"\nissuer_token_sha256 = \"secret\"\n", "licenses.issuer_token_sha256"),
+        ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[checks]\ncredentials = \"sometimes\"\n", "credentials"),
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[raft]\nsnapshot_logs_since_last = 5\n", "raft.snapshot_logs_since_last"),
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[raft]\nheartbeat_interval_ms = 100\nelection_timeout_ms_min = 150\n", "raft.election_timeout_ms_min"),
     ] {

@@ -23,8 +23,6 @@ use tracing::info;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const AUDIENCE: &str = "studio";
-/// What callers present to a region to issue tokens.
-const ISSUER_TOKEN: &str = "region-issuer-secret";
 
 fn now() -> UnixSeconds {
     UnixSeconds(
@@ -72,7 +70,7 @@ async fn issue(origin: &TestOrigin, body: serde_json::Value) -> serde_json::Valu
 }
 
 /// A Licenses client at a region node, as an application connects.
-async fn licenses(addr: std::net::SocketAddr) -> LicensesClient<tonic::transport::Channel> {
+async fn licenses(addr: std::net::SocketAddr) -> LicensesClient<tollgate_tests::AppChannel> {
     LicensesClient::new(tollgate_tests::channel(addr).await)
 }
 
@@ -214,6 +212,7 @@ async fn origin_licenses_verify_offline_and_revocations_reach_every_region_node(
     let client = tollgate_sdk::Client::builder()
         .endpoints(region.iter().map(|n| https(n.grpc_addr())))
         .ca_file(pki().ca_path())
+        .credential(tollgate_tests::test_credential())
         .build()
         .unwrap();
     let replica = tollgate_sdk::Replica::start(&client, Some("acme".parse().unwrap())).unwrap();
@@ -331,7 +330,6 @@ async fn a_cut_off_region_issues_tokens_that_the_origin_key_alone_verifies() {
     let issuer = RegionIssuerConfig {
         signing_key: region_key.active_signing_key().1.clone(),
         certificate,
-        issuer_token_sha256: tollgate_signing::digest::sha256_hex(ISSUER_TOKEN.as_bytes()),
     };
     let region = start_region(
         3,
@@ -351,7 +349,11 @@ async fn a_cut_off_region_issues_tokens_that_the_origin_key_alone_verifies() {
 
     info!("Cutting the region off; it still issues tokens.");
     proxy.cut();
-    let mut client = licenses(region[1].grpc_addr()).await;
+    // Without the tests' credential: each call below says what it presents.
+    let mut client = LicensesClient::new(
+        tollgate_tests::pki::channel_with(&tollgate_tests::pki().client(), region[1].grpc_addr())
+            .await,
+    );
     let request = pb::IssueLicenseRequest {
         account_id: "acme".into(),
         subject_id: "alice".into(),
@@ -367,7 +369,7 @@ async fn a_cut_off_region_issues_tokens_that_the_origin_key_alone_verifies() {
         r
     };
     let wrong = client
-        .issue_license(authorised(request.clone(), "guess"))
+        .issue_license(authorised(request.clone(), "tgc_cred-guess.guess"))
         .await
         .unwrap_err();
     assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
@@ -377,13 +379,13 @@ async fn a_cut_off_region_issues_tokens_that_the_origin_key_alone_verifies() {
                 ttl_seconds: 601,
                 ..request.clone()
             },
-            ISSUER_TOKEN,
+            tollgate_tests::test_credential(),
         ))
         .await
         .unwrap_err();
     assert_eq!(too_long.code(), tonic::Code::InvalidArgument);
     let issued = client
-        .issue_license(authorised(request, ISSUER_TOKEN))
+        .issue_license(authorised(request, tollgate_tests::test_credential()))
         .await
         .unwrap()
         .into_inner();

@@ -3,7 +3,10 @@
 //! links the whole stack once, which keeps a cold `cargo test` within the disk
 //! and time a CI machine has.
 
+mod bad_input;
+mod credentials;
 mod licenses;
+mod limits;
 mod origin_e2e;
 mod origin_webhooks;
 mod quota_regions;

@@ -419,3 +419,182 @@ async fn two_regions_share_one_cap_and_bill_exactly() {
     }
     origin.node.shutdown().await.unwrap();
 }
+
+/// A region asks the origin's Quota service, as its own nodes would (its
+/// certificate names it), with a cap far above the real one: it gets what
+/// the origin's entitlements allow and no more. A counter the origin holds
+/// no hard cap for is refused with a stable code and writes nothing; seat
+/// leases are bounded by the origin's own seat count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_asking_with_an_inflated_cap_gets_only_the_origins_cap() {
+    use tollgate_proto::origin::v1 as quota;
+    use tollgate_proto::origin::v1::quota_client::QuotaClient;
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut origin_config = OriginConfig::new(1, dir.path().join("origin"));
+    // The overshoot bound plays no part here.
+    origin_config.quota_outstanding_max = u64::MAX;
+    let origin = TestOrigin::start(origin_config, dir.path()).await;
+    origin.seed(&["cad"]).await;
+    for feature in ["exports", "imports"] {
+        origin
+            .ok(
+                Method::PUT,
+                &format!("/v1/features/{feature}"),
+                json!({"id": feature, "product": "studio", "name": feature,
+                    "kind": {"metered": {"unit": feature, "period": "month"}}}),
+            )
+            .await;
+    }
+    // exports: 100 hard plus a top-up pack of 20; imports: unlimited.
+    for (id, feature, cap) in [
+        (
+            "e-exports",
+            "exports",
+            json!({"limit": 100, "enforcement": "hard"}),
+        ),
+        (
+            "e-exports-pack",
+            "exports",
+            json!({"limit": 20, "enforcement": "hard", "additive": true}),
+        ),
+        ("e-imports", "imports", serde_json::Value::Null),
+    ] {
+        origin
+            .ok(
+                Method::POST,
+                "/v1/entitlements",
+                json!({"id": id, "account": "acme",
+                    "grant": {"feature": {"feature": feature, "usage_cap": cap}},
+                    "valid_from": 1_700_000_000}),
+            )
+            .await;
+    }
+    origin
+        .ok(
+            Method::POST,
+            "/v1/entitlements",
+            json!({"id": "e-cad", "account": "acme",
+                "grant": {"feature": {"feature": "cad"}},
+                "seats": {"count": 3, "mode": {"floating": {"lease_ttl_seconds": 60}}},
+                "valid_from": 1_700_000_000}),
+        )
+        .await;
+    let eu_node = tollgate_tests::pki::pki().client_as(tollgate_tls::Subject::RegionNode {
+        region: "eu".into(),
+        node: 1,
+    });
+    let mut client = QuotaClient::new(
+        tollgate_tests::pki::channel_with(&eu_node, origin.node.feed_addr()).await,
+    );
+    let lease = |feature: &str, account: &str, limit: u64, want: u64| {
+        let c = counter(feature);
+        quota::LeaseRequest {
+            region: "eu".into(),
+            counter: Some(quota::Counter {
+                account_id: account.into(),
+                feature_id: c.feature.to_string(),
+                period: c.period.to_string(),
+            }),
+            limit,
+            want,
+        }
+    };
+    let code_of = |status: &tonic::Status| {
+        status
+            .metadata()
+            .get("tollgate-error-code")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+
+    info!("Asking with a cap of a million gets the origin's 120 (100 + the pack of 20).");
+    let granted = client
+        .lease(lease("exports", "acme", 1_000_000, 1_000_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.granted, 120, "{granted:?}");
+    assert_eq!(granted.granted_total, 120);
+    let state = origin.node.quota(&counter("exports")).unwrap().unwrap();
+    assert_eq!(state.limit, 120, "the origin records its own cap");
+    assert_eq!(state.allotted(), 120);
+
+    info!("Nothing is left, whatever the region claims.");
+    let head = origin.node.head_revision();
+    let refused = client
+        .lease(lease("exports", "acme", u64::MAX, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert_eq!(
+        origin.node.head_revision(),
+        head,
+        "a refused lease was recorded"
+    );
+
+    info!("An unlimited feature has no hard cap to lease, and an unknown account has none either.");
+    for (feature, account, code, error_code) in [
+        (
+            "imports",
+            "acme",
+            tonic::Code::FailedPrecondition,
+            "NO_HARD_CAP",
+        ),
+        (
+            "exports",
+            "nobody",
+            tonic::Code::NotFound,
+            "UNKNOWN_ACCOUNT",
+        ),
+        (
+            "cad",
+            "acme",
+            tonic::Code::FailedPrecondition,
+            "FEATURE_NOT_METERED",
+        ),
+    ] {
+        let refused = client
+            .lease(lease(feature, account, 1_000, 10))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), code, "{feature}/{account}: {refused:?}");
+        assert_eq!(
+            code_of(&refused).as_deref(),
+            Some(error_code),
+            "{refused:?}"
+        );
+        assert_eq!(
+            origin.node.head_revision(),
+            head,
+            "{feature}/{account}: recorded"
+        );
+    }
+    assert!(origin.node.quota(&counter("imports")).unwrap().is_none());
+
+    info!("A region asking for a thousand seats gets the entitlement's three.");
+    let seats = client
+        .lease_seats(quota::LeaseSeatsRequest {
+            region: "eu".into(),
+            entitlement_id: "e-cad".into(),
+            want: 1_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seats.granted, 3, "{seats:?}");
+    let none_left = client
+        .lease_seats(quota::LeaseSeatsRequest {
+            region: "eu".into(),
+            entitlement_id: "e-cad".into(),
+            want: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(none_left.code(), tonic::Code::FailedPrecondition);
+
+    origin.node.shutdown().await.unwrap();
+}

@@ -15,7 +15,6 @@ use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_region::{RegionCommand, RegionResponse};
 use tollgate_region_node::{RegionConfig, RegionListeners, RegionNode};
 use tollgate_tests::{feature_entitlement, init_tracing, loopback, wait_until, wall_clock_now};
-use tonic::transport::Channel;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 /// Features in the catalog; revision `2k` grants account `a` feature k and
@@ -46,6 +45,10 @@ fn catalog_record(now: UnixSeconds) -> ChangeRecord {
             config: ConfigValues::new(),
         }));
     }
+    // The credential the tests' clients present.
+    mutations.push(Mutation::PutCredential(
+        tollgate_tests::app::test_credential_record(),
+    ));
     for account in ["a", "b", "c"] {
         mutations.push(Mutation::PutAccount(Account {
             id: id(account),
@@ -144,7 +147,7 @@ fn check(account: &str, k: u64) -> pb::CheckRequest {
     }
 }
 
-async fn client(node: &RegionNode) -> CheckServiceClient<Channel> {
+async fn client(node: &RegionNode) -> CheckServiceClient<tollgate_tests::AppChannel> {
     CheckServiceClient::new(tollgate_tests::channel(node.grpc_addr()).await)
 }
 

@@ -15,7 +15,7 @@ use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_tests::{init_tracing, start_region, TestOrigin};
 
-type Client = CheckServiceClient<tonic::transport::Channel>;
+type Client = CheckServiceClient<tollgate_tests::AppChannel>;
 
 async fn reason(
     client: &mut Client,

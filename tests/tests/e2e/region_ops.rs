@@ -396,6 +396,27 @@ async fn oversized_and_malformed_requests_are_refused_with_a_stable_code() {
     let origin =
         TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
     let node = start(&origin, dir.path(), 1, None).await;
+    // The caller is authenticated before its request is read: the region
+    // needs the tests' credential first.
+    node.raft()
+        .initialize(&[(1, node.raft().addr().to_string())])
+        .await
+        .unwrap();
+    let head = origin.node.head_revision();
+    tollgate_tests::wait_until(
+        "the region has the tests' credential",
+        Duration::from_secs(30),
+        || async {
+            let applied = node.applied_revision();
+            if applied >= head {
+                Ok(())
+            } else {
+                Err(format!("applied {applied}, want {head}"))
+            }
+        },
+    )
+    .await
+    .unwrap();
     let mut client = pb::check_service_client::CheckServiceClient::new(
         tollgate_tests::channel(node.grpc_addr()).await,
     );

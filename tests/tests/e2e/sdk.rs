@@ -53,6 +53,7 @@ fn client(endpoints: impl IntoIterator<Item = String>) -> Client {
     Client::builder()
         .endpoints(endpoints)
         .ca_file(pki().ca_path())
+        .credential(tollgate_tests::test_credential())
         .deadline(CALL_DEADLINE)
         .connect_timeout(Duration::from_millis(500))
         .build()

@@ -3,14 +3,15 @@
 //! reaches running applications at their next check: no new license file.
 
 use super::{
-    commit, list, path_id, read, route, Body, Doc, Method, Page, PageQuery, Route, SchemaRef,
-    PAGE_QUERY,
+    commit, list, path_id, read, route, AccountKeys, Body, Doc, Method, Page, PageQuery, Route,
+    SchemaRef, PAGE_QUERY,
 };
+use super::{Path, Query};
 use crate::auth::Caller;
 use crate::problem::Problem;
 use crate::store::OriginStore;
 use crate::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{delete, get, post, put};
@@ -26,7 +27,6 @@ async fn put_subject<S: OriginStore>(
     Path((account, subject)): Path<(String, String)>,
     Body(body): Body<Subject>,
 ) -> Result<Response, Problem> {
-    caller.require(Scope::AccountsWrite)?;
     let account: AccountId = path_id(account)?;
     let subject: SubjectId = path_id(subject)?;
     if body.account != account || body.id != subject {
@@ -39,10 +39,8 @@ async fn put_subject<S: OriginStore>(
 
 async fn get_subject<S: OriginStore>(
     State(state): State<AppState<S>>,
-    caller: Caller,
     Path((account, subject)): Path<(String, String)>,
 ) -> Result<Json<Subject>, Problem> {
-    caller.require(Scope::Read)?;
     let account: AccountId = path_id(account)?;
     let subject: SubjectId = path_id(subject)?;
     read(
@@ -59,7 +57,6 @@ async fn delete_subject<S: OriginStore>(
     headers: HeaderMap,
     Path((account, subject)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    caller.require(Scope::AccountsWrite)?;
     let account: AccountId = path_id(account)?;
     let subject: SubjectId = path_id(subject)?;
     commit(
@@ -73,21 +70,17 @@ async fn delete_subject<S: OriginStore>(
 
 async fn list_subjects<S: OriginStore>(
     State(state): State<AppState<S>>,
-    caller: Caller,
     Path(account): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Page<Subject>>, Problem> {
-    caller.require(Scope::Read)?;
     let account: AccountId = path_id(account)?;
     list(&state, &format!("subject/{account}/"), &page).map(Json)
 }
 
 async fn account_entitlements<S: OriginStore>(
     State(state): State<AppState<S>>,
-    caller: Caller,
     Path(account): Path<String>,
 ) -> Result<Json<Page<Entitlement>>, Problem> {
-    caller.require(Scope::Read)?;
     let account: AccountId = path_id(account)?;
     let _: Account = read(
         &state,
@@ -116,16 +109,13 @@ async fn grant<S: OriginStore>(
     headers: HeaderMap,
     Body(body): Body<Entitlement>,
 ) -> Result<Response, Problem> {
-    caller.require(Scope::AccountsWrite)?;
     commit(&state, &caller, &headers, Op::Grant(body)).await
 }
 
 async fn get_entitlement<S: OriginStore>(
     State(state): State<AppState<S>>,
-    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Entitlement>, Problem> {
-    caller.require(Scope::Read)?;
     let id: EntitlementId = path_id(id)?;
     read(
         &state,
@@ -142,7 +132,6 @@ async fn change<S: OriginStore>(
     id: String,
     change: EntitlementChange,
 ) -> Result<Response, Problem> {
-    caller.require(Scope::AccountsWrite)?;
     let id: EntitlementId = path_id(id)?;
     commit(state, caller, headers, Op::ChangeEntitlement { id, change }).await
 }
@@ -255,7 +244,8 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
                 Some(Scope::Read),
             )
             .ok(SchemaRef::page_of::<Subject>())
-            .query(PAGE_QUERY),
+            .query(PAGE_QUERY)
+            .account_keys(AccountKeys::OwnAccount),
         ),
         route(
             Method::Put,
@@ -266,14 +256,16 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
                 "Create or replace a user or device.",
                 Some(Scope::AccountsWrite),
             )
-            .body(SchemaRef::of::<Subject>()),
+            .body(SchemaRef::of::<Subject>())
+            .account_keys(AccountKeys::OwnAccount),
         ),
         route(
             Method::Get,
             subject,
             get(get_subject::<S>),
             Doc::new("accounts", "Read a user or device.", Some(Scope::Read))
-                .ok(SchemaRef::of::<Subject>()),
+                .ok(SchemaRef::of::<Subject>())
+                .account_keys(AccountKeys::OwnAccount),
         ),
         route(
             Method::Delete,
@@ -283,7 +275,8 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
                 "accounts",
                 "Remove a user or device.",
                 Some(Scope::AccountsWrite),
-            ),
+            )
+            .account_keys(AccountKeys::OwnAccount),
         ),
         route(
             Method::Get,
@@ -294,7 +287,8 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
                 "Every entitlement of an account.",
                 Some(Scope::Read),
             )
-            .ok(SchemaRef::page_of::<Entitlement>()),
+            .ok(SchemaRef::page_of::<Entitlement>())
+            .account_keys(AccountKeys::OwnAccount),
         ),
         route(
             Method::Post,

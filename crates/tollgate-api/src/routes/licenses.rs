@@ -1,8 +1,11 @@
 //! License tokens, region certificates and key rotation over REST. The work
 //! is in [`crate::licensing`], shared with the origin's gRPC service.
 
-use super::{list, path_id, reason, route, Body, Doc, Method, Page, PageQuery, Route, SchemaRef};
+use super::{
+    list, path_id, reason, route, AccountKeys, Body, Doc, Method, Page, PageQuery, Route, SchemaRef,
+};
 use super::{now, PAGE_QUERY};
+use super::{Path, Query};
 use crate::auth::Caller;
 use crate::licensing::{
     certify_region, issue_license, Actor, CertifyRegion, IssueLicense, IssuedCertificate,
@@ -12,7 +15,7 @@ use crate::problem::Problem;
 use crate::store::OriginStore;
 use crate::AppState;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -57,7 +60,6 @@ async fn issue<S: OriginStore>(
     Path(account): Path<String>,
     Body(request): Body<IssueLicense>,
 ) -> Result<Response, Problem> {
-    caller.require(Scope::AccountsWrite)?;
     let account: AccountId = path_id(account)?;
     let actor = actor(&caller, &headers)?;
     let issued = issue_license(&state, &actor, account, request, now()).await?;
@@ -67,11 +69,9 @@ async fn issue<S: OriginStore>(
 
 async fn licenses<S: OriginStore>(
     State(state): State<AppState<S>>,
-    caller: Caller,
     Path(account): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Page<LicenseRecord>>, Problem> {
-    caller.require(Scope::Read)?;
     let account: AccountId = path_id(account)?;
     let prefix = String::from_utf8(keys::license(&account, ""))
         .map_err(|_| Problem::internal("license keys are ASCII"))?;
@@ -95,9 +95,15 @@ async fn revoke_license<S: OriginStore>(
     Path((account, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    caller.require(Scope::AccountsWrite)?;
     let account: AccountId = path_id(account)?;
     let expires_at = optional_body::<RevokeLicense>(&body)?.expires_at;
+    // A revocation without an origin record is keyed by the token id
+    // alone, whoever's token it is: only the tenant may make one.
+    if expires_at.is_some() && caller.account().is_some() {
+        return Err(Problem::forbidden(
+            "an account's key revokes only tokens the origin issued for it; expires_at is for the tenant's keys",
+        ));
+    }
     super::commit(
         &state,
         &caller,
@@ -118,7 +124,6 @@ async fn certify<S: OriginStore>(
     Path(region): Path<String>,
     Body(request): Body<CertifyRegion>,
 ) -> Result<Response, Problem> {
-    caller.require(Scope::Admin)?;
     if !tollgate_license::valid_region_name(&region) {
         return Err(Problem::bad_request(
             "path: a region name is 1..=64 bytes of [a-z0-9-]",
@@ -132,10 +137,8 @@ async fn certify<S: OriginStore>(
 
 async fn certificates<S: OriginStore>(
     State(state): State<AppState<S>>,
-    caller: Caller,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Page<CertificateRecord>>, Problem> {
-    caller.require(Scope::Read)?;
     Ok(Json(list(&state, keys::CERTIFICATE_PREFIX, &page)?))
 }
 
@@ -145,7 +148,6 @@ async fn revoke_certificate<S: OriginStore>(
     headers: HeaderMap,
     Path(serial): Path<String>,
 ) -> Result<Response, Problem> {
-    caller.require(Scope::Admin)?;
     super::commit(&state, &caller, &headers, Op::RevokeCertificate { serial }).await
 }
 
@@ -179,10 +181,8 @@ fn keys_changed<S>(state: &AppState<S>) -> Result<Json<KeysChanged>, Problem> {
 
 async fn rotate<S: OriginStore>(
     State(state): State<AppState<S>>,
-    caller: Caller,
     body: Bytes,
 ) -> Result<Json<KeysChanged>, Problem> {
-    caller.require(Scope::Admin)?;
     let overlap = optional_body::<Rotate>(&body)?
         .overlap_seconds
         .unwrap_or(ROTATION_OVERLAP_DEFAULT_SECONDS);
@@ -192,10 +192,8 @@ async fn rotate<S: OriginStore>(
 
 async fn retire<S: OriginStore>(
     State(state): State<AppState<S>>,
-    caller: Caller,
     Path(kid): Path<String>,
 ) -> Result<Json<KeysChanged>, Problem> {
-    caller.require(Scope::Admin)?;
     let kid = KeyId::try_from(kid).map_err(|e| Problem::bad_request(format!("path: {e}")))?;
     state.keys.retire(&kid)?;
     keys_changed(&state)
@@ -217,6 +215,7 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
                 )
                 .body(SchemaRef::of::<IssueLicense>())
                 .ok(SchemaRef::of::<IssuedLicense>())
+                .account_keys(AccountKeys::OwnAccount)
             },
         ),
         route(
@@ -229,7 +228,8 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
                 Some(Scope::Read),
             )
             .ok(SchemaRef::page_of::<LicenseRecord>())
-            .query(PAGE_QUERY),
+            .query(PAGE_QUERY)
+            .account_keys(AccountKeys::OwnAccount),
         ),
         route(
             Method::Post,
@@ -238,10 +238,12 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
             Doc::new(
                 "licenses",
                 "Revoke a license token: every region, and every SDK replica, refuses it once \
-                 the revocation reaches it.",
+                 the revocation reaches it. An account's own key revokes only tokens the \
+                 origin issued for it (no expires_at).",
                 Some(Scope::AccountsWrite),
             )
-            .body(SchemaRef::of::<RevokeLicense>()),
+            .body(SchemaRef::of::<RevokeLicense>())
+            .account_keys(AccountKeys::OwnAccount),
         ),
         route(
             Method::Post,

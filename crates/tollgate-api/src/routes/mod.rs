@@ -3,20 +3,25 @@
 //! read and to list.
 
 mod catalog;
+mod credentials;
 mod entitlements;
 mod licenses;
 mod orders;
 mod origin_admin;
 mod usage;
 
-use crate::auth::Caller;
-pub use crate::openapi::{Doc, Method, SchemaRef};
+use crate::auth::{authorize, Caller, Policy};
+pub use crate::openapi::{AccountKeys, Doc, Method, SchemaRef};
 use crate::problem::Problem;
 use crate::store::OriginStore;
 pub use crate::wire::WriteResult;
-use crate::{AppState, BODY_BYTES_MAX, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, REASON_HEADER_LEN_MAX};
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use crate::{
+    AppState, BODY_BYTES_MAX, HEADERS_MAX, HEADER_BYTES_MAX, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX,
+    REASON_HEADER_LEN_MAX,
+};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -66,6 +71,7 @@ pub fn table<S: OriginStore>() -> Vec<Route<S>> {
         },
     )];
     routes.extend(catalog::routes());
+    routes.extend(credentials::routes());
     routes.extend(entitlements::routes());
     routes.extend(licenses::routes());
     routes.extend(orders::routes());
@@ -109,6 +115,7 @@ pub fn table<S: OriginStore>() -> Vec<Route<S>> {
                 "This document (also checked in as crates/tollgate-api/openapi.json).",
                 Some(tollgate_origin::Scope::Read),
             )
+            .account_keys(AccountKeys::Any)
         },
     ));
     routes
@@ -132,27 +139,41 @@ async fn metrics_text<S: OriginStore>(
 
 async fn status_json<S: OriginStore>(
     axum::extract::State(state): axum::extract::State<AppState<S>>,
-    caller: Caller,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    caller.require(tollgate_origin::Scope::Read)?;
     match &state.status {
         Some(render) => Ok(Json(render())),
         None => Err(Problem::not_found("status is not enabled on this node")),
     }
 }
 
-async fn openapi_json(caller: Caller) -> Result<Json<utoipa::openapi::OpenApi>, Problem> {
-    caller.require(tollgate_origin::Scope::Read)?;
-    Ok(Json(crate::openapi_document()))
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi_document())
 }
 
 pub fn router<S: OriginStore>(state: AppState<S>) -> Router {
     let mut by_path: std::collections::BTreeMap<String, axum::routing::MethodRouter<AppState<S>>> =
         std::collections::BTreeMap::new();
     for r in table::<S>() {
+        // Every route, whoever declared it, is authorized by the same layer
+        // from its own table entry; `route_layer` leaves a 405 alone.
+        assert!(
+            r.doc.account_keys != AccountKeys::OwnAccount
+                || r.path
+                    .contains(&format!("{{{}}}", crate::openapi::ACCOUNT_PARAM)),
+            "{} is for an account's own key but names no {{account}}",
+            r.path
+        );
+        let policy = Policy {
+            scope: r.doc.scope,
+            account_keys: r.doc.account_keys,
+        };
+        let handler = r.handler.route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), policy),
+            authorize::<S>,
+        ));
         let merged = match by_path.remove(&r.path) {
-            Some(existing) => existing.merge(r.handler),
-            None => r.handler,
+            Some(existing) => existing.merge(handler),
+            None => handler,
         };
         by_path.insert(r.path, merged);
     }
@@ -162,8 +183,131 @@ pub fn router<S: OriginStore>(state: AppState<S>) -> Router {
     }
     router
         .fallback(|| async { Problem::not_found("no such endpoint") })
+        .layer(axum::middleware::map_response(problem_for_every_error))
+        .layer(axum::middleware::from_fn(bounded_headers))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
+}
+
+/// 431 as a problem document for a request with more than
+/// [`HEADERS_MAX`] headers or [`HEADER_BYTES_MAX`] bytes of them. hyper
+/// refuses past its own limits first, with an empty 431 of its own; a
+/// server that sets hyper's limits above these gets this answer instead.
+async fn bounded_headers(request: Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > HEADERS_MAX || bytes > HEADER_BYTES_MAX {
+        return Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "HEADERS_TOO_LARGE",
+            format!(
+                "at most {HEADERS_MAX} headers and {HEADER_BYTES_MAX} bytes of them; this request has {} and {bytes}",
+                headers.len()
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Longest body of a non-problem error kept as the problem's detail.
+const ERROR_DETAIL_BYTES_MAX: usize = 1024;
+
+/// Turns an error that is not yet a problem document (a 405 from the
+/// router, a rejection of an extractor a handler used directly) into one,
+/// keeping its status and headers (`Allow`): every error the API answers is
+/// `application/problem+json` with a stable code.
+async fn problem_for_every_error(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, ERROR_DETAIL_BYTES_MAX)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "INVALID_ARGUMENT",
+        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+        StatusCode::FORBIDDEN => "FORBIDDEN",
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::CONFLICT => "CONFLICT",
+        StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+        StatusCode::UNPROCESSABLE_ENTITY => "INVALID_ARGUMENT",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "HEADERS_TOO_LARGE",
+        StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
+        StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+        s if s.is_client_error() => "INVALID_ARGUMENT",
+        _ => "INTERNAL",
+    };
+    let detail = if text.is_empty() {
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => "this endpoint does not take that method".to_string(),
+            _ => status.canonical_reason().unwrap_or("error").to_string(),
+        }
+    } else {
+        text
+    };
+    let problem = Problem::new(status, code, detail).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.extend(
+        problem
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    Response::from_parts(parts, problem.into_body())
+}
+
+/// Path parameters whose rejections are problem documents (400, naming
+/// what is wrong), never axum's plain text.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(match &rejection {
+                PathRejection::FailedToDeserializePathParams(_) => {
+                    Problem::bad_request(format!("path: {}", rejection.body_text()))
+                }
+                _ => Problem::internal(format!("path: {}", rejection.body_text())),
+            }),
+        }
+    }
+}
+
+/// A query string whose rejections are problem documents (400 naming the
+/// parameter: `?limit=abc`, an unknown parameter), never axum's plain text.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(match &rejection {
+                QueryRejection::FailedToDeserializeQueryString(_) => {
+                    Problem::bad_request(format!("query: {}", rejection.body_text()))
+                }
+                _ => Problem::bad_request(rejection.body_text()),
+            }),
+        }
+    }
 }
 
 /// A JSON body whose rejections are problem documents: 400 for malformed

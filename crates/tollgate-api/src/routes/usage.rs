@@ -3,12 +3,12 @@
 //! with what is leased and outstanding; and which features an account is
 //! entitled to but never used. JSON, or CSV with `?format=csv`.
 
-use super::{path_id, read, route, Doc, Method, Page, Route, SchemaRef};
-use crate::auth::Caller;
+use super::{path_id, read, route, AccountKeys, Doc, Method, Page, Route, SchemaRef};
+use super::{Path, Query};
 use crate::problem::Problem;
 use crate::store::OriginStore;
 use crate::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -128,11 +128,9 @@ fn csv(rows: &[UsageRow]) -> String {
 
 async fn account_usage<S: OriginStore>(
     State(state): State<AppState<S>>,
-    caller: Caller,
     Path(account): Path<String>,
     Query(q): Query<UsageQuery>,
 ) -> Result<Response, Problem> {
-    caller.require(Scope::Read)?;
     let account: AccountId = path_id(account)?;
     let _: Account = read(
         &state,
@@ -168,10 +166,8 @@ pub struct UnusedFeature {
 
 async fn unused_features<S: OriginStore>(
     State(state): State<AppState<S>>,
-    caller: Caller,
     Path(account): Path<String>,
 ) -> Result<Json<Page<UnusedFeature>>, Problem> {
-    caller.require(Scope::Read)?;
     let account: AccountId = path_id(account)?;
     let _: Account = read(
         &state,
@@ -246,6 +242,7 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
                 Some(Scope::Read),
             )
             .ok(SchemaRef::page_of::<UsageRow>())
+            .account_keys(AccountKeys::OwnAccount)
             .query(&[
                 ("feature", "Only this feature."),
                 ("format", "json (default) or csv."),
@@ -260,7 +257,8 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
                 "Metered features the account is entitled to and has never used.",
                 Some(Scope::Read),
             )
-            .ok(SchemaRef::page_of::<UnusedFeature>()),
+            .ok(SchemaRef::page_of::<UnusedFeature>())
+            .account_keys(AccountKeys::OwnAccount),
         ),
     ]
 }

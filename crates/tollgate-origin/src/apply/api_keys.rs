@@ -1,8 +1,11 @@
 //! API keys, kept as a SHA-256 of the secret only. They never leave the
-//! origin: their change records carry no mutation.
+//! origin: their change records carry no mutation. A key belongs to the
+//! tenant or to one customer account; an account's key is refused here,
+//! whoever proposed it, unless the account exists and every scope is one
+//! an account key may hold ([`Scope::ACCOUNT_KEY_SCOPES`]).
 
-use super::{invalid, reject, touched, Changed, Step, Tx};
-use crate::command::{ApiKeyRecord, RejectCode, ACTOR_LEN_MAX};
+use super::{invalid, reject, require_account, touched, Changed, Step, Tx};
+use crate::command::{ApiKeyRecord, KeyOwner, RejectCode, Scope, ACTOR_LEN_MAX};
 use crate::keys;
 use tollgate_model::EntitlementId;
 
@@ -18,6 +21,20 @@ pub(super) fn put_api_key(tx: &mut Tx<'_>, key: &ApiKeyRecord) -> Step<Changed> 
             RejectCode::Invalid,
             "an API key needs a name of at most 128 bytes, a SHA-256 in lower-case hex and at least one scope",
         );
+    }
+    if let KeyOwner::Account(account) = &key.owner {
+        if let Some(scope) = key.scopes.iter().find(|s| !s.allowed_for_account_keys()) {
+            let allowed: Vec<&str> = Scope::ACCOUNT_KEY_SCOPES.iter().map(|s| s.name()).collect();
+            return reject(
+                RejectCode::Invalid,
+                format!(
+                    "a key of account {account} cannot hold the scope {}; an account's key holds only {}",
+                    scope.name(),
+                    allowed.join(", ")
+                ),
+            );
+        }
+        require_account(tx, account)?;
     }
     tx.put(keys::api_key(&key.id), key);
     Ok(touched(format!("api-key/{}", key.id)))

@@ -17,6 +17,7 @@ mod accounts;
 mod api_keys;
 mod catalog;
 mod changefeed;
+mod credentials;
 mod entitlements;
 mod licenses;
 mod orders;
@@ -312,6 +313,8 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
         // change records carry no mutation.
         Op::PutApiKey(key) => api_keys::put_api_key(tx, key),
         Op::RevokeApiKey { id } => api_keys::revoke_api_key(tx, id),
+        Op::PutCredential(credential) => credentials::put_credential(tx, credential),
+        Op::RevokeCredential { id } => credentials::revoke_credential(tx, cmd, id),
         Op::PutWebhook(spec) => webhooks::put_webhook(tx, cmd, spec, revision),
         Op::DeleteWebhook { id } => webhooks::delete_webhook(tx, id),
         Op::WebhookProgress {
@@ -319,13 +322,14 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
             through,
             delivery,
         } => webhooks::webhook_progress(tx, id, *through, delivery.as_ref(), revision),
+        // The region's `limit` is not an input: the cap is the origin's own.
         Op::LeaseQuota {
             region,
             counter,
-            limit,
+            limit: _,
             want,
             outstanding_max,
-        } => quota::lease_quota(tx, region, counter, *limit, *want, *outstanding_max),
+        } => quota::lease_quota(tx, cmd.at, region, counter, *want, *outstanding_max),
         Op::SyncQuota { region, entries } => quota::sync_quota(tx, region, entries),
         Op::LeaseSeats {
             region,

@@ -5,10 +5,10 @@ use super::{reject, touched, Changed, Step, Tx};
 use crate::command::RejectCode;
 use crate::keys;
 use crate::quota::{
-    quota_key, seats_key, valid_region_name, QuotaState, QuotaSync, OUTSTANDING_TOTAL,
-    SYNC_ENTRIES_MAX,
+    hard_cap, quota_key, seats_key, valid_region_name, NoHardCap, QuotaState, QuotaSync,
+    OUTSTANDING_TOTAL, SYNC_ENTRIES_MAX,
 };
-use tollgate_model::{Entitlement, EntitlementId, SeatMode, Seats, UsageCounter};
+use tollgate_model::{Entitlement, EntitlementId, SeatMode, Seats, UnixSeconds, UsageCounter};
 
 /// Keeps [`OUTSTANDING_TOTAL`] in step with one counter going from
 /// `before` to `after` outstanding units.
@@ -19,17 +19,38 @@ fn add_outstanding(tx: &mut Tx<'_>, before: u64, after: u64) -> Step<()> {
     Ok(())
 }
 
+/// Leases up to `want` units of `counter` to `region`, out of the cap the
+/// origin's own data gives at `at` ([`hard_cap`]): whatever cap the region
+/// believes in is not an input. A counter with no hard cap at the origin
+/// is refused (NOT_FOUND for an unknown account, INVALID for a period that
+/// is not the feature's, CONFLICT otherwise), as is one with nothing left.
 pub(super) fn lease_quota(
     tx: &mut Tx<'_>,
+    at: UnixSeconds,
     region: &str,
     counter: &UsageCounter,
-    limit: u64,
     want: u64,
     outstanding_max: u64,
 ) -> Step<Changed> {
     if !valid_region_name(region) {
         return reject(RejectCode::Invalid, "region: 1..=64 bytes of [a-z0-9-]");
     }
+    // Nothing is written before this read, so the state alone is what the
+    // transaction sees.
+    debug_assert!(tx.writes.is_empty());
+    let limit = match hard_cap(tx.state, counter, at)? {
+        Ok(limit) => limit,
+        Err(no) => {
+            let code = match no {
+                NoHardCap::UnknownAccount(_) => RejectCode::NotFound,
+                NoHardCap::WrongPeriod { .. } => RejectCode::Invalid,
+                NoHardCap::AccountSuspended(_)
+                | NoHardCap::NotMetered(_)
+                | NoHardCap::NoHardCap { .. } => RejectCode::Conflict,
+            };
+            return reject(code, format!("nothing to lease of {counter}: {no}"));
+        }
+    };
     let key = quota_key(counter);
     let mut quota: QuotaState = tx.get(&key)?.unwrap_or_default();
     let before = quota.outstanding();

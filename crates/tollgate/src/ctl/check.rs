@@ -239,7 +239,20 @@ pub async fn run(global: &Global, args: CheckArgs) -> CtlResult<u8> {
 /// `--key` of `global`; `http://` in plaintext), with the global timeout on
 /// connecting and on every call. A failed connection shows its whole cause
 /// chain, and what to do when TLS is the cause.
-pub async fn connect(endpoint: &str, global: &Global) -> CtlResult<tonic::transport::Channel> {
+pub async fn connect(endpoint: &str, global: &Global) -> CtlResult<super::tls::AppChannel> {
+    let credential = global.tls.credential().map_err(CtlError::usage)?;
+    let channel = connect_channel(endpoint, global).await?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel, credential,
+    ))
+}
+
+/// [`connect`] without the application credential: for ports other than a
+/// region's check port.
+pub async fn connect_channel(
+    endpoint: &str,
+    global: &Global,
+) -> CtlResult<tonic::transport::Channel> {
     global
         .tls
         .grpc_channel(endpoint, global.timeout())

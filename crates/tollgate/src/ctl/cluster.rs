@@ -10,7 +10,7 @@
 //! `--key`, from `tollgate ctl certs issue --operator NAME`), and trust the
 //! nodes' CA (`--ca`).
 
-use super::check::{connect, grpc_error};
+use super::check::grpc_error;
 use super::table::{print_fields, Table};
 use super::{exit, print_json, CtlError, CtlResult, Format, Global};
 use clap::{Args, Subcommand};
@@ -239,13 +239,15 @@ const REFUSED_CERT_HINT: &str = "the node closed the connection; if it refused t
 
 /// A channel to a node's cluster admin service.
 async fn admin_channel(endpoint: &str, global: &Global) -> CtlResult<tonic::transport::Channel> {
-    connect(endpoint, global).await.map_err(|mut e| {
-        // A TLS failure (it has a hint): the certificate will be needed too.
-        if e.code == "UNREACHABLE" && e.message.contains("hint:") {
-            e.message.push_str(&cert_hint(global, endpoint, &e.message));
-        }
-        e
-    })
+    super::check::connect_channel(endpoint, global)
+        .await
+        .map_err(|mut e| {
+            // A TLS failure (it has a hint): the certificate will be needed too.
+            if e.code == "UNREACHABLE" && e.message.contains("hint:") {
+                e.message.push_str(&cert_hint(global, endpoint, &e.message));
+            }
+            e
+        })
 }
 
 /// A failed call to the cluster admin service: [`grpc_error`], and the
@@ -503,6 +505,7 @@ mod tests {
             ca: Some(ca.to_path_buf()),
             cert: cert.map(|c| c.0.clone()),
             key: cert.map(|c| c.1.clone()),
+            credential: None,
         })
     }
 
@@ -569,6 +572,7 @@ mod tests {
             ca: None,
             cert: Some(pki.operator.0.clone()),
             key: Some(pki.operator.1.clone()),
+            credential: None,
         });
         if let Err(error) = run(&system, status_of(endpoint.clone())).await {
             assert!(error.message.contains("--ca"), "{error}");

@@ -27,6 +27,7 @@
 //! | 10   | `check` was denied, or `license verify` refused the token |
 
 mod admin;
+mod api_keys;
 mod backup;
 mod certs;
 mod check;
@@ -173,6 +174,10 @@ enum CtlCommand {
     /// The origin's signing keys: list, rotate, retire.
     #[command(subcommand)]
     Keys(license::KeysCommand),
+    /// REST API keys at the origin: create (the tenant's, or with
+    /// --account one customer account's), list, revoke.
+    #[command(subcommand, name = "api-keys")]
+    ApiKeys(api_keys::ApiKeysCommand),
     /// Resolve an IP address with MaxMind databases, as a region node does.
     #[command(subcommand)]
     Geo(geo::GeoCommand),
@@ -258,6 +263,7 @@ pub fn run(args: CtlArgs) -> u8 {
             CtlCommand::Audit(c) => admin::audit(&global, c).await,
             CtlCommand::License(c) => license::license(&global, c).await,
             CtlCommand::Keys(c) => license::keys(&global, c).await,
+            CtlCommand::ApiKeys(c) => api_keys::run(&global, c).await,
             CtlCommand::Geo(c) => geo::run(&global, c),
             CtlCommand::Cluster(c) => cluster::run(&global, c).await,
             CtlCommand::Certs(c) => certs::run(&global, c),

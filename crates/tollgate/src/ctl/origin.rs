@@ -92,6 +92,10 @@ impl Origin {
         self.call(Method::POST, path, body, true).await
     }
 
+    pub async fn delete(&self, path: &str) -> CtlResult<Value> {
+        self.call(Method::DELETE, path, None, true).await
+    }
+
     async fn call(
         &self,
         method: Method,

@@ -41,7 +41,25 @@ pub struct ClientTlsArgs {
         requires = "cert"
     )]
     pub key: Option<PathBuf>,
+    /// Application credential (`tgc_<id>.<secret>`) presented on a region's
+    /// check port, from the origin's `POST /v1/credentials` (`tollgate dev`
+    /// writes one to `<data-dir>/app.credential`). Better in the
+    /// environment than on a command line others can read.
+    #[arg(
+        long = "credential",
+        value_name = "TOKEN",
+        env = "TOLLGATE_CREDENTIAL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub credential: Option<String>,
 }
+
+pub use tollgate_sdk::WithCredential;
+
+/// A channel whose calls carry the `--credential`.
+pub type AppChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, WithCredential>;
 
 /// Why a client could not be set up or could not connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +82,34 @@ impl std::fmt::Display for ConnectError {
 }
 
 impl ClientTlsArgs {
+    /// What adds `--credential` to calls; a token of the wrong shape is
+    /// the caller's error.
+    pub fn credential(&self) -> Result<WithCredential, String> {
+        match &self.credential {
+            None => Ok(WithCredential::none()),
+            Some(token) => {
+                if tollgate_model::split_credential_token(token).is_none() {
+                    return Err("--credential: expected tgc_<id>.<secret>".into());
+                }
+                WithCredential::new(token).map_err(|e| format!("--credential: {e}"))
+            }
+        }
+    }
+
+    /// [`ClientTlsArgs::grpc_channel`] whose calls carry `--credential`:
+    /// for a region's check port.
+    pub async fn app_channel(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<AppChannel, ConnectError> {
+        let credential = self.credential().map_err(ConnectError::Usage)?;
+        let channel = self.grpc_channel(url, timeout).await?;
+        Ok(tonic::service::interceptor::InterceptedService::new(
+            channel, credential,
+        ))
+    }
+
     pub fn options(&self) -> ClientTlsOptions {
         ClientTlsOptions {
             ca: self.ca.clone(),
