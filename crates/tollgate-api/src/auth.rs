@@ -186,6 +186,26 @@ pub async fn authorize<S: OriginStore>(
         Ok(caller) => caller,
         Err(problem) => return problem.into_response(),
     };
+    // Counted once the key is proven, so no one can spend another key's
+    // budget by naming its id.
+    if let Some(rate) = &state.rate {
+        if let Err(seconds) = rate(&caller.key.id) {
+            let mut response = Problem::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                format!(
+                    "too many requests with API key {}; retry after {seconds} s",
+                    caller.key.id
+                ),
+            )
+            .into_response();
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds.max(1)),
+            );
+            return response;
+        }
+    }
     if let Err(problem) = caller.require_scope(scope) {
         return problem.into_response();
     }

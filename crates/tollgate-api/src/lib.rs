@@ -56,7 +56,14 @@ pub struct AppState<S> {
     /// Renders the node's state for `/v1/status` (role, term, leader, head,
     /// TLS); `None`: the endpoint answers 404.
     pub status: Option<StatusRenderer>,
+    /// Counts a request of an authenticated API key (by its id) against the
+    /// key's rate: `Err(seconds)` to wait past it (429, `Retry-After`).
+    /// `None`: no rate limit.
+    pub rate: Option<RateCheck>,
 }
+
+/// See [`AppState::rate`].
+pub type RateCheck = Arc<dyn Fn(&str) -> Result<(), u64> + Send + Sync>;
 
 /// Renders a node's state as JSON.
 pub type StatusRenderer = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -71,6 +78,7 @@ impl<S> Clone for AppState<S> {
             keys: self.keys.clone(),
             metrics: self.metrics.clone(),
             status: self.status.clone(),
+            rate: self.rate.clone(),
         }
     }
 }

@@ -36,6 +36,7 @@ impl Api {
             keys: tollgate_api::licensing::OriginKeys::new(Arc::new(RwLock::new(ring)), None),
             metrics: None,
             status: None,
+            rate: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

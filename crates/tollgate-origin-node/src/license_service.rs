@@ -140,10 +140,11 @@ impl pb::licenses_server::Licenses for OriginLicenses {
     ) -> Result<Response<pb::IssueLicenseResponse>, Status> {
         let caller = tollgate_api::auth::authenticate(&*self.app.store, authorization(&request))
             .map_err(LicensesError::from)?;
-        caller
-            .require(tollgate_origin::Scope::AccountsWrite)
-            .map_err(LicensesError::from)?;
         let r = IssueRequest::try_from(request.into_inner()).map_err(LicensesError::from)?;
+        // An account's own key issues for that account only, as over REST.
+        caller
+            .require_for(tollgate_origin::Scope::AccountsWrite, &r.account)
+            .map_err(LicensesError::from)?;
         let issue = IssueLicense {
             subject: r.subject,
             audience: r.audience,

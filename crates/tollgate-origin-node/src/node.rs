@@ -114,27 +114,27 @@ fn origin_status(state: &OriginState) -> serde_json::Value {
 /// with RESOURCE_EXHAUSTED before they are decoded.
 pub const FEED_PORT_REQUEST_BYTES_MAX: usize = 256 * 1024;
 
-/// The rate limiter's key for a REST request: the API key id it presents
-/// (`Authorization: Bearer tg_<id>.<secret>`; the secret is checked later,
-/// by the route), or else the caller's IP address.
+/// The rate limiter's key for a REST request, in the layer before any
+/// route: none for a request presenting an API key (`Authorization:
+/// Bearer tg_<id>.<secret>`), which the route's authorization counts by
+/// the key's id once its secret is proven (`AppState::rate`, so naming
+/// someone else's key id spends nothing of theirs); the caller's IP
+/// address for any other request.
 fn api_key_rate_key(
     extensions: &axum::http::Extensions,
     headers: &axum::http::HeaderMap,
 ) -> Option<String> {
-    let presented = headers
+    let presents_key = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .and_then(|v| v.trim().strip_prefix(tollgate_api::auth::TOKEN_PREFIX))
         .and_then(|v| v.split_once('.'))
-        .map(|(id, _)| id)
-        // Ids are short; a long one is nobody's and shares one bucket.
-        .filter(|id| !id.is_empty() && id.len() <= 64);
-    match presented {
-        Some(id) => Some(format!("key:{id}")),
-        None => {
-            tollgate_server::limits::peer_ip_key(extensions, headers).map(|ip| format!("ip:{ip}"))
-        }
+        .is_some_and(|(id, _)| !id.is_empty() && id.len() <= 64);
+    if presents_key {
+        None
+    } else {
+        tollgate_server::limits::peer_ip_key(extensions, headers).map(|ip| format!("ip:{ip}"))
     }
 }
 
@@ -307,14 +307,23 @@ impl OriginNode {
                 let state = state.clone();
                 Arc::new(move || origin_status(&state))
             }),
+            rate: None,
         };
-        let licenses = crate::license_service::OriginLicenses::new(app_state.clone());
-        // Every request bounded in time and number, and each API key's
-        // rate (by key id; a request without one, by the caller's IP).
+        // Every request bounded in time and number, and each caller's rate:
+        // an API key's by its id once proven (in the routes'
+        // authorization), anyone else's by IP address (in the layer).
         let mut rest_limits = config.limits.requests("rest", false).layer(rest_refusal);
+        let mut app_state = app_state;
         if let Some(limiter) = config.limits.rate_limiter() {
-            rest_limits = rest_limits.with_rate(limiter, api_key_rate_key);
+            rest_limits = rest_limits.with_rate(limiter.clone(), api_key_rate_key);
+            app_state.rate = Some(Arc::new(move |key_id: &str| {
+                limiter.check(&format!("key:{key_id}")).map_err(|retry| {
+                    tollgate_server::limits::count_refusal("rest", "rate_limited");
+                    retry.seconds()
+                })
+            }));
         }
+        let licenses = crate::license_service::OriginLicenses::new(app_state.clone());
         let app = tollgate_api::router(app_state.clone()).layer(rest_limits);
         let http_stop = stopped(stop_rx.clone());
         // Anyone may connect (API keys authorize); a client certificate, if

@@ -37,6 +37,19 @@ pub struct DevArgs {
     /// tools that cannot speak TLS; never for anything real.
     #[arg(long)]
     insecure_plaintext: bool,
+    /// Whether the regions' check ports demand an application credential
+    /// (`off`: a call without one is served, a presented one still
+    /// checked; for measuring what credentials cost, never for anything
+    /// real).
+    #[arg(long, value_enum, default_value_t = CheckCredentials::Required)]
+    check_credentials: CheckCredentials,
+}
+
+/// `tollgate dev --check-credentials`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CheckCredentials {
+    Required,
+    Off,
 }
 
 /// The trust domain of `tollgate dev`'s throwaway CA.
@@ -184,6 +197,7 @@ async fn start_region(
     name: &str,
     first_port: u16,
     geo: Arc<tollgate_geo::GeoDatabases>,
+    credentials: tollgate_region_node::CredentialMode,
 ) -> anyhow::Result<Vec<RegionNode>> {
     let scheme = if pki.is_some() { "https" } else { "http" };
     let region_key = tollgate_signing::KeyRing::load_or_create(
@@ -230,6 +244,7 @@ async fn start_region(
         config.name = format!("{name}-{id}");
         config.region = name.into();
         config.license_issuer = Some(license_issuer.clone());
+        config.credentials = credentials;
         let port = if first_port == 0 {
             0
         } else {
@@ -367,14 +382,26 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     let geo =
         Arc::new(tollgate_geo::fixtures::demo_databases().context("building the demo geography")?);
+    let credentials = match args.check_credentials {
+        CheckCredentials::Required => tollgate_region_node::CredentialMode::Required,
+        CheckCredentials::Off => tollgate_region_node::CredentialMode::Off,
+    };
     let mut regions = Vec::new();
     for (index, name) in REGIONS.iter().enumerate() {
         let first_port = match args.check_port {
             0 => 0,
             port => port + (index as u16) * 10,
         };
-        let nodes =
-            start_region(&origin, &root, pki.as_ref(), name, first_port, geo.clone()).await?;
+        let nodes = start_region(
+            &origin,
+            &root,
+            pki.as_ref(),
+            name,
+            first_port,
+            geo.clone(),
+            credentials,
+        )
+        .await?;
         regions.push((*name, nodes));
     }
     let head = origin.head_revision();

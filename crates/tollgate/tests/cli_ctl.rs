@@ -1708,6 +1708,223 @@ fn cluster_membership_changes_through_the_admin_service() {
 }
 
 #[test]
+fn credentials_are_created_listed_used_at_a_region_and_revoked() {
+    init_tracing();
+    let mut d = Deployment::start();
+    d.start_region_node(1);
+    let grpc = d.grpc();
+    let ca = d.ca();
+    // The value after `key` in `print_fields` output.
+    let field = |stdout: &str, key: &str| -> String {
+        stdout
+            .lines()
+            .find_map(|line| {
+                let (k, v) = line.split_once(char::is_whitespace)?;
+                (k == key).then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no {key} in:\n{stdout}"))
+    };
+    // `ctl check` at the region presenting `token` rather than the
+    // deployment's credential.
+    let check = |token: &str, account: &str| -> Output {
+        tollgate()
+            .args([
+                "ctl",
+                "check",
+                "--endpoint",
+                &grpc,
+                "--account",
+                account,
+                "--subject",
+                "alice",
+                "--feature",
+                "export",
+                "--ip",
+                "192.0.2.10",
+                "--ca",
+                &ca,
+                "--credential",
+                token,
+            ])
+            .output()
+            .unwrap()
+    };
+    let wait_applied = |revision: u64| {
+        wait_until_blocking(
+            "the region to apply the credential's revision",
+            WAIT_MAX,
+            || match d.region[0].applied_revision() {
+                applied if applied >= revision => Ok(()),
+                applied => Err(format!("applied revision {applied} of {revision}")),
+            },
+        )
+        .unwrap();
+    };
+
+    tracing::info!("create: the token is printed once, with how to present it and the revision");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "credentials",
+            "create",
+            "--name",
+            "acme checker",
+            "--account",
+            "acme",
+            "--product",
+            "studio",
+            "--verb",
+            "check",
+        ]),
+        0,
+    );
+    let token = field(&stdout, "token");
+    let id = field(&stdout, "id");
+    let revision: u64 = field(&stdout, "revision").parse().unwrap();
+    assert!(token.starts_with(&format!("tgc_{id}.")), "{stdout}");
+    let (_, secret) = token.split_once('.').unwrap();
+    assert_eq!(field(&stdout, "accounts"), "acme", "{stdout}");
+    assert_eq!(field(&stdout, "verbs"), "check", "{stdout}");
+    for note in [
+        "shown only once",
+        "authorization: Bearer <token>",
+        "TOLLGATE_CREDENTIAL",
+        &format!("applied revision {revision}"),
+    ] {
+        assert!(stdout.contains(note), "{note}: {stdout}");
+    }
+
+    tracing::info!("list and show: the credential and its scope, never its secret");
+    let (stdout, _) = expect(d.ctl(&["credentials", "list"]), 0);
+    let row = stdout
+        .lines()
+        .find(|line| line.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{stdout}"));
+    for piece in ["acme checker", "acme", "studio", "check"] {
+        assert!(row.contains(piece), "{piece}: {row}");
+    }
+    assert!(!stdout.contains(secret), "a secret listed:\n{stdout}");
+    let (stdout, _) = expect(d.ctl(&["credentials", "list", "--output", "json"]), 0);
+    assert!(!stdout.contains(secret), "a secret listed:\n{stdout}");
+    let items = json(&stdout);
+    let listed = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not listed:\n{stdout}"));
+    assert_eq!(listed["accounts"], serde_json::json!(["acme"]));
+    assert_eq!(listed["verbs"], serde_json::json!(["check"]));
+    assert!(listed.get("token").is_none(), "{listed}");
+    let (stdout, _) = expect(d.ctl(&["credentials", "show", &id, "--output", "json"]), 0);
+    let shown = json(&stdout);
+    assert_eq!(shown["products"], serde_json::json!(["studio"]));
+    assert!(shown["revoked_at"].is_null(), "{shown}");
+
+    tracing::info!("check: the region answers a check with the new credential, in its scope only");
+    wait_applied(revision);
+    let (stdout, _) = expect(check(&token, "acme"), 0);
+    assert!(
+        stdout.starts_with("ALLOWED  ALLOW  acme / alice / export"),
+        "{stdout}"
+    );
+    let (_, stderr) = expect(check(&token, "globex"), 5);
+    assert!(stderr.contains("CREDENTIAL_SCOPE"), "{stderr}");
+
+    tracing::info!(
+        "revoke: prints the revision; the region refuses the credential once it applied it"
+    );
+    let (stdout, _) = expect(d.ctl(&["credentials", "revoke", &id]), 0);
+    let revoked: u64 = stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "revision")
+        .nth(1)
+        .and_then(|r| r.trim_end_matches(';').parse().ok())
+        .unwrap_or_else(|| panic!("no revision in: {stdout}"));
+    assert!(revoked > revision, "{stdout}");
+    wait_applied(revoked);
+    let (_, stderr) = expect(check(&token, "acme"), 5);
+    assert!(stderr.contains("CREDENTIAL_REVOKED"), "{stderr}");
+    let (stdout, _) = expect(d.ctl(&["credentials", "show", &id, "--output", "json"]), 0);
+    assert!(json(&stdout)["revoked_at"].is_i64(), "{stdout}");
+
+    tracing::info!(
+        "refusals: a credential covering nothing, an unknown verb, id or a second revoke"
+    );
+    expect_refusals(&[
+        Refusal {
+            name: "create naming no accounts",
+            args: d.admin_args(&[
+                "credentials",
+                "create",
+                "--name",
+                "x",
+                "--all-products",
+                "--verb",
+                "check",
+            ]),
+            code: 2,
+            stderr: &["--account", "--all-accounts"],
+        },
+        Refusal {
+            name: "create naming no products",
+            args: d.admin_args(&[
+                "credentials",
+                "create",
+                "--name",
+                "x",
+                "--account",
+                "acme",
+                "--verb",
+                "check",
+            ]),
+            code: 2,
+            stderr: &["--product", "--all-products"],
+        },
+        Refusal {
+            name: "create with an unknown verb",
+            args: d.admin_args(&[
+                "credentials",
+                "create",
+                "--name",
+                "x",
+                "--all-accounts",
+                "--all-products",
+                "--verb",
+                "admin",
+            ]),
+            code: 2,
+            stderr: &["--verb", "watch_all"],
+        },
+        Refusal {
+            name: "show an unknown credential",
+            args: d.admin_args(&["credentials", "show", "cred-0000000000000000"]),
+            code: 3,
+            stderr: &["NOT_FOUND"],
+        },
+        Refusal {
+            name: "revoke a revoked credential",
+            args: d.admin_args(&["credentials", "revoke", &id]),
+            code: 4,
+            stderr: &["already revoked"],
+        },
+        Refusal {
+            name: "list without an API key",
+            args: args(&[
+                "credentials",
+                "list",
+                "--origin",
+                &d.origin_url(),
+                "--ca",
+                &ca,
+            ]),
+            code: 5,
+            stderr: &["API key"],
+        },
+    ]);
+    d.stop();
+}
+
+#[test]
 fn help_documents_the_exit_codes() {
     let (stdout, _) = expect(tollgate().args(["ctl", "--help"]).output().unwrap(), 0);
     for line in [

@@ -32,6 +32,7 @@ mod backup;
 mod certs;
 mod check;
 mod cluster;
+mod credentials;
 mod geo;
 mod import;
 mod license;
@@ -178,6 +179,11 @@ enum CtlCommand {
     /// --account one customer account's), list, revoke.
     #[command(subcommand, name = "api-keys")]
     ApiKeys(api_keys::ApiKeysCommand),
+    /// Application credentials for region check ports: create (scoped to
+    /// accounts, products and verbs; the token is shown once), list, show,
+    /// revoke.
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCommand),
     /// Resolve an IP address with MaxMind databases, as a region node does.
     #[command(subcommand)]
     Geo(geo::GeoCommand),
@@ -264,6 +270,7 @@ pub fn run(args: CtlArgs) -> u8 {
             CtlCommand::License(c) => license::license(&global, c).await,
             CtlCommand::Keys(c) => license::keys(&global, c).await,
             CtlCommand::ApiKeys(c) => api_keys::run(&global, c).await,
+            CtlCommand::Credentials(c) => credentials::run(&global, c).await,
             CtlCommand::Geo(c) => geo::run(&global, c),
             CtlCommand::Cluster(c) => cluster::run(&global, c).await,
             CtlCommand::Certs(c) => certs::run(&global, c),
