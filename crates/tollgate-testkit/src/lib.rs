@@ -145,6 +145,34 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(not a string)")
 }
 
+/// A child process killed when the guard drops, so a test that fails half
+/// way does not leave its `tollgate dev` or `serve` running (and eating the
+/// machine) after the test binary ends. Derefs to the `Child`.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Already exited (the test stopped it): nothing to do. Otherwise
+        // kill and reap; errors here can only mean it is gone already.
+        if matches!(self.0.try_wait(), Ok(None)) && self.0.kill().is_ok() {
+            let _reaped = self.0.wait();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

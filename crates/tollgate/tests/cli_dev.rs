@@ -16,13 +16,15 @@ fn tollgate() -> Command {
 #[test]
 fn dev_runs_an_origin_and_two_regions_and_answers_checks() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = tollgate()
-        .args(["dev", "--http-port", "0", "--check-port", "0", "--data-dir"])
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = tollgate_testkit::KillOnDrop(
+        tollgate()
+            .args(["dev", "--http-port", "0", "--check-port", "0", "--data-dir"])
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut printed = String::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();

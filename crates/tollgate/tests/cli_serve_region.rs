@@ -116,12 +116,14 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
         ),
     )
     .unwrap();
-    let mut child = tollgate()
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = tollgate_testkit::KillOnDrop(
+        tollgate()
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let banner = BufReader::new(child.stdout.take().unwrap())
         .lines()
         .next()
