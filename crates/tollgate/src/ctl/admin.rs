@@ -428,7 +428,8 @@ fn print_audit(global: &Global, page: &Value, mut after: u64, header: bool) -> u
 }
 
 /// Every item of a paginated collection, up to `limit`.
-async fn list_all(origin: &Origin, path: &str, limit: usize) -> CtlResult<Vec<Value>> {
+/// Every item of the list at `path`, page after page, up to `limit`.
+pub(super) async fn list_all(origin: &Origin, path: &str, limit: usize) -> CtlResult<Vec<Value>> {
     let mut items = Vec::new();
     let mut after: Option<String> = None;
     while items.len() < limit {

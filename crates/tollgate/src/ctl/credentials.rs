@@ -14,8 +14,6 @@ use tollgate_model::{AccountId, ProductId, Verb};
 
 /// Most credentials `list` prints when `--limit` is not given.
 const LIST_LIMIT_DEFAULT: usize = 1_000;
-/// Items asked per page (the origin's maximum).
-const PAGE_LIMIT: usize = tollgate_api::PAGE_LIMIT_MAX;
 
 #[derive(Debug, Subcommand)]
 pub enum CredentialsCommand {
@@ -110,7 +108,7 @@ pub async fn run(global: &Global, command: CredentialsCommand) -> CtlResult<u8> 
             }
         }
         CredentialsCommand::List { limit } => {
-            let items = list_all(&origin, limit).await?;
+            let items = super::admin::list_all(&origin, "/v1/credentials", limit).await?;
             match global.output {
                 Format::Json => print_json(&Value::Array(items)),
                 Format::Table => {
@@ -196,26 +194,6 @@ fn create_body(args: &CreateArgs) -> CtlResult<Value> {
         "products": targets("product", &args.products, args.all_products, |id| ProductId::new(id))?,
         "verbs": args.verbs,
     }))
-}
-
-/// Every credential, page after page, up to `limit`.
-async fn list_all(origin: &Origin, limit: usize) -> CtlResult<Vec<Value>> {
-    let mut items = Vec::new();
-    let mut after: Option<String> = None;
-    while items.len() < limit {
-        let page_limit = (limit - items.len()).min(PAGE_LIMIT);
-        let query = match &after {
-            Some(a) => format!("/v1/credentials?limit={page_limit}&after={}", seg(a)),
-            None => format!("/v1/credentials?limit={page_limit}"),
-        };
-        let page = origin.get(&query).await?;
-        items.extend(page["items"].as_array().cloned().unwrap_or_default());
-        match page["next_after"].as_str() {
-            Some(next) => after = Some(next.to_string()),
-            None => break,
-        }
-    }
-    Ok(items)
 }
 
 /// `*` (every one), or the ids joined with commas.
