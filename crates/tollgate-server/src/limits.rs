@@ -9,10 +9,10 @@
 //! `tollgate_requests_refused_total{port,reason}`.
 //!
 //! Which limiter key a port uses is the port's choice: the origin's REST
-//! API keys by API key id, the check port by the caller's IP address
-//! ([`peer_ip_key`]) until application credentials arrive; a service that
-//! knows its caller better calls [`RateLimiter::check_grpc`] with that key
-//! itself.
+//! layer keys requests without an API key by IP ([`peer_ip_key`]) and the
+//! routes count a proven API key by its id; the check port counts a
+//! verified application credential by its id ([`RateLimiter::check_grpc`]),
+//! a call without one by IP.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
