@@ -29,6 +29,19 @@
 //! - **region_unavailable**: a region never fails every check of a round
 //!   while one of its nodes was up (running, not paused, past its start-up
 //!   grace); the nemesis never cuts the checker off from a node.
+//! - **sdk_check_failed**: in the scenarios that say so
+//!   ([`Meta::sdk_checks_must_answer`]: kill-leader, pause-node,
+//!   partition-region), every check through the SDK — every node of the
+//!   region an endpoint, as an application has it — is answered: a killed,
+//!   paused or cut-off node is failed over or hedged past within the
+//!   check's deadline, and a node cut off from the origin still answers.
+//! - **billing_mismatch**: after the final heal, once every consumption
+//!   has an answer and the regions have reported everything, the origin's
+//!   billed total for the capped counter is exactly the number of distinct
+//!   keys answered ALLOW: a consumption answered ALLOW is durable before
+//!   the answer (never lost with its node), and a retry of a counted key
+//!   answers ALLOW without counting it again (never billed twice). Keys
+//!   that still have no answer widen the range by their number.
 //! - **node_exited**: no node process exits unless the harness stopped it.
 //! - **incomplete**: the history has its parameters and a final state (the
 //!   run reached the end of its healing phase).
@@ -52,6 +65,8 @@ pub enum Invariant {
     SeatOverbooked,
     CapExceeded,
     RegionUnavailable,
+    SdkCheckFailed,
+    BillingMismatch,
     NodeExited,
     Incomplete,
 }
@@ -65,6 +80,8 @@ impl Invariant {
             Invariant::SeatOverbooked => "seat_overbooked",
             Invariant::CapExceeded => "cap_exceeded",
             Invariant::RegionUnavailable => "region_unavailable",
+            Invariant::SdkCheckFailed => "sdk_check_failed",
+            Invariant::BillingMismatch => "billing_mismatch",
             Invariant::NodeExited => "node_exited",
             Invariant::Incomplete => "incomplete",
         }
@@ -108,6 +125,17 @@ pub struct Stats {
     pub checks_attempted: u64,
     pub checks_answered: u64,
     pub availability_percent: f64,
+    /// Checks through the SDK (every node of a region an endpoint), and
+    /// how many were answered: what an application sees.
+    #[serde(default)]
+    pub sdk_checks_attempted: u64,
+    #[serde(default)]
+    pub sdk_checks_answered: u64,
+    #[serde(default)]
+    pub sdk_answered_percent: f64,
+    /// The longest an answered SDK check took.
+    #[serde(default)]
+    pub sdk_check_ms_max: Option<u64>,
     /// The largest `staleness_seconds` any answer carried.
     pub max_staleness_seconds: Option<u64>,
     /// The most revisions an answer was behind the newest write
@@ -144,6 +172,14 @@ pub struct RegionStats {
     pub checks_attempted: u64,
     pub checks_answered: u64,
     pub availability_percent: f64,
+    #[serde(default)]
+    pub sdk_checks_attempted: u64,
+    #[serde(default)]
+    pub sdk_checks_answered: u64,
+    #[serde(default)]
+    pub sdk_answered_percent: f64,
+    #[serde(default)]
+    pub sdk_check_ms_max: Option<u64>,
     pub max_staleness_seconds: Option<u64>,
     pub max_lag_revisions: u64,
     /// Terms in which a leader was seen, less the first.
@@ -184,6 +220,13 @@ pub struct CapStats {
     pub outstanding_max: u64,
     /// The origin's billing total after healing.
     pub billed: Option<u64>,
+    /// Whether it had settled when read (`None`: not known).
+    #[serde(default)]
+    pub billing_settled: Option<bool>,
+    /// Consumption keys that never got an answer, even after the final
+    /// retries.
+    #[serde(default)]
+    pub unanswered: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -218,7 +261,9 @@ pub fn check(events: &[Event]) -> Report {
     decisions_at_revision(&h, &mut report);
     seats(meta, &h, &mut report);
     cap(meta, &h, &mut report);
+    billing(&h, &mut report);
     availability(meta, &h, &mut report);
+    sdk_checks(meta, &h, &mut report);
     measure(meta, &h, &mut report);
     report
 }
@@ -227,6 +272,12 @@ pub fn check(events: &[Event]) -> Report {
 struct Indexed<'a> {
     writes: Vec<&'a Write>,
     checks: Vec<&'a Check>,
+    sdk_checks: Vec<&'a SdkCheck>,
+    /// The SDK checks a node answered, as checks of that node (round 0):
+    /// judged like the prober's for revisions and decisions. Their
+    /// `start_ms` is when the SDK was asked, at or before the attempt that
+    /// was answered, which only makes those judgements more lenient.
+    sdk_answers: Vec<Check>,
     consumes: Vec<&'a Consume>,
     seats: Vec<&'a Seat>,
     statuses: Vec<&'a Status>,
@@ -241,6 +292,8 @@ impl<'a> Indexed<'a> {
         let mut h = Indexed {
             writes: vec![],
             checks: vec![],
+            sdk_checks: vec![],
+            sdk_answers: vec![],
             consumes: vec![],
             seats: vec![],
             statuses: vec![],
@@ -254,6 +307,20 @@ impl<'a> Indexed<'a> {
                 Event::Meta(_) => {}
                 Event::Write(w) => h.writes.push(w),
                 Event::Check(c) => h.checks.push(c),
+                Event::SdkCheck(c) => {
+                    h.sdk_checks.push(c);
+                    if let (Some(node), Answer::Answered { .. }) = (&c.node, &c.outcome) {
+                        h.sdk_answers.push(Check {
+                            start_ms: c.start_ms,
+                            end_ms: c.end_ms,
+                            region: c.region.clone(),
+                            node: node.clone(),
+                            round: 0,
+                            slot: c.slot,
+                            outcome: c.outcome.clone(),
+                        });
+                    }
+                }
                 Event::Consume(c) => h.consumes.push(c),
                 Event::Seat(s) => h.seats.push(s),
                 Event::Status(s) => h.statuses.push(s),
@@ -273,11 +340,16 @@ impl<'a> Indexed<'a> {
         })
     }
 
+    /// Every answered check of a node: the prober's and the SDK's.
+    fn node_checks(&self) -> impl Iterator<Item = &Check> + '_ {
+        self.checks.iter().copied().chain(&self.sdk_answers)
+    }
+
     /// (node, start, end, revision, what) for every answer carrying the
     /// node's applied revision.
-    fn observations(&self) -> BTreeMap<&'a str, Vec<(Millis, Millis, u64, &'static str)>> {
+    fn observations(&self) -> BTreeMap<&str, Vec<(Millis, Millis, u64, &'static str)>> {
         let mut obs: BTreeMap<&str, Vec<_>> = BTreeMap::new();
-        for c in &self.checks {
+        for c in self.node_checks() {
             if let Answer::Answered { revision, .. } = c.outcome {
                 obs.entry(c.node.as_str())
                     .or_default()
@@ -552,7 +624,7 @@ fn decisions_at_revision(h: &Indexed, report: &mut Report) {
     }
     let mut bad: BTreeMap<&str, (Millis, Vec<String>)> = BTreeMap::new();
     let no_writes = Vec::new();
-    for c in &h.checks {
+    for c in h.node_checks() {
         let Answer::Answered {
             revision, reason, ..
         } = &c.outcome
@@ -771,6 +843,73 @@ fn cap(meta: &Meta, h: &Indexed, report: &mut Report) {
     }
 }
 
+fn billing(h: &Indexed, report: &mut Report) {
+    let Some(fin) = h.last_final else {
+        // `incomplete` says so already.
+        return;
+    };
+    let mut allowed: BTreeSet<&str> = BTreeSet::new();
+    let mut answered: BTreeSet<&str> = BTreeSet::new();
+    let mut keys: BTreeSet<&str> = BTreeSet::new();
+    for c in &h.consumes {
+        keys.insert(c.key.as_str());
+        match c.outcome {
+            ConsumeOutcome::Allowed { .. } => {
+                allowed.insert(c.key.as_str());
+                answered.insert(c.key.as_str());
+            }
+            ConsumeOutcome::Denied { .. } => {
+                answered.insert(c.key.as_str());
+            }
+            ConsumeOutcome::Error { .. } => {}
+        }
+    }
+    let unanswered: Vec<&str> = keys.difference(&answered).copied().collect();
+    let stats = &mut report.stats.cap;
+    stats.unanswered = unanswered.len() as u64;
+    stats.billing_settled = fin.billing_settled;
+    let (low, high) = (
+        allowed.len() as u64,
+        (allowed.len() + unanswered.len()) as u64,
+    );
+    let expected = if low == high {
+        format!("the {low} distinct key(s) answered ALLOW")
+    } else {
+        format!(
+            "between the {low} distinct key(s) answered ALLOW and {high} with the {} never \
+             answered ({})",
+            unanswered.len(),
+            examples(&unanswered.iter().map(|k| k.to_string()).collect::<Vec<_>>())
+        )
+    };
+    let settled = match fin.billing_settled {
+        Some(false) => " (read before it settled: a region still had usage to report)",
+        _ => "",
+    };
+    let problem = match fin.billed {
+        None if low == 0 => None,
+        None => Some(format!(
+            "the origin bills nothing for the capped counter, but it should bill {expected}"
+        )),
+        Some(billed) if billed < low => Some(format!(
+            "the origin bills {billed} unit(s){settled}, fewer than {expected}: usage answered \
+             ALLOW was lost"
+        )),
+        Some(billed) if billed > high => Some(format!(
+            "the origin bills {billed} unit(s){settled}, more than {expected}: a consumption was \
+             counted twice, or counted without being allowed"
+        )),
+        Some(_) => None,
+    };
+    if let Some(detail) = problem {
+        report.violations.push(Violation {
+            invariant: Invariant::BillingMismatch,
+            at_ms: Some(fin.at_ms),
+            detail,
+        });
+    }
+}
+
 /// Each node's state changes, to ask whether it was up throughout a window.
 struct Liveness<'a> {
     changes: BTreeMap<&'a str, Vec<(Millis, NodeState)>>,
@@ -858,6 +997,64 @@ fn availability(meta: &Meta, h: &Indexed, report: &mut Report) {
     }
 }
 
+fn sdk_checks(meta: &Meta, h: &Indexed, report: &mut Report) {
+    let percent = |answered: u64, attempted: u64| {
+        if attempted == 0 {
+            100.0
+        } else {
+            answered as f64 * 100.0 / attempted as f64
+        }
+    };
+    // Region → (first failure, failures).
+    let mut failed: BTreeMap<&str, (Millis, Vec<String>)> = BTreeMap::new();
+    for c in &h.sdk_checks {
+        let stats = &mut report.stats;
+        let region = stats.regions.entry(c.region.clone()).or_default();
+        region.sdk_checks_attempted += 1;
+        stats.sdk_checks_attempted += 1;
+        match &c.outcome {
+            Answer::Answered { .. } => {
+                region.sdk_checks_answered += 1;
+                stats.sdk_checks_answered += 1;
+                let took = Some(c.end_ms.saturating_sub(c.start_ms));
+                region.sdk_check_ms_max = region.sdk_check_ms_max.max(took);
+                stats.sdk_check_ms_max = stats.sdk_check_ms_max.max(took);
+            }
+            Answer::Error { error } => {
+                let entry = failed
+                    .entry(c.region.as_str())
+                    .or_insert((c.start_ms, Vec::new()));
+                entry.1.push(format!(
+                    "slot {} asked at {} failed after {} ms: {error}",
+                    c.slot,
+                    c.start_ms,
+                    c.end_ms.saturating_sub(c.start_ms)
+                ));
+            }
+        }
+    }
+    let stats = &mut report.stats;
+    stats.sdk_answered_percent = percent(stats.sdk_checks_answered, stats.sdk_checks_attempted);
+    for r in stats.regions.values_mut() {
+        r.sdk_answered_percent = percent(r.sdk_checks_answered, r.sdk_checks_attempted);
+    }
+    if !meta.sdk_checks_must_answer {
+        return;
+    }
+    for (region, (at, items)) in failed {
+        report.violations.push(Violation {
+            invariant: Invariant::SdkCheckFailed,
+            at_ms: Some(at),
+            detail: format!(
+                "region {region}: {} check(s) through the SDK (every node an endpoint) were not \
+                 answered: {}",
+                items.len(),
+                examples(&items)
+            ),
+        });
+    }
+}
+
 fn measure(meta: &Meta, h: &Indexed, report: &mut Report) {
     let stats = &mut report.stats;
     for w in &h.writes {
@@ -897,7 +1094,7 @@ fn measure(meta: &Meta, h: &Indexed, report: &mut Report) {
     };
 
     for region in meta.regions.keys() {
-        stats.regions.insert(region.clone(), RegionStats::default());
+        stats.regions.entry(region.clone()).or_default();
     }
     for c in &h.checks {
         let r = stats.regions.entry(c.region.clone()).or_default();

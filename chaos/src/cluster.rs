@@ -303,6 +303,20 @@ pub struct NodeStatus {
     pub applied_revision: u64,
     pub origin_head_revision: u64,
     pub staleness_seconds: Option<u64>,
+    /// What the node metered and has not seen applied in the region's log.
+    #[serde(default)]
+    pub metering: Metering,
+}
+
+/// The part of a region node's `metering` status the harness reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Metering {
+    /// Units consumed on this node and not yet seen applied.
+    #[serde(default)]
+    pub unreported_units: u64,
+    /// Consumptions waiting for the node's next usage report.
+    #[serde(default)]
+    pub pending_entries: u64,
 }
 
 struct Proc {
@@ -467,6 +481,13 @@ impl Cluster {
     /// gRPC channels to the nodes.
     pub fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    /// The run's CA certificate, which every node's certificate chains to
+    /// (for the SDK's client, which reads it from a file as applications
+    /// do).
+    pub fn ca_path(&self) -> PathBuf {
+        self.pki.ca()
     }
 
     fn write_configs(&self, outstanding_max: u64) -> anyhow::Result<()> {

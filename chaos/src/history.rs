@@ -32,6 +32,7 @@ pub enum Event {
     Meta(Meta),
     Write(Write),
     Check(Check),
+    SdkCheck(SdkCheck),
     Consume(Consume),
     Seat(Seat),
     Status(Status),
@@ -63,6 +64,11 @@ pub struct Meta {
     /// Shorter windows in which every node of a region failed are not
     /// reported (a slow answer under load is not an outage).
     pub unavailable_window_ms_min: u64,
+    /// Every check through the SDK must be answered (`sdk_check_failed`):
+    /// the scenario's faults always leave a node of each region up and
+    /// reachable. Absent in histories from before the SDK prober.
+    #[serde(default)]
+    pub sdk_checks_must_answer: bool,
 }
 
 /// An origin write through REST.
@@ -139,6 +145,21 @@ pub enum Answer {
     Error {
         error: String,
     },
+}
+
+/// One check (no consumption) through the SDK's client, whose endpoints
+/// are every node of the region: what an application sees, failover and
+/// hedging included. `start_ms` is when the client was asked, so it may
+/// precede the attempt that was answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SdkCheck {
+    pub start_ms: Millis,
+    pub end_ms: Millis,
+    pub region: String,
+    /// The node that answered (its `answered_by`), when one did.
+    pub node: Option<String>,
+    pub slot: u32,
+    pub outcome: Answer,
 }
 
 /// A check with `consume = 1` of the hard-capped feature.
@@ -290,6 +311,11 @@ pub struct Final {
     pub nodes: Vec<FinalNode>,
     /// The origin's billing total for the capped counter.
     pub billed: Option<u64>,
+    /// Whether `billed` had settled when it was read: every region node
+    /// had reported all it metered, and the total had stopped moving.
+    /// `None` in histories from before this was waited for.
+    #[serde(default)]
+    pub billing_settled: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -420,6 +446,16 @@ mod tests {
                     staleness_seconds: Some(0),
                 },
             }),
+            Event::SdkCheck(SdkCheck {
+                start_ms: 3,
+                end_ms: 5,
+                region: "eu".into(),
+                node: None,
+                slot: 3,
+                outcome: Answer::Error {
+                    error: "deadline of 2s exceeded".into(),
+                },
+            }),
             Event::Final(Final {
                 at_ms: 5,
                 converged: true,
@@ -428,6 +464,7 @@ mod tests {
                 truth: BTreeMap::from([(3, "ALLOW".into())]),
                 nodes: vec![],
                 billed: None,
+                billing_settled: Some(true),
             }),
         ];
         for e in &events {
@@ -436,5 +473,22 @@ mod tests {
         recorder.flush().unwrap();
         assert_eq!(load(&path).unwrap(), events);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_history_from_before_the_sdk_prober_still_loads() {
+        let meta = r#"{"kind":"meta","data":{"scenario":"kill-leader","seed":1,
+            "duration_seconds":45,"regions":{},"slots":16,"cap":135,"outstanding_max":40,
+            "seat_count":2,"up_grace_ms":5000,"unavailable_window_ms_min":4000}}"#;
+        let Event::Meta(meta) = serde_json::from_str(meta).unwrap() else {
+            panic!("not a meta event")
+        };
+        assert!(!meta.sdk_checks_must_answer);
+        let fin = r#"{"kind":"final","data":{"at_ms":1,"converged":true,"origin_head":3,
+            "origin_entitlements":{},"truth":{},"nodes":[],"billed":7}}"#;
+        let Event::Final(fin) = serde_json::from_str(fin).unwrap() else {
+            panic!("not a final event")
+        };
+        assert_eq!((fin.billed, fin.billing_settled), (Some(7), None));
     }
 }

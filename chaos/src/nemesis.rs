@@ -64,6 +64,18 @@ impl Scenario {
             Scenario::Overlapping => "overlapping",
         }
     }
+
+    /// Whether every check an application makes through the SDK (every
+    /// node of the region as an endpoint) must be answered: the scenarios
+    /// whose faults take at most one node of a region away, or cut the
+    /// region off from the origin only, and never the harness off from a
+    /// node. The others may too, but are not held to it (yet).
+    pub fn sdk_checks_must_answer(self) -> bool {
+        matches!(
+            self,
+            Scenario::KillLeader | Scenario::PauseNode | Scenario::PartitionRegion
+        )
+    }
 }
 
 impl fmt::Display for Scenario {

@@ -49,6 +49,7 @@ pub fn table(reports: &[RunReport]) -> String {
         "result",
         "checks ok/sent",
         "avail %",
+        "sdk ok %",
         "stale s",
         "lag rev",
         "revoke conv s",
@@ -70,6 +71,7 @@ pub fn table(reports: &[RunReport]) -> String {
                 if r.passed { "PASS" } else { "FAIL" }.into(),
                 format!("{}/{}", s.checks_answered, s.checks_attempted),
                 format!("{:.2}", s.availability_percent),
+                format!("{:.2}", s.sdk_answered_percent),
                 s.max_staleness_seconds
                     .map_or("-".into(), |x| x.to_string()),
                 s.max_lag_revisions.to_string(),
@@ -116,7 +118,7 @@ pub fn details(r: &RunReport) -> String {
     let _ = writeln!(
         out,
         "{} seed {}: writes acked {} (revocations {}), failed {}, unknown {}; \
-         cap {} allowed of {} (billed {}, attempts {}, lost answers {}); \
+         cap {} allowed of {} (billed {}{}, attempts {}, lost answers {}, never answered {}); \
          seat grants {} (FULL {}); {} window(s) with no answer in a region",
         r.scenario,
         r.seed,
@@ -127,8 +129,13 @@ pub fn details(r: &RunReport) -> String {
         s.cap.allowed,
         s.cap.cap,
         s.cap.billed.map_or("-".into(), |b| b.to_string()),
+        match s.cap.billing_settled {
+            Some(false) => ", not settled",
+            _ => "",
+        },
         s.cap.attempts,
         s.cap.errors,
+        s.cap.unanswered,
         s.seats.grants,
         s.seats.full,
         s.unavailable_windows,
@@ -136,11 +143,16 @@ pub fn details(r: &RunReport) -> String {
     for (name, region) in &s.regions {
         let _ = writeln!(
             out,
-            "  region {name}: checks {}/{} ({:.2} %), max staleness {} s, max lag {} revisions, \
-             elections {}{}, consumed {}, seat grants {}",
+            "  region {name}: checks {}/{} ({:.2} %), SDK checks answered {}/{} ({:.2} %, \
+             slowest {} s), max staleness {} s, max lag {} revisions, elections {}{}, \
+             consumed {}, seat grants {}",
             region.checks_answered,
             region.checks_attempted,
             region.availability_percent,
+            region.sdk_checks_answered,
+            region.sdk_checks_attempted,
+            region.sdk_answered_percent,
+            seconds(region.sdk_check_ms_max),
             region
                 .max_staleness_seconds
                 .map_or("-".into(), |x| x.to_string()),

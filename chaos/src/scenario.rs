@@ -117,6 +117,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         seat_count: u64::from(plan.seat_count),
         up_grace_ms: UP_GRACE_MS,
         unavailable_window_ms_min: UNAVAILABLE_WINDOW_MS_MIN,
+        sdk_checks_must_answer: options.scenario.sdk_checks_must_answer(),
     }));
 
     let settings = Settings {
@@ -197,7 +198,23 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunReport> {
         seconds = healed.elapsed().as_secs_f64(),
         "Convergence wait over."
     );
-    let fin = final_state(&cluster, &plan, converged, origin_head).await?;
+    // Every consumption gets a definite outcome, then the billed total is
+    // read once the regions have reported all of it: the checker compares
+    // the two exactly (`billing_mismatch`).
+    let unresolved = workload::resolve_consumptions(&cluster, &recorder).await?;
+    if !unresolved.is_empty() {
+        tracing::warn!(
+            keys = unresolved.len(),
+            "Some consumptions never got an answer, even after the heal."
+        );
+    }
+    let billing = workload::settled_billing(&cluster).await;
+    tracing::info!(
+        billed = ?billing.0,
+        settled = billing.1,
+        "Read the origin's billed total."
+    );
+    let fin = final_state(&cluster, &plan, converged, origin_head, billing).await?;
     recorder.record(Event::Final(fin));
     observe_tx.send_replace(true);
     for task in work.observers {
@@ -278,13 +295,14 @@ async fn wait_converged(cluster: &Cluster, at_least: u64, deadline: Duration) ->
     (converged.is_ok(), head.into_inner())
 }
 
-/// The origin's entitlements and what they imply per slot, and what every
-/// region node answers for every slot.
+/// The origin's entitlements and what they imply per slot, what every
+/// region node answers for every slot, and the billed total read before.
 async fn final_state(
     cluster: &Cluster,
     plan: &Plan,
     converged: bool,
     origin_head: u64,
+    (billed, billing_settled): (Option<u64>, bool),
 ) -> anyhow::Result<Final> {
     let mut origin_entitlements = BTreeMap::new();
     // Slot → statuses of its entitlements.
@@ -363,11 +381,6 @@ async fn final_state(
             decisions,
         });
     }
-    let billed = workload::usage_row(cluster)
-        .await
-        .ok()
-        .flatten()
-        .map(|u| u.consumed);
     Ok(Final {
         at_ms: now_ms(),
         converged,
@@ -376,5 +389,6 @@ async fn final_state(
         truth,
         nodes: finals,
         billed,
+        billing_settled: Some(billing_settled),
     })
 }

@@ -8,9 +8,15 @@
 //!   suspension, `REVOKED` after a revocation, `NOT_ENTITLED` before any.
 //! - A **prober** per region sends each round's check to every node of the
 //!   region at once (availability per round, revisions per node).
+//! - An **SDK prober** per region checks through the SDK's client with
+//!   every node of the region as an endpoint, as an application does
+//!   (failover, hedging, keepalive): what an application sees.
 //! - **Consumers** in both regions consume one unit of a hard-capped
 //!   feature per check, each with its own idempotency key, retried on
-//!   other nodes of the same region when the answer is lost.
+//!   other nodes of the same region when the answer is lost; after the
+//!   final heal, every key that never got an answer is retried until it
+//!   does ([`resolve_consumptions`]), so each has a definite outcome to
+//!   bill against ([`settled_billing`]).
 //! - **Seat workers** in both regions acquire, hold and release floating
 //!   seats of one entitlement that has fewer seats than workers.
 //! - A **status poller** reads every region node's `/v1/status` (terms,
@@ -32,7 +38,7 @@ use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_proto::usage::v1 as usage;
 use tollgate_proto::usage::v1::usage_client::UsageClient;
-use tollgate_sdk::WithCredential;
+use tollgate_sdk::{check_request, WithCredential};
 use tollgate_tls::{Expect, Transport};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -486,6 +492,15 @@ pub fn spawn(
     let holders = seat_holders(&cluster, &plan);
     for (region, nodes) in &cluster.topology.regions {
         let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        let sdk = sdk_client(&cluster, &nodes.iter().collect::<Vec<_>>())?;
+        observers.push(tokio::spawn(sdk_prober(
+            sdk,
+            recorder.clone(),
+            plan.clone(),
+            region.clone(),
+            rng.fork(5),
+            observe_stop.clone(),
+        )));
         observers.push(tokio::spawn(prober(
             clients.clone(),
             recorder.clone(),
@@ -679,6 +694,93 @@ pub fn write_outcome(
 /// failed), at most 300 characters for the history.
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     tollgate_tls::error_chain(error).chars().take(300).collect()
+}
+
+/// The SDK's client for `nodes` (one region), as an application builds
+/// it: every node an endpoint, the run's CA, the workload's credential,
+/// the SDK's defaults but for the deadline and connect timeout, which are
+/// the per-node prober's.
+pub fn sdk_client(cluster: &Cluster, nodes: &[&NodeSpec]) -> anyhow::Result<tollgate_sdk::Client> {
+    let mut builder = tollgate_sdk::Client::builder()
+        .endpoints(nodes.iter().map(|n| n.grpc_url()))
+        .ca_file(cluster.ca_path())
+        .deadline(RPC_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(credential) = cluster.credential() {
+        builder = builder.credential(credential);
+    }
+    Ok(builder.build()?)
+}
+
+/// One check through the SDK: when it was asked, when it ended, who
+/// answered and what.
+async fn sdk_check(
+    client: &tollgate_sdk::Client,
+    account: &str,
+    feature: &str,
+) -> (Millis, Millis, Option<String>, Answer) {
+    let start = now_ms();
+    let request = match (account.parse(), feature.parse()) {
+        (Ok(account), Ok(feature)) => check_request(account, None, feature),
+        _ => {
+            let error = format!("{account}/{feature} are not valid ids");
+            return (start, now_ms(), None, Answer::Error { error });
+        }
+    };
+    let result = client.check(request).await;
+    let end = now_ms();
+    match result {
+        Ok(answer) => (
+            start,
+            end,
+            Some(answer.answered_by),
+            Answer::Answered {
+                revision: answer.revision,
+                reason: answer.decision.reason.code().to_string(),
+                allowed: answer.decision.reason.is_allowed(),
+                staleness_seconds: answer.staleness_seconds,
+            },
+        ),
+        Err(error) => (
+            start,
+            end,
+            None,
+            Answer::Error {
+                error: format!("{}: {error}", error.code())
+                    .chars()
+                    .take(300)
+                    .collect(),
+            },
+        ),
+    }
+}
+
+/// Checks a random slot through the SDK every probe interval (each check
+/// waits for its answer, so a slow one delays the next).
+async fn sdk_prober(
+    client: tollgate_sdk::Client,
+    recorder: Arc<Recorder>,
+    plan: Arc<Plan>,
+    region: String,
+    mut rng: Rng,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let slot = rng.below(u64::from(plan.slots)) as u32;
+        let (account, feature) = (plan.slot_account(slot), Plan::slot_feature(slot));
+        let (start_ms, end_ms, node, outcome) = sdk_check(&client, &account, &feature).await;
+        recorder.record(Event::SdkCheck(SdkCheck {
+            start_ms,
+            end_ms,
+            region: region.clone(),
+            node,
+            slot,
+            outcome,
+        }));
+        if pause(&mut stop, plan.probe_interval).await {
+            break;
+        }
+    }
 }
 
 async fn prober(
@@ -915,4 +1017,150 @@ async fn usage_sampler(
             break;
         }
     }
+}
+
+/// Each try at every node of a region to answer a consumption left
+/// without one gives up after this long in all.
+pub const RESOLVE_DEADLINE: Duration = Duration::from_secs(60);
+/// The billed total has settled once it has not moved for this long
+/// (regions report their cumulative usage to the origin every second,
+/// `quota_sync_interval`'s default), with nothing left unreported on any
+/// region node.
+const BILLING_STABLE_FOR: Duration = Duration::from_secs(3);
+/// Waiting for the billed total to settle gives up after this long.
+pub const BILLING_SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Retries, with the same key on the nodes of the same region (keys are
+/// the region's), every consumption that never got an answer, until each
+/// has one (allowed or denied) or [`RESOLVE_DEADLINE`] passes; every try
+/// is recorded. Called after the final heal, once the load has stopped.
+/// The keys still without an answer.
+pub async fn resolve_consumptions(
+    cluster: &Cluster,
+    recorder: &Recorder,
+) -> anyhow::Result<Vec<String>> {
+    // Key → its region, for keys with no answer among their attempts.
+    let mut open: BTreeMap<String, String> = BTreeMap::new();
+    let mut answered = std::collections::BTreeSet::new();
+    for e in recorder.events() {
+        if let Event::Consume(c) = e {
+            if matches!(c.outcome, ConsumeOutcome::Error { .. }) {
+                open.insert(c.key, c.region);
+            } else {
+                answered.insert(c.key);
+            }
+        }
+    }
+    open.retain(|key, _| !answered.contains(key));
+    if open.is_empty() {
+        return Ok(Vec::new());
+    }
+    tracing::info!(
+        keys = open.len(),
+        "Retrying the consumptions that never got an answer."
+    );
+    let clients = Clients::new(
+        cluster.transport(),
+        &cluster.topology.region_nodes(),
+        cluster.credential(),
+    )?;
+    let started = std::time::Instant::now();
+    let mut left = Vec::new();
+    for (key, region) in open {
+        let nodes: Vec<String> = cluster
+            .topology
+            .regions
+            .get(&region)
+            .map(|ns| ns.iter().map(|n| n.name.clone()).collect())
+            .unwrap_or_default();
+        let mut done = nodes.is_empty();
+        let mut attempt = 0;
+        while !done && started.elapsed() < RESOLVE_DEADLINE {
+            let node = &nodes[attempt % nodes.len()];
+            attempt += 1;
+            let (start_ms, end_ms, outcome) = clients.consume(node, &key).await;
+            done = !matches!(outcome, ConsumeOutcome::Error { .. });
+            recorder.record(Event::Consume(Consume {
+                start_ms,
+                end_ms,
+                region: region.clone(),
+                node: node.clone(),
+                key: key.clone(),
+                outcome,
+            }));
+            if !done && attempt % nodes.len() == 0 {
+                // Every node failed once: a pause before the next round.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        if !done {
+            left.push(key);
+        }
+    }
+    Ok(left)
+}
+
+/// The origin's billed total for the capped counter once it has settled:
+/// no region node has metered usage it has not reported to its region's
+/// log, and the origin's total has not moved for [`BILLING_STABLE_FOR`]
+/// (the regions' leaders report their cumulative usage every second).
+/// The total last read, and whether it settled before
+/// [`BILLING_SETTLE_DEADLINE`].
+pub async fn settled_billing(cluster: &Cluster) -> (Option<u64>, bool) {
+    // (the total, since when it has read so), kept across looks so a wait
+    // that times out still has the last one.
+    let seen: std::sync::Mutex<Option<(Option<u64>, std::time::Instant)>> =
+        std::sync::Mutex::new(None);
+    let settled = tollgate_testkit::wait_until_every(
+        "the origin's billed total to settle",
+        BILLING_SETTLE_DEADLINE,
+        Duration::from_millis(250),
+        || async {
+            let nodes = cluster.topology.region_nodes();
+            let statuses = futures::future::join_all(nodes.iter().map(|n| cluster.status(n))).await;
+            let unreported: Vec<String> = nodes
+                .iter()
+                .zip(&statuses)
+                .filter_map(|(node, status)| match status {
+                    Ok(s)
+                        if s.metering.unreported_units == 0 && s.metering.pending_entries == 0 =>
+                    {
+                        None
+                    }
+                    Ok(s) => Some(format!(
+                        "{} has {} unit(s) in {} consumption(s) unreported",
+                        node.name, s.metering.unreported_units, s.metering.pending_entries
+                    )),
+                    Err(error) => Some(format!("{}: {error}", node.name)),
+                })
+                .collect();
+            let billed = match usage_row(cluster).await {
+                Ok(row) => row.map(|u| u.consumed),
+                Err(error) => return Err(format!("the origin's usage: {error:#}")),
+            };
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            let since = match *seen {
+                Some((previous, since)) if previous == billed => since,
+                _ => std::time::Instant::now(),
+            };
+            *seen = Some((billed, since));
+            let stable = since.elapsed();
+            if !unreported.is_empty() {
+                return Err(format!("billed {billed:?}; {}", unreported.join(", ")));
+            }
+            if stable < BILLING_STABLE_FOR {
+                return Err(format!("billed {billed:?}, unchanged for {stable:?}"));
+            }
+            Ok(())
+        },
+    )
+    .await;
+    if let Err(error) = &settled {
+        tracing::warn!(%error, "The billed total did not settle.");
+    }
+    let billed = seen
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .and_then(|(billed, _)| billed);
+    (billed, settled.is_ok())
 }

@@ -42,6 +42,7 @@ fn meta() -> Meta {
         seat_count: 2,
         up_grace_ms: 1_000,
         unavailable_window_ms_min: 0,
+        sdk_checks_must_answer: true,
     }
 }
 
@@ -83,6 +84,37 @@ fn failed(node: &str, round: u64, at: Millis) -> Event {
         slot: 0,
         outcome: Answer::Error {
             error: "Unavailable: connection refused".into(),
+        },
+    })
+}
+
+/// A check through the SDK, answered by `node` (a node of `region`).
+fn sdk_answered(node: &str, slot: u32, at: Millis, revision: u64, reason: &str) -> Event {
+    Event::SdkCheck(SdkCheck {
+        start_ms: at,
+        end_ms: at + 10,
+        region: region_of(node),
+        node: Some(node.into()),
+        slot,
+        outcome: Answer::Answered {
+            revision,
+            reason: reason.into(),
+            allowed: reason == "ALLOW",
+            staleness_seconds: Some(0),
+        },
+    })
+}
+
+/// A check through the SDK in `region` that no node answered in time.
+fn sdk_failed(region: &str, at: Millis) -> Event {
+    Event::SdkCheck(SdkCheck {
+        start_ms: at,
+        end_ms: at + 2_000,
+        region: region.into(),
+        node: None,
+        slot: 1,
+        outcome: Answer::Error {
+            error: "DEADLINE_EXCEEDED: deadline of 2s exceeded".into(),
         },
     })
 }
@@ -145,12 +177,14 @@ fn final_state() -> Final {
             })
             .collect(),
         billed: Some(8),
+        billing_settled: Some(true),
     }
 }
 
 /// A run in which nothing went wrong: two slots written, a cut of eu from
 /// the origin during which slot 0 is revoked, probes in both regions,
-/// consumption within the cap, seats within their count.
+/// checks through the SDK answered in both, consumption within the cap
+/// and billed exactly, seats within their count.
 fn clean() -> Vec<Event> {
     let mut h = vec![Event::Meta(meta())];
     for n in NODES {
@@ -216,6 +250,9 @@ fn clean() -> Vec<Event> {
             },
         }));
     }
+    h.push(sdk_answered("eu-2", 0, 2_600, 11, "ALLOW"));
+    h.push(sdk_answered("eu-3", 1, 4_100, 12, "ALLOW"));
+    h.push(sdk_answered("us-1", 0, 4_200, 12, "REVOKED"));
     for i in 0..8 {
         let region = if i % 2 == 0 { "eu" } else { "us" };
         h.push(consume(
@@ -595,6 +632,8 @@ fn doctored_histories() {
                         ConsumeOutcome::Allowed { revision: 12 },
                     ));
                 }
+                // Billed as allowed: only the cap is broken.
+                final_mut(h).billed = Some(14);
             },
             Caught(CapExceeded),
         ),
@@ -637,6 +676,121 @@ fn doctored_histories() {
             },
             Passes,
         ),
+        // Checks through the SDK.
+        (
+            "an SDK check no node answered is caught where every one must be",
+            |h| h.push(sdk_failed("eu", 5_000)),
+            Caught(SdkCheckFailed),
+        ),
+        (
+            "an SDK check no node answered is counted, not judged, where none must be",
+            |h| {
+                h.push(sdk_failed("eu", 5_000));
+                for e in h.iter_mut() {
+                    if let Event::Meta(m) = e {
+                        m.sdk_checks_must_answer = false;
+                    }
+                }
+            },
+            Passes,
+        ),
+        (
+            "an SDK answer that contradicts its revision is caught like a probe's",
+            // At 12 slot 0 is revoked.
+            |h| h.push(sdk_answered("us-3", 0, 5_000, 12, "ALLOW")),
+            Caught(DecisionAtRevision),
+        ),
+        (
+            "an SDK answer below a revision its node answered before is caught",
+            // us-1 answered 12 at 4_200..4_210 (and its probes 12 by 3_510).
+            |h| h.push(sdk_answered("us-1", 1, 5_000, 11, "ALLOW")),
+            Caught(RevisionWentBack),
+        ),
+        // Billing.
+        (
+            "one unit billed more than the keys allowed is caught",
+            |h| final_mut(h).billed = Some(9),
+            Caught(BillingMismatch),
+        ),
+        (
+            "one unit billed fewer than the keys allowed is caught",
+            |h| final_mut(h).billed = Some(7),
+            Caught(BillingMismatch),
+        ),
+        (
+            "nothing billed while consumptions were allowed is caught",
+            |h| final_mut(h).billed = None,
+            Caught(BillingMismatch),
+        ),
+        (
+            "a key allowed on several nodes is billed once",
+            |h| {
+                for node in ["eu-2", "eu-3"] {
+                    h.push(Event::Consume(Consume {
+                        start_ms: 4_000,
+                        end_ms: 4_005,
+                        region: "eu".into(),
+                        node: node.into(),
+                        key: "eu-0".into(),
+                        outcome: ConsumeOutcome::Allowed { revision: 12 },
+                    }));
+                }
+            },
+            Passes,
+        ),
+        (
+            "a key that never got an answer may have been billed",
+            |h| {
+                h.push(consume(
+                    "eu",
+                    "eu-lost",
+                    4_000,
+                    ConsumeOutcome::Error {
+                        error: "timed out".into(),
+                    },
+                ));
+                final_mut(h).billed = Some(9);
+            },
+            Passes,
+        ),
+        (
+            "a key that never got an answer is billed once at most",
+            |h| {
+                h.push(consume(
+                    "eu",
+                    "eu-lost",
+                    4_000,
+                    ConsumeOutcome::Error {
+                        error: "timed out".into(),
+                    },
+                ));
+                final_mut(h).billed = Some(10);
+            },
+            Caught(BillingMismatch),
+        ),
+        (
+            "a lost answer retried to a denial is not billed",
+            |h| {
+                h.push(consume(
+                    "eu",
+                    "eu-late",
+                    4_000,
+                    ConsumeOutcome::Error {
+                        error: "timed out".into(),
+                    },
+                ));
+                h.push(consume(
+                    "eu",
+                    "eu-late",
+                    8_000,
+                    ConsumeOutcome::Denied {
+                        reason: "USAGE_CAP_REACHED".into(),
+                    },
+                ));
+                final_mut(h).billed = Some(9);
+            },
+            Caught(BillingMismatch),
+        ),
         // Nodes and the run.
         (
             "a node that exits on its own is caught",
@@ -659,6 +813,11 @@ fn a_clean_history_passes_and_is_measured() {
     let s = &report.stats;
     assert_eq!((s.checks_attempted, s.checks_answered), (18, 18));
     assert_eq!(s.availability_percent, 100.0);
+    assert_eq!((s.sdk_checks_attempted, s.sdk_checks_answered), (3, 3));
+    assert_eq!(s.sdk_answered_percent, 100.0);
+    assert_eq!(s.sdk_check_ms_max, Some(10));
+    assert_eq!(s.cap.billed, Some(8));
+    assert_eq!(s.cap.unanswered, 0);
     assert_eq!(s.writes_acked, 3);
     assert_eq!(s.revocations_acked, 1);
     assert_eq!(s.cap.allowed, 8);
@@ -740,4 +899,31 @@ fn elections_are_counted_and_timed_from_the_last_old_leader_to_the_first_new_one
     let us = &report.stats.regions["us"];
     assert_eq!((us.elections, us.election_ms.len()), (0, 0));
     assert_eq!(report.stats.election_ms_max, Some(900));
+}
+
+#[test]
+fn sdk_checks_are_measured_per_region() {
+    let mut h = clean();
+    h.push(sdk_failed("eu", 5_000));
+    h.push(sdk_failed("eu", 7_000));
+    let report = checker::check(&h);
+    let eu = &report.stats.regions["eu"];
+    assert_eq!((eu.sdk_checks_attempted, eu.sdk_checks_answered), (4, 2));
+    assert_eq!(eu.sdk_answered_percent, 50.0);
+    let us = &report.stats.regions["us"];
+    assert_eq!((us.sdk_checks_attempted, us.sdk_checks_answered), (1, 1));
+    assert_eq!(report.stats.sdk_checks_attempted, 5);
+    assert_eq!(report.stats.sdk_answered_percent, 60.0);
+    // One violation per region, naming both checks.
+    let failed: Vec<_> = report
+        .violations
+        .iter()
+        .filter(|v| v.invariant == SdkCheckFailed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].detail.contains("2 check(s)"),
+        "{}",
+        failed[0].detail
+    );
 }

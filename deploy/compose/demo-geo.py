@@ -11,10 +11,14 @@ format 2.0 (https://maxmind.github.io/MaxMind-DB/):
     192.0.2.0/25      DE (EU, BE, Berlin)     192.0.2.128/25   FR (EU)
     198.51.100.0/24   US (NA, CA, San Francisco)
     203.0.113.0/24    JP (AS, 13, Tokyo)      2001:db8::/48 .. 2001:db8:3::/48
+    81.2.69.160/27    GB (EU, ENG, London)    the probe anchor, below
 
 and the demo Anonymous IP database. The node validates both files on load
 (`Reader::verify`, type, probe lookups), so a wrong file is refused, never
-served.
+served. A location database must resolve at least one of a set of
+well-known public addresses (tollgate_geo::PROBE_ADDRESSES), or the node
+refuses it as covering nothing: 81.2.69.160/27 (London, as MaxMind's own
+test databases place it) is that address here, fixtures::PROBE_ANCHOR.
 
 Usage: demo-geo.py OUT_DIR   -> OUT_DIR/demo-city.mmdb, OUT_DIR/demo-anonymous-ip.mmdb
 """
@@ -34,6 +38,7 @@ COUNTRIES = {
     "FR": (3_017_382, "France", True),
     "US": (6_252_001, "United States", None),
     "JP": (1_861_060, "Japan", None),
+    "GB": (2_635_167, "United Kingdom", None),
 }
 CONTINENTS = {
     "EU": (6_255_148, "Europe"),
@@ -51,6 +56,8 @@ DEMO_LOCATIONS = [
     ("2001:db8:1::/48", "US", "NA", ["CA"], "San Francisco"),
     ("2001:db8:2::/48", "JP", "AS", ["13"], "Tokyo"),
     ("2001:db8:3::/48", "FR", "EU", [], None),
+    # fixtures::PROBE_ANCHOR: a real network of the probe set.
+    ("81.2.69.160/27", "GB", "EU", ["ENG"], "London"),
 ]
 
 # (network, vpn, tor_exit_node, public_proxy, residential_proxy, hosting_provider)

@@ -15,13 +15,20 @@ fn countries() -> impl Strategy<Value = std::collections::BTreeSet<CountryCode>>
         .prop_map(|cs| cs.into_iter().map(country).collect())
 }
 
+fn unknown_location() -> impl Strategy<Value = Option<UnknownLocation>> {
+    proptest::option::of(prop_oneof![
+        Just(UnknownLocation::Deny),
+        Just(UnknownLocation::Allow),
+    ])
+}
+
 fn geo_rule() -> impl Strategy<Value = GeoRule> {
-    (countries(), countries(), any::<bool>(), any::<bool>()).prop_map(
-        |(allow, deny, block_anonymous, deny_unknown_location)| GeoRule {
+    (countries(), countries(), any::<bool>(), unknown_location()).prop_map(
+        |(allow, deny, block_anonymous, unknown_location)| GeoRule {
             allow_countries: allow,
             deny_countries: deny,
             block_anonymous,
-            deny_unknown_location,
+            unknown_location,
             ..Default::default()
         },
     )
@@ -154,6 +161,54 @@ proptest! {
         let after = after_s.decide();
         prop_assert!(before.allowed() || !after.allowed(),
             "deny {:?} became {:?}", before.reason, after.reason);
+    }
+
+    #[test]
+    fn letting_unknown_locations_through_never_turns_an_allow_into_a_deny(
+        s in scenario(),
+        target in 0usize..6,
+    ) {
+        let before = s.decide();
+        let mut after_s = s.clone();
+        if let Some(e) = after_s.entitlements.get_mut(target) {
+            e.geo_rule.unknown_location = Some(UnknownLocation::Allow);
+        }
+        let after = after_s.decide();
+        prop_assert!(!before.allowed() || after.allowed(),
+            "allow {:?} became {:?}", before.reason, after.reason);
+    }
+
+    #[test]
+    fn denying_unknown_locations_never_turns_a_deny_into_an_allow(
+        s in scenario(),
+        target in 0usize..6,
+    ) {
+        let before = s.decide();
+        let mut after_s = s.clone();
+        if let Some(e) = after_s.entitlements.get_mut(target) {
+            e.geo_rule.unknown_location = Some(UnknownLocation::Deny);
+        }
+        let after = after_s.decide();
+        prop_assert!(before.allowed() || !after.allowed(),
+            "deny {:?} became {:?}", before.reason, after.reason);
+    }
+
+    #[test]
+    fn an_unknown_location_passes_no_rule_that_names_places_by_default(
+        mut s in scenario(),
+    ) {
+        s = s.located_in(None, None);
+        for e in &mut s.entitlements {
+            if e.geo_rule.unknown_location == Some(UnknownLocation::Allow) {
+                e.geo_rule.unknown_location = None;
+            }
+            if !e.geo_rule.has_location_lists() {
+                e.geo_rule.deny_countries.insert(country("KP"));
+            }
+        }
+        // Every entitlement's own rule now names places and leaves the
+        // unknown location to the default: none can allow.
+        prop_assert!(!s.decide().allowed(), "{:?}", s.decide().reason);
     }
 
     #[test]

@@ -261,17 +261,9 @@ fn geography() {
         Reason::GeoBlocked,
     );
     check(
-        "unknown location passes a deny-list",
-        Scenario::new(vec![no_eu.clone()]).located_in(None, None),
+        "a known location outside a deny-list passes it",
+        Scenario::new(vec![no_eu]).located_in(Some("US"), Some(Continent::NorthAmerica)),
         Reason::Allow,
-    );
-    check(
-        "unless unknown locations are denied",
-        Scenario::new(vec![with(no_eu, |e| {
-            e.geo_rule.deny_unknown_location = true
-        })])
-        .located_in(None, None),
-        Reason::GeoBlocked,
     );
     let not_berlin = with(ent("e1", plan("pro")), |e| {
         e.geo_rule
@@ -311,6 +303,139 @@ fn geography() {
         .insert(country("DE"));
     let d = Scenario::new(vec![ent("e1", plan("pro"))]).decide_with(&catalog);
     assert_eq!(d.reason, Reason::GeoBlocked, "the plan's rule applies");
+}
+
+#[test]
+fn unknown_locations() {
+    let unknown = |e: Entitlement| Scenario::new(vec![e]).located_in(None, None);
+    let rule = |f: fn(&mut GeoRule), unknown_location: Option<UnknownLocation>| {
+        with(ent("e1", plan("pro")), move |e| {
+            f(&mut e.geo_rule);
+            e.geo_rule.unknown_location = unknown_location;
+        })
+    };
+    let deny_ru: fn(&mut GeoRule) = |r| {
+        r.deny_countries.insert(country("RU"));
+    };
+    let deny_asia: fn(&mut GeoRule) = |r| {
+        r.deny_continents.insert(Continent::Asia);
+    };
+    let allow_eu: fn(&mut GeoRule) = |r| {
+        r.allow_continents.insert(Continent::Europe);
+    };
+    let allow_se: fn(&mut GeoRule) = |r| {
+        r.allow_countries.insert(country("SE"));
+    };
+    let no_lists: fn(&mut GeoRule) = |_| {};
+    let anonymous: fn(&mut GeoRule) = |r| r.block_anonymous = true;
+    use UnknownLocation::{Allow, Deny};
+    check(
+        "deny-list, unknown location, default: denied (fail closed)",
+        unknown(rule(deny_ru, None)),
+        Reason::GeoBlocked,
+    );
+    check(
+        "deny-list of continents, unknown location, default: denied",
+        unknown(rule(deny_asia, None)),
+        Reason::GeoBlocked,
+    );
+    check(
+        "deny-list, unknown location, deny",
+        unknown(rule(deny_ru, Some(Deny))),
+        Reason::GeoBlocked,
+    );
+    check(
+        "deny-list, unknown location, allow: passes",
+        unknown(rule(deny_ru, Some(Allow))),
+        Reason::Allow,
+    );
+    check(
+        "deny-list, known location outside it, default: passes",
+        Scenario::new(vec![rule(deny_ru, None)]),
+        Reason::Allow,
+    );
+    check(
+        "deny-list, known location inside it, allow: still denied",
+        Scenario::new(vec![rule(deny_ru, Some(Allow))])
+            .located_in(Some("RU"), Some(Continent::Europe)),
+        Reason::GeoBlocked,
+    );
+    check(
+        "allow-list, unknown location, default: denied",
+        unknown(rule(allow_eu, None)),
+        Reason::GeoBlocked,
+    );
+    check(
+        "allow-list, unknown location, deny",
+        unknown(rule(allow_se, Some(Deny))),
+        Reason::GeoBlocked,
+    );
+    check(
+        "allow-list, unknown location, allow: passes",
+        unknown(rule(allow_se, Some(Allow))),
+        Reason::Allow,
+    );
+    check(
+        "allow-list, known location outside it, allow: still denied",
+        Scenario::new(vec![rule(allow_se, Some(Allow))])
+            .located_in(Some("US"), Some(Continent::NorthAmerica)),
+        Reason::GeoBlocked,
+    );
+    check(
+        "no lists, unknown location, default: location not looked at",
+        unknown(rule(no_lists, None)),
+        Reason::Allow,
+    );
+    check(
+        "no lists, unknown location, deny: the location must be known",
+        unknown(rule(no_lists, Some(Deny))),
+        Reason::GeoBlocked,
+    );
+    check(
+        "no lists, known location, deny: passes",
+        Scenario::new(vec![rule(no_lists, Some(Deny))]),
+        Reason::Allow,
+    );
+    check(
+        "block_anonymous only, unknown location, default: passes",
+        unknown(rule(anonymous, None)),
+        Reason::Allow,
+    );
+    let mut vpn = unknown(rule(deny_ru, Some(Allow)));
+    vpn.geo.anonymous = Some(AnonymousNetwork {
+        vpn: true,
+        ..Default::default()
+    });
+    vpn.entitlements[0].geo_rule.block_anonymous = true;
+    check(
+        "unknown location let through still meets block_anonymous",
+        vpn,
+        Reason::AnonymousNetworkBlocked,
+    );
+    let mut catalog = catalog();
+    catalog
+        .plans
+        .get_mut("pro")
+        .unwrap()
+        .geo_rule
+        .deny_countries
+        .insert(country("RU"));
+    let d = unknown(rule(no_lists, Some(Allow))).decide_with(&catalog);
+    assert_eq!(
+        d.reason,
+        Reason::GeoBlocked,
+        "rules stack: the plan's deny-list denies an unknown location \
+         whatever the entitlement's own rule allows"
+    );
+    let d = Scenario::new(vec![ent("e1", plan("enterprise"))])
+        .feature("ai")
+        .located_in(None, None)
+        .decide();
+    assert_eq!(
+        d.reason,
+        Reason::GeoBlocked,
+        "the feature's deny-list denies an unknown location on every plan"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@ use crate::snapshot::chunk;
 use crate::{ChangeSource, FeedError, BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tollgate_model::UnixSeconds;
 use tollgate_proto::convert::{endorsed_key_set_to_proto, FeedMessage, Subscription};
@@ -42,6 +42,7 @@ pub struct FeedService<S> {
     source: Arc<S>,
     keys: Arc<RwLock<KeyRing>>,
     config: FeedConfig,
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl<S: ChangeSource> FeedService<S> {
@@ -50,7 +51,16 @@ impl<S: ChangeSource> FeedService<S> {
             source,
             keys,
             config,
+            stop: None,
         }
+    }
+
+    /// Ends every stream with UNAVAILABLE when `stop` is set (the node is
+    /// shutting down), so subscribers reconnect to another origin node at
+    /// once instead of waiting for a heartbeat to go missing.
+    pub fn with_stop(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     pub fn into_server(self) -> pb::changefeed_server::ChangefeedServer<Self> {
@@ -229,11 +239,24 @@ impl<S: ChangeSource> Changefeed for FeedService<S> {
         let (tx, rx) = mpsc::channel(self.config.channel_capacity.max(1));
         let (source, keys, config) = (self.source.clone(), self.keys.clone(), self.config.clone());
         let subscriber = req.subscriber;
+        let mut stop = self.stop.clone();
         tokio::spawn(async move {
             let error_tx = tx.clone();
-            if let Err(status) =
-                stream(source, keys, config, req.from_revision, batch_records, tx).await
-            {
+            let streamed = stream(source, keys, config, req.from_revision, batch_records, tx);
+            let stopping = async {
+                match stop.as_mut() {
+                    // An error means the sender is gone: stopping too.
+                    Some(stop) => drop(stop.wait_for(|s| *s).await),
+                    None => std::future::pending().await,
+                }
+            };
+            let ended = tokio::select! {
+                ended = streamed => ended,
+                () = stopping => Err(Status::unavailable(
+                    "this origin node is shutting down; reconnect to another",
+                )),
+            };
+            if let Err(status) = ended {
                 tracing::warn!(%subscriber, error = %status.message(), "Changefeed stream ended with an error.");
                 let _ = error_tx.send(Err(status)).await;
             }

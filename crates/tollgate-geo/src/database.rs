@@ -4,25 +4,21 @@
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::Path;
 
-use maxminddb::Reader;
-use serde::{Deserialize, Deserializer, Serialize};
-use tollgate_model::{
-    AnonymousNetwork, Continent, CountryCode, GeoFacts, ModelError, SubdivisionCode,
-};
+use maxminddb::{MaxMindDbError, Reader};
+use serde::{Deserialize, Serialize};
+use tollgate_model::{AnonymousNetwork, GeoFacts};
 
+use crate::probe::{verify_without_description, LocationProbe, PROBE_ADDRESSES};
+use crate::record::{AnonymousRecord, Location, LocationRecord, RecordShape};
 use crate::GeoError;
 
 /// Default for the most bytes one database file may hold. The largest
 /// MaxMind product (GeoIP2-City) is well under 200 MiB; 512 MiB leaves room
 /// for growth and still bounds what a bad file can make us allocate.
 pub const FILE_SIZE_BYTES_MAX_DEFAULT: u64 = 512 * 1024 * 1024;
-
-/// Most subdivisions one record may list. MaxMind lists at most two
-/// (e.g. `GB-ENG`, `GB-WBK`); more is a corrupt or hostile record.
-pub const SUBDIVISIONS_LEN_MAX: usize = 8;
 
 /// The database type of MaxMind's Anonymous IP database, the only type the
 /// anonymous slot accepts.
@@ -141,23 +137,34 @@ impl GeoDatabase {
                 size_bytes_max,
             });
         }
-        let reader = match Reader::from_source(bytes) {
-            Ok(reader) => reader,
-            Err(source) => return Err(GeoError::Invalid { origin, source }),
+        let invalid = |origin: &str, source| GeoError::Invalid {
+            origin: origin.to_owned(),
+            source,
         };
+        // Checked on a reader that borrows the bytes, which the checks of a
+        // file without a description read; the reader kept owns them.
+        let checked =
+            Reader::from_source(bytes.as_slice()).map_err(|source| invalid(&origin, source))?;
         // Integrity first, type second: a corrupt file is reported as
         // corrupt whatever it claims to be. verify() walks the whole tree
         // and data section, with work bounded by the file size, so
         // corruption is found now rather than by one unlucky lookup later.
-        if let Err(source) = reader.verify() {
-            return Err(GeoError::Invalid { origin, source });
+        let metadata = checked.metadata();
+        if metadata.description.is_empty() {
+            // verify() would stop at the empty description, before the
+            // tree and the data; see verify_without_description.
+            verify_without_description(&checked, &bytes)
+                .map_err(|source| invalid(&origin, source))?;
+        } else {
+            checked
+                .verify()
+                .map_err(|source| invalid(&origin, source))?;
         }
-        let metadata = reader.metadata();
         // MaxMind's own readers treat a build time past what a timestamp
         // can hold as corrupt metadata; so do we.
-        if let Err(source) = metadata.build_time() {
-            return Err(GeoError::Invalid { origin, source });
-        }
+        metadata
+            .build_time()
+            .map_err(|source| invalid(&origin, source))?;
         if !kind.accepts(&metadata.database_type) {
             return Err(GeoError::WrongType {
                 origin,
@@ -174,42 +181,105 @@ impl GeoDatabase {
             size_bytes,
             origin,
         };
+        drop(checked);
+        let reader = Reader::from_source(bytes).map_err(|source| invalid(&info.origin, source))?;
         let database = GeoDatabase { reader, info };
-        database.probe()?;
+        match kind {
+            DatabaseKind::Location => database.probe_location()?,
+            DatabaseKind::AnonymousIp => database.probe_anonymous()?,
+        }
         Ok(database)
     }
 
-    /// Decodes the records of a few addresses through the same code path as
-    /// real lookups, so a database whose records our schema cannot read is
-    /// refused at load, not at the first check.
-    fn probe(&self) -> Result<(), GeoError> {
-        let mut probes = vec![
-            IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1)),
-            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-        ];
-        if self.info.ip_version == 6 {
-            probes.push(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)));
-        }
-        for ip in probes {
-            let outcome = match self.info.kind {
-                DatabaseKind::Location => self.location(ip).map(drop),
-                DatabaseKind::AnonymousIp => self.anonymous(ip).map(drop),
+    /// Looks up [`PROBE_ADDRESSES`] through the same code path as real
+    /// lookups and refuses a database whose records our schema cannot
+    /// read, that resolves none of them, or whose records lack a field
+    /// geo rules read (the rule is on [`PROBE_ADDRESSES`]): served, such a
+    /// file would answer "location unknown" for every caller, and every
+    /// geo rule would decide on that instead of on where callers are.
+    fn probe_location(&self) -> Result<(), GeoError> {
+        let mut probe = LocationProbe::default();
+        for &ip in self.probe_addresses() {
+            probe.looked_up(ip);
+            let result = self
+                .reader
+                .lookup(ip)
+                .map_err(|source| self.invalid(source))?;
+            if !result.has_data() {
+                continue;
+            }
+            // What the record is, for the messages only (a record that
+            // cannot even be described goes undescribed): the decode below,
+            // the one lookups do, gives the verdict.
+            let shape = result.decode::<RecordShape>().ok().flatten();
+            let record = match result.decode::<LocationRecord<'_>>() {
+                Ok(Some(record)) => record,
+                Ok(None) => continue,
+                Err(source) => return Err(self.unreadable(ip, shape, source)),
             };
-            match outcome {
-                Ok(()) => {}
-                Err(GeoError::Lookup { source, .. }) => {
-                    return Err(GeoError::Invalid {
-                        origin: self.info.origin.clone(),
-                        source,
-                    })
-                }
-                // A malformed code in one record is that record's problem,
-                // reported by its lookups; it does not make the file invalid.
-                Err(GeoError::BadRecord { .. }) => {}
+            let present = record.fields_present();
+            let location = record
+                .into_location(ip)
+                .map(|location| location.country.is_some());
+            probe.found(ip, present, shape, location);
+        }
+        probe.verdict(&self.info.origin, &self.info.database_type)
+    }
+
+    /// Decodes the records of the probe addresses through the same code
+    /// path as real lookups, so a database whose records our schema cannot
+    /// read is refused at load, not at the first check. An Anonymous IP
+    /// database lists few addresses (a clean address has no record), so
+    /// there is no coverage to ask of it.
+    fn probe_anonymous(&self) -> Result<(), GeoError> {
+        for &ip in self.probe_addresses() {
+            match self.anonymous(ip) {
+                Ok(_) => {}
+                Err(GeoError::Lookup { source, .. }) => return Err(self.invalid(source)),
                 Err(other) => return Err(other),
             }
         }
         Ok(())
+    }
+
+    /// The probe addresses this database's IP version can hold.
+    fn probe_addresses(&self) -> impl Iterator<Item = &'static IpAddr> + '_ {
+        PROBE_ADDRESSES
+            .iter()
+            .filter(|ip| ip.is_ipv4() || self.info.ip_version == 6)
+    }
+
+    fn invalid(&self, source: MaxMindDbError) -> GeoError {
+        GeoError::Invalid {
+            origin: self.info.origin.clone(),
+            source,
+        }
+    }
+
+    /// A probe record that does not decode in MaxMind's layout: a schema
+    /// problem when the decoder says the types differ (the file already
+    /// passed verification), corruption otherwise.
+    fn unreadable(
+        &self,
+        ip: IpAddr,
+        shape: Option<RecordShape>,
+        source: MaxMindDbError,
+    ) -> GeoError {
+        if !matches!(source, MaxMindDbError::Decoding { .. }) {
+            return self.invalid(source);
+        }
+        let found = match shape {
+            Some(RecordShape::Map(keys)) if !keys.is_empty() => {
+                format!("; found keys: {}", keys.join(", "))
+            }
+            Some(RecordShape::Map(_)) => "; found an empty map".to_owned(),
+            Some(RecordShape::Other(what)) => format!("; found {what}"),
+            None => String::new(),
+        };
+        GeoError::Schema {
+            origin: self.info.origin.clone(),
+            problem: format!("the record of {ip} cannot be read in that layout: {source}{found}"),
+        }
     }
 
     pub fn info(&self) -> &DatabaseInfo {
@@ -301,136 +371,6 @@ pub fn read_file_bounded(path: &Path, size_bytes_max: u64) -> Result<Vec<u8>, Ge
         });
     }
     Ok(bytes)
-}
-
-/// Country, continent and subdivisions of one address.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Location {
-    pub country: Option<CountryCode>,
-    pub continent: Option<Continent>,
-    /// Most general first, each `COUNTRY-CODE`.
-    pub subdivisions: Vec<SubdivisionCode>,
-}
-
-impl Location {
-    pub(crate) fn apply_to(self, facts: &mut GeoFacts) {
-        facts.country = self.country;
-        facts.continent = self.continent;
-        facts.subdivisions = self.subdivisions;
-    }
-}
-
-// The slice of MaxMind's City/Country record layout that geo rules use.
-// Field names are MaxMind's; everything else in the record is skipped.
-#[derive(Deserialize)]
-struct LocationRecord<'a> {
-    #[serde(borrow, default)]
-    country: Option<IsoCodeRecord<'a>>,
-    #[serde(borrow, default)]
-    continent: Option<ContinentRecord<'a>>,
-    #[serde(borrow, default, deserialize_with = "bounded_subdivisions")]
-    subdivisions: Vec<IsoCodeRecord<'a>>,
-}
-
-#[derive(Deserialize)]
-struct IsoCodeRecord<'a> {
-    #[serde(borrow, default)]
-    iso_code: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-struct ContinentRecord<'a> {
-    #[serde(borrow, default)]
-    code: Option<&'a str>,
-}
-
-fn bounded_subdivisions<'de, D>(deserializer: D) -> Result<Vec<IsoCodeRecord<'de>>, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    struct Bounded;
-    impl<'de> serde::de::Visitor<'de> for Bounded {
-        type Value = Vec<IsoCodeRecord<'de>>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "an array of at most {SUBDIVISIONS_LEN_MAX} subdivisions")
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(item) = seq.next_element::<IsoCodeRecord<'de>>()? {
-                if out.len() == SUBDIVISIONS_LEN_MAX {
-                    return Err(serde::de::Error::custom(format!(
-                        "more than {SUBDIVISIONS_LEN_MAX} subdivisions"
-                    )));
-                }
-                out.push(item);
-            }
-            Ok(out)
-        }
-    }
-    deserializer.deserialize_seq(Bounded)
-}
-
-impl LocationRecord<'_> {
-    fn into_location(self, ip: IpAddr) -> Result<Location, GeoError> {
-        let bad = |field, source| GeoError::BadRecord { ip, field, source };
-        let country = match self.country.and_then(|c| c.iso_code) {
-            Some(code) => Some(CountryCode::new(code).map_err(|e| bad("country.iso_code", e))?),
-            None => None,
-        };
-        let continent = match self.continent.and_then(|c| c.code) {
-            Some(code) => Some(Continent::from_code(code).map_err(|e| bad("continent.code", e))?),
-            None => None,
-        };
-        let mut subdivisions = Vec::with_capacity(self.subdivisions.len());
-        for local in self.subdivisions.iter().filter_map(|s| s.iso_code) {
-            let Some(country) = country else {
-                // A subdivision code means nothing without its country, and
-                // dropping it silently could slip past a deny-list.
-                return Err(bad(
-                    "subdivisions",
-                    ModelError::Invalid {
-                        field: "subdivisions",
-                        reason: "record lists subdivisions but no country".to_owned(),
-                    },
-                ));
-            };
-            subdivisions.push(
-                SubdivisionCode::from_parts(country, local)
-                    .map_err(|e| bad("subdivisions.iso_code", e))?,
-            );
-        }
-        Ok(Location {
-            country,
-            continent,
-            subdivisions,
-        })
-    }
-}
-
-// MaxMind's Anonymous IP record: only the flags that are true are present.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct AnonymousRecord {
-    is_anonymous_vpn: bool,
-    is_tor_exit_node: bool,
-    is_public_proxy: bool,
-    is_residential_proxy: bool,
-    is_hosting_provider: bool,
-}
-
-impl AnonymousRecord {
-    fn into_network(self) -> AnonymousNetwork {
-        AnonymousNetwork {
-            vpn: self.is_anonymous_vpn,
-            tor_exit_node: self.is_tor_exit_node,
-            public_proxy: self.is_public_proxy,
-            residential_proxy: self.is_residential_proxy,
-            hosting_provider: self.is_hosting_provider,
-        }
-    }
 }
 
 /// Builds [`GeoFacts`] from a location database and an optional anonymous

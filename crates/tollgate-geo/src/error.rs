@@ -8,8 +8,9 @@ use tollgate_model::ModelError;
 
 /// Everything that can go wrong loading a MaxMind database or resolving an
 /// address with one. Loading errors (`Io`, `TooLarge`, `Invalid`,
-/// `WrongType`) reject a file; lookup errors (`Lookup`, `BadRecord`) fail
-/// one lookup and leave the database in service.
+/// `WrongType`, `NoCoverage`, `Schema`) reject a file; lookup errors
+/// (`Lookup`, `BadRecord`) fail one lookup and leave the database in
+/// service.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GeoError {
@@ -49,6 +50,35 @@ pub enum GeoError {
         origin: String,
         expected: &'static str,
         found: String,
+    },
+
+    /// A valid location database that has no record for any address of the
+    /// probe set (well-known public networks on every continent, and those
+    /// MaxMind's own test databases list): an empty file, or one that is
+    /// not a database of the public Internet's addresses. Served, it would
+    /// resolve every caller to an unknown location.
+    #[error(
+        "geo database {origin} has no record for any of the {probed} well-known public \
+         addresses it was probed with ({examples}): expected a database of the public \
+         Internet's addresses, found one that resolves none of them"
+    )]
+    NoCoverage {
+        origin: String,
+        probed: usize,
+        /// A few of the probe addresses, for the message.
+        examples: String,
+    },
+
+    /// A valid location database whose records lack the fields geo rules
+    /// read (`country.iso_code`, `continent.code`, and for a City database
+    /// `subdivisions[].iso_code`), or cannot be read in MaxMind's City and
+    /// Country layout: e.g. a flat `country_code`. Served, it would
+    /// resolve every caller to an unknown location.
+    #[error("geo database {origin} does not have MaxMind's City/Country record layout: {problem}")]
+    Schema {
+        origin: String,
+        /// What was expected and what was found.
+        problem: String,
     },
 
     /// The reader failed to find or decode the record of one address.
@@ -96,6 +126,8 @@ impl GeoError {
             GeoError::TooLarge { .. } => "GEO_DB_TOO_LARGE",
             GeoError::Invalid { .. } => "GEO_DB_INVALID",
             GeoError::WrongType { .. } => "GEO_DB_WRONG_TYPE",
+            GeoError::NoCoverage { .. } => "GEO_DB_NO_COVERAGE",
+            GeoError::Schema { .. } => "GEO_DB_SCHEMA",
             GeoError::Lookup { .. } => "GEO_LOOKUP_FAILED",
             GeoError::BadRecord { .. } => "GEO_RECORD_MALFORMED",
             #[cfg(feature = "fixtures")]

@@ -5,6 +5,11 @@
 //! `subdivisions[].iso_code`, `is_anonymous_vpn`, ...), with names and
 //! geoname ids as real files have them, so the lookup code that reads them
 //! is the code that reads GeoIP2 and GeoLite2 files.
+//!
+//! A location database is served only if it resolves at least one of
+//! [`crate::PROBE_ADDRESSES`]; one built around documentation ranges
+//! alone resolves none and is refused. [`PROBE_ANCHOR`] is a real network
+//! of the probe set to add to such a fixture; the demo geography has it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -37,8 +42,19 @@ pub struct FixturePlace<'a> {
     pub city: Option<&'a str>,
 }
 
+/// A real public network in [`crate::PROBE_ADDRESSES`] (81.2.69.160),
+/// placed as MaxMind's own test databases place it: London, England. Add it
+/// to a fixture whose other networks are documentation ranges, so that the
+/// fixture resolves a probe address and loads like a database of the world.
+pub const PROBE_ANCHOR: (&str, FixturePlace<'static>) = (
+    "81.2.69.160/27",
+    place("GB", "EU", &["ENG"], Some("London")),
+);
+
 /// The demo geography: documentation address ranges (RFC 5737, RFC 3849),
-/// which no real caller has, mapped to a few places.
+/// which no real caller has, mapped to a few places, and [`PROBE_ANCHOR`]
+/// (a real network, in London), without which the database would be
+/// refused for resolving none of the probe addresses.
 pub const DEMO_LOCATIONS: &[(&str, FixturePlace<'static>)] = &[
     ("192.0.2.0/25", place("DE", "EU", &["BE"], Some("Berlin"))),
     ("192.0.2.128/25", place("FR", "EU", &[], None)),
@@ -54,6 +70,7 @@ pub const DEMO_LOCATIONS: &[(&str, FixturePlace<'static>)] = &[
     ),
     ("2001:db8:2::/48", place("JP", "AS", &["13"], Some("Tokyo"))),
     ("2001:db8:3::/48", place("FR", "EU", &[], None)),
+    PROBE_ANCHOR,
 ];
 
 /// The demo anonymous networks, inside the demo geography.
@@ -228,9 +245,15 @@ fn continent_record(code: &str) -> ContinentRecord {
     }
 }
 
-fn writer(database_type: &str, build_epoch_seconds: u64, description: &str) -> Writer {
+/// `description: None` writes an empty description map, as writers other
+/// than MaxMind's do.
+fn writer(database_type: &str, build_epoch_seconds: u64, description: Option<&str>) -> Writer {
+    let description: &[(&str, &str)] = match &description {
+        Some(text) => &[("en", text)],
+        None => &[],
+    };
     Writer::builder(database_type)
-        .description(&[("en", description)])
+        .description(description)
         .build_epoch(UNIX_EPOCH + Duration::from_secs(build_epoch_seconds))
         .build()
 }
@@ -243,18 +266,39 @@ fn network(text: &str) -> Result<IpNet, GeoError> {
         })
 }
 
-/// A location database with MaxMind's City layout. `database_type` is
-/// written as given, so tests can build one of the wrong type too.
+/// A location database with MaxMind's City layout, holding exactly
+/// `places` (add [`PROBE_ANCHOR`] for one that must load). `database_type`
+/// is written as given, so tests can build one of the wrong type too.
 pub fn location_db(
     database_type: &str,
     build_epoch_seconds: u64,
     places: &[(&str, FixturePlace<'_>)],
 ) -> Result<Vec<u8>, GeoError> {
-    let mut writer = writer(
+    location_db_described(
         database_type,
         build_epoch_seconds,
-        "Tollgate fixture location database",
-    );
+        Some("Tollgate fixture location database"),
+        places,
+    )
+}
+
+/// [`location_db`] with an empty metadata description, as databases from
+/// writers other than MaxMind's have.
+pub fn location_db_without_description(
+    database_type: &str,
+    build_epoch_seconds: u64,
+    places: &[(&str, FixturePlace<'_>)],
+) -> Result<Vec<u8>, GeoError> {
+    location_db_described(database_type, build_epoch_seconds, None, places)
+}
+
+fn location_db_described(
+    database_type: &str,
+    build_epoch_seconds: u64,
+    description: Option<&str>,
+    places: &[(&str, FixturePlace<'_>)],
+) -> Result<Vec<u8>, GeoError> {
+    let mut writer = writer(database_type, build_epoch_seconds, description);
     for (net, place) in places {
         let record = CityRecord {
             city: place.city.map(|name| Names { names: en(name) }),
@@ -289,7 +333,7 @@ pub fn anonymous_ip_db(
     let mut writer = writer(
         database_type,
         build_epoch_seconds,
-        "Tollgate fixture anonymous IP database",
+        Some("Tollgate fixture anonymous IP database"),
     );
     for (net, flags) in networks {
         let record = AnonymousRecord {
@@ -302,6 +346,25 @@ pub fn anonymous_ip_db(
         };
         writer
             .insert(network(net)?, &record)
+            .map_err(|source| GeoError::Fixture { source })?;
+    }
+    writer
+        .to_bytes()
+        .map_err(|source| GeoError::Fixture { source })
+}
+
+/// A MaxMind-format database of any records: another vendor's layout, a
+/// broken one. `description: None` writes an empty description map.
+pub fn records_db<T: Serialize>(
+    database_type: &str,
+    build_epoch_seconds: u64,
+    description: Option<&str>,
+    records: &[(&str, T)],
+) -> Result<Vec<u8>, GeoError> {
+    let mut writer = writer(database_type, build_epoch_seconds, description);
+    for (net, record) in records {
+        writer
+            .insert(network(net)?, record)
             .map_err(|source| GeoError::Fixture { source })?;
     }
     writer

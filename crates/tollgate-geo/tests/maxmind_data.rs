@@ -306,12 +306,28 @@ fn every_malformed_file_is_refused_at_load() {
                 Err(GeoError::Invalid { source, .. }) => {
                     println!("{kind:>12} {name}: refused as invalid: {source}");
                 }
+                Err(GeoError::WrongType { found, .. })
+                    if SOUND_BUT_UNDESCRIBED.contains(&name) && found == "Test" =>
+                {
+                    println!("{kind:>12} {name}: sound, refused as of type {found:?}");
+                }
                 Err(other) => panic!("{kind} slot refused {name} for the wrong reason: {other}"),
                 Ok(db) => panic!("{kind} slot accepted malformed {name}: {:?}", db.info()),
             }
         }
     }
 }
+
+/// Files of the bad-data collection whose only fault, by maxminddb's own
+/// `Reader::verify`, is an empty metadata description (given one, verify()
+/// accepts them: libmaxminddb keeps them for bugs of its own). An empty
+/// description is no reason to refuse a file, so they pass the integrity
+/// checks and are refused for their type, "Test".
+const SOUND_BUT_UNDESCRIBED: [&str; 3] = [
+    "libmaxminddb--libmaxminddb-corrupt-search-tree.mmdb",
+    "libmaxminddb--libmaxminddb-empty-array-last-in-metadata.mmdb",
+    "libmaxminddb--libmaxminddb-empty-map-last-in-metadata.mmdb",
+];
 
 #[test]
 fn every_malformed_file_is_refused_on_reload_and_the_good_database_kept() {

@@ -17,20 +17,24 @@ use tracing::info;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A City database that puts all of 192.0.2.0/24 in `country`.
+/// A City database that puts all of 192.0.2.0/24 in `country` (and the
+/// probe anchor in London, so that it loads).
 fn city(country: &str, continent: &str) -> Vec<u8> {
     fixtures::location_db(
         "GeoIP2-City",
         1_700_000_000,
-        &[(
-            "192.0.2.0/24",
-            FixturePlace {
-                country,
-                continent,
-                subdivisions: &[],
-                city: None,
-            },
-        )],
+        &[
+            (
+                "192.0.2.0/24",
+                FixturePlace {
+                    country,
+                    continent,
+                    subdivisions: &[],
+                    city: None,
+                },
+            ),
+            fixtures::PROBE_ANCHOR,
+        ],
     )
     .unwrap()
 }

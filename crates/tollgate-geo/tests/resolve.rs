@@ -371,6 +371,7 @@ fn a_bad_record_fails_its_own_lookup_only() {
                 city: None,
             },
         ),
+        fixtures::PROBE_ANCHOR,
     ];
     let bytes = fixtures::location_db("GeoIP2-City", 1, &places).unwrap();
     let db = GeoDatabase::from_bytes(DatabaseKind::Location, bytes, "bad-records", LIMIT).unwrap();

@@ -259,13 +259,19 @@ impl From<&Grant> for LicenseGrant {
 }
 
 /// Geo rules written without their empty lists and false flags: the model's
-/// `GeoRule` writes all eight fields, which in a token is mostly `[]` and
+/// `GeoRule` writes every list and flag, which in a token is mostly `[]` and
 /// `false` on every request. Reading back uses the model's own
 /// `Deserialize`, whose `#[serde(default)]` fills in what is left out.
+///
+/// An explicit `unknown_location: "deny"` keeps its older spelling,
+/// `deny_unknown_location: true`, which the model still reads: a token
+/// outlives the SDK that verifies it, and SDKs from before
+/// `unknown_location` refuse claims with a field they do not know. Only
+/// `"allow"`, which they cannot express, is written as `unknown_location`.
 mod compact_geo {
     use serde::{Serialize, Serializer};
     use std::collections::BTreeSet;
-    use tollgate_model::{Continent, CountryCode, GeoRule, SubdivisionCode};
+    use tollgate_model::{Continent, CountryCode, GeoRule, SubdivisionCode, UnknownLocation};
 
     #[derive(Serialize)]
     struct Compact<'a> {
@@ -285,6 +291,8 @@ mod compact_geo {
         block_anonymous: bool,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         deny_unknown_location: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unknown_location: Option<UnknownLocation>,
     }
 
     fn compact(rule: &GeoRule) -> Compact<'_> {
@@ -298,7 +306,7 @@ mod compact_geo {
             allow_subdivisions,
             deny_subdivisions,
             block_anonymous,
-            deny_unknown_location,
+            unknown_location,
         } = rule;
         Compact {
             allow_countries,
@@ -308,7 +316,8 @@ mod compact_geo {
             allow_subdivisions,
             deny_subdivisions,
             block_anonymous: *block_anonymous,
-            deny_unknown_location: *deny_unknown_location,
+            deny_unknown_location: *unknown_location == Some(UnknownLocation::Deny),
+            unknown_location: unknown_location.filter(|u| *u == UnknownLocation::Allow),
         }
     }
 
@@ -553,7 +562,7 @@ mod tests {
 
     #[test]
     fn geo_rules_round_trip_compactly() {
-        use tollgate_model::{Continent, CountryCode, SubdivisionCode};
+        use tollgate_model::{Continent, CountryCode, SubdivisionCode, UnknownLocation};
         let full = GeoRule {
             allow_countries: [CountryCode::new("DE").unwrap()].into(),
             deny_countries: [CountryCode::new("KP").unwrap()].into(),
@@ -562,7 +571,12 @@ mod tests {
             allow_subdivisions: [SubdivisionCode::new("US-CA").unwrap()].into(),
             deny_subdivisions: [SubdivisionCode::new("GB-ENG").unwrap()].into(),
             block_anonymous: true,
-            deny_unknown_location: true,
+            unknown_location: Some(UnknownLocation::Deny),
+        };
+        let allow_unknown = GeoRule {
+            deny_countries: [CountryCode::new("KP").unwrap()].into(),
+            unknown_location: Some(UnknownLocation::Allow),
+            ..GeoRule::default()
         };
         let deny_only = GeoRule {
             deny_countries: [CountryCode::new("KP").unwrap()].into(),
@@ -575,7 +589,7 @@ mod tests {
             geo_rule: Some(rule),
             offline_policy: None,
         };
-        for rule in [full, deny_only.clone()] {
+        for rule in [full.clone(), allow_unknown.clone(), deny_only.clone()] {
             let json = serde_json::to_string(&feature(rule.clone())).unwrap();
             let back: LicenseFeature = serde_json::from_str(&json).unwrap();
             assert_eq!(back.geo_rule, Some(rule), "{json}");
@@ -583,6 +597,18 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&feature(deny_only)).unwrap(),
             r#"{"feature":"f","geo_rule":{"deny_countries":["KP"]}}"#
+        );
+        // An explicit deny keeps the spelling older SDKs read; only
+        // "allow" needs the new field.
+        let json = serde_json::to_string(&feature(full)).unwrap();
+        assert!(
+            json.contains(r#""deny_unknown_location":true"#)
+                && !json.contains(r#""unknown_location""#),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::to_string(&feature(allow_unknown)).unwrap(),
+            r#"{"feature":"f","geo_rule":{"deny_countries":["KP"],"unknown_location":"allow"}}"#
         );
     }
 }

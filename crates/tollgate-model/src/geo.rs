@@ -193,20 +193,55 @@ impl fmt::Debug for SubdivisionCode {
     }
 }
 
+/// What a [`GeoRule`] does with a caller whose location is unknown: no
+/// address given, an address the location database does not list, no
+/// database loaded, or a lookup that failed. "Unknown" means nothing at all
+/// is known (no country, continent or subdivision).
+#[derive(
+    utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownLocation {
+    /// Blocked (`GEO_BLOCKED`). Also under a rule without location lists:
+    /// the caller's location must then be known.
+    Deny,
+    /// Passes the location lists: deny-lists cannot match it and
+    /// allow-lists are not asked. `block_anonymous` still applies.
+    Allow,
+}
+
 /// Geographic limits on a feature, a plan, an add-on or one entitlement.
 ///
 /// Semantics (the engine implements them, documented here so both agree):
 /// - A deny-list match always blocks, whatever the allow-lists say.
 /// - When any allow-list is non-empty, the location must match at least one
-///   allowed country, continent or subdivision. An unknown location cannot
-///   prove that, so it is blocked.
-/// - With deny-lists only, an unknown location passes unless
-///   `deny_unknown_location` is set.
+///   allowed country, continent or subdivision.
+/// - An unknown location (nothing known: no country, continent or
+///   subdivision) gets `unknown_location`. Unset, the default fails closed
+///   for compliance use: a rule with any location list (allow or deny)
+///   denies it, so a deny-list of sanctioned countries does not let through
+///   a caller the node could not place; a rule without location lists does
+///   not look at location. `"allow"` lets unknown locations through the
+///   lists; `"deny"` blocks them even under a rule without lists.
 /// - `block_anonymous` blocks callers that the anonymous-IP data marks as
 ///   anonymous. Without such data the caller is not known to be anonymous
 ///   and passes: the rule cannot be stricter than the databases loaded.
+///
+/// Stored data and clients from before `unknown_location` may still send
+/// the boolean `deny_unknown_location`: `true` reads as
+/// `unknown_location: "deny"`, `false` as unset. Setting both is refused.
 #[derive(utoipa::ToSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, try_from = "GeoRuleFields")]
 pub struct GeoRule {
     pub allow_countries: BTreeSet<CountryCode>,
     pub deny_countries: BTreeSet<CountryCode>,
@@ -215,24 +250,93 @@ pub struct GeoRule {
     pub allow_subdivisions: BTreeSet<SubdivisionCode>,
     pub deny_subdivisions: BTreeSet<SubdivisionCode>,
     pub block_anonymous: bool,
-    pub deny_unknown_location: bool,
+    /// What a caller whose location is unknown gets. Unset (or null):
+    /// denied by a rule with any location list, not looked at by one
+    /// without.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_location: Option<UnknownLocation>,
+}
+
+/// What a [`GeoRule`] reads as: its fields plus the older
+/// `deny_unknown_location`, which must not come with `unknown_location`.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct GeoRuleFields {
+    allow_countries: BTreeSet<CountryCode>,
+    deny_countries: BTreeSet<CountryCode>,
+    allow_continents: BTreeSet<Continent>,
+    deny_continents: BTreeSet<Continent>,
+    allow_subdivisions: BTreeSet<SubdivisionCode>,
+    deny_subdivisions: BTreeSet<SubdivisionCode>,
+    block_anonymous: bool,
+    unknown_location: Option<UnknownLocation>,
+    deny_unknown_location: Option<bool>,
+}
+
+impl TryFrom<GeoRuleFields> for GeoRule {
+    type Error = ModelError;
+
+    fn try_from(f: GeoRuleFields) -> Result<Self, ModelError> {
+        let unknown_location = match (f.unknown_location, f.deny_unknown_location) {
+            (Some(_), Some(_)) => {
+                return Err(ModelError::Invalid {
+                    field: "geo_rule.unknown_location",
+                    reason: "set together with the older deny_unknown_location; \
+                             set unknown_location (\"deny\" or \"allow\") only"
+                        .to_owned(),
+                })
+            }
+            (Some(u), None) => Some(u),
+            (None, Some(true)) => Some(UnknownLocation::Deny),
+            (None, Some(false) | None) => None,
+        };
+        Ok(GeoRule {
+            allow_countries: f.allow_countries,
+            deny_countries: f.deny_countries,
+            allow_continents: f.allow_continents,
+            deny_continents: f.deny_continents,
+            allow_subdivisions: f.allow_subdivisions,
+            deny_subdivisions: f.deny_subdivisions,
+            block_anonymous: f.block_anonymous,
+            unknown_location,
+        })
+    }
 }
 
 impl GeoRule {
     /// True when the rule restricts nothing.
     pub fn is_unrestricted(&self) -> bool {
-        !self.has_allow_lists()
-            && self.deny_countries.is_empty()
-            && self.deny_continents.is_empty()
-            && self.deny_subdivisions.is_empty()
+        !self.has_location_lists()
             && !self.block_anonymous
-            && !self.deny_unknown_location
+            && self.unknown_location != Some(UnknownLocation::Deny)
     }
 
     pub fn has_allow_lists(&self) -> bool {
         !(self.allow_countries.is_empty()
             && self.allow_continents.is_empty()
             && self.allow_subdivisions.is_empty())
+    }
+
+    pub fn has_deny_lists(&self) -> bool {
+        !(self.deny_countries.is_empty()
+            && self.deny_continents.is_empty()
+            && self.deny_subdivisions.is_empty())
+    }
+
+    /// Any allow- or deny-list of countries, continents or subdivisions.
+    pub fn has_location_lists(&self) -> bool {
+        self.has_allow_lists() || self.has_deny_lists()
+    }
+
+    /// What an unknown location gets under this rule, the default applied:
+    /// `Deny` for a rule with location lists, `Allow` (not looked at) for
+    /// one without, unless `unknown_location` says otherwise.
+    pub fn unknown_location_effective(&self) -> UnknownLocation {
+        match self.unknown_location {
+            Some(chosen) => chosen,
+            None if self.has_location_lists() => UnknownLocation::Deny,
+            None => UnknownLocation::Allow,
+        }
     }
 
     pub fn validate(&self) -> Result<(), ModelError> {
@@ -319,6 +423,105 @@ mod tests {
         assert!(SubdivisionCode::new("FR-75C").is_ok());
         for bad in ["US", "USCA", "us-ca", "US-", "US-ABCD"] {
             assert!(SubdivisionCode::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_location_reads_old_and_new_spellings_and_refuses_both() {
+        let read = |json: &str| serde_json::from_str::<GeoRule>(json);
+        let deny_ru = r#""deny_countries": ["RU"]"#;
+        for (json, expected) in [
+            (format!("{{{deny_ru}}}"), None),
+            (
+                format!(r#"{{{deny_ru}, "deny_unknown_location": true}}"#),
+                Some(UnknownLocation::Deny),
+            ),
+            (
+                format!(r#"{{{deny_ru}, "deny_unknown_location": false}}"#),
+                None,
+            ),
+            (
+                format!(r#"{{{deny_ru}, "unknown_location": "deny"}}"#),
+                Some(UnknownLocation::Deny),
+            ),
+            (
+                format!(r#"{{{deny_ru}, "unknown_location": "allow"}}"#),
+                Some(UnknownLocation::Allow),
+            ),
+        ] {
+            let rule = read(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(rule.unknown_location, expected, "{json}");
+            assert_eq!(rule.deny_countries.len(), 1, "{json}");
+        }
+        for both in [
+            r#"{"deny_unknown_location": true, "unknown_location": "allow"}"#,
+            r#"{"deny_unknown_location": false, "unknown_location": "deny"}"#,
+        ] {
+            let err = read(both).expect_err(both).to_string();
+            assert!(
+                err.contains("geo_rule.unknown_location") && err.contains("deny_unknown_location"),
+                "{both}: {err}"
+            );
+        }
+        for bad in [
+            r#"{"unknown_location": "maybe"}"#,
+            r#"{"deny_unknown_location": "yes"}"#,
+            r#"{"unknown_locations": "deny"}"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_location_is_written_only_when_chosen_and_reads_back() {
+        let mut rule = GeoRule::default();
+        rule.deny_countries.insert(CountryCode::new("RU").unwrap());
+        let json = serde_json::to_string(&rule).unwrap();
+        assert!(
+            !json.contains("unknown_location"),
+            "unset is not written: {json}"
+        );
+        for chosen in [UnknownLocation::Deny, UnknownLocation::Allow] {
+            rule.unknown_location = Some(chosen);
+            let json = serde_json::to_string(&rule).unwrap();
+            assert!(!json.contains("deny_unknown_location"), "{json}");
+            assert_eq!(serde_json::from_str::<GeoRule>(&json).unwrap(), rule);
+        }
+    }
+
+    #[test]
+    fn an_unknown_location_is_denied_by_default_where_the_rule_names_places() {
+        use UnknownLocation::{Allow, Deny};
+        let de = || BTreeSet::from([CountryCode::new("DE").unwrap()]);
+        let allow_de = GeoRule {
+            allow_countries: de(),
+            ..GeoRule::default()
+        };
+        let deny_de = GeoRule {
+            deny_countries: de(),
+            ..GeoRule::default()
+        };
+        let anonymous_only = GeoRule {
+            block_anonymous: true,
+            ..GeoRule::default()
+        };
+        for (rule, chosen, effective, unrestricted) in [
+            (GeoRule::default(), None, Allow, true),
+            (GeoRule::default(), Some(Allow), Allow, true),
+            (GeoRule::default(), Some(Deny), Deny, false),
+            (anonymous_only, None, Allow, false),
+            (allow_de.clone(), None, Deny, false),
+            (allow_de, Some(Allow), Allow, false),
+            (deny_de.clone(), None, Deny, false),
+            (deny_de.clone(), Some(Deny), Deny, false),
+            (deny_de, Some(Allow), Allow, false),
+        ] {
+            let rule = GeoRule {
+                unknown_location: chosen,
+                ..rule
+            };
+            assert_eq!(rule.unknown_location_effective(), effective, "{rule:?}");
+            assert_eq!(rule.is_unrestricted(), unrestricted, "{rule:?}");
         }
     }
 

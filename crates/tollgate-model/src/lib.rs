@@ -35,7 +35,9 @@ pub use credential::{
 pub use dataset::Dataset;
 pub use entitlement::{Entitlement, EntitlementStatus, Grant, SeatMode, Seats};
 pub use error::ModelError;
-pub use geo::{AnonymousNetwork, Continent, CountryCode, GeoFacts, GeoRule, SubdivisionCode};
+pub use geo::{
+    AnonymousNetwork, Continent, CountryCode, GeoFacts, GeoRule, SubdivisionCode, UnknownLocation,
+};
 pub use id::*;
 pub use offline::{AfterGrace, OfflinePolicy};
 pub use revocation::{

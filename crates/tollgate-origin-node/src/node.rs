@@ -17,7 +17,7 @@ use tollgate_origin::{
 use tollgate_raft::{Node, NodeConfig, NodeId};
 use tollgate_server::clock::now;
 use tollgate_server::served::read_u64;
-use tollgate_server::shutdown::stopped;
+use tollgate_server::shutdown::{stopped, within};
 use tollgate_server::{telemetry, NodeError};
 use tollgate_signing::KeyRing;
 use tollgate_tls::{Allow, ClientAuth, Transport};
@@ -36,8 +36,6 @@ pub struct OriginConfig {
     pub retention_revisions: u64,
     /// How often the leader checks whether to compact.
     pub compaction_interval: Duration,
-    /// How long shutdown waits for in-flight requests.
-    pub drain_timeout: Duration,
     /// Outgoing webhook delivery.
     pub webhooks: crate::WebhookConfig,
     /// The overshoot bound of every hard cap leased to regions: units
@@ -61,7 +59,6 @@ impl OriginConfig {
             feed: FeedConfig::default(),
             retention_revisions: 100_000,
             compaction_interval: Duration::from_secs(30),
-            drain_timeout: Duration::from_secs(10),
             webhooks: crate::WebhookConfig::default(),
             quota_outstanding_max: 1_000_000,
             tls_reload_interval: Duration::from_secs(5),
@@ -199,9 +196,15 @@ pub struct OriginNode {
     app: AppState<OriginState>,
     http_addr: SocketAddr,
     feed_addr: SocketAddr,
+    /// Shutdown, in order: `serve_stop` ends REST, the feed port and its
+    /// changefeed streams; `stop` everything else; Raft last.
+    serve_stop: watch::Sender<bool>,
+    serve_tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    drain_timeout: Duration,
+    shutdown_deadline: Duration,
+    /// Set when shutdown begins: the feed port's health says NOT_SERVING.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl OriginNode {
@@ -235,7 +238,10 @@ impl OriginNode {
             view,
         });
         let (stop, stop_rx) = watch::channel(false);
+        let (serve_stop, serve_stop_rx) = watch::channel(false);
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
+        let mut serve_tasks = Vec::new();
         let transport = config.raft.transport.clone();
         if let Transport::Tls(tls) = &transport {
             tasks.push(tls.spawn_reloader(
@@ -325,7 +331,7 @@ impl OriginNode {
         }
         let licenses = crate::license_service::OriginLicenses::new(app_state.clone());
         let app = tollgate_api::router(app_state.clone()).layer(rest_limits);
-        let http_stop = stopped(stop_rx.clone());
+        let http_stop = stopped(serve_stop_rx.clone());
         // Anyone may connect (API keys authorize); a client certificate, if
         // presented, must be one of ours.
         let rest_port = config.limits.port("rest");
@@ -335,15 +341,18 @@ impl OriginNode {
             ClientAuth::optional(),
             rest_port.clone(),
             true,
-            stop_rx.clone(),
+            serve_stop_rx.clone(),
         )
         .map_err(tls_error)?;
-        tasks.push(tokio::spawn(tollgate_tls::http::serve_http(
+        serve_tasks.push(tokio::spawn(tollgate_tls::http::serve_http(
             http, app, rest_port, http_stop,
         )));
 
         // Changefeed.
-        let feed = FeedService::new(state.clone(), keys.clone(), config.feed.clone());
+        // Its streams end when serving stops, so regions reconnect to
+        // another origin node at once rather than after a timeout.
+        let feed = FeedService::new(state.clone(), keys.clone(), config.feed.clone())
+            .with_stop(serve_stop_rx.clone());
         let quota = crate::quota_service::QuotaService {
             state: state.clone(),
             outstanding_max: config.quota_outstanding_max,
@@ -384,20 +393,22 @@ impl OriginNode {
                 false,
             )
             .map_err(tls_error)?;
-        tasks.push(tollgate_server::grpc::serve_port(
+        serve_tasks.push(tollgate_server::grpc::serve_port(
             router,
             listeners.feed,
             feed_tls,
             &feed_port,
-            stop_rx.clone(),
+            serve_stop_rx,
             "the changefeed",
         ));
         // The changefeed port's health follows the node's readiness: a
         // member of the origin cluster that knows its leader.
         let health_state = state.clone();
+        let health_draining = draining.clone();
         tasks.push(
             health.follow(telemetry::GAUGE_INTERVAL / 4, stop_rx.clone(), move || {
-                origin_ready(&health_state.node)
+                !health_draining.load(std::sync::atomic::Ordering::Relaxed)
+                    && origin_ready(&health_state.node)
             }),
         );
 
@@ -423,9 +434,12 @@ impl OriginNode {
             keys,
             http_addr,
             feed_addr,
+            serve_stop,
+            serve_tasks,
             stop,
             tasks,
-            drain_timeout: config.drain_timeout,
+            shutdown_deadline: config.limits.shutdown_deadline,
+            draining,
             app: app_state,
         })
     }
@@ -576,17 +590,28 @@ impl OriginNode {
 
     /// Stops serving, drains in-flight requests (bounded), and shuts Raft
     /// down, which flushes storage.
+    ///
+    /// In order, within `[limits] shutdown_deadline_ms` as a whole: the
+    /// feed port's health says NOT_SERVING, REST and the feed port stop
+    /// accepting and drain what is in flight (changefeed streams end at
+    /// once with UNAVAILABLE, so regions reconnect to another origin node),
+    /// then webhooks, compaction and the rest stop, and Raft last.
     pub async fn shutdown(self) -> Result<(), NodeError> {
-        tracing::info!(node_id = self.state.node.id(), "Origin node shutting down.");
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            if tokio::time::timeout(self.drain_timeout, task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("A server did not drain in time; continuing shutdown.");
-            }
+        let started = std::time::Instant::now();
+        let deadline = started + self.shutdown_deadline;
+        tracing::info!(node_id = self.state.node.id(), deadline = ?self.shutdown_deadline, "Origin node shutting down.");
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // A send fails only when every receiver is gone: those tasks ended.
+        let _ended = self.serve_stop.send(true);
+        for task in self.serve_tasks {
+            within(deadline, "draining REST and the changefeed", task).await;
         }
+        let _ended = self.stop.send(true);
+        for task in self.tasks {
+            within(deadline, "stopping an origin task", task).await;
+        }
+        tracing::info!(elapsed = ?started.elapsed(), "Origin node stopped serving; stopping Raft.");
         let state = self.state;
         let node = state.node.clone();
         drop(state);

@@ -117,12 +117,12 @@ impl QuotaState {
         *share != before
     }
 
-    /// A threshold newly crossed by the consumed total, if any.
-    pub fn crossed_threshold(&mut self) -> Option<u8> {
-        if self.limit == 0 {
+    /// A threshold of `cap` newly crossed by the consumed total, if any.
+    pub fn crossed_threshold(&mut self, cap: u64) -> Option<u8> {
+        if cap == 0 {
             return None;
         }
-        let percent = (self.consumed().saturating_mul(100) / self.limit).min(255) as u8;
+        let percent = (self.consumed().saturating_mul(100) / cap).min(255) as u8;
         let crossed = THRESHOLDS_PERCENT
             .iter()
             .copied()
@@ -222,6 +222,27 @@ pub fn hard_cap(
     counter: &UsageCounter,
     at: UnixSeconds,
 ) -> Result<Result<u64, NoHardCap>, ReadError> {
+    let view = match metered_view(state, counter, at)? {
+        Ok(view) => view,
+        Err(no) => return Ok(Err(no)),
+    };
+    // Unlimited or soft grants add nothing: see above.
+    match pooled_cap(&view, &counter.feature, at, CapEnforcement::Hard) {
+        Some(cap) => Ok(Ok(cap)),
+        None => Ok(Err(NoHardCap::NoHardCap {
+            account: counter.account.clone(),
+            feature: counter.feature.clone(),
+        })),
+    }
+}
+
+/// The account's view of `counter`'s feature, with only what resolving its
+/// grants needs; or why the counter has no cap at all.
+fn metered_view(
+    state: &dyn ReadState,
+    counter: &UsageCounter,
+    at: UnixSeconds,
+) -> Result<Result<AccountView, NoHardCap>, ReadError> {
     let account_id = &counter.account;
     let feature_id = &counter.feature;
     let Some(account) = read::<Account>(state, &keys::account(account_id))? else {
@@ -271,37 +292,58 @@ pub fn hard_cap(
         }
         entitlements.push(ent);
     }
-    let view = AccountView::build(account, [], entitlements, &catalog);
+    Ok(Ok(AccountView::build(account, [], entitlements, &catalog)))
+}
 
-    let mut hard = false;
+/// The cap `usage.threshold` events are measured against: the hard cap
+/// when there is one ([`hard_cap`]), else the soft cap pooled the same way
+/// (the largest non-additive soft cap plus every additive one); `None` for
+/// a counter with no cap at all (unlimited, unknown, suspended, not
+/// metered), which raises no thresholds.
+pub fn threshold_cap(
+    state: &dyn ReadState,
+    counter: &UsageCounter,
+    at: UnixSeconds,
+) -> Result<Option<u64>, ReadError> {
+    let Ok(view) = metered_view(state, counter, at)? else {
+        return Ok(None);
+    };
+    Ok(
+        pooled_cap(&view, &counter.feature, at, CapEnforcement::Hard)
+            .or_else(|| pooled_cap(&view, &counter.feature, at, CapEnforcement::Soft)),
+    )
+}
+
+/// Over the grants of `feature` usable at `at` with a cap enforced as
+/// `enforcement`: the largest non-additive cap plus every additive one
+/// (top-up packs alone are a cap too: the engine pools them over a base of
+/// 0); `None` when no such grant exists.
+fn pooled_cap(
+    view: &AccountView,
+    feature: &FeatureId,
+    at: UnixSeconds,
+    enforcement: CapEnforcement,
+) -> Option<u64> {
+    let mut any = false;
     let mut base: u64 = 0;
     let mut additive: u64 = 0;
-    for grant in view.grants_for(feature_id.as_str()) {
+    for grant in view.grants_for(feature.as_str()) {
         if !usable_at(&view.entitlements[grant.entitlement], at) {
             continue;
         }
         match grant.usage_cap {
-            Some(cap) if cap.enforcement == CapEnforcement::Hard => {
-                hard = true;
+            Some(cap) if cap.enforcement == enforcement => {
+                any = true;
                 if cap.additive {
                     additive = additive.saturating_add(cap.limit);
                 } else {
                     base = base.max(cap.limit);
                 }
             }
-            // Unlimited or soft: see above.
             _ => {}
         }
     }
-    // Top-up packs alone are a cap too (the engine pools them over a base
-    // of 0).
-    if !hard {
-        return Ok(Err(NoHardCap::NoHardCap {
-            account: account_id.clone(),
-            feature: feature_id.clone(),
-        }));
-    }
-    Ok(Ok(base.saturating_add(additive)))
+    any.then(|| base.saturating_add(additive))
 }
 
 /// Whether an entitlement could allow anything at `at`, as the engine

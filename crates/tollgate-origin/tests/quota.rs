@@ -295,6 +295,51 @@ fn reports_are_cumulative_and_thresholds_are_announced_once() {
     );
 }
 
+/// A soft cap is never leased (checks past it are allowed and billed as
+/// overage), but crossing 80 % and 100 % of it is announced all the same,
+/// measured against the origin's own cap; an unlimited feature announces
+/// nothing.
+#[test]
+fn soft_caps_raise_thresholds_from_the_origins_own_cap() {
+    let thresholds = |state: &MemState| -> Vec<String> {
+        state
+            .data
+            .iter()
+            .filter(|(k, _)| k.starts_with(b"audit/"))
+            .map(|(_, v)| serde_json::from_slice::<AuditRecord>(v).unwrap())
+            .filter(|a| a.action == "usage.threshold")
+            .map(|a| a.target)
+            .collect()
+    };
+    let mut state = MemState::default();
+    seed(&mut state);
+    committed(run(
+        &mut state,
+        Op::Grant(entitlement("e-exports", exports(soft(50)))),
+    ));
+    committed(sync(&mut state, "eu", 39, 0));
+    assert!(thresholds(&state).is_empty(), "78 % crosses nothing");
+    committed(sync(&mut state, "eu", 40, 0));
+    committed(sync(&mut state, "us", 12, 0));
+    let c = counter();
+    assert_eq!(
+        thresholds(&state),
+        vec![format!("usage/{c}/80"), format!("usage/{c}/100")],
+        "80 % and then 104 %: each once"
+    );
+    committed(sync(&mut state, "us", 30, 0));
+    assert_eq!(thresholds(&state).len(), 2, "past 100 %: nothing more");
+
+    let mut unlimited = MemState::default();
+    seed(&mut unlimited);
+    committed(run(
+        &mut unlimited,
+        Op::Grant(entitlement("e-exports", exports(None))),
+    ));
+    committed(sync(&mut unlimited, "eu", 1_000_000, 0));
+    assert!(thresholds(&unlimited).is_empty());
+}
+
 #[test]
 fn regions_together_never_hold_more_seats_than_the_entitlement_has() {
     let mut state = MemState::default();

@@ -81,6 +81,41 @@ fn entitlement_round_trips_through_the_wire() {
     assert_eq!(Entitlement::try_from(wire).unwrap(), floating);
 }
 
+#[test]
+#[allow(deprecated)] // deny_unknown_location: still read, and what is proved here
+fn unknown_location_round_trips_and_the_older_field_still_reads() {
+    for chosen in [
+        None,
+        Some(UnknownLocation::Deny),
+        Some(UnknownLocation::Allow),
+    ] {
+        let mut ours = full_entitlement();
+        ours.geo_rule.unknown_location = chosen;
+        let wire: ent_pb::Entitlement = ours.clone().into();
+        let rule = wire.geo_rule.as_ref().unwrap();
+        assert_eq!(
+            rule.deny_unknown_location,
+            chosen == Some(UnknownLocation::Deny),
+            "an explicit DENY keeps the older spelling for older readers"
+        );
+        let bytes = prost::Message::encode_to_vec(&wire);
+        let decoded: ent_pb::Entitlement = prost::Message::decode(bytes.as_slice()).unwrap();
+        assert_eq!(Entitlement::try_from(decoded).unwrap(), ours, "{chosen:?}");
+    }
+    let mut old: ent_pb::Entitlement = full_entitlement().into();
+    let rule = old.geo_rule.as_mut().unwrap();
+    rule.unknown_location = ent_pb::UnknownLocation::Unspecified as i32;
+    rule.deny_unknown_location = true;
+    assert_eq!(
+        Entitlement::try_from(old)
+            .unwrap()
+            .geo_rule
+            .unknown_location,
+        Some(UnknownLocation::Deny),
+        "a message from before unknown_location reads as DENY"
+    );
+}
+
 fn refused(mutate: impl FnOnce(&mut ent_pb::Entitlement)) -> ConvertError {
     let mut wire: ent_pb::Entitlement = full_entitlement().into();
     mutate(&mut wire);
@@ -105,6 +140,21 @@ fn bad_entitlements_are_refused_naming_the_field() {
         (
             "geo_rule.deny_continents",
             refused(|e| e.geo_rule.as_mut().unwrap().deny_continents = vec!["EU".into(); 8]),
+        ),
+        (
+            "geo_rule.unknown_location",
+            refused(|e| e.geo_rule.as_mut().unwrap().unknown_location = 7),
+        ),
+        (
+            "geo_rule.unknown_location",
+            refused(|e| {
+                let rule = e.geo_rule.as_mut().unwrap();
+                rule.unknown_location = ent_pb::UnknownLocation::Allow as i32;
+                #[allow(deprecated)]
+                {
+                    rule.deny_unknown_location = true;
+                }
+            }),
         ),
         (
             "offline_policy.after_grace",

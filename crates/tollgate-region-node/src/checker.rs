@@ -4,7 +4,7 @@
 //! check consumes.
 
 use crate::credentials::{Caller, Gate};
-use crate::meter::{Meter, MeterConfig, Take};
+use crate::meter::{Meter, MeterConfig, MeterError, Take};
 use crate::views::{Snapshot, Views};
 use crate::watch::Watches;
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use tollgate_engine::{
     decide, AccountView, CheckRequest, Decision, Environment, Freshness, LiveState, Location,
     SeatLease,
 };
-use tollgate_geo::GeoDatabases;
+use tollgate_geo::{GeoDatabases, LocationCounts};
 use tollgate_model::{AccountId, EntitlementId, FeatureId, GeoFacts, PeriodKey, SeatMode, Verb};
 use tollgate_raft::{Node, StateView};
 use tollgate_region::{Counter, RegionLogic};
@@ -31,6 +31,9 @@ pub(crate) struct Checker {
     pub(crate) view: StateView,
     pub(crate) name: String,
     pub(crate) geo: Option<Arc<GeoDatabases>>,
+    /// Checks with an address to resolve, and how many resolved to no
+    /// location (`/v1/status` `geo_checks`).
+    pub(crate) locations: Arc<LocationCounts>,
     pub(crate) trust_proxy: bool,
     /// The configured longest `at_least_revision` wait (at most
     /// [`REVISION_WAIT_MAX`]).
@@ -77,13 +80,17 @@ impl Checker {
             Location::Unknown => GeoFacts::unknown(),
             Location::Resolved(facts) if self.trust_proxy => facts.clone(),
             Location::Resolved(_) => GeoFacts::unknown(),
-            Location::Ip(ip) => match &self.geo {
-                Some(geo) => geo.resolve(*ip).unwrap_or_else(|error| {
-                    tracing::warn!(%ip, %error, "Geo lookup failed; location unknown.");
-                    GeoFacts::unknown()
-                }),
-                None => GeoFacts::unknown(),
-            },
+            Location::Ip(ip) => {
+                let facts = match &self.geo {
+                    Some(geo) => geo.resolve(*ip).unwrap_or_else(|error| {
+                        tracing::warn!(%ip, %error, "Geo lookup failed; location unknown.");
+                        GeoFacts::unknown()
+                    }),
+                    None => GeoFacts::unknown(),
+                };
+                self.locations.record(&facts);
+                facts
+            }
         }
     }
 
@@ -128,21 +135,23 @@ impl Checker {
         accounts.dedup();
         let (snapshot, views) = self.views.read(&accounts).await.map_err(|e| e.status())?;
         let at = now();
-        let mut answers = Vec::with_capacity(requests.len());
-        for (request, allowed) in requests.iter().zip(allowed) {
-            if let Err(refused) =
-                allowed.and_then(|()| caller.feature(&snapshot.catalog, &request.check.feature))
-            {
-                answers.push(Err(refused));
-                continue;
-            }
-            // `accounts` is sorted: at most 128 of them, found by halves.
-            let account = accounts
-                .binary_search(&&request.check.account)
-                .ok()
-                .and_then(|i| views[i].as_deref());
-            answers.push(self.answer_one(request, &snapshot, account, at).await);
-        }
+        // Together: a batch's consuming items wait for one usage report,
+        // not one each; an item that fails fails alone.
+        let answers =
+            futures::future::join_all(requests.iter().zip(allowed).map(|(request, allowed)| {
+                let (snapshot, accounts, views) = (&snapshot, &accounts, &views);
+                async move {
+                    allowed
+                        .and_then(|()| caller.feature(&snapshot.catalog, &request.check.feature))?;
+                    // `accounts` is sorted: at most 128 of them, found by halves.
+                    let account = accounts
+                        .binary_search(&&request.check.account)
+                        .ok()
+                        .and_then(|i| views[i].as_deref());
+                    self.answer_one(request, snapshot, account, at).await
+                }
+            }))
+            .await;
         Ok((snapshot, answers))
     }
 
@@ -169,12 +178,17 @@ impl Checker {
                 },
                 now: at,
             };
-            Ok::<_, Status>(decide(check, account, &geo, &env))
+            let decision = decide(check, account, &geo, &env);
+            // A usage counter that could not be read decides nothing.
+            match live.error.into_inner() {
+                Some(error) => Err(meter_status(error)),
+                None => Ok(decision),
+            }
         };
         let consume = request.check.consume;
         if consume > 0 {
             if let Some(key) = &request.idempotency_key {
-                if self.meter.seen(key) {
+                if self.meter.seen(key).map_err(meter_status)? {
                     // A retry of a counted check: answer, consume nothing.
                     let mut again = request.check.clone();
                     again.consume = 0;
@@ -195,11 +209,7 @@ impl Checker {
             period: metering.period,
         };
         if self.meter.backed_up() {
-            return Err(error_status(
-                Code::Unavailable,
-                "USAGE_BACKLOG",
-                "usage reports are not reaching the region's log; try another node",
-            ));
+            return Err(meter_status(MeterError::Backlog));
         }
         let from_chunk = match metering.limit {
             Some(limit) if metering.hard => {
@@ -207,7 +217,7 @@ impl Checker {
                     .meter
                     .take(&counter, limit, consume)
                     .await
-                    .map_err(|e| error_status(Code::Unavailable, "USAGE_UNAVAILABLE", e))?
+                    .map_err(meter_status)?
                 {
                     Take::Taken => true,
                     // The region's share is gone: the engine says so.
@@ -216,14 +226,24 @@ impl Checker {
             }
             _ => false,
         };
-        self.meter.record(
-            counter,
-            consume,
-            request.idempotency_key.clone(),
-            from_chunk,
-        );
+        // ALLOW only once the consumption is durable in the region's log.
+        self.meter
+            .consume(
+                counter,
+                consume,
+                request.idempotency_key.clone(),
+                from_chunk,
+            )
+            .await
+            .map_err(meter_status)?;
         Ok(decision)
     }
+}
+
+/// A metering error as a check's answer: UNAVAILABLE (the caller may try
+/// another node) with the error's own code.
+pub(crate) fn meter_status(error: MeterError) -> Status {
+    error_status(Code::Unavailable, error.code(), error.to_string())
 }
 
 /// How long an `at_least_revision` wait may take: the request's deadline
@@ -249,6 +269,9 @@ struct Live<'a> {
     meter: &'a Meter,
     leases: HashMap<EntitlementId, Vec<SeatLease>>,
     exhausted: Option<&'a Counter>,
+    /// The first usage read that failed: the decision is then thrown away
+    /// for UNAVAILABLE (the engine's trait has no error to return).
+    error: std::cell::RefCell<Option<MeterError>>,
 }
 
 impl<'a> Live<'a> {
@@ -279,17 +302,26 @@ impl<'a> Live<'a> {
             meter,
             leases,
             exhausted,
+            error: std::cell::RefCell::new(None),
         })
     }
 }
 
 impl LiveState for Live<'_> {
     fn usage_consumed(&self, account: &AccountId, feature: &FeatureId, period: PeriodKey) -> u64 {
-        self.meter.consumed(&Counter {
+        let counter = Counter {
             account: account.clone(),
             feature: feature.clone(),
             period,
-        })
+        };
+        match self.meter.consumed(&counter) {
+            Ok(consumed) => consumed,
+            Err(error) => {
+                // Read as everything used up, and the decision discarded.
+                self.error.borrow_mut().get_or_insert(error);
+                u64::MAX
+            }
+        }
     }
 
     fn floating_leases(&self, entitlement: &EntitlementId) -> &[SeatLease] {

@@ -18,7 +18,7 @@ use tollgate_geo::GeoDatabases;
 use tollgate_proto::check::v1 as pb;
 use tollgate_raft::{Node, StateView};
 use tollgate_region::RegionLogic;
-use tollgate_server::shutdown::stopped;
+use tollgate_server::shutdown::{stopped, within};
 use tollgate_server::{telemetry, NodeError};
 use tollgate_tls::{ClientAuth, Transport};
 
@@ -39,8 +39,16 @@ pub struct RegionNode {
     ops: Arc<OpsState>,
     http_addr: Option<SocketAddr>,
     grpc_addr: SocketAddr,
+    /// Shutdown, in order: `serve_stop` ends the check port and its
+    /// streams, `meter_stop` the meter (after its final report), `stop`
+    /// everything else; Raft last.
+    serve_stop: watch::Sender<bool>,
+    serve_task: JoinHandle<()>,
+    meter_stop: watch::Sender<bool>,
+    meter_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    shutdown_deadline: Duration,
 }
 
 impl RegionNode {
@@ -67,6 +75,8 @@ impl RegionNode {
         let node = Arc::new(Node::start(config.raft.clone(), RegionLogic, listeners.raft).await?);
         let view = node.view();
         let (stop, stop_rx) = watch::channel(false);
+        let (serve_stop, serve_stop_rx) = watch::channel(false);
+        let (meter_stop, meter_stop_rx) = watch::channel(false);
         // What checks read, kept current by one task: after every applied
         // entry it moves the views forward and wakes revision waiters.
         let views = Arc::new(
@@ -125,17 +135,20 @@ impl RegionNode {
 
         let stats = Arc::new(SyncStats::default());
         let meter = Arc::new(Meter::new(node.clone(), config.meter));
-        tasks.push(tokio::spawn(meter.clone().run(stop_rx.clone())));
+        let meter_task = tokio::spawn(meter.clone().run(meter_stop_rx));
+        let locations = Arc::new(tollgate_geo::LocationCounts::default());
         let ops = Arc::new(OpsState {
             meter: meter.clone(),
             node: node.clone(),
             name: config.name.clone(),
             region: config.region.clone(),
             geo: geo.clone(),
+            locations: locations.clone(),
             geo_required: config.geo_required,
             ready_lag_revisions_max: config.ready_lag_revisions_max,
             stats: stats.clone(),
             views: views.clone(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         telemetry::install();
         let gauges = ops.clone();
@@ -213,6 +226,7 @@ impl RegionNode {
             view: view.clone(),
             name: config.name.clone(),
             geo,
+            locations,
             trust_proxy: config.trust_proxy_location,
             wait_max: config.revision_wait_max,
             watches: Watches {
@@ -221,7 +235,7 @@ impl RegionNode {
                 heartbeat: config.watch_heartbeat,
                 slots: Arc::new(tokio::sync::Semaphore::new(config.watchers_max)),
                 slots_max: config.watchers_max,
-                stop: stop_rx.clone(),
+                stop: serve_stop_rx.clone(),
                 buffer: config.limits.watch_buffer,
                 send_timeout: config.limits.request_timeout,
             },
@@ -253,15 +267,15 @@ impl RegionNode {
             ],
         )
         .await?;
-        tasks.push(tollgate_server::grpc::serve_on_threads(
+        let serve_task = tollgate_server::grpc::serve_on_threads(
             router,
             listeners.grpc,
             check_tls,
             &check_port,
             config.check_threads,
-            stop_rx.clone(),
+            serve_stop_rx,
             "the check service",
-        )?);
+        )?;
         // The check port's health follows the node's readiness (`/readyz`):
         // NOT_SERVING until it is a member, has heard from the origin, is
         // within the lag bound and has its geo database.
@@ -297,8 +311,13 @@ impl RegionNode {
             ops,
             http_addr,
             grpc_addr,
+            serve_stop,
+            serve_task,
+            meter_stop,
+            meter_task,
             stop,
             tasks,
+            shutdown_deadline: config.limits.shutdown_deadline,
         })
     }
 
@@ -325,6 +344,13 @@ impl RegionNode {
         &self.node
     }
 
+    /// The meter's fault switches: tests fail its reads and writes on
+    /// command to prove an error there is an UNAVAILABLE answer that loses
+    /// and doubles nothing.
+    pub fn meter_faults(&self) -> Arc<crate::meter::MeterFaults> {
+        self.ops.meter.faults()
+    }
+
     /// What this node's origin sync has done while it led.
     pub fn sync_stats(&self) -> &SyncStats {
         &self.stats
@@ -346,10 +372,15 @@ impl RegionNode {
     /// Stops abruptly, as a killed process would: no draining, no flush
     /// beyond what Raft already made durable.
     pub async fn crash(self) {
-        for task in &self.tasks {
+        for task in self
+            .tasks
+            .iter()
+            .chain([&self.serve_task, &self.meter_task])
+        {
             task.abort();
         }
         let _ = self.stop.send(true);
+        let _ = self.serve_stop.send(true);
         match Arc::try_unwrap(self.node) {
             Ok(node) => node.crash().await,
             Err(node) => {
@@ -358,16 +389,30 @@ impl RegionNode {
         }
     }
 
+    /// Stops in order, within `[limits] shutdown_deadline_ms` as a whole:
+    /// says it is not ready, stops accepting checks and drains those in
+    /// flight (Watch streams end, so watchers reconnect elsewhere), makes
+    /// the meter report what they consumed and hand its chunks back, stops
+    /// following the origin and the rest, and stops Raft last. A phase
+    /// that overruns is logged and the next one starts.
     pub async fn shutdown(self) -> Result<(), NodeError> {
-        let _ = self.stop.send(true);
+        let started = std::time::Instant::now();
+        let deadline = started + self.shutdown_deadline;
+        tracing::info!(node_id = self.node.id(), deadline = ?self.shutdown_deadline, "Region node shutting down.");
+        self.ops
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Each send fails only when every receiver is gone: that phase's
+        // tasks already ended.
+        let _ended = self.serve_stop.send(true);
+        within(deadline, "draining the check port", self.serve_task).await;
+        let _ended = self.meter_stop.send(true);
+        within(deadline, "the meter's final report", self.meter_task).await;
+        let _ended = self.stop.send(true);
         for task in self.tasks {
-            if tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("A region task did not stop in time.");
-            }
+            within(deadline, "stopping a region task", task).await;
         }
+        tracing::info!(elapsed = ?started.elapsed(), "Region node stopped serving; stopping Raft.");
         match Arc::try_unwrap(self.node) {
             Ok(node) => node.shutdown().await?,
             Err(node) => node

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tollgate_geo::{GeoDatabases, GeoHealth};
+use tollgate_geo::{GeoDatabases, GeoHealth, LocationCounts, LocationShare};
 use tollgate_raft::Node;
 use tollgate_region::{RegionLogic, ORIGIN_HEAD};
 use tollgate_server::clock::now;
@@ -45,6 +45,11 @@ pub struct RegionStatus {
     pub staleness_seconds: Option<u64>,
     /// The geo databases in service: type, build date, size, last refusal.
     pub geo: Option<GeoHealth>,
+    /// Checks since start that came with an IP address to resolve, and the
+    /// share of them whose location came out unknown (no record, no
+    /// database, a failed lookup). Checks without an address, or with a
+    /// location from a trusted proxy, are not counted.
+    pub geo_checks: LocationShare,
     pub sync: SyncCounts,
     /// This node's metering: what it consumed and has not seen applied,
     /// and the chunks it holds.
@@ -67,10 +72,14 @@ pub(crate) struct OpsState {
     /// The region's name, the `cluster` label of its gauges.
     pub region: String,
     pub geo: Option<Arc<GeoDatabases>>,
+    pub locations: Arc<LocationCounts>,
     pub geo_required: bool,
     pub ready_lag_revisions_max: u64,
     pub stats: Arc<SyncStats>,
     pub views: Arc<crate::views::Views>,
+    /// Set when shutdown begins: the node says it is not ready, so load
+    /// balancers and the SDK's health checks move on while it drains.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl OpsState {
@@ -129,6 +138,9 @@ impl OpsState {
         if self.geo.is_none() && self.geo_required {
             not_ready.push("no geo database is loaded".to_string());
         }
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            not_ready.push("shutting down".to_string());
+        }
         let role = format!("{:?}", metrics.state).to_lowercase();
         RegionStatus {
             node_id: id,
@@ -142,6 +154,7 @@ impl OpsState {
             last_origin_contact,
             staleness_seconds,
             geo: self.geo.as_ref().map(|g| g.health()),
+            geo_checks: self.locations.share(),
             tls: self
                 .node
                 .transport()

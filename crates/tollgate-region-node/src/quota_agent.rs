@@ -15,7 +15,9 @@ use tollgate_proto::origin::v1 as pb;
 use tollgate_proto::origin::v1::quota_client::QuotaClient;
 use tollgate_raft::Node;
 use tollgate_region::seats::{SeatSlice, SeatWanted, SEAT_SLICE_PREFIX, SEAT_WANTED_PREFIX};
-use tollgate_region::usage::{CounterState, Wanted, COUNTER_PREFIX, WANTED_PREFIX};
+use tollgate_region::usage::{
+    parse_counter_key, CounterState, Wanted, COUNTER_PREFIX, WANTED_PREFIX,
+};
 use tollgate_region::{Counter, RegionCommand, RegionLogic};
 use tollgate_server::clock::now;
 use tollgate_server::served::scan_all;
@@ -235,7 +237,7 @@ pub(crate) async fn run(
             let Ok(state) = serde_json::from_slice::<CounterState>(&bytes) else {
                 continue;
             };
-            let Some(counter) = parse_counter(&key) else {
+            let Some(counter) = parse_counter_key(&key) else {
                 continue;
             };
             // A period that is over, or a counter nobody has used for
@@ -288,18 +290,4 @@ pub(crate) async fn run(
             }
         }
     }
-}
-
-/// The counter a `region/usage/<account>/<feature>/<period>` key names.
-fn parse_counter(key: &[u8]) -> Option<Counter> {
-    let text = std::str::from_utf8(key)
-        .ok()?
-        .strip_prefix(COUNTER_PREFIX)?;
-    let mut parts = text.split('/');
-    let (account, feature, period) = (parts.next()?, parts.next()?, parts.next()?);
-    Some(Counter {
-        account: tollgate_model::AccountId::new(account).ok()?,
-        feature: tollgate_model::FeatureId::new(feature).ok()?,
-        period: period.parse().ok()?,
-    })
 }

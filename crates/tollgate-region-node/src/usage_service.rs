@@ -1,7 +1,7 @@
 //! The usage service of a region node: usage reported on its own, and
 //! floating seat leases (acquire, renew, release) through the region's log.
 
-use crate::checker::Checker;
+use crate::checker::{meter_status, Checker};
 use std::sync::Arc;
 use tollgate_model::{AccountId, EntitlementId, FeatureId, SeatMode, SubjectId, Verb};
 use tollgate_proto::convert::{SeatAnswer, SeatHolder, SeatState, UsageAnswer, UsageReport};
@@ -212,21 +212,20 @@ impl pb::usage_server::Usage for UsageService {
             .period()
             .ok_or_else(|| Status::invalid_argument(format!("feature {feature} is not metered")))?
             .key_at(now());
-        if self.checker.meter.backed_up() {
-            return Err(Status::unavailable(
-                "usage reports are not reaching the region's log; try another node",
-            ));
-        }
-        let counted = !self.checker.meter.seen(&idempotency_key);
+        let meter = &self.checker.meter;
+        let counted = !meter.seen(&idempotency_key).map_err(meter_status)?;
         if counted {
             let counter = Counter {
                 account,
                 feature,
                 period,
             };
-            self.checker
-                .meter
-                .record(counter, units, Some(idempotency_key), false);
+            // Answered once durable: a report the caller sees succeed is
+            // billed, whatever happens to this node next.
+            meter
+                .consume(counter, units, Some(idempotency_key), false)
+                .await
+                .map_err(meter_status)?;
         }
         Ok(Response::new(UsageAnswer { counted, period }.into()))
     }

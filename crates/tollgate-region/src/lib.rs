@@ -18,7 +18,7 @@ use tollgate_model::{ChangeRecord, EntitlementId, Mutation, SubjectId, UnixSecon
 use tollgate_origin::keys;
 use tollgate_raft::logic::ReadError;
 use tollgate_raft::{Applied, ApplyContext, ReadState, StateMachineLogic, Write};
-pub use usage::{Counter, CounterState, Drawn, Recorded, UsageEntry};
+pub use usage::{Counter, CounterState, Drawn, MeterLease, Recorded, UsageEntry};
 
 /// When the region last heard from the origin (Unix seconds).
 pub const ORIGIN_CONTACT: &[u8] = b"region/origin-contact";
@@ -157,20 +157,41 @@ pub enum RegionCommand {
         parts: u32,
         heard_at: UnixSeconds,
     },
-    /// Node `node` draws up to `want` units of a hard-capped counter whose
-    /// cap it read as `limit` (see [`usage`]).
+    /// Node `node`'s meter starts at `at`: a new incarnation fences what
+    /// its previous life still had in flight (see [`usage::meter_start`]).
+    MeterStart { node: u64, at: UnixSeconds },
+    /// The leader fences node `node`'s meter, if still in `incarnation` and
+    /// silent for `silent_seconds` at `at` (see [`usage::fence_meter`]).
+    FenceMeter {
+        node: u64,
+        incarnation: u64,
+        at: UnixSeconds,
+        silent_seconds: i64,
+    },
+    /// Node `node` (meter `incarnation`) draws up to `want` units of a
+    /// hard-capped counter whose cap it read as `limit`, at `at` (see
+    /// [`usage`]).
     DrawChunk {
         node: u64,
+        #[serde(default)]
+        incarnation: u64,
         counter: Counter,
         limit: u64,
         want: u64,
+        #[serde(default)]
+        at: UnixSeconds,
     },
-    /// Node `node` hands back `units` of its chunk (the ones it stopped
-    /// counting on).
+    /// Node `node`'s chunk (meter `incarnation`) gives back `units` (the
+    /// ones its holder stopped counting on); proposed by the node itself or
+    /// by the leader for a fenced node.
     ReleaseChunk {
         node: u64,
+        #[serde(default)]
+        incarnation: u64,
         counter: Counter,
         units: u64,
+        #[serde(default)]
+        at: UnixSeconds,
     },
     /// The origin leased the region `granted_total` units of a counter in
     /// all (see [`usage::slice_granted`]).
@@ -181,10 +202,13 @@ pub enum RegionCommand {
     /// Hand back the unused part of the region's slice (see
     /// [`usage::release_slice`]).
     ReleaseSlice { counter: Counter },
-    /// Node `node` reports what it consumed, as of `at`, in its report
-    /// number `batch` (strictly increasing per node; a repeat is skipped).
+    /// Node `node` (meter `incarnation`) reports what it consumed, as of
+    /// `at`, in its report number `batch` (strictly increasing per
+    /// incarnation; a repeat is skipped).
     RecordUsage {
         node: u64,
+        #[serde(default)]
+        incarnation: u64,
         batch: u64,
         at: UnixSeconds,
         entries: Vec<UsageEntry>,
@@ -226,6 +250,12 @@ pub enum RegionResponse {
     Seat(SeatOutcome),
     /// Units of a slice handed back.
     Released { units: u64 },
+    /// A meter's lease after `MeterStart` or `FenceMeter` (`None`: the
+    /// fence was not due, nothing written).
+    Meter(Option<MeterLease>),
+    /// A draw, release or report made under a meter incarnation that is
+    /// not the node's current one: nothing was written.
+    Fenced { incarnation: u64 },
 }
 
 /// The key and stored value of one mutation (`None`: delete). The same
@@ -427,6 +457,10 @@ impl StateMachineLogic for RegionLogic {
             writes: Vec::new(),
             response: RegionResponse::Refused { reason },
         };
+        let fenced = |incarnation: u64| Applied {
+            writes: Vec::new(),
+            response: RegionResponse::Fenced { incarnation },
+        };
         match command {
             RegionCommand::TrustOriginKeys { keys_json } => {
                 if keys_json.is_empty() || keys_json.len() > ORIGIN_KEYS_BYTES_MAX {
@@ -524,13 +558,38 @@ impl StateMachineLogic for RegionLogic {
                 }
                 Err(reason) => refuse(reason),
             }),
+            RegionCommand::MeterStart { node, at } => {
+                let (writes, lease) = usage::meter_start(state, *node, *at)?;
+                Ok(Applied {
+                    writes,
+                    response: RegionResponse::Meter(Some(lease)),
+                })
+            }
+            RegionCommand::FenceMeter {
+                node,
+                incarnation,
+                at,
+                silent_seconds,
+            } => {
+                let (writes, lease) =
+                    usage::fence_meter(state, *node, *incarnation, *at, *silent_seconds)?;
+                Ok(Applied {
+                    writes,
+                    response: RegionResponse::Meter(lease),
+                })
+            }
             RegionCommand::DrawChunk {
                 node,
+                incarnation,
                 counter,
                 limit,
                 want,
+                at,
             } => {
-                let (writes, drawn) = usage::draw_chunk(state, *node, counter, *limit, *want)?;
+                if let Some(current) = usage::fenced(state, *node, *incarnation)? {
+                    return Ok(fenced(current));
+                }
+                let (writes, drawn) = usage::draw_chunk(state, *node, counter, *limit, *want, *at)?;
                 Ok(Applied {
                     writes,
                     response: RegionResponse::Drawn(drawn),
@@ -538,12 +597,19 @@ impl StateMachineLogic for RegionLogic {
             }
             RegionCommand::ReleaseChunk {
                 node,
+                incarnation,
                 counter,
                 units,
-            } => Ok(Applied {
-                writes: usage::release_chunk(state, *node, counter, *units)?,
-                response: RegionResponse::Applied { revision: applied },
-            }),
+                at,
+            } => {
+                if let Some(current) = usage::fenced(state, *node, *incarnation)? {
+                    return Ok(fenced(current));
+                }
+                Ok(Applied {
+                    writes: usage::release_chunk(state, *node, counter, *units, *at)?,
+                    response: RegionResponse::Applied { revision: applied },
+                })
+            }
             RegionCommand::SliceGranted {
                 counter,
                 granted_total,
@@ -560,10 +626,14 @@ impl StateMachineLogic for RegionLogic {
             }
             RegionCommand::RecordUsage {
                 node,
+                incarnation,
                 batch,
                 at,
                 entries,
             } => {
+                if let Some(current) = usage::fenced(state, *node, *incarnation)? {
+                    return Ok(fenced(current));
+                }
                 if entries.len() > usage::USAGE_ENTRIES_PER_COMMAND_MAX {
                     return Ok(refuse(format!(
                         "{} usage entries in one command; at most {}",

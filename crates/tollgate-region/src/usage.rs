@@ -9,6 +9,15 @@
 //! ([`RecordUsage`](crate::RegionCommand::RecordUsage)), which adds to the
 //! counter, uses up the chunk, and counts a report carrying an idempotency
 //! key already seen (in the last one to two UTC days) only once.
+//!
+//! A node's meter has a *lease* in the log ([`MeterLease`]): an incarnation,
+//! bumped when the node's meter starts ([`meter_start`]) or when the leader
+//! finds it silent for [`METER_LEASE_SECONDS`] while it holds chunks
+//! ([`fence_meter`]). Draws, releases and reports carry the incarnation
+//! they were made under; one from an older incarnation (a process that was
+//! killed, whose last report was still in flight) is *fenced*: nothing is
+//! written. So once a node's chunks are handed back, nothing its previous
+//! life sent can use them, and its next life numbers reports from 1 again.
 
 use serde::{Deserialize, Serialize};
 use tollgate_model::UnixSeconds;
@@ -90,6 +99,143 @@ pub struct UsageEntry {
     pub from_chunk: bool,
 }
 
+/// `region/meter/<node>`: a node's [`MeterLease`].
+pub fn meter_key(node: u64) -> Vec<u8> {
+    format!("{METER_PREFIX}{node}").into_bytes()
+}
+
+/// The prefix of every [`meter_key`].
+pub const METER_PREFIX: &str = "region/meter/";
+
+/// The prefix of every [`chunk_key`].
+pub const CHUNK_PREFIX: &str = "region/chunk/";
+
+/// The default for how long a node that holds chunks and has not drawn,
+/// reported or released (by the proposers' clocks) is taken for gone: the
+/// leader fences it and hands its chunks back. A live node hands an idle
+/// chunk back within seconds, so only a dead or cut-off one is this quiet
+/// with chunks held; a cut-off one cannot report anyway, and learns it was
+/// fenced from its next write. The leader names the figure it applies in
+/// its `FenceMeter` (apply reads no configuration).
+pub const METER_LEASE_SECONDS: i64 = 60;
+
+/// A node's meter as the log knows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeterLease {
+    /// Draws, releases and reports are accepted only under this number.
+    pub incarnation: u64,
+    /// The proposer's clock at the node's last draw, release or report.
+    pub seen_at: UnixSeconds,
+}
+
+/// The lease of node `node`'s meter (incarnation 0 before its first start).
+pub fn meter_lease(state: &dyn ReadState, node: u64) -> Result<MeterLease, ReadError> {
+    read_json(state, &meter_key(node))
+}
+
+/// `Some(current)` when `incarnation` is not the node's current one.
+pub fn fenced(
+    state: &dyn ReadState,
+    node: u64,
+    incarnation: u64,
+) -> Result<Option<u64>, ReadError> {
+    let lease = meter_lease(state, node)?;
+    Ok((lease.incarnation != incarnation).then_some(lease.incarnation))
+}
+
+/// The write that stamps node `node`'s lease as seen at `at` (never moving
+/// it back: proposers' clocks differ).
+fn seen(state: &dyn ReadState, node: u64, at: UnixSeconds) -> Result<Option<Write>, ReadError> {
+    let mut lease = meter_lease(state, node)?;
+    if at <= lease.seen_at {
+        return Ok(None);
+    }
+    lease.seen_at = at;
+    Ok(Some(put_json(meter_key(node), &lease)))
+}
+
+/// Node `node`'s meter starts at `at`: a new incarnation (whatever its
+/// previous life still had in flight is fenced from now on) and report
+/// numbers from 1. Its chunks stay until it hands them back under the new
+/// incarnation, once it has read them at or after this entry.
+pub fn meter_start(
+    state: &dyn ReadState,
+    node: u64,
+    at: UnixSeconds,
+) -> Result<(Vec<Write>, MeterLease), ReadError> {
+    let old = meter_lease(state, node)?;
+    let lease = MeterLease {
+        incarnation: old.incarnation + 1,
+        seen_at: at.max(old.seen_at),
+    };
+    Ok((
+        vec![
+            put_json(meter_key(node), &lease),
+            put_json(batch_key(node), &0u64),
+        ],
+        lease,
+    ))
+}
+
+/// The leader, at `at`, fences node `node`'s meter if it is still in
+/// `incarnation` and silent for `silent_seconds`: `Some(lease)` with
+/// the new incarnation, under which the leader then hands the node's chunks
+/// back. `None` (nothing written) when the node was seen since, or started
+/// again.
+pub fn fence_meter(
+    state: &dyn ReadState,
+    node: u64,
+    incarnation: u64,
+    at: UnixSeconds,
+    silent_seconds: i64,
+) -> Result<(Vec<Write>, Option<MeterLease>), ReadError> {
+    let old = meter_lease(state, node)?;
+    if old.incarnation != incarnation || at.0 - old.seen_at.0 < silent_seconds.max(1) {
+        return Ok((Vec::new(), None));
+    }
+    let lease = MeterLease {
+        incarnation: old.incarnation + 1,
+        seen_at: old.seen_at,
+    };
+    Ok((
+        vec![
+            put_json(meter_key(node), &lease),
+            put_json(batch_key(node), &0u64),
+        ],
+        Some(lease),
+    ))
+}
+
+/// The node and counter a `region/chunk/<account>/<feature>/<period>/<node>`
+/// key names.
+pub fn parse_chunk_key(key: &[u8]) -> Option<(Counter, u64)> {
+    let text = std::str::from_utf8(key).ok()?.strip_prefix(CHUNK_PREFIX)?;
+    let (counter, node) = text.rsplit_once('/')?;
+    Some((parse_counter(counter)?, node.parse().ok()?))
+}
+
+/// The counter a `region/usage/<account>/<feature>/<period>` key names.
+pub fn parse_counter_key(key: &[u8]) -> Option<Counter> {
+    parse_counter(
+        std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(COUNTER_PREFIX)?,
+    )
+}
+
+fn parse_counter(text: &str) -> Option<Counter> {
+    let mut parts = text.split('/');
+    let (account, feature, period) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Counter {
+        account: tollgate_model::AccountId::new(account).ok()?,
+        feature: tollgate_model::FeatureId::new(feature).ok()?,
+        period: period.parse().ok()?,
+    })
+}
+
 fn day(at: UnixSeconds) -> i64 {
     at.0.div_euclid(DAY_SECONDS)
 }
@@ -166,12 +312,13 @@ pub fn draw_chunk(
     counter: &Counter,
     limit: u64,
     want: u64,
+    at: UnixSeconds,
 ) -> Result<(Vec<Write>, Drawn), ReadError> {
     let mut counted = counter_state(state, counter)?;
     let held = chunk(state, counter, node)?;
     let available = counted.available(limit);
     let granted = want.min(available);
-    let mut writes = Vec::new();
+    let mut writes: Vec<Write> = seen(state, node, at)?.into_iter().collect();
     // Running low (less than a few more draws left) and the region's slice
     // is short of the cap: the leader's quota agent leases more from the
     // origin, before the nodes run dry.
@@ -243,16 +390,18 @@ pub fn release_chunk(
     node: u64,
     counter: &Counter,
     units: u64,
+    at: UnixSeconds,
 ) -> Result<Vec<Write>, ReadError> {
     let held = chunk(state, counter, node)?;
     let released = units.min(held);
+    let mut writes: Vec<Write> = seen(state, node, at)?.into_iter().collect();
     if released == 0 {
-        return Ok(Vec::new());
+        return Ok(writes);
     }
     let mut counted = counter_state(state, counter)?;
     counted.reserved = counted.reserved.saturating_sub(released);
     let left = held - released;
-    Ok(vec![
+    writes.extend([
         put_json(counter_key(counter), &counted),
         if left == 0 {
             Write::Delete {
@@ -261,7 +410,8 @@ pub fn release_chunk(
         } else {
             put_json(chunk_key(counter, node), &left)
         },
-    ])
+    ]);
+    Ok(writes)
 }
 
 fn batch_key(node: u64) -> Vec<u8> {
@@ -338,6 +488,9 @@ pub fn record_usage(
         overlay.put(counter_key(counter), &counted);
     }
     overlay.put(batch_key(node), &batch);
+    if let Some(Write::Put { key, value }) = seen(&overlay, node, at)? {
+        overlay.writes.insert(key, value);
+    }
     // Keys older than yesterday are no longer looked at: drop the days
     // between the oldest kept and the day before yesterday.
     let mut writes: Vec<Write> = Vec::new();

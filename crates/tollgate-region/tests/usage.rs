@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use tollgate_model::*;
 use tollgate_raft::{ApplyContext, MemState};
-use tollgate_region::usage::{chunk, counter_state, last_batch};
+use tollgate_region::usage::{self, chunk, counter_state, last_batch};
 use tollgate_region::*;
 
 const NOW: UnixSeconds = UnixSeconds(1_795_821_662);
@@ -52,6 +52,8 @@ fn draw(state: &mut MemState, node: u64, limit: u64, want: u64) -> Drawn {
         state,
         RegionCommand::DrawChunk {
             node,
+            incarnation: 0,
+            at: NOW,
             counter: counter(1),
             limit,
             want,
@@ -68,6 +70,7 @@ fn report(state: &mut MemState, node: u64, entries: Vec<UsageEntry>) -> Recorded
         state,
         RegionCommand::RecordUsage {
             node,
+            incarnation: 0,
             batch,
             at: NOW,
             entries,
@@ -119,7 +122,7 @@ proptest! {
                     let units = local.insert(node, 0).unwrap_or(0);
                     apply(
                         &mut state,
-                        RegionCommand::ReleaseChunk { node, counter: counter(1), units },
+                        RegionCommand::ReleaseChunk { node, incarnation: 0, counter: counter(1), units, at: NOW },
                     );
                 }
             }
@@ -151,6 +154,7 @@ fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
         &mut state,
         RegionCommand::RecordUsage {
             node: 1,
+            incarnation: 0,
             batch: 1,
             at: NOW,
             entries: vec![entry(3, Some("req-1"), true), entry(4, None, false)],
@@ -199,6 +203,7 @@ fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
     // The next day the key is still known; two days on it is forgotten.
     let later = |days: i64, batch: u64| RegionCommand::RecordUsage {
         node: 1,
+        incarnation: 0,
         batch,
         at: UnixSeconds(NOW.0 + days * 86_400),
         entries: vec![entry(1, Some("req-1"), false)],
@@ -243,6 +248,8 @@ fn periods_have_separate_counters_and_released_chunks_free_their_units() {
         &mut state,
         RegionCommand::ReleaseChunk {
             node: 1,
+            incarnation: 0,
+            at: NOW,
             counter: counter(1),
             units: 10,
         },
@@ -258,6 +265,8 @@ fn periods_have_separate_counters_and_released_chunks_free_their_units() {
         &mut state,
         RegionCommand::DrawChunk {
             node: 2,
+            incarnation: 0,
+            at: NOW,
             counter: counter(2),
             limit: 10,
             want: 10,
@@ -301,6 +310,8 @@ fn a_region_draws_only_from_its_slice_and_asks_for_more() {
         &mut state,
         RegionCommand::ReleaseChunk {
             node: 1,
+            incarnation: 0,
+            at: NOW,
             counter: counter(1),
             units: 15,
         },
@@ -500,4 +511,170 @@ fn a_region_hands_out_only_the_seats_the_origin_leased_it() {
         "bob's seat stays"
     );
     assert_eq!(slice_of(&state, &id("e-float")).unwrap().held(), 1);
+}
+
+fn lease(state: &mut MemState, cmd: RegionCommand) -> Option<MeterLease> {
+    match apply(state, cmd) {
+        RegionResponse::Meter(lease) => lease,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A restarted node's previous life is fenced: its late draw, release and
+/// report (same sequence numbers the new life uses) write nothing, and
+/// the new life hands back what the old one held.
+#[test]
+fn a_new_meter_incarnation_fences_the_previous_life() {
+    let mut state = MemState::default();
+    slice(&mut state, 1, 100);
+    let first = lease(&mut state, RegionCommand::MeterStart { node: 1, at: NOW }).unwrap();
+    assert_eq!(first.incarnation, 1);
+    let drawn = match apply(
+        &mut state,
+        RegionCommand::DrawChunk {
+            node: 1,
+            incarnation: 1,
+            counter: counter(1),
+            limit: 100,
+            want: 10,
+            at: NOW,
+        },
+    ) {
+        RegionResponse::Drawn(d) => d,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(drawn.granted, 10);
+    // The process dies; its report of batch 1 is still in flight.
+    let late_report = RegionCommand::RecordUsage {
+        node: 1,
+        incarnation: 1,
+        batch: 1,
+        at: NOW,
+        entries: vec![UsageEntry {
+            counter: counter(1),
+            units: 3,
+            idempotency_key: Some("late".into()),
+            from_chunk: true,
+        }],
+    };
+    let second = lease(&mut state, RegionCommand::MeterStart { node: 1, at: NOW }).unwrap();
+    assert_eq!(second.incarnation, 2);
+    assert_eq!(last_batch(&state, 1).unwrap(), 0, "numbers start over");
+    let before = state.clone();
+    assert_eq!(
+        apply(&mut state, late_report),
+        RegionResponse::Fenced { incarnation: 2 }
+    );
+    assert_eq!(
+        apply(
+            &mut state,
+            RegionCommand::DrawChunk {
+                node: 1,
+                incarnation: 1,
+                counter: counter(1),
+                limit: 100,
+                want: 10,
+                at: NOW,
+            }
+        ),
+        RegionResponse::Fenced { incarnation: 2 }
+    );
+    assert_eq!(state, before, "a fenced command writes nothing");
+    // The new life hands the old chunk back, under its own incarnation.
+    apply(
+        &mut state,
+        RegionCommand::ReleaseChunk {
+            node: 1,
+            incarnation: 2,
+            counter: counter(1),
+            units: 10,
+            at: NOW,
+        },
+    );
+    let c = counter_state(&state, &counter(1)).unwrap();
+    assert_eq!((c.consumed, c.reserved), (0, 0));
+    assert_eq!(chunk(&state, &counter(1), 1).unwrap(), 0);
+    // Its first report is batch 1 again, and counts.
+    let recorded = report_as(&mut state, 1, 2, 1);
+    assert_eq!(recorded.counted, 1);
+}
+
+fn report_as(state: &mut MemState, node: u64, incarnation: u64, batch: u64) -> Recorded {
+    match apply(
+        state,
+        RegionCommand::RecordUsage {
+            node,
+            incarnation,
+            batch,
+            at: NOW,
+            entries: vec![UsageEntry {
+                counter: counter(1),
+                units: 1,
+                idempotency_key: None,
+                from_chunk: false,
+            }],
+        },
+    ) {
+        RegionResponse::Recorded(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The leader fences a node only after it has been silent for the lease,
+/// and only in the incarnation it saw: a node seen since, or started
+/// again, is left alone.
+#[test]
+fn a_silent_meter_is_fenced_after_its_lease_only() {
+    let mut state = MemState::default();
+    let at = |s: i64| UnixSeconds(NOW.0 + s);
+    lease(&mut state, RegionCommand::MeterStart { node: 7, at: NOW });
+    let early = RegionCommand::FenceMeter {
+        node: 7,
+        incarnation: 1,
+        at: at(usage::METER_LEASE_SECONDS - 1),
+        silent_seconds: usage::METER_LEASE_SECONDS,
+    };
+    assert_eq!(lease(&mut state, early), None);
+    // Seen later through a report: the lease runs from then.
+    report_as(&mut state, 7, 1, 1);
+    let seen_at = usage::meter_lease(&state, 7).unwrap().seen_at;
+    assert_eq!(seen_at, NOW);
+    let stale = RegionCommand::FenceMeter {
+        node: 7,
+        incarnation: 0,
+        at: at(usage::METER_LEASE_SECONDS),
+        silent_seconds: usage::METER_LEASE_SECONDS,
+    };
+    assert_eq!(lease(&mut state, stale), None, "another incarnation");
+    let due = RegionCommand::FenceMeter {
+        node: 7,
+        incarnation: 1,
+        at: at(usage::METER_LEASE_SECONDS),
+        silent_seconds: usage::METER_LEASE_SECONDS,
+    };
+    assert_eq!(lease(&mut state, due).map(|l| l.incarnation), Some(2));
+    assert_eq!(
+        apply(
+            &mut state,
+            RegionCommand::RecordUsage {
+                node: 7,
+                incarnation: 1,
+                batch: 2,
+                at: NOW,
+                entries: Vec::new(),
+            }
+        ),
+        RegionResponse::Fenced { incarnation: 2 }
+    );
+}
+
+#[test]
+fn chunk_and_counter_keys_parse_back() {
+    let c = counter(3);
+    assert_eq!(
+        usage::parse_chunk_key(&usage::chunk_key(&c, 42)),
+        Some((c.clone(), 42))
+    );
+    assert_eq!(usage::parse_counter_key(&usage::counter_key(&c)), Some(c));
+    assert_eq!(usage::parse_chunk_key(b"region/chunk/a/b"), None);
 }

@@ -1,14 +1,18 @@
 //! The remote client: every call goes to one of the region's nodes over
-//! gRPC, fails over to the next endpoint when one is unreachable, and is
-//! bounded by a deadline.
+//! gRPC, fails over to the next endpoint when one is unreachable, hung or
+//! unavailable, hedges to a second node when the first is slow to answer,
+//! and is bounded by a deadline.
+//!
+//! Why every call may be sent more than once: see [`Client`].
 
 use crate::answer::{BatchChecked, Checked, Seat, UsageReported};
 use crate::error::{classify, Failure, SdkError};
 use crate::wire;
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tollgate_engine::{Check, CheckRequest, Consistency, Location, BATCH_CHECKS_MAX, CONSUME_MAX};
 use tollgate_model::{AccountId, FeatureId, SubjectId};
@@ -33,6 +37,25 @@ pub const ENDPOINTS_MAX: usize = 64;
 /// Largest response accepted (a full batch, a watch message of 512 change
 /// records). tonic's default of 4 MiB is too small for the latter.
 pub(crate) const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Default for [`ClientBuilder::attempt_timeout_min`].
+pub const ATTEMPT_TIMEOUT_MIN_DEFAULT: Duration = Duration::from_millis(250);
+/// Default for [`ClientBuilder::hedge_delay_min`].
+pub const HEDGE_DELAY_MIN_DEFAULT: Duration = Duration::from_millis(100);
+/// Default for [`ClientBuilder::hedge_delay_max`].
+pub const HEDGE_DELAY_MAX_DEFAULT: Duration = Duration::from_millis(500);
+/// Default for [`ClientBuilder::suspect_for`].
+pub const SUSPECT_FOR_DEFAULT: Duration = Duration::from_secs(10);
+/// Default for [`ClientBuilder::keepalive_interval`].
+pub const KEEPALIVE_INTERVAL_DEFAULT: Duration = Duration::from_secs(2);
+/// Default for [`ClientBuilder::keepalive_timeout`].
+pub const KEEPALIVE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+/// The hedge delay before any answer was timed (within the builder's
+/// bounds).
+const HEDGE_DELAY_INITIAL: Duration = Duration::from_millis(200);
+/// Attempts of one call in flight at once: the first and one hedge. A
+/// third starts only when one of them failed, so a slow region sees at
+/// most twice its load, never three times.
+const ATTEMPTS_IN_FLIGHT_MAX: usize = 2;
 /// Pause after every endpoint failed once, doubling up to the maximum, so a
 /// region that is down is not hammered until the deadline.
 const ROUND_BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -41,6 +64,10 @@ const ROUND_BACKOFF_MAX: Duration = Duration::from_millis(500);
 struct Endpoint {
     uri: String,
     channel: Conn,
+    /// Until when (milliseconds since [`Inner::epoch`], plus one; 0: not
+    /// suspect) calls try this endpoint after the others: it failed or
+    /// timed out lately.
+    suspect_until_ms: AtomicU64,
 }
 
 /// A connection to one node whose calls carry the client's application
@@ -97,10 +124,121 @@ struct Inner {
     endpoints: Vec<Endpoint>,
     /// The endpoint that answered last: calls start there.
     preferred: AtomicUsize,
+    /// Suspect marks count from here.
+    epoch: Instant,
+    policy: Policy,
+    /// How long nodes take to answer, to hedge only the slow tail.
+    latency: Mutex<Latency>,
+}
+
+/// How a call spreads its attempts (the builder's settings).
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    hedging: bool,
+    hedge_delay_min: Duration,
+    hedge_delay_max: Duration,
+    attempt_timeout_min: Duration,
+    suspect_for: Duration,
+}
+
+/// A smoothed answer time and its mean deviation (TCP's retransmission
+/// timer, RFC 6298): the hedge delay is their sum with four deviations,
+/// which only a slow tail of answers exceeds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Latency {
+    smoothed: Option<Duration>,
+    deviation: Duration,
+}
+
+impl Latency {
+    fn observe(&mut self, sample: Duration) {
+        match self.smoothed {
+            None => {
+                self.smoothed = Some(sample);
+                self.deviation = sample / 2;
+            }
+            Some(smoothed) => {
+                self.deviation = (self.deviation * 3 + smoothed.abs_diff(sample)) / 4;
+                self.smoothed = Some((smoothed * 7 + sample) / 8);
+            }
+        }
+    }
+
+    /// When to hedge, within `min..=max`.
+    fn hedge_delay(&self, min: Duration, max: Duration) -> Duration {
+        self.smoothed
+            .map_or(HEDGE_DELAY_INITIAL, |s| {
+                s.saturating_add(self.deviation.saturating_mul(4))
+            })
+            .clamp(min, max)
+    }
+}
+
+/// What one attempt may spend: an equal share of the time left among the
+/// endpoints not yet tried in this round (this one included), at least
+/// `floor`, never more than is left. One hung endpoint then costs its share,
+/// not the whole deadline, and the last endpoint gets everything left.
+fn attempt_budget(left: Duration, endpoints_left: usize, floor: Duration) -> Duration {
+    let share = left / u32::try_from(endpoints_left.max(1)).unwrap_or(u32::MAX);
+    share.max(floor).min(left)
+}
+
+/// How a call's node is expected to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// At once: attempts share the deadline ([`attempt_budget`]), and how
+    /// long the answer took trains the hedge delay.
+    Prompt,
+    /// Possibly after waiting for a revision (`AtLeastRevision`) as long as
+    /// the request's deadline allows: each attempt gets all the time left
+    /// (a share would cut the wait short), and its time says nothing about
+    /// the node's speed. Hedging still applies.
+    MayWait,
+}
+
+impl Pace {
+    fn of(consistency: &Consistency) -> Pace {
+        match consistency {
+            Consistency::Local => Pace::Prompt,
+            _ => Pace::MayWait,
+        }
+    }
 }
 
 /// A client of a region's nodes. Cheap to clone (clones share the
 /// connections); safe to use from many tasks at once.
+///
+/// # Every call may be sent more than once
+///
+/// A call that failed over or was hedged may have been carried out by the
+/// node it left behind too (a hung node may wake up and answer nobody), so
+/// the SDK sends nothing through it that would do harm twice:
+///
+/// - A plain check changes nothing.
+/// - A consuming check always carries an idempotency key (the caller's, or
+///   one generated before the first attempt), the same for every attempt:
+///   the region counts a key once. Likewise each consuming item of a batch.
+/// - `report_usage` always carries its key (given or generated), counted
+///   once by the region.
+/// - Seat calls carry no key (`usage.v1.SeatRequest` has none), but the
+///   region keys a lease by its holder: `tollgate_region::seats::seat_command`
+///   applies one action to one (entitlement, subject), and acquiring a seat
+///   the subject holds renews it (the later expiry wins), renewing a held
+///   lease extends it, releasing one that is gone answers RELEASED. The
+///   node's usage service (`try_seats`) tries the account's floating
+///   entitlements granting the feature in a fixed order, acquire stopping
+///   at the first that holds the subject or has a free seat, release
+///   releasing the subject from every one. So a duplicate renew or release
+///   of one call leaves what one left, and so does a duplicate acquire
+///   with one floating entitlement per feature (the usual case). Two
+///   things a duplicate can do that one call would not, both as an
+///   application calling acquire twice could: an acquire held up on a hung
+///   node and applied after the holder's release takes the seat again, and
+///   with several such entitlements a duplicate acquire may find a seat
+///   freed in between in an earlier one and hold that as well. Either way
+///   the subject's next release frees every seat it holds, and a seat
+///   nobody releases lapses with its lease, as a crashed client's does.
+///   Safe to retry and hedge, then.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -146,6 +284,10 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     tls: ClientTlsOptions,
     credential: Option<String>,
+    policy: Policy,
+    keepalive_interval: Duration,
+    keepalive_timeout: Duration,
+    keepalive_while_idle: bool,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -161,6 +303,10 @@ impl std::fmt::Debug for ClientBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("tls", &self.tls)
             .field("credential", &credential)
+            .field("policy", &self.policy)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("keepalive_while_idle", &self.keepalive_while_idle)
             .finish()
     }
 }
@@ -202,6 +348,85 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether a call that has had no answer from its endpoint within the
+    /// hedge delay also asks the next endpoint, taking whichever answers
+    /// first and cancelling the other (default on). At most two attempts
+    /// of a call are in flight at once. Every call is safe to send twice:
+    /// see [`Client`].
+    pub fn hedging(mut self, on: bool) -> Self {
+        self.policy.hedging = on;
+        self
+    }
+
+    /// A fixed hedge delay, instead of one learnt from how long answers
+    /// take (sets both [`ClientBuilder::hedge_delay_min`] and
+    /// [`ClientBuilder::hedge_delay_max`]).
+    pub fn hedge_delay(mut self, delay: Duration) -> Self {
+        self.policy.hedge_delay_min = delay;
+        self.policy.hedge_delay_max = delay;
+        self
+    }
+
+    /// The shortest hedge delay (default 100 ms). The delay follows the
+    /// answers' time (smoothed, plus four mean deviations, as TCP times
+    /// its retransmissions), so only the slow tail of calls is hedged;
+    /// this floor keeps a fast region from being asked twice for every
+    /// hiccup.
+    pub fn hedge_delay_min(mut self, delay: Duration) -> Self {
+        self.policy.hedge_delay_min = delay;
+        self
+    }
+
+    /// The longest hedge delay (default 500 ms): however slow answers have
+    /// been, a call waits no longer than this before asking a second node.
+    pub fn hedge_delay_max(mut self, delay: Duration) -> Self {
+        self.policy.hedge_delay_max = delay;
+        self
+    }
+
+    /// The least time one attempt is given (default 250 ms). An attempt
+    /// gets an equal share of the time left among the endpoints not yet
+    /// tried (so one hung node costs a third of the deadline with three
+    /// endpoints, not all of it), but never less than this, nor more than
+    /// is left. A check that waits for a revision (`AtLeastRevision`) is
+    /// given all the time left instead.
+    pub fn attempt_timeout_min(mut self, timeout: Duration) -> Self {
+        self.policy.attempt_timeout_min = timeout;
+        self
+    }
+
+    /// How long an endpoint that failed or timed out is tried only after
+    /// the others (default 10 s), so calls that follow start on a node
+    /// that answers. A suspect endpoint is still tried when the others
+    /// fail; it is cleared when it answers.
+    pub fn suspect_for(mut self, period: Duration) -> Self {
+        self.policy.suspect_for = period;
+        self
+    }
+
+    /// How long a connection may stay silent before the client pings it
+    /// (HTTP/2 PING, default 2 s). With [`ClientBuilder::keepalive_timeout`],
+    /// a hung node (stopped, or behind a dead NAT entry) is noticed
+    /// and its connection dropped, so the next attempt dials afresh.
+    pub fn keepalive_interval(mut self, interval: Duration) -> Self {
+        self.keepalive_interval = interval;
+        self
+    }
+
+    /// How long a ping may go unanswered before the connection is closed
+    /// (default 1 s); its calls in flight fail over.
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Whether idle connections are pinged too (default on): a connection
+    /// that died while unused is noticed before a call is sent on it.
+    pub fn keepalive_while_idle(mut self, on: bool) -> Self {
+        self.keepalive_while_idle = on;
+        self
+    }
+
     /// Trust this CA bundle (PEM) for the nodes' certificates instead of
     /// the operating system's CA store. Only with `https://` endpoints.
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
@@ -231,8 +456,10 @@ impl ClientBuilder {
     /// runtime.
     ///
     /// # Errors
-    /// [`SdkError::Config`] for no or too many endpoints, a zero deadline or
-    /// connect timeout, no Tokio runtime, an endpoint that is not an
+    /// [`SdkError::Config`] for no or too many endpoints, a zero deadline,
+    /// connect timeout, attempt timeout, hedge delay or keepalive setting,
+    /// a minimum hedge delay above the maximum, no Tokio runtime, an
+    /// endpoint that is not an
     /// `http://` or `https://` URI, endpoints mixing the two schemes, TLS
     /// files given with `http://` endpoints, or a TLS file that cannot be
     /// used (the message names the file and why: missing, not PEM, expired,
@@ -251,6 +478,24 @@ impl ClientBuilder {
             return Err(SdkError::Config(
                 "deadline and connect_timeout must be above zero".into(),
             ));
+        }
+        let policy = self.policy;
+        for (name, value) in [
+            ("attempt_timeout_min", policy.attempt_timeout_min),
+            ("hedge_delay_min", policy.hedge_delay_min),
+            ("hedge_delay_max", policy.hedge_delay_max),
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(SdkError::Config(format!("{name} must be above zero")));
+            }
+        }
+        if policy.hedge_delay_min > policy.hedge_delay_max {
+            return Err(SdkError::Config(format!(
+                "hedge_delay_min ({:?}) is above hedge_delay_max ({:?})",
+                policy.hedge_delay_min, policy.hedge_delay_max
+            )));
         }
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(SdkError::Config(
@@ -277,18 +522,28 @@ impl ClientBuilder {
                     .endpoint(&uri)
                     .map_err(|e| SdkError::Config(format!("endpoint {uri:?}: {e}")))?
                     .connect_timeout(self.connect_timeout)
-                    .tcp_nodelay(true);
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(self.keepalive_interval)
+                    .keep_alive_timeout(self.keepalive_timeout)
+                    .keep_alive_while_idle(self.keepalive_while_idle);
                 let channel = InterceptedService::new(
                     transport.lazy_channel(&endpoint, Expect::HostName, "sdk"),
                     credential.clone(),
                 );
-                Ok(Endpoint { uri, channel })
+                Ok(Endpoint {
+                    uri,
+                    channel,
+                    suspect_until_ms: AtomicU64::new(0),
+                })
             })
             .collect::<Result<_, SdkError>>()?;
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints,
                 preferred: AtomicUsize::new(0),
+                epoch: Instant::now(),
+                policy,
+                latency: Mutex::new(Latency::default()),
             }),
             deadline: self.deadline,
         })
@@ -368,6 +623,16 @@ impl Client {
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             tls: ClientTlsOptions::default(),
             credential: None,
+            policy: Policy {
+                hedging: true,
+                hedge_delay_min: HEDGE_DELAY_MIN_DEFAULT,
+                hedge_delay_max: HEDGE_DELAY_MAX_DEFAULT,
+                attempt_timeout_min: ATTEMPT_TIMEOUT_MIN_DEFAULT,
+                suspect_for: SUSPECT_FOR_DEFAULT,
+            },
+            keepalive_interval: KEEPALIVE_INTERVAL_DEFAULT,
+            keepalive_timeout: KEEPALIVE_TIMEOUT_DEFAULT,
+            keepalive_while_idle: true,
         }
     }
 
@@ -411,69 +676,191 @@ impl Client {
         (&e.uri, e.channel.clone())
     }
 
-    /// Runs `attempt` against the endpoints in turn, starting with the one
-    /// that answered last, until one answers or the deadline passes. Only
-    /// transport failures, UNAVAILABLE and RESOURCE_EXHAUSTED move on to
-    /// the next endpoint; any other answer ends the call. The attempt gets
-    /// the channel and the time left.
-    async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<(T, &str), SdkError>
+    /// The order a call tries the endpoints in: the one that answered
+    /// last first, then the others round-robin, every suspect one (failed
+    /// or timed out within [`ClientBuilder::suspect_for`]) after every
+    /// other.
+    fn order(&self) -> Vec<usize> {
+        let count = self.inner.endpoints.len();
+        let first = self.preferred();
+        let now = self.elapsed_ms();
+        let (mut order, suspect): (Vec<usize>, Vec<usize>) = (0..count)
+            .map(|step| (first + step) % count)
+            .partition(|&i| {
+                self.inner.endpoints[i]
+                    .suspect_until_ms
+                    .load(Ordering::Relaxed)
+                    <= now
+            });
+        order.extend(suspect);
+        order
+    }
+
+    /// Milliseconds since the client was built, plus one (0 means "never"
+    /// in the suspect marks).
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.inner.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    fn mark_suspect(&self, index: usize) {
+        let period = u64::try_from(self.inner.policy.suspect_for.as_millis()).unwrap_or(u64::MAX);
+        self.inner.endpoints[index]
+            .suspect_until_ms
+            .store(self.elapsed_ms().saturating_add(period), Ordering::Relaxed);
+    }
+
+    /// Endpoint `index` answered: calls start there, it is no longer
+    /// suspect, and (for a prompt call) its time trains the hedge delay.
+    fn answered(&self, index: usize, took: Option<Duration>) {
+        self.inner.preferred.store(index, Ordering::Relaxed);
+        self.inner.endpoints[index]
+            .suspect_until_ms
+            .store(0, Ordering::Relaxed);
+        if let Some(took) = took {
+            self.inner
+                .latency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe(took);
+        }
+    }
+
+    /// How long a call waits for an answer before hedging.
+    pub(crate) fn hedge_delay(&self) -> Duration {
+        let policy = &self.inner.policy;
+        self.inner
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hedge_delay(policy.hedge_delay_min, policy.hedge_delay_max)
+    }
+
+    /// Runs `attempt` against the endpoints until one answers or the
+    /// deadline passes, and returns the first answer with its endpoint.
+    ///
+    /// - The endpoints are tried in [`Client::order`]; each attempt gets
+    ///   [`attempt_budget`] of the time left ([`Pace::MayWait`]: all of
+    ///   it), and the node is told so (`grpc-timeout`).
+    /// - Transport failures (refused, reset, a connect or TLS handshake
+    ///   that timed out, a connection the keepalive gave up on),
+    ///   UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED (the node could
+    ///   not answer within the attempt's share) and an attempt out of time
+    ///   move on to the next endpoint at once and mark the failed one
+    ///   suspect; any other answer ends the call (every node would say the
+    ///   same).
+    /// - With hedging on, an attempt that has not answered within the
+    ///   hedge delay is joined by one on the next endpoint; the first
+    ///   answer wins and the other attempt is cancelled (dropped: tonic
+    ///   resets its stream). At most [`ATTEMPTS_IN_FLIGHT_MAX`] at once.
+    /// - When every endpoint failed once, the next round starts after a
+    ///   pause (doubling from [`ROUND_BACKOFF_MIN`]).
+    ///
+    /// Every call sent this way must be safe to carry out twice: see
+    /// [`Client`].
+    async fn call<T, F, Fut>(&self, pace: Pace, mut attempt: F) -> Result<(T, &str), SdkError>
     where
         F: FnMut(Conn, Duration) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        let policy = self.inner.policy;
         let deadline = Instant::now() + self.deadline;
-        let count = self.inner.endpoints.len();
-        let first = self.preferred();
+        let mut round = self.order();
+        // The next endpoint of `round` to try.
+        let mut next = 0;
+        let mut in_flight = FuturesUnordered::new();
+        let mut hedge_at: Option<Instant> = None;
         let mut tried: Vec<String> = Vec::new();
         let mut last = String::new();
         let mut timed_out = false;
         let mut backoff = ROUND_BACKOFF_MIN;
         loop {
-            for step in 0..count {
-                let index = (first + step) % count;
+            // Every pass starts an attempt while there is room: the first,
+            // the one after a failure, a hedge whose time came, the first
+            // of a new round.
+            if next < round.len() && in_flight.len() < ATTEMPTS_IN_FLIGHT_MAX {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    let timed_out = timed_out || !in_flight.is_empty();
+                    return Err(self.exhausted(tried, last, timed_out));
+                }
+                let index: usize = round[next];
+                let budget = match pace {
+                    Pace::Prompt => {
+                        attempt_budget(left, round.len() - next, policy.attempt_timeout_min)
+                    }
+                    Pace::MayWait => left,
+                };
+                next += 1;
                 let endpoint = &self.inner.endpoints[index];
+                if !tried.contains(&endpoint.uri) {
+                    tried.push(endpoint.uri.clone());
+                }
+                if !in_flight.is_empty() {
+                    tracing::debug!(endpoint = %endpoint.uri, "No answer yet; hedging.");
+                }
+                let started = Instant::now();
+                let pending =
+                    tokio::time::timeout(budget, attempt(endpoint.channel.clone(), budget));
+                in_flight.push(async move { (index, started, budget, pending.await) });
+                hedge_at =
+                    (policy.hedging && next < round.len()).then(|| started + self.hedge_delay());
+            }
+            if in_flight.is_empty() {
+                // Every endpoint of this round failed: pause, then start over.
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(self.exhausted(tried, last, timed_out));
                 }
-                if !tried.contains(&endpoint.uri) {
-                    tried.push(endpoint.uri.clone());
+                tokio::time::sleep(backoff.min(left)).await;
+                backoff = (backoff * 2).min(ROUND_BACKOFF_MAX);
+                round = self.order();
+                next = 0;
+                continue;
+            }
+            let hedge = match hedge_at {
+                Some(at) if in_flight.len() < ATTEMPTS_IN_FLIGHT_MAX && next < round.len() => {
+                    futures::future::Either::Left(tokio::time::sleep_until(at.into()))
                 }
-                let failure =
-                    match tokio::time::timeout(left, attempt(endpoint.channel.clone(), left)).await
-                    {
+                _ => futures::future::Either::Right(std::future::pending()),
+            };
+            tokio::select! {
+                Some((index, started, budget, outcome)) = in_flight.next() => {
+                    let endpoint = &self.inner.endpoints[index];
+                    let failure = match outcome {
                         Ok(Ok(value)) => {
-                            self.inner.preferred.store(index, Ordering::Relaxed);
+                            self.answered(index, (pace == Pace::Prompt).then(|| started.elapsed()));
                             return Ok((value, &endpoint.uri));
                         }
-                        Ok(Err(status)) => classify(&status, self.deadline),
+                        Ok(Err(status)) => classify(&status),
                         Err(_) => Failure::Retry {
-                            message: "no answer before the deadline".into(),
+                            message: format!("no answer within {budget:?}"),
                             timed_out: true,
                         },
                     };
-                match failure {
-                    Failure::Retry {
-                        message,
-                        timed_out: t,
-                    } => {
-                        tracing::debug!(endpoint = %endpoint.uri, %message, "Endpoint failed; trying the next.");
-                        last = format!("{}: {message}", endpoint.uri);
-                        timed_out = t;
-                    }
-                    Failure::Fatal(error) => {
-                        // It answered: it is reachable.
-                        self.inner.preferred.store(index, Ordering::Relaxed);
-                        return Err(error);
+                    match failure {
+                        Failure::Retry { message, timed_out: t } => {
+                            tracing::debug!(endpoint = %endpoint.uri, %message, "Endpoint failed; trying the next.");
+                            self.mark_suspect(index);
+                            last = format!("{}: {message}", endpoint.uri);
+                            timed_out = t;
+                        }
+                        Failure::Fatal(error) => {
+                            // It answered: it is reachable.
+                            self.answered(index, None);
+                            return Err(error);
+                        }
                     }
                 }
+                () = hedge => {}
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    if last.is_empty() {
+                        last = "no endpoint answered before the deadline".into();
+                    }
+                    return Err(self.exhausted(tried, last, true));
+                }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(self.exhausted(tried, last, timed_out));
-            }
-            tokio::time::sleep(backoff.min(left)).await;
-            backoff = (backoff * 2).min(ROUND_BACKOFF_MAX);
         }
     }
 
@@ -497,9 +884,10 @@ impl Client {
             request.idempotency_key = Some(new_idempotency_key());
         }
         let key = request.idempotency_key.clone();
+        let pace = Pace::of(&request.consistency);
         let message = pb::CheckRequest::from(request);
         let (response, endpoint) = self
-            .call(|channel, left| {
+            .call(pace, |channel, left| {
                 let message = message.clone();
                 async move {
                     CheckServiceClient::new(channel)
@@ -555,6 +943,16 @@ impl Client {
             )));
         }
         let count = checks.len();
+        // The batch waits for its highest revision: it may wait if any
+        // item asks for one.
+        let pace = if checks
+            .iter()
+            .all(|c| Pace::of(&c.consistency) == Pace::Prompt)
+        {
+            Pace::Prompt
+        } else {
+            Pace::MayWait
+        };
         let message = batch_to_proto(
             checks
                 .into_iter()
@@ -567,7 +965,7 @@ impl Client {
                 .collect(),
         );
         let (response, endpoint) = self
-            .call(|channel, left| {
+            .call(pace, |channel, left| {
                 let message = message.clone();
                 async move {
                     CheckServiceClient::new(channel)
@@ -598,7 +996,7 @@ impl Client {
             idempotency_key: key.clone(),
         });
         let (response, endpoint) = self
-            .call(|channel, left| {
+            .call(Pace::Prompt, |channel, left| {
                 let message = message.clone();
                 async move {
                     UsageClient::new(channel)
@@ -657,8 +1055,10 @@ impl Client {
             subject: subject.clone(),
             feature: feature.clone(),
         });
+        // Safe to send twice: the region keys a lease by its holder (see
+        // [`Client`]).
         let (response, endpoint) = self
-            .call(|channel, left| {
+            .call(Pace::Prompt, |channel, left| {
                 let message = with_timeout(message.clone(), left);
                 async move {
                     let mut client = UsageClient::new(channel);
@@ -680,4 +1080,64 @@ enum SeatCall {
     Acquire,
     Renew,
     Release,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn an_attempt_gets_its_share_of_the_time_left_within_the_floor_and_what_is_left() {
+        let floor = MS(250);
+        // (time left, endpoints not yet tried, budget)
+        let rows = [
+            (MS(2_000), 3, MS(2_000) / 3),
+            (MS(1_334), 2, MS(667)),
+            (MS(667), 1, MS(667)),
+            // Below the floor: the floor ...
+            (MS(600), 3, MS(250)),
+            // ... but never more than is left.
+            (MS(100), 3, MS(100)),
+            (MS(0), 2, MS(0)),
+            // One endpoint: everything.
+            (MS(2_000), 1, MS(2_000)),
+            // A call never has zero endpoints left; if it did, all of it.
+            (MS(500), 0, MS(500)),
+        ];
+        for (left, endpoints_left, expected) in rows {
+            assert_eq!(
+                attempt_budget(left, endpoints_left, floor),
+                expected,
+                "{left:?} among {endpoints_left}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_hedge_delay_follows_the_answers_within_its_bounds() {
+        let (min, max) = (MS(100), MS(500));
+        let mut latency = Latency::default();
+        assert_eq!(latency.hedge_delay(min, max), HEDGE_DELAY_INITIAL);
+        // Fast, steady answers: the floor.
+        for _ in 0..50 {
+            latency.observe(MS(2));
+        }
+        assert_eq!(latency.hedge_delay(min, max), min);
+        // Answers of 150 ms ± 50: smoothed about 150, deviation about 50,
+        // so a delay above the floor and the answers' spread.
+        for i in 0..200 {
+            latency.observe(MS(if i % 2 == 0 { 100 } else { 200 }));
+        }
+        let delay = latency.hedge_delay(min, max);
+        assert!(delay > MS(250) && delay < max, "{delay:?}");
+        // Very slow answers: the ceiling.
+        for _ in 0..50 {
+            latency.observe(MS(3_000));
+        }
+        assert_eq!(latency.hedge_delay(min, max), max);
+        // A fixed delay is min = max.
+        assert_eq!(latency.hedge_delay(MS(150), MS(150)), MS(150));
+    }
 }

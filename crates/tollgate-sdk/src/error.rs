@@ -33,8 +33,8 @@ pub enum SdkError {
         last: String,
     },
     /// The call's deadline ran out while an endpoint was still working on
-    /// it, or the node could not answer in time (e.g. an
-    /// `at_least_revision` wait).
+    /// it, or no node could answer in time (e.g. an `at_least_revision`
+    /// wait).
     #[error("deadline of {deadline:?} exceeded{}", last.as_deref().map(|l| format!(": {l}")).unwrap_or_default())]
     DeadlineExceeded {
         deadline: Duration,
@@ -124,7 +124,7 @@ pub(crate) fn known_code_name(name: &str) -> &'static str {
 /// source was made on this side of the wire (tonic could not connect, the
 /// connection broke, a local timeout fired): that is a transport failure,
 /// so another endpoint may answer. A status without one came from a node.
-pub(crate) fn classify(status: &Status, deadline: Duration) -> Failure {
+pub(crate) fn classify(status: &Status) -> Failure {
     let local = std::error::Error::source(status).is_some();
     let message = if status.message().is_empty() {
         code_name(status.code()).to_string()
@@ -139,16 +139,16 @@ pub(crate) fn classify(status: &Status, deadline: Duration) -> Failure {
         Code::Unavailable | Code::ResourceExhausted => retry(false),
         // tonic's own timer (`grpc-timeout`) reports a local CANCELLED.
         Code::Cancelled if local => retry(true),
-        Code::DeadlineExceeded if local => retry(true),
+        // Local, or the node's: it could not answer within the attempt's
+        // share of the deadline (its request timeout, a revision it had
+        // not applied in time). Another node may, in the time left; when
+        // none does, the call ends DEADLINE_EXCEEDED all the same.
+        Code::DeadlineExceeded => retry(true),
         Code::Unknown | Code::Aborted if local => retry(false),
         Code::InvalidArgument | Code::OutOfRange => {
             Failure::Fatal(SdkError::InvalidRequest(status.message().to_string()))
         }
         Code::NotFound => Failure::Fatal(SdkError::NotFound(status.message().to_string())),
-        Code::DeadlineExceeded => Failure::Fatal(SdkError::DeadlineExceeded {
-            deadline,
-            last: Some(status.message().to_string()),
-        }),
         _ if local => Failure::Fatal(SdkError::Protocol(message.clone())),
         code => Failure::Fatal(SdkError::Refused {
             code: code_name(code),
@@ -181,7 +181,7 @@ mod tests {
     }
 
     fn check(status: Status, expected: &str) {
-        let got = match classify(&status, Duration::from_secs(1)) {
+        let got = match classify(&status) {
             Failure::Retry {
                 timed_out: false, ..
             } => "retry".to_string(),
@@ -211,7 +211,7 @@ mod tests {
             (Status::cancelled("by the node"), "REFUSED"),
             (
                 Status::deadline_exceeded("revision 9 was not applied"),
-                "DEADLINE_EXCEEDED",
+                "retry-timeout",
             ),
             (local(Code::Unavailable), "retry"),
             (local(Code::Unknown), "retry"),
@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn refused_keeps_the_grpc_code_name() {
-        match classify(&Status::failed_precondition("nope"), Duration::ZERO) {
+        match classify(&Status::failed_precondition("nope")) {
             Failure::Fatal(SdkError::Refused { code, message }) => {
                 assert_eq!(code, "FAILED_PRECONDITION");
                 assert_eq!(message, "nope");

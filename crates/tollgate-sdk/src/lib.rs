@@ -35,17 +35,39 @@
 //!   same scheme, and the files are read once, when the client is built.
 //! - **One lazily connected channel per endpoint.** Nothing is dialled
 //!   until the first call.
-//! - **Every call has a deadline**, failovers included: the builder's
-//!   (2 s by default), or another one through [`Client::with_deadline`].
-//! - **Failover.** A call starts with the endpoint that answered last;
-//!   when an endpoint cannot be reached (connection refused, connect
-//!   timeout, connection broken) or answers `UNAVAILABLE` or
-//!   `RESOURCE_EXHAUSTED`, the next one is tried, round-robin, with a short
-//!   pause after each full round, until the deadline: then
-//!   [`SdkError::Unavailable`] (or [`SdkError::DeadlineExceeded`] when the
-//!   time ran out on an endpoint that did not answer). Any other answer
-//!   ends the call: a bad request is [`SdkError::InvalidRequest`] from
-//!   every node, so it is never retried.
+//! - **Every call has a deadline**, failovers and hedges included: the
+//!   builder's (2 s by default), or another one through
+//!   [`Client::with_deadline`].
+//! - **Failover.** A call starts with the endpoint that answered last,
+//!   then tries the others round-robin, those that failed or timed out
+//!   lately ([`ClientBuilder::suspect_for`], 10 s) last. When an endpoint
+//!   cannot be reached (connection refused, connect or TLS handshake
+//!   timeout, connection broken), answers `UNAVAILABLE`,
+//!   `RESOURCE_EXHAUSTED` or `DEADLINE_EXCEEDED`, or does not answer
+//!   within its attempt's share of the deadline, the next one is tried at
+//!   once, with a short pause after each full round, until the deadline:
+//!   then [`SdkError::Unavailable`] (or [`SdkError::DeadlineExceeded`]
+//!   when the time ran out on an endpoint that did not answer). Any other
+//!   answer ends the call: a bad request is [`SdkError::InvalidRequest`]
+//!   from every node, so it is never retried.
+//! - **A hung node costs a fraction of the deadline, not all of it.** Each
+//!   attempt gets an equal share of the time left among the endpoints not
+//!   yet tried, at least [`ClientBuilder::attempt_timeout_min`] (250 ms),
+//!   except a check that waits for a revision, which gets all of it.
+//!   **Hedging**: an attempt with no answer after the hedge delay is
+//!   joined by one on the next endpoint, the first answer wins and the
+//!   other is cancelled; the delay follows how long answers take (smoothed
+//!   plus four deviations, within 100–500 ms by default:
+//!   [`ClientBuilder::hedge_delay_min`], [`ClientBuilder::hedge_delay_max`],
+//!   [`ClientBuilder::hedging`]). **HTTP/2 keepalive** pings a silent
+//!   connection after 2 s and drops it when the ping is not answered
+//!   within 1 s ([`ClientBuilder::keepalive_interval`],
+//!   [`ClientBuilder::keepalive_timeout`]), so a stopped node or a dead
+//!   NAT entry is noticed and the next attempt dials afresh.
+//! - **Every call is safe to send twice**, which failover and hedging may
+//!   do: checks change nothing, consumption and usage reports carry one
+//!   idempotency key for every attempt, and seat calls are idempotent per
+//!   holder at the region (see [`Client`]).
 //! - **Consumption is counted once.** A check that consumes gets an
 //!   idempotency key when the caller gave none, and the same key goes to
 //!   every endpoint tried; the key is in the answer so the caller can retry
@@ -122,8 +144,10 @@ mod wire;
 
 pub use answer::{BatchChecked, Checked, Seat, SeatStatus, UsageReported};
 pub use client::{
-    new_idempotency_key, Client, ClientBuilder, WithCredential, CONNECT_TIMEOUT_DEFAULT,
-    DEADLINE_DEFAULT, ENDPOINTS_MAX,
+    new_idempotency_key, Client, ClientBuilder, WithCredential, ATTEMPT_TIMEOUT_MIN_DEFAULT,
+    CONNECT_TIMEOUT_DEFAULT, DEADLINE_DEFAULT, ENDPOINTS_MAX, HEDGE_DELAY_MAX_DEFAULT,
+    HEDGE_DELAY_MIN_DEFAULT, KEEPALIVE_INTERVAL_DEFAULT, KEEPALIVE_TIMEOUT_DEFAULT,
+    SUSPECT_FOR_DEFAULT,
 };
 pub use error::SdkError;
 pub use offline::{OfflineVerifier, KEY_SET_PATH};

@@ -1,9 +1,14 @@
 //! The client against stand-in nodes on 127.0.0.1:0 (a tonic server whose
 //! answers the test sets): failover order, the idempotency key kept across
-//! failovers, which errors are retried, the deadline.
+//! failovers, which errors are retried, the deadline; and against nodes
+//! that hang (a handler that never answers, a port that accepts and never
+//! speaks, a link that goes silent): hedging, the deadline shared among
+//! attempts, suspect endpoints tried last, the keepalive.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_engine::{Decision, Reason};
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_server::{CheckService, CheckServiceServer};
@@ -15,12 +20,14 @@ use tonic::{Code, Request, Response, Status};
 enum Answer {
     Allow,
     Fail(Code),
+    /// Never answers (a node stuck mid-request).
+    Hang,
 }
 
 #[derive(Clone)]
 struct StandIn {
     name: &'static str,
-    answer: Answer,
+    answer: Arc<Mutex<Answer>>,
     received: Arc<Mutex<Vec<pb::CheckRequest>>>,
 }
 
@@ -49,7 +56,8 @@ impl CheckService for StandIn {
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         self.received.lock().unwrap().push(request.into_inner());
-        match self.answer {
+        let answer = *self.answer.lock().unwrap();
+        match answer {
             Answer::Allow => Ok(Response::new(pb::CheckResponse {
                 decision: Some(tollgate_proto::convert::decision_to_proto(allow())),
                 revision: 1,
@@ -57,6 +65,7 @@ impl CheckService for StandIn {
                 answered_by: self.name.into(),
             })),
             Answer::Fail(code) => Err(Status::new(code, format!("{} says no", self.name))),
+            Answer::Hang => std::future::pending().await,
         }
     }
 
@@ -82,7 +91,7 @@ impl StandIn {
     async fn start(name: &'static str, answer: Answer) -> (StandIn, String) {
         let node = StandIn {
             name,
-            answer,
+            answer: Arc::new(Mutex::new(answer)),
             received: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -101,6 +110,11 @@ impl StandIn {
     fn calls(&self) -> usize {
         self.received.lock().unwrap().len()
     }
+
+    /// Answers `answer` from now on.
+    fn set(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
+    }
 }
 
 /// An endpoint nothing listens on: bound, then closed.
@@ -109,13 +123,29 @@ async fn dead() -> String {
     format!("http://{}", listener.local_addr().unwrap())
 }
 
-fn client(endpoints: &[&String], deadline: Duration) -> Client {
+/// A port that accepts connections (the kernel does, for a stopped
+/// process too) and never reads or writes a byte: a hung node.
+async fn silent() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    uri
+}
+
+fn builder(endpoints: &[&String], deadline: Duration) -> tollgate_sdk::ClientBuilder {
     Client::builder()
         .endpoints(endpoints.iter().map(|e| e.to_string()))
         .deadline(deadline)
         .connect_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap()
+}
+
+fn client(endpoints: &[&String], deadline: Duration) -> Client {
+    builder(endpoints, deadline).build().unwrap()
 }
 
 fn plain() -> tollgate_sdk::CheckRequest {
@@ -201,7 +231,12 @@ async fn a_refusal_every_node_would_repeat_is_not_retried() {
     ] {
         let (refusing, refusing_uri) = StandIn::start("refusing", Answer::Fail(code)).await;
         let (ok, ok_uri) = StandIn::start("ok", Answer::Allow).await;
-        let client = client(&[&refusing_uri, &ok_uri], Duration::from_secs(5));
+        // No hedge: on a slow machine one could reach `ok` before the
+        // refusal comes back, which says nothing about retries.
+        let client = builder(&[&refusing_uri, &ok_uri], Duration::from_secs(5))
+            .hedging(false)
+            .build()
+            .unwrap();
         let error = client.check(plain()).await.unwrap_err();
         assert_eq!(error.code(), expected, "{code:?}: {error}");
         assert!(error.to_string().contains("refusing says no"), "{error}");
@@ -236,6 +271,19 @@ async fn the_builder_refuses_what_cannot_work() {
             .endpoints(["http://127.0.0.1:1"])
             .deadline(Duration::ZERO)
             .build(),
+        Client::builder()
+            .endpoints(["http://127.0.0.1:1"])
+            .attempt_timeout_min(Duration::ZERO)
+            .build(),
+        Client::builder()
+            .endpoints(["http://127.0.0.1:1"])
+            .hedge_delay_min(Duration::from_secs(2))
+            .hedge_delay_max(Duration::from_secs(1))
+            .build(),
+        Client::builder()
+            .endpoints(["http://127.0.0.1:1"])
+            .keepalive_timeout(Duration::ZERO)
+            .build(),
     ];
     for case in cases {
         assert_eq!(case.unwrap_err().code(), "CONFIG");
@@ -250,4 +298,191 @@ async fn the_builder_refuses_what_cannot_work() {
     .join()
     .unwrap();
     assert_eq!(outside, "CONFIG");
+}
+
+#[tokio::test]
+async fn a_hung_endpoint_is_hedged_past_and_the_next_call_starts_elsewhere() {
+    for hung in ["a handler that never answers", "a port that never speaks"] {
+        let (stuck, stuck_uri) = StandIn::start("stuck", Answer::Hang).await;
+        let hung_uri = match hung {
+            "a handler that never answers" => stuck_uri,
+            _ => silent().await,
+        };
+        let (ok, ok_uri) = StandIn::start("ok", Answer::Allow).await;
+        let deadline = Duration::from_secs(10);
+        let client = builder(&[&hung_uri, &ok_uri], deadline)
+            .hedge_delay(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let answer = client.check(plain()).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(answer.answered_by, "ok", "{hung}");
+        // Without the hedge the first attempt would have had half the
+        // deadline (5 s) before the second endpoint was asked.
+        assert!(took < deadline / 4, "{hung}: answered after {took:?}");
+        assert_eq!(ok.calls(), 1, "{hung}");
+        if hung == "a handler that never answers" {
+            assert_eq!(stuck.calls(), 1, "the hung endpoint was asked first");
+        }
+        assert_eq!(client.preferred_endpoint(), ok_uri, "{hung}");
+
+        // The next calls start where the answer came from: not one more
+        // request reaches the hung endpoint.
+        let before = stuck.calls();
+        for _ in 0..5 {
+            assert_eq!(client.check(plain()).await.unwrap().answered_by, "ok");
+        }
+        assert_eq!(stuck.calls(), before, "{hung}");
+    }
+}
+
+#[tokio::test]
+async fn without_hedging_a_hung_endpoint_costs_its_share_of_the_deadline_not_all_of_it() {
+    let hung = silent().await;
+    let (ok, ok_uri) = StandIn::start("ok", Answer::Allow).await;
+    let deadline = Duration::from_secs(6);
+    let client = builder(&[&hung, &ok_uri], deadline)
+        .hedging(false)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let answer = client.check(plain()).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(answer.answered_by, "ok");
+    assert_eq!(ok.calls(), 1);
+    // Half the deadline on the hung endpoint, then the other at once.
+    assert!(
+        took >= deadline / 2 - Duration::from_millis(50) && took < deadline,
+        "answered after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_endpoint_that_failed_is_tried_after_those_that_did_not() {
+    let (a, a_uri) = StandIn::start("a", Answer::Allow).await;
+    let (b, b_uri) = StandIn::start("b", Answer::Allow).await;
+    let (c, c_uri) = StandIn::start("c", Answer::Allow).await;
+    let client = builder(&[&a_uri, &b_uri, &c_uri], Duration::from_secs(5))
+        .hedging(false)
+        .build()
+        .unwrap();
+    assert_eq!(client.check(plain()).await.unwrap().answered_by, "a");
+
+    // a fails: b answers, and a is suspect.
+    a.set(Answer::Fail(Code::Unavailable));
+    assert_eq!(client.check(plain()).await.unwrap().answered_by, "b");
+    assert_eq!(a.calls(), 2);
+
+    // a would answer again, but b (where calls start) fails: c is asked
+    // before a, which failed lately.
+    a.set(Answer::Allow);
+    b.set(Answer::Fail(Code::Unavailable));
+    assert_eq!(client.check(plain()).await.unwrap().answered_by, "c");
+    assert_eq!((a.calls(), b.calls(), c.calls()), (2, 2, 1));
+
+    // Everyone but the suspects failing: a suspect is still tried.
+    c.set(Answer::Fail(Code::Unavailable));
+    assert_eq!(client.check(plain()).await.unwrap().answered_by, "a");
+}
+
+/// A TCP relay to `target` that can go silent: while `frozen`, nothing
+/// passes either way (what a stopped node or a dead NAT entry looks like
+/// from the client), but the client's side is still read, to notice when
+/// the client closes the connection. Counts connections closed by the
+/// client.
+async fn freezable_relay(target: String) -> (String, Arc<AtomicBool>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    let target = target.trim_start_matches("http://").to_string();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (f, c) = (frozen.clone(), closed.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let (frozen, closed) = (f.clone(), c.clone());
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let up = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        match client_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) if !frozen.load(Ordering::SeqCst) => {
+                                if server_write.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                    closed.fetch_add(1, Ordering::SeqCst);
+                };
+                let down = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = server_read.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if !frozen.load(Ordering::SeqCst)
+                            && client_write.write_all(&buf[..n]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                };
+                tokio::select! {
+                    () = up => {}
+                    () = down => {}
+                }
+            });
+        }
+    });
+    (uri, frozen, closed)
+}
+
+#[tokio::test]
+async fn the_keepalive_drops_a_connection_that_went_silent() {
+    let (_ok, ok_uri) = StandIn::start("ok", Answer::Allow).await;
+    let (relay, frozen, closed) = freezable_relay(ok_uri).await;
+    let client = builder(&[&relay], Duration::from_secs(5))
+        .keepalive_interval(Duration::from_millis(200))
+        .keepalive_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert_eq!(client.check(plain()).await.unwrap().answered_by, "ok");
+    // Idle and answering pings: the connection stays.
+    let pinged_for = Instant::now();
+    tollgate_testkit::wait_until(
+        "an idle connection to live through a few pings",
+        Duration::from_secs(5),
+        || async {
+            match closed.load(Ordering::SeqCst) {
+                0 if pinged_for.elapsed() > Duration::from_secs(1) => Ok(()),
+                0 => Err(format!("open after {:?}", pinged_for.elapsed())),
+                n => Err(format!("{n} connection(s) closed while the node answered")),
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    frozen.store(true, Ordering::SeqCst);
+    tollgate_testkit::wait_until(
+        "the client to drop the silent connection",
+        Duration::from_secs(5),
+        || async {
+            match closed.load(Ordering::SeqCst) {
+                0 => Err("still open".to_string()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await
+    .unwrap();
 }

@@ -66,6 +66,10 @@ pub struct Limits {
     /// Messages buffered per `Watch` stream (region nodes); a watcher that
     /// lets them pile up longer than `request_timeout` is dropped.
     pub watch_buffer: usize,
+    /// The whole of a node's shutdown: stop accepting, drain what is in
+    /// flight, flush usage, close streams, stop Raft. The default fits
+    /// Kubernetes' 30 s termination grace with room to spare.
+    pub shutdown_deadline: Duration,
 }
 
 impl Default for Limits {
@@ -73,6 +77,7 @@ impl Default for Limits {
         let port = tollgate_tls::PortLimits::default();
         Limits {
             request_timeout: Duration::from_secs(30),
+            shutdown_deadline: Duration::from_secs(25),
             concurrency_max: 1024,
             connections_max: port.connections_max,
             handshake_timeout: port.handshake_timeout,

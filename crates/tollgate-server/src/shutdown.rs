@@ -8,3 +8,16 @@ pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
         tracing::debug!("The stop signal's sender is gone; stopping.");
     }
 }
+
+/// Waits for `task` until `deadline`, one phase of a node's shutdown; a
+/// task that overruns is logged (and left to end with the process) so the
+/// next phase still runs within the whole shutdown's deadline.
+pub async fn within(deadline: std::time::Instant, what: &str, task: tokio::task::JoinHandle<()>) {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if tokio::time::timeout(left, task).await.is_err() {
+        tracing::warn!(
+            what,
+            "A shutdown phase did not finish before its deadline; going on."
+        );
+    }
+}

@@ -172,6 +172,10 @@ pub struct LimitsSection {
     /// leaves them unread for `request_timeout_ms` is dropped
     /// (`WATCHER_TOO_SLOW`).
     pub watch_buffer: usize,
+    /// The whole of a shutdown (SIGTERM): stop accepting, drain requests
+    /// in flight, flush usage, close streams, stop Raft. Keep it under
+    /// the orchestrator's grace period (Kubernetes: 30 s).
+    pub shutdown_deadline_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -189,6 +193,7 @@ impl Default for LimitsSection {
             rate_burst: d.rate_burst,
             rate_keys_max: d.rate_keys_max,
             watch_buffer: d.watch_buffer,
+            shutdown_deadline_ms: d.shutdown_deadline.as_millis() as u64,
         }
     }
 }
@@ -246,6 +251,11 @@ impl LimitsSection {
             32..=100_000_000,
         )?;
         within("limits.watch_buffer", self.watch_buffer as u64, 1..=4096)?;
+        within(
+            "limits.shutdown_deadline_ms",
+            self.shutdown_deadline_ms,
+            1_000..=600_000,
+        )?;
         Ok(())
     }
 
@@ -264,6 +274,7 @@ impl LimitsSection {
             rate_burst: self.rate_burst,
             rate_keys_max: self.rate_keys_max,
             watch_buffer: self.watch_buffer,
+            shutdown_deadline: Duration::from_millis(self.shutdown_deadline_ms),
         }
     }
 
@@ -776,6 +787,23 @@ impl NodeFile {
             Some(self.subject()),
             now,
         )?))
+    }
+
+    /// The databases `[geo]` names, read and validated now exactly as a
+    /// region node does at start (integrity, type, probe lookups: a file
+    /// that would resolve every caller to an unknown location is refused),
+    /// or `None` without `[geo]`. `serve` and `serve --check` both call it,
+    /// so a file one refuses the other refuses with the same message.
+    pub fn geo_databases(&self) -> anyhow::Result<Option<tollgate_geo::GeoDatabases>> {
+        use anyhow::Context;
+        let Some(geo) = &self.geo else {
+            return Ok(None);
+        };
+        let mut config = tollgate_geo::GeoConfig::new(&geo.location_path);
+        config.anonymous_path = geo.anonymous_path.clone();
+        tollgate_geo::GeoDatabases::open(&config)
+            .map(Some)
+            .context("geo: loading the databases")
     }
 
     /// How often TLS files are checked for a replacement.

@@ -29,30 +29,7 @@ pub fn run(args: ServeArgs) -> u8 {
         }
     };
     if args.check {
-        // Load the TLS files as `serve` would: a config whose certificate
-        // does not load is not valid.
-        return match file.transport(tollgate_server::clock::now_secs()) {
-            Ok(tollgate_tls::Transport::Plaintext) => {
-                eprintln!("{PLAINTEXT_WARNING}");
-                println!(
-                    "{}: valid (WARNING: tls.insecure_plaintext)",
-                    args.config.display()
-                );
-                exit::OK
-            }
-            Ok(transport) => {
-                let identity = transport
-                    .identity()
-                    .map(|i| i.to_string())
-                    .unwrap_or_default();
-                println!("{}: valid (TLS as {identity})", args.config.display());
-                exit::OK
-            }
-            Err(error) => {
-                eprintln!("error: {}: {error:#}", args.config.display());
-                exit::INVALID_INPUT
-            }
-        };
+        return check(&args.config, &file);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -75,6 +52,52 @@ pub fn run(args: ServeArgs) -> u8 {
             exit::FAILURE
         }
     }
+}
+
+/// `serve --check`: loads what `serve` loads before it binds a port, the
+/// TLS files and the geo databases, as `serve` would: a config whose
+/// certificate does not load, or whose geo database `serve` would refuse,
+/// is not valid (exit 2, with the message `serve` would give).
+fn check(path: &std::path::Path, file: &NodeFile) -> u8 {
+    let invalid = |error: anyhow::Error| {
+        eprintln!("error: {}: {error:#}", path.display());
+        exit::INVALID_INPUT
+    };
+    let transport = match file.transport(tollgate_server::clock::now_secs()) {
+        Ok(transport) => transport,
+        Err(error) => return invalid(error),
+    };
+    let geo = match file.geo_databases() {
+        Ok(geo) => geo,
+        Err(error) => return invalid(error),
+    };
+    let geo = geo
+        .map(|g| {
+            let health = g.health();
+            let anonymous = health
+                .anonymous
+                .map(|a| format!(" and {}", a.database_type))
+                .unwrap_or_default();
+            format!("; geo: {}{anonymous}", health.location.database_type)
+        })
+        .unwrap_or_default();
+    match transport {
+        tollgate_tls::Transport::Plaintext => {
+            eprintln!("{PLAINTEXT_WARNING}");
+            println!(
+                "{}: valid (WARNING: tls.insecure_plaintext{geo})",
+                path.display()
+            );
+        }
+        transport => {
+            let identity = transport
+                .identity()
+                .map(|i| i.to_string())
+                .unwrap_or_default();
+            println!("{}: valid (TLS as {identity}{geo})", path.display());
+        }
+    }
+    exit::OK
 }
 
 /// What a node running without TLS says at start (and `serve --check`).
@@ -313,20 +336,9 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
         .validate()
         .context("the raft settings are invalid")?;
 
-    let (geo, watcher_stop) = match &file.geo {
-        None => {
-            tracing::warn!(
-                "No geo databases configured: IP addresses resolve to an unknown location."
-            );
-            (None, None)
-        }
-        Some(g) => {
-            let mut geo_config = tollgate_geo::GeoConfig::new(&g.location_path);
-            geo_config.anonymous_path = g.anonymous_path.clone();
-            let dbs = Arc::new(
-                tollgate_geo::GeoDatabases::open(&geo_config)
-                    .context("geo: loading the databases")?,
-            );
+    let (geo, watcher_stop) = match (&file.geo, file.geo_databases()?) {
+        (Some(g), Some(dbs)) => {
+            let dbs = Arc::new(dbs);
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             tollgate_geo::spawn_watcher(
                 dbs.clone(),
@@ -336,6 +348,14 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
                 },
             );
             (Some(dbs), Some(tx))
+        }
+        _ => {
+            tracing::warn!(
+                "No geo databases configured: every IP address resolves to an unknown \
+                 location, which geo rules with location lists deny unless they set \
+                 unknown_location = allow."
+            );
+            (None, None)
         }
     };
     let Some(grpc) = file.listen.grpc else {

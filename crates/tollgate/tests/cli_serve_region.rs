@@ -292,11 +292,16 @@ fn region_configs_are_checked_as_a_whole() {
     certs(&[
         "issue", "--ca-dir", tls_dir, "--region", "region", "--node", "1", "--name", "node",
     ]);
+    // The example's geo database, from the environment too: `serve
+    // --check` loads it as `serve` would.
+    let city = dir.path().join("GeoLite2-City.mmdb");
+    std::fs::write(&city, tollgate_geo::fixtures::demo_city().unwrap()).unwrap();
     let out = tollgate()
         .args(["serve", "--check", "--config", example])
         .env("TOLLGATE_TLS_CA", tls.join("ca.pem"))
         .env("TOLLGATE_TLS_CERT", tls.join("node.pem"))
         .env("TOLLGATE_TLS_KEY", tls.join("node.key"))
+        .env("TOLLGATE_GEO_LOCATION_PATH", &city)
         .output()
         .unwrap();
     assert_eq!(
@@ -304,6 +309,11 @@ fn region_configs_are_checked_as_a_whole() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("geo: Tollgate-Demo-City"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
     let path = dir.path().join("bad.toml");
     for (text, key) in [
@@ -320,5 +330,135 @@ fn region_configs_are_checked_as_a_whole() {
         let out = tollgate().args(["serve", "--check", "--config", path.to_str().unwrap()]).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{text}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(key), "expected {key}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// A region config naming `location_path`, with the origin's keys beside
+/// it (only `serve` reads them).
+fn region_config_with_geo(
+    dir: &std::path::Path,
+    location_path: &std::path::Path,
+) -> std::path::PathBuf {
+    let path = dir.join("geo-region.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "role = \"region\"\nnode_id = 1\ndata_dir = \"{}\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://127.0.0.1:1\"\npublic_keys_path = \"{}\"\n[geo]\nlocation_path = \"{}\"\n[tls]\ninsecure_plaintext = true\n",
+            dir.join("region").display(),
+            dir.join("origin-keys.public.json").display(),
+            location_path.display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn serve_check_refuses_the_geo_databases_serve_would_refuse() {
+    use tollgate_geo::fixtures::{self, FixturePlace};
+    let dir = tempfile::tempdir().unwrap();
+    let keys = tollgate_signing::KeyRing::generate(tollgate_model::UnixSeconds(now()))
+        .unwrap()
+        .public_set();
+    std::fs::write(
+        dir.path().join("origin-keys.public.json"),
+        serde_json::to_vec(&keys).unwrap(),
+    )
+    .unwrap();
+    let check = |config: &std::path::Path| {
+        tollgate()
+            .args(["serve", "--check", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+
+    // A good database: valid, and the check says which database it loaded.
+    let good = dir.path().join("good.mmdb");
+    std::fs::write(&good, fixtures::demo_city().unwrap()).unwrap();
+    let out = check(&region_config_with_geo(dir.path(), &good));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("valid") && stdout.contains("geo: Tollgate-Demo-City"),
+        "{stdout}"
+    );
+
+    // Databases a region node refuses at start: another vendor's flat
+    // layout with a type that passes for a Country database, one that
+    // covers no public address, a file that is not a database, no file.
+    let flat: Vec<(&str, serde_json::Value)> = ["8.8.8.0/24", "81.2.69.0/24"]
+        .into_iter()
+        .map(|n| (n, serde_json::json!({"country_code": "SE"})))
+        .collect();
+    let nowhere = FixturePlace {
+        country: "SE",
+        continent: "EU",
+        subdivisions: &["E"],
+        city: None,
+    };
+    // (file name, its bytes or no file, what the refusal must say)
+    type Case = (&'static str, Option<Vec<u8>>, &'static [&'static str]);
+    let cases: [Case; 4] = [
+        (
+            "flat",
+            Some(fixtures::records_db("CC0-Country", 1_700_000_000, None, &flat).unwrap()),
+            &[
+                "records have no country.iso_code",
+                "found keys: country_code",
+            ],
+        ),
+        (
+            "nowhere",
+            Some(
+                fixtures::location_db("GeoIP2-City", 1_700_000_000, &[("192.0.2.0/24", nowhere)])
+                    .unwrap(),
+            ),
+            &["resolves none of them"],
+        ),
+        (
+            "junk",
+            Some(b"not a database".to_vec()),
+            &["is not a valid MaxMind DB"],
+        ),
+        ("missing", None, &["could not read geo database"]),
+    ];
+    for (name, bytes, says) in cases {
+        let path = dir.path().join(format!("{name}.mmdb"));
+        if let Some(bytes) = bytes {
+            std::fs::write(&path, bytes).unwrap();
+        }
+        let config = region_config_with_geo(dir.path(), &path);
+        let out = check(&config);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains("geo: loading the databases"),
+            "{name}: {stderr}"
+        );
+        for fragment in says {
+            assert!(
+                stderr.contains(fragment),
+                "{name}: {fragment:?} in {stderr}"
+            );
+        }
+
+        // `serve` refuses it too, before it binds a port, with the same
+        // message.
+        let out = tollgate()
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let served = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{name}: {served}");
+        let reason = |text: &str| {
+            text.find("geo: loading the databases")
+                .map(|at| text[at..].trim().to_owned())
+        };
+        assert_eq!(reason(&served), reason(&stderr), "{name}");
     }
 }

@@ -3,8 +3,10 @@
 //! countries, continents, subdivisions and anonymous networks) loaded by a
 //! regional node, driving GEO_BLOCKED and ANONYMOUS_NETWORK_BLOCKED for
 //! entitlements with country, continent, subdivision, anonymity and
-//! unknown-location rules; a location claimed in the request is ignored
-//! unless the node trusts its proxy.
+//! unknown-location rules (an unknown location denied by default wherever a
+//! rule lists places); a location claimed in the request is ignored unless
+//! the node trusts its proxy; `/v1/status` counts the checks whose address
+//! resolved to no location.
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -51,12 +53,22 @@ async fn geo_rules_hold_for_ipv4_and_ipv6_callers() {
     let dir = tempfile::tempdir().unwrap();
     let origin =
         TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
-    let rules: [(&str, Value); 5] = [
+    let rules: [(&str, Value); 8] = [
         ("countries", json!({"allow_countries": ["DE", "FR"]})),
         ("continent", json!({"allow_continents": ["EU"]})),
         ("subdivision", json!({"deny_subdivisions": ["US-CA"]})),
+        (
+            "subdivision-open",
+            json!({"deny_subdivisions": ["US-CA"], "unknown_location": "allow"}),
+        ),
+        (
+            "countries-open",
+            json!({"allow_countries": ["DE", "FR"], "unknown_location": "allow"}),
+        ),
         ("anonymous", json!({"block_anonymous": true})),
-        ("known", json!({"deny_unknown_location": true})),
+        ("known", json!({"unknown_location": "deny"})),
+        // The older spelling, as stored data from before unknown_location has it.
+        ("known-old", json!({"deny_unknown_location": true})),
     ];
     let features: Vec<&str> = rules.iter().map(|(f, _)| *f).collect();
     origin.seed(&features).await;
@@ -117,12 +129,22 @@ async fn geo_rules_hold_for_ipv4_and_ipv6_callers() {
         ("known", "192.0.2.10", Allow),
         ("known", "10.1.2.3", Blocked),
         ("known", "2001:db8:ffff::1", Blocked),
-        // An allow list never matches an unknown location; a deny list
-        // without deny_unknown_location lets it through.
+        ("known-old", "192.0.2.10", Allow),
+        ("known-old", "10.1.2.3", Blocked),
+        // An unknown location is denied by default by any rule that lists
+        // places, allow-list or deny-list (fail closed), and passes where
+        // the rule says unknown_location = allow; a rule without lists
+        // does not look at it.
         ("countries", "10.1.2.3", Blocked),
-        ("subdivision", "10.1.2.3", Allow),
+        ("subdivision", "10.1.2.3", Blocked),
+        ("subdivision", "2001:db8:ffff::1", Blocked),
+        ("subdivision-open", "10.1.2.3", Allow),
+        ("subdivision-open", "198.51.100.10", Blocked),
+        ("countries-open", "10.1.2.3", Allow),
+        ("countries-open", "198.51.100.10", Blocked),
+        ("anonymous", "10.1.2.3", Allow),
     ];
-    for (feature, caller, expected) in cases {
+    for &(feature, caller, expected) in &cases {
         assert_eq!(
             reason(&mut client, feature, ip(caller)).await,
             expected,
@@ -140,6 +162,28 @@ async fn geo_rules_hold_for_ipv4_and_ipv6_callers() {
     });
     assert_eq!(reason(&mut client, "known", claimed.clone()).await, Blocked);
     assert_eq!(reason(&mut client, "continent", claimed).await, Blocked);
+
+    tracing::info!("Proving /v1/status counts the checks with an address and the share whose location came out unknown, and only those.");
+    let unknown = cases
+        .iter()
+        .filter(|(_, caller, _)| caller.starts_with("10.") || caller.starts_with("2001:db8:ffff"))
+        .count() as u64;
+    let share = region[0].status().geo_checks;
+    assert_eq!(
+        (share.checks, share.unknown_location),
+        (cases.len() as u64, unknown),
+        "the two checks with a claimed location are not counted: {share:?}"
+    );
+    assert!(
+        (share.unknown_share - unknown as f64 / cases.len() as f64).abs() < 1e-9,
+        "{share:?}"
+    );
+    let metrics = tollgate_server::telemetry::render();
+    assert!(
+        metrics.contains(r#"tollgate_checks_geo_total{location="unknown"}"#)
+            && metrics.contains(r#"tollgate_checks_geo_total{location="known"}"#),
+        "{metrics}"
+    );
 
     for node in region {
         node.shutdown().await.unwrap();

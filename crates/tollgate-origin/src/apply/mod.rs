@@ -330,7 +330,7 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
             want,
             outstanding_max,
         } => quota::lease_quota(tx, cmd.at, region, counter, *want, *outstanding_max),
-        Op::SyncQuota { region, entries } => quota::sync_quota(tx, region, entries),
+        Op::SyncQuota { region, entries } => quota::sync_quota(tx, cmd.at, region, entries),
         Op::LeaseSeats {
             region,
             entitlement,

@@ -5,8 +5,8 @@ use super::{reject, touched, Changed, Step, Tx};
 use crate::command::RejectCode;
 use crate::keys;
 use crate::quota::{
-    hard_cap, quota_key, seats_key, valid_region_name, NoHardCap, QuotaState, QuotaSync,
-    OUTSTANDING_TOTAL, SYNC_ENTRIES_MAX,
+    hard_cap, quota_key, seats_key, threshold_cap, valid_region_name, NoHardCap, QuotaState,
+    QuotaSync, OUTSTANDING_TOTAL, SYNC_ENTRIES_MAX, THRESHOLDS_PERCENT,
 };
 use tollgate_model::{Entitlement, EntitlementId, SeatMode, Seats, UnixSeconds, UsageCounter};
 
@@ -72,7 +72,16 @@ pub(super) fn lease_quota(
     Ok(touched(format!("quota/{counter}/{region}")))
 }
 
-pub(super) fn sync_quota(tx: &mut Tx<'_>, region: &str, entries: &[QuotaSync]) -> Step<Changed> {
+/// Takes a region's cumulative totals; a counter whose billed total
+/// crosses 80 % or 100 % of its cap (hard, or else soft: [`threshold_cap`]
+/// by the origin's own data at `at`) is recorded as `usage.threshold`,
+/// which webhooks deliver.
+pub(super) fn sync_quota(
+    tx: &mut Tx<'_>,
+    at: UnixSeconds,
+    region: &str,
+    entries: &[QuotaSync],
+) -> Step<Changed> {
     if !valid_region_name(region) {
         return reject(RejectCode::Invalid, "region: 1..=64 bytes of [a-z0-9-]");
     }
@@ -89,7 +98,17 @@ pub(super) fn sync_quota(tx: &mut Tx<'_>, region: &str, entries: &[QuotaSync]) -
         let before = quota.outstanding();
         if quota.sync(region, entry.consumed, entry.released) {
             add_outstanding(tx, before, quota.outstanding())?;
-            if let Some(percent) = quota.crossed_threshold() {
+            let all_announced = THRESHOLDS_PERCENT
+                .iter()
+                .all(|t| *t <= quota.announced_percent);
+            // The cap a region leased under, else the origin's own (a soft
+            // cap is never leased); none at all raises nothing.
+            let cap = match quota.limit {
+                _ if all_announced => None,
+                0 => threshold_cap(tx.state, &entry.counter, at)?,
+                limit => Some(limit),
+            };
+            if let Some(percent) = cap.and_then(|cap| quota.crossed_threshold(cap)) {
                 tx.action = Some("usage.threshold");
                 changed.push(format!("usage/{}/{percent}", entry.counter));
             }

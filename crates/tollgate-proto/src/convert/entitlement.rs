@@ -9,7 +9,7 @@ use tollgate_model::{
     AccountId, AddonId, AfterGrace, CapEnforcement, ConfigKey, ConfigValues, Continent,
     CountryCode, Entitlement, EntitlementId, EntitlementStatus, FeatureGrant, FeatureId, GeoRule,
     Grant, GroupName, OfflinePolicy, OrderId, PlanId, RoleName, SeatMode, Seats, SubdivisionCode,
-    SubjectId, UnixSeconds, UsageCap,
+    SubjectId, UnixSeconds, UnknownLocation, UsageCap,
 };
 
 fn config_from_proto(
@@ -105,13 +105,42 @@ impl From<GeoRule> for pb::GeoRule {
             allow_subdivisions: strings(r.allow_subdivisions),
             deny_subdivisions: strings(r.deny_subdivisions),
             block_anonymous: r.block_anonymous,
-            deny_unknown_location: r.deny_unknown_location,
+            // The older spelling too, for readers from before
+            // `unknown_location`; read back, it agrees with DENY.
+            #[allow(deprecated)]
+            deny_unknown_location: r.unknown_location == Some(UnknownLocation::Deny),
+            unknown_location: match r.unknown_location {
+                None => pb::UnknownLocation::Unspecified,
+                Some(UnknownLocation::Deny) => pb::UnknownLocation::Deny,
+                Some(UnknownLocation::Allow) => pb::UnknownLocation::Allow,
+            } as i32,
         }
     }
 }
 
 pub(crate) fn geo_rule_from_proto(field: &str, r: pb::GeoRule) -> Result<GeoRule, ConvertError> {
     let f = |name: &str| format!("{field}.{name}");
+    #[allow(deprecated)]
+    let deny_unknown_location = r.deny_unknown_location;
+    let unknown_location = match (
+        pb::UnknownLocation::try_from(r.unknown_location),
+        deny_unknown_location,
+    ) {
+        (Ok(pb::UnknownLocation::Unspecified), false) => None,
+        (Ok(pb::UnknownLocation::Unspecified | pb::UnknownLocation::Deny), true)
+        | (Ok(pb::UnknownLocation::Deny), false) => Some(UnknownLocation::Deny),
+        (Ok(pb::UnknownLocation::Allow), false) => Some(UnknownLocation::Allow),
+        (Ok(pb::UnknownLocation::Allow), true) => return Err(ConvertError::out_of_range(
+            &f("unknown_location"),
+            "ALLOW contradicts the older deny_unknown_location = true; set unknown_location only",
+        )),
+        (Err(_), _) => {
+            return Err(ConvertError::out_of_range(
+                &f("unknown_location"),
+                "must be UNSPECIFIED, DENY or ALLOW",
+            ))
+        }
+    };
     Ok(GeoRule {
         allow_countries: parse_set(
             &f("allow_countries"),
@@ -150,7 +179,7 @@ pub(crate) fn geo_rule_from_proto(field: &str, r: pb::GeoRule) -> Result<GeoRule
             SubdivisionCode::new,
         )?,
         block_anonymous: r.block_anonymous,
-        deny_unknown_location: r.deny_unknown_location,
+        unknown_location,
     })
 }
 
