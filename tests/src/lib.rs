@@ -335,3 +335,13 @@ pub fn feature_entitlement(
         trial: false,
     }
 }
+
+/// Held for the whole of a test that loads the machine heavily (a
+/// consumption storm, a flood of connections) or measures timing against
+/// idle timeouts: such tests run one at a time in this process, so one's
+/// load never stretches another's timing past its limits on a 2-core
+/// machine.
+pub async fn heavy_test() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}

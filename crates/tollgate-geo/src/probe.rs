@@ -215,7 +215,7 @@ impl LocationProbe {
                 .map(|e| e.to_string())
                 .unwrap_or_else(|| "no record names a country".to_owned());
             return Err(schema(format!(
-                "no record holds a valid ISO 3166-1 alpha-2 country.iso_code ({detail}), \
+                "no record holds a valid ISO 3166-1 alpha-2 country.iso_code ({detail}) \
                  {found_in}"
             )));
         }

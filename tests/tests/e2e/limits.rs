@@ -163,6 +163,7 @@ async fn attack(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slowloris_on_rest_and_check_ports_starves_no_one() {
     init_tracing();
+    let _heavy = tollgate_tests::heavy_test().await;
     raise_descriptor_limit();
     let dir = tempfile::tempdir().unwrap();
     let mut config = OriginConfig::new(1, dir.path().join("origin"));

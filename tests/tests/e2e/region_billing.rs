@@ -26,7 +26,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// Far above what the test consumes: every consumption should be allowed,
 /// so the billed total is the whole story.
 const CAP: u64 = 1_000_000;
-const WORKERS: usize = 6;
+const WORKERS: usize = 4;
 
 fn counter() -> Counter {
     Counter {
@@ -39,6 +39,7 @@ fn counter() -> Counter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn billing_is_exactly_once_when_the_leader_crashes_mid_load() {
     init_tracing();
+    let _heavy = tollgate_tests::heavy_test().await;
     let dir = tempfile::tempdir().unwrap();
     let origin =
         TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
