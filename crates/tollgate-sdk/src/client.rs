@@ -184,11 +184,17 @@ fn attempt_budget(left: Duration, endpoints_left: usize, floor: Duration) -> Dur
 }
 
 /// How a call's node is expected to answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Pace {
-    /// At once: attempts share the deadline ([`attempt_budget`]), and how
-    /// long the answer took trains the hedge delay.
+    /// At once, from memory (a plain check): attempts share the deadline
+    /// ([`attempt_budget`]), and how long the answer took trains the hedge
+    /// delay.
     Prompt,
+    /// After a write through the region's log (a consumption, a usage
+    /// report, a seat): attempts share the deadline, but the time, which
+    /// is the log's as much as the node's (an election in the region
+    /// stretches it), does not train the hedge delay.
+    Logged,
     /// Possibly after waiting for a revision (`AtLeastRevision`) as long as
     /// the request's deadline allows: each attempt gets all the time left
     /// (a share would cut the wait short), and its time says nothing about
@@ -197,10 +203,11 @@ enum Pace {
 }
 
 impl Pace {
-    fn of(consistency: &Consistency) -> Pace {
-        match consistency {
-            Consistency::Local => Pace::Prompt,
-            _ => Pace::MayWait,
+    fn of(request: &CheckRequest) -> Pace {
+        match (&request.consistency, request.check.consume) {
+            (Consistency::AtLeastRevision(_), _) => Pace::MayWait,
+            (Consistency::Local, 0) => Pace::Prompt,
+            (Consistency::Local, _) => Pace::Logged,
         }
     }
 }
@@ -787,7 +794,7 @@ impl Client {
                 }
                 let index: usize = round[next];
                 let budget = match pace {
-                    Pace::Prompt => {
+                    Pace::Prompt | Pace::Logged => {
                         attempt_budget(left, round.len() - next, policy.attempt_timeout_min)
                     }
                     Pace::MayWait => left,
@@ -884,7 +891,7 @@ impl Client {
             request.idempotency_key = Some(new_idempotency_key());
         }
         let key = request.idempotency_key.clone();
-        let pace = Pace::of(&request.consistency);
+        let pace = Pace::of(&request);
         let message = pb::CheckRequest::from(request);
         let (response, endpoint) = self
             .call(pace, |channel, left| {
@@ -943,16 +950,9 @@ impl Client {
             )));
         }
         let count = checks.len();
-        // The batch waits for its highest revision: it may wait if any
-        // item asks for one.
-        let pace = if checks
-            .iter()
-            .all(|c| Pace::of(&c.consistency) == Pace::Prompt)
-        {
-            Pace::Prompt
-        } else {
-            Pace::MayWait
-        };
+        // The batch waits for its highest revision and its consumptions:
+        // the slowest item's pace is the batch's.
+        let pace = checks.iter().map(Pace::of).max().unwrap_or(Pace::Prompt);
         let message = batch_to_proto(
             checks
                 .into_iter()
@@ -996,7 +996,7 @@ impl Client {
             idempotency_key: key.clone(),
         });
         let (response, endpoint) = self
-            .call(Pace::Prompt, |channel, left| {
+            .call(Pace::Logged, |channel, left| {
                 let message = message.clone();
                 async move {
                     UsageClient::new(channel)
@@ -1058,7 +1058,7 @@ impl Client {
         // Safe to send twice: the region keys a lease by its holder (see
         // [`Client`]).
         let (response, endpoint) = self
-            .call(Pace::Prompt, |channel, left| {
+            .call(Pace::Logged, |channel, left| {
                 let message = with_timeout(message.clone(), left);
                 async move {
                     let mut client = UsageClient::new(channel);
@@ -1113,6 +1113,36 @@ mod tests {
                 "{left:?} among {endpoints_left}"
             );
         }
+    }
+
+    #[test]
+    fn a_call_is_paced_by_what_the_node_must_do_before_it_answers() {
+        let request = |consume, consistency| CheckRequest {
+            check: Check {
+                account: "acme".parse().unwrap(),
+                subject: None,
+                feature: "export".parse().unwrap(),
+                consume,
+            },
+            location: Location::Unknown,
+            consistency,
+            idempotency_key: None,
+        };
+        let rows = [
+            (0, Consistency::Local, Pace::Prompt),
+            (3, Consistency::Local, Pace::Logged),
+            (0, Consistency::AtLeastRevision(9), Pace::MayWait),
+            (3, Consistency::AtLeastRevision(9), Pace::MayWait),
+        ];
+        for (consume, consistency, expected) in rows {
+            assert_eq!(
+                Pace::of(&request(consume, consistency)),
+                expected,
+                "consume {consume}, {consistency:?}"
+            );
+        }
+        // A batch goes at its slowest item's pace.
+        assert!(Pace::Prompt < Pace::Logged && Pace::Logged < Pace::MayWait);
     }
 
     #[test]
