@@ -383,6 +383,9 @@ fn every_check_answered(phase: &str, outcomes: &[Outcome], gone: u64) -> Duratio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_never_sees_a_hung_or_killed_node() {
     init_tracing();
+    // Three node processes under constant load: not beside the tests whose
+    // timing against idle timeouts it would stretch.
+    let _heavy = tollgate_tests::heavy_test().await;
     let dir = tempfile::tempdir().unwrap();
     let origin =
         TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
