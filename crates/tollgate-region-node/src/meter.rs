@@ -52,6 +52,9 @@ const STARVED_FOR: Duration = Duration::from_secs(2);
 /// Most consumptions waiting for a report before new consumption is
 /// refused (the region's log has been unreachable for a while).
 const PENDING_MAX: usize = 100_000;
+/// Most reports committed and not yet applied on this node that it keeps
+/// counting as unreported.
+const UNAPPLIED_MAX: usize = 10_000;
 /// How often a check waiting for a slice looks again.
 const SLICE_POLL: Duration = Duration::from_millis(10);
 /// How often the leader looks for silent nodes holding chunks (at most;
@@ -382,6 +385,9 @@ impl Meter {
         let want = units.max((limit / 16).clamp(1, self.config.chunk_units_max));
         let deadline = Instant::now() + self.config.slice_wait;
         loop {
+            if Instant::now() >= deadline {
+                return Ok(Take::Exhausted);
+            }
             let slice_before = self.slice(counter)?;
             self.draw(counter, limit, want).await?;
             if self.try_take(counter, units) {
@@ -482,15 +488,20 @@ impl Meter {
         let (waiter, answer) = oneshot::channel();
         {
             let mut state = lock(&self.state);
-            match state.phase {
-                Phase::Ready(_) => {}
-                Phase::Stopping => return Err(MeterError::Stopping.counted()),
-                Phase::Starting | Phase::Reclaiming(_) => {
-                    return Err(MeterError::Starting.counted())
+            let refused = match state.phase {
+                Phase::Stopping => Some(MeterError::Stopping),
+                Phase::Starting | Phase::Reclaiming(_) => Some(MeterError::Starting),
+                Phase::Ready(_) if state.pending.len() >= PENDING_MAX => Some(MeterError::Backlog),
+                Phase::Ready(_) => None,
+            };
+            if let Some(error) = refused {
+                // Never reported: the units go back where they came from.
+                if from_chunk {
+                    if let Some((left, _)) = state.chunks.get_mut(&counter) {
+                        *left += units;
+                    }
                 }
-            }
-            if state.pending.len() >= PENDING_MAX {
-                return Err(MeterError::Backlog.counted());
+                return Err(error.counted());
             }
             *state.unreported.entry(counter.clone()).or_default() += units;
             state.pending.push(Pending {
@@ -513,7 +524,9 @@ impl Meter {
     }
 
     /// Whether reports are so far behind (the log unreachable for long)
-    /// that new consumption is refused rather than queued without bound.
+    /// that new consumption is refused rather than queued without bound:
+    /// asked before a chunk is drawn for it ([`Meter::consume`] refuses
+    /// such a consumption itself too).
     pub fn backed_up(&self) -> bool {
         lock(&self.state).pending.len() >= PENDING_MAX
     }
@@ -563,6 +576,16 @@ impl Meter {
                 for entry in &inflight.entries {
                     if let Some(key) = &entry.idempotency_key {
                         remember(&mut state, key);
+                    }
+                }
+                if state.unapplied.len() >= UNAPPLIED_MAX {
+                    // This node applies far behind its region: stop counting
+                    // the oldest report as unreported (its checks read data
+                    // that old anyway) rather than remember without bound.
+                    if let Some((_, entries)) = state.unapplied.pop_front() {
+                        for entry in entries {
+                            forget_unreported(&mut state, &entry.counter, entry.units);
+                        }
                     }
                 }
                 state
@@ -739,29 +762,23 @@ impl Meter {
         }
     }
 
-    /// Hands back chunks unused for `chunk_idle`.
-    async fn release_idle(&self) {
-        let (incarnation, idle) = {
+    /// Hands back the chunks unused for `chunk_idle` (every chunk when
+    /// `all`, at shutdown) under meter `incarnation`. One that fails stays
+    /// reserved in the log until `reclaim_orphans`, this node's next start
+    /// or a fence hands it back.
+    async fn release_idle(&self, incarnation: u64, all: bool) {
+        let idle: Vec<(Counter, u64)> = {
             let mut state = lock(&self.state);
-            let Phase::Ready(incarnation) = state.phase else {
-                return;
-            };
             let cutoff = self.config.chunk_idle;
-            let idle: Vec<Counter> = state
-                .chunks
-                .iter()
-                .filter(|(_, (_, used_at))| used_at.elapsed() >= cutoff)
-                .map(|(c, _)| c.clone())
-                .collect();
-            let idle: Vec<(Counter, u64)> = idle
-                .into_iter()
-                .filter_map(|counter| {
-                    let (units, _) = state.chunks.remove(&counter)?;
-                    Some((counter, units))
-                })
-                .filter(|(_, units)| *units > 0)
-                .collect();
-            (incarnation, idle)
+            let mut idle = Vec::new();
+            state.chunks.retain(|counter, (units, used_at)| {
+                let keep = !all && used_at.elapsed() < cutoff;
+                if !keep && *units > 0 {
+                    idle.push((counter.clone(), *units));
+                }
+                keep
+            });
+            idle
         };
         for (counter, units) in idle {
             if let Err(error) = self
@@ -769,7 +786,7 @@ impl Meter {
                 .await
             {
                 metrics::counter!(METER_ERRORS, "kind" => "release").increment(1);
-                tracing::warn!(%error, %counter, units, "Handing a usage chunk back failed; it stays reserved until this node starts again or the region fences it.");
+                tracing::warn!(%error, %counter, units, "Handing a usage chunk back failed; it stays reserved until it is found orphaned, this node starts again or the region fences it.");
             }
         }
     }
@@ -913,9 +930,15 @@ impl Meter {
             };
             self.settle_applied();
             if !more {
-                self.release_idle().await;
+                let phase = lock(&self.state).phase;
+                if let Phase::Ready(incarnation) = phase {
+                    self.release_idle(incarnation, false).await;
+                }
                 if last_sweep.elapsed() >= FENCE_SWEEP_EVERY.min(self.config.lease / 2) {
                     last_sweep = Instant::now();
+                    lock(&self.state)
+                        .starved
+                        .retain(|_, at| at.elapsed() < STARVED_FOR);
                     if let Err(error) = self.reclaim_orphans().await {
                         tracing::warn!(%error, "Looking for lost chunk units failed; retrying.");
                     }
@@ -949,31 +972,13 @@ impl Meter {
             (left, std::mem::replace(&mut state.phase, Phase::Stopping))
         };
         if let Phase::Ready(incarnation) = phase {
-            self.release_chunks_of(incarnation).await;
+            self.release_idle(incarnation, true).await;
         }
         if left > 0 {
             tracing::error!(
                 consumptions = left,
                 "Usage could not be reported at shutdown; those checks were not answered ALLOW."
             );
-        }
-    }
-
-    async fn release_chunks_of(&self, incarnation: u64) {
-        let chunks: Vec<(Counter, u64)> = lock(&self.state)
-            .chunks
-            .drain()
-            .map(|(counter, (units, _))| (counter, units))
-            .filter(|(_, units)| *units > 0)
-            .collect();
-        for (counter, units) in chunks {
-            if let Err(error) = self
-                .release(self.node.id(), incarnation, counter.clone(), units)
-                .await
-            {
-                metrics::counter!(METER_ERRORS, "kind" => "release").increment(1);
-                tracing::warn!(%error, %counter, units, "Handing a usage chunk back at shutdown failed; it returns when this node starts again or the region fences it.");
-            }
         }
     }
 }

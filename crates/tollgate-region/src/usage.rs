@@ -143,15 +143,32 @@ pub fn fenced(
     Ok((lease.incarnation != incarnation).then_some(lease.incarnation))
 }
 
-/// The write that stamps node `node`'s lease as seen at `at` (never moving
-/// it back: proposers' clocks differ).
-fn seen(state: &dyn ReadState, node: u64, at: UnixSeconds) -> Result<Option<Write>, ReadError> {
-    let mut lease = meter_lease(state, node)?;
-    if at <= lease.seen_at {
-        return Ok(None);
-    }
-    lease.seen_at = at;
-    Ok(Some(put_json(meter_key(node), &lease)))
+/// Node `node`'s lease stamped as seen at `at`, when that moves it
+/// forward (never back: proposers' clocks differ).
+fn seen(
+    state: &dyn ReadState,
+    node: u64,
+    at: UnixSeconds,
+) -> Result<Option<MeterLease>, ReadError> {
+    let lease = meter_lease(state, node)?;
+    Ok((at > lease.seen_at).then_some(MeterLease {
+        seen_at: at,
+        ..lease
+    }))
+}
+
+/// The write that stamps node `node`'s lease as seen at `at`, if any.
+fn stamp(state: &dyn ReadState, node: u64, at: UnixSeconds) -> Result<Option<Write>, ReadError> {
+    Ok(seen(state, node, at)?.map(|lease| put_json(meter_key(node), &lease)))
+}
+
+/// The writes that start `lease`'s incarnation: the lease, and report
+/// numbers from 1 again.
+fn new_incarnation(node: u64, lease: &MeterLease) -> Vec<Write> {
+    vec![
+        put_json(meter_key(node), lease),
+        put_json(batch_key(node), &0u64),
+    ]
 }
 
 /// Node `node`'s meter starts at `at`: a new incarnation (whatever its
@@ -168,13 +185,7 @@ pub fn meter_start(
         incarnation: old.incarnation + 1,
         seen_at: at.max(old.seen_at),
     };
-    Ok((
-        vec![
-            put_json(meter_key(node), &lease),
-            put_json(batch_key(node), &0u64),
-        ],
-        lease,
-    ))
+    Ok((new_incarnation(node, &lease), lease))
 }
 
 /// The leader, at `at`, fences node `node`'s meter if it is still in
@@ -197,13 +208,7 @@ pub fn fence_meter(
         incarnation: old.incarnation + 1,
         seen_at: old.seen_at,
     };
-    Ok((
-        vec![
-            put_json(meter_key(node), &lease),
-            put_json(batch_key(node), &0u64),
-        ],
-        Some(lease),
-    ))
+    Ok((new_incarnation(node, &lease), Some(lease)))
 }
 
 /// The node and counter a `region/chunk/<account>/<feature>/<period>/<node>`
@@ -318,7 +323,7 @@ pub fn draw_chunk(
     let held = chunk(state, counter, node)?;
     let available = counted.available(limit);
     let granted = want.min(available);
-    let mut writes: Vec<Write> = seen(state, node, at)?.into_iter().collect();
+    let mut writes: Vec<Write> = stamp(state, node, at)?.into_iter().collect();
     // Running low (less than a few more draws left) and the region's slice
     // is short of the cap: the leader's quota agent leases more from the
     // origin, before the nodes run dry.
@@ -394,7 +399,7 @@ pub fn release_chunk(
 ) -> Result<Vec<Write>, ReadError> {
     let held = chunk(state, counter, node)?;
     let released = units.min(held);
-    let mut writes: Vec<Write> = seen(state, node, at)?.into_iter().collect();
+    let mut writes: Vec<Write> = stamp(state, node, at)?.into_iter().collect();
     if released == 0 {
         return Ok(writes);
     }
@@ -488,8 +493,8 @@ pub fn record_usage(
         overlay.put(counter_key(counter), &counted);
     }
     overlay.put(batch_key(node), &batch);
-    if let Some(Write::Put { key, value }) = seen(&overlay, node, at)? {
-        overlay.writes.insert(key, value);
+    if let Some(lease) = seen(&overlay, node, at)? {
+        overlay.put(meter_key(node), &lease);
     }
     // Keys older than yesterday are no longer looked at: drop the days
     // between the oldest kept and the day before yesterday.
