@@ -5,7 +5,7 @@
 //! stopped (the totals it reports are cumulative, so repeating a report is
 //! harmless).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -41,6 +41,40 @@ pub struct QuotaAgentConfig {
     pub slice_units_max: u64,
     /// A counter unused this long hands its unused slice back.
     pub slice_idle: Duration,
+}
+
+/// What the agent could not read or decode, by kind: a round that cannot
+/// read leases and reports nothing (checks that need more are denied), and
+/// the next round tries again.
+const AGENT_ERRORS: &str = "tollgate_quota_agent_errors_total";
+
+/// The pairs under `prefix`; none when the read fails (logged, counted).
+fn scanned(view: &tollgate_raft::StateView, prefix: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    match scan_all(view, prefix) {
+        Ok(pairs) => pairs,
+        Err(error) => {
+            metrics::counter!(AGENT_ERRORS, "kind" => "read").increment(1);
+            tracing::warn!(%error, prefix, "Reading the region's usage state failed; retrying next round.");
+            Vec::new()
+        }
+    }
+}
+
+/// `bytes` under `key` decoded; `None` (logged, counted) when they are not
+/// what the key holds.
+fn decoded<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Option<T> {
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            refused("value", key, &error.to_string());
+            None
+        }
+    }
+}
+
+fn refused(what: &'static str, key: &[u8], error: &str) {
+    metrics::counter!(AGENT_ERRORS, "kind" => "decode").increment(1);
+    tracing::warn!(key = %String::from_utf8_lossy(key), what, error, "A stored quota record does not decode; skipped.");
 }
 
 /// Runs while `stop` is false; acts only while this node leads.
@@ -101,9 +135,10 @@ pub(crate) async fn run(
         };
 
         // Lease what nodes asked for.
-        let wanted = scan_all(&view, WANTED_PREFIX).unwrap_or_default();
-        for (_, bytes) in wanted {
-            let Ok(wanted) = serde_json::from_slice::<Wanted>(&bytes) else {
+        let wanted = scanned(&view, WANTED_PREFIX);
+        asked.retain(|_, at| at.elapsed() < config.lease_interval * 5);
+        for (key, bytes) in wanted {
+            let Some(wanted) = decoded::<Wanted>(&key, &bytes) else {
                 continue;
             };
             if asked
@@ -146,9 +181,10 @@ pub(crate) async fn run(
         }
 
         // Lease seats where a region node found none free.
-        let wanted_seats = scan_all(&view, SEAT_WANTED_PREFIX).unwrap_or_default();
-        for (_, bytes) in wanted_seats {
-            let Ok(SeatWanted { entitlement, want }) = serde_json::from_slice(&bytes) else {
+        let wanted_seats = scanned(&view, SEAT_WANTED_PREFIX);
+        asked_seats.retain(|_, at| at.elapsed() < config.lease_interval * 5);
+        for (key, bytes) in wanted_seats {
+            let Some(SeatWanted { entitlement, want }) = decoded(&key, &bytes) else {
                 continue;
             };
             if asked_seats
@@ -192,9 +228,10 @@ pub(crate) async fn run(
         last_sync = Instant::now();
 
         // Seats no live lease uses go back to the origin, for other regions.
-        let slices = scan_all(&view, SEAT_SLICE_PREFIX).unwrap_or_default();
+        let slices = scanned(&view, SEAT_SLICE_PREFIX);
+        let mut held_slices = HashSet::new();
         for (key, bytes) in slices {
-            let Ok(slice) = serde_json::from_slice::<SeatSlice>(&bytes) else {
+            let Some(slice) = decoded::<SeatSlice>(&key, &bytes) else {
                 continue;
             };
             let Some(entitlement) = std::str::from_utf8(&key)
@@ -202,8 +239,10 @@ pub(crate) async fn run(
                 .and_then(|k| k.strip_prefix(SEAT_SLICE_PREFIX))
                 .and_then(|id| EntitlementId::new(id).ok())
             else {
+                refused("key", &key, "not an entitlement's seat slice");
                 continue;
             };
+            held_slices.insert(entitlement.clone());
             let mut released = slice.released;
             if slice.held() > 0 {
                 let command = RegionCommand::ReleaseSeatSlice {
@@ -230,16 +269,22 @@ pub(crate) async fn run(
                 }
             }
         }
-        let counters = scan_all(&view, COUNTER_PREFIX).unwrap_or_default();
+        let counters = scanned(&view, COUNTER_PREFIX);
+        // Only entitlements and counters the region still has are
+        // remembered: these maps would otherwise grow with every period.
+        reported_seats.retain(|entitlement, _| held_slices.contains(entitlement));
         let today = now();
         let mut entries = Vec::new();
+        let mut present = HashSet::new();
         for (key, bytes) in counters {
-            let Ok(state) = serde_json::from_slice::<CounterState>(&bytes) else {
+            let Some(state) = decoded::<CounterState>(&key, &bytes) else {
                 continue;
             };
             let Some(counter) = parse_counter_key(&key) else {
+                refused("key", &key, "not a usage counter");
                 continue;
             };
+            present.insert(counter.clone());
             // A period that is over, or a counter nobody has used for
             // `slice_idle`: hand back what nobody drew, for other regions.
             let activity = (state.consumed, state.reserved);
@@ -254,17 +299,21 @@ pub(crate) async fn run(
             if (over || (idle && state.reserved == 0))
                 && state.slice > state.released + state.consumed + state.reserved
             {
-                let _ = node
-                    .write(RegionCommand::ReleaseSlice {
-                        counter: counter.clone(),
-                    })
-                    .await;
+                let release = RegionCommand::ReleaseSlice {
+                    counter: counter.clone(),
+                };
+                if let Err(error) = node.write(release).await {
+                    metrics::counter!(AGENT_ERRORS, "kind" => "log").increment(1);
+                    tracing::warn!(%error, %counter, "Handing an unused slice back failed; retrying.");
+                }
             }
             let totals = (state.consumed, state.released);
             if synced.get(&counter) != Some(&totals) {
                 entries.push((counter, totals));
             }
         }
+        synced.retain(|counter, _| present.contains(counter));
+        last_activity.retain(|counter, _| present.contains(counter));
         for batch in entries.chunks(tollgate_origin::quota::SYNC_ENTRIES_MAX) {
             let request = pb::SyncRequest::from(QuotaReport {
                 region: config.region.clone(),
