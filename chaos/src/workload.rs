@@ -1073,9 +1073,11 @@ pub async fn resolve_consumptions(
             .get(&region)
             .map(|ns| ns.iter().map(|n| n.name.clone()).collect())
             .unwrap_or_default();
-        let mut done = nodes.is_empty();
+        // A key of a region the topology does not have stays unresolved
+        // (it widens the billing check), never counts as answered.
+        let mut done = false;
         let mut attempt = 0;
-        while !done && started.elapsed() < RESOLVE_DEADLINE {
+        while !done && !nodes.is_empty() && started.elapsed() < RESOLVE_DEADLINE {
             let node = &nodes[attempt % nodes.len()];
             attempt += 1;
             let (start_ms, end_ms, outcome) = clients.consume(node, &key).await;

@@ -16,10 +16,26 @@ pub const LOCATIONS_METRIC: &str = "tollgate_checks_geo_total";
 /// a location a trusted proxy resolved, says nothing about the database.
 /// An address resolves to an unknown location when the database has no
 /// record for it, when no database is loaded, or when its lookup failed.
-#[derive(Debug, Default)]
+///
+/// The metric's two series are looked up once, when the counts are made
+/// (after the process's recorder is installed), not on every check.
+#[derive(Debug)]
 pub struct LocationCounts {
     checks: AtomicU64,
     unknown_location: AtomicU64,
+    known_series: metrics::Counter,
+    unknown_series: metrics::Counter,
+}
+
+impl Default for LocationCounts {
+    fn default() -> Self {
+        LocationCounts {
+            checks: AtomicU64::new(0),
+            unknown_location: AtomicU64::new(0),
+            known_series: metrics::counter!(LOCATIONS_METRIC, "location" => "known"),
+            unknown_series: metrics::counter!(LOCATIONS_METRIC, "location" => "unknown"),
+        }
+    }
 }
 
 /// [`LocationCounts`] at one moment, for `/v1/status`.
@@ -37,13 +53,12 @@ impl LocationCounts {
     /// Counts one check's resolved address, here and in the metric.
     pub fn record(&self, facts: &GeoFacts) {
         self.checks.fetch_add(1, Ordering::Relaxed);
-        let location = if facts.is_location_known() {
-            "known"
+        if facts.is_location_known() {
+            self.known_series.increment(1);
         } else {
             self.unknown_location.fetch_add(1, Ordering::Relaxed);
-            "unknown"
-        };
-        metrics::counter!(LOCATIONS_METRIC, "location" => location).increment(1);
+            self.unknown_series.increment(1);
+        }
     }
 
     pub fn share(&self) -> LocationShare {

@@ -136,6 +136,8 @@ impl RegionNode {
         let stats = Arc::new(SyncStats::default());
         let meter = Arc::new(Meter::new(node.clone(), config.meter));
         let meter_task = tokio::spawn(meter.clone().run(meter_stop_rx));
+        // Before any metric handle is taken (the location counts keep theirs).
+        telemetry::install();
         let locations = Arc::new(tollgate_geo::LocationCounts::default());
         let ops = Arc::new(OpsState {
             meter: meter.clone(),
@@ -150,7 +152,6 @@ impl RegionNode {
             views: views.clone(),
             draining: std::sync::atomic::AtomicBool::new(false),
         });
-        telemetry::install();
         let gauges = ops.clone();
         let gauge_stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {

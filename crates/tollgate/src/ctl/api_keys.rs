@@ -6,7 +6,7 @@
 
 use super::origin::{seg, Origin};
 use super::table::{cell, print_fields, time_cell, Table};
-use super::{exit, print_json, CtlResult, Format, Global};
+use super::{exit, print_json, CtlError, CtlResult, Format, Global};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
@@ -63,7 +63,11 @@ pub async fn run(global: &Global, command: ApiKeysCommand) -> CtlResult<u8> {
                 Format::Table => {
                     let mut table =
                         Table::new(&["ID", "NAME", "OWNER", "SCOPES", "CREATED", "REVOKED"]);
-                    for k in keys.as_array().cloned().unwrap_or_default() {
+                    // An answer of another shape is an error, not an empty table.
+                    let keys = keys.as_array().ok_or_else(|| {
+                        CtlError::new(exit::FAILURE, "UNEXPECTED_ANSWER", format!("the origin answered /v1/api-keys with something other than a list: {keys}"))
+                    })?;
+                    for k in keys {
                         table.row(vec![
                             cell(&k["id"]),
                             cell(&k["name"]),
