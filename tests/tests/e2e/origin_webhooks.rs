@@ -410,3 +410,141 @@ async fn webhooks_are_signed_retried_logged_and_independent() {
     assert_eq!(types, ["entitlement.changed", "access_request.created"]);
     origin.shutdown().await.unwrap();
 }
+
+/// Usage crossing 80 % and then 100 % of a soft cap (never leased: checks
+/// past it are allowed and billed as overage) reaches a receiver as two
+/// `usage.threshold` events, once each, from consumption checked at a
+/// region: region log → the region leader's usage report → the origin's
+/// audit → the webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_thresholds_reach_a_webhook_at_80_and_100_percent() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let receivers = ReceiverPki::new("receivers.example");
+    let mut config = OriginConfig::new(1, dir.path().join("origin"));
+    config.webhooks = WebhookConfig {
+        poll_interval: Duration::from_millis(20),
+        ca: Some(receivers.ca_path()),
+        ..WebhookConfig::default()
+    };
+    let origin = tollgate_tests::TestOrigin::start(config, dir.path()).await;
+    origin.seed(&[]).await;
+    let (hooks, url) = receiver(0, Some(&receivers.server())).await;
+    origin
+        .ok(
+            reqwest::Method::PUT,
+            "/v1/webhooks/thresholds",
+            json!({"id": "thresholds", "url": url, "events": ["usage.threshold"]}),
+        )
+        .await;
+    origin
+        .ok(
+            reqwest::Method::PUT,
+            "/v1/features/renders",
+            json!({"id": "renders", "product": "studio", "name": "renders",
+                "kind": {"metered": {"unit": "render", "period": "month"}}}),
+        )
+        .await;
+    let head = origin
+        .ok(
+            reqwest::Method::POST,
+            "/v1/entitlements",
+            json!({"id": "e-renders", "account": "acme",
+                "grant": {"feature": {"feature": "renders",
+                    "usage_cap": {"limit": 10, "enforcement": "soft"}}},
+                "valid_from": 1_700_000_000}),
+        )
+        .await["revision"]
+        .as_u64()
+        .unwrap();
+    let region =
+        tollgate_tests::start_region(1, dir.path(), &origin.node, origin.feed_url(), None, |_| {})
+            .await;
+    wait_until("the region to catch up", DEADLINE, || async {
+        (region[0].applied_revision() >= head).then_some(())
+    })
+    .await
+    .unwrap();
+    let client = tollgate_sdk::Client::builder()
+        .endpoints([tollgate_tests::https(region[0].grpc_addr())])
+        .ca_file(tollgate_tests::pki().ca_path())
+        .credential(tollgate_tests::test_credential())
+        .build()
+        .unwrap();
+    let consume = |n: u64| {
+        let client = client.clone();
+        async move {
+            for _ in 0..n {
+                let checked = client
+                    .consume(
+                        "acme".parse().unwrap(),
+                        None,
+                        "renders".parse().unwrap(),
+                        1,
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                assert!(checked.decision.reason.is_allowed(), "{checked:?}");
+            }
+        }
+    };
+    let thresholds = || -> Vec<String> {
+        hooks
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| serde_json::from_slice::<Value>(body).unwrap())
+            .filter(|e| e["type"] == "usage.threshold")
+            .map(|e| e["target"].as_str().unwrap_or("?").to_string())
+            .collect()
+    };
+    let waited_for = |count: usize| async move {
+        wait_until("the threshold webhooks", DEADLINE, || async {
+            let seen = thresholds();
+            if seen.len() >= count {
+                Ok(seen)
+            } else {
+                Err(format!("received {seen:?}"))
+            }
+        })
+        .await
+        .unwrap()
+    };
+
+    info!("8 of a soft cap of 10: the 80 % event.");
+    consume(8).await;
+    let seen = waited_for(1).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].starts_with("usage/acme/renders/") && seen[0].ends_with("/80"),
+        "{seen:?}"
+    );
+
+    info!("3 more (past the soft cap, still allowed): the 100 % event, and nothing twice.");
+    consume(3).await;
+    let seen = waited_for(2).await;
+    assert!(seen[1].ends_with("/100"), "{seen:?}");
+    consume(1).await;
+    // The region reports again (its total moved); nothing new is announced.
+    wait_until("the origin to bill all 12", DEADLINE, || async {
+        let (_, rows) = origin
+            .rest(
+                reqwest::Method::GET,
+                "/v1/accounts/acme/usage?feature=renders",
+                json!(null),
+            )
+            .await;
+        match rows["items"][0]["consumed"].as_u64() {
+            Some(12) => Ok(()),
+            _ => Err(format!("usage {rows}")),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(thresholds().len(), 2, "{:?}", thresholds());
+    for node in region {
+        node.shutdown().await.unwrap();
+    }
+}
