@@ -208,6 +208,12 @@ impl<L: StateMachineLogic> NodeInner<L> {
                 self.id
             )));
         }
+        // Asked first: openraft logs an ERROR ("Can not initialize") when an
+        // initialised node is asked, and a node whose config keeps
+        // `bootstrap = true` asks on every start.
+        if self.raft.is_initialized().await.map_err(Error::from)? {
+            return Err(Error::AlreadyInitialized);
+        }
         self.raft.initialize(nodes).await.map_err(|e| match e {
             RaftError::APIError(InitializeError::NotAllowed(_)) => Error::AlreadyInitialized,
             RaftError::APIError(InitializeError::NotInMembers(e)) => {

@@ -35,6 +35,7 @@ mod inner;
 pub mod logic;
 pub mod network;
 pub mod node;
+pub mod quiet;
 pub mod server;
 mod snapshot_data;
 pub mod status;

@@ -79,6 +79,8 @@ pub struct ChannelPool {
     channels: Mutex<HashMap<(NodeId, String), Channel>>,
     config: NetworkConfig,
     transport: Transport,
+    /// Which peers answer, for one report per outage.
+    reachability: crate::quiet::Reachability,
 }
 
 impl ChannelPool {
@@ -88,6 +90,7 @@ impl ChannelPool {
             channels: Mutex::new(HashMap::new()),
             config,
             transport,
+            reachability: crate::quiet::Reachability::default(),
         }
     }
 
@@ -158,6 +161,8 @@ impl<L: StateMachineLogic> RaftNetworkFactory<TypeConfig<L>> for NetworkFactory<
         }
         NetworkClient {
             target,
+            addr: node.addr.clone(),
+            pool: self.pool.clone(),
             client,
             message_bytes_max: self.pool.config.message_bytes_max,
             backoff_ms_min: self.pool.config.backoff_ms_min,
@@ -170,6 +175,8 @@ impl<L: StateMachineLogic> RaftNetworkFactory<TypeConfig<L>> for NetworkFactory<
 /// The Raft transport to one peer.
 pub struct NetworkClient<L> {
     target: NodeId,
+    addr: String,
+    pool: Arc<ChannelPool>,
     client: Result<RaftServiceClient<Channel>, Error>,
     message_bytes_max: usize,
     backoff_ms_min: u64,
@@ -208,6 +215,25 @@ fn decode_response<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>
 }
 
 impl<L: StateMachineLogic> NetworkClient<L> {
+    /// Notes whether the peer answered (any answer, an error of its own
+    /// included) or could not be reached.
+    fn observe<T, E: std::error::Error>(
+        &self,
+        result: Result<T, RpcErr<E>>,
+    ) -> Result<T, RpcErr<E>> {
+        let reach = &self.pool.reachability;
+        match &result {
+            Err(RPCError::Unreachable(e)) => {
+                reach.failed(self.target, &self.addr, "unreachable", e)
+            }
+            Err(RPCError::Timeout(e)) => reach.failed(self.target, &self.addr, "timeout", e),
+            Err(RPCError::Network(e)) => reach.failed(self.target, &self.addr, "network", e),
+            Err(RPCError::PayloadTooLarge(_)) => {}
+            Ok(_) | Err(RPCError::RemoteError(_)) => reach.answered(self.target, &self.addr),
+        }
+        result
+    }
+
     fn client<E: std::error::Error>(&self) -> Result<RaftServiceClient<Channel>, RpcErr<E>> {
         match &self.client {
             Ok(c) => Ok(c.clone()),
@@ -252,13 +278,13 @@ impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
                 PayloadTooLarge::new_entries_hint(entries / 2),
             ));
         }
-        let mut client = self.client()?;
+        let mut client = self.observe(self.client())?;
         let response = timed(
             &option,
             client.append_entries(with_deadline(append_entries_request(payload), &option)),
         )
-        .await?;
-        decode_response(self.target, response)
+        .await;
+        self.observe(response.and_then(|r| decode_response(self.target, r)))
     }
 
     async fn install_snapshot(
@@ -274,14 +300,14 @@ impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
             done: rpc.done,
         };
         let header = encode(&header).map_err(local_error)?;
-        let mut client = self.client()?;
+        let mut client = self.observe(self.client())?;
         let message = install_snapshot_request(header, rpc.data);
         let response = timed(
             &option,
             client.install_snapshot(with_deadline(message, &option)),
         )
-        .await?;
-        decode_response(self.target, response)
+        .await;
+        self.observe(response.and_then(|r| decode_response(self.target, r)))
     }
 
     async fn vote(
@@ -290,13 +316,13 @@ impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
         let payload = encode(&rpc).map_err(local_error)?;
-        let mut client = self.client()?;
+        let mut client = self.observe(self.client())?;
         let response = timed(
             &option,
             client.vote(with_deadline(vote_request(payload), &option)),
         )
-        .await?;
-        decode_response(self.target, response)
+        .await;
+        self.observe(response.and_then(|r| decode_response(self.target, r)))
     }
 
     fn backoff(&self) -> Backoff {

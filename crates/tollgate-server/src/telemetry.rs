@@ -11,7 +11,7 @@
 //!   attack or a misconfigured key);
 //! - `tollgate_raft_leader` = 0 (no leader), `tollgate_raft_term` climbing
 //!   (elections);
-//! - `tollgate_geo_reloads_total{outcome="refused"}`;
+//! - `tollgate_geo_reload_failures_total` (a replacement database refused);
 //! - `tollgate_webhook_deliveries_total{outcome="failed"}`;
 //! - `tollgate_checks_total` by reason, `tollgate_check_duration_seconds`.
 
@@ -31,6 +31,31 @@ const CHECK_BUCKETS: [f64; 12] = [
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Counters the operations guide (`deploy/OPERATIONS.md`) tells operators
+/// to alert on that count rare events (a refused record, a failed reload,
+/// a meter fault): registered at 0 when the recorder is installed, so each
+/// is in `/metrics` from the first scrape, without labels until its first
+/// event. An alert on its increase then has a series to watch, and an
+/// alert naming a metric that does not exist is seen at once (the
+/// `cli_docs` test holds every metric the docs name to `/metrics`).
+/// Metrics a node sets at start, or that the first check records, need
+/// no entry.
+pub const COUNTERS_AT_ZERO: &[&str] = &[
+    "tollgate_feed_refused_total",
+    "tollgate_geo_reload_failures_total",
+    "tollgate_meter_errors_total",
+    "tollgate_meter_fenced_total",
+    "tollgate_region_origin_key_rotations_total",
+    "tollgate_requests_refused_total",
+    "tollgate_tls_connections_refused_total",
+    "tollgate_tls_handshakes_refused_total",
+    "tollgate_tls_reloads_total",
+    "tollgate_webhook_deliveries_total",
+    "tollgate_check_port_refused_total",
+    "tollgate_signing_key_load_failures_total",
+    "tollgate_raft_peer_outages_total",
+];
+
 /// Installs the process's recorder (once); `None` when another recorder
 /// was installed first (an embedding application's), which then receives
 /// every metric instead.
@@ -43,7 +68,16 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             match metrics::set_global_recorder(recorder) {
-                Ok(()) => Some(handle),
+                Ok(()) => {
+                    for name in COUNTERS_AT_ZERO {
+                        metrics::counter!(*name).increment(0);
+                    }
+                    for kind in tollgate_raft::quiet::FAILURE_KINDS {
+                        metrics::counter!("tollgate_raft_rpc_failures_total", "kind" => kind)
+                            .increment(0);
+                    }
+                    Some(handle)
+                }
                 Err(_) => {
                     tracing::warn!("Another metrics recorder is installed; /metrics stays empty.");
                     None
