@@ -131,6 +131,9 @@ impl TestOrigin {
             })
             .await
             .expect("origin elects itself");
+        node.wait_for_keys(Duration::from_secs(20))
+            .await
+            .expect("the origin makes its signing keys");
         let token = node
             .bootstrap_admin_key(&dir.join("admin.token"))
             .await
@@ -270,7 +273,7 @@ pub async fn start_region(
             id,
             dir.join(format!("region-{id}")),
             origin_feed.clone(),
-            origin.public_keys(),
+            origin.public_keys().expect("the origin holds its keys"),
         );
         config.name = format!("eu-{id}");
         configure(&mut config);

@@ -12,13 +12,13 @@ use crate::problem::Problem;
 use crate::store::OriginStore;
 use crate::AppState;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use tollgate_license::{Issuer, LicenseClaims, RandomId, RegionCertificate, ISSUER_ORIGIN};
 use tollgate_model::{AccountId, Dataset, EntitlementId, SubjectId, UnixSeconds};
 use tollgate_origin::licenses::{CertificateRecord, LicenseRecord, AUDIENCE_BYTES_MAX};
+use tollgate_origin::SigningRing;
 use tollgate_origin::{dataset_from_entries, keys, Op, OriginCommand, OriginResponse, RejectCode};
-use tollgate_signing::{KeyId, KeyRing, PublicKeySet};
+use tollgate_signing::{KeyId, KeyRing, PublicKeySet, SealKey, SealedKey, SharedRing};
 
 /// A license lives this long when the request does not say.
 pub const LICENSE_TTL_DEFAULT_SECONDS: u64 = 30 * 24 * 3600;
@@ -39,63 +39,162 @@ pub const REGION_TOKEN_TTL_MAX_SECONDS: u64 = 24 * 3600;
 pub const ROTATION_OVERLAP_DEFAULT_SECONDS: u64 = 7 * 24 * 3600;
 
 /// The origin's signing keys, as the REST API and the gRPC service share
-/// them with the changefeed and the webhooks.
+/// them with the changefeed and the webhooks: the ring this node signs
+/// with, loaded from the cluster's replicated ring
+/// ([`keys::SIGNING_RING`]) and unsealed with this node's seal key. A
+/// rotation or a retirement is a command of the origin's log, so it
+/// reaches every origin node, and the audit log, like any other change.
 #[derive(Clone)]
 pub struct OriginKeys {
-    pub ring: Arc<RwLock<KeyRing>>,
-    /// Where the ring is kept; a rotation is saved there before it counts.
-    /// `None` for an in-memory ring (tests).
-    pub path: Option<Arc<PathBuf>>,
+    pub ring: SharedRing,
+    seal: Arc<SealKey>,
+    /// The revision of the replicated ring this node last loaded.
+    loaded: Arc<Mutex<Option<u64>>>,
+}
+
+/// How long a node waits to apply a key change it committed through the
+/// leader before answering.
+const APPLIED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What [`OriginKeys::load`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeysLoad {
+    /// The cluster has no signing keys yet.
+    NotYet,
+    /// The ring this node holds is the replicated one.
+    Unchanged,
+    /// This node now signs with the ring of `revision`.
+    Loaded {
+        revision: u64,
+        active: KeyId,
+        keys: usize,
+    },
 }
 
 impl OriginKeys {
-    pub fn new(ring: Arc<RwLock<KeyRing>>, path: Option<PathBuf>) -> OriginKeys {
+    /// No ring until [`OriginKeys::load`] finds the cluster's; `seal` opens
+    /// its secrets and seals new ones.
+    pub fn new(seal: SealKey) -> OriginKeys {
         OriginKeys {
-            ring,
-            path: path.map(Arc::new),
+            ring: SharedRing::empty(),
+            seal: Arc::new(seal),
+            loaded: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The fingerprint of this node's seal key (never the key).
+    pub fn seal_fingerprint(&self) -> &str {
+        self.seal.fingerprint()
+    }
+
+    /// The ring to sign with now: 503 `KEYS_NOT_LOADED` until this node has
+    /// loaded the cluster's.
+    pub fn current(&self) -> Result<Arc<KeyRing>, Problem> {
+        self.ring.current().map_err(|e| {
+            Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "KEYS_NOT_LOADED",
+                e.to_string(),
+            )
+        })
     }
 
     pub fn public_set(&self) -> Result<PublicKeySet, Problem> {
-        Ok(self.read()?.public_set())
+        Ok(self.current()?.public_set())
     }
 
-    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, KeyRing>, Problem> {
-        self.ring
-            .read()
-            .map_err(|_| Problem::internal("the key ring lock is poisoned"))
-    }
-
-    /// Changes the ring with `change` on a copy, saves the copy, and only
-    /// then makes it the ring: a failed save changes nothing.
-    fn change<T>(
-        &self,
-        change: impl FnOnce(&mut KeyRing) -> Result<T, tollgate_signing::SigningError>,
-    ) -> Result<T, Problem> {
-        let mut ring = self
-            .ring
-            .write()
-            .map_err(|_| Problem::internal("the key ring lock is poisoned"))?;
-        let mut next = ring.clone();
-        let out = change(&mut next).map_err(signing_problem)?;
-        if let Some(path) = &self.path {
-            next.save(path).map_err(signing_problem)?;
+    /// Loads the replicated ring if it changed since the last load. A ring
+    /// this node cannot open (another seal key, an altered secret) is an
+    /// error, and the node keeps the ring it had.
+    pub fn load<S: OriginStore>(&self, store: &S) -> Result<KeysLoad, Problem> {
+        let mut loaded = self
+            .loaded
+            .lock()
+            .map_err(|_| Problem::internal("the key ring's load lock is poisoned"))?;
+        let Some(bytes) = store.get(keys::SIGNING_RING)? else {
+            return Ok(KeysLoad::NotYet);
+        };
+        let stored: SigningRing = serde_json::from_slice(&bytes).map_err(|e| {
+            Problem::internal(format!("the stored signing key ring is unreadable: {e}"))
+        })?;
+        if *loaded == Some(stored.revision) {
+            return Ok(KeysLoad::Unchanged);
         }
-        *ring = next;
-        Ok(out)
+        let ring = KeyRing::unseal(&stored.keys, &self.seal)
+            .map_err(|e| Problem::internal(format!("the origin's signing keys: {e}")))?;
+        let active = ring.active_kid().clone();
+        self.ring.replace(ring);
+        *loaded = Some(stored.revision);
+        Ok(KeysLoad::Loaded {
+            revision: stored.revision,
+            active,
+            keys: stored.keys.len(),
+        })
     }
 
-    /// A new active key; the old one verifies `overlap_seconds` more.
-    pub fn rotate(&self, now: UnixSeconds, overlap_seconds: u64) -> Result<KeyId, Problem> {
-        let kid = self.change(|ring| ring.rotate(now, overlap_seconds))?;
-        tracing::info!(%kid, overlap_seconds, "Rotated the origin's signing key.");
+    /// Gives the cluster its first keys if it has none: `import` (a ring
+    /// read from a key file, as origins kept it before the ring was
+    /// replicated) or a new key. Safe on every node at once: the first
+    /// commit wins, the others change nothing. Then loads the ring.
+    pub async fn initialize<S: OriginStore>(
+        &self,
+        store: &S,
+        actor: &Actor,
+        import: Option<&KeyRing>,
+        now: UnixSeconds,
+    ) -> Result<KeysLoad, Problem> {
+        if store.get(keys::SIGNING_RING)?.is_none() {
+            let keys = match import {
+                Some(ring) => ring.seal(&self.seal),
+                None => SealedKey::generate(now, &self.seal).map(|k| vec![k]),
+            }
+            .map_err(signing_problem)?;
+            let revision = commit_op(store, actor, now, Op::InitSigningKeys { keys }).await?;
+            store.wait_applied(revision, APPLIED_WAIT).await?;
+        }
+        self.load(store)
+    }
+
+    /// A new active key, sealed here and committed through the origin's
+    /// log; the old one verifies `overlap_seconds` more.
+    pub async fn rotate<S: OriginStore>(
+        &self,
+        store: &S,
+        actor: &Actor,
+        now: UnixSeconds,
+        overlap_seconds: u64,
+    ) -> Result<KeyId, Problem> {
+        let key = SealedKey::generate(now, &self.seal).map_err(signing_problem)?;
+        let kid = key.kid.clone();
+        let revision = commit_op(
+            store,
+            actor,
+            now,
+            Op::RotateSigningKey {
+                key,
+                overlap_seconds,
+            },
+        )
+        .await?;
+        store.wait_applied(revision, APPLIED_WAIT).await?;
+        self.load(store)?;
+        tracing::info!(%kid, overlap_seconds, revision, actor = %actor.id, "Rotated the origin's signing key.");
         Ok(kid)
     }
 
     /// Retires a key that no longer signs: it verifies nothing from now on.
-    pub fn retire(&self, kid: &KeyId) -> Result<(), Problem> {
-        self.change(|ring| ring.retire(kid))?;
-        tracing::info!(%kid, "Retired an origin signing key.");
+    pub async fn retire<S: OriginStore>(
+        &self,
+        store: &S,
+        actor: &Actor,
+        now: UnixSeconds,
+        kid: &KeyId,
+    ) -> Result<(), Problem> {
+        let revision =
+            commit_op(store, actor, now, Op::RetireSigningKey { kid: kid.clone() }).await?;
+        store.wait_applied(revision, APPLIED_WAIT).await?;
+        self.load(store)?;
+        tracing::info!(%kid, revision, actor = %actor.id, "Retired an origin signing key.");
         Ok(())
     }
 }
@@ -305,7 +404,7 @@ pub async fn issue_license<S: OriginStore>(
         entitlements: tollgate_license::license_entitlements(&data, request.subject.as_ref(), now),
     };
     let (token, kid) = {
-        let ring = state.keys.read()?;
+        let ring = state.keys.current()?;
         let issuer = Issuer::origin(&ring);
         let token = issuer
             .issue(
@@ -407,7 +506,7 @@ pub async fn certify_region<S: OriginStore>(
     // Refuses a weak (small-order) key, among others.
     cert.check().map_err(|e| Problem::invalid(e.to_string()))?;
     let signed = {
-        let ring = state.keys.read()?;
+        let ring = state.keys.current()?;
         tollgate_license::certify(&ring, &cert).map_err(|e| Problem::internal(e.to_string()))?
     };
     let record = CertificateRecord {

@@ -30,6 +30,14 @@ pub trait OriginStore: Send + Sync + 'static {
         &self,
         command: OriginCommand,
     ) -> impl Future<Output = Result<OriginResponse, StoreError>> + Send;
+    /// Waits until this node has applied `revision` (a write forwarded to
+    /// the leader returns before the follower that forwarded it applies
+    /// it): `Unavailable` after `timeout`.
+    fn wait_applied(
+        &self,
+        revision: u64,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// The value under `key` in this node's applied state.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Up to `limit` entries whose key starts with `prefix` and sorts after
@@ -62,6 +70,15 @@ impl OriginStore for MemStore {
         state
             .apply(&OriginLogic, &ctx, &command)
             .map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    async fn wait_applied(
+        &self,
+        _revision: u64,
+        _timeout: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        // Applied in order, in the call that wrote it.
+        Ok(())
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -4,12 +4,12 @@
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use tollgate_api::auth::issue_key;
 use tollgate_api::{router, AppState, MemStore, OriginStore};
 use tollgate_model::UnixSeconds;
 use tollgate_origin::{Op, OriginCommand, Scope};
-use tollgate_signing::KeyRing;
+use tollgate_signing::SealKey;
 
 struct Api {
     base: String,
@@ -30,10 +30,18 @@ impl Api {
             })
             .await
             .unwrap();
-        let ring = KeyRing::generate(UnixSeconds(0)).unwrap();
+        // The origin's first signing key, committed as a node commits it.
+        let keys = tollgate_api::licensing::OriginKeys::new(SealKey::generate().unwrap());
+        let bootstrap = tollgate_api::licensing::Actor {
+            id: "bootstrap".into(),
+            reason: None,
+        };
+        keys.initialize(&*store, &bootstrap, None, UnixSeconds(0))
+            .await
+            .unwrap();
         let app = router(AppState {
             store,
-            keys: tollgate_api::licensing::OriginKeys::new(Arc::new(RwLock::new(ring)), None),
+            keys,
             metrics: None,
             status: None,
             rate: None,

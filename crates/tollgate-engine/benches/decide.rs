@@ -28,6 +28,7 @@ fn big_catalog() -> Catalog {
                 geo_rule: GeoRule::default(),
                 offline_policy: None,
                 config: ConfigValues::new(),
+                auto_approve: None,
             },
         );
     }

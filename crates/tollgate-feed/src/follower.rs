@@ -62,6 +62,8 @@ pub const REFUSED_METRIC: &str = "tollgate_feed_refused_total";
 /// A verified subscription to one origin node.
 pub struct Follower {
     stream: Streaming<pb::SubscribeResponse>,
+    /// The origin node followed, for errors that name it.
+    endpoint: String,
     keys: PublicKeySet,
     idle_timeout: Duration,
     /// The last revision handed on (records, or a completed snapshot).
@@ -209,6 +211,7 @@ impl Follower {
             .into_inner();
         Ok(Follower {
             stream,
+            endpoint: config.endpoint.clone(),
             keys: config.keys.clone(),
             idle_timeout: config.idle_timeout,
             applied: from_revision,
@@ -244,7 +247,7 @@ impl Follower {
         let message = tokio::time::timeout(self.idle_timeout, self.stream.message())
             .await
             .map_err(|_| FeedError::Unreachable {
-                endpoint: "origin".into(),
+                endpoint: self.endpoint.clone(),
                 reason: format!("no message for {:?}", self.idle_timeout),
             })??
             .ok_or(FeedError::Ended)?;

@@ -2,7 +2,7 @@
 
 use crate::snapshot::chunk;
 use crate::{ChangeSource, FeedError, BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -10,7 +10,7 @@ use tollgate_model::UnixSeconds;
 use tollgate_proto::convert::{endorsed_key_set_to_proto, FeedMessage, Subscription};
 use tollgate_proto::origin::v1 as pb;
 use tollgate_proto::origin::v1::changefeed_server::Changefeed;
-use tollgate_signing::{KeyRing, CONTEXT_CHANGE_RECORD, CONTEXT_SNAPSHOT};
+use tollgate_signing::{SharedRing, CONTEXT_CHANGE_RECORD, CONTEXT_SNAPSHOT};
 use tonic::{Request, Response, Status};
 
 /// Longest subscriber name, in bytes.
@@ -40,13 +40,13 @@ impl Default for FeedConfig {
 /// The changefeed service of an origin node.
 pub struct FeedService<S> {
     source: Arc<S>,
-    keys: Arc<RwLock<KeyRing>>,
+    keys: SharedRing,
     config: FeedConfig,
     stop: Option<watch::Receiver<bool>>,
 }
 
 impl<S: ChangeSource> FeedService<S> {
-    pub fn new(source: Arc<S>, keys: Arc<RwLock<KeyRing>>, config: FeedConfig) -> Self {
+    pub fn new(source: Arc<S>, keys: SharedRing, config: FeedConfig) -> Self {
         FeedService {
             source,
             keys,
@@ -76,13 +76,13 @@ fn status(e: FeedError) -> Status {
 }
 
 fn sign(
-    keys: &RwLock<KeyRing>,
+    keys: &SharedRing,
     context: &str,
     payload: Vec<u8>,
 ) -> Result<tollgate_signing::Signed, Status> {
     let ring = keys
-        .read()
-        .map_err(|_| Status::internal("the key ring lock is poisoned"))?;
+        .current()
+        .map_err(|e| Status::unavailable(e.to_string()))?;
     Ok(ring.sign(context, payload))
 }
 
@@ -105,7 +105,7 @@ async fn send(tx: &Tx, message: FeedMessage) -> bool {
 /// subscriber went away.
 async fn send_snapshot<S: ChangeSource>(
     source: &S,
-    keys: &RwLock<KeyRing>,
+    keys: &SharedRing,
     tx: &Tx,
 ) -> Result<Option<u64>, Status> {
     let (revision, mutations) = source.snapshot().map_err(status)?;
@@ -133,7 +133,7 @@ async fn send_snapshot<S: ChangeSource>(
 
 async fn stream<S: ChangeSource>(
     source: Arc<S>,
-    keys: Arc<RwLock<KeyRing>>,
+    keys: SharedRing,
     config: FeedConfig,
     from_revision: u64,
     batch_records: usize,
@@ -270,8 +270,8 @@ impl<S: ChangeSource> Changefeed for FeedService<S> {
     ) -> Result<Response<pb::PublicKeySet>, Status> {
         let ring = self
             .keys
-            .read()
-            .map_err(|_| Status::internal("the key ring lock is poisoned"))?;
+            .current()
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(endorsed_key_set_to_proto(
             ring.public_set(),
             ring.endorsements(),

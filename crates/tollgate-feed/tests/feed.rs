@@ -4,7 +4,7 @@
 //! and refuse what does not verify.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -12,7 +12,7 @@ use tollgate_feed::*;
 use tollgate_model::*;
 use tollgate_origin::{dataset_from_entries, keys, Op, OriginCommand, OriginLogic, OriginResponse};
 use tollgate_raft::{ApplyContext, MemState};
-use tollgate_signing::{KeyRing, Signed, VerifyError, CONTEXT_CHANGE_RECORD};
+use tollgate_signing::{KeyRing, SharedRing, Signed, VerifyError, CONTEXT_CHANGE_RECORD};
 use tracing::info;
 
 const NOW: UnixSeconds = UnixSeconds(1_795_821_662);
@@ -108,14 +108,14 @@ impl ChangeSource for MemOrigin {
 
 struct Feed {
     origin: Arc<MemOrigin>,
-    ring: Arc<RwLock<KeyRing>>,
+    ring: SharedRing,
     endpoint: String,
 }
 
 async fn start() -> Feed {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let origin = MemOrigin::new();
-    let ring = Arc::new(RwLock::new(KeyRing::generate(NOW).unwrap()));
+    let ring = SharedRing::new(KeyRing::generate(NOW).unwrap());
     let service = FeedService::new(
         origin.clone(),
         ring.clone(),
@@ -145,7 +145,7 @@ impl Feed {
             endpoint: self.endpoint.clone(),
             // The feed protocol on its own; TLS is the end-to-end suite's.
             transport: tollgate_tls::Transport::Plaintext,
-            keys: self.ring.read().unwrap().public_set(),
+            keys: self.ring.current().unwrap().public_set(),
             max_batch_records: 0,
             subscriber: "test region".into(),
             connect_timeout: Duration::from_secs(5),
@@ -270,7 +270,9 @@ async fn records_that_do_not_verify_are_refused_and_the_follower_does_not_advanc
     follow_until(&mut follower, &mut replica, 3).await;
 
     info!("Proving records signed by a key the region does not trust are refused.");
-    feed.ring.write().unwrap().rotate(NOW, 0).unwrap();
+    let mut rotated = KeyRing::clone(&feed.ring.current().unwrap());
+    rotated.rotate(NOW, 0).unwrap();
+    feed.ring.replace(rotated);
     feed.origin.account("after-rotation");
     let err = loop {
         match follower.next().await {
@@ -296,7 +298,7 @@ async fn records_that_do_not_verify_are_refused_and_the_follower_does_not_advanc
     );
 
     info!("Proving a single flipped bit in a signed record is refused.");
-    let keys = feed.ring.read().unwrap().public_set();
+    let keys = feed.ring.current().unwrap().public_set();
     let record = ChangeRecord {
         revision: 5,
         committed_at: NOW,
@@ -304,7 +306,7 @@ async fn records_that_do_not_verify_are_refused_and_the_follower_does_not_advanc
     };
     let signed = feed
         .ring
-        .read()
+        .current()
         .unwrap()
         .sign(CONTEXT_CHANGE_RECORD, serde_json::to_vec(&record).unwrap());
     assert_eq!(verify_record(&keys, 5, 5, &signed, NOW).unwrap(), record);
@@ -340,5 +342,5 @@ async fn oversized_requests_are_refused() {
     )
     .await
     .unwrap();
-    assert_eq!(keys, feed.ring.read().unwrap().public_set());
+    assert_eq!(keys, feed.ring.current().unwrap().public_set());
 }

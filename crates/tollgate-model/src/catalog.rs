@@ -49,6 +49,12 @@ pub struct Feature {
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, String>)]
     pub config: ConfigValues,
+    /// Access requests for this feature alone that meet the rule are
+    /// approved when filed; `None`: every such request waits for an
+    /// approver. Omitted when unset (a feature without a rule is stored
+    /// and sent to regions exactly as before the field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_approve: Option<AutoApprove>,
 }
 
 impl Feature {
@@ -148,8 +154,10 @@ pub struct Addon {
     pub auto_approve: Option<AutoApprove>,
 }
 
-/// When an access request for an access package is approved without an
-/// approver.
+/// When an access request for an access package (an add-on's
+/// `auto_approve`) or for a single feature (a feature's `auto_approve`) is
+/// approved without an approver. The origin decides as it applies the
+/// request, from the request alone, so every node decides alike.
 #[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AutoApprove {
@@ -160,6 +168,20 @@ pub struct AutoApprove {
     /// Only requests naming a user or device of the account.
     #[serde(default)]
     pub require_subject: bool,
+}
+
+impl AutoApprove {
+    /// Whether a request for `duration_seconds` (`None`: open-ended) that
+    /// does or does not name a subject meets the rule.
+    pub fn admits(&self, duration_seconds: Option<u64>, names_subject: bool) -> bool {
+        let duration_ok = match (self.max_duration_seconds, duration_seconds) {
+            (None, _) => true,
+            (Some(max), Some(d)) => d <= max,
+            // A bounded rule never approves access without an end.
+            (Some(_), None) => false,
+        };
+        duration_ok && (names_subject || !self.require_subject)
+    }
 }
 
 /// What an SKU sells.
@@ -406,5 +428,66 @@ impl Catalog {
             SkuTarget::Plan(p) => self.plans.get(p).map(|p| p.features.as_slice()),
             SkuTarget::Addon(a) => self.addons.get(a).map(|a| a.features.as_slice()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_auto_approval_rule_admits_only_requests_within_its_bounds() {
+        let bounded = AutoApprove {
+            max_duration_seconds: Some(3600),
+            require_subject: true,
+        };
+        // (duration, names a subject, admitted)
+        for (duration, subject, admitted) in [
+            (Some(3600), true, true),
+            (Some(1), true, true),
+            (Some(3601), true, false),
+            (None, true, false),
+            (Some(60), false, false),
+        ] {
+            assert_eq!(
+                bounded.admits(duration, subject),
+                admitted,
+                "{duration:?} {subject}"
+            );
+        }
+        let open = AutoApprove {
+            max_duration_seconds: None,
+            require_subject: false,
+        };
+        assert!(open.admits(None, false) && open.admits(Some(u64::MAX), true));
+    }
+
+    #[test]
+    fn a_feature_without_a_rule_reads_and_writes_as_before() {
+        let feature = Feature {
+            id: FeatureId::try_from("export".to_string()).unwrap(),
+            product: ProductId::try_from("studio".to_string()).unwrap(),
+            name: "Export".into(),
+            kind: FeatureKind::Boolean,
+            geo_rule: GeoRule::default(),
+            offline_policy: None,
+            config: ConfigValues::new(),
+            auto_approve: None,
+        };
+        let written = serde_json::to_value(&feature).unwrap();
+        assert!(written.get("auto_approve").is_none(), "{written}");
+        // What was stored before the field existed reads as no rule.
+        let read: Feature = serde_json::from_value(written.clone()).unwrap();
+        assert_eq!(read, feature);
+        let mut with_rule = written;
+        with_rule["auto_approve"] = serde_json::json!({"max_duration_seconds": 86_400});
+        let read: Feature = serde_json::from_value(with_rule).unwrap();
+        assert_eq!(
+            read.auto_approve,
+            Some(AutoApprove {
+                max_duration_seconds: Some(86_400),
+                require_subject: false,
+            })
+        );
     }
 }

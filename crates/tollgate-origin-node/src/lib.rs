@@ -13,6 +13,7 @@
 
 mod license_service;
 mod node;
+mod queues;
 mod quota_service;
 mod store;
 mod webhooks;

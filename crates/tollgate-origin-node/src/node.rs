@@ -4,11 +4,12 @@
 use crate::store::OriginState;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tollgate_api::licensing::{Actor, KeysLoad, OriginKeys};
 use tollgate_api::AppState;
 use tollgate_feed::{ChangeSource, FeedConfig, FeedService};
 use tollgate_origin::{
@@ -19,17 +20,22 @@ use tollgate_server::clock::now;
 use tollgate_server::served::read_u64;
 use tollgate_server::shutdown::{stopped, within};
 use tollgate_server::{telemetry, NodeError};
-use tollgate_signing::KeyRing;
+use tollgate_signing::{KeyRing, SealKey, SharedRing};
 use tollgate_tls::{Allow, ClientAuth, Transport};
 
 #[derive(Debug, Clone)]
 pub struct OriginConfig {
     /// The Raft member: id, data directory, timings, limits.
     pub raft: NodeConfig,
-    /// The origin's signing keys. Every node of one origin cluster must be
-    /// given the same file (like a TLS key); a missing file is created with
-    /// a new key, which suits a one-node origin.
-    pub signing_keys_path: PathBuf,
+    /// The key that seals the origin's private signing keys in its
+    /// replicated state. Every node of one origin cluster must be given the
+    /// same file (like a TLS CA); a missing file is created with a new key,
+    /// which suits a one-node origin.
+    pub seal_key_path: PathBuf,
+    /// A key ring file as origins kept it before the ring was replicated:
+    /// imported once, when the cluster has no keys yet and the file exists.
+    /// Nothing writes it any more (it may be a read-only Secret).
+    pub import_keys_path: PathBuf,
     pub feed: FeedConfig,
     /// Change records kept for followers to resume from; older ones are
     /// compacted and a follower that far behind gets a snapshot.
@@ -54,7 +60,8 @@ impl OriginConfig {
     pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>) -> OriginConfig {
         let data_dir = data_dir.into();
         OriginConfig {
-            signing_keys_path: data_dir.join("origin-keys.json"),
+            seal_key_path: data_dir.join("origin-seal.key"),
+            import_keys_path: data_dir.join("origin-keys.json"),
             raft: NodeConfig::new(node_id, data_dir),
             feed: FeedConfig::default(),
             retention_revisions: 100_000,
@@ -86,7 +93,11 @@ fn record_origin_gauges(state: &OriginState, node: &str) {
 
 /// What the origin's `/v1/status` shows: who the node is, its Raft state,
 /// the head revision and its TLS (mode, identity, seconds to expiry).
-fn origin_status(state: &OriginState) -> serde_json::Value {
+fn origin_status(
+    state: &OriginState,
+    keys: &OriginKeys,
+    keys_error: &KeysError,
+) -> serde_json::Value {
     let node = &state.node;
     let m = node.metrics();
     // leader, follower, learner, candidate or shutdown.
@@ -101,7 +112,19 @@ fn origin_status(state: &OriginState) -> serde_json::Value {
         "term": m.current_term,
         "leader": m.current_leader,
         "head_revision": head,
-        "ready": origin_ready(node),
+        "ready": origin_ready(node, &keys.ring),
+        "signing": match keys.ring.current() {
+            Ok(ring) => serde_json::json!({
+                "loaded": true,
+                "active_kid": ring.active_kid(),
+                "seal": keys.seal_fingerprint(),
+            }),
+            Err(e) => serde_json::json!({
+                "loaded": false,
+                "error": keys_error.lock().ok().and_then(|e| e.clone()).unwrap_or_else(|| e.to_string()),
+                "seal": keys.seal_fingerprint(),
+            }),
+        },
         "tls": node.transport().status(tollgate_server::clock::now_secs()),
     })
 }
@@ -178,8 +201,12 @@ fn rest_refusal(refused: tollgate_server::limits::Refused) -> axum::response::Re
     response
 }
 
-/// Ready to serve: a member of the origin's cluster that knows its leader.
-fn origin_ready(node: &Node<OriginLogic>) -> bool {
+/// Ready to serve: a member of the origin's cluster that knows its leader
+/// and holds the cluster's signing keys (it signs every changefeed record).
+fn origin_ready(node: &Node<OriginLogic>, keys: &SharedRing) -> bool {
+    if keys.current().is_err() {
+        return false;
+    }
     let metrics = node.metrics();
     let member = metrics
         .membership_config
@@ -192,7 +219,7 @@ fn origin_ready(node: &Node<OriginLogic>) -> bool {
 /// A running origin node.
 pub struct OriginNode {
     state: Arc<OriginState>,
-    keys: Arc<RwLock<KeyRing>>,
+    keys: SharedRing,
     app: AppState<OriginState>,
     http_addr: SocketAddr,
     feed_addr: SocketAddr,
@@ -223,12 +250,16 @@ impl OriginNode {
         };
         let http_addr = listeners.http.local_addr().map_err(io("http listener"))?;
         let feed_addr = listeners.feed.local_addr().map_err(io("feed listener"))?;
-        if let Some(dir) = config.signing_keys_path.parent() {
-            std::fs::create_dir_all(dir).map_err(io("creating the key directory"))?;
+        if let Some(dir) = config.seal_key_path.parent() {
+            std::fs::create_dir_all(dir).map_err(io("creating the seal key's directory"))?;
         }
-        let ring = KeyRing::load_or_create(&config.signing_keys_path, now())?;
-        tracing::info!(kid = %ring.active_kid(), "Loaded the origin's signing keys.");
-        let keys = Arc::new(RwLock::new(ring));
+        let (seal, created) = SealKey::load_or_create(&config.seal_key_path)?;
+        if created {
+            tracing::info!(path = %config.seal_key_path.display(), seal = seal.fingerprint(), "Created a seal key for the origin's signing keys; every node of this origin cluster must be given the same file.");
+        }
+        let import = KeyRing::load(&config.import_keys_path)?;
+        let origin_keys = OriginKeys::new(seal);
+        let keys = origin_keys.ring.clone();
 
         let node = Arc::new(Node::start(config.raft.clone(), OriginLogic, listeners.raft).await?);
         let view = node.view();
@@ -278,12 +309,19 @@ impl OriginNode {
             }
         }));
 
-        // REST.
-        let origin_keys = tollgate_api::licensing::OriginKeys::new(
-            keys.clone(),
-            Some(config.signing_keys_path.clone()),
-        );
         telemetry::install();
+        // The signing keys: loaded from the replicated ring as it changes;
+        // the leader gives a new cluster its first keys.
+        let keys_error = KeysError::default();
+        tasks.push(tokio::spawn(keys_loop(
+            state.clone(),
+            origin_keys.clone(),
+            import,
+            keys_error.clone(),
+            stop_rx.clone(),
+        )));
+
+        // REST.
         let gauge_state = state.clone();
         let gauge_stop = stop_rx.clone();
         let node_name = format!("origin-{}", state.node.id());
@@ -311,7 +349,9 @@ impl OriginNode {
             })),
             status: Some({
                 let state = state.clone();
-                Arc::new(move || origin_status(&state))
+                let keys = origin_keys.clone();
+                let keys_error = keys_error.clone();
+                Arc::new(move || origin_status(&state, &keys, &keys_error))
             }),
             rate: None,
         };
@@ -405,10 +445,11 @@ impl OriginNode {
         // member of the origin cluster that knows its leader.
         let health_state = state.clone();
         let health_draining = draining.clone();
+        let health_keys = keys.clone();
         tasks.push(
             health.follow(telemetry::GAUGE_INTERVAL / 4, stop_rx.clone(), move || {
                 !health_draining.load(std::sync::atomic::Ordering::Relaxed)
-                    && origin_ready(&health_state.node)
+                    && origin_ready(&health_state.node, &health_keys)
             }),
         );
 
@@ -417,6 +458,12 @@ impl OriginNode {
             state.clone(),
             keys.clone(),
             config.webhooks.clone(),
+            stop_rx.clone(),
+        )));
+
+        // Access requests filed before the listing queues existed.
+        tasks.push(tokio::spawn(crate::queues::backfill(
+            state.clone(),
             stop_rx.clone(),
         )));
 
@@ -480,12 +527,40 @@ impl OriginNode {
         &self.state.node
     }
 
-    /// The origin's public keys.
-    pub fn public_keys(&self) -> tollgate_signing::PublicKeySet {
-        match self.keys.read() {
-            Ok(ring) => ring.public_set(),
-            Err(poisoned) => poisoned.into_inner().public_set(),
+    /// The origin's public keys, as this node holds them: an error until it
+    /// has loaded the cluster's ring (see [`OriginNode::wait_for_keys`]).
+    pub fn public_keys(&self) -> Result<tollgate_signing::PublicKeySet, NodeError> {
+        self.keys
+            .current()
+            .map(|ring| ring.public_set())
+            .map_err(|e| NodeError::Other(e.to_string()))
+    }
+
+    /// The origin's public keys, once this node has loaded the cluster's
+    /// ring (which needs a leader): waits up to `wait` for it.
+    pub async fn wait_for_keys(
+        &self,
+        wait: Duration,
+    ) -> Result<tollgate_signing::PublicKeySet, NodeError> {
+        let mut changes = self.keys.subscribe();
+        let loaded = tokio::time::timeout(wait, changes.wait_for(Option::is_some)).await;
+        match loaded {
+            Ok(Ok(ring)) => Ok(ring
+                .as_ref()
+                .expect("waited for a ring")
+                .public_set()),
+            Ok(Err(_)) => Err(NodeError::Other("the node stopped".into())),
+            Err(_) => Err(NodeError::Other(format!(
+                "the origin's signing keys were not loaded within {} s: the cluster has no leader, or this node cannot open the ring (see /v1/status `signing` and the log)",
+                wait.as_secs()
+            ))),
         }
+    }
+
+    /// The ring this node signs with; it changes when a rotation or a
+    /// retirement commits (`serve` keeps the public key file in step).
+    pub fn key_ring(&self) -> SharedRing {
+        self.keys.clone()
     }
 
     /// What regions serve, as this node holds it.
@@ -643,6 +718,92 @@ fn write_secret(path: &Path, secret: &str) -> Result<(), NodeError> {
     file.write_all(secret.as_bytes()).map_err(io)?;
     file.write_all(b"\n").map_err(io)?;
     file.sync_all().map_err(io)
+}
+
+/// The last failure to load the signing keys, for `/v1/status`.
+type KeysError = Arc<std::sync::Mutex<Option<String>>>;
+
+/// How often a node looks for a changed signing key ring. The node that
+/// commits a rotation loads it at once; the others within this.
+const KEYS_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// A failure to load the keys is logged once it has lasted this many polls
+/// (2 s).
+const KEYS_FAILURES_LOGGED_AFTER: u32 = 8;
+
+/// Keeps this node's signing keys the cluster's: loads the replicated ring
+/// whenever it changes, and, on the leader of a cluster that has none,
+/// commits the first (`import`, a key file as origins kept it before, or a
+/// new key). A ring this node cannot open is logged once per change, with
+/// what to do, and counted; the node keeps signing with what it had.
+async fn keys_loop(
+    state: Arc<OriginState>,
+    keys: OriginKeys,
+    import: Option<KeyRing>,
+    error: KeysError,
+    stop: watch::Receiver<bool>,
+) {
+    let stop = stopped(stop);
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(KEYS_POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let actor = Actor {
+        id: format!("origin-node-{}", state.node.id()),
+        reason: Some(match import {
+            Some(_) => "the origin's signing keys, imported from the key file".into(),
+            None => "the origin's first signing key".into(),
+        }),
+    };
+    // The last failure and how many times in a row it was seen.
+    let mut failing: Option<(String, u32)> = None;
+    // Listed in /metrics from the start, so an alert on it can be written
+    // before it ever fires.
+    metrics::counter!("tollgate_signing_key_load_failures_total").increment(0);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        let loaded = match keys.load(&*state) {
+            Ok(KeysLoad::NotYet)
+                if state.node.metrics().current_leader == Some(state.node.id()) =>
+            {
+                keys.initialize(&*state, &actor, import.as_ref(), now())
+                    .await
+            }
+            other => other,
+        };
+        match loaded {
+            Ok(KeysLoad::Loaded {
+                revision,
+                active,
+                keys: count,
+            }) => {
+                failing = None;
+                if let Ok(mut error) = error.lock() {
+                    *error = None;
+                }
+                tracing::info!(%active, keys = count, revision, "Loaded the origin's signing keys.");
+            }
+            Ok(KeysLoad::NotYet | KeysLoad::Unchanged) => failing = None,
+            Err(problem) => {
+                metrics::counter!("tollgate_signing_key_load_failures_total").increment(1);
+                // A leader change under the first commit is the cluster's
+                // business and passes: only a failure seen
+                // KEYS_FAILURES_LOGGED_AFTER times in a row is logged, once.
+                let seen = match failing.take() {
+                    Some((detail, n)) if detail == problem.detail => n + 1,
+                    _ => 1,
+                };
+                if let Ok(mut error) = error.lock() {
+                    *error = Some(problem.detail.clone());
+                }
+                if seen == KEYS_FAILURES_LOGGED_AFTER {
+                    tracing::error!(error = %problem.detail, "Cannot load the origin's signing keys; this node signs nothing new until it can.");
+                }
+                failing = Some((problem.detail, seen));
+            }
+        }
+    }
 }
 
 /// On the leader, compacts change records older than the retention, a

@@ -38,6 +38,23 @@ impl OriginStore for OriginState {
         }
     }
 
+    async fn wait_applied(
+        &self,
+        revision: u64,
+        timeout: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let mut heads = self.heads.subscribe();
+        let reached = tokio::time::timeout(timeout, heads.wait_for(|head| *head >= revision)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Unavailable("the node is stopping".into())),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "revision {revision} committed, and this node had not applied it within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.view
             .get(key)

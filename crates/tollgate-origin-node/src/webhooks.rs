@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,7 +19,7 @@ use tollgate_origin::{
     WebhookRecord,
 };
 use tollgate_server::clock::now;
-use tollgate_signing::{KeyRing, CONTEXT_WEBHOOK};
+use tollgate_signing::{SharedRing, CONTEXT_WEBHOOK};
 
 /// Audit records examined per webhook per round.
 const SCAN_BATCH: usize = 256;
@@ -76,7 +76,7 @@ struct Event<'a> {
 
 pub(crate) async fn run(
     state: Arc<OriginState>,
-    keys_ring: Arc<RwLock<KeyRing>>,
+    keys_ring: SharedRing,
     config: WebhookConfig,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -143,7 +143,7 @@ pub(crate) async fn run(
 /// Delivers one webhook's events, in order.
 struct Worker {
     state: Arc<OriginState>,
-    keys: Arc<RwLock<KeyRing>>,
+    keys: SharedRing,
     client: reqwest::Client,
     config: WebhookConfig,
     id: String,
@@ -214,7 +214,7 @@ async fn persist(
 /// One round for one webhook; `false` when the webhook no longer exists.
 async fn process(
     state: &OriginState,
-    keys_ring: &RwLock<KeyRing>,
+    keys_ring: &SharedRing,
     client: &reqwest::Client,
     config: &WebhookConfig,
     id: &str,
@@ -264,7 +264,7 @@ async fn process(
 #[allow(clippy::too_many_arguments)]
 async fn deliver(
     state: &OriginState,
-    keys_ring: &RwLock<KeyRing>,
+    keys_ring: &SharedRing,
     client: &reqwest::Client,
     config: &WebhookConfig,
     record: &WebhookRecord,
@@ -327,24 +327,30 @@ async fn deliver(
         let timestamp = now().0;
         let mut signed = format!("{timestamp}.").into_bytes();
         signed.extend_from_slice(&body);
-        let signature = match keys_ring.read() {
-            Ok(ring) => ring.sign(CONTEXT_WEBHOOK, signed),
-            Err(_) => return None,
+        // Without the cluster's keys loaded the node signs nothing: that
+        // counts as a failed attempt, retried like any other.
+        let result = match keys_ring.current() {
+            Ok(ring) => {
+                let signature = ring.sign(CONTEXT_WEBHOOK, signed);
+                let header = format!(
+                    "t={timestamp},kid={},sig={}",
+                    signature.kid,
+                    B64.encode(&signature.signature)
+                );
+                client
+                    .post(&record.spec.url)
+                    .header("content-type", "application/json")
+                    .header("tollgate-event", event.name())
+                    .header("tollgate-delivery", &delivery_id)
+                    .header("tollgate-signature", header)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    // With its causes: "... invalid peer certificate: UnknownIssuer".
+                    .map_err(|error| tollgate_tls::error_chain(&error))
+            }
+            Err(not_loaded) => Err(not_loaded.to_string()),
         };
-        let header = format!(
-            "t={timestamp},kid={},sig={}",
-            signature.kid,
-            B64.encode(&signature.signature)
-        );
-        let result = client
-            .post(&record.spec.url)
-            .header("content-type", "application/json")
-            .header("tollgate-event", event.name())
-            .header("tollgate-delivery", &delivery_id)
-            .header("tollgate-signature", header)
-            .body(body.clone())
-            .send()
-            .await;
         match result {
             Ok(resp) if resp.status().is_success() => {
                 metrics::counter!("tollgate_webhook_deliveries_total", "outcome" => "delivered")
@@ -363,10 +369,8 @@ async fn deliver(
                 last_status = Some(resp.status().as_u16());
                 last_error = Some(format!("HTTP {}", resp.status()));
             }
-            Err(error) => {
+            Err(mut text) => {
                 last_status = None;
-                // With its causes: "... invalid peer certificate: UnknownIssuer".
-                let mut text = tollgate_tls::error_chain(&error);
                 if text.len() > ERROR_LEN_MAX {
                     let mut end = ERROR_LEN_MAX;
                     while !text.is_char_boundary(end) {

@@ -132,7 +132,32 @@ pub enum Op {
     RevokeCredential {
         id: String,
     },
+    /// The origin's first signing keys, their secrets sealed: a new key,
+    /// or a ring imported from a key file. Changes nothing once the
+    /// cluster has keys, so every node may propose it at start.
+    InitSigningKeys {
+        keys: Vec<tollgate_signing::SealedKey>,
+    },
+    /// `key` signs from now on; the key that signed until now keeps
+    /// verifying for `overlap_seconds`.
+    RotateSigningKey {
+        key: tollgate_signing::SealedKey,
+        overlap_seconds: u64,
+    },
+    /// A key that no longer signs verifies nothing from now on.
+    RetireSigningKey {
+        kid: tollgate_signing::KeyId,
+    },
+    /// Puts access requests filed before the listing queues existed into
+    /// them (at most [`QUEUE_BACKFILL_MAX`] per command); the origin leader
+    /// proposes it at start for any it finds outside the queues.
+    QueueAccessRequests {
+        ids: Vec<String>,
+    },
 }
+
+/// Most access requests one `QueueAccessRequests` queues.
+pub const QUEUE_BACKFILL_MAX: usize = 100;
 
 impl Op {
     /// The command that recreates `m` at an empty origin: how a data set
@@ -201,6 +226,10 @@ impl Op {
             Op::PutWebhook(_) => "webhook.put",
             Op::DeleteWebhook { .. } => "webhook.delete",
             Op::WebhookProgress { .. } => "webhook.progress",
+            Op::InitSigningKeys { .. } => "signing_key.init",
+            Op::RotateSigningKey { .. } => "signing_key.rotate",
+            Op::RetireSigningKey { .. } => "signing_key.retire",
+            Op::QueueAccessRequests { .. } => "access_request.queue",
         }
     }
 }
@@ -299,6 +328,20 @@ pub enum AccessRequestStatus {
     Pending,
     Approved { entitlement: EntitlementId },
     Denied,
+}
+
+impl AccessRequestStatus {
+    /// Every status's name, as `GET /v1/access-requests?status=` takes it.
+    pub const NAMES: [&'static str; 3] = ["pending", "approved", "denied"];
+
+    /// `pending`, `approved` or `denied`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AccessRequestStatus::Pending => "pending",
+            AccessRequestStatus::Approved { .. } => "approved",
+            AccessRequestStatus::Denied => "denied",
+        }
+    }
 }
 
 /// An access request with its state.

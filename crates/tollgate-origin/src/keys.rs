@@ -5,6 +5,7 @@
 
 use tollgate_model::{
     AccountId, AddonId, EntitlementId, FeatureId, OrderId, PlanId, ProductId, SkuId, SubjectId,
+    UnixSeconds,
 };
 
 pub const HEAD_REVISION: &[u8] = b"meta/revision";
@@ -18,6 +19,10 @@ pub const DEFAULT_OFFLINE_POLICY: &[u8] = b"catalog/default_offline_policy";
 pub const CATALOG_ENTRIES: &[u8] = b"meta/catalog-entries";
 
 pub const CHANGE_PREFIX: &str = "change/";
+/// The origin's signing key ring, secrets sealed (a
+/// [`crate::SigningRing`]; origin only: regions learn the public keys from
+/// the changefeed's endorsements).
+pub const SIGNING_RING: &[u8] = b"meta/signing-ring";
 /// The ids of every webhook (a bounded list).
 pub const WEBHOOK_INDEX: &[u8] = b"meta/webhooks";
 pub const AUDIT_PREFIX: &str = "audit/";
@@ -93,6 +98,69 @@ pub fn order(id: &OrderId) -> Vec<u8> {
 }
 pub fn access_request(id: &str) -> Vec<u8> {
     key(&["access-request", id])
+}
+/// Access requests listed oldest first (origin only), in four queues: all
+/// of them, those of one status, one account's, one account's of one
+/// status. An entry's key is the queue's prefix
+/// ([`access_request_queue`]) and the request's position
+/// ([`access_request_position`]); its value is the request's id. So a page
+/// of any filter is one bounded range scan; apply moves a request's status
+/// entries when it is decided.
+pub const ACCESS_REQUEST_QUEUE_PREFIX: &str = "access-request-queue/";
+/// The prefix of one access-request queue: `account` and `status`
+/// (`pending`, `approved`, `denied`) narrow it.
+pub fn access_request_queue(account: Option<&AccountId>, status: Option<&str>) -> String {
+    let mut prefix = String::from(ACCESS_REQUEST_QUEUE_PREFIX);
+    if let Some(account) = account {
+        prefix.push_str("account/");
+        prefix.push_str(account.as_str());
+        prefix.push('/');
+    }
+    match status {
+        Some(status) => {
+            prefix.push_str("status/");
+            prefix.push_str(status);
+            prefix.push('/');
+        }
+        None => prefix.push_str("all/"),
+    }
+    prefix
+}
+/// A request's place in the queues: when it was filed
+/// ([`access_request_time`]), then its id.
+pub fn access_request_position(requested_at: UnixSeconds, id: &str) -> String {
+    format!("{}/{id}", access_request_time(requested_at))
+}
+/// A time as the first part of a queue position: the sign bit flipped and
+/// zero-padded to 20 digits, so byte order is time order (negative times
+/// included). Every position of requests filed at or after `at` sorts
+/// after this string alone.
+pub fn access_request_time(at: UnixSeconds) -> String {
+    format!("{:020}", (at.0 as u64) ^ (1 << 63))
+}
+/// The time [`access_request_time`] wrote, or `None` for anything else.
+pub fn parse_access_request_time(text: &str) -> Option<UnixSeconds> {
+    if text.len() != 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let biased: u64 = text.parse().ok()?;
+    Some(UnixSeconds((biased ^ (1 << 63)) as i64))
+}
+/// Every queue entry of a request of `account` with `status`.
+pub fn access_request_queue_entries(
+    account: &AccountId,
+    status: &str,
+    requested_at: UnixSeconds,
+    id: &str,
+) -> [Vec<u8>; 4] {
+    let position = access_request_position(requested_at, id);
+    [
+        access_request_queue(None, None),
+        access_request_queue(None, Some(status)),
+        access_request_queue(Some(account), None),
+        access_request_queue(Some(account), Some(status)),
+    ]
+    .map(|prefix| format!("{prefix}{position}").into_bytes())
 }
 pub fn change(revision: u64) -> Vec<u8> {
     format!("{CHANGE_PREFIX}{revision:020}").into_bytes()

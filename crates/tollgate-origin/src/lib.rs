@@ -9,10 +9,12 @@ pub mod command;
 pub mod keys;
 pub mod licenses;
 pub mod quota;
+pub mod signing;
 mod state;
 
 pub use apply::{
     OriginLogic, AUTO_APPROVER, COMPACT_RECORDS_MAX, ORDER_FLOATING_LEASE_TTL_SECONDS,
 };
 pub use command::*;
+pub use signing::{SigningRing, ROTATION_OVERLAP_MAX_SECONDS};
 pub use state::dataset_from_entries;

@@ -115,6 +115,7 @@ fn seeded() -> Origin {
             geo_rule: GeoRule::default(),
             offline_policy: None,
             config: ConfigValues::new(),
+            auto_approve: None,
         }));
     }
     for (p, tier, features) in [
@@ -810,6 +811,221 @@ fn access_packages_with_an_auto_approval_rule_approve_matching_requests_at_once(
 }
 
 #[test]
+fn single_features_with_an_auto_approval_rule_approve_matching_requests_at_once() {
+    let mut o = seeded();
+    // The render feature gets a rule; export keeps none. An add-on whose
+    // rule would admit anything also grants export: its rule is for
+    // requests of the add-on, never of its features one by one.
+    o.committed(Op::PutFeature(Feature {
+        id: id("render"),
+        product: id("studio"),
+        name: "render".into(),
+        kind: FeatureKind::Boolean,
+        geo_rule: GeoRule::default(),
+        offline_policy: None,
+        config: ConfigValues::new(),
+        auto_approve: Some(AutoApprove {
+            max_duration_seconds: Some(14 * DAY as u64),
+            require_subject: true,
+        }),
+    }));
+    o.committed(Op::PutAddon(Addon {
+        id: id("export-pack"),
+        product: id("studio"),
+        name: "Export pack".into(),
+        features: vec![FeatureGrant::new(id("export"))],
+        compatible_plans: Default::default(),
+        geo_rule: GeoRule::default(),
+        offline_policy: None,
+        auto_approve: Some(AutoApprove {
+            max_duration_seconds: None,
+            require_subject: false,
+        }),
+    }));
+    let spec =
+        |rid: &str, feature: &str, subject: Option<&str>, days: Option<u64>| AccessRequestSpec {
+            id: rid.into(),
+            account: id("acme"),
+            subject: subject.map(id),
+            target: AccessTarget::Feature(id(feature)),
+            justification: "evaluation".into(),
+            duration_seconds: days.map(|d| d * DAY as u64),
+        };
+
+    // A request within the feature's rule is approved in the filing's revision.
+    let rev = match o.apply(Op::RequestAccess(spec(
+        "ok",
+        "render",
+        Some("alice"),
+        Some(14),
+    ))) {
+        OriginResponse::Committed {
+            revision,
+            entitlements,
+        } => {
+            assert_eq!(entitlements, vec![id::<EntitlementId>("ok")]);
+            revision
+        }
+        other => panic!("{other:?}"),
+    };
+    let req: AccessRequest = o.get(&keys::access_request("ok")).unwrap();
+    assert_eq!(
+        req.status,
+        AccessRequestStatus::Approved {
+            entitlement: id("ok")
+        }
+    );
+    assert_eq!(req.decided_by.as_deref(), Some(AUTO_APPROVER));
+    assert_eq!(
+        req.decision_reason.as_deref(),
+        Some("the feature's auto-approval rule")
+    );
+    assert_eq!(req.requested_by, "key-admin", "the requester is kept");
+    let ent = o.entitlement("ok");
+    assert_eq!(ent.grant, Grant::Feature(FeatureGrant::new(id("render"))));
+    assert_eq!(ent.account, id("acme"));
+    assert_eq!(ent.valid_until, Some(UnixSeconds(NOW.0 + 14 * DAY)));
+    assert_eq!(ent.revision, rev, "granted in the filing's revision");
+    assert!(
+        o.changes()
+            .last()
+            .unwrap()
+            .mutations
+            .iter()
+            .any(|m| matches!(m, Mutation::PutEntitlement(e) if e.id.as_str() == "ok")),
+        "regions learn of the grant in the same revision"
+    );
+
+    // Requests outside the rule, or for a feature without one, wait.
+    for (rid, feature, subject, days) in [
+        ("too-long", "render", Some("alice"), Some(15)),
+        ("open-ended", "render", Some("alice"), None),
+        ("anonymous", "render", None, Some(7)),
+        ("no-rule", "export", Some("alice"), Some(1)),
+    ] {
+        o.committed(Op::RequestAccess(spec(rid, feature, subject, days)));
+        let req: AccessRequest = o.get(&keys::access_request(rid)).unwrap();
+        assert_eq!(
+            req.status,
+            AccessRequestStatus::Pending,
+            "{rid} waits for an approver"
+        );
+        assert_eq!(req.decided_by, None, "{rid}");
+        assert!(
+            o.get::<Entitlement>(&keys::entitlement(&id(rid))).is_none(),
+            "{rid} grants nothing"
+        );
+        assert!(
+            o.changes().last().unwrap().mutations.is_empty(),
+            "{rid}: filing changes nothing regions serve"
+        );
+    }
+
+    // A rule removed from the feature approves nothing more.
+    o.committed(Op::PutFeature(Feature {
+        id: id("render"),
+        product: id("studio"),
+        name: "render".into(),
+        kind: FeatureKind::Boolean,
+        geo_rule: GeoRule::default(),
+        offline_policy: None,
+        config: ConfigValues::new(),
+        auto_approve: None,
+    }));
+    o.committed(Op::RequestAccess(spec(
+        "after",
+        "render",
+        Some("alice"),
+        Some(1),
+    )));
+    let req: AccessRequest = o.get(&keys::access_request("after")).unwrap();
+    assert_eq!(req.status, AccessRequestStatus::Pending);
+}
+
+#[test]
+fn access_requests_are_queued_by_status_and_account_as_they_change() {
+    let mut o = seeded();
+    let spec = |rid: &str| AccessRequestSpec {
+        id: rid.into(),
+        account: id("acme"),
+        subject: Some(id("alice")),
+        target: AccessTarget::Addon(id("render-pack")),
+        justification: "quarter-end renders".into(),
+        duration_seconds: Some(DAY as u64),
+    };
+    let entries =
+        |rid: &str, status: &str| keys::access_request_queue_entries(&id("acme"), status, NOW, rid);
+    let queue_keys = |o: &Origin| -> Vec<Vec<u8>> {
+        o.state
+            .data
+            .keys()
+            .filter(|k| k.starts_with(keys::ACCESS_REQUEST_QUEUE_PREFIX.as_bytes()))
+            .cloned()
+            .collect()
+    };
+
+    // A filed request is in the four queues of its status, naming itself.
+    o.committed(Op::RequestAccess(spec("ar-1")));
+    let pending = entries("ar-1", "pending");
+    for key in &pending {
+        assert_eq!(o.get::<String>(key).as_deref(), Some("ar-1"));
+    }
+    let mut expected: Vec<Vec<u8>> = pending.to_vec();
+    expected.sort();
+    assert_eq!(queue_keys(&o), expected, "nothing else is queued");
+
+    // A decision moves it to the queues of its new status.
+    o.committed(Op::DecideAccess {
+        id: "ar-1".into(),
+        approve: true,
+    });
+    let mut expected: Vec<Vec<u8>> = entries("ar-1", "approved").to_vec();
+    expected.sort();
+    assert_eq!(queue_keys(&o), expected);
+    let approved = entries("ar-1", "approved");
+    assert_eq!(
+        (&approved[0], &approved[2]),
+        (&pending[0], &pending[2]),
+        "its place in the queues of every request and of the account is kept"
+    );
+
+    // A refused request or decision queues nothing.
+    o.rejected(
+        Op::DecideAccess {
+            id: "ar-1".into(),
+            approve: false,
+        },
+        RejectCode::Conflict,
+        "already decided",
+    );
+    let mut bad = spec("ar-2");
+    bad.account = id("nobody");
+    o.rejected(Op::RequestAccess(bad), RejectCode::NotFound, "nobody");
+
+    // Positions sort by filing time, then id, whatever the sign of the time.
+    let mut positions: Vec<String> = [(-5, "b"), (-5, "a"), (0, "z"), (1, "a"), (i64::MAX, "a")]
+        .iter()
+        .map(|(at, rid)| keys::access_request_position(UnixSeconds(*at), rid))
+        .collect();
+    let in_order = positions.clone();
+    positions.sort();
+    assert_eq!(
+        positions[0],
+        keys::access_request_position(UnixSeconds(-5), "a")
+    );
+    assert_eq!(positions[1], in_order[0]);
+    assert_eq!(&positions[2..], &in_order[2..]);
+    for at in [i64::MIN, -1, 0, 1, NOW.0, i64::MAX] {
+        let text = keys::access_request_time(UnixSeconds(at));
+        assert_eq!(
+            keys::parse_access_request_time(&text),
+            Some(UnixSeconds(at))
+        );
+    }
+    assert_eq!(keys::parse_access_request_time("12"), None);
+}
+
+#[test]
 fn licenses_and_certificates_are_recorded_and_revocations_replicate() {
     use tollgate_origin::licenses::{CertificateRecord, LicenseRecord};
     let mut o = seeded();
@@ -938,4 +1154,62 @@ fn licenses_and_certificates_are_recorded_and_revocations_replicate() {
     assert_eq!(served.revoked_licenses.len(), 2);
     assert_eq!(served.revoked_certificates.len(), 1);
     served.validate().unwrap();
+}
+
+#[test]
+fn requests_filed_before_the_queues_existed_are_queued_once_asked() {
+    let mut o = seeded();
+    let spec = AccessRequestSpec {
+        id: "old-1".into(),
+        account: id("acme"),
+        subject: Some(id("alice")),
+        target: AccessTarget::Addon(id("render-pack")),
+        justification: "filed by an earlier version".into(),
+        duration_seconds: Some(DAY as u64),
+    };
+    o.committed(Op::RequestAccess(spec));
+    let queue_keys = |o: &Origin| -> Vec<Vec<u8>> {
+        o.state
+            .data
+            .keys()
+            .filter(|k| k.starts_with(keys::ACCESS_REQUEST_QUEUE_PREFIX.as_bytes()))
+            .cloned()
+            .collect()
+    };
+    let queued = queue_keys(&o);
+    assert_eq!(queued.len(), 4, "all, pending, acme, acme pending");
+    // As an earlier version left it: the request, no queue entries.
+    for key in &queued {
+        o.state.data.remove(key);
+    }
+    let rev = o.committed(Op::QueueAccessRequests {
+        ids: vec!["old-1".into()],
+    });
+    assert_eq!(queue_keys(&o), queued, "the same four entries, back");
+    let audit: AuditRecord = o.get(&keys::audit(rev)).unwrap();
+    assert_eq!(audit.action, "access_request.queue");
+    // Queueing it again rewrites the same entries; nothing else changes.
+    o.committed(Op::QueueAccessRequests {
+        ids: vec!["old-1".into()],
+    });
+    assert_eq!(queue_keys(&o), queued);
+    o.rejected(
+        Op::QueueAccessRequests {
+            ids: vec!["never-filed".into()],
+        },
+        RejectCode::NotFound,
+        "access request never-filed",
+    );
+    o.rejected(
+        Op::QueueAccessRequests { ids: vec![] },
+        RejectCode::Invalid,
+        "1..=",
+    );
+    o.rejected(
+        Op::QueueAccessRequests {
+            ids: vec!["old-1".into(); QUEUE_BACKFILL_MAX + 1],
+        },
+        RejectCode::Invalid,
+        "at a time",
+    );
 }

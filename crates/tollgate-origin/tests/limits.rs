@@ -118,6 +118,7 @@ fn feature(name: &str, product: &str) -> Op {
         geo_rule: GeoRule::default(),
         offline_policy: None,
         config: ConfigValues::new(),
+        auto_approve: None,
     })
 }
 

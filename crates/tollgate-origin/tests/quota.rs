@@ -126,6 +126,7 @@ fn seed(state: &mut MemState) {
                 geo_rule: GeoRule::default(),
                 offline_policy: None,
                 config: ConfigValues::new(),
+                auto_approve: None,
             }),
         ));
     }
@@ -360,6 +361,7 @@ fn regions_together_never_hold_more_seats_than_the_entitlement_has() {
             geo_rule: GeoRule::default(),
             offline_policy: None,
             config: ConfigValues::new(),
+            auto_approve: None,
         }),
     );
     run(

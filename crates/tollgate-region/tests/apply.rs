@@ -46,6 +46,7 @@ fn origin() -> (MemState, Vec<ChangeRecord>) {
         geo_rule: GeoRule::default(),
         offline_policy: None,
         config: ConfigValues::new(),
+        auto_approve: None,
     }));
     commit(Op::PutPlan(Plan {
         id: id("pro"),

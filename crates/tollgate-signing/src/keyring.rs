@@ -129,8 +129,24 @@ pub enum SigningError {
     UnknownKey(KeyId),
     #[error("key {0} is the active key; rotate before retiring it")]
     RetireActive(KeyId),
-    #[error("the ring holds {KEYS_MAX} keys; retire and prune before rotating")]
+    #[error("the ring holds {KEYS_MAX} keys and none is retired; retire one before rotating")]
     Full,
+    #[error("key {0} is already in the ring")]
+    Duplicate(KeyId),
+    #[error("seal key file {path}: {reason}")]
+    SealKey { path: String, reason: String },
+    #[error(
+        "key {kid} is sealed with seal key {sealed_with}, and this node holds {ours}: every origin node must be given the same seal key file"
+    )]
+    WrongSealKey {
+        kid: KeyId,
+        sealed_with: String,
+        ours: String,
+    },
+    #[error("key {0} does not unseal: its sealed secret was altered, or sealed for another key")]
+    Unseal(KeyId),
+    #[error("the replicated key ring is invalid: {0}")]
+    InvalidRecords(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -164,7 +180,7 @@ pub struct Signed {
     pub signature: Vec<u8>,
 }
 
-mod b64 {
+pub(crate) mod b64 {
     use super::*;
     pub fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&B64.encode(bytes))
@@ -186,17 +202,82 @@ fn message(context: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 #[derive(Clone)]
-struct RingKey {
-    kid: KeyId,
-    created_at: UnixSeconds,
-    status: KeyStatus,
-    secret: SigningKey,
+pub(crate) struct RingKey {
+    pub(crate) kid: KeyId,
+    pub(crate) created_at: UnixSeconds,
+    pub(crate) status: KeyStatus,
+    pub(crate) secret: SigningKey,
+}
+
+/// A key as a ring holds it: what rotation and retirement change, whether
+/// its secret is at hand ([`KeyRing`]) or sealed ([`crate::SealedKey`]).
+pub trait RingEntry {
+    fn kid(&self) -> &KeyId;
+    fn status(&self) -> KeyStatus;
+    fn set_status(&mut self, status: KeyStatus);
+}
+
+impl RingEntry for RingKey {
+    fn kid(&self) -> &KeyId {
+        &self.kid
+    }
+    fn status(&self) -> KeyStatus {
+        self.status
+    }
+    fn set_status(&mut self, status: KeyStatus) {
+        self.status = status;
+    }
+}
+
+/// Makes `new` the active key of `keys`: the active one verifies until
+/// `now + overlap_seconds`. A full ring first drops its oldest retired key
+/// (verifiers treat an unknown key as they treat a retired one).
+pub fn rotate_entries<K: RingEntry>(
+    keys: &mut Vec<K>,
+    new: K,
+    now: UnixSeconds,
+    overlap_seconds: u64,
+) -> Result<(), SigningError> {
+    if keys.iter().any(|k| k.kid() == new.kid()) {
+        return Err(SigningError::Duplicate(new.kid().clone()));
+    }
+    if keys.len() >= KEYS_MAX {
+        let oldest_retired = keys
+            .iter()
+            .position(|k| k.status() == KeyStatus::Retired)
+            .ok_or(SigningError::Full)?;
+        keys.remove(oldest_retired);
+    }
+    for key in keys.iter_mut() {
+        if key.status() == KeyStatus::Active {
+            key.set_status(KeyStatus::Overlap {
+                until: now.plus_seconds(overlap_seconds),
+            });
+        }
+    }
+    let mut new = new;
+    new.set_status(KeyStatus::Active);
+    keys.push(new);
+    Ok(())
+}
+
+/// Retires `kid`, which must not be the active key, at once.
+pub fn retire_entry<K: RingEntry>(keys: &mut [K], kid: &KeyId) -> Result<(), SigningError> {
+    let key = keys
+        .iter_mut()
+        .find(|k| k.kid() == kid)
+        .ok_or_else(|| SigningError::UnknownKey(kid.clone()))?;
+    if key.status() == KeyStatus::Active {
+        return Err(SigningError::RetireActive(kid.clone()));
+    }
+    key.set_status(KeyStatus::Retired);
+    Ok(())
 }
 
 /// The origin's keys. Exactly one is active.
 #[derive(Clone)]
 pub struct KeyRing {
-    keys: Vec<RingKey>,
+    pub(crate) keys: Vec<RingKey>,
 }
 
 impl fmt::Debug for KeyRing {
@@ -217,7 +298,7 @@ struct StoredKey {
     secret: Vec<u8>,
 }
 
-fn new_secret() -> Result<SigningKey, SigningError> {
+pub(crate) fn new_secret() -> Result<SigningKey, SigningError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| SigningError::Random(e.to_string()))?;
     Ok(SigningKey::from_bytes(&seed))
@@ -278,39 +359,21 @@ impl KeyRing {
         now: UnixSeconds,
         overlap_seconds: u64,
     ) -> Result<KeyId, SigningError> {
-        if self.keys.len() >= KEYS_MAX {
-            return Err(SigningError::Full);
-        }
         let secret = new_secret()?;
         let kid = KeyId::of(&secret.verifying_key());
-        for key in &mut self.keys {
-            if key.status == KeyStatus::Active {
-                key.status = KeyStatus::Overlap {
-                    until: now.plus_seconds(overlap_seconds),
-                };
-            }
-        }
-        self.keys.push(RingKey {
+        let new = RingKey {
             kid: kid.clone(),
             created_at: now,
             status: KeyStatus::Active,
             secret,
-        });
+        };
+        rotate_entries(&mut self.keys, new, now, overlap_seconds)?;
         Ok(kid)
     }
 
     /// Retires a key that is not active, at once.
     pub fn retire(&mut self, kid: &KeyId) -> Result<(), SigningError> {
-        let key = self
-            .keys
-            .iter_mut()
-            .find(|k| &k.kid == kid)
-            .ok_or_else(|| SigningError::UnknownKey(kid.clone()))?;
-        if key.status == KeyStatus::Active {
-            return Err(SigningError::RetireActive(kid.clone()));
-        }
-        key.status = KeyStatus::Retired;
-        Ok(())
+        retire_entry(&mut self.keys, kid)
     }
 
     /// Retires every key whose overlap window has ended.
@@ -364,6 +427,18 @@ impl KeyRing {
 
     /// Reads the ring at `path`, or creates one with a new key there.
     pub fn load_or_create(path: &Path, now: UnixSeconds) -> Result<KeyRing, SigningError> {
+        match KeyRing::load(path)? {
+            Some(ring) => Ok(ring),
+            None => {
+                let ring = KeyRing::generate(now)?;
+                ring.save(path)?;
+                Ok(ring)
+            }
+        }
+    }
+
+    /// Reads the ring at `path`; `None` if there is no file.
+    pub fn load(path: &Path) -> Result<Option<KeyRing>, SigningError> {
         let shown = path.display().to_string();
         let io = |source| SigningError::Io {
             path: shown.clone(),
@@ -374,11 +449,7 @@ impl KeyRing {
             reason,
         };
         match std::fs::metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let ring = KeyRing::generate(now)?;
-                ring.save(path)?;
-                return Ok(ring);
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(e)),
             Ok(meta) if meta.len() > RING_FILE_LEN_MAX => {
                 return Err(invalid(format!(
@@ -391,12 +462,6 @@ impl KeyRing {
         let bytes = std::fs::read(path).map_err(io)?;
         let stored: Vec<StoredKey> =
             serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-        if stored.is_empty() || stored.len() > KEYS_MAX {
-            return Err(invalid(format!(
-                "holds {} keys; 1..={KEYS_MAX} expected",
-                stored.len()
-            )));
-        }
         let mut keys = Vec::with_capacity(stored.len());
         for s in stored {
             let seed: [u8; 32] = s
@@ -415,14 +480,24 @@ impl KeyRing {
                 secret,
             });
         }
+        KeyRing::checked(keys).map(Some).map_err(invalid)
+    }
+
+    /// A ring of `keys`, which must hold 1..=[`KEYS_MAX`] keys, exactly one
+    /// of them active.
+    pub(crate) fn checked(keys: Vec<RingKey>) -> Result<KeyRing, String> {
+        if keys.is_empty() || keys.len() > KEYS_MAX {
+            return Err(format!(
+                "holds {} keys; 1..={KEYS_MAX} expected",
+                keys.len()
+            ));
+        }
         let active = keys
             .iter()
             .filter(|k| k.status == KeyStatus::Active)
             .count();
         if active != 1 {
-            return Err(invalid(format!(
-                "holds {active} active keys; exactly 1 expected"
-            )));
+            return Err(format!("holds {active} active keys; exactly 1 expected"));
         }
         Ok(KeyRing { keys })
     }

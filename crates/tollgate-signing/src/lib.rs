@@ -11,12 +11,21 @@
 //!   one purpose (a change record) cannot be replayed as another (a token).
 //!   Verification uses `verify_strict`, which rejects malleable signatures
 //!   and weak keys.
+//! - [`SealedKey`] and [`SealKey`]: the ring as the origin cluster
+//!   replicates it, each private key sealed with a key the operator
+//!   provides; [`SharedRing`]: the ring one node signs with, swapped whole
+//!   when the replicated ring changes.
 
 pub mod digest;
 mod keyring;
+mod sealed;
+mod shared;
+
+pub use sealed::{SealKey, SealedKey, SEAL_KEY_LEN};
+pub use shared::{RingNotLoaded, SharedRing};
 
 pub use keyring::{
-    KeyId, KeyRing, KeyStatus, PublicKey, PublicKeySet, Signed, SigningError, VerifyError,
-    CONTEXT_CHANGE_RECORD, CONTEXT_KEY_SET, CONTEXT_REGION_CERTIFICATE, CONTEXT_SNAPSHOT,
-    CONTEXT_WEBHOOK, KEYS_MAX,
+    retire_entry, rotate_entries, KeyId, KeyRing, KeyStatus, PublicKey, PublicKeySet, RingEntry,
+    Signed, SigningError, VerifyError, CONTEXT_CHANGE_RECORD, CONTEXT_KEY_SET,
+    CONTEXT_REGION_CERTIFICATE, CONTEXT_SNAPSHOT, CONTEXT_WEBHOOK, KEYS_MAX,
 };

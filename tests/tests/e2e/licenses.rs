@@ -393,7 +393,7 @@ async fn a_cut_off_region_issues_tokens_that_the_origin_key_alone_verifies() {
     assert!(issued.expires_at - issued.issued_at <= 600);
 
     info!("The origin's public key set alone verifies the region's token.");
-    let keys = origin.node.public_keys();
+    let keys = origin.node.public_keys().unwrap();
     let verifier = Verifier::new(&keys, AUDIENCE).unwrap();
     let license = verifier.verify(&issued.token, now(), None, &()).unwrap();
     match license.signer() {

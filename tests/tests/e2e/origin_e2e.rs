@@ -23,9 +23,11 @@ async fn listeners() -> OriginListeners {
     }
 }
 
-fn config(id: u64, dir: &Path, keys: &Path) -> OriginConfig {
+/// Node `id`'s config; every node of one cluster is given the seal key at
+/// `seal` (the first node to start creates it).
+fn config(id: u64, dir: &Path, seal: &Path) -> OriginConfig {
     let mut config = OriginConfig::new(id, dir.join(format!("node-{id}")));
-    config.signing_keys_path = keys.to_path_buf();
+    config.seal_key_path = seal.to_path_buf();
     config.feed.heartbeat_interval = Duration::from_millis(100);
     config.compaction_interval = Duration::from_millis(50);
     config.raft.transport = tollgate_tests::pki().origin_node(id);
@@ -159,7 +161,7 @@ async fn replicate(node: &OriginNode, from: u64, target: u64) -> (Dataset, Vec<u
     let config = FollowerConfig {
         endpoint: https(node.feed_addr()),
         transport: tollgate_tests::pki().region_node("eu", 9),
-        keys: node.public_keys(),
+        keys: node.public_keys().unwrap(),
         max_batch_records: 0,
         subscriber: "e2e".into(),
         connect_timeout: Duration::from_secs(5),
@@ -196,7 +198,7 @@ async fn replicate(node: &OriginNode, from: u64, target: u64) -> (Dataset, Vec<u
 async fn one_origin_node_end_to_end_and_across_a_restart() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("origin-keys.json");
+    let keys = dir.path().join("origin-seal.key");
     let origin = start(config(1, dir.path(), &keys)).await;
     origin
         .raft()
@@ -204,6 +206,7 @@ async fn one_origin_node_end_to_end_and_across_a_restart() {
         .await
         .unwrap();
     wait_for_leader(&[&origin]).await;
+    origin.wait_for_keys(DEADLINE).await.unwrap();
     let token = origin
         .bootstrap_admin_key(&dir.path().join("admin.token"))
         .await
@@ -310,12 +313,12 @@ async fn one_origin_node_end_to_end_and_across_a_restart() {
     assert_eq!(revisions, ((head - 3)..=head).collect::<Vec<_>>());
 
     info!("Proving a restarted origin keeps its data, keys, revisions and API keys.");
-    let public_keys = origin.public_keys();
+    let public_keys = origin.public_keys().unwrap();
     origin.shutdown().await.unwrap();
     let origin = start(config(1, dir.path(), &keys)).await;
     wait_for_leader(&[&origin]).await;
     assert_eq!(origin.head_revision(), head);
-    assert_eq!(origin.public_keys(), public_keys);
+    assert_eq!(origin.wait_for_keys(DEADLINE).await.unwrap(), public_keys);
     let (status, ent) = rest
         .call(&origin, Method::GET, "/v1/entitlements/ord-1", None)
         .await;
@@ -350,6 +353,7 @@ async fn below_the_retention_floor_a_subscriber_gets_a_snapshot() {
         .await
         .unwrap();
     wait_for_leader(&[&origin]).await;
+    origin.wait_for_keys(DEADLINE).await.unwrap();
     let token = origin
         .bootstrap_admin_key(&dir.path().join("admin.token"))
         .await
@@ -399,7 +403,7 @@ async fn below_the_retention_floor_a_subscriber_gets_a_snapshot() {
 async fn three_origin_nodes_accept_writes_anywhere_and_agree() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("origin-keys.json");
+    let keys = dir.path().join("origin-seal.key");
     let mut nodes = Vec::new();
     for id in 1..=3 {
         nodes.push(start(config(id, dir.path(), &keys)).await);
@@ -456,6 +460,219 @@ async fn three_origin_nodes_accept_writes_anywhere_and_agree() {
     let (a, _, _) = replicate(&nodes[0], 0, revision).await;
     let (b, _, _) = replicate(&nodes[2], 0, revision).await;
     assert_eq!(a, b, "two origin nodes serve the same changefeed");
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+/// Every node's active key id, as its public key set says.
+fn active_kids(nodes: &[&OriginNode]) -> Vec<Option<String>> {
+    nodes
+        .iter()
+        .map(|n| {
+            n.public_keys().ok().and_then(|set| {
+                set.keys
+                    .into_iter()
+                    .find(|k| k.status == tollgate_signing::KeyStatus::Active)
+                    .map(|k| k.kid.to_string())
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_signing_keys_are_the_clusters_rotated_through_any_node_and_audited() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    // The seal key as Kubernetes mounts a Secret: read-only. And the key
+    // file origins kept before the ring was replicated, given to every node.
+    let seal = dir.path().join("seal.key");
+    std::fs::write(
+        &seal,
+        tollgate_signing::SealKey::generate()
+            .unwrap()
+            .to_file_text(),
+    )
+    .unwrap();
+    let legacy_path = dir.path().join("origin-keys.json");
+    let legacy =
+        tollgate_signing::KeyRing::generate(tollgate_model::UnixSeconds(1_795_000_000)).unwrap();
+    legacy.save(&legacy_path).unwrap();
+    #[cfg(unix)]
+    for file in [&seal, &legacy_path] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o400)).unwrap();
+    }
+    let legacy_bytes = std::fs::read(&legacy_path).unwrap();
+    let node_config = |id: u64, seal: &Path| {
+        let mut config = config(id, dir.path(), seal);
+        config.import_keys_path = legacy_path.clone();
+        config
+    };
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(node_config(id, &seal)).await);
+    }
+    let members: Vec<_> = nodes
+        .iter()
+        .map(|n| (n.raft().id(), n.raft().addr().to_string()))
+        .collect();
+    nodes[0].raft().initialize(&members).await.unwrap();
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+
+    info!("The leader imports the key file into the replicated ring; every node loads it.");
+    for node in &nodes {
+        assert_eq!(
+            node.wait_for_keys(DEADLINE).await.unwrap(),
+            legacy.public_set(),
+            "node {} signs with the imported keys",
+            node.raft().id()
+        );
+    }
+    let leader_node = nodes.iter().find(|n| n.raft().id() == leader).unwrap();
+    let token = leader_node
+        .bootstrap_admin_key(&dir.path().join("admin.token"))
+        .await
+        .unwrap()
+        .unwrap();
+    let admin_id = token
+        .strip_prefix("tg_")
+        .and_then(|t| t.split_once('.'))
+        .map(|(id, _)| id.to_string())
+        .unwrap();
+    let rest = Rest {
+        http: tollgate_tests::pki().http_client(),
+        token,
+    };
+    let followers: Vec<&OriginNode> = nodes.iter().filter(|n| n.raft().id() != leader).collect();
+    wait_until("the admin key to reach the followers", DEADLINE, || async {
+        for follower in &followers {
+            let (status, _) = rest.call(follower, Method::GET, "/v1/keys", None).await;
+            if status != StatusCode::OK {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+    .unwrap();
+
+    info!("A rotation through a follower signs on every node.");
+    let rotated = rest
+        .ok(
+            followers[0],
+            Method::POST,
+            "/v1/keys/rotate",
+            json!({"overlap_seconds": 600}),
+        )
+        .await;
+    let new_kid = rotated["active_kid"].as_str().unwrap().to_string();
+    assert_ne!(new_kid, legacy.active_kid().as_str());
+    let all: Vec<&OriginNode> = nodes.iter().collect();
+    wait_until("every node to sign with the new key", DEADLINE, || async {
+        let kids = active_kids(&all);
+        kids.iter()
+            .all(|k| k.as_deref() == Some(new_kid.as_str()))
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: nodes' active keys {:?}", active_kids(&all)));
+    for node in &nodes {
+        let (status, set) = rest
+            .call(node, Method::GET, "/.well-known/tollgate-keys.json", None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(set["keys"].as_array().unwrap().len(), 2, "{set}");
+    }
+
+    info!("A retirement through the other follower, then both are in the audit log.");
+    let old_kid = legacy.active_kid().to_string();
+    rest.ok(
+        followers[1],
+        Method::POST,
+        &format!("/v1/keys/{old_kid}/retire"),
+        Value::Null,
+    )
+    .await;
+    let (status, audit) = rest
+        .call(leader_node, Method::GET, "/v1/audit?limit=100", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let entries = audit["items"].as_array().unwrap();
+    let find = |action: &str| {
+        entries
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} in {audit}"))
+    };
+    let rotation = find("signing_key.rotate");
+    assert_eq!(rotation["actor"], admin_id.as_str());
+    assert_eq!(rotation["target"], format!("signing-key/{new_kid}"));
+    let retirement = find("signing_key.retire");
+    assert_eq!(retirement["actor"], admin_id.as_str());
+    assert_eq!(retirement["target"], format!("signing-key/{old_kid}"));
+    assert_eq!(
+        find("signing_key.init")["actor"],
+        format!("origin-node-{leader}")
+    );
+    assert_eq!(
+        std::fs::read(&legacy_path).unwrap(),
+        legacy_bytes,
+        "no node writes a key file any more"
+    );
+
+    info!("A node restarted with another seal key signs nothing and says why.");
+    let third = nodes
+        .iter()
+        .position(|n| n.raft().id() == followers[1].raft().id())
+        .unwrap();
+    let moved = nodes.remove(third);
+    let id = moved.raft().id();
+    moved.shutdown().await.unwrap();
+    let wrong_seal = dir.path().join("another-seal.key");
+    let restarted = start(node_config(id, &wrong_seal)).await;
+    let status = wait_until(
+        "the restarted node to report its key failure",
+        DEADLINE,
+        || async {
+            let (status, body) = rest.call(&restarted, Method::GET, "/v1/status", None).await;
+            (status == StatusCode::OK && body["signing"]["error"].is_string()).then_some(body)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(status["signing"]["loaded"], false, "{status}");
+    assert_eq!(status["ready"], false, "{status}");
+    let error = status["signing"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("same seal key")
+            && error.contains(status["signing"]["seal"].as_str().unwrap()),
+        "{error}"
+    );
+    let (code, body) = rest
+        .call(
+            &restarted,
+            Method::GET,
+            "/.well-known/tollgate-keys.json",
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "KEYS_NOT_LOADED");
+    // And it cannot add a key the others could not open.
+    let (code, body) = rest
+        .call(&restarted, Method::POST, "/v1/keys/rotate", Some(json!({})))
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("same seal key"),
+        "{body}"
+    );
+    let healthy: Vec<&OriginNode> = nodes.iter().collect();
+    assert!(active_kids(&healthy)
+        .iter()
+        .all(|k| k.as_deref() == Some(new_kid.as_str())));
+    restarted.shutdown().await.unwrap();
     for node in nodes {
         node.shutdown().await.unwrap();
     }

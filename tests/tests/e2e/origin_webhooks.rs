@@ -153,6 +153,7 @@ async fn webhooks_are_signed_retried_logged_and_independent() {
         .wait_until(DEADLINE, "leader", |m| m.current_leader == Some(1))
         .await
         .unwrap();
+    origin.wait_for_keys(DEADLINE).await.unwrap();
     let token = origin
         .bootstrap_admin_key(&dir.path().join("admin.token"))
         .await
@@ -297,7 +298,7 @@ async fn webhooks_are_signed_retried_logged_and_independent() {
             .decode(field("sig"))
             .unwrap(),
     };
-    let keys = origin.public_keys();
+    let keys = origin.public_keys().unwrap();
     keys.verify(CONTEXT_WEBHOOK, &signed, UnixSeconds(0))
         .expect("the signature verifies with the public key set");
     let mut tampered = signed.clone();

@@ -43,6 +43,7 @@ fn catalog_record(now: UnixSeconds) -> ChangeRecord {
             geo_rule: GeoRule::default(),
             offline_policy: None,
             config: ConfigValues::new(),
+            auto_approve: None,
         }));
     }
     // The credential the tests' clients present.

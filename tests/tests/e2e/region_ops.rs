@@ -105,7 +105,7 @@ async fn start(
         id,
         dir.join(format!("region-{id}")),
         origin.feed_url(),
-        origin.node.public_keys(),
+        origin.node.public_keys().unwrap(),
     );
     config.raft.transport = pki().region_node(&config.region, id);
     RegionNode::start(

@@ -42,6 +42,7 @@ fn catalog_record(now: UnixSeconds) -> ChangeRecord {
             geo_rule: GeoRule::default(),
             offline_policy: None,
             config: ConfigValues::new(),
+            auto_approve: None,
         }));
     }
     ChangeRecord {

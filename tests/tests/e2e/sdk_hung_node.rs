@@ -402,7 +402,7 @@ async fn an_application_never_sees_a_hung_or_killed_node() {
     let keys = dir.path().join("origin-keys.public.json");
     std::fs::write(
         &keys,
-        serde_json::to_vec(&origin.node.public_keys()).unwrap(),
+        serde_json::to_vec(&origin.node.public_keys().unwrap()).unwrap(),
     )
     .unwrap();
 

@@ -231,13 +231,16 @@ async fn put_default_offline_policy<S: OriginStore>(
 async fn get_default_offline_policy<S: OriginStore>(
     State(state): State<AppState<S>>,
 ) -> Result<Json<OfflinePolicy>, Problem> {
-    Ok(Json(
-        state
-            .store
-            .get(keys::DEFAULT_OFFLINE_POLICY)?
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default(),
-    ))
+    // Unset is the default policy; a stored one that does not decode is an
+    // error, never silently the default.
+    match state.store.get(keys::DEFAULT_OFFLINE_POLICY)? {
+        None => Ok(Json(OfflinePolicy::default())),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Json).map_err(|e| {
+            Problem::internal(format!(
+                "the stored default offline policy is unreadable: {e}"
+            ))
+        }),
+    }
 }
 
 pub fn routes<S: OriginStore>() -> Vec<Route<S>> {

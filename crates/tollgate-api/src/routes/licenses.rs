@@ -168,11 +168,7 @@ pub struct KeysChanged {
 }
 
 fn keys_changed<S>(state: &AppState<S>) -> Result<Json<KeysChanged>, Problem> {
-    let ring = state
-        .keys
-        .ring
-        .read()
-        .map_err(|_| Problem::internal("the key ring lock is poisoned"))?;
+    let ring = state.keys.current()?;
     Ok(Json(KeysChanged {
         active_kid: ring.active_kid().clone(),
         keys: ring.public_set(),
@@ -181,21 +177,33 @@ fn keys_changed<S>(state: &AppState<S>) -> Result<Json<KeysChanged>, Problem> {
 
 async fn rotate<S: OriginStore>(
     State(state): State<AppState<S>>,
+    caller: Caller,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<KeysChanged>, Problem> {
     let overlap = optional_body::<Rotate>(&body)?
         .overlap_seconds
         .unwrap_or(ROTATION_OVERLAP_DEFAULT_SECONDS);
-    state.keys.rotate(now(), overlap)?;
+    let actor = actor(&caller, &headers)?;
+    state
+        .keys
+        .rotate(&*state.store, &actor, now(), overlap)
+        .await?;
     keys_changed(&state)
 }
 
 async fn retire<S: OriginStore>(
     State(state): State<AppState<S>>,
+    caller: Caller,
+    headers: HeaderMap,
     Path(kid): Path<String>,
 ) -> Result<Json<KeysChanged>, Problem> {
     let kid = KeyId::try_from(kid).map_err(|e| Problem::bad_request(format!("path: {e}")))?;
-    state.keys.retire(&kid)?;
+    let actor = actor(&caller, &headers)?;
+    state
+        .keys
+        .retire(&*state.store, &actor, now(), &kid)
+        .await?;
     keys_changed(&state)
 }
 

@@ -2,6 +2,7 @@
 //! problems, validated path ids, one way to commit a command, one way to
 //! read and to list.
 
+mod access_requests;
 mod catalog;
 mod credentials;
 mod entitlements;
@@ -75,6 +76,7 @@ pub fn table<S: OriginStore>() -> Vec<Route<S>> {
     routes.extend(entitlements::routes());
     routes.extend(licenses::routes());
     routes.extend(orders::routes());
+    routes.extend(access_requests::routes());
     routes.extend(origin_admin::routes());
     routes.extend(usage::routes());
     routes.push(route(

@@ -29,6 +29,7 @@ fn feature(fid: &str, kind: FeatureKind) -> Feature {
         geo_rule: GeoRule::default(),
         offline_policy: None,
         config: ConfigValues::new(),
+        auto_approve: None,
     }
 }
 

@@ -1,18 +1,22 @@
 //! Access requests: filed by a requester, approved (into an entitlement) or
-//! denied by an approver, or approved at once by an add-on's auto-approval
-//! rule.
+//! denied by an approver, or approved at once by the auto-approval rule of
+//! the add-on or the single feature asked for. Every request is also kept
+//! in the listing queues (`keys::access_request_queue`), its status
+//! entries moved in the same batch that changes its status.
 
 use super::{
-    check_grant, check_new_entitlement, check_target, invalid, reject, require_account, Changed,
-    Step, Stop, Tx,
+    check_grant, check_new_entitlement, check_target, invalid, reject, require_account, touched,
+    Changed, Step, Stop, Tx,
 };
 use crate::command::{
     AccessRequest, AccessRequestSpec, AccessRequestStatus, AccessTarget, OriginCommand, RejectCode,
+    QUEUE_BACKFILL_MAX,
 };
 use crate::keys;
 use std::collections::BTreeMap;
 use tollgate_model::{
-    Addon, Entitlement, EntitlementId, EntitlementStatus, FeatureGrant, Grant, SkuTarget,
+    Addon, AutoApprove, Entitlement, EntitlementId, EntitlementStatus, Feature, FeatureGrant,
+    Grant, SkuTarget,
 };
 
 /// Longest access-request justification, in bytes.
@@ -73,28 +77,29 @@ pub(super) fn request_access(
         decision_reason: None,
         revision,
     };
-    let auto = match &spec.target {
-        AccessTarget::Addon(a) => tx
-            .require::<Addon>(&keys::addon(a), &format!("add-on {a}"))?
-            .auto_approve
-            .filter(|rule| {
-                let duration_ok = match (rule.max_duration_seconds, spec.duration_seconds) {
-                    (None, _) => true,
-                    (Some(max), Some(d)) => d <= max,
-                    (Some(_), None) => false,
-                };
-                duration_ok && (!rule.require_subject || spec.subject.is_some())
-            }),
-        AccessTarget::Feature(_) => None,
+    let rule: Option<AutoApprove> = match &spec.target {
+        AccessTarget::Addon(a) => {
+            tx.require::<Addon>(&keys::addon(a), &format!("add-on {a}"))?
+                .auto_approve
+        }
+        AccessTarget::Feature(f) => {
+            tx.require::<Feature>(&keys::feature(f), &format!("feature {f}"))?
+                .auto_approve
+        }
     };
+    let auto = rule.is_some_and(|rule| rule.admits(spec.duration_seconds, spec.subject.is_some()));
     // Filing a request changes nothing a region serves: its change record
     // has no mutations, and followers just advance their revision. An
     // auto-approved request grants its entitlement in the same revision.
     tx.put(keys::access_request(&spec.id), &request);
-    if auto.is_some() {
+    queue(tx, &request, None);
+    if auto {
         let mut approval = cmd.clone();
         approval.actor = AUTO_APPROVER.to_string();
-        approval.reason = Some("the access package's auto-approval rule".into());
+        approval.reason = Some(match &spec.target {
+            AccessTarget::Addon(_) => "the access package's auto-approval rule".into(),
+            AccessTarget::Feature(_) => "the feature's auto-approval rule".into(),
+        });
         return decide_access(tx, &approval, &spec.id, true, revision);
     }
     Ok(Changed {
@@ -112,6 +117,7 @@ pub(super) fn decide_access(
 ) -> Step<Changed> {
     let mut request: AccessRequest =
         tx.require(&keys::access_request(id), &format!("access request {id}"))?;
+    let filed_as = request.status.clone();
     if request.status != AccessRequestStatus::Pending {
         return reject(
             RejectCode::Conflict,
@@ -157,8 +163,56 @@ pub(super) fn decide_access(
     request.decision_reason = cmd.reason.clone();
     request.revision = revision;
     tx.put(keys::access_request(id), &request);
+    queue(tx, &request, Some(&filed_as));
     Ok(Changed {
         target: format!("access-request/{id}"),
         entitlements,
     })
+}
+
+/// Queues access requests filed before the queues existed. Each must exist;
+/// queueing one that is already queued writes the same entries again.
+pub(super) fn queue_existing(tx: &mut Tx<'_>, ids: &[String]) -> Step<Changed> {
+    if ids.is_empty() || ids.len() > QUEUE_BACKFILL_MAX {
+        return reject(
+            RejectCode::Invalid,
+            format!("queue 1..={QUEUE_BACKFILL_MAX} access requests at a time"),
+        );
+    }
+    for id in ids {
+        let request: AccessRequest =
+            tx.require(&keys::access_request(id), &format!("access request {id}"))?;
+        queue(tx, &request, None);
+    }
+    Ok(touched(format!(
+        "access-request-queue/{} requests",
+        ids.len()
+    )))
+}
+
+/// Puts `request` in the queues of its status, out of those of `previous`
+/// (its status before this command; `None` for a new request). Every entry
+/// of the new status is written, even the unchanged "all" ones, so a
+/// request filed before the queues existed is queued once it is decided.
+fn queue(tx: &mut Tx<'_>, request: &AccessRequest, previous: Option<&AccessRequestStatus>) {
+    let spec = &request.spec;
+    let entries = |status: &AccessRequestStatus| {
+        keys::access_request_queue_entries(
+            &spec.account,
+            status.name(),
+            request.requested_at,
+            &spec.id,
+        )
+    };
+    let now = entries(&request.status);
+    if let Some(previous) = previous {
+        for key in entries(previous) {
+            if !now.contains(&key) {
+                tx.delete(key);
+            }
+        }
+    }
+    for key in now {
+        tx.put(key, &spec.id);
+    }
 }

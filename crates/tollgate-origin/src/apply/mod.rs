@@ -22,6 +22,7 @@ mod entitlements;
 mod licenses;
 mod orders;
 mod quota;
+mod signing;
 mod webhooks;
 
 pub use access::AUTO_APPROVER;
@@ -342,6 +343,15 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
             released_total,
         } => quota::release_seats(tx, region, entitlement, *released_total),
         Op::CompactChanges { through } => changefeed::compact_changes(tx, *through, revision),
+        // The signing keys never leave the origin (regions get the public
+        // set, endorsed, on the changefeed).
+        Op::InitSigningKeys { keys } => signing::init_signing_keys(tx, keys, revision),
+        Op::RotateSigningKey {
+            key,
+            overlap_seconds,
+        } => signing::rotate_signing_key(tx, cmd, key, *overlap_seconds, revision),
+        Op::RetireSigningKey { kid } => signing::retire_signing_key(tx, kid, revision),
+        Op::QueueAccessRequests { ids } => access::queue_existing(tx, ids),
     }
 }
 
