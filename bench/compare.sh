@@ -427,7 +427,7 @@ start_tollgate_dev() {
     # Port 0 everywhere: the kernel picks free loopback ports (tollgate dev
     # binds 127.0.0.1 only) and endpoints.json says which. The data directory
     # is ours, a temporary one, so nothing collides with another tollgate dev.
-    "$BIN" dev --data-dir "$data" --http-port 0 --check-port 0 >"$WORK/dev.log" 2>&1 &
+    "$BIN" dev --data-dir "$data" --base-port 0 >"$WORK/dev.log" 2>&1 &
     DEV_PID=$!
     log "tollgate dev started (pid $DEV_PID); waiting up to ${DEADLINE}s for $endpoints"
     deadline=$((EPOCHSECONDS + DEADLINE))

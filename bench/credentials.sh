@@ -71,7 +71,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN" dev --data-dir "$WORK/dev" --http-port 0 --check-port 0 --check-credentials off \
+"$BIN" dev --data-dir "$WORK/dev" --base-port 0 --check-credentials off \
     >"$WORK/dev.log" 2>&1 &
 PID=$!
 deadline=$((EPOCHSECONDS + DEADLINE))

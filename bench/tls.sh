@@ -76,7 +76,7 @@ trap cleanup EXIT
 start_dev() {
     local name=$1 deadline
     shift
-    "$BIN" dev --data-dir "$WORK/$name" --http-port 0 --check-port 0 "$@" >"$WORK/$name.log" 2>&1 &
+    "$BIN" dev --data-dir "$WORK/$name" --base-port 0 "$@" >"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
     deadline=$((EPOCHSECONDS + DEADLINE))
     until [[ -s $WORK/$name/endpoints.json ]] && jq -e .regions "$WORK/$name/endpoints.json" >/dev/null 2>&1; do

@@ -164,17 +164,17 @@ metric_at_least() {
 
 # One check on one node; sets `answer` (a line for people),
 # `answer_revision` and `answer_staleness` from the JSON answer, and returns
-# the exit status of `tollgate check` (0 allowed, 10 denied, other: failure).
+# the exit status of `tollgate ctl check` (0 allowed, 10 denied, other: failure).
 ask() {
     local node=$1
     shift
     local out rc=0
-    out=$("$bin" check --endpoint "https://127.0.0.1:${check_port[$node]}" --ca "$ca" \
+    out=$("$bin" ctl check --endpoint "https://127.0.0.1:${check_port[$node]}" --ca "$ca" \
         --account acme --feature export --output json "$@" 2>&1) || rc=$?
     # One JSON object; its fields read with bash (in any order), not with a
     # Python interpreter per check.
-    local by='"answered_by":"([^"]*)"' reason='"reason":"([A-Z_]+)"'
-    local revision='"revision":([0-9]+)' staleness='"staleness_seconds":([0-9]+|null)'
+    local by='"answered_by": *"([^"]*)"' reason='"reason": *"([A-Z_]+)"'
+    local revision='"revision": *([0-9]+)' staleness='"staleness_seconds": *([0-9]+|null)'
     answer_revision="?"
     answer_staleness="?"
     if [[ $out =~ $revision ]]; then answer_revision=${BASH_REMATCH[1]}; fi
@@ -189,7 +189,7 @@ ask() {
     return $rc
 }
 
-# Expects `tollgate check` on `node` to exit with `want` (0 or 10).
+# Expects `tollgate ctl check` on `node` to exit with `want` (0 or 10).
 expect() {
     local node=$1 want=$2 what=$3
     shift 3

@@ -29,7 +29,7 @@
 # The binary is built in target/static (its own CARGO_TARGET_DIR, so it never
 # invalidates the normal build) and staged with the Dockerfile in
 # target/docker/context/; target/docker/context/tollgate also runs on the
-# host (deploy/compose/smoke.sh uses it as the `tollgate check` client).
+# host (deploy/compose/smoke.sh uses it as the `tollgate ctl check` client).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)

@@ -481,7 +481,13 @@ impl Default for Raft {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Signing {
-    /// Default: `<data_dir>/origin-keys.json`.
+    /// The key that seals the origin's private signing keys in its
+    /// replicated state: 64 hex digits, the same file on every origin node.
+    /// Default: `<data_dir>/origin-seal.key`, created when missing.
+    pub seal_key_path: Option<PathBuf>,
+    /// A key ring file as origins kept it before the ring was replicated,
+    /// imported once when the cluster has no keys. Default:
+    /// `<data_dir>/origin-keys.json`, if it exists.
     pub keys_path: Option<PathBuf>,
 }
 

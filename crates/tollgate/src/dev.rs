@@ -2,37 +2,77 @@
 //! config: an origin seeded with the demo data, and two three-node regions
 //! (eu, us) that follow it and answer checks with a demo geography, each
 //! with a license key the origin certified. It prints its endpoints and
-//! writes them to `<data-dir>/endpoints.json`. Ctrl-C stops it cleanly.
+//! writes them to `<data-dir>/endpoints.json` once every region has caught
+//! up with the origin. Ctrl-C (or SIGTERM) stops it cleanly, at any point.
 //!
 //! Every port speaks TLS, as in production: a throwaway CA in
 //! `<data-dir>/tls/` issues each node its certificate (and an operator
 //! certificate for `tollgate ctl cluster`), and the printed commands carry
 //! `--ca`. `--insecure-plaintext` runs without TLS, on purpose only.
+//!
+//! Every port has a stable default from `--base-port` ([`ports`]), and a
+//! data directory keeps the layout it was created with, so `tollgate dev
+//! --data-dir D` starts again on D: the Raft clusters find their members
+//! where their logs say they are, and the demo data is seeded once.
+
+mod ports;
 
 use crate::exit;
 use anyhow::Context;
 use clap::Args;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tollgate_model::{Dataset, UnixSeconds};
+use tollgate_model::{Dataset, Mutation, UnixSeconds};
 use tollgate_origin::{Op, OriginCommand, OriginResponse};
 use tollgate_origin_node::{OriginConfig, OriginListeners, OriginNode};
 use tollgate_region_node::{RegionConfig, RegionListeners, RegionNode};
 
+/// `tollgate dev --help`, after the flags: the port layout and what a
+/// restart keeps.
+const DEV_HELP: &str = "\
+Ports (all on 127.0.0.1), from --base-port B (default 7300):
+  B+0..B+2    region eu, nodes 1-3: check service (gRPC)   7300-7302
+  B+3..B+5    region eu, nodes 1-3: Raft                   7303-7305
+  B+6..B+8    region eu, nodes 1-3: status and /metrics    7306-7308
+  B+10..B+18  region us, the same                          7310-7318
+  B+20        origin REST API and /metrics                 8080 without --base-port
+  B+21        origin changefeed                            7321
+  B+22        origin Raft                                  7322
+--http-port and --check-port move the REST and check ports alone. --base-port 0
+lets the system pick every port.
+
+Restarting: <data-dir>/ports.json records the ports the data was created with,
+and a start on that data uses them again. --http-port and --check-port may move
+the REST and check ports; a different --base-port is refused at once (a Raft
+cluster keeps its members' addresses in its log), so give a new --data-dir for
+new ports. The demo data is seeded once, on the first start.
+
+Exit codes: 0 stopped by Ctrl-C or SIGTERM once running; 1 a failure (e.g. a port
+in use: the message names it and the flag that moves it); 2 flags that contradict
+each other or the data; 130 (SIGINT) or 143 (SIGTERM) stopped while starting.";
+
 #[derive(Debug, Args)]
+#[command(after_help = DEV_HELP)]
 pub struct DevArgs {
-    /// Keep the data here (default: a temporary directory, removed on exit).
+    /// Keep the data here, to start again on it later (default: a
+    /// temporary directory, removed on exit).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Port of the origin's REST API (0: any free port).
-    #[arg(long, default_value_t = 8080)]
-    http_port: u16,
-    /// Port of the first region node's check service; the others take the
-    /// next ones (0: any free ports).
-    #[arg(long, default_value_t = 7300)]
-    check_port: u16,
+    /// The first of the 23 ports dev serves on (see the layout below;
+    /// default 7300). 0: the system picks every port.
+    #[arg(long, value_name = "PORT")]
+    base_port: Option<u16>,
+    /// The origin's REST API (default 8080, or B+20 with --base-port; 0:
+    /// any free port).
+    #[arg(long, value_name = "PORT")]
+    http_port: Option<u16>,
+    /// Region eu's check ports are this one and the next two, region us's
+    /// this + 10 to + 12 (default: the base port; 0: any free ports).
+    #[arg(long, value_name = "PORT")]
+    check_port: Option<u16>,
     /// Serve without TLS (every port in clear, no caller checked). For
     /// tools that cannot speak TLS; never for anything real.
     #[arg(long)]
@@ -157,6 +197,98 @@ fn node_transport(
     }
 }
 
+/// Flags that contradict each other or the data directory: exit 2, with a
+/// message that says which flag to use.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// A signal that stops `dev`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopSignal {
+    Interrupt,
+    Terminate,
+}
+
+impl StopSignal {
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The shell's convention, 128 + the signal's number.
+    fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => exit::INTERRUPTED,
+            StopSignal::Terminate => exit::TERMINATED,
+        }
+    }
+}
+
+/// Stopped by a signal before the deployment was ready.
+#[derive(Debug)]
+struct Interrupted(StopSignal);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped by {} while starting", self.0.name())
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// SIGINT and SIGTERM, listened for from the first moment: a signal while
+/// the deployment starts stops it too, in order.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal.
+    async fn recv(&mut self) -> StopSignal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                Some(()) = self.interrupt.recv() => StopSignal::Interrupt,
+                Some(()) = self.terminate.recv() => StopSignal::Terminate,
+                else => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => StopSignal::Interrupt,
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+}
+
 pub fn run(args: DevArgs) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -171,34 +303,295 @@ pub fn run(args: DevArgs) -> u8 {
     match runtime.block_on(dev(args)) {
         Ok(()) => exit::OK,
         Err(error) => {
+            if let Some(Interrupted(signal)) = error.downcast_ref::<Interrupted>() {
+                eprintln!(
+                    "Stopped by {} before the deployment was ready.",
+                    signal.name()
+                );
+                return signal.exit_code();
+            }
             eprintln!("error: {error:#}");
-            exit::FAILURE
+            if error.downcast_ref::<Refused>().is_some() {
+                exit::INVALID_INPUT
+            } else {
+                exit::FAILURE
+            }
         }
     }
-}
-
-async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(("127.0.0.1", port))
-        .await
-        .with_context(|| {
-            format!("{what}: cannot bind 127.0.0.1:{port} (choose another port with the flags)")
-        })
 }
 
 /// The demo's regions, each of three nodes.
 const REGIONS: [&str; 2] = ["eu", "us"];
 
-/// Starts region `name`'s three nodes (check ports from `first_port`, or
-/// any with 0), with a license key the origin certified, and initialises it.
+/// How long the regions may take to catch up with the origin at start.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the origin may take to load its signing keys once it leads.
+const KEYS_WAIT: Duration = Duration::from_secs(30);
+/// Each node's `[limits] shutdown_deadline_ms` in the demo: Ctrl-C stops
+/// everything within about this long (the nodes stop together), however
+/// much is in flight.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Every listener of one `tollgate dev`, bound before any node starts, and
+/// the layout as bound (the ports the system picked for 0).
+struct Bound {
+    origin: OriginListeners,
+    /// Per region, node 1 first.
+    regions: Vec<Vec<RegionListeners>>,
+    layout: ports::Layout,
+}
+
+/// Binds every port of `layout` on 127.0.0.1, failing at the first one
+/// in use with a message naming it and what to do.
+async fn bind_all(
+    layout: &ports::Layout,
+    from: ports::Origin,
+    root: &Path,
+) -> anyhow::Result<Bound> {
+    let mut bound = Vec::new();
+    for port in layout.uses() {
+        let listener = TcpListener::bind(("127.0.0.1", port.port))
+            .await
+            .map_err(|error| bind_error(&port, from, root, error))?;
+        bound.push(listener);
+    }
+    let mut listeners = bound.into_iter();
+    let mut next = || {
+        listeners
+            .next()
+            .expect("one listener per port of the layout")
+    };
+    let origin = OriginListeners {
+        http: next(),
+        feed: next(),
+        raft: next(),
+    };
+    let mut regions = Vec::new();
+    for _ in &layout.regions {
+        let check: Vec<_> = (0..ports::REGION_NODES).map(|_| next()).collect();
+        let raft: Vec<_> = (0..ports::REGION_NODES).map(|_| next()).collect();
+        let status: Vec<_> = (0..ports::REGION_NODES).map(|_| next()).collect();
+        regions.push(
+            check
+                .into_iter()
+                .zip(raft)
+                .zip(status)
+                .map(|((grpc, raft), http)| RegionListeners {
+                    raft,
+                    grpc,
+                    http: Some(http),
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).context("a bound port");
+    let mut concrete = layout.clone();
+    concrete.origin = ports::OriginPorts {
+        rest: port(&origin.http)?,
+        feed: port(&origin.feed)?,
+        raft: port(&origin.raft)?,
+    };
+    for (ports, listeners) in concrete.regions.iter_mut().zip(&regions) {
+        for (node, l) in listeners.iter().enumerate() {
+            ports.check[node] = port(&l.grpc)?;
+            ports.raft[node] = port(&l.raft)?;
+            ports.status[node] = match &l.http {
+                Some(http) => port(http)?,
+                None => 0,
+            };
+        }
+    }
+    Ok(Bound {
+        origin,
+        regions,
+        layout: concrete,
+    })
+}
+
+/// Why `port` could not be bound, and what to do about it.
+fn bind_error(
+    port: &ports::Use,
+    from: ports::Origin,
+    root: &Path,
+    error: std::io::Error,
+) -> anyhow::Error {
+    let at = format!("port {} ({})", port.port, port.what);
+    if error.kind() != std::io::ErrorKind::AddrInUse {
+        return anyhow::anyhow!("cannot listen on 127.0.0.1:{}, {at}: {error}", port.port);
+    }
+    let record = root.join(ports::FILE);
+    let advice = match (from, port.role) {
+        (ports::Origin::Flags, role) => match role.own_flag() {
+            Some(flag) => {
+                format!("choose another with {flag} (or move every port with --base-port)")
+            }
+            None => format!(
+                "choose free ports with --base-port (dev takes {} from it; 0 lets the system pick)",
+                ports::SPAN
+            ),
+        },
+        (ports::Origin::Recorded, role) if role.is_raft() => format!(
+            "this data's Raft clusters were created with it ({}), and Raft ports cannot move under \
+             existing data: stop what holds it (another tollgate dev on this data?), or start on a \
+             new --data-dir",
+            record.display()
+        ),
+        (ports::Origin::Recorded, role) if role.own_flag().is_some() => format!(
+            "choose another with {} (the layout this data keeps is in {})",
+            role.flag(),
+            record.display()
+        ),
+        (ports::Origin::Recorded, _) => format!(
+            "this data keeps the ports it was created with ({}): stop what holds it (another \
+             tollgate dev on this data?), or start on a new --data-dir",
+            record.display()
+        ),
+    };
+    anyhow::anyhow!("{at} is in use: {advice}")
+}
+
+/// Region Raft ports an earlier `tollgate dev`, which picked them at
+/// random and kept no `ports.json`, listed in `endpoints.json`: a data
+/// directory it made starts again on them.
+fn legacy_raft_ports(root: &Path) -> Option<Vec<[u16; ports::REGION_NODES]>> {
+    let listed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("endpoints.json")).ok()?).ok()?;
+    REGIONS
+        .iter()
+        .map(|name| {
+            let region = listed["regions"]
+                .as_array()?
+                .iter()
+                .find(|r| r["name"] == *name)?;
+            let ports: Vec<u16> = region["nodes"]
+                .as_array()?
+                .iter()
+                .map(|n| n["raft"].as_str()?.rsplit(':').next()?.parse().ok())
+                .collect::<Option<_>>()?;
+            ports.try_into().ok()
+        })
+        .collect()
+}
+
+/// The nodes started so far, stopped in order on the way out.
+#[derive(Default)]
+struct Running {
+    origin: Option<OriginNode>,
+    regions: Vec<(&'static str, Vec<RegionNode>)>,
+}
+
+impl Running {
+    /// Stops every region node (together: each within its shutdown
+    /// deadline), then the origin.
+    async fn shutdown(self) -> anyhow::Result<()> {
+        let mut stopping = tokio::task::JoinSet::new();
+        for (name, nodes) in self.regions {
+            for node in nodes {
+                stopping.spawn(async move {
+                    let node_name = node.name().to_string();
+                    node.shutdown()
+                        .await
+                        .with_context(|| format!("stopping region {name}'s node {node_name}"))
+                });
+            }
+        }
+        let mut first_error = None;
+        while let Some(stopped) = stopping.join_next().await {
+            let error = match stopped {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error,
+                Err(error) => anyhow::anyhow!("a region node's shutdown failed: {error}"),
+            };
+            tracing::warn!(error = %format!("{error:#}"), "A region node did not stop cleanly.");
+            first_error.get_or_insert(error);
+        }
+        if let Some(origin) = self.origin {
+            origin.shutdown().await.context("stopping the origin")?;
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops region nodes that never served (their Raft ports did not
+    /// match their logs, so they could not elect a leader, and a graceful
+    /// stop would wait its whole deadline for one) at once, then the origin
+    /// in order.
+    async fn abandon(self) -> anyhow::Result<()> {
+        for node in self.regions.into_iter().flat_map(|(_, nodes)| nodes) {
+            node.crash().await;
+        }
+        match self.origin {
+            Some(origin) => origin.shutdown().await.context("stopping the origin"),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Running::shutdown`]; a second signal meanwhile ends the process
+    /// at once.
+    async fn stop(self, signals: &mut Signals) -> anyhow::Result<()> {
+        tokio::select! {
+            stopped = self.shutdown() => stopped,
+            signal = signals.recv() => {
+                eprintln!("{} again: exiting without waiting for the nodes to stop.", signal.name());
+                std::process::exit(i32::from(signal.exit_code()));
+            }
+        }
+    }
+}
+
+/// What a Raft member's log says its cluster's members are (id and
+/// address), or `None` for a member never initialised or that has not
+/// received its cluster's membership yet.
+async fn stored_members<L: tollgate_raft::StateMachineLogic>(
+    node: &tollgate_raft::Node<L>,
+) -> anyhow::Result<Option<BTreeMap<u64, String>>> {
+    let raft = node.raft();
+    if !raft
+        .is_initialized()
+        .await
+        .context("reading the Raft state")?
+    {
+        return Ok(None);
+    }
+    let members = raft
+        .with_raft_state(|state| {
+            state
+                .membership_state
+                .effective()
+                .nodes()
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .await
+        .context("reading the Raft membership")?;
+    // A member that has heard from a peer (a vote) before its cluster's
+    // membership reached it counts as initialised, yet names no one.
+    Ok((!members.is_empty()).then_some(members))
+}
+
+/// `1=127.0.0.1:7303, 2=...`.
+fn members_text(members: &BTreeMap<u64, String>) -> String {
+    members
+        .iter()
+        .map(|(id, addr)| format!("{id}={addr}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Starts region `name`'s three nodes on `listeners`, with a license key
+/// the origin certified, into `nodes`, and initialises the region on
+/// first start; on a restart, checks that the region's log names its
+/// members where they now listen.
+#[allow(clippy::too_many_arguments)]
 async fn start_region(
     origin: &OriginNode,
-    root: &std::path::Path,
+    root: &Path,
     pki: Option<&DevPki>,
     name: &str,
-    first_port: u16,
+    listeners: Vec<RegionListeners>,
     geo: Arc<tollgate_geo::GeoDatabases>,
     credentials: tollgate_region_node::CredentialMode,
-) -> anyhow::Result<Vec<RegionNode>> {
+    nodes: &mut Vec<RegionNode>,
+) -> anyhow::Result<()> {
     let scheme = if pki.is_some() { "https" } else { "http" };
     let region_key = tollgate_signing::KeyRing::load_or_create(
         &root.join(format!("region-{name}-license-key.json")),
@@ -207,31 +600,29 @@ async fn start_region(
     .active_signing_key()
     .1
     .clone();
-    let certificate = origin
-        .certify_region(
-            name,
-            tollgate_api::licensing::CertifyRegion {
-                public_key: base64::Engine::encode(
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                    region_key.verifying_key().as_bytes(),
-                ),
-                valid_seconds: None,
-                token_ttl_max_seconds: None,
-            },
-        )
-        .await?
-        .certificate;
+    // The origin's keys, once its replicated ring is loaded (it leads).
+    let origin_keys = origin
+        .wait_for_keys(KEYS_WAIT)
+        .await
+        .context("the origin's public keys")?;
     let license_issuer = tollgate_region_node::RegionIssuerConfig {
+        certificate: region_certificate(
+            origin,
+            &origin_keys,
+            root,
+            name,
+            region_key.verifying_key().to_bytes(),
+        )
+        .await?,
         signing_key: region_key,
-        certificate,
     };
-    let mut nodes = Vec::new();
-    for id in 1..=3u64 {
+    let mut starting = tokio::task::JoinSet::new();
+    for (id, listeners) in (1u64..).zip(listeners) {
         let mut config = RegionConfig::new(
             id,
             root.join(format!("region-{name}-{id}")),
             format!("{scheme}://{}", origin.feed_addr()),
-            origin.public_keys(),
+            origin_keys.clone(),
         );
         config.raft.transport = node_transport(
             pki,
@@ -248,113 +639,292 @@ async fn start_region(
         // No per-caller rate limit in the demo: `tollgate bench check`
         // against it measures the node, not the limit.
         config.limits.rate_per_second = 0;
-        let port = if first_port == 0 {
-            0
-        } else {
-            first_port + id as u16 - 1
-        };
-        nodes.push(
-            RegionNode::start(
-                config,
-                RegionListeners {
-                    raft: bind(0, "region raft").await?,
-                    grpc: bind(port, "region check").await?,
-                    http: Some(bind(0, "region status").await?),
-                },
-                Some(geo.clone()),
-            )
-            .await
-            .with_context(|| format!("starting region {name}'s node {id}"))?,
-        );
+        config.limits.shutdown_deadline = SHUTDOWN_DEADLINE;
+        let geo = geo.clone();
+        let name = name.to_string();
+        starting.spawn(async move {
+            let started = RegionNode::start(config, listeners, Some(geo))
+                .await
+                .with_context(|| format!("starting region {name}'s node {id}"));
+            (id, started)
+        });
     }
-    let members: Vec<_> = nodes
+    // Together, so that no member waits long for a peer that is not
+    // serving yet (each would count it a failed Raft call).
+    let mut started = Vec::new();
+    while let Some(joined) = starting.join_next().await {
+        started.push(joined.context("a region node's start failed")?);
+    }
+    started.sort_by_key(|(id, _)| *id);
+    let mut first_error = None;
+    for (_, node) in started {
+        match node {
+            Ok(node) => nodes.push(node),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    let members: BTreeMap<u64, String> = nodes
         .iter()
         .map(|n| (n.raft().id(), n.raft().addr().to_string()))
         .collect();
-    match nodes[0].raft().initialize(&members).await {
-        Ok(()) | Err(tollgate_raft::Error::AlreadyInitialized) => {}
-        Err(e) => return Err(e).with_context(|| format!("initialising region {name}")),
+    let mut initialized = false;
+    for node in nodes.iter() {
+        let Some(stored) = stored_members(node.raft()).await? else {
+            continue;
+        };
+        initialized = true;
+        if stored != members {
+            return Err(Refused(format!(
+                "region {name}'s Raft log names its members at {}, but they now listen at {}: the data in {} \
+                 was made with other Raft ports (by an older tollgate dev, which picked them at random, \
+                 or with {} edited or removed), and Raft ports cannot move under existing data. Start on \
+                 a new --data-dir.",
+                members_text(&stored),
+                members_text(&members),
+                root.display(),
+                ports::FILE
+            ))
+            .into());
+        }
     }
-    Ok(nodes)
+    if !initialized {
+        let members: Vec<_> = members.into_iter().collect();
+        match nodes[0].raft().initialize(&members).await {
+            Ok(()) | Err(tollgate_raft::Error::AlreadyInitialized) => {}
+            Err(e) => return Err(e).with_context(|| format!("initialising region {name}")),
+        }
+    }
+    Ok(())
 }
 
-async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let temp = match &args.data_dir {
-        Some(_) => None,
-        None => Some(tempfile::tempdir().context("creating a temporary data directory")?),
-    };
-    let root = args.data_dir.clone().unwrap_or_else(|| {
-        temp.as_ref()
-            .expect("a temporary directory")
-            .path()
-            .to_path_buf()
-    });
-
-    let pki = if args.insecure_plaintext {
-        tracing::warn!(
-            "--insecure-plaintext: every port serves without TLS and without checking callers."
+/// The origin's certificate of region `name`'s license key, kept in
+/// `<root>/region-<name>-license-certificate.json` and used again while it
+/// verifies, certifies this key (`public_key`), is not revoked and has more than a day
+/// left; otherwise the origin certifies the key anew.
+async fn region_certificate(
+    origin: &OriginNode,
+    origin_keys: &tollgate_signing::PublicKeySet,
+    root: &Path,
+    name: &str,
+    public_key: [u8; 32],
+) -> anyhow::Result<tollgate_signing::Signed> {
+    let path = root.join(format!("region-{name}-license-certificate.json"));
+    let now = tollgate_server::clock::now();
+    let kept = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<tollgate_signing::Signed>(&bytes).ok());
+    if let Some(signed) = kept {
+        let revoked = origin
+            .served_dataset()
+            .map(|held| held.revoked_certificates)
+            .unwrap_or_default();
+        let usable = tollgate_license::verify_certificate(origin_keys, &signed, now).is_ok_and(
+            |(cert, certified)| {
+                certified.to_bytes() == public_key
+                    && cert.region == name
+                    && cert.not_after.0 > now.0 + 86_400
+                    && !revoked.iter().any(|r| r.serial == cert.serial.to_string())
+            },
         );
-        None
-    } else {
-        Some(DevPki::open(&root, tollgate_server::clock::now_secs())?)
-    };
-    let scheme = if pki.is_some() { "https" } else { "http" };
-    let mut origin_config = OriginConfig::new(1, root.join("origin"));
-    origin_config.raft.transport = node_transport(
-        pki.as_ref(),
-        "origin-node-1",
-        tollgate_tls::Subject::OriginNode(1),
-    )?;
-    let origin = OriginNode::start(
-        origin_config,
-        OriginListeners {
-            raft: bind(0, "origin raft").await?,
-            http: bind(args.http_port, "origin http").await?,
-            feed: bind(0, "origin feed").await?,
-        },
-    )
-    .await
-    .context("starting the origin")?;
-    match origin
-        .raft()
-        .initialize(&[(1, origin.raft().addr().to_string())])
-        .await
-    {
-        Ok(()) | Err(tollgate_raft::Error::AlreadyInitialized) => {}
-        Err(e) => return Err(e).context("initialising the origin"),
+        if usable {
+            return Ok(signed);
+        }
     }
+    let certificate = origin
+        .certify_region(
+            name,
+            tollgate_api::licensing::CertifyRegion {
+                public_key: base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    public_key,
+                ),
+                valid_seconds: None,
+                token_ttl_max_seconds: None,
+            },
+        )
+        .await?
+        .certificate;
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&certificate).context("a region certificate")?,
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    Ok(certificate)
+}
+
+/// The demo data's mutations that `held` lacks, by id: all of them on a
+/// fresh origin, none once seeded, the rest after a start that stopped
+/// half-way through seeding. What is there is never written again (a
+/// grant of an existing entitlement would be refused).
+fn demo_missing(demo: &Dataset, held: &Dataset) -> Vec<Mutation> {
+    let c = &held.catalog;
+    demo.to_mutations()
+        .into_iter()
+        .filter(|m| match m {
+            Mutation::PutProduct(p) => !c.products.contains_key(&p.id),
+            Mutation::PutFeature(f) => !c.features.contains_key(&f.id),
+            Mutation::PutPlan(p) => !c.plans.contains_key(&p.id),
+            Mutation::PutAddon(a) => !c.addons.contains_key(&a.id),
+            Mutation::PutSku(s) => !c.skus.contains_key(&s.id),
+            Mutation::SetDefaultOfflinePolicy(p) => c.default_offline_policy != *p,
+            Mutation::PutAccount(a) => !held.accounts.iter().any(|x| x.id == a.id),
+            Mutation::PutSubject(s) => !held
+                .subjects
+                .iter()
+                .any(|x| x.account == s.account && x.id == s.id),
+            Mutation::DeleteSubject { .. } => false,
+            Mutation::PutEntitlement(e) => !held.entitlements.iter().any(|x| x.id == e.id),
+            Mutation::RevokeLicense(r) => !held.revoked_licenses.iter().any(|x| x.id == r.id),
+            Mutation::RevokeCertificate(r) => !held
+                .revoked_certificates
+                .iter()
+                .any(|x| x.serial == r.serial),
+            Mutation::PutCredential(_) => true,
+        })
+        .collect()
+}
+
+/// Seeds the demo data, once: `<root>/demo-seeded` marks it done, and a
+/// start after one that stopped while seeding writes only what is missing.
+async fn seed_demo(origin: &OriginNode, root: &Path) -> anyhow::Result<()> {
+    let marker = root.join("demo-seeded");
+    if marker.exists() {
+        return Ok(());
+    }
+    let demo: Dataset = serde_json::from_str(crate::eval::DEMO_DATA).context("the demo data")?;
+    let held = origin
+        .served_dataset()
+        .context("reading the origin's data")?;
+    let missing = demo_missing(&demo, &held);
+    tracing::info!(
+        mutations = missing.len(),
+        "Seeding the demo data the origin lacks."
+    );
+    for m in missing {
+        let command = OriginCommand {
+            actor: "dev-seed".into(),
+            at: UnixSeconds(0),
+            reason: Some("tollgate dev demo data".into()),
+            op: Op::seed(m),
+        };
+        if let OriginResponse::Rejected(r) = origin.raft().write(command).await?.response {
+            anyhow::bail!("seeding the demo data: {}", r.message);
+        }
+    }
+    std::fs::write(
+        &marker,
+        "The demo data was seeded into this origin; tollgate dev does not seed it again.\n",
+    )
+    .with_context(|| format!("writing {}", marker.display()))
+}
+
+/// The admin API key's token: the one in `token_path`; on a new origin
+/// the bootstrap key, written there. A start stopped after the origin
+/// committed its key but before the file was written leaves keys and no
+/// file: then a new admin key, since no secret is ever shown again.
+async fn admin_token(origin: &OriginNode, token_path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(token_path) {
+        Ok(token) => return Ok(token.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", token_path.display())),
+    }
+    if let Some(token) = origin.bootstrap_admin_key(token_path).await? {
+        return Ok(token);
+    }
+    let issued = tollgate_api::auth::issue_key(
+        "tollgate dev admin",
+        [tollgate_origin::Scope::Admin].into(),
+        tollgate_server::clock::now(),
+    )
+    .map_err(|p| anyhow::anyhow!("an admin key for the demo: {}", p.detail))?;
+    let command = OriginCommand {
+        actor: "dev-bootstrap".into(),
+        at: tollgate_server::clock::now(),
+        reason: Some(format!("{} was lost", token_path.display())),
+        op: Op::PutApiKey(issued.record),
+    };
+    if let OriginResponse::Rejected(r) = origin.raft().write(command).await?.response {
+        anyhow::bail!("creating the demo's admin key: {}", r.message);
+    }
+    write_secret(token_path, &issued.token)?;
+    tracing::warn!(path = %token_path.display(), "The admin key's file was missing; made a new admin key.");
+    Ok(issued.token)
+}
+
+/// What `start` made that the banner and endpoints.json show.
+struct Ready {
+    token: String,
+    token_path: PathBuf,
+    credential: String,
+    credential_path: PathBuf,
+}
+
+/// Starts the origin and the regions on `bound`, into `running` (so that
+/// a signal meanwhile stops what started), and waits until every region
+/// has caught up with the origin.
+async fn start(
+    args: &DevArgs,
+    root: &Path,
+    pki: Option<&DevPki>,
+    bound: Bound,
+    running: &mut Running,
+) -> anyhow::Result<Ready> {
+    let Bound {
+        origin: origin_listeners,
+        regions: region_listeners,
+        ..
+    } = bound;
+    let mut origin_config = OriginConfig::new(1, root.join("origin"));
+    origin_config.raft.transport =
+        node_transport(pki, "origin-node-1", tollgate_tls::Subject::OriginNode(1))?;
+    origin_config.limits.shutdown_deadline = SHUTDOWN_DEADLINE;
+    let origin = running.origin.insert(
+        OriginNode::start(origin_config, origin_listeners)
+            .await
+            .context("starting the origin")?,
+    );
+    match stored_members(origin.raft()).await? {
+        None => match origin
+            .raft()
+            .initialize(&[(1, origin.raft().addr().to_string())])
+            .await
+        {
+            Ok(()) | Err(tollgate_raft::Error::AlreadyInitialized) => {}
+            Err(e) => return Err(e).context("initialising the origin"),
+        },
+        // A cluster of one reaches no one: the address its log gives
+        // itself does not matter.
+        Some(members) if members.keys().eq([&1]) => {}
+        Some(members) => {
+            return Err(Refused(format!(
+                "the origin's Raft log in {} names members {}: not an origin tollgate dev made; start on a new --data-dir",
+                root.display(),
+                members_text(&members)
+            ))
+            .into())
+        }
+    }
+    // Leading, and with its whole log applied: what it holds is what the
+    // data directory holds, so seeding sees what is already there.
     origin
         .raft()
-        .wait_until(Duration::from_secs(30), "origin leader", |m| {
-            m.current_leader == Some(1)
-        })
+        .wait_until(
+            Duration::from_secs(30),
+            "the origin to lead and apply its log",
+            |m| {
+                m.current_leader == Some(1)
+                    && m.last_applied.as_ref().map(|l| l.index) >= m.last_log_index
+            },
+        )
         .await?;
     let token_path = root.join("admin.token");
-    let token = match origin.bootstrap_admin_key(&token_path).await? {
-        Some(token) => {
-            let demo: Dataset =
-                serde_json::from_str(crate::eval::DEMO_DATA).context("the demo data")?;
-            for m in demo.to_mutations() {
-                let command = OriginCommand {
-                    actor: "dev-seed".into(),
-                    at: UnixSeconds(0),
-                    reason: Some("tollgate dev demo data".into()),
-                    op: Op::seed(m),
-                };
-                match origin.raft().write(command).await?.response {
-                    OriginResponse::Rejected(r) => {
-                        anyhow::bail!("seeding the demo data: {}", r.message)
-                    }
-                    _ => continue,
-                }
-            }
-            token
-        }
-        None => std::fs::read_to_string(&token_path)
-            .with_context(|| format!("reading {}", token_path.display()))?
-            .trim()
-            .to_string(),
-    };
+    let token = admin_token(origin, &token_path).await?;
+    seed_demo(origin, root).await?;
 
     // The application credential the demo's clients present on the regions'
     // check ports (every account, product and verb), made once with the
@@ -389,101 +959,378 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         CheckCredentials::Required => tollgate_region_node::CredentialMode::Required,
         CheckCredentials::Off => tollgate_region_node::CredentialMode::Off,
     };
-    let mut regions = Vec::new();
-    for (index, name) in REGIONS.iter().enumerate() {
-        let first_port = match args.check_port {
-            0 => 0,
-            port => port + (index as u16) * 10,
-        };
-        let nodes = start_region(
-            &origin,
-            &root,
-            pki.as_ref(),
+    let origin = running.origin.as_ref().expect("the origin started");
+    for (name, listeners) in REGIONS.iter().zip(region_listeners) {
+        running.regions.push((name, Vec::new()));
+        let (_, nodes) = running.regions.last_mut().expect("just pushed");
+        start_region(
+            origin,
+            root,
+            pki,
             name,
-            first_port,
+            listeners,
             geo.clone(),
             credentials,
+            nodes,
         )
         .await?;
-        regions.push((*name, nodes));
     }
+
     let head = origin.head_revision();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while regions
-        .iter()
-        .flat_map(|(_, nodes)| nodes)
-        .any(|n| n.applied_revision() < head)
-    {
+    let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+    loop {
+        let behind: Vec<String> = running
+            .regions
+            .iter()
+            .flat_map(|(_, nodes)| nodes)
+            .filter(|n| n.applied_revision() < head)
+            .map(|n| format!("{} at {}", n.name(), n.applied_revision()))
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "the regions did not catch up with the origin in 30 s"
+            "the regions did not catch up with the origin's revision {head} in {} s: {}",
+            CATCH_UP_TIMEOUT.as_secs(),
+            behind.join(", ")
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(Ready {
+        token,
+        token_path,
+        credential,
+        credential_path,
+    })
+}
 
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let mut signals = Signals::listen()?;
+    let temp = match &args.data_dir {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().context("creating a temporary data directory")?),
+    };
+    let root = args.data_dir.clone().unwrap_or_else(|| {
+        temp.as_ref()
+            .expect("a temporary directory")
+            .path()
+            .to_path_buf()
+    });
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+
+    // Where every node listens: what the data was created with, or what
+    // the flags say for new data; refused before anything is bound.
+    let requested = ports::Requested {
+        base: args.base_port,
+        http: args.http_port,
+        check: args.check_port,
+    };
+    let recorded = ports::read(&root).map_err(Refused)?;
+    let legacy = match recorded {
+        None => legacy_raft_ports(&root),
+        Some(_) => None,
+    };
+    let (mut layout, from) = ports::resolve(
+        requested,
+        recorded.as_ref(),
+        &REGIONS,
+        &root.display().to_string(),
+    )
+    .map_err(Refused)?;
+    if let Some(legacy) = legacy {
+        tracing::info!(
+            "Keeping the region Raft ports an earlier tollgate dev listed in endpoints.json."
+        );
+        for (ports, raft) in layout.regions.iter_mut().zip(legacy) {
+            ports.raft = raft;
+        }
+    }
+    let pki = if args.insecure_plaintext {
+        tracing::warn!(
+            "--insecure-plaintext: every port serves without TLS and without checking callers."
+        );
+        None
+    } else {
+        Some(DevPki::open(&root, tollgate_server::clock::now_secs())?)
+    };
+    let bound = bind_all(&layout, from, &root).await?;
+    // endpoints.json says the deployment is ready (scripts wait for it):
+    // the previous run's goes now (once this one has its ports: not while
+    // another dev serves this data), and the new one comes once every region
+    // has caught up.
+    let endpoints_path = root.join("endpoints.json");
+    match std::fs::remove_file(&endpoints_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", endpoints_path.display())),
+    }
+
+    let layout = bound.layout.clone();
+    ports::write(&root, &layout)
+        .with_context(|| format!("writing {}", root.join(ports::FILE).display()))?;
+
+    let mut running = Running::default();
+    let started = tokio::select! {
+        ready = start(&args, &root, pki.as_ref(), bound, &mut running) => ready,
+        signal = signals.recv() => Err(Interrupted(signal).into()),
+    };
+    let ready = match started {
+        Ok(ready) => ready,
+        Err(error) => {
+            if let Some(Interrupted(signal)) = error.downcast_ref::<Interrupted>() {
+                eprintln!("{}: stopping what started.", signal.name());
+            }
+            let stopped = if error.downcast_ref::<Refused>().is_some() {
+                running.abandon().await
+            } else {
+                running.stop(&mut signals).await
+            };
+            if let Err(stop_error) = stopped {
+                tracing::warn!(error = %format!("{stop_error:#}"), "Stopping after a failed start.");
+            }
+            return Err(error);
+        }
+    };
+
+    let samples = announce(
+        &args,
+        &root,
+        pki.as_ref(),
+        &running,
+        &ready,
+        &layout,
+        temp.is_some(),
+    )?;
+    let endpoints = endpoints_json(pki.as_ref(), &running, &ready, &layout, &root, &samples);
+    let tmp = root.join("endpoints.json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&endpoints).context("the endpoints")?,
+    )
+    .and_then(|()| std::fs::rename(&tmp, &endpoints_path))
+    .with_context(|| format!("writing {}", endpoints_path.display()))?;
+
+    let signal = signals.recv().await;
+    eprintln!(
+        "Stopping ({}): in flight work drains for up to {} s; another signal exits at once.",
+        signal.name(),
+        SHUTDOWN_DEADLINE.as_secs()
+    );
+    running.stop(&mut signals).await?;
+    drop(temp);
+    Ok(())
+}
+
+/// A command `dev` suggests, what it shows and the exit code it gives.
+struct Sample {
+    about: String,
+    command: String,
+    exit: u8,
+}
+
+fn scheme(pki: Option<&DevPki>) -> &'static str {
+    if pki.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The commands to try against this deployment.
+fn samples(pki: Option<&DevPki>, running: &Running, ready: &Ready) -> anyhow::Result<Vec<Sample>> {
+    let scheme = scheme(pki);
+    let origin = running.origin.as_ref().expect("the origin runs");
     let http = format!("{scheme}://{}", origin.http_addr());
     let me = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "tollgate".into());
-    let eu = format!("{scheme}://{}", regions[0].1[0].grpc_addr());
-    let us = format!("{scheme}://{}", regions[1].1[0].grpc_addr());
+    let eu = &running.regions[0].1[0];
+    let us = &running.regions[1].1[0];
     // With TLS, every command names the dev CA; cluster admin on a Raft
     // port also wants the operator certificate.
-    let (ca_flag, operator_flags, ca_path) = match &pki {
+    let (ca_flag, operator_flags) = match pki {
         Some(pki) => {
             let operator = pki.files(
                 "operator-dev",
                 tollgate_tls::Subject::Operator("dev".into()),
                 tollgate_server::clock::now_secs(),
             )?;
-            let ca = pki.ca_path();
             (
-                format!(" --ca {}", ca.display()),
+                format!(" --ca {}", pki.ca_path().display()),
                 format!(
                     " --cert {} --key {}",
                     operator.cert.unwrap_or_default().display(),
                     operator.key.unwrap_or_default().display()
                 ),
-                Some(ca),
             )
         }
-        None => (String::new(), String::new(), None),
+        None => (String::new(), String::new()),
     };
-    let mut try_commands = vec![
-        format!("{me} ctl{ca_flag} --credential {credential} check --endpoint {eu} --account acme --subject alice --feature export --ip 192.0.2.10"),
-        format!("{me} ctl{ca_flag} --credential {credential} check --endpoint {us} --account acme --subject alice --feature export --ip 198.51.100.10"),
-        format!("{me} ctl{ca_flag} --origin {http} --api-key {token} license issue --account acme --audience studio"),
-        format!(
-            "{me} ctl{ca_flag}{operator_flags} cluster status --endpoint {scheme}://{}",
-            regions[0].1[0].raft().addr()
-        ),
+    let credential = &ready.credential;
+    let token = &ready.token;
+    let mut samples = vec![
+        Sample {
+            about: "region eu checks alice, at acme, from Germany (192.0.2.10): ALLOW, exit 0".into(),
+            command: format!(
+                "{me} ctl check{ca_flag} --credential {credential} --endpoint {scheme}://{} --account acme --subject alice --feature export --ip 192.0.2.10",
+                eu.grpc_addr()
+            ),
+            exit: exit::OK,
+        },
+        Sample {
+            about: "region us, the same check from the United States (198.51.100.10): acme's plan \
+                    is for Europe only, so DENIED, GEO_BLOCKED, exit 10 (a denial is an answer, not \
+                    a failure)"
+                .into(),
+            command: format!(
+                "{me} ctl check{ca_flag} --credential {credential} --endpoint {scheme}://{} --account acme --subject alice --feature export --ip 198.51.100.10",
+                us.grpc_addr()
+            ),
+            exit: exit::DENIED,
+        },
+        Sample {
+            about: "a license token for acme, signed by the origin: exit 0".into(),
+            command: format!(
+                "{me} ctl{ca_flag} --origin {http} --api-key {token} license issue --account acme --audience studio"
+            ),
+            exit: exit::OK,
+        },
+        Sample {
+            about: "region eu's Raft cluster, with the operator certificate: exit 0".into(),
+            command: format!(
+                "{me} ctl{ca_flag}{operator_flags} cluster status --endpoint {scheme}://{}",
+                eu.raft().addr()
+            ),
+            exit: exit::OK,
+        },
     ];
-    if let Some(ca) = &ca_path {
-        try_commands.push(format!(
-            "curl --cacert {} {http}/.well-known/tollgate-keys.json",
-            ca.display()
-        ));
-        try_commands.push(format!(
-            "grpcurl -cacert {} {} list",
-            ca.display(),
-            regions[0].1[0].grpc_addr()
-        ));
+    if let Some(pki) = pki {
+        samples.push(Sample {
+            about: "the origin's public key set, which verifies its tokens offline".into(),
+            command: format!(
+                "curl --cacert {} {http}/.well-known/tollgate-keys.json",
+                pki.ca_path().display()
+            ),
+            exit: 0,
+        });
+        samples.push(Sample {
+            about: "the services a region node offers, by gRPC reflection".into(),
+            command: format!(
+                "grpcurl -cacert {} {} list",
+                pki.ca_path().display(),
+                eu.grpc_addr()
+            ),
+            exit: 0,
+        });
     }
-    let endpoints = serde_json::json!({
+    Ok(samples)
+}
+
+/// Prints what runs where, and the commands to try; returns those.
+fn announce(
+    args: &DevArgs,
+    root: &Path,
+    pki: Option<&DevPki>,
+    running: &Running,
+    ready: &Ready,
+    layout: &ports::Layout,
+    temporary: bool,
+) -> anyhow::Result<Vec<Sample>> {
+    let scheme = scheme(pki);
+    let origin = running.origin.as_ref().expect("the origin runs");
+    let http = format!("{scheme}://{}", origin.http_addr());
+    let samples = samples(pki, running, ready)?;
+    println!(
+        "tollgate dev: an origin and two three-node regions (eu, us) on loopback, with demo data"
+    );
+    println!("  origin REST     {http}   metrics {http}/metrics");
+    println!(
+        "  admin API key   {}   (also in {})",
+        ready.token,
+        ready.token_path.display()
+    );
+    println!("  origin feed     {scheme}://{}", origin.feed_addr());
+    for (name, nodes) in &running.regions {
+        for n in nodes {
+            println!(
+                "  region {name:<8} check {scheme}://{}   status {scheme}://{}/v1/status",
+                n.grpc_addr(),
+                n.http_addr().map(|a| a.to_string()).unwrap_or_default()
+            );
+        }
+    }
+    println!(
+        "  Raft ports      {}   (kept with the data: {})",
+        layout.raft_ports(),
+        root.join(ports::FILE).display()
+    );
+    match pki {
+        Some(pki) => println!(
+            "  TLS CA          {}   (every port speaks TLS; give clients this CA)",
+            pki.ca_path().display()
+        ),
+        None => println!("  TLS             OFF (--insecure-plaintext): every port is in clear"),
+    }
+    println!(
+        "  app credential  {}   (also in {}; TOLLGATE_CREDENTIAL for ctl check, bench and ctl)",
+        ready.credential,
+        ready.credential_path.display()
+    );
+    println!(
+        "  data directory  {}{}",
+        root.display(),
+        if temporary {
+            " (removed on exit)"
+        } else {
+            "   (start again on it: tollgate dev --data-dir <it>)"
+        }
+    );
+    println!(
+        "  endpoints       {} (the same, as JSON)",
+        root.join("endpoints.json").display()
+    );
+    if args.insecure_plaintext {
+        println!("  (--insecure-plaintext: nothing here is protected)");
+    }
+    println!();
+    println!("Try (exit codes: 0 allowed or done, 10 denied, 1 failure, 2 invalid input):");
+    for sample in &samples {
+        println!("  # {}", sample.about);
+        println!("  {}", sample.command);
+    }
+    println!("Ctrl-C stops everything.");
+    Ok(samples)
+}
+
+/// `<data-dir>/endpoints.json`: what [`announce`] printed, for scripts.
+fn endpoints_json(
+    pki: Option<&DevPki>,
+    running: &Running,
+    ready: &Ready,
+    layout: &ports::Layout,
+    root: &Path,
+    samples: &[Sample],
+) -> serde_json::Value {
+    let scheme = scheme(pki);
+    let origin = running.origin.as_ref().expect("the origin runs");
+    let http = format!("{scheme}://{}", origin.http_addr());
+    serde_json::json!({
         "tls": {
-            "ca": ca_path,
+            "ca": pki.map(DevPki::ca_path),
             "insecure_plaintext": pki.is_none(),
         },
         "origin": {
             "rest": http,
             "feed": format!("{scheme}://{}", origin.feed_addr()),
+            "raft": format!("{scheme}://{}", origin.raft().addr()),
             "metrics": format!("{http}/metrics"),
-            "admin_api_key": token,
-            "admin_api_key_file": token_path,
-            "app_credential_file": credential_path,
+            "admin_api_key": ready.token,
+            "admin_api_key_file": ready.token_path,
+            "app_credential_file": ready.credential_path,
             "public_keys": format!("{http}/.well-known/tollgate-keys.json"),
         },
-        "regions": regions.iter().map(|(name, nodes)| serde_json::json!({
+        "regions": running.regions.iter().map(|(name, nodes)| serde_json::json!({
             "name": name,
             "nodes": nodes.iter().map(|n| {
                 let status = n.http_addr().map(|a| format!("{scheme}://{a}")).unwrap_or_default();
@@ -496,79 +1343,19 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 })
             }).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "ports": layout,
+        "ports_file": root.join(ports::FILE),
         "data_dir": root,
-        "try": try_commands,
-    });
-    let endpoints_path = root.join("endpoints.json");
-    std::fs::write(
-        &endpoints_path,
-        serde_json::to_vec_pretty(&endpoints).context("the endpoints")?,
-    )
-    .with_context(|| format!("writing {}", endpoints_path.display()))?;
-
-    println!(
-        "tollgate dev: an origin and two three-node regions (eu, us) on loopback, with demo data"
-    );
-    println!("  origin REST     {http}   metrics {http}/metrics");
-    println!(
-        "  admin API key   {token}   (also in {})",
-        token_path.display()
-    );
-    println!("  origin feed     {scheme}://{}", origin.feed_addr());
-    for (name, nodes) in &regions {
-        for n in nodes {
-            println!(
-                "  region {name:<8} check {scheme}://{}   status {scheme}://{}/v1/status",
-                n.grpc_addr(),
-                n.http_addr().map(|a| a.to_string()).unwrap_or_default()
-            );
-        }
-    }
-    match &ca_path {
-        Some(ca) => println!(
-            "  TLS CA          {}   (every port speaks TLS; give clients this CA)",
-            ca.display()
-        ),
-        None => println!("  TLS             OFF (--insecure-plaintext): every port is in clear"),
-    }
-    println!(
-        "  app credential  {credential}   (also in {}; TOLLGATE_CREDENTIAL for check, bench and ctl)",
-        credential_path.display()
-    );
-    println!(
-        "  data directory  {}{}",
-        root.display(),
-        if temp.is_some() {
-            " (removed on exit)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "  endpoints       {} (the same, as JSON)",
-        endpoints_path.display()
-    );
-    println!();
-    println!("Try:");
-    for command in endpoints["try"].as_array().into_iter().flatten() {
-        println!("  {}", command.as_str().unwrap_or_default());
-    }
-    println!("Ctrl-C stops everything.");
-
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    eprintln!("Stopping.");
-    for n in regions.into_iter().flat_map(|(_, nodes)| nodes) {
-        n.shutdown().await?;
-    }
-    origin.shutdown().await?;
-    drop(temp);
-    Ok(())
+        "try": samples.iter().map(|s| serde_json::json!({
+            "about": s.about,
+            "command": s.command,
+            "exit": s.exit,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Writes a secret readable by its owner only, durably.
-fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -581,4 +1368,46 @@ fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
         .and_then(|()| file.write_all(b"\n"))
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Dataset {
+        serde_json::from_str(crate::eval::DEMO_DATA).unwrap()
+    }
+
+    #[test]
+    fn the_demo_is_seeded_whole_once_and_only_what_is_missing_after() {
+        let demo = demo();
+        // A new origin lacks everything but a default it already has.
+        let everything = demo
+            .to_mutations()
+            .into_iter()
+            .filter(|m| {
+                !matches!(m, Mutation::SetDefaultOfflinePolicy(p)
+                    if *p == Dataset::default().catalog.default_offline_policy)
+            })
+            .count();
+        assert_eq!(demo_missing(&demo, &Dataset::default()).len(), everything);
+        assert!(demo_missing(&demo, &demo).is_empty());
+        let mut half = demo.clone();
+        let dropped = half.entitlements.split_off(half.entitlements.len() / 2);
+        let missing = demo_missing(&demo, &half);
+        assert_eq!(missing.len(), dropped.len());
+        assert!(missing.iter().all(
+            |m| matches!(m, Mutation::PutEntitlement(e) if dropped.iter().any(|d| d.id == e.id))
+        ));
+    }
+
+    #[test]
+    fn the_flags_and_help_are_consistent() {
+        let command = DevArgs::augment_args(clap::Command::new("dev"));
+        command.clone().debug_assert();
+        let help = command.clone().render_long_help().to_string();
+        for part in ["--base-port", "B+22", "ports.json", "130 (SIGINT)"] {
+            assert!(help.contains(part), "{part:?} in {help}");
+        }
+    }
 }

@@ -1,11 +1,12 @@
-//! `tollgate`: one binary for every role. Today: `dev` (an origin and a
-//! region in one process), `serve` (an origin node), `check` (a client of a
-//! region node), `bench check` (a load generator) and `eval` (a check decided
-//! offline). `ctl` joins as the pieces it drives land. Only commands that
-//! work are exposed.
+//! `tollgate`: one binary for every role: `dev` (an origin and two regions
+//! in one process), `serve` (an origin or a region node from a config
+//! file), `ctl` (the operator's and admin's client, `ctl check` included),
+//! `bench check` (a load generator) and `eval` (a check decided offline).
+//! Only commands that work are exposed. `tollgate check` is a hidden alias
+//! of `tollgate ctl check`, kept for scripts written before there was one
+//! check command.
 
 mod bench;
-mod check;
 mod config;
 mod ctl;
 mod dev;
@@ -23,8 +24,13 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// The input was invalid: flags, a data file, an id.
     pub const INVALID_INPUT: u8 = 2;
-    /// `eval`: the check was answered, and the answer is a denial.
+    /// `eval`, `ctl check`: the check was answered, and the answer is a
+    /// denial (the reason code says why).
     pub const DENIED: u8 = 10;
+    /// `dev`: stopped by SIGINT (Ctrl-C) before it was ready (128 + 2).
+    pub const INTERRUPTED: u8 = 130;
+    /// `dev`: stopped by SIGTERM before it was ready (128 + 15).
+    pub const TERMINATED: u8 = 143;
 }
 
 #[derive(Debug, Parser)]
@@ -66,17 +72,21 @@ enum Command {
     /// Run an origin and two three-node regions in one process on loopback,
     /// with demo data and a demo geography, until Ctrl-C.
     Dev(dev::DevArgs),
-    /// Ask a running region node one check.
-    Check(check::CheckArgs),
+    /// `tollgate ctl check`, under its old name: the same flags, output
+    /// and exit codes.
+    #[command(hide = true)]
+    Check(Box<ctl::CheckAlias>),
     /// Load generators: throughput and latency percentiles.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Decide one check offline, with the same engine the nodes run,
     /// against a data set file (or the built-in demo data).
     Eval(Box<eval::EvalArgs>),
-    /// Run a node (today: an origin node) from a config file until SIGINT
-    /// or SIGTERM.
+    /// Run an origin or a region node from a config file until SIGINT or
+    /// SIGTERM (examples: deploy/config/origin.example.toml and
+    /// deploy/config/region.example.toml).
     Serve(serve::ServeArgs),
-    /// The operator's and admin's client: node status, checks, accounts,
+    /// The operator's and admin's client: node status, checks (`ctl
+    /// check`: exit 0 allowed, 10 denied), accounts,
     /// entitlements, orders (and bulk import), access requests, the audit
     /// log, license tokens, signing keys, geo lookups, Raft membership.
     Ctl(Box<ctl::CtlArgs>),
@@ -108,18 +118,23 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::INVALID_INPUT);
         }
     };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // openraft's ERROR lines for a peer not listening yet are dropped: the
+    // Raft network reports an outage itself, at WARN once it lasts.
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(tollgate_raft::quiet::QuietUnreachable);
     match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => subscriber.with(logs).init(),
+        LogFormat::Json => subscriber.with(logs.json().flatten_event(true)).init(),
     }
 
     let code = match cli.command {
         Command::Dev(args) => dev::run(args),
-        Command::Check(args) => check::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Check(args) => ctl::run_check_alias(*args),
+        Command::Bench(args) => bench::run(*args),
         Command::Eval(args) => eval::run(*args),
         Command::Serve(args) => serve::run(args),
         Command::Ctl(args) => ctl::run(*args),

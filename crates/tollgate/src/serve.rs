@@ -12,7 +12,8 @@ use tollgate_origin_node::{OriginConfig, OriginListeners, OriginNode};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The node's config file (TOML); see deploy/config/origin.example.toml.
+    /// The node's config file (TOML): `role = "origin"` or `"region"`; see
+    /// deploy/config/origin.example.toml and deploy/config/region.example.toml.
     #[arg(long, env = "TOLLGATE_CONFIG")]
     config: PathBuf,
     /// Only check the config file, then exit (0: valid, 2: invalid).
@@ -55,13 +56,18 @@ pub fn run(args: ServeArgs) -> u8 {
 }
 
 /// `serve --check`: loads what `serve` loads before it binds a port, the
-/// TLS files and the geo databases, as `serve` would: a config whose
-/// certificate does not load, or whose geo database `serve` would refuse,
-/// is not valid (exit 2, with the message `serve` would give).
+/// TLS files, the geo databases and an origin's seal key, as `serve`
+/// would: a config whose certificate does not load, or whose geo database
+/// or seal key `serve` would refuse, is not valid (exit 2, with the message
+/// `serve` would give).
 fn check(path: &std::path::Path, file: &NodeFile) -> u8 {
     let invalid = |error: anyhow::Error| {
         eprintln!("error: {}: {error:#}", path.display());
         exit::INVALID_INPUT
+    };
+    let seal = match origin_seal_check(file) {
+        Ok(seal) => seal,
+        Err(error) => return invalid(error),
     };
     let transport = match file.transport(tollgate_server::clock::now_secs()) {
         Ok(transport) => transport,
@@ -81,6 +87,7 @@ fn check(path: &std::path::Path, file: &NodeFile) -> u8 {
             format!("; geo: {}{anonymous}", health.location.database_type)
         })
         .unwrap_or_default();
+    let geo = format!("{geo}{seal}");
     match transport {
         tollgate_tls::Transport::Plaintext => {
             eprintln!("{PLAINTEXT_WARNING}");
@@ -98,6 +105,29 @@ fn check(path: &std::path::Path, file: &NodeFile) -> u8 {
         }
     }
     exit::OK
+}
+
+/// An origin's seal key and key file to import, read as `serve` reads
+/// them: what `serve --check` says of them (`""` for a region).
+fn origin_seal_check(file: &NodeFile) -> anyhow::Result<String> {
+    if file.role != crate::config::Role::Origin {
+        return Ok(String::new());
+    }
+    let seal_path = file
+        .signing
+        .seal_key_path
+        .clone()
+        .unwrap_or_else(|| file.data_dir.join("origin-seal.key"));
+    let seal = if seal_path.exists() {
+        let seal = tollgate_signing::SealKey::load(&seal_path).context("signing.seal_key_path")?;
+        format!("; seal key {}", seal.fingerprint())
+    } else {
+        format!("; seal key {} is made at first start", seal_path.display())
+    };
+    if let Some(import) = &file.signing.keys_path {
+        tollgate_signing::KeyRing::load(import).context("signing.keys_path")?;
+    }
+    Ok(seal)
 }
 
 /// What a node running without TLS says at start (and `serve --check`).
@@ -160,8 +190,11 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
     config.raft.advertise_addr = file.advertise.raft.clone();
     file.raft.apply(&mut config.raft);
     config.raft.storage.cache_capacity_bytes = file.storage.cache_capacity_bytes;
+    if let Some(path) = &file.signing.seal_key_path {
+        config.seal_key_path = path.clone();
+    }
     if let Some(path) = &file.signing.keys_path {
-        config.signing_keys_path = path.clone();
+        config.import_keys_path = path.clone();
     }
     config.feed.heartbeat_interval = Duration::from_millis(file.changefeed.heartbeat_interval_ms);
     config.retention_revisions = file.changefeed.retention_revisions;
@@ -199,13 +232,10 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
         origin.raft().addr()
     );
     // The public half, for regions' `origin.public_keys_path` (a volume
-    // shared with them, or a file copied by the operator).
+    // shared with them, or a file copied by the operator): written once the
+    // node holds the cluster's keys, and again after every rotation.
     let public_path = file.data_dir.join("origin-keys.public.json");
-    let public = serde_json::to_vec_pretty(&origin.public_keys()).context("the public key set")?;
-    let tmp = public_path.with_extension("tmp");
-    std::fs::write(&tmp, public)
-        .and_then(|()| std::fs::rename(&tmp, &public_path))
-        .with_context(|| format!("writing {}", public_path.display()))?;
+    let public_writer = tokio::spawn(write_public_keys(origin.key_ring(), public_path));
 
     if file.cluster.bootstrap {
         let members: Vec<(u64, String)> = if file.cluster.members.is_empty() {
@@ -222,29 +252,94 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
             Err(tollgate_raft::Error::AlreadyInitialized) => {}
             Err(error) => return Err(error).context("cluster.bootstrap: initialising the cluster"),
         }
-        let id = file.node_id;
-        let leader = origin
-            .raft()
-            .wait_until(Duration::from_secs(30), "a leader", |m| {
-                m.current_leader.is_some()
-            })
-            .await
-            .context("no leader was elected within 30 s")?;
-        if leader.current_leader == Some(id) {
-            let token_path = file.data_dir.join("admin.token");
-            if origin.bootstrap_admin_key(&token_path).await?.is_some() {
-                println!(
-                    "bootstrap admin API key written to {}",
-                    token_path.display()
-                );
+    }
+
+    // The first leader of a new cluster writes the bootstrap admin key. The
+    // other members may start minutes later (a StatefulSet's pods, a host
+    // that reboots): wait for them as long as it takes, saying so, and stop
+    // at once when asked.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    if file.cluster.bootstrap {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("Shutdown requested.");
+                public_writer.abort();
+                origin.shutdown().await.context("shutting down")?;
+                return Ok(());
             }
+            written = bootstrap_admin_key(&origin, &file) => written?,
         }
     }
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("Shutdown requested.");
+    public_writer.abort();
     origin.shutdown().await.context("shutting down")?;
     Ok(())
+}
+
+/// How often a node waiting for its cluster's first leader says so.
+const LEADER_WAIT_REPORT: Duration = Duration::from_secs(10);
+
+/// Once the cluster has a leader: if it is this node, the bootstrap admin
+/// API key, written to `<data_dir>/admin.token` (once per cluster).
+async fn bootstrap_admin_key(origin: &OriginNode, file: &NodeFile) -> anyhow::Result<()> {
+    let id = file.node_id;
+    let leader = loop {
+        match origin
+            .raft()
+            .wait_until(LEADER_WAIT_REPORT, "a leader", |m| {
+                m.current_leader.is_some()
+            })
+            .await
+        {
+            Ok(metrics) => break metrics.current_leader,
+            Err(_) => tracing::info!(
+                members = file.cluster.members.len(),
+                "No leader yet: waiting for a majority of the members to start."
+            ),
+        }
+    };
+    if leader == Some(id) {
+        let token_path = file.data_dir.join("admin.token");
+        if origin.bootstrap_admin_key(&token_path).await?.is_some() {
+            println!(
+                "bootstrap admin API key written to {}",
+                token_path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Keeps `path` the public half of `ring`, rewriting it (atomically) on
+/// every change. A failed write is logged: regions would keep an old set,
+/// which the changefeed's endorsements bring up to date.
+async fn write_public_keys(ring: tollgate_signing::SharedRing, path: std::path::PathBuf) {
+    let mut changes = ring.subscribe();
+    loop {
+        let current = changes.borrow_and_update().clone();
+        if let Some(ring) = current {
+            let written = serde_json::to_vec_pretty(&ring.public_set())
+                .map_err(std::io::Error::other)
+                .and_then(|public| {
+                    let tmp = path.with_extension("tmp");
+                    std::fs::write(&tmp, public).and_then(|()| std::fs::rename(&tmp, &path))
+                });
+            match written {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), active = %ring.active_kid(), "Wrote the origin's public keys.")
+                }
+                Err(error) => {
+                    tracing::error!(path = %path.display(), %error, "Cannot write the origin's public keys.")
+                }
+            }
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The region's license issuer from `[licenses]`; `None` (with a warning

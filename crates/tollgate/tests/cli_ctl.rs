@@ -210,6 +210,7 @@ impl Deployment {
                 .wait_until(WAIT_MAX, "origin leader", |m| m.current_leader == Some(1))
                 .await
                 .unwrap();
+            origin.wait_for_keys(WAIT_MAX).await.unwrap();
             origin
                 .bootstrap_admin_key(&token_path)
                 .await
@@ -307,7 +308,7 @@ impl Deployment {
             id,
             self.dir.path().join(format!("region-{id}")),
             format!("https://{}", origin.feed_addr()),
-            origin.public_keys(),
+            origin.public_keys().unwrap(),
         );
         config.raft.transport = node_tls(
             self.dir.path(),
@@ -1055,6 +1056,203 @@ fn accounts_entitlements_orders_access_requests_and_audit() {
 }
 
 #[test]
+fn access_requests_list_filters_pages_and_prints_json() {
+    init_tracing();
+    let d = Deployment::start();
+
+    tracing::info!("five requests over two accounts, one of them approved");
+    // Filed in id order, so oldest first (filing time, then id) is id order.
+    for (id, account, feature) in [
+        ("ar-l1", "acme", "sso"),
+        ("ar-l2", "acme", "sso"),
+        ("ar-l3", "acme", "render"),
+        ("ar-l4", "globex", "export"),
+        ("ar-l5", "globex", "export"),
+    ] {
+        let status = d.origin_post(
+            "/v1/access-requests",
+            serde_json::json!({"id": id, "account": account, "target": {"feature": feature},
+                "justification": "queue test", "duration_seconds": 3600}),
+        );
+        assert_eq!(status, 200, "{id}");
+    }
+    expect(d.ctl(&["access-requests", "approve", "ar-l2"]), 0);
+    let listed = |args: &[&str]| -> Vec<String> {
+        let mut full = vec!["access-requests", "list", "--output", "json"];
+        full.extend_from_slice(args);
+        let (stdout, _) = expect(d.ctl(&full), 0);
+        json(&stdout)
+            .as_array()
+            .unwrap_or_else(|| panic!("a JSON array: {stdout}"))
+            .iter()
+            .map(|r| r["spec"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    tracing::info!("a table by default: every request, oldest first, with its status");
+    let (stdout, stderr) = expect(d.ctl(&["access-requests", "list"]), 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS"),
+        "{stdout}"
+    );
+    let rows: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        ["ar-l1", "ar-l2", "ar-l3", "ar-l4", "ar-l5"],
+        "{stdout}"
+    );
+    assert!(
+        lines[2].contains("approved ar-l2") && lines[2].contains("feature sso"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].contains("pending") && lines[1].contains("acme"),
+        "{stdout}"
+    );
+    assert!(
+        !stderr.contains("--after"),
+        "nothing more to page: {stderr}"
+    );
+
+    tracing::info!("filters: status, account, age");
+    assert_eq!(
+        listed(&["--status", "pending"]),
+        ["ar-l1", "ar-l3", "ar-l4", "ar-l5"]
+    );
+    assert_eq!(listed(&["--account", "globex"]), ["ar-l4", "ar-l5"]);
+    assert_eq!(
+        listed(&["--account", "acme", "--status", "approved"]),
+        ["ar-l2"]
+    );
+    assert!(listed(&["--older-than-seconds", "86400"]).is_empty());
+    assert_eq!(
+        listed(&["--newer-than-seconds", "86400", "--status", "approved"]),
+        ["ar-l2"]
+    );
+    let yesterday = (now_secs() - 86_400).to_string();
+    assert_eq!(listed(&["--created-after", &yesterday]).len(), 5);
+    assert!(listed(&["--created-before", &yesterday]).is_empty());
+
+    tracing::info!("--limit stops early and says how to go on; --after goes on");
+    let (stdout, stderr) = expect(
+        d.ctl(&[
+            "access-requests",
+            "list",
+            "--status",
+            "pending",
+            "--limit",
+            "3",
+            "--output",
+            "json",
+        ]),
+        0,
+    );
+    let first: Vec<String> = json(&stdout)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["spec"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(first, ["ar-l1", "ar-l3", "ar-l4"]);
+    let cursor = stderr
+        .split("--after ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a cursor to go on from: {stderr}"))
+        .to_string();
+    assert_eq!(
+        listed(&["--status", "pending", "--after", &cursor]),
+        ["ar-l5"]
+    );
+
+    tracing::info!("an account's key lists its own account only, and is refused another's");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "api-keys",
+            "create",
+            "--name",
+            "globex portal",
+            "--scope",
+            "read",
+            "--account",
+            "globex",
+            "--output",
+            "json",
+        ]),
+        0,
+    );
+    let globex_token = json(&stdout)["token"].as_str().unwrap().to_string();
+    let origin = d.origin_url();
+    let ca = d.ca();
+    let as_globex = |extra: &[&str]| {
+        let mut full = args(&[
+            "access-requests",
+            "list",
+            "--origin",
+            &origin,
+            "--api-key",
+            &globex_token,
+            "--ca",
+            &ca,
+        ]);
+        full.extend(extra.iter().map(|a| a.to_string()));
+        full
+    };
+    let out = tollgate()
+        .arg("ctl")
+        .args(as_globex(&["--output", "json"]))
+        .output()
+        .unwrap();
+    let (stdout, _) = expect(out, 0);
+    let page = json(&stdout);
+    let accounts: Vec<&str> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["spec"]["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(accounts, ["globex", "globex"], "{stdout}");
+
+    expect_refusals(&[
+        Refusal {
+            name: "another account with an account's key",
+            args: as_globex(&["--account", "acme"]),
+            code: 5,
+            stderr: &["FORBIDDEN"],
+        },
+        Refusal {
+            name: "an unknown status",
+            args: d.admin_args(&["access-requests", "list", "--status", "open"]),
+            code: 2,
+            stderr: &["open"],
+        },
+        Refusal {
+            name: "a zero limit",
+            args: d.admin_args(&["access-requests", "list", "--limit", "0"]),
+            code: 2,
+            stderr: &["--limit"],
+        },
+        Refusal {
+            name: "a cursor the origin never gave out",
+            args: d.admin_args(&["access-requests", "list", "--after", "not-a-cursor"]),
+            code: 2,
+            stderr: &["INVALID_ARGUMENT", "cursor"],
+        },
+        Refusal {
+            name: "an invalid account id",
+            args: d.admin_args(&["access-requests", "list", "--account", "a b"]),
+            code: 2,
+            stderr: &["INVALID_ARGUMENT", "account"],
+        },
+    ]);
+    d.stop();
+}
+
+#[test]
 fn orders_import_reports_bad_lines_and_imports_exactly_the_good_ones() {
     init_tracing();
     let d = Deployment::start();
@@ -1185,7 +1383,7 @@ fn license_tokens_are_issued_inspected_verified_and_revoked() {
     d.start_region_node(1);
     let keys = d.write_file(
         "origin-keys.public.json",
-        &serde_json::to_string(&d.origin().public_keys()).unwrap(),
+        &serde_json::to_string(&d.origin().public_keys().unwrap()).unwrap(),
     );
 
     tracing::info!("issue prints the token alone on stdout");
@@ -1953,6 +2151,7 @@ fn snapshot_backup_and_restore_a_node() {
     let raft = d.origin().raft().addr().to_string();
     let head = d.origin().head_revision();
     let data = d.origin().served_dataset().unwrap();
+    let keys = d.origin().public_keys().unwrap();
     // Backups need no origin: the node's files only.
     let local = |args: &[&str]| tollgate().arg("ctl").args(args).output().unwrap();
     let data_dir = d.dir.path().join("origin");
@@ -2028,8 +2227,11 @@ fn snapshot_backup_and_restore_a_node() {
 
     tracing::info!("the restored node holds exactly what the original held");
     let again = d.runtime.block_on(async {
+        // The seal key is not in the backup; the operator gives it back.
+        let mut config = OriginConfig::new(1, &restored);
+        config.seal_key_path = d.dir.path().join("origin").join("origin-seal.key");
         let node = OriginNode::start(
-            OriginConfig::new(1, &restored),
+            config,
             OriginListeners {
                 raft: loopback().await,
                 http: loopback().await,
@@ -2048,6 +2250,11 @@ fn snapshot_backup_and_restore_a_node() {
     });
     assert_eq!(again.head_revision(), head);
     assert_eq!(again.served_dataset().unwrap(), data);
+    let restored_keys = d.runtime.block_on(again.wait_for_keys(WAIT_MAX)).unwrap();
+    assert_eq!(
+        restored_keys, keys,
+        "the backup carries the sealed signing keys"
+    );
     d.runtime.block_on(again.shutdown()).unwrap();
 
     tracing::info!("a corrupted backup is refused before anything is written");
@@ -2073,4 +2280,62 @@ fn snapshot_backup_and_restore_a_node() {
     );
     assert!(stderr.contains("CORRUPT_BACKUP"), "{stderr}");
     assert!(!elsewhere.exists(), "nothing written");
+}
+
+#[test]
+fn new_seal_and_license_keys_are_written_once_owner_only_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let seal = dir.path().join("seal.key");
+    let run = |args: &[&str]| tollgate().arg("ctl").args(args).output().unwrap();
+    let (stdout, _) = expect(
+        run(&[
+            "--output",
+            "json",
+            "keys",
+            "new-seal-key",
+            "--out",
+            seal.to_str().unwrap(),
+        ]),
+        0,
+    );
+    let made = json(&stdout);
+    let loaded = tollgate_signing::SealKey::load(&seal).unwrap();
+    assert_eq!(made["key"]["seal"], loaded.fingerprint());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&seal).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let before = std::fs::read(&seal).unwrap();
+    let (_, stderr) = expect(
+        run(&["keys", "new-seal-key", "--out", seal.to_str().unwrap()]),
+        2,
+    );
+    assert!(stderr.contains("never overwritten"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&seal).unwrap(),
+        before,
+        "the first key is kept"
+    );
+
+    let license = dir.path().join("license-key.json");
+    let (stdout, _) = expect(
+        run(&[
+            "--output",
+            "json",
+            "keys",
+            "new-license-key",
+            "--out",
+            license.to_str().unwrap(),
+        ]),
+        0,
+    );
+    let made = json(&stdout);
+    let ring = tollgate_signing::KeyRing::load(&license).unwrap().unwrap();
+    assert_eq!(made["key"]["kid"], ring.active_kid().as_str());
+    assert_eq!(
+        made["key"]["public_key"],
+        ring.public_set().keys[0].public_key
+    );
 }

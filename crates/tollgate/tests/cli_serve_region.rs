@@ -1,6 +1,6 @@
 //! `tollgate serve` for a region node: a real process following an
 //! in-process origin over mutual TLS (certificates from `tollgate ctl
-//! certs`), answering `tollgate check` over TLS, exiting 0 on SIGTERM.
+//! certs`), answering `tollgate ctl check` over TLS, exiting 0 on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -89,6 +89,7 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
             })
             .await
             .unwrap();
+        origin.wait_for_keys(Duration::from_secs(20)).await.unwrap();
         let token = origin
             .bootstrap_admin_key(&dir.path().join("admin.token"))
             .await
@@ -99,7 +100,7 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
     let keys_path = dir.path().join("origin-keys.public.json");
     std::fs::write(
         &keys_path,
-        serde_json::to_vec(&origin.public_keys()).unwrap(),
+        serde_json::to_vec(&origin.public_keys().unwrap()).unwrap(),
     )
     .unwrap();
     let config = dir.path().join("region.toml");
@@ -193,6 +194,7 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
             let out = tollgate()
                 .env("TOLLGATE_CREDENTIAL", &credential)
                 .args([
+                    "ctl",
                     "check",
                     "--ca",
                     tls.join("ca.pem").to_str().unwrap(),
@@ -231,6 +233,7 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
     let out = tollgate()
         .env("TOLLGATE_CREDENTIAL", &credential)
         .args([
+            "ctl",
             "check",
             "--ca",
             tls.join("ca.pem").to_str().unwrap(),
@@ -244,15 +247,15 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
         .args([
             "--at-least-revision",
             &(revision + 1_000).to_string(),
-            "--timeout-ms",
-            "1500",
+            "--timeout-seconds",
+            "2",
         ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("DeadlineExceeded") && stderr.contains("was not applied"),
+        stderr.contains("REVISION_NOT_APPLIED") && stderr.contains("was not applied"),
         "the node's own refusal, not the client's timeout: {stderr}"
     );
 

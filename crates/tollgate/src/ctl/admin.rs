@@ -91,12 +91,46 @@ pub enum OrdersCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AccessRequestsCommand {
+    /// List access requests, oldest first (by when they were filed, then
+    /// id); `--status pending` is the approval queue. Follows the origin's
+    /// pages up to --limit; when more remain, says on stderr how to go on
+    /// (`--after <cursor>`).
+    List(AccessListArgs),
     /// Read an access request.
     Get { id: String },
     /// Approve: grants the entitlement asked for (give --reason).
     Approve { id: String },
     /// Deny (give --reason).
     Deny { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AccessListArgs {
+    /// Only requests with this status.
+    #[arg(long, value_parser = ["pending", "approved", "denied"])]
+    status: Option<String>,
+    /// Only this account's requests (an account's own API key sees only
+    /// its own account anyway).
+    #[arg(long)]
+    account: Option<String>,
+    /// Only requests filed at least this many seconds ago.
+    #[arg(long)]
+    older_than_seconds: Option<u64>,
+    /// Only requests filed less than this many seconds ago.
+    #[arg(long)]
+    newer_than_seconds: Option<u64>,
+    /// Only requests filed strictly after this Unix time (seconds).
+    #[arg(long, allow_hyphen_values = true)]
+    created_after: Option<i64>,
+    /// Only requests filed strictly before this Unix time (seconds).
+    #[arg(long, allow_hyphen_values = true)]
+    created_before: Option<i64>,
+    /// Print at most this many requests.
+    #[arg(long, default_value_t = LIST_LIMIT_DEFAULT)]
+    limit: usize,
+    /// Start after this cursor, as a previous `list` printed it.
+    #[arg(long)]
+    after: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,6 +292,10 @@ pub async fn orders(global: &Global, command: OrdersCommand) -> CtlResult<u8> {
 pub async fn access_requests(global: &Global, command: AccessRequestsCommand) -> CtlResult<u8> {
     let origin = Origin::new(global)?;
     let (id, action) = match command {
+        AccessRequestsCommand::List(args) => {
+            list_access_requests(global, &origin, args).await?;
+            return Ok(exit::OK);
+        }
         AccessRequestsCommand::Get { id } => {
             let r = origin
                 .get(&format!("/v1/access-requests/{}", seg(&id)))
@@ -305,6 +343,79 @@ pub async fn access_requests(global: &Global, command: AccessRequestsCommand) ->
     };
     print_write(global, &result, &format!("access request {id} {done}"));
     Ok(exit::OK)
+}
+
+async fn list_access_requests(
+    global: &Global,
+    origin: &Origin,
+    args: AccessListArgs,
+) -> CtlResult<()> {
+    if args.limit == 0 {
+        return Err(CtlError::usage("--limit: must be at least 1"));
+    }
+    let mut filters = Vec::new();
+    if let Some(status) = &args.status {
+        filters.push(format!("status={}", seg(status)));
+    }
+    if let Some(account) = &args.account {
+        filters.push(format!("account={}", seg(account)));
+    }
+    for (name, value) in [
+        (
+            "older_than_seconds",
+            args.older_than_seconds.map(|v| v.to_string()),
+        ),
+        (
+            "newer_than_seconds",
+            args.newer_than_seconds.map(|v| v.to_string()),
+        ),
+        ("created_after", args.created_after.map(|v| v.to_string())),
+        ("created_before", args.created_before.map(|v| v.to_string())),
+    ] {
+        if let Some(value) = value {
+            filters.push(format!("{name}={value}"));
+        }
+    }
+    let path = if filters.is_empty() {
+        "/v1/access-requests".to_string()
+    } else {
+        format!("/v1/access-requests?{}", filters.join("&"))
+    };
+    let (items, next) = list_pages(origin, &path, args.limit, args.after).await?;
+    print_items(
+        global,
+        &items,
+        &[
+            "ID",
+            "ACCOUNT",
+            "SUBJECT",
+            "TARGET",
+            "DURATION_SECONDS",
+            "STATUS",
+            "REQUESTED_AT",
+            "REQUESTED_BY",
+        ],
+        |r| {
+            let spec = &r["spec"];
+            vec![
+                cell(&spec["id"]),
+                cell(&spec["account"]),
+                cell(&spec["subject"]),
+                grant_cell(&spec["target"]),
+                cell(&spec["duration_seconds"]),
+                status_cell(&r["status"]),
+                time_cell(&r["requested_at"]),
+                cell(&r["requested_by"]),
+            ]
+        },
+    );
+    if let Some(next) = next {
+        // On stderr, so the JSON on stdout stays one document.
+        eprintln!(
+            "note: more access requests follow; continue with --after {next} (or raise --limit)"
+        );
+    }
+    Ok(())
 }
 
 pub async fn audit(global: &Global, command: AuditCommand) -> CtlResult<u8> {
@@ -427,25 +538,44 @@ fn print_audit(global: &Global, page: &Value, mut after: u64, header: bool) -> u
     after
 }
 
-/// Every item of a paginated collection, up to `limit`.
 /// Every item of the list at `path`, page after page, up to `limit`.
 pub(super) async fn list_all(origin: &Origin, path: &str, limit: usize) -> CtlResult<Vec<Value>> {
+    Ok(list_pages(origin, path, limit, None).await?.0)
+}
+
+/// The items of the list at `path` (which may carry a query already) from
+/// the cursor `after`, page after page, up to `limit`; and the cursor to
+/// go on from when the list goes on past them.
+async fn list_pages(
+    origin: &Origin,
+    path: &str,
+    limit: usize,
+    mut after: Option<String>,
+) -> CtlResult<(Vec<Value>, Option<String>)> {
+    let joiner = if path.contains('?') { '&' } else { '?' };
     let mut items = Vec::new();
-    let mut after: Option<String> = None;
     while items.len() < limit {
         let page_limit = (limit - items.len()).min(PAGE_LIMIT);
         let query = match &after {
-            Some(a) => format!("{path}?limit={page_limit}&after={}", seg(a)),
-            None => format!("{path}?limit={page_limit}"),
+            Some(a) => format!("{path}{joiner}limit={page_limit}&after={}", seg(a)),
+            None => format!("{path}{joiner}limit={page_limit}"),
         };
         let page = origin.get(&query).await?;
-        items.extend(page["items"].as_array().cloned().unwrap_or_default());
+        // An answer of another shape is an error, not an empty list.
+        let Some(page_items) = page["items"].as_array() else {
+            return Err(CtlError::new(
+                exit::FAILURE,
+                "UNEXPECTED_ANSWER",
+                format!("the origin answered {query} without a list of items: {page}"),
+            ));
+        };
+        items.extend(page_items.iter().cloned());
         match page["next_after"].as_str() {
             Some(next) => after = Some(next.to_string()),
-            None => break,
+            None => return Ok((items, None)),
         }
     }
-    Ok(items)
+    Ok((items, after))
 }
 
 fn print_items(

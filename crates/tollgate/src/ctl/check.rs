@@ -1,7 +1,13 @@
 //! `ctl check`: one check against a region node, with the decision
 //! explained: the reason code, the deciding entitlement, what remains of a
 //! cap, seats, the upgrade hint, how stale the node's data is and which
-//! node answered. `tollgate check` is the short form of the same call.
+//! node answered. A table for people or `--output json`, like every `ctl`
+//! command. Exit 0 when allowed, 10 when denied (a decision, with its
+//! reason), 1 when no answer came, 2 for invalid input.
+//!
+//! The one check command: `tollgate check`, the client of the same call
+//! before `ctl` had it, is a hidden alias ([`CheckAlias`]) that parses the
+//! same flags and runs this code, so it prints nothing different.
 
 use super::table::print_fields;
 use super::tls::ConnectError;
@@ -52,6 +58,25 @@ pub struct CheckArgs {
     /// origin revision (the revision an origin write returned).
     #[arg(long)]
     at_least_revision: Option<u64>,
+}
+
+/// `tollgate check`: `tollgate ctl check` under its old name, hidden from
+/// the help. The same flags (`ctl`'s global ones included), output and
+/// exit codes.
+#[derive(Debug, Args)]
+pub struct CheckAlias {
+    #[command(flatten)]
+    global: Global,
+    #[command(flatten)]
+    check: CheckArgs,
+}
+
+/// Runs `tollgate check` as `tollgate ctl check`.
+pub fn run_alias(alias: CheckAlias) -> u8 {
+    super::run(super::CtlArgs {
+        global: alias.global,
+        command: super::CtlCommand::Check(alias.check),
+    })
 }
 
 /// The check the flags ask, with its ids and location checked here as the
@@ -288,4 +313,60 @@ pub fn grpc_error(endpoint: &str, status: &tonic::Status) -> CtlError {
         _ => exit::FAILURE,
     };
     CtlError::new(exit, code, format!("{endpoint}: {}", status.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches as _;
+
+    fn alias(args: &[&str]) -> Result<CheckAlias, clap::Error> {
+        let command = CheckAlias::augment_args(clap::Command::new("check"));
+        let matches =
+            command.try_get_matches_from(std::iter::once("check").chain(args.iter().copied()))?;
+        CheckAlias::from_arg_matches(&matches)
+    }
+
+    #[test]
+    fn the_alias_takes_the_flags_of_ctl_check() {
+        CheckAlias::augment_args(clap::Command::new("check")).debug_assert();
+        let args = alias(&[
+            "--account",
+            "a",
+            "--feature",
+            "f",
+            "--ca",
+            "ca.pem",
+            "--cert",
+            "c.pem",
+            "--key",
+            "c.key",
+            "--output",
+            "json",
+            "--timeout-seconds",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(args.check.endpoint, "https://127.0.0.1:7300");
+        assert_eq!(args.global.tls.ca, Some("ca.pem".into()));
+        assert_eq!(args.global.tls.key, Some("c.key".into()));
+        assert_eq!(args.global.output, Format::Json);
+        assert!(alias(&["--account", "a", "--feature", "f", "--output", "text"]).is_err());
+    }
+
+    #[test]
+    fn a_bad_tls_option_is_a_usage_error() {
+        let args = alias(&[
+            "--account",
+            "a",
+            "--feature",
+            "f",
+            "--endpoint",
+            "https://127.0.0.1:1",
+            "--ca",
+            "/nonexistent/ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(run_alias(args), exit::INVALID_INPUT);
+    }
 }

@@ -77,7 +77,7 @@ pub async fn run(global: &Global, command: CredentialsCommand) -> CtlResult<u8> 
                 "The token is shown only once: keep it now, the origin cannot show it again."
                     .to_string(),
                 "Applications present it on a region's check port as \
-                 `authorization: Bearer <token>`; tollgate check, bench and ctl take it \
+                 `authorization: Bearer <token>`; tollgate ctl (ctl check included) and bench take it \
                  from TOLLGATE_CREDENTIAL (or --credential)."
                     .to_string(),
                 format!("A region accepts it once it has applied revision {revision}."),

@@ -129,6 +129,74 @@ pub enum KeysCommand {
     },
     /// Retire a key that no longer signs: nothing it signed verifies any more.
     Retire { kid: String },
+    /// Write a new seal key (64 hex digits, owner-only) for the origin's
+    /// signing keys, `[signing] seal_key_path`: give every origin node the
+    /// same file. Local; asks no origin.
+    NewSealKey {
+        /// The file to create (never overwritten).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Write a new region license key (a key ring file, owner-only),
+    /// `[licenses] key_path`, and print its public key to certify at the
+    /// origin (`POST /v1/regions/<region>/certificates`). Local.
+    NewLicenseKey {
+        /// The file to create (never overwritten).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+/// Creates a key file at `out` with `write`, refusing to replace one.
+fn new_key_file(
+    out: &std::path::Path,
+    write: impl FnOnce(&std::path::Path) -> Result<(), tollgate_signing::SigningError>,
+) -> CtlResult<()> {
+    if out.exists() {
+        return Err(CtlError::usage(format!(
+            "{} exists; a key file is never overwritten",
+            out.display()
+        )));
+    }
+    write(out).map_err(|e| CtlError::new(exit::FAILURE, "KEY_FILE", e.to_string()))
+}
+
+fn new_local_key(global: &Global, command: KeysCommand) -> CtlResult<u8> {
+    let (what, out) = match command {
+        KeysCommand::NewSealKey { out } => {
+            let mut fingerprint = String::new();
+            new_key_file(&out, |path| {
+                let (seal, _) = tollgate_signing::SealKey::load_or_create(path)?;
+                fingerprint = seal.fingerprint().to_string();
+                Ok(())
+            })?;
+            (json!({"seal": fingerprint}), out)
+        }
+        KeysCommand::NewLicenseKey { out } => {
+            let mut public = Value::Null;
+            new_key_file(&out, |path| {
+                let now = tollgate_model::UnixSeconds(tollgate_server::clock::now_secs());
+                let ring = tollgate_signing::KeyRing::load_or_create(path, now)?;
+                let set = ring.public_set();
+                public = json!({"kid": ring.active_kid(), "public_key": set.keys[0].public_key});
+                Ok(())
+            })?;
+            (public, out)
+        }
+        _ => unreachable!("only local key commands come here"),
+    };
+    match global.output {
+        Format::Json => print_json(&json!({"file": out, "key": what})),
+        Format::Table => {
+            println!("wrote {}", out.display());
+            if let Some(map) = what.as_object() {
+                for (k, v) in map {
+                    println!("{k}: {}", cell(v));
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
 }
 
 pub async fn license(global: &Global, command: LicenseCommand) -> CtlResult<u8> {
@@ -540,6 +608,12 @@ async fn load_keys(global: &Global, source: &str) -> CtlResult<PublicKeySet> {
 }
 
 pub async fn keys(global: &Global, command: KeysCommand) -> CtlResult<u8> {
+    if matches!(
+        command,
+        KeysCommand::NewSealKey { .. } | KeysCommand::NewLicenseKey { .. }
+    ) {
+        return new_local_key(global, command);
+    }
     let origin = Origin::new(global)?;
     let (set, active) = match command {
         KeysCommand::List => (origin.get_public("/v1/keys").await?, None),
@@ -553,6 +627,9 @@ pub async fn keys(global: &Global, command: KeysCommand) -> CtlResult<u8> {
                 .post(&format!("/v1/keys/{}/retire", seg(&kid)), None)
                 .await?;
             (changed["keys"].clone(), Some(changed["active_kid"].clone()))
+        }
+        KeysCommand::NewSealKey { .. } | KeysCommand::NewLicenseKey { .. } => {
+            unreachable!("answered above, without an origin")
         }
     };
     match global.output {

@@ -41,6 +41,8 @@ mod status;
 mod table;
 pub(crate) mod tls;
 
+pub use check::{run_alias as run_check_alias, CheckAlias};
+
 use clap::{Args, Subcommand, ValueEnum};
 use std::fmt;
 use std::path::PathBuf;
@@ -163,7 +165,7 @@ enum CtlCommand {
     /// Orders from a CRM or billing system: one, or a bulk import.
     #[command(subcommand)]
     Orders(admin::OrdersCommand),
-    /// Access requests: read, approve, deny.
+    /// Access requests: list (the approval queue), read, approve, deny.
     #[command(subcommand, name = "access-requests")]
     AccessRequests(admin::AccessRequestsCommand),
     /// The origin's audit log.

@@ -1,4 +1,4 @@
-//! TLS for the command-line clients (`tollgate ctl`, `tollgate check`,
+//! TLS for the command-line clients (`tollgate ctl`, `ctl check` included,
 //! `tollgate bench`): the `--ca`, `--cert` and `--key` options, the
 //! transport they select for a URL (`https://` → TLS, `http://` →
 //! plaintext, for a node running with `insecure_plaintext`), gRPC channels
@@ -94,20 +94,6 @@ impl ClientTlsArgs {
                 WithCredential::new(token).map_err(|e| format!("--credential: {e}"))
             }
         }
-    }
-
-    /// [`ClientTlsArgs::grpc_channel`] whose calls carry `--credential`:
-    /// for a region's check port.
-    pub async fn app_channel(
-        &self,
-        url: &str,
-        timeout: Duration,
-    ) -> Result<AppChannel, ConnectError> {
-        let credential = self.credential().map_err(ConnectError::Usage)?;
-        let channel = self.grpc_channel(url, timeout).await?;
-        Ok(tonic::service::interceptor::InterceptedService::new(
-            channel, credential,
-        ))
     }
 
     pub fn options(&self) -> ClientTlsOptions {
