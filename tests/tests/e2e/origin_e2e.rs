@@ -558,6 +558,7 @@ async fn the_signing_keys_are_the_clusters_rotated_through_any_node_and_audited(
     .unwrap();
 
     info!("A rotation through a follower signs on every node.");
+    let rotation_started = std::time::Instant::now();
     let rotated = rest
         .ok(
             followers[0],
@@ -577,6 +578,10 @@ async fn the_signing_keys_are_the_clusters_rotated_through_any_node_and_audited(
     })
     .await
     .unwrap_or_else(|e| panic!("{e}: nodes' active keys {:?}", active_kids(&all)));
+    info!(
+        elapsed_ms = rotation_started.elapsed().as_millis() as u64,
+        "Every node signs with the rotated key."
+    );
     for node in &nodes {
         let (status, set) = rest
             .call(node, Method::GET, "/.well-known/tollgate-keys.json", None)
