@@ -6,6 +6,10 @@ pub enum FeedError {
     /// The origin's state could not be read.
     #[error("reading the origin's state failed: {0}")]
     Source(String),
+    /// The node that followed the origin stopped leading its region while
+    /// applying what it received: the new leader follows instead.
+    #[error("this node stopped leading its region: {0}")]
+    LeaderMoved(String),
     /// The subscriber asked for revisions the origin does not have.
     #[error("revision {requested} is ahead of the origin's head {head}")]
     AheadOfOrigin { requested: u64, head: u64 },

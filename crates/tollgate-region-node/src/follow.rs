@@ -30,10 +30,10 @@ pub struct SyncStats {
 /// Proposes one command; a refusal by the state machine is an error (the
 /// feed is not advanced past it).
 async fn propose(node: &Node<RegionLogic>, command: RegionCommand) -> Result<u64, FeedError> {
-    let outcome = node
-        .write(command)
-        .await
-        .map_err(|e| FeedError::Source(format!("proposing to the region failed: {e}")))?;
+    let outcome = node.write(command).await.map_err(|e| match e {
+        tollgate_raft::Error::NotLeader { .. } => FeedError::LeaderMoved(e.to_string()),
+        e => FeedError::Source(format!("proposing to the region failed: {e}")),
+    })?;
     match outcome.response {
         RegionResponse::Applied { revision } => Ok(revision),
         RegionResponse::Refused { reason } => Err(FeedError::Source(format!(
@@ -238,7 +238,12 @@ pub(crate) async fn follow_origin(
                     if matches!(error, FeedError::Refused { .. } | FeedError::Signature { .. }) {
                         stats.refused.fetch_add(1, Ordering::Relaxed);
                     }
-                    tracing::warn!(%error, origin = %config.origin_feed, "Following the origin failed; reconnecting.");
+                    if matches!(error, FeedError::LeaderMoved(_)) {
+                        // An election, as at start: not a failure to follow.
+                        tracing::info!(%error, origin = %config.origin_feed, "Leadership moved while following the origin.");
+                    } else {
+                        tracing::warn!(%error, origin = %config.origin_feed, "Following the origin failed; reconnecting.");
+                    }
                 }
             }
             _ = stop.changed() => return,
