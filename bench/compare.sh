@@ -474,7 +474,7 @@ start_tollgate_dev() {
     local answer reason=""
     while :; do
         answer=$("$BIN" check --endpoint "$CHECK_ENDPOINT" --account "$ACCOUNT" --feature "$FEATURE" \
-            --ip "$IP" --timeout-ms 2000 --output json 2>&1) || true
+            --ip "$IP" --timeout-seconds 2 --output json 2>&1) || true
         reason=$(jq -r '.reason // empty' <<<"$answer" 2>/dev/null || true)
         [[ $reason == ALLOW ]] && break
         # An answer that no waiting changes (the data denies it) fails now;

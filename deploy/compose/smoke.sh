@@ -300,7 +300,7 @@ for node in "${eu[@]}" "${us[@]}"; do
 done
 rc=0
 out=$(env -u TOLLGATE_CREDENTIAL "$bin" check --endpoint "https://127.0.0.1:${check_port[eu-1]}" --ca "$ca" \
-    --account acme --feature export --timeout-ms 3000 2>&1) || rc=$?
+    --account acme --feature export --timeout-seconds 3 2>&1) || rc=$?
 if [[ $rc -ne 0 && $rc -ne 10 && $out == *"application credential is required"* ]]; then
     ok "eu-1 refuses a check without an application credential (exit $rc)"
 else
@@ -344,7 +344,7 @@ wait_until "the origin counted it: tollgate_tls_handshakes_refused_total{port=re
     metric_at_least "$origin_url/metrics" 1 tollgate_tls_handshakes_refused_total port=rest reason=not_tls
 rc=0
 out=$("$bin" check --endpoint "http://127.0.0.1:${check_port[eu-1]}" --account acme --feature export \
-    --timeout-ms 3000 2>&1) || rc=$?
+    --timeout-seconds 3 2>&1) || rc=$?
 if [[ $rc -ne 0 && $rc -ne 10 ]]; then
     ok "plaintext gRPC to eu-1's check port refused (exit $rc)"
 else
@@ -436,7 +436,7 @@ done
 # the node waits for the revision until the request's deadline (5 s here;
 # the deadline travels with the request), then says it has not got it.
 rc=0
-ask eu-1 --at-least-revision "$revoked" --timeout-ms 5000 || rc=$?
+ask eu-1 --at-least-revision "$revoked" --timeout-seconds 5 || rc=$?
 if [[ $rc -eq 1 && $answer == *"was not applied"* ]]; then
     ok "eu-1: --at-least-revision $revoked refused while cut off: $answer"
 else
