@@ -198,15 +198,24 @@ impl TestOrigin {
 
     /// GETs `path` as the admin; the status and the body as text.
     pub async fn get_text(&self, path: &str) -> (reqwest::StatusCode, String) {
+        self.try_get_text(path)
+            .await
+            .expect("the origin answers HTTP")
+    }
+
+    /// [`TestOrigin::get_text`], with a transport error as an error.
+    pub async fn try_get_text(
+        &self,
+        path: &str,
+    ) -> Result<(reqwest::StatusCode, String), reqwest::Error> {
         let resp = self
             .http
             .get(format!("{}{path}", self.base()))
             .bearer_auth(&self.token)
             .send()
-            .await
-            .expect("the origin answers HTTP");
+            .await?;
         let status = resp.status();
-        (status, resp.text().await.unwrap_or_default())
+        Ok((status, resp.text().await.unwrap_or_default()))
     }
 
     /// Like [`TestOrigin::rest`], asserting success; the JSON body.
