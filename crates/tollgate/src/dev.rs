@@ -1110,6 +1110,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     )
     .and_then(|()| std::fs::rename(&tmp, &endpoints_path))
     .with_context(|| format!("writing {}", endpoints_path.display()))?;
+    // The banner's last line comes once endpoints.json is in place, so a
+    // script that waits for either finds both.
+    println!("Ctrl-C stops everything.");
 
     let signal = signals.recv().await;
     eprintln!(
@@ -1299,7 +1302,6 @@ fn announce(
         println!("  # {}", sample.about);
         println!("  {}", sample.command);
     }
-    println!("Ctrl-C stops everything.");
     Ok(samples)
 }
 
