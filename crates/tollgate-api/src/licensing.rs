@@ -48,8 +48,9 @@ pub const ROTATION_OVERLAP_DEFAULT_SECONDS: u64 = 7 * 24 * 3600;
 pub struct OriginKeys {
     pub ring: SharedRing,
     seal: Arc<SealKey>,
-    /// The revision of the replicated ring this node last loaded.
-    loaded: Arc<Mutex<Option<u64>>>,
+    /// The stored ring this node last loaded, as stored: an unchanged ring
+    /// is recognised by comparing bytes, without decoding or unsealing it.
+    loaded: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 /// How long a node waits to apply a key change it committed through the
@@ -114,17 +115,17 @@ impl OriginKeys {
         let Some(bytes) = store.get(keys::SIGNING_RING)? else {
             return Ok(KeysLoad::NotYet);
         };
+        if loaded.as_deref() == Some(bytes.as_slice()) {
+            return Ok(KeysLoad::Unchanged);
+        }
         let stored: SigningRing = serde_json::from_slice(&bytes).map_err(|e| {
             Problem::internal(format!("the stored signing key ring is unreadable: {e}"))
         })?;
-        if *loaded == Some(stored.revision) {
-            return Ok(KeysLoad::Unchanged);
-        }
         let ring = KeyRing::unseal(&stored.keys, &self.seal)
             .map_err(|e| Problem::internal(format!("the origin's signing keys: {e}")))?;
         let active = ring.active_kid().clone();
         self.ring.replace(ring);
-        *loaded = Some(stored.revision);
+        *loaded = Some(bytes);
         Ok(KeysLoad::Loaded {
             revision: stored.revision,
             active,
