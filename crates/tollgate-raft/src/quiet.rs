@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tracing::field::{Field, Visit};
@@ -101,6 +102,9 @@ pub struct Reachability {
     /// Peers that failed, with when they first failed in this outage and
     /// whether it was reported at WARN.
     down: Mutex<HashMap<NodeId, (Instant, bool)>>,
+    /// How many peers `down` holds, read without the lock: every append
+    /// that is answered asks, and almost always none is down.
+    down_count: AtomicUsize,
 }
 
 impl Reachability {
@@ -112,6 +116,7 @@ impl Reachability {
             return;
         };
         let (since, warned) = down.entry(peer).or_insert_with(|| {
+            self.down_count.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(peer, addr, %error, "Raft peer not reachable (yet), or late.");
             (Instant::now(), false)
         });
@@ -130,10 +135,14 @@ impl Reachability {
 
     /// `peer` answered.
     pub fn answered(&self, peer: NodeId, addr: &str) {
+        if self.down_count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let Ok(mut down) = self.down.lock() else {
             return;
         };
         if let Some((since, warned)) = down.remove(&peer) {
+            self.down_count.fetch_sub(1, Ordering::Relaxed);
             if warned {
                 tracing::info!(
                     peer,
