@@ -380,8 +380,8 @@ impl RegionNode {
         {
             task.abort();
         }
-        let _ = self.stop.send(true);
-        let _ = self.serve_stop.send(true);
+        self.stop.send_replace(true);
+        self.serve_stop.send_replace(true);
         match Arc::try_unwrap(self.node) {
             Ok(node) => node.crash().await,
             Err(node) => {

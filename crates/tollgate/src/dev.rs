@@ -719,16 +719,17 @@ async fn region_certificate(
         .ok()
         .and_then(|bytes| serde_json::from_slice::<tollgate_signing::Signed>(&bytes).ok());
     if let Some(signed) = kept {
-        let revoked = origin
-            .served_dataset()
-            .map(|held| held.revoked_certificates)
-            .unwrap_or_default();
+        // Kept only if it verifies, is this key's, lasts another day and is
+        // certainly not revoked: a failed read of the revocation issues a
+        // new certificate rather than trusting the old one.
         let usable = tollgate_license::verify_certificate(origin_keys, &signed, now).is_ok_and(
             |(cert, certified)| {
+                let revocation =
+                    tollgate_origin::keys::revoked_certificate(&cert.serial.to_string());
                 certified.to_bytes() == public_key
                     && cert.region == name
                     && cert.not_after.0 > now.0 + 86_400
-                    && !revoked.iter().any(|r| r.serial == cert.serial.to_string())
+                    && matches!(origin.raft().view().get(&revocation), Ok(None))
             },
         );
         if usable {
