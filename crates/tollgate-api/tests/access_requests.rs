@@ -4,16 +4,17 @@
 //! malformed queries as problems, an account's key confined to its
 //! account, and storage failures answered as errors, never as empty pages.
 
+mod common;
+
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tollgate_api::auth::issue_key;
 use tollgate_api::store::Entries;
-use tollgate_api::{router, AppState, MemStore, OriginStore, StoreError};
+use tollgate_api::{MemStore, OriginStore, StoreError};
 use tollgate_model::UnixSeconds;
-use tollgate_origin::{AccessRequestSpec, AccessTarget, Op, OriginCommand, OriginResponse, Scope};
+use tollgate_origin::{AccessRequestSpec, AccessTarget, Op, OriginCommand, OriginResponse};
 
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -80,28 +81,13 @@ impl Api {
     /// globex (user bob).
     async fn start() -> Api {
         let store = Arc::new(Faulty::default());
-        let admin = issue_key("bootstrap admin", [Scope::Admin].into(), UnixSeconds(0)).unwrap();
-        let api = {
-            let app = router(AppState {
-                store: store.clone(),
-                keys: tollgate_api::licensing::OriginKeys::new(
-                    tollgate_signing::SealKey::generate().unwrap(),
-                ),
-                metrics: None,
-                status: None,
-                rate: None,
-            });
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(async move { axum::serve(listener, app).await });
-            Api {
-                base: format!("http://{addr}"),
-                http: Client::new(),
-                admin: admin.token,
-                store,
-            }
+        let (base, admin) = common::serve(store.clone()).await;
+        let api = Api {
+            base,
+            http: Client::new(),
+            admin,
+            store,
         };
-        api.seed(Op::PutApiKey(admin.record), 0).await;
         let put = |path: &str, body: Value| {
             let path = path.to_string();
             let api = &api;

@@ -3,15 +3,13 @@
 //! OpenAPI document (the route list comes from the document, not from a
 //! list here), and every error on the way is a problem document.
 
+mod common;
+
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tollgate_api::auth::issue_key;
-use tollgate_api::{router, AppState, MemStore, OriginStore};
-use tollgate_model::UnixSeconds;
-use tollgate_origin::{Op, OriginCommand, Scope};
-use tollgate_signing::SealKey;
+use tollgate_api::MemStore;
 
 /// Account A, whose key attacks, and account B, the target.
 const A: &str = "acme";
@@ -31,40 +29,11 @@ struct Answer {
 
 impl Api {
     async fn start() -> Api {
-        let store = Arc::new(MemStore::default());
-        let admin = issue_key("bootstrap admin", [Scope::Admin].into(), UnixSeconds(0)).unwrap();
-        store
-            .write(OriginCommand {
-                actor: "bootstrap".into(),
-                at: UnixSeconds(0),
-                reason: None,
-                op: Op::PutApiKey(admin.record.clone()),
-            })
-            .await
-            .unwrap();
-        // The origin's first signing key, committed as a node commits it.
-        let keys = tollgate_api::licensing::OriginKeys::new(SealKey::generate().unwrap());
-        let bootstrap = tollgate_api::licensing::Actor {
-            id: "bootstrap".into(),
-            reason: None,
-        };
-        keys.initialize(&*store, &bootstrap, None, UnixSeconds(0))
-            .await
-            .unwrap();
-        let app = router(AppState {
-            store,
-            keys,
-            metrics: None,
-            status: None,
-            rate: None,
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (base, admin) = common::serve(Arc::new(MemStore::default())).await;
         Api {
-            base: format!("http://{addr}"),
+            base,
             http: Client::new(),
-            admin: admin.token,
+            admin,
         }
     }
 

@@ -161,7 +161,7 @@ async fn replicate(node: &OriginNode, from: u64, target: u64) -> (Dataset, Vec<u
     let config = FollowerConfig {
         endpoint: https(node.feed_addr()),
         transport: tollgate_tests::pki().region_node("eu", 9),
-        keys: node.public_keys().unwrap(),
+        keys: node.wait_for_keys(DEADLINE).await.unwrap(),
         max_batch_records: 0,
         subscriber: "e2e".into(),
         connect_timeout: Duration::from_secs(5),
