@@ -156,6 +156,14 @@ impl<S: OriginStore> FromRequestParts<AppState<S>> for Caller {
     }
 }
 
+/// A caller the portal vouches for: its signed-in user, as a key that
+/// exists only for the request (`portal:<user id>`, the scopes of the
+/// user's role, owned by the user's account or the tenant). Set as a request
+/// extension by an in-process call; [`authorize`] then applies the route's
+/// scope and account policy to it exactly as to an API key.
+#[derive(Debug, Clone)]
+pub struct PortalCaller(pub Caller);
+
 /// What [`authorize`] enforces for one route: its scope (`None`: public)
 /// and how it treats an account's key.
 #[derive(Debug, Clone, Copy)]
@@ -176,13 +184,16 @@ pub async fn authorize<S: OriginStore>(
         return next.run(request).await;
     };
     let (mut parts, body) = request.into_parts();
-    let caller = match authenticate(
+    // The portal calls the API in process as its signed-in user; a request
+    // from the network can carry no extension.
+    let portal = parts.extensions.remove::<PortalCaller>();
+    let caller = match portal.map(|p| p.0).map(Ok).unwrap_or_else(|| authenticate(
         &*state.store,
         parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .map(|h| h.as_bytes()),
-    ) {
+    )) {
         Ok(caller) => caller,
         Err(problem) => return problem.into_response(),
     };

@@ -31,6 +31,10 @@ pub struct Check {
 pub struct SeatLease {
     pub holder: SubjectId,
     pub expires_at: UnixSeconds,
+    /// When the holder took the seat (renewals keep it); `None` for a
+    /// lease recorded before this was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquired_at: Option<UnixSeconds>,
 }
 
 /// Region-local state the decision reads: usage counters and seat leases.

@@ -2,8 +2,8 @@
 //! revision and what every region applies from the changefeed.
 
 use crate::{
-    Account, AccountId, Addon, AppCredential, Entitlement, Feature, OfflinePolicy, Plan, Product,
-    RevokedCertificate, RevokedLicense, Sku, Subject, SubjectId, UnixSeconds,
+    Account, AccountId, Addon, AppCredential, Entitlement, EntitlementId, Feature, OfflinePolicy,
+    Plan, Product, RevokedCertificate, RevokedLicense, Sku, Subject, SubjectId, UnixSeconds,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,15 @@ pub enum Mutation {
     /// account, and is never sent to client-side replicas
     /// ([`Mutation::is_for_replicas`]).
     PutCredential(AppCredential),
+    /// The subject gives up its floating seat of the entitlement: every
+    /// region drops the subject's lease (none held: nothing changes).
+    /// Region state only, never sent to client-side replicas
+    /// ([`Mutation::is_for_replicas`]) and not part of a data set.
+    ReleaseSeat {
+        account: AccountId,
+        entitlement: EntitlementId,
+        subject: SubjectId,
+    },
 }
 
 impl Mutation {
@@ -46,14 +55,18 @@ impl Mutation {
             Mutation::DeleteSubject { account, .. } => Some(account),
             Mutation::PutEntitlement(e) => Some(&e.account),
             Mutation::RevokeLicense(r) => Some(&r.account),
+            Mutation::ReleaseSeat { account, .. } => Some(account),
             _ => None,
         }
     }
 
     /// Whether client-side replicas (`Watch`) may see it: not a
-    /// credential, which is for region nodes only.
+    /// credential or a seat release, which are for region nodes only.
     pub fn is_for_replicas(&self) -> bool {
-        !matches!(self, Mutation::PutCredential(_))
+        !matches!(
+            self,
+            Mutation::PutCredential(_) | Mutation::ReleaseSeat { .. }
+        )
     }
 }
 

@@ -173,6 +173,8 @@ impl Dataset {
             }
             // Credentials are for region nodes, not part of a data set.
             Mutation::PutCredential(_) => {}
+            // Seat leases are region state, not part of a data set.
+            Mutation::ReleaseSeat { .. } => {}
         }
     }
 

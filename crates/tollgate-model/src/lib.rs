@@ -17,6 +17,7 @@ pub mod geo;
 pub mod id;
 pub mod limits;
 mod offline;
+pub mod region_report;
 mod revocation;
 mod schema;
 mod time;

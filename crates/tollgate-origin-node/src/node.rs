@@ -54,6 +54,9 @@ pub struct OriginConfig {
     /// idle and header timeouts, concurrency, request timeout, each API
     /// key's rate on REST.
     pub limits: tollgate_server::limits::Limits,
+    /// The portal at `/portal` on the REST port (`[portal]`). Its cookies
+    /// are `Secure` unless the node serves in clear.
+    pub portal: tollgate_portal::PortalConfig,
 }
 
 impl OriginConfig {
@@ -70,6 +73,7 @@ impl OriginConfig {
             quota_outstanding_max: 1_000_000,
             tls_reload_interval: Duration::from_secs(5),
             limits: tollgate_server::limits::Limits::default(),
+            portal: tollgate_portal::PortalConfig::default(),
         }
     }
 }
@@ -370,7 +374,12 @@ impl OriginNode {
             }));
         }
         let licenses = crate::license_service::OriginLicenses::new(app_state.clone());
-        let app = tollgate_api::router(app_state.clone()).layer(rest_limits);
+        // The portal shares the REST port, its limits and its TLS.
+        let mut portal = config.portal.clone();
+        portal.secure_cookies = !matches!(transport, tollgate_tls::Transport::Plaintext);
+        let app = tollgate_api::router(app_state.clone())
+            .merge(tollgate_portal::router(app_state.clone(), portal))
+            .layer(rest_limits);
         let http_stop = stopped(serve_stop_rx.clone());
         // Anyone may connect (API keys authorize); a client certificate, if
         // presented, must be one of ours.

@@ -153,6 +153,28 @@ fn synced(response: OriginResponse) -> Result<Response<pb::SyncResponse>, Status
 
 #[tonic::async_trait]
 impl pb::quota_server::Quota for QuotaService {
+    async fn report_region(
+        &self,
+        request: Request<pb::RegionReportRequest>,
+    ) -> Result<Response<pb::SyncResponse>, Status> {
+        region(&request.get_ref().region)?;
+        authorize(&request, &request.get_ref().region)?;
+        let report = tollgate_model::region_report::RegionReport::try_from(request.into_inner())
+            .map_err(invalid)?;
+        let region = report.region.clone();
+        match self.commit(&region, Op::RecordRegionReport(report)).await? {
+            OriginResponse::Committed { revision, .. } => {
+                Ok(Response::new(sync_response(revision)))
+            }
+            OriginResponse::Rejected(r) => Err(match r.code {
+                RejectCode::Invalid => Status::invalid_argument(r.message),
+                RejectCode::NotFound => Status::not_found(r.message),
+                RejectCode::Conflict => Status::failed_precondition(r.message),
+            }),
+            other => Err(Status::internal(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
     async fn lease_seats(
         &self,
         request: Request<pb::LeaseSeatsRequest>,

@@ -2,7 +2,10 @@
 //! subscribes to is POSTed to it, in revision order, signed with the
 //! origin's key, retried with exponential backoff, and recorded in the
 //! webhook's delivery log (through Raft, so a new leader resumes where the
-//! old one stopped: at-least-once delivery).
+//! old one stopped: at-least-once delivery). An operator may ask for an
+//! event to be delivered again (`Op::RedeliverWebhook`): the deliverer
+//! sends it with the same event id and `Tollgate-Delivery` header, so a
+//! receiver that dedupes sees it once, and logs it as a redelivery.
 
 use crate::store::OriginState;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -28,6 +31,9 @@ const SCAN_BATCH: usize = 256;
 const PERSIST_SKIPPED_AFTER: u64 = 10_000;
 /// Longest error text kept in the delivery log, in bytes.
 const ERROR_LEN_MAX: usize = 512;
+/// Queued redeliveries sent per webhook per round (the rest wait for the
+/// next round, so new events keep flowing).
+const REDELIVERIES_PER_ROUND: usize = 10;
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -192,15 +198,24 @@ async fn persist(
     through: u64,
     delivery: Option<DeliveryRecord>,
 ) -> bool {
-    let command = OriginCommand {
-        actor: "webhooks".into(),
-        at: now(),
-        reason: None,
-        op: Op::WebhookProgress {
+    write(
+        state,
+        id,
+        Op::WebhookProgress {
             id: id.to_string(),
             through,
             delivery,
         },
+    )
+    .await
+}
+
+async fn write(state: &OriginState, id: &str, op: Op) -> bool {
+    let command = OriginCommand {
+        actor: "webhooks".into(),
+        at: now(),
+        reason: None,
+        op,
     };
     match state.node.write(command).await {
         Ok(_) => true,
@@ -224,6 +239,9 @@ async fn process(
     let Some(record) = read::<WebhookRecord>(state, &keys::webhook(id)) else {
         return false;
     };
+    if !redeliver(state, keys_ring, client, config, &record, stop).await {
+        return true;
+    }
     let persisted = record.processed_through;
     *cursor = (*cursor).max(persisted);
     let Ok(batch) = state.view.scan(
@@ -257,6 +275,70 @@ async fn process(
     }
     if *cursor > persisted + PERSIST_SKIPPED_AFTER {
         persist(state, id, *cursor, None).await;
+    }
+    true
+}
+
+/// Sends the queued redeliveries of one webhook (a few per round), each
+/// recorded through the log, which takes it off the queue; `false` when
+/// stopping.
+async fn redeliver(
+    state: &OriginState,
+    keys_ring: &SharedRing,
+    client: &reqwest::Client,
+    config: &WebhookConfig,
+    record: &WebhookRecord,
+    stop: &watch::Receiver<bool>,
+) -> bool {
+    let id = &record.spec.id;
+    let queued: Vec<u64> = read(state, &keys::webhook_redeliveries(id)).unwrap_or_default();
+    for revision in queued.into_iter().take(REDELIVERIES_PER_ROUND) {
+        let first = read::<DeliveryRecord>(state, &keys::webhook_delivery(id, revision));
+        let audit = read::<AuditRecord>(state, &keys::audit(revision));
+        let event = first.as_ref().map(|d| d.event).or_else(|| {
+            audit
+                .as_ref()
+                .and_then(|a| WebhookEvent::of_action(&a.action))
+        });
+        let Some(event) = event else {
+            tracing::warn!(webhook = %id, revision, "A queued redelivery names no known event.");
+            continue;
+        };
+        let delivery = match &audit {
+            Some(audit) => {
+                tracing::info!(webhook = %id, revision, "Redelivering a webhook event.");
+                match deliver(state, keys_ring, client, config, record, event, audit, stop).await {
+                    Some(d) => d,
+                    None => return false,
+                }
+            }
+            None => DeliveryRecord {
+                revision,
+                event,
+                attempts: 0,
+                outcome: DeliveryOutcome::GaveUp,
+                last_status: None,
+                last_error: Some("the event's audit record is gone".into()),
+                finished_at: now(),
+                redelivery: true,
+            },
+        };
+        let delivery = DeliveryRecord {
+            redelivery: true,
+            ..delivery
+        };
+        if !write(
+            state,
+            id,
+            Op::WebhookRedelivered {
+                id: id.clone(),
+                delivery,
+            },
+        )
+        .await
+        {
+            return true;
+        }
     }
     true
 }
@@ -316,6 +398,7 @@ async fn deliver(
                 "the url is plain http:// and the webhook does not set allow_plaintext".into(),
             ),
             finished_at: now(),
+            redelivery: false,
         });
     }
     let mut backoff = config.backoff_initial;
@@ -363,6 +446,7 @@ async fn deliver(
                     last_status: Some(resp.status().as_u16()),
                     last_error: None,
                     finished_at: now(),
+                    redelivery: false,
                 });
             }
             Ok(resp) => {
@@ -411,5 +495,6 @@ async fn deliver(
         last_status,
         last_error,
         finished_at: now(),
+        redelivery: false,
     })
 }

@@ -69,6 +69,19 @@ pub enum Op {
         through: u64,
         delivery: Option<DeliveryRecord>,
     },
+    /// Deliver webhook `id`'s event of `revision` again, with the same
+    /// event id: `revision` must be in its delivery log. Queued for the
+    /// deliverer (at most [`WEBHOOK_REDELIVERIES_MAX`] per webhook).
+    RedeliverWebhook {
+        id: String,
+        revision: u64,
+    },
+    /// The deliverer redelivered a queued revision: the queue entry goes,
+    /// `delivery` (marked a redelivery) joins the delivery log.
+    WebhookRedelivered {
+        id: String,
+        delivery: DeliveryRecord,
+    },
     /// Drop the change records up to and including `through` (retention).
     /// Subscribers below the new floor get a snapshot instead.
     CompactChanges {
@@ -154,6 +167,48 @@ pub enum Op {
     QueueAccessRequests {
         ids: Vec<String>,
     },
+    /// A region's leader reports its region's state (members, seat
+    /// holders); kept under `region-status/<region>` stamped with `at`
+    /// ([`crate::regions`]). Origin only: no changefeed mutation.
+    RecordRegionReport(tollgate_model::region_report::RegionReport),
+    /// Free `subject`'s floating seat of `entitlement` (of `account`) in
+    /// every region, at once: published as `Mutation::ReleaseSeat`.
+    ReleaseSeatHolder {
+        account: AccountId,
+        entitlement: EntitlementId,
+        subject: SubjectId,
+    },
+    /// Create or replace a portal user. Sets the password hash only when
+    /// it creates the user; keeps the stored sessions, wrong-password count
+    /// and lockout.
+    PutPortalUser(crate::portal::PortalUser),
+    /// Remove a portal user and end every session of theirs.
+    DeletePortalUser {
+        id: String,
+    },
+    /// Set a portal user's password (argon2id, hashed by the proposer),
+    /// accepting their invitation if they had one, and end every other
+    /// session of theirs (`keep_session`: the one that asked, if any).
+    SetPortalPassword {
+        user: String,
+        password_hash: String,
+        keep_session: Option<String>,
+    },
+    /// A sign-in succeeded: the session starts, the wrong-password count
+    /// resets. Refused for a disabled or locked-out user.
+    StartPortalSession(crate::portal::PortalSession),
+    /// Sign-out: the session ends on every origin node.
+    EndPortalSession {
+        id: String,
+    },
+    /// A wrong password for `user`: after `lock_after` in a row the user is
+    /// locked out for `lock_seconds` (both stamped by the proposer from its
+    /// config, so apply stays deterministic).
+    PortalSignInFailed {
+        user: String,
+        lock_after: u32,
+        lock_seconds: u64,
+    },
 }
 
 /// Most access requests one `QueueAccessRequests` queues.
@@ -182,6 +237,15 @@ impl Op {
             },
             Mutation::RevokeCertificate(r) => Op::RevokeCertificate { serial: r.serial },
             Mutation::PutCredential(c) => Op::PutCredential(c),
+            Mutation::ReleaseSeat {
+                account,
+                entitlement,
+                subject,
+            } => Op::ReleaseSeatHolder {
+                account,
+                entitlement,
+                subject,
+            },
         }
     }
 
@@ -226,10 +290,20 @@ impl Op {
             Op::PutWebhook(_) => "webhook.put",
             Op::DeleteWebhook { .. } => "webhook.delete",
             Op::WebhookProgress { .. } => "webhook.progress",
+            Op::RedeliverWebhook { .. } => "webhook.redeliver",
+            Op::WebhookRedelivered { .. } => "webhook.redelivered",
             Op::InitSigningKeys { .. } => "signing_key.init",
             Op::RotateSigningKey { .. } => "signing_key.rotate",
             Op::RetireSigningKey { .. } => "signing_key.retire",
             Op::QueueAccessRequests { .. } => "access_request.queue",
+            Op::RecordRegionReport(_) => "region.report",
+            Op::ReleaseSeatHolder { .. } => "seat.release",
+            Op::PutPortalUser(_) => "portal_user.put",
+            Op::DeletePortalUser { .. } => "portal_user.delete",
+            Op::SetPortalPassword { .. } => "portal_user.set_password",
+            Op::StartPortalSession(_) => "portal.sign_in",
+            Op::EndPortalSession { .. } => "portal.sign_out",
+            Op::PortalSignInFailed { .. } => "portal.sign_in_failed",
         }
     }
 }
@@ -298,12 +372,24 @@ pub struct Order {
     pub grace_period_seconds: u64,
 }
 
+/// Most seats one access request may ask for.
+pub const SEATS_MORE_MAX: u32 = 10_000;
+
 /// What an access request asks for.
 #[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum AccessTarget {
     Feature(FeatureId),
     Addon(AddonId),
+    /// `more` seats (1..=10000) on an active entitlement of the request's
+    /// account that has seats; the result stays within the model's
+    /// `SEATS_MAX`. Approval raises that entitlement's seat count; never
+    /// approved automatically.
+    Seats {
+        entitlement: EntitlementId,
+        #[schema(minimum = 1, maximum = 10000)]
+        more: u32,
+    },
 }
 
 /// A request for access, as the requester files it.
@@ -625,6 +711,8 @@ impl WebhookEvent {
 pub const WEBHOOK_URL_LEN_MAX: usize = 2048;
 /// Most webhooks one origin keeps.
 pub const WEBHOOKS_MAX: usize = 64;
+/// Most redeliveries queued for one webhook at once.
+pub const WEBHOOK_REDELIVERIES_MAX: usize = 100;
 
 /// An outgoing webhook as an admin defines it.
 #[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -675,4 +763,8 @@ pub struct DeliveryRecord {
     /// Why the last attempt failed, if it did.
     pub last_error: Option<String>,
     pub finished_at: UnixSeconds,
+    /// A redelivery an operator asked for (`POST .../redeliver`), logged
+    /// after the first delivery of the same revision.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redelivery: bool,
 }

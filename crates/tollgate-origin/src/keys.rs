@@ -174,6 +174,54 @@ pub fn api_key(id: &str) -> Vec<u8> {
 pub fn webhook(id: &str) -> Vec<u8> {
     key(&["webhook", id])
 }
+/// The latest report of a region (origin only; a
+/// [`crate::regions::RegionStatusRecord`]).
+pub fn region_status(region: &str) -> Vec<u8> {
+    key(&["region-status", region])
+}
+/// The prefix of every [`region_status`] key: scan it to list the regions.
+pub const REGION_STATUS_PREFIX: &str = "region-status/";
+/// The names of the regions with a stored report (a bounded list, origin
+/// only; `regions::REGIONS_MAX`).
+pub const REGION_INDEX: &[u8] = b"meta/regions";
+/// When a floating seat's holder was last released from the origin (origin
+/// only; a [`crate::regions::SeatReleased`]).
+pub fn seat_release(entitlement: &EntitlementId, subject: &SubjectId) -> Vec<u8> {
+    key(&["seat-release", entitlement.as_str(), subject.as_str()])
+}
 pub fn webhook_delivery(id: &str, revision: u64) -> Vec<u8> {
     format!("webhook-delivery/{id}/{revision:020}").into_bytes()
+}
+/// A redelivery of `revision` in webhook `id`'s delivery log, by the
+/// revision that `recorded` it: listed right after the first delivery.
+pub fn webhook_redelivery(id: &str, revision: u64, recorded: u64) -> Vec<u8> {
+    format!("webhook-delivery/{id}/{revision:020}/{recorded:020}").into_bytes()
+}
+/// The revisions queued for redelivery to webhook `id`, ascending (a
+/// bounded list; origin only).
+pub fn webhook_redeliveries(id: &str) -> Vec<u8> {
+    key(&["webhook-redeliver", id])
+}
+pub fn portal_user(id: &str) -> Vec<u8> {
+    key(&["portal-user", id])
+}
+pub const PORTAL_USER_PREFIX: &str = "portal-user/";
+pub fn portal_session(token_sha256: &str) -> Vec<u8> {
+    key(&["portal-session", token_sha256])
+}
+/// `account-portal-user/<account>/<user>`: an account's portal users, for
+/// listing them without a scan of every user.
+pub fn account_portal_user(account: &AccountId, user: &str) -> Vec<u8> {
+    format!("account-portal-user/{account}/{user}").into_bytes()
+}
+pub fn account_portal_users_prefix(account: &AccountId) -> String {
+    format!("account-portal-user/{account}/")
+}
+/// `account-audit/<account>/<inverted revision>`: the account's audit
+/// records, newest first in key order (the value is the revision).
+pub fn account_audit(account: &AccountId, revision: u64) -> Vec<u8> {
+    format!("{}{:020}", account_audit_prefix(account), u64::MAX - revision).into_bytes()
+}
+pub fn account_audit_prefix(account: &AccountId) -> String {
+    format!("account-audit/{account}/")
 }

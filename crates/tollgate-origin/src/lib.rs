@@ -8,7 +8,9 @@ mod apply;
 pub mod command;
 pub mod keys;
 pub mod licenses;
+pub mod portal;
 pub mod quota;
+pub mod regions;
 pub mod signing;
 mod state;
 

@@ -44,6 +44,79 @@ pub fn account_quota_prefix(account: &tollgate_model::AccountId) -> String {
     format!("quota/{account}/")
 }
 
+/// Seconds in a UTC day: a usage day is `at / SECONDS_PER_DAY`.
+const SECONDS_PER_DAY: i64 = 86_400;
+/// The last day number a usage day key can hold: day keys are eight
+/// zero-padded digits (so byte order is day order), which reaches the year
+/// 275 000.
+pub const USAGE_DAY_MAX: i64 = 99_999_999;
+
+/// The UTC day number (days since 1970-01-01) of `at`, if a usage day key
+/// can hold it: `None` before 1970 or past [`USAGE_DAY_MAX`].
+pub fn usage_day_of(at: UnixSeconds) -> Option<u32> {
+    let day = at.0.div_euclid(SECONDS_PER_DAY);
+    // In range, so the cast is exact.
+    (0..=USAGE_DAY_MAX).contains(&day).then_some(day as u32)
+}
+
+/// `usage-day/<account>/<feature>/`: the prefix of one feature's daily
+/// usage history ([`usage_day_key`]); a range scan under it returns the
+/// days in order.
+pub fn usage_days_prefix(account: &AccountId, feature: &FeatureId) -> String {
+    format!("usage-day/{account}/{feature}/")
+}
+
+/// `usage-day/<account>/`: every feature's daily history of one account,
+/// by feature, then day.
+pub fn account_usage_days_prefix(account: &AccountId) -> String {
+    format!("usage-day/{account}/")
+}
+
+/// `usage-day/<account>/<feature>/<day, 8 digits>`: the units of the
+/// feature the regions reported consumed on that UTC day (a number), all
+/// periods and regions together. Written by `SyncQuota`: each report that
+/// raises a region's cumulative total by `d` adds `d` to the day of the
+/// command's own time, so a day holds what was *reported* that day (a
+/// region's late report of yesterday's use counts today). Origin only.
+pub fn usage_day_key(account: &AccountId, feature: &FeatureId, day: u32) -> Vec<u8> {
+    format!("{}{day:08}", usage_days_prefix(account, feature)).into_bytes()
+}
+
+/// A usage day entry that does not decode: the key is not a day under the
+/// prefix scanned, or the value is not a number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("usage day entry {key}: {problem}")]
+pub struct BadUsageDay {
+    pub key: String,
+    pub problem: &'static str,
+}
+
+/// One entry of a scan under [`usage_days_prefix`] as (day number,
+/// units consumed that day).
+pub fn decode_usage_day(
+    prefix: &[u8],
+    key: &[u8],
+    value: &[u8],
+) -> Result<(u32, u64), BadUsageDay> {
+    let bad = |problem| BadUsageDay {
+        key: String::from_utf8_lossy(key).into_owned(),
+        problem,
+    };
+    let digits = key
+        .strip_prefix(prefix)
+        .ok_or_else(|| bad("not under the prefix scanned"))?;
+    if digits.len() != 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad("the day is not eight digits"));
+    }
+    let day = std::str::from_utf8(digits)
+        .map_err(|_| bad("the day is not eight digits"))?
+        .parse::<u32>()
+        .map_err(|_| bad("the day is not eight digits"))?;
+    let consumed: u64 =
+        serde_json::from_slice(value).map_err(|_| bad("the value is not a whole number"))?;
+    Ok((day, consumed))
+}
+
 /// One region's share of a counter (cumulative totals).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionShare {

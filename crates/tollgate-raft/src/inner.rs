@@ -76,7 +76,13 @@ pub(crate) struct NodeInner<L: StateMachineLogic> {
     pub(crate) pool: Arc<ChannelPool>,
     pub(crate) leader_contact: LeaderContact,
     pub(crate) write_tx: mpsc::Sender<WriteRequest<L>>,
+    /// The role's own facts about this node, for `Status`
+    /// ([`crate::Node::set_role_status`]).
+    pub(crate) role_status: std::sync::RwLock<Option<RoleStatus>>,
 }
+
+/// Renders a role's facts about its node (JSON) for `Status`.
+pub(crate) type RoleStatus = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
 impl<L: StateMachineLogic> NodeInner<L> {
     /// Propose on this node; `NotLeader` when it is not the leader.
@@ -152,6 +158,49 @@ impl<L: StateMachineLogic> NodeInner<L> {
             leader_id,
             leader_addr,
         }
+    }
+
+    /// Asks member `peer` at `addr` for its `Status`, within `timeout`.
+    pub(crate) async fn peer_status(
+        &self,
+        peer: NodeId,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<tollgate_proto::cluster::v1::StatusResponse, Error> {
+        let channel = self.pool.channel(peer, addr)?;
+        let mut client = ClusterAdminClient::new(channel)
+            .max_decoding_message_size(self.config.network.message_bytes_max);
+        let mut request = tonic::Request::new(tollgate_proto::cluster::v1::StatusRequest {});
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, client.status(request)).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(status)) => Err(crate::status::status_to_error(&status, peer, addr)),
+            Err(_) => Err(Error::Unavailable(format!(
+                "node {peer} at {addr} did not answer Status within {timeout:?}"
+            ))),
+        }
+    }
+
+    /// The role's facts about this node, within `ROLE_STATUS_BYTES_MAX`
+    /// (a larger rendering is dropped, logged: a role bug, not an outage).
+    fn role_status(&self) -> Vec<u8> {
+        let render = match self.role_status.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let Some(render) = render else {
+            return Vec::new();
+        };
+        let bytes = render();
+        if bytes.len() > tollgate_proto::convert::ROLE_STATUS_BYTES_MAX {
+            tracing::warn!(
+                bytes = bytes.len(),
+                max = tollgate_proto::convert::ROLE_STATUS_BYTES_MAX,
+                "The role's status of this node is too large; Status carries none."
+            );
+            return Vec::new();
+        }
+        bytes
     }
 
     async fn forward(
@@ -339,6 +388,7 @@ impl<L: StateMachineLogic> NodeInner<L> {
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
             voters: membership.voter_ids().map(member).collect(),
             learners: membership.learner_ids().map(member).collect(),
+            role_status: self.role_status(),
         }
     }
 }

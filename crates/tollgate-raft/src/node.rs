@@ -111,6 +111,7 @@ impl<L: StateMachineLogic> Node<L> {
             pool,
             leader_contact: LeaderContact::new(),
             write_tx,
+            role_status: std::sync::RwLock::new(None),
         });
         let watchdog = inner.config.fast_failover.then(|| {
             let timing = crate::failover::Timing {
@@ -178,6 +179,35 @@ impl<L: StateMachineLogic> Node<L> {
     /// the leader.
     pub async fn write(&self, command: L::Command) -> Result<WriteOutcome<L::Response>, Error> {
         self.inner.write(command, 0).await
+    }
+
+    /// This node's view of its cluster, as its `Status` RPC answers.
+    pub fn status(&self) -> tollgate_proto::convert::NodeStatus {
+        self.inner.status()
+    }
+
+    /// What this node's `Status` carries as `role_status`: `render` is
+    /// called for every Status call (JSON of the role's choosing, at most
+    /// `ROLE_STATUS_BYTES_MAX` bytes). Hold no strong reference to the node
+    /// in it.
+    pub fn set_role_status(&self, render: impl Fn() -> Vec<u8> + Send + Sync + 'static) {
+        let mut slot = match self.inner.role_status.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Some(Arc::new(render));
+    }
+
+    /// Asks member `peer` at `addr` (its Raft address) for its `Status`,
+    /// within `timeout`, over the cluster's own link (the member must
+    /// prove it is `peer`).
+    pub async fn peer_status(
+        &self,
+        peer: NodeId,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<tollgate_proto::cluster::v1::StatusResponse, Error> {
+        self.inner.peer_status(peer, addr, timeout).await
     }
 
     /// Make `members` (id, address) the first voters of a new cluster.

@@ -51,6 +51,11 @@ pub struct RegionConfig {
     pub quota_sync_interval: Duration,
     /// Most units of a cap leased from the origin at once.
     pub slice_units_max: u64,
+    /// The leader reports the region (members, seat holders) to the origin
+    /// at least this often, and at once when it changes (revisions and
+    /// clock readings aside). `None`: no reports (each one commits an origin
+    /// revision; tests that count revisions turn them off).
+    pub report_interval: Option<Duration>,
     /// A counter this region has not used for this long hands the unused
     /// part of its slice back to the origin, for other regions.
     pub slice_idle: Duration,
@@ -103,6 +108,7 @@ impl RegionConfig {
             quota_lease_interval: Duration::from_millis(50),
             quota_sync_interval: Duration::from_secs(1),
             slice_units_max: 10_000,
+            report_interval: Some(Duration::from_secs(15)),
             slice_idle: Duration::from_secs(60),
             tls_reload_interval: Duration::from_secs(5),
             limits: tollgate_server::limits::Limits::default(),

@@ -15,7 +15,9 @@
 //! (the leader's leases and reports to the origin); `checker` (checks
 //! answered); `check_service`, `usage_service` and `license_service` (gRPC
 //! on the check port); `ops` (`/healthz`, `/readyz`, `/v1/status`,
-//! `/metrics`); and `node`, which assembles them.
+//! `/metrics`); `report` (the leader's region report to the origin, and
+//! each node's facts in its Raft `Status`); and `node`, which assembles
+//! them.
 
 mod check_service;
 mod checker;
@@ -27,6 +29,7 @@ mod meter;
 mod node;
 mod ops;
 mod quota_agent;
+mod report;
 mod usage_service;
 mod views;
 mod watch;

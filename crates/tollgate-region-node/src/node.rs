@@ -152,6 +152,14 @@ impl RegionNode {
             views: views.clone(),
             draining: std::sync::atomic::AtomicBool::new(false),
         });
+        // Every node's Raft `Status` carries its own facts, for the
+        // leader's region report (weakly held: the node holds this).
+        let facts = Arc::downgrade(&ops);
+        node.set_role_status(move || match facts.upgrade() {
+            Some(ops) => serde_json::to_vec(&crate::report::member_facts(&ops.status()))
+                .expect("plain values serialise"),
+            None => Vec::new(),
+        });
         let gauges = ops.clone();
         let gauge_stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -298,6 +306,19 @@ impl RegionNode {
             },
             stop_rx.clone(),
         )));
+        if let Some(interval) = config.report_interval {
+            tasks.push(tokio::spawn(crate::report::run(
+                node.clone(),
+                ops.clone(),
+                crate::report::ReporterConfig {
+                    region: config.region.clone(),
+                    origin: config.origin_feed.clone(),
+                    transport: config.raft.transport.clone(),
+                    interval,
+                },
+                stop_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(follow_origin(
             node.clone(),
             config.clone(),

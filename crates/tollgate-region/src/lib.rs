@@ -259,15 +259,17 @@ pub enum RegionResponse {
 }
 
 /// The key and stored value of one mutation (`None`: delete). The same
-/// bytes the origin stores for the object.
-pub fn mutation_write(m: &Mutation) -> Write {
+/// bytes the origin stores for the object. `None` for a mutation of the
+/// region's own state, not an origin object (a seat release: see
+/// [`seats::Releases`]).
+pub fn mutation_write(m: &Mutation) -> Option<Write> {
     fn put<T: Serialize>(key: Vec<u8>, value: &T) -> Write {
         Write::Put {
             key,
             value: serde_json::to_vec(value).expect("model values serialise"),
         }
     }
-    match m {
+    Some(match m {
         Mutation::PutProduct(p) => put(keys::product(&p.id), p),
         Mutation::PutFeature(f) => put(keys::feature(&f.id), f),
         Mutation::PutPlan(p) => put(keys::plan(&p.id), p),
@@ -283,7 +285,8 @@ pub fn mutation_write(m: &Mutation) -> Write {
         Mutation::RevokeLicense(r) => put(keys::revoked_license(&r.id), r),
         Mutation::RevokeCertificate(r) => put(keys::revoked_certificate(&r.serial), r),
         Mutation::PutCredential(c) => put(keys::credential(&c.id), c),
-    }
+        Mutation::ReleaseSeat { .. } => return None,
+    })
 }
 
 fn read_u64(state: &dyn ReadState, key: &[u8]) -> Result<u64, ReadError> {
@@ -325,7 +328,7 @@ fn contact_writes(
 
 /// The writes that apply one mutation, with the region's index.
 fn apply_mutation(m: &Mutation, writes: &mut Vec<Write>) {
-    writes.push(mutation_write(m));
+    writes.extend(mutation_write(m));
     // Entitlements never change account, and are never deleted (revoked
     // instead): the index only grows.
     if let Mutation::PutEntitlement(e) = m {
@@ -493,6 +496,7 @@ impl StateMachineLogic for RegionLogic {
                 }
                 let mut next = applied;
                 let mut writes = Vec::new();
+                let mut releases = seats::Releases::default();
                 for record in records.iter().filter(|r| r.revision > applied) {
                     if record.revision != next + 1 {
                         return Ok(refuse(format!(
@@ -501,7 +505,14 @@ impl StateMachineLogic for RegionLogic {
                         )));
                     }
                     for m in &record.mutations {
-                        apply_mutation(m, &mut writes);
+                        match m {
+                            Mutation::ReleaseSeat {
+                                entitlement,
+                                subject,
+                                ..
+                            } => releases.release(state, entitlement, subject)?,
+                            m => apply_mutation(m, &mut writes),
+                        }
                     }
                     writes.push(Write::Put {
                         key: change(record.revision),
@@ -509,6 +520,7 @@ impl StateMachineLogic for RegionLogic {
                     });
                     next = record.revision;
                 }
+                writes.extend(releases.writes());
                 if next > applied {
                     writes.push(put_u64(keys::HEAD_REVISION, next));
                     // Keep the newest CHANGES_RETAINED records.

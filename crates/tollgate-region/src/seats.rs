@@ -212,6 +212,7 @@ pub fn seat_command(
             current.push(SeatLease {
                 holder: subject.clone(),
                 expires_at,
+                acquired_at: Some(at),
             });
             SeatOutcome::Held {
                 expires_at,
@@ -248,4 +249,49 @@ pub fn seat_command(
         });
     }
     Ok((writes, outcome))
+}
+
+/// Seat releases the origin published (`Mutation::ReleaseSeat`), gathered
+/// over one command's change records: each entitlement's leases are read
+/// once and written once, so two releases of one entitlement in a command
+/// both hold.
+#[derive(Debug, Default)]
+pub struct Releases {
+    /// Per entitlement: its leases after the releases, and whether any
+    /// lease was dropped.
+    leases: std::collections::BTreeMap<EntitlementId, (Vec<SeatLease>, bool)>,
+}
+
+impl Releases {
+    /// Drops `subject`'s lease of `entitlement`; none held (an unknown
+    /// subject, an entitlement without seats here): nothing changes.
+    pub fn release(
+        &mut self,
+        state: &dyn ReadState,
+        entitlement: &EntitlementId,
+        subject: &SubjectId,
+    ) -> Result<(), ReadError> {
+        let entry = match self.leases.entry(entitlement.clone()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert((leases(state, entitlement)?, false))
+            }
+        };
+        let before = entry.0.len();
+        entry.0.retain(|l| &l.holder != subject);
+        entry.1 |= entry.0.len() != before;
+        Ok(())
+    }
+
+    /// The writes of every entitlement whose leases changed.
+    pub fn writes(self) -> Vec<Write> {
+        self.leases
+            .into_iter()
+            .filter(|(_, (_, changed))| *changed)
+            .map(|(entitlement, (current, _))| Write::Put {
+                key: leases_key(&entitlement),
+                value: serde_json::to_vec(&current).expect("leases serialise"),
+            })
+            .collect()
+    }
 }

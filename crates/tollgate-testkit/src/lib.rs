@@ -6,6 +6,8 @@
 //! timed-out wait names what it waited for, the deadline and the last thing
 //! the condition saw.
 
+pub mod oidc;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

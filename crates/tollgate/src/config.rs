@@ -36,6 +36,9 @@ pub struct NodeFile {
     pub storage: Storage,
     #[serde(default)]
     pub webhooks: Webhooks,
+    /// Origin nodes: the portal at `/portal` on the REST port.
+    #[serde(default)]
+    pub portal: PortalSection,
     /// Region nodes: the origin to follow.
     #[serde(default)]
     pub origin: Option<OriginLink>,
@@ -564,12 +567,53 @@ impl Default for Webhooks {
     }
 }
 
+/// Origin nodes: the portal's sessions, lockout and OIDC sign-in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalSection {
+    /// How long a portal session lasts from sign-in.
+    pub session_minutes: u64,
+    /// Wrong passwords in a row before a user is locked out...
+    pub lock_after: u32,
+    /// ...for this long.
+    pub lock_minutes: u64,
+    /// How long an invitation link stays valid.
+    pub invite_days: u64,
+    /// OIDC sign-in for the vendor's staff: the identity provider's issuer
+    /// URL (https). Unset: passwords only.
+    pub oidc_issuer: Option<String>,
+    pub oidc_client_id: Option<String>,
+    /// A file holding the client secret (unset: a public client, PKCE only).
+    pub oidc_client_secret_path: Option<PathBuf>,
+    /// This portal's callback as registered at the provider:
+    /// `https://<origin>/portal/oidc/callback`.
+    pub oidc_redirect_url: Option<String>,
+    /// A CA bundle (PEM) trusted for the provider besides the system's.
+    pub oidc_ca: Option<PathBuf>,
+}
+
+impl Default for PortalSection {
+    fn default() -> Self {
+        PortalSection {
+            session_minutes: 8 * 60,
+            lock_after: 5,
+            lock_minutes: 15,
+            invite_days: 7,
+            oidc_issuer: None,
+            oidc_client_id: None,
+            oidc_client_secret_path: None,
+            oidc_redirect_url: None,
+            oidc_ca: None,
+        }
+    }
+}
+
 /// Largest config file read, in bytes.
 const CONFIG_FILE_LEN_MAX: u64 = 1024 * 1024;
 
 /// The config file's sections: `TOLLGATE_<SECTION>_<KEY>` overrides
 /// `<key>` in `[<section>]`.
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "listen",
     "advertise",
     "cluster",
@@ -579,6 +623,7 @@ const SECTIONS: [&str; 15] = [
     "quota",
     "storage",
     "webhooks",
+    "portal",
     "origin",
     "geo",
     "licenses",
@@ -995,6 +1040,20 @@ impl NodeFile {
         anyhow::ensure!(
             w.backoff_initial_ms >= 1 && w.backoff_initial_ms <= w.backoff_max_ms,
             "webhooks.backoff_initial_ms: must be at least 1 and at most webhooks.backoff_max_ms"
+        );
+        let p = &self.portal;
+        within("portal.session_minutes", p.session_minutes, 5..=30 * 24 * 60)?;
+        within("portal.lock_after", u64::from(p.lock_after), 1..=100)?;
+        within("portal.lock_minutes", p.lock_minutes, 1..=7 * 24 * 60)?;
+        within("portal.invite_days", p.invite_days, 1..=30)?;
+        let oidc = [
+            p.oidc_issuer.is_some(),
+            p.oidc_client_id.is_some(),
+            p.oidc_redirect_url.is_some(),
+        ];
+        anyhow::ensure!(
+            oidc.iter().all(|set| *set) || oidc.iter().all(|set| !*set),
+            "portal.oidc_issuer, portal.oidc_client_id and portal.oidc_redirect_url go together: set all three or none"
         );
         let mut ids = std::collections::BTreeSet::new();
         for m in &self.cluster.members {

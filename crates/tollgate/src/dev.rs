@@ -786,6 +786,7 @@ fn demo_missing(demo: &Dataset, held: &Dataset) -> Vec<Mutation> {
                 .iter()
                 .any(|x| x.serial == r.serial),
             Mutation::PutCredential(_) => true,
+            Mutation::ReleaseSeat { .. } => false,
         })
         .collect()
 }
@@ -824,6 +825,96 @@ async fn seed_demo(origin: &OriginNode, root: &Path) -> anyhow::Result<()> {
     .with_context(|| format!("writing {}", marker.display()))
 }
 
+/// A demo portal user `dev` prints.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct PortalSignIn {
+    /// Who they are: `customer` or `vendor`.
+    who: String,
+    email: String,
+    password: String,
+}
+
+/// The demo's portal users, made once with random passwords and kept in
+/// `<root>/portal-sign-ins.json` (readable by its owner only): a customer
+/// administrator of acme and a vendor administrator.
+async fn portal_sign_ins(origin: &OriginNode, root: &Path) -> anyhow::Result<Vec<PortalSignIn>> {
+    use tollgate_origin::portal::{PortalRole, PortalUser};
+    let path = root.join("portal-sign-ins.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            return serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let users = [
+        ("customer", "admin@acme.example", "Alice Admin (acme)", PortalRole::CustomerAdmin, Some("acme")),
+        ("vendor", "admin@vendor.example", "Vera Vendor", PortalRole::VendorAdmin, None),
+    ];
+    let mut sign_ins = Vec::new();
+    for (who, email, name, role, account) in users {
+        let mut random = [0u8; 12];
+        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let hash = {
+            let password = password.clone();
+            tokio::task::spawn_blocking(move || tollgate_portal::hash_password(&password))
+                .await
+                .context("hashing a demo password")??
+        };
+        let user = PortalUser {
+            id: email.to_string(),
+            name: name.to_string(),
+            role,
+            account: account
+                .map(|a| tollgate_model::AccountId::try_from(a.to_string()))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("demo account: {e}"))?,
+            password_hash: Some(hash),
+            oidc_subject: None,
+            invite: None,
+            failed_sign_ins: 0,
+            locked_until: None,
+            disabled: false,
+            created_at: tollgate_server::clock::now(),
+            sessions: Vec::new(),
+        };
+        // A user left by a start that stopped before the file was written
+        // is replaced with a new password (PutPortalUser keeps a stored
+        // hash, so delete it first).
+        let stored = tollgate_raft::ReadState::get(
+            &origin.raft().view(),
+            &tollgate_origin::keys::portal_user(email),
+        )
+        .map_err(|e| anyhow::anyhow!("reading the origin's portal users: {}", e.0))?;
+        if stored.is_some() {
+            write_command(origin, Op::DeletePortalUser { id: email.to_string() }).await?;
+        }
+        write_command(origin, Op::PutPortalUser(user)).await?;
+        sign_ins.push(PortalSignIn {
+            who: who.to_string(),
+            email: email.to_string(),
+            password,
+        });
+    }
+    write_secret(&path, &serde_json::to_string_pretty(&sign_ins)?)?;
+    Ok(sign_ins)
+}
+
+async fn write_command(origin: &OriginNode, op: Op) -> anyhow::Result<()> {
+    let command = OriginCommand {
+        actor: "dev-seed".into(),
+        at: tollgate_server::clock::now(),
+        reason: Some("tollgate dev portal users".into()),
+        op,
+    };
+    if let OriginResponse::Rejected(r) = origin.raft().write(command).await?.response {
+        anyhow::bail!("seeding the demo's portal users: {}", r.message);
+    }
+    Ok(())
+}
+
 /// The admin API key's token: the one in `token_path`; on a new origin
 /// the bootstrap key, written there. A start stopped after the origin
 /// committed its key but before the file was written leaves keys and no
@@ -859,6 +950,7 @@ async fn admin_token(origin: &OriginNode, token_path: &Path) -> anyhow::Result<S
 
 /// What `start` made that the banner and endpoints.json show.
 struct Ready {
+    portal: Vec<PortalSignIn>,
     token: String,
     token_path: PathBuf,
     credential: String,
@@ -926,6 +1018,7 @@ async fn start(
     let token_path = root.join("admin.token");
     let token = admin_token(origin, &token_path).await?;
     seed_demo(origin, root).await?;
+    let portal = portal_sign_ins(origin, root).await?;
 
     // The application credential the demo's clients present on the regions'
     // check ports (every account, product and verb), made once with the
@@ -999,6 +1092,7 @@ async fn start(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(Ready {
+        portal,
         token,
         token_path,
         credential,
@@ -1254,6 +1348,13 @@ fn announce(
         ready.token,
         ready.token_path.display()
     );
+    println!("  portal          {http}/portal/");
+    for sign_in in &ready.portal {
+        println!(
+            "    sign in as the {:<9} {} / {}",
+            sign_in.who, sign_in.email, sign_in.password
+        );
+    }
     println!("  origin feed     {scheme}://{}", origin.feed_addr());
     for (name, nodes) in &running.regions {
         for n in nodes {
@@ -1332,6 +1433,11 @@ fn endpoints_json(
             "admin_api_key_file": ready.token_path,
             "app_credential_file": ready.credential_path,
             "public_keys": format!("{http}/.well-known/tollgate-keys.json"),
+        },
+        "portal": {
+            "url": format!("{http}/portal/"),
+            "sign_ins": ready.portal,
+            "sign_ins_file": root.join("portal-sign-ins.json"),
         },
         "regions": running.regions.iter().map(|(name, nodes)| serde_json::json!({
             "name": name,

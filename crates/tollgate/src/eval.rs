@@ -200,6 +200,7 @@ fn parse(args: &EvalArgs) -> anyhow::Result<Parsed> {
             Ok(SeatLease {
                 holder: SubjectId::new(holder.as_str()).context("--seat-held-by")?,
                 expires_at: now.plus_seconds(60),
+                acquired_at: None,
             })
         })
         .collect::<anyhow::Result<_>>()?;

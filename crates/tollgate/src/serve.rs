@@ -208,6 +208,32 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
         backoff_max: Duration::from_millis(w.backoff_max_ms),
         ca: w.ca.clone(),
     };
+    let p = &file.portal;
+    config.portal.session_seconds = p.session_minutes * 60;
+    config.portal.lock_after = p.lock_after;
+    config.portal.lock_seconds = p.lock_minutes * 60;
+    config.portal.invite_seconds = p.invite_days * 86_400;
+    config.portal.oidc_ca_path = p.oidc_ca.clone();
+    if let (Some(issuer), Some(client_id), Some(redirect_url)) =
+        (&p.oidc_issuer, &p.oidc_client_id, &p.oidc_redirect_url)
+    {
+        let client_secret = match &p.oidc_client_secret_path {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("portal.oidc_client_secret_path {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        config.portal.oidc = Some(tollgate_portal::oidc::OidcConfig {
+            issuer: issuer.clone(),
+            client_id: client_id.clone(),
+            client_secret,
+            redirect_url: redirect_url.clone(),
+            scopes: tollgate_portal::oidc::OidcConfig::default_scopes(),
+        });
+    }
     config
         .raft
         .validate()

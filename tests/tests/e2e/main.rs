@@ -18,6 +18,7 @@ mod region_leader_kill;
 mod region_metering;
 mod region_ops;
 mod region_partition;
+mod region_reports;
 mod region_scale;
 mod region_snapshot;
 mod region_tampered;

@@ -549,3 +549,131 @@ async fn usage_thresholds_reach_a_webhook_at_80_and_100_percent() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// An operator asks for an event to be delivered again: the receiver gets
+/// the same event (same id, same `Tollgate-Delivery`) a second time, the
+/// delivery log records it as a redelivery after the first, and the queue
+/// empties through the log. A revision the webhook was never sent is
+/// refused with 404, as is an unknown webhook.
+#[tokio::test]
+async fn a_delivered_event_is_redelivered_on_request_with_the_same_id() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let receivers = ReceiverPki::new("receivers.example");
+    let mut config = OriginConfig::new(1, dir.path().join("origin"));
+    config.webhooks = WebhookConfig {
+        poll_interval: Duration::from_millis(20),
+        ca: Some(receivers.ca_path()),
+        ..WebhookConfig::default()
+    };
+    let origin = tollgate_tests::TestOrigin::start(config, dir.path()).await;
+    origin.seed(&["export"]).await;
+    let (hooks, url) = receiver(0, Some(&receivers.server())).await;
+    origin
+        .ok(
+            reqwest::Method::PUT,
+            "/v1/webhooks/crm",
+            json!({"id": "crm", "url": url, "events": ["entitlement.changed"]}),
+        )
+        .await;
+
+    info!("Proving the first delivery of a grant arrives once.");
+    let revision = origin
+        .ok(
+            reqwest::Method::POST,
+            "/v1/entitlements",
+            json!({"id": "e1", "account": "acme",
+                "grant": {"feature": {"feature": "export"}}, "valid_from": 1_795_000_000}),
+        )
+        .await["revision"]
+        .as_u64()
+        .unwrap();
+    wait_until("the first delivery to be logged", DEADLINE, || async {
+        let (_, log) = origin
+            .rest(
+                reqwest::Method::GET,
+                "/v1/webhooks/crm/deliveries",
+                json!(null),
+            )
+            .await;
+        (log["items"].as_array()?.len() == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    let first = hooks.received.lock().unwrap().clone();
+    assert_eq!(first.len(), 1);
+
+    info!("Proving a revision the webhook was never sent, and an unknown webhook, are 404.");
+    for path in [
+        format!("/v1/webhooks/crm/deliveries/{}/redeliver", revision + 1_000),
+        format!("/v1/webhooks/crm/deliveries/{}/redeliver", revision - 1),
+        format!("/v1/webhooks/nobody/deliveries/{revision}/redeliver"),
+    ] {
+        let (status, body) = origin.rest(reqwest::Method::POST, &path, json!(null)).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+
+    info!("Proving a redelivery reaches the receiver with the same event id and delivery header.");
+    origin
+        .ok(
+            reqwest::Method::POST,
+            &format!("/v1/webhooks/crm/deliveries/{revision}/redeliver"),
+            json!(null),
+        )
+        .await;
+    let (headers, body) = wait_until("the redelivery", DEADLINE, || async {
+        let received = hooks.received.lock().unwrap();
+        (received.len() >= 2).then(|| received[1].clone())
+    })
+    .await
+    .unwrap();
+    let again: Value = serde_json::from_slice(&body).unwrap();
+    let once: Value = serde_json::from_slice(&first[0].1).unwrap();
+    assert_eq!(again["id"], once["id"], "the same event id");
+    assert_eq!(again["id"], format!("crm-{revision}"));
+    assert_eq!(again["revision"], revision);
+    assert_eq!(again, once, "the same event");
+    assert_eq!(
+        headers["tollgate-delivery"], first[0].0["tollgate-delivery"],
+        "the same idempotency header"
+    );
+
+    info!("Proving the log records the redelivery after the first, and the queue is empty.");
+    let log = wait_until("the redelivery to be logged", DEADLINE, || async {
+        let (_, log) = origin
+            .rest(
+                reqwest::Method::GET,
+                "/v1/webhooks/crm/deliveries",
+                json!(null),
+            )
+            .await;
+        (log["items"].as_array()?.len() == 2).then_some(log)
+    })
+    .await
+    .unwrap();
+    assert_eq!(log["items"][0]["revision"], revision);
+    assert!(log["items"][0].get("redelivery").is_none(), "{log}");
+    assert_eq!(log["items"][1]["revision"], revision);
+    assert_eq!(log["items"][1]["redelivery"], true, "{log}");
+    assert_eq!(log["items"][1]["outcome"], "delivered");
+    // Queued again (the queue emptied through the log): accepted, and
+    // delivered a third time.
+    origin
+        .ok(
+            reqwest::Method::POST,
+            &format!("/v1/webhooks/crm/deliveries/{revision}/redeliver"),
+            json!(null),
+        )
+        .await;
+    wait_until("the third delivery", DEADLINE, || async {
+        (hooks.received.lock().unwrap().len() >= 3).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        hooks.received.lock().unwrap().len(),
+        3,
+        "nothing else was sent"
+    );
+    origin.node.shutdown().await.unwrap();
+}

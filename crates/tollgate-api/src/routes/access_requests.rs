@@ -393,7 +393,8 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
             post(approve::<S>),
             Doc::new(
                 "access",
-                "Approve: grants the entitlement. The reason header is recorded.",
+                "Approve: grants the entitlement, or for more seats raises the named \
+                 entitlement's seat count. The reason header is recorded.",
                 Some(Scope::AccessApprove),
             ),
         ),

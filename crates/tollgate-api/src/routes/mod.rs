@@ -9,6 +9,7 @@ mod entitlements;
 mod licenses;
 mod orders;
 mod origin_admin;
+mod regions;
 mod usage;
 
 use crate::auth::{authorize, Caller, Policy};
@@ -79,6 +80,7 @@ pub fn table<S: OriginStore>() -> Vec<Route<S>> {
     routes.extend(access_requests::routes());
     routes.extend(origin_admin::routes());
     routes.extend(usage::routes());
+    routes.extend(regions::routes());
     routes.push(route(
         Method::Get,
         "/metrics",

@@ -94,6 +94,58 @@ async fn audit<S: OriginStore>(
     Ok(Json(Page { items, next_after }))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountAuditQuery {
+    /// Records before (older than) this revision.
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// One account's own audit trail, newest first: what was done to its
+/// entitlements, users and devices, licenses, requests and portal users.
+async fn account_audit<S: OriginStore>(
+    State(state): State<AppState<S>>,
+    Path(account): Path<String>,
+    Query(q): Query<AccountAuditQuery>,
+) -> Result<Json<Page<AuditRecord>>, Problem> {
+    let account: AccountId = super::path_id(account)?;
+    let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+    if limit == 0 || limit > PAGE_LIMIT_MAX {
+        return Err(Problem::bad_request(format!(
+            "limit must be 1..={PAGE_LIMIT_MAX}"
+        )));
+    }
+    let prefix = keys::account_audit_prefix(&account);
+    // Keys hold the inverted revision: newest first; "before r" starts
+    // right after r's own key.
+    let after = q.before.map(|r| keys::account_audit(&account, r));
+    let index = state
+        .store
+        .scan(prefix.as_bytes(), after.as_deref(), limit + 1)?;
+    let mut items = Vec::with_capacity(limit);
+    for (_, value) in index.iter().take(limit) {
+        let revision: u64 = serde_json::from_slice(value)
+            .map_err(|e| Problem::internal(format!("stored audit index is unreadable: {e}")))?;
+        match state.store.get(&keys::audit(revision))? {
+            Some(bytes) => items.push(serde_json::from_slice::<AuditRecord>(&bytes).map_err(
+                |e| Problem::internal(format!("stored audit record is unreadable: {e}")),
+            )?),
+            None => {
+                return Err(Problem::internal(format!(
+                    "the audit index names revision {revision}, which has no record"
+                )))
+            }
+        }
+    }
+    let next_after = if index.len() > limit {
+        items.last().map(|r| r.revision.to_string())
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_after }))
+}
+
 #[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewKey {
@@ -272,6 +324,26 @@ async fn deliveries<S: OriginStore>(
     list(&state, &format!("webhook-delivery/{id}/"), &page).map(Json)
 }
 
+/// Queues a delivered (or given-up) event for delivery again.
+async fn redeliver<S: OriginStore>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((id, revision)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let id = webhook_id(id)?;
+    let revision: u64 = revision
+        .parse()
+        .map_err(|_| Problem::bad_request("path: the revision must be a number"))?;
+    commit(
+        &state,
+        &caller,
+        &headers,
+        Op::RedeliverWebhook { id, revision },
+    )
+    .await
+}
+
 pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
     vec![
         route(
@@ -294,6 +366,24 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
                     "Only targets starting with this, e.g. entitlement/acme-pro.",
                 ),
             ]),
+        ),
+        route(
+            Method::Get,
+            "/v1/accounts/{account}/audit",
+            get(account_audit::<S>),
+            Doc::new(
+                "audit",
+                "One account's audit trail, newest first: its entitlements, users and devices, \
+                 licenses, access requests and portal users. `next_after` is the `before` of the \
+                 next page.",
+                Some(Scope::Read),
+            )
+            .ok(SchemaRef::page_of::<AuditRecord>())
+            .query(&[
+                ("before", "Records older than this revision."),
+                ("limit", "Records per page, 1..=500 (default 100)."),
+            ])
+            .account_keys(super::AccountKeys::OwnAccount),
         ),
         route(
             Method::Get,
@@ -369,6 +459,19 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
             Doc::new("webhooks", "A webhook's delivery log, by revision.", Some(Scope::Admin))
                 .ok(SchemaRef::page_of::<DeliveryRecord>())
                 .query(PAGE_QUERY),
+        ),
+        route(
+            Method::Post,
+            "/v1/webhooks/{id}/deliveries/{revision}/redeliver",
+            post(redeliver::<S>),
+            Doc::new(
+                "webhooks",
+                "Deliver the event of a revision in the webhook's delivery log again, with the same \
+                 event id and Tollgate-Delivery header (receivers dedupe on it); logged as a \
+                 redelivery. 404 for a revision the webhook was never sent; 409 when it is already \
+                 queued or 100 are.",
+                Some(Scope::Admin),
+            ),
         ),
         route(
             Method::Get,

@@ -16,7 +16,10 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tollgate_model::*;
-use tollgate_origin::quota::{account_quota_prefix, QuotaState};
+use tollgate_origin::quota::{
+    account_quota_prefix, account_usage_days_prefix, decode_usage_day, usage_day_key, usage_day_of,
+    usage_days_prefix, QuotaState,
+};
 use tollgate_origin::{keys, Scope};
 
 /// Most counters one account's report reads.
@@ -156,6 +159,160 @@ async fn account_usage<S: OriginStore>(
     }
 }
 
+/// Most days one daily-usage answer covers (two years, a leap day
+/// included).
+const DAILY_DAYS_MAX: u32 = 731;
+/// Days covered when `days` is not given.
+const DAILY_DAYS_DEFAULT: u32 = 365;
+/// Most features one daily-usage answer without `feature` covers: past it,
+/// the caller is asked to name one (so an answer holds at most 64 × 731
+/// rows).
+const DAILY_FEATURES_MAX: usize = 64;
+
+/// What an account's feature consumed on one UTC day, as the regions
+/// reported it that day.
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize)]
+pub struct DailyUsage {
+    pub feature: String,
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    /// Units the regions reported consumed that day (all regions and
+    /// periods together); never 0: days without usage are not listed.
+    pub consumed: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct DailyQuery {
+    /// Only this feature.
+    feature: Option<String>,
+    /// Days ending today, 1..=731 (default 365).
+    days: Option<u32>,
+}
+
+/// `YYYY-MM-DD` of a day number.
+fn iso_day(day: u32) -> String {
+    let midnight = UnixSeconds(i64::from(day) * 86_400).to_string();
+    // RFC 3339 `YYYY-MM-DDT00:00:00Z`: the date is the first ten bytes for
+    // every day a usage key holds (years 1970..=275 000 print 4 to 6
+    // digits, so cut at the `T`).
+    match midnight.split_once('T') {
+        Some((date, _)) => date.to_string(),
+        None => midnight,
+    }
+}
+
+/// One feature's days from `first` to `last`, days without usage left out:
+/// one scan, at most `last - first + 1` entries.
+fn feature_days<S: OriginStore>(
+    state: &AppState<S>,
+    account: &AccountId,
+    feature: &FeatureId,
+    first: u32,
+    last: u32,
+    out: &mut Vec<DailyUsage>,
+) -> Result<(), Problem> {
+    let prefix = usage_days_prefix(account, feature);
+    let after = first
+        .checked_sub(1)
+        .map(|d| usage_day_key(account, feature, d));
+    let limit = (last - first + 1) as usize;
+    for (key, value) in state
+        .store
+        .scan(prefix.as_bytes(), after.as_deref(), limit)?
+    {
+        let (day, consumed) = decode_usage_day(prefix.as_bytes(), &key, &value)
+            .map_err(|e| Problem::internal(format!("stored usage is unreadable: {e}")))?;
+        // A day past today: a report stamped by a node whose clock runs
+        // ahead of this one's; it shows once that day has come.
+        if day > last {
+            break;
+        }
+        if consumed > 0 {
+            out.push(DailyUsage {
+                feature: feature.to_string(),
+                day: iso_day(day),
+                consumed,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The features with a daily history under the account, in order: one
+/// scan of a single entry per feature, skipping past each feature's days.
+fn features_with_days<S: OriginStore>(
+    state: &AppState<S>,
+    account: &AccountId,
+) -> Result<Vec<FeatureId>, Problem> {
+    let prefix = account_usage_days_prefix(account);
+    let mut features = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let entries = state.store.scan(prefix.as_bytes(), after.as_deref(), 1)?;
+        let Some((key, _)) = entries.into_iter().next() else {
+            return Ok(features);
+        };
+        let rest = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        let Some((feature, _)) = rest.split_once('/') else {
+            return Err(Problem::internal(format!(
+                "stored usage key {rest:?} names no day"
+            )));
+        };
+        let feature: FeatureId = FeatureId::try_from(feature.to_string())
+            .map_err(|e| Problem::internal(format!("stored usage key: {e}")))?;
+        if features.len() == DAILY_FEATURES_MAX {
+            return Err(Problem::bad_request(format!(
+                "the account has daily usage of more than {DAILY_FEATURES_MAX} features; \
+                 name one with `feature`"
+            )));
+        }
+        // `~` sorts after every byte an id or a day holds: past this
+        // feature's last day, before the next feature.
+        let mut next = usage_days_prefix(account, &feature).into_bytes();
+        next.push(b'~');
+        after = Some(next);
+        features.push(feature);
+    }
+}
+
+async fn daily_usage<S: OriginStore>(
+    State(state): State<AppState<S>>,
+    Path(account): Path<String>,
+    Query(q): Query<DailyQuery>,
+) -> Result<Json<Page<DailyUsage>>, Problem> {
+    let account: AccountId = path_id(account)?;
+    let feature: Option<FeatureId> = q.feature.map(path_id).transpose()?;
+    let days = q.days.unwrap_or(DAILY_DAYS_DEFAULT);
+    if !(1..=DAILY_DAYS_MAX).contains(&days) {
+        return Err(Problem::bad_request(format!(
+            "days must be 1..={DAILY_DAYS_MAX}, not {days}"
+        )));
+    }
+    let _: Account = read(
+        &state,
+        &keys::account(&account),
+        &format!("account {account}"),
+    )?;
+    let Some(today) = usage_day_of(super::now()) else {
+        return Err(Problem::internal(
+            "this node's clock is outside the days the usage history holds",
+        ));
+    };
+    let first = today.saturating_sub(days - 1);
+    let features = match feature {
+        Some(feature) => vec![feature],
+        None => features_with_days(&state, &account)?,
+    };
+    let mut items = Vec::new();
+    for feature in &features {
+        feature_days(&state, &account, feature, first, today, &mut items)?;
+    }
+    Ok(Json(Page {
+        items,
+        next_after: None,
+    }))
+}
+
 /// A metered feature an account is entitled to and has never used.
 #[derive(utoipa::ToSchema, Debug, Clone, Serialize)]
 pub struct UnusedFeature {
@@ -246,6 +403,28 @@ pub fn routes<S: OriginStore>() -> Vec<Route<S>> {
             .query(&[
                 ("feature", "Only this feature."),
                 ("format", "json (default) or csv."),
+            ]),
+        ),
+        route(
+            Method::Get,
+            "/v1/accounts/{account}/usage/daily",
+            get(daily_usage::<S>),
+            Doc::new(
+                "usage",
+                "An account's usage per UTC day over the last `days` days ending today (the \
+                 origin's clock): what the regions' reports raised the billing totals by on \
+                 each day, all regions and periods together, by feature then day. Days with \
+                 no usage are left out.",
+                Some(Scope::Read),
+            )
+            .ok(SchemaRef::page_of::<DailyUsage>())
+            .account_keys(AccountKeys::OwnAccount)
+            .query(&[
+                (
+                    "feature",
+                    "Only this feature (default: every feature with usage).",
+                ),
+                ("days", "Days ending today, 1..=731 (default 365)."),
             ]),
         ),
         route(

@@ -279,6 +279,7 @@ impl Scenario {
             .push(SeatLease {
                 holder: id(holder),
                 expires_at,
+                acquired_at: None,
             });
         self
     }

@@ -1,22 +1,25 @@
-//! Access requests: filed by a requester, approved (into an entitlement) or
-//! denied by an approver, or approved at once by the auto-approval rule of
-//! the add-on or the single feature asked for. Every request is also kept
-//! in the listing queues (`keys::access_request_queue`), its status
-//! entries moved in the same batch that changes its status.
+//! Access requests: filed by a requester, approved (into an entitlement,
+//! or, for more seats, into a higher seat count on the entitlement named)
+//! or denied by an approver, or approved at once by the auto-approval rule
+//! of the add-on or the single feature asked for (never for seats: only a
+//! person approves what is billed). Every request is also kept in the
+//! listing queues (`keys::access_request_queue`), its status entries moved
+//! in the same batch that changes its status.
 
 use super::{
-    check_grant, check_new_entitlement, check_target, invalid, reject, require_account, touched,
-    Changed, Step, Stop, Tx,
+    change_entitlement, check_grant, check_new_entitlement, check_target, invalid, reject,
+    require_account, touched, Changed, Step, Stop, Tx,
 };
 use crate::command::{
-    AccessRequest, AccessRequestSpec, AccessRequestStatus, AccessTarget, OriginCommand, RejectCode,
-    QUEUE_BACKFILL_MAX,
+    AccessRequest, AccessRequestSpec, AccessRequestStatus, AccessTarget, EntitlementChange,
+    OriginCommand, RejectCode, QUEUE_BACKFILL_MAX, SEATS_MORE_MAX,
 };
 use crate::keys;
 use std::collections::BTreeMap;
+use tollgate_model::limits::SEATS_MAX;
 use tollgate_model::{
-    Addon, AutoApprove, Entitlement, EntitlementId, EntitlementStatus, Feature, FeatureGrant,
-    Grant, SkuTarget,
+    AccountId, Addon, AutoApprove, Entitlement, EntitlementId, EntitlementStatus, Feature,
+    FeatureGrant, Grant, Seats, SkuTarget,
 };
 
 /// Longest access-request justification, in bytes.
@@ -66,6 +69,15 @@ pub(super) fn request_access(
     match &spec.target {
         AccessTarget::Feature(f) => check_grant(tx, &Grant::Feature(FeatureGrant::new(f.clone())))?,
         AccessTarget::Addon(a) => check_target(tx, &SkuTarget::Addon(a.clone()))?,
+        AccessTarget::Seats { entitlement, more } => {
+            if spec.duration_seconds.is_some() {
+                return reject(
+                    RejectCode::Invalid,
+                    "duration_seconds: more seats last as long as their entitlement; leave it out",
+                );
+            }
+            seats_after(tx, &spec.account, entitlement, *more)?;
+        }
     }
     let request = AccessRequest {
         spec: spec.clone(),
@@ -86,6 +98,8 @@ pub(super) fn request_access(
             tx.require::<Feature>(&keys::feature(f), &format!("feature {f}"))?
                 .auto_approve
         }
+        // More seats cost money: a person always decides.
+        AccessTarget::Seats { .. } => None,
     };
     let auto = rule.is_some_and(|rule| rule.admits(spec.duration_seconds, spec.subject.is_some()));
     // Filing a request changes nothing a region serves: its change record
@@ -99,6 +113,9 @@ pub(super) fn request_access(
         approval.reason = Some(match &spec.target {
             AccessTarget::Addon(_) => "the access package's auto-approval rule".into(),
             AccessTarget::Feature(_) => "the feature's auto-approval rule".into(),
+            AccessTarget::Seats { .. } => {
+                unreachable!("requests for seats are never auto-approved")
+            }
         });
         return decide_access(tx, &approval, &spec.id, true, revision);
     }
@@ -125,7 +142,20 @@ pub(super) fn decide_access(
         );
     }
     let mut entitlements = Vec::new();
-    if approve {
+    if let (true, AccessTarget::Seats { entitlement, more }) = (approve, &request.spec.target) {
+        // Checked again: the entitlement may have changed since filing.
+        let seats = seats_after(tx, &request.spec.account, entitlement, *more)?;
+        change_entitlement(
+            tx,
+            entitlement,
+            &EntitlementChange::SetSeats(Some(seats)),
+            revision,
+        )?;
+        request.status = AccessRequestStatus::Approved {
+            entitlement: entitlement.clone(),
+        };
+        entitlements.push(entitlement.clone());
+    } else if approve {
         let spec = &request.spec;
         let ent_id = EntitlementId::new(spec.id.as_str()).map_err(invalid)?;
         let ent = Entitlement {
@@ -134,6 +164,7 @@ pub(super) fn decide_access(
             grant: match &spec.target {
                 AccessTarget::Feature(f) => Grant::Feature(FeatureGrant::new(f.clone())),
                 AccessTarget::Addon(a) => Grant::Addon(a.clone()),
+                AccessTarget::Seats { .. } => unreachable!("approved above"),
             },
             valid_from: cmd.at,
             valid_until: spec.duration_seconds.map(|d| cmd.at.plus_seconds(d.max(1))),
@@ -168,6 +199,54 @@ pub(super) fn decide_access(
         target: format!("access-request/{id}"),
         entitlements,
     })
+}
+
+/// The seats entitlement `id` has once `more` are added, if a request of
+/// `account` may ask for them: the entitlement is the account's, active and
+/// has seats (named or floating), and the result stays within `SEATS_MAX`.
+/// Checked when the request is filed and again when it is approved.
+fn seats_after(tx: &Tx<'_>, account: &AccountId, id: &EntitlementId, more: u32) -> Step<Seats> {
+    if more == 0 || more > SEATS_MORE_MAX {
+        return reject(
+            RejectCode::Invalid,
+            format!("more seats must be 1..={SEATS_MORE_MAX}, not {more}"),
+        );
+    }
+    // Another account's entitlement is as unknown as a missing one.
+    let unknown = format!("unknown entitlement {id} in account {account}");
+    let ent = match tx.get::<Entitlement>(&keys::entitlement(id))? {
+        Some(ent) if &ent.account == account => ent,
+        _ => return reject(RejectCode::NotFound, unknown),
+    };
+    if ent.status != EntitlementStatus::Active {
+        let status = match ent.status {
+            EntitlementStatus::Suspended => "suspended",
+            _ => "revoked",
+        };
+        return reject(
+            RejectCode::Conflict,
+            format!("entitlement {id} is {status}; only an active entitlement gets more seats"),
+        );
+    }
+    let Some(mut seats) = ent.seats else {
+        return reject(
+            RejectCode::Invalid,
+            format!("entitlement {id} has no seats (any subject may use it); there is nothing to add to"),
+        );
+    };
+    match seats.count.checked_add(more) {
+        Some(count) if count <= SEATS_MAX => seats.count = count,
+        _ => {
+            return reject(
+                RejectCode::Invalid,
+                format!(
+                "entitlement {id} has {} seats; {more} more would pass the maximum of {SEATS_MAX}",
+                seats.count
+            ),
+            )
+        }
+    }
+    Ok(seats)
 }
 
 /// Queues access requests filed before the queues existed. Each must exist;

@@ -1,12 +1,10 @@
 //! Entitlements granted or changed directly (orders and access requests
-//! create them too, through the checks in the parent module).
+//! create them too, and an approved request for more seats changes one,
+//! through the checks and the change in the parent module).
 
-use super::{
-    check_assigned, check_grant, check_new_entitlement, invalid, reject, Changed, Step, Tx,
-};
-use crate::command::{EntitlementChange, RejectCode};
-use crate::keys;
-use tollgate_model::{Entitlement, EntitlementId, EntitlementStatus};
+use super::{change_entitlement, check_new_entitlement, Changed, Step, Tx};
+use crate::command::EntitlementChange;
+use tollgate_model::{Entitlement, EntitlementId};
 
 pub(super) fn grant(tx: &mut Tx<'_>, ent: &Entitlement, revision: u64) -> Step<Changed> {
     check_new_entitlement(tx, ent)?;
@@ -23,52 +21,9 @@ pub(super) fn change(
     change: &EntitlementChange,
     revision: u64,
 ) -> Step<Changed> {
-    let current: Entitlement = tx.require(&keys::entitlement(id), &format!("entitlement {id}"))?;
-    let next = change_entitlement(tx, current, change)?;
-    tx.put_entitlement(next, revision)?;
+    change_entitlement(tx, id, change, revision)?;
     Ok(Changed {
         target: format!("entitlement/{id}"),
         entitlements: vec![id.clone()],
     })
-}
-
-fn change_entitlement(
-    tx: &Tx<'_>,
-    current: Entitlement,
-    change: &EntitlementChange,
-) -> Step<Entitlement> {
-    let mut next = current.clone();
-    match change {
-        EntitlementChange::Replace(new) => {
-            if new.id != current.id || new.account != current.account {
-                return reject(
-                    RejectCode::Invalid,
-                    "a replacement keeps the entitlement's id and account",
-                );
-            }
-            check_grant(tx, &new.grant)?;
-            next = (**new).clone();
-        }
-        EntitlementChange::Extend { valid_until } => next.valid_until = *valid_until,
-        EntitlementChange::SetSeats(seats) => next.seats = seats.clone(),
-        EntitlementChange::Suspend | EntitlementChange::Resume | EntitlementChange::Revoke => {
-            if current.status == EntitlementStatus::Revoked {
-                return reject(
-                    RejectCode::Conflict,
-                    format!(
-                        "entitlement {} is revoked; grant a new one instead",
-                        current.id
-                    ),
-                );
-            }
-            next.status = match change {
-                EntitlementChange::Suspend => EntitlementStatus::Suspended,
-                EntitlementChange::Resume => EntitlementStatus::Active,
-                _ => EntitlementStatus::Revoked,
-            };
-        }
-    }
-    next.validate().map_err(invalid)?;
-    check_assigned(tx, &next)?;
-    Ok(next)
 }

@@ -21,7 +21,9 @@ mod credentials;
 mod entitlements;
 mod licenses;
 mod orders;
+mod portal;
 mod quota;
+mod regions;
 mod signing;
 mod webhooks;
 
@@ -36,8 +38,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use tollgate_model::limits::ENTITLEMENTS_PER_ACCOUNT_MAX;
 use tollgate_model::{
-    AccountId, ChangeRecord, Entitlement, EntitlementId, Grant, ModelError, Mutation, SeatMode,
-    SkuTarget,
+    AccountId, ChangeRecord, Entitlement, EntitlementId, EntitlementStatus, Grant, ModelError,
+    Mutation, SeatMode, SkuTarget,
 };
 use tollgate_raft::logic::ReadError;
 use tollgate_raft::{Applied, ApplyContext, ReadState, StateMachineLogic, Write};
@@ -202,6 +204,9 @@ impl StateMachineLogic for OriginLogic {
         };
         let head: u64 = tx.get(keys::HEAD_REVISION)?.unwrap_or(0);
         let revision = head + 1;
+        // Read before the command runs: a sign-out or a deleted user is
+        // gone afterwards.
+        let account = audit_account(&tx, &cmd.op)?;
         let outcome = check_envelope(cmd).and_then(|()| run(&mut tx, cmd, revision));
         let response = match outcome {
             Ok(changed) => {
@@ -228,6 +233,9 @@ impl StateMachineLogic for OriginLogic {
                     },
                 );
                 tx.put(keys::HEAD_REVISION.to_vec(), &revision);
+                if let Some(account) = &account {
+                    tx.put(keys::account_audit(account, revision), &revision);
+                }
                 match tx.lease {
                     Some((granted, granted_total)) => OriginResponse::Leased {
                         revision,
@@ -323,6 +331,10 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
             through,
             delivery,
         } => webhooks::webhook_progress(tx, id, *through, delivery.as_ref(), revision),
+        Op::RedeliverWebhook { id, revision: of } => webhooks::redeliver_webhook(tx, id, *of),
+        Op::WebhookRedelivered { id, delivery } => {
+            webhooks::webhook_redelivered(tx, id, delivery, revision)
+        }
         // The region's `limit` is not an input: the cap is the origin's own.
         Op::LeaseQuota {
             region,
@@ -352,7 +364,77 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
         } => signing::rotate_signing_key(tx, cmd, key, *overlap_seconds, revision),
         Op::RetireSigningKey { kid } => signing::retire_signing_key(tx, kid, revision),
         Op::QueueAccessRequests { ids } => access::queue_existing(tx, ids),
+        Op::RecordRegionReport(report) => {
+            regions::record_region_report(tx, cmd, report, revision)
+        }
+        Op::ReleaseSeatHolder {
+            account,
+            entitlement,
+            subject,
+        } => regions::release_seat_holder(tx, cmd, account, entitlement, subject, revision),
+        // Portal users and sessions never leave the origin.
+        Op::PutPortalUser(user) => portal::put_user(tx, cmd, user),
+        Op::DeletePortalUser { id } => portal::delete_user(tx, id),
+        Op::SetPortalPassword {
+            user,
+            password_hash,
+            keep_session,
+        } => portal::set_password(tx, user, password_hash, keep_session.as_deref()),
+        Op::StartPortalSession(session) => portal::start_session(tx, cmd, session),
+        Op::EndPortalSession { id } => portal::end_session(tx, id),
+        Op::PortalSignInFailed {
+            user,
+            lock_after,
+            lock_seconds,
+        } => portal::sign_in_failed(tx, cmd, user, *lock_after, *lock_seconds),
     }
+}
+
+/// The customer account a committed command concerns, if one: its audit
+/// record is then listed in that account's own trail
+/// ([`keys::account_audit`]). Usage reports and leases are the regions'
+/// bookkeeping, not the customer's history, and are left out.
+fn audit_account(tx: &Tx<'_>, op: &Op) -> Result<Option<AccountId>, ReadError> {
+    let of_entitlement = |id: &EntitlementId| -> Result<Option<AccountId>, ReadError> {
+        Ok(tx
+            .get::<Entitlement>(&keys::entitlement(id))?
+            .map(|e| e.account))
+    };
+    Ok(match op {
+        Op::PutAccount(a) => Some(a.id.clone()),
+        Op::PutSubject(s) => Some(s.account.clone()),
+        Op::DeleteSubject { account, .. } => Some(account.clone()),
+        Op::Grant(e) => Some(e.account.clone()),
+        Op::ChangeEntitlement { id, .. } => of_entitlement(id)?,
+        Op::PlaceOrder(o) => Some(o.account.clone()),
+        Op::RequestAccess(spec) => Some(spec.account.clone()),
+        Op::DecideAccess { id, .. } => tx
+            .get::<AccessRequest>(&keys::access_request(id))?
+            .map(|r| r.spec.account),
+        Op::IssueLicense(r) => Some(r.account.clone()),
+        Op::RevokeLicense { account, .. } => Some(account.clone()),
+        Op::PutPortalUser(u) => u.account.clone(),
+        // Committed only for an entitlement of this account.
+        Op::ReleaseSeatHolder { account, .. } => Some(account.clone()),
+        Op::SetPortalPassword { user, .. } | Op::PortalSignInFailed { user, .. } => tx
+            .get::<crate::portal::PortalUser>(&keys::portal_user(user))?
+            .and_then(|u| u.account),
+        Op::StartPortalSession(s) => tx
+            .get::<crate::portal::PortalUser>(&keys::portal_user(&s.user))?
+            .and_then(|u| u.account),
+        Op::DeletePortalUser { id } => tx
+            .get::<crate::portal::PortalUser>(&keys::portal_user(id))?
+            .and_then(|u| u.account),
+        Op::EndPortalSession { id } => {
+            match tx.get::<crate::portal::PortalSession>(&keys::portal_session(id))? {
+                Some(s) => tx
+                    .get::<crate::portal::PortalUser>(&keys::portal_user(&s.user))?
+                    .and_then(|u| u.account),
+                None => None,
+            }
+        }
+        _ => None,
+    })
 }
 
 // The reference checks below are made by more than one domain (orders and
@@ -413,6 +495,52 @@ fn check_assigned(tx: &Tx<'_>, ent: &Entitlement) -> Step<()> {
         }
     }
     Ok(())
+}
+
+/// Changes entitlement `id` and writes it stamped with `revision`, its
+/// mutation on this revision's change record: what `ChangeEntitlement`
+/// does, and an approved request for more seats.
+fn change_entitlement(
+    tx: &mut Tx<'_>,
+    id: &EntitlementId,
+    change: &EntitlementChange,
+    revision: u64,
+) -> Step<()> {
+    let current: Entitlement = tx.require(&keys::entitlement(id), &format!("entitlement {id}"))?;
+    let mut next = current.clone();
+    match change {
+        EntitlementChange::Replace(new) => {
+            if new.id != current.id || new.account != current.account {
+                return reject(
+                    RejectCode::Invalid,
+                    "a replacement keeps the entitlement's id and account",
+                );
+            }
+            check_grant(tx, &new.grant)?;
+            next = (**new).clone();
+        }
+        EntitlementChange::Extend { valid_until } => next.valid_until = *valid_until,
+        EntitlementChange::SetSeats(seats) => next.seats = seats.clone(),
+        EntitlementChange::Suspend | EntitlementChange::Resume | EntitlementChange::Revoke => {
+            if current.status == EntitlementStatus::Revoked {
+                return reject(
+                    RejectCode::Conflict,
+                    format!(
+                        "entitlement {} is revoked; grant a new one instead",
+                        current.id
+                    ),
+                );
+            }
+            next.status = match change {
+                EntitlementChange::Suspend => EntitlementStatus::Suspended,
+                EntitlementChange::Resume => EntitlementStatus::Active,
+                _ => EntitlementStatus::Revoked,
+            };
+        }
+    }
+    next.validate().map_err(invalid)?;
+    check_assigned(tx, &next)?;
+    tx.put_entitlement(next, revision)
 }
 
 fn check_new_entitlement(tx: &Tx<'_>, ent: &Entitlement) -> Step<()> {

@@ -5,8 +5,8 @@ use super::{reject, touched, Changed, Step, Tx};
 use crate::command::RejectCode;
 use crate::keys;
 use crate::quota::{
-    hard_cap, quota_key, seats_key, threshold_cap, valid_region_name, NoHardCap, QuotaState,
-    QuotaSync, OUTSTANDING_TOTAL, SYNC_ENTRIES_MAX, THRESHOLDS_PERCENT,
+    hard_cap, quota_key, seats_key, threshold_cap, usage_day_key, usage_day_of, valid_region_name,
+    NoHardCap, QuotaState, QuotaSync, OUTSTANDING_TOTAL, SYNC_ENTRIES_MAX, THRESHOLDS_PERCENT,
 };
 use tollgate_model::{Entitlement, EntitlementId, SeatMode, Seats, UnixSeconds, UsageCounter};
 
@@ -16,6 +16,34 @@ fn add_outstanding(tx: &mut Tx<'_>, before: u64, after: u64) -> Step<()> {
     let total: u64 = tx.get(OUTSTANDING_TOTAL)?.unwrap_or(0);
     let total = total.saturating_sub(before).saturating_add(after);
     tx.put(OUTSTANDING_TOTAL.to_vec(), &total);
+    Ok(())
+}
+
+/// Adds `delta` units of `counter`'s feature to the daily history
+/// ([`usage_day_key`]) on the UTC day of `at`, the command's own time (never
+/// a clock: every node adds to the same day). A day no key can hold, or a
+/// total past `u64::MAX`, refuses the whole report rather than record a
+/// wrong figure.
+fn add_usage_day(tx: &mut Tx<'_>, at: UnixSeconds, counter: &UsageCounter, delta: u64) -> Step<()> {
+    let Some(day) = usage_day_of(at) else {
+        return reject(
+            RejectCode::Invalid,
+            format!("usage reported at {at}, a day the usage history cannot hold"),
+        );
+    };
+    let key = usage_day_key(&counter.account, &counter.feature, day);
+    // Absent: nothing reported that day yet.
+    let before: u64 = tx.get(&key)?.unwrap_or(0);
+    let Some(after) = before.checked_add(delta) else {
+        return reject(
+            RejectCode::Invalid,
+            format!(
+                "the usage of {counter} on day {day} would pass {}",
+                u64::MAX
+            ),
+        );
+    };
+    tx.put(key, &after);
     Ok(())
 }
 
@@ -96,8 +124,17 @@ pub(super) fn sync_quota(
         let key = quota_key(&entry.counter);
         let mut quota: QuotaState = tx.get(&key)?.unwrap_or_default();
         let before = quota.outstanding();
+        // A region that never reported has consumed nothing.
+        let consumed_before = quota.regions.get(region).map_or(0, |r| r.consumed);
         if quota.sync(region, entry.consumed, entry.released) {
             add_outstanding(tx, before, quota.outstanding())?;
+            let consumed_after = quota.regions.get(region).map_or(0, |r| r.consumed);
+            // `sync` never moves a total back.
+            debug_assert!(consumed_after >= consumed_before);
+            let delta = consumed_after.saturating_sub(consumed_before);
+            if delta > 0 {
+                add_usage_day(tx, at, &entry.counter, delta)?;
+            }
             let all_announced = THRESHOLDS_PERCENT
                 .iter()
                 .all(|t| *t <= quota.announced_percent);

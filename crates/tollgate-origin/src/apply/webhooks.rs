@@ -5,7 +5,7 @@
 use super::{invalid, reject, touched, Changed, Step, Tx};
 use crate::command::{
     DeliveryRecord, OriginCommand, RejectCode, WebhookRecord, WebhookSpec, REASON_LEN_MAX,
-    WEBHOOKS_MAX, WEBHOOK_URL_LEN_MAX,
+    WEBHOOKS_MAX, WEBHOOK_REDELIVERIES_MAX, WEBHOOK_URL_LEN_MAX,
 };
 use crate::keys;
 use tollgate_model::EntitlementId;
@@ -70,6 +70,9 @@ pub(super) fn put_webhook(
 pub(super) fn delete_webhook(tx: &mut Tx<'_>, id: &str) -> Step<Changed> {
     let _: WebhookRecord = tx.require(&keys::webhook(id), &format!("webhook {id}"))?;
     tx.delete(keys::webhook(id));
+    if tx.exists(&keys::webhook_redeliveries(id))? {
+        tx.delete(keys::webhook_redeliveries(id));
+    }
     let mut ids: Vec<String> = tx.get(keys::WEBHOOK_INDEX)?.unwrap_or_default();
     ids.retain(|x| x != id);
     tx.put(keys::WEBHOOK_INDEX.to_vec(), &ids);
@@ -107,5 +110,83 @@ pub(super) fn webhook_progress(
         }
         tx.put(keys::webhook_delivery(id, d.revision), d);
     }
+    Ok(touched(format!("webhook/{id}")))
+}
+
+/// Queues the event of `of` for redelivery to webhook `id`: only a
+/// revision its delivery log holds (one it was sent), once at a time, at
+/// most [`WEBHOOK_REDELIVERIES_MAX`] queued.
+pub(super) fn redeliver_webhook(tx: &mut Tx<'_>, id: &str, of: u64) -> Step<Changed> {
+    let _: WebhookRecord = tx.require(&keys::webhook(id), &format!("webhook {id}"))?;
+    if !tx.exists(&keys::webhook_delivery(id, of))? {
+        return reject(
+            RejectCode::NotFound,
+            format!("webhook {id} was never sent revision {of}"),
+        );
+    }
+    let key = keys::webhook_redeliveries(id);
+    let mut queued: Vec<u64> = tx.get(&key)?.unwrap_or_default();
+    if queued.contains(&of) {
+        return reject(
+            RejectCode::Conflict,
+            format!("revision {of} is already queued for redelivery to webhook {id}"),
+        );
+    }
+    if queued.len() >= WEBHOOK_REDELIVERIES_MAX {
+        return reject(
+            RejectCode::Conflict,
+            format!(
+                "webhook {id} already has {WEBHOOK_REDELIVERIES_MAX} redeliveries queued; wait for them"
+            ),
+        );
+    }
+    queued.push(of);
+    queued.sort_unstable();
+    tx.put(key, &queued);
+    Ok(touched(format!("webhook/{id}")))
+}
+
+/// The deliverer redelivered a queued revision: out of the queue, into the
+/// delivery log after the first delivery.
+pub(super) fn webhook_redelivered(
+    tx: &mut Tx<'_>,
+    id: &str,
+    delivery: &DeliveryRecord,
+    revision: u64,
+) -> Step<Changed> {
+    let _: WebhookRecord = tx.require(&keys::webhook(id), &format!("webhook {id}"))?;
+    let key = keys::webhook_redeliveries(id);
+    let mut queued: Vec<u64> = tx.get(&key)?.unwrap_or_default();
+    let before = queued.len();
+    queued.retain(|r| *r != delivery.revision);
+    if queued.len() == before {
+        return reject(
+            RejectCode::Conflict,
+            format!(
+                "revision {} is not queued for redelivery to webhook {id}",
+                delivery.revision
+            ),
+        );
+    }
+    if delivery
+        .last_error
+        .as_ref()
+        .is_some_and(|e| e.len() > REASON_LEN_MAX)
+    {
+        return reject(RejectCode::Invalid, "last_error is too long");
+    }
+    if queued.is_empty() {
+        tx.delete(key);
+    } else {
+        tx.put(key, &queued);
+    }
+    let record = DeliveryRecord {
+        redelivery: true,
+        ..delivery.clone()
+    };
+    tx.put(
+        keys::webhook_redelivery(id, delivery.revision, revision),
+        &record,
+    );
     Ok(touched(format!("webhook/{id}")))
 }

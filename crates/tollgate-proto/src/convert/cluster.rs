@@ -76,7 +76,13 @@ pub struct NodeStatus {
     pub purged_index: u64,
     pub voters: Vec<ClusterMember>,
     pub learners: Vec<ClusterMember>,
+    /// The role's own facts about this node (JSON, at most
+    /// [`ROLE_STATUS_BYTES_MAX`]); empty when the role sets none.
+    pub role_status: Vec<u8>,
 }
+
+/// Largest `role_status` a node sends, in bytes (`admin.proto`).
+pub const ROLE_STATUS_BYTES_MAX: usize = 4096;
 
 impl From<NodeStatus> for pb::StatusResponse {
     fn from(s: NodeStatus) -> Self {
@@ -92,6 +98,7 @@ impl From<NodeStatus> for pb::StatusResponse {
             purged_index: s.purged_index,
             voters: s.voters.into_iter().map(Into::into).collect(),
             learners: s.learners.into_iter().map(Into::into).collect(),
+            role_status: s.role_status,
         }
     }
 }
@@ -293,6 +300,7 @@ mod tests {
             purged_index: 20,
             voters: vec![member(1), member(2)],
             learners: vec![member(3)],
+            role_status: Vec::new(),
         };
         let wire = pb::StatusResponse::from(status.clone());
         assert_eq!(wire.state(), pb::ServerState::Follower);

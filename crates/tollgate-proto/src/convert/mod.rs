@@ -8,6 +8,7 @@ mod cluster;
 mod entitlement;
 mod license;
 mod quota;
+mod region_report;
 mod usage;
 
 pub use changefeed::{
@@ -22,7 +23,7 @@ pub use cluster::{
     append_entries_request, client_write_request, client_write_response, initial_members,
     initialize_request, install_snapshot_request, raft_response, raft_result_from_proto,
     read_local_response, remove_node_request, trigger_snapshot_response, vote_request, AddLearner,
-    ChangeMembership, ClusterMember, Membership, NodeStatus, RaftRole,
+    ChangeMembership, ClusterMember, Membership, NodeStatus, RaftRole, ROLE_STATUS_BYTES_MAX,
 };
 pub use quota::{
     sync_response, usage_counter_from_proto, CounterTotals, Leased, QuotaLease, QuotaReport,
