@@ -187,13 +187,15 @@ pub async fn authorize<S: OriginStore>(
     // The portal calls the API in process as its signed-in user; a request
     // from the network can carry no extension.
     let portal = parts.extensions.remove::<PortalCaller>();
-    let caller = match portal.map(|p| p.0).map(Ok).unwrap_or_else(|| authenticate(
-        &*state.store,
-        parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .map(|h| h.as_bytes()),
-    )) {
+    let caller = match portal.map(|p| p.0).map(Ok).unwrap_or_else(|| {
+        authenticate(
+            &*state.store,
+            parts
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .map(|h| h.as_bytes()),
+        )
+    }) {
         Ok(caller) => caller,
         Err(problem) => return problem.into_response(),
     };

@@ -220,7 +220,12 @@ pub fn account_portal_users_prefix(account: &AccountId) -> String {
 /// `account-audit/<account>/<inverted revision>`: the account's audit
 /// records, newest first in key order (the value is the revision).
 pub fn account_audit(account: &AccountId, revision: u64) -> Vec<u8> {
-    format!("{}{:020}", account_audit_prefix(account), u64::MAX - revision).into_bytes()
+    format!(
+        "{}{:020}",
+        account_audit_prefix(account),
+        u64::MAX - revision
+    )
+    .into_bytes()
 }
 pub fn account_audit_prefix(account: &AccountId) -> String {
     format!("account-audit/{account}/")

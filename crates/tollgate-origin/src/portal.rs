@@ -144,11 +144,9 @@ impl PortalUser {
             (false, None) => return Some("a customer role needs its account".into()),
             _ => {}
         }
-        if self
-            .password_hash
-            .as_ref()
-            .is_some_and(|h| h.is_empty() || h.len() > PASSWORD_HASH_LEN_MAX || !h.starts_with("$argon2id$"))
-        {
+        if self.password_hash.as_ref().is_some_and(|h| {
+            h.is_empty() || h.len() > PASSWORD_HASH_LEN_MAX || !h.starts_with("$argon2id$")
+        }) {
             return Some("a password hash must be an argon2id PHC string".into());
         }
         if self
@@ -156,7 +154,9 @@ impl PortalUser {
             .as_ref()
             .is_some_and(|s| s.is_empty() || s.len() > OIDC_SUBJECT_LEN_MAX)
         {
-            return Some(format!("OIDC subject must be 1..={OIDC_SUBJECT_LEN_MAX} bytes"));
+            return Some(format!(
+                "OIDC subject must be 1..={OIDC_SUBJECT_LEN_MAX} bytes"
+            ));
         }
         None
     }

@@ -309,6 +309,26 @@ pub fn hard_cap(
     }
 }
 
+/// A counter's caps by the origin's own data at `at`, from one read of the
+/// account: the hard cap ([`hard_cap`]) and, when there is none, the soft
+/// cap pooled the same way. `(None, None)`: not capped (unlimited,
+/// unknown, suspended, not metered). For pages that show both.
+pub fn caps(
+    state: &dyn ReadState,
+    counter: &UsageCounter,
+    at: UnixSeconds,
+) -> Result<(Option<u64>, Option<u64>), ReadError> {
+    let Ok(view) = metered_view(state, counter, at)? else {
+        return Ok((None, None));
+    };
+    let hard = pooled_cap(&view, &counter.feature, at, CapEnforcement::Hard);
+    let soft = match hard {
+        Some(_) => None,
+        None => pooled_cap(&view, &counter.feature, at, CapEnforcement::Soft),
+    };
+    Ok((hard, soft))
+}
+
 /// The account's view of `counter`'s feature, with only what resolving its
 /// grants needs; or why the counter has no cap at all.
 fn metered_view(

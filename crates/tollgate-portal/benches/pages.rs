@@ -44,7 +44,12 @@ fn json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
 
 async fn seeded(now: i64) -> Arc<MemStore> {
     let store = Arc::new(MemStore::default());
-    commit(&store, now, Op::PutProduct(json(serde_json::json!({"id": "studio", "name": "Studio"})))).await;
+    commit(
+        &store,
+        now,
+        Op::PutProduct(json(serde_json::json!({"id": "studio", "name": "Studio"}))),
+    )
+    .await;
     commit(
         &store,
         now,

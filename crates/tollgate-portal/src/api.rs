@@ -42,7 +42,11 @@ impl Api {
     }
 
     /// GET `path` as `caller`.
-    pub async fn get<T: DeserializeOwned>(&self, caller: &Caller, path: &str) -> Result<T, ApiError> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        caller: &Caller,
+        path: &str,
+    ) -> Result<T, ApiError> {
         let bytes = self.call(caller, Method::GET, path, None, None).await?;
         decode(path, &bytes)
     }

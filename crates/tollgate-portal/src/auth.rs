@@ -51,8 +51,8 @@ pub enum PasswordError {
 }
 
 fn argon2() -> Result<Argon2<'static>, PasswordError> {
-    let params = Params::new(19 * 1024, 2, 1, None)
-        .map_err(|e| PasswordError::Hash(e.to_string()))?;
+    let params =
+        Params::new(19 * 1024, 2, 1, None).map_err(|e| PasswordError::Hash(e.to_string()))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -137,7 +137,11 @@ impl<S: OriginStore> Portal<S> {
 
     /// Commits one of the portal's own commands as `actor`; a refusal is
     /// returned as its message.
-    pub(crate) async fn commit(&self, actor: &str, op: Op) -> Result<Result<u64, String>, PageError> {
+    pub(crate) async fn commit(
+        &self,
+        actor: &str,
+        op: Op,
+    ) -> Result<Result<u64, String>, PageError> {
         let command = OriginCommand {
             actor: format!("portal:{actor}"),
             at: now(),
@@ -185,8 +189,12 @@ pub(crate) fn read_json<S: OriginStore, T: serde::de::DeserializeOwned>(
 pub(crate) fn caller_for(user: &PortalUser) -> Caller {
     let scopes: BTreeSet<Scope> = match user.role {
         PortalRole::VendorAdmin => [Scope::Admin].into(),
-        PortalRole::VendorSupport => [Scope::Read, Scope::AccessApprove, Scope::AccountsWrite].into(),
-        PortalRole::CustomerAdmin => [Scope::Read, Scope::AccessRequest, Scope::AccountsWrite].into(),
+        PortalRole::VendorSupport => {
+            [Scope::Read, Scope::AccessApprove, Scope::AccountsWrite].into()
+        }
+        PortalRole::CustomerAdmin => {
+            [Scope::Read, Scope::AccessRequest, Scope::AccountsWrite].into()
+        }
         PortalRole::CustomerMember => [Scope::Read, Scope::AccessRequest].into(),
     };
     let owner = match &user.account {
@@ -221,7 +229,12 @@ impl Viewer {
     /// Whether the viewer may see `account`'s pages: the vendor's staff
     /// any, a customer only their own.
     pub fn sees(&self, account: &str) -> bool {
-        self.is_vendor() || self.user.account.as_ref().is_some_and(|a| a.as_str() == account)
+        self.is_vendor()
+            || self
+                .user
+                .account
+                .as_ref()
+                .is_some_and(|a| a.as_str() == account)
     }
 
     /// The page frame for this viewer.
@@ -260,11 +273,13 @@ impl<S: OriginStore> FromRequestParts<Shared<S>> for Viewer {
         if token.is_empty() || token.len() > 64 {
             return Err(sign_in());
         }
-        let session: PortalSession =
-            match read_json(&*portal.app.store, &keys::portal_session(&sha256_hex(token)))? {
-                Some(s) => s,
-                None => return Err(sign_in()),
-            };
+        let session: PortalSession = match read_json(
+            &*portal.app.store,
+            &keys::portal_session(&sha256_hex(token)),
+        )? {
+            Some(s) => s,
+            None => return Err(sign_in()),
+        };
         if session.expires_at <= now() {
             return Err(sign_in());
         }
@@ -353,12 +368,11 @@ async fn sign_in_form<S: OriginStore>(
     Query(q): Query<SignInQuery>,
 ) -> Result<Response, PageError> {
     let next = safe_next(q.next.as_deref()).unwrap_or_default();
-    let notice = q
-        .signed_out
-        .map(|_| "You are signed out.".to_string());
-    let error = q
-        .failed
-        .map(|_| "Signing in with your identity provider did not work. Try again, or use a password.".to_string());
+    let notice = q.signed_out.map(|_| "You are signed out.".to_string());
+    let error = q.failed.map(|_| {
+        "Signing in with your identity provider did not work. Try again, or use a password."
+            .to_string()
+    });
     sign_in_page(&portal, next, String::new(), notice, error)
 }
 
@@ -382,13 +396,22 @@ async fn sign_in<S: OriginStore>(
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Result<Response, PageError> {
-    let form_cookie = cookie(&headers, &cookie_name(COOKIE_FORM, portal.config.secure_cookies))
-        .unwrap_or("");
+    let form_cookie = cookie(
+        &headers,
+        &cookie_name(COOKIE_FORM, portal.config.secure_cookies),
+    )
+    .unwrap_or("");
     check_form(&headers, &form.csrf, form_cookie)?;
     let email = form.email.trim().to_lowercase();
     let next = safe_next(Some(&form.next));
     if email.len() > tollgate_origin::portal::USER_ID_LEN_MAX {
-        return sign_in_page(&portal, form.next, String::new(), None, Some(SIGN_IN_FAILED.into()));
+        return sign_in_page(
+            &portal,
+            form.next,
+            String::new(),
+            None,
+            Some(SIGN_IN_FAILED.into()),
+        );
     }
     let user = portal.read_user(&email)?;
     let usable = user
@@ -443,7 +466,13 @@ async fn start_session<S: OriginStore>(
         .await?
     {
         tracing::info!(user = %user.id, "A portal session was refused: {refused}");
-        return sign_in_page(portal, String::new(), user.id.clone(), None, Some(SIGN_IN_FAILED.into()));
+        return sign_in_page(
+            portal,
+            String::new(),
+            user.id.clone(),
+            None,
+            Some(SIGN_IN_FAILED.into()),
+        );
     }
     tracing::info!(user = %user.id, ?method, "A portal user signed in.");
     let secure = portal.config.secure_cookies;
@@ -451,9 +480,18 @@ async fn start_session<S: OriginStore>(
     let headers = response.headers_mut();
     headers.append(
         header::SET_COOKIE,
-        set_cookie("tg_session", &token, portal.config.session_seconds, secure, Same::Lax),
+        set_cookie(
+            "tg_session",
+            &token,
+            portal.config.session_seconds,
+            secure,
+            Same::Lax,
+        ),
     );
-    headers.append(header::SET_COOKIE, set_cookie(COOKIE_FORM, "", 0, secure, Same::Strict));
+    headers.append(
+        header::SET_COOKIE,
+        set_cookie(COOKIE_FORM, "", 0, secure, Same::Strict),
+    );
     Ok(response)
 }
 
@@ -490,7 +528,7 @@ async fn sign_out<S: OriginStore>(
     Ok(response)
 }
 
-async fn home<S: OriginStore>(viewer: Viewer) -> Response {
+async fn home(viewer: Viewer) -> Response {
     Redirect::to(&home_of(&viewer.user)).into_response()
 }
 
@@ -570,8 +608,11 @@ async fn accept_invite<S: OriginStore>(
     headers: HeaderMap,
     Form(form): Form<InviteForm>,
 ) -> Result<Response, PageError> {
-    let form_cookie = cookie(&headers, &cookie_name(COOKIE_FORM, portal.config.secure_cookies))
-        .unwrap_or("");
+    let form_cookie = cookie(
+        &headers,
+        &cookie_name(COOKIE_FORM, portal.config.secure_cookies),
+    )
+    .unwrap_or("");
     check_form(&headers, &form.csrf, form_cookie)?;
     let user = invited(&portal, &form.user, &form.token)?;
     if form.password != form.confirm {
@@ -722,7 +763,7 @@ async fn oidc_callback<S: OriginStore>(
 
 pub(crate) fn routes<S: OriginStore>() -> Router<Shared<S>> {
     Router::new()
-        .route("/", get(home::<S>))
+        .route("/", get(home))
         .route("/sign-in", get(sign_in_form::<S>).post(sign_in::<S>))
         .route("/sign-out", post(sign_out::<S>))
         .route("/invite", get(invite_form::<S>).post(accept_invite::<S>))

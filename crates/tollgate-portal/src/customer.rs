@@ -20,7 +20,10 @@ use tollgate_api::{OriginStore, Page};
 use tollgate_model::*;
 use tollgate_origin::licenses::LicenseRecord;
 use tollgate_origin::portal::{PortalInvite, PortalRole, PortalUser};
-use tollgate_origin::{keys, AccessRequest, AccessRequestSpec, AccessRequestStatus, AccessTarget, AuditRecord, Op};
+use tollgate_origin::{
+    keys, AccessRequest, AccessRequestSpec, AccessRequestStatus, AccessTarget, AuditRecord, Op,
+    SEATS_MORE_MAX,
+};
 
 /// The catalog objects an account's pages name, read once per page.
 pub(crate) struct CatalogCache<'a, S> {
@@ -141,7 +144,9 @@ fn notice(done: Option<&str>) -> Option<String> {
         "seat_released" => "The seat is released. Regions apply it within seconds.",
         "person_added" => "Saved.",
         "person_removed" => "Removed.",
-        "license_revoked" => "The license is revoked. Every region refuses it once it applies the change.",
+        "license_revoked" => {
+            "The license is revoked. Every region refuses it once it applies the change."
+        }
         "request_filed" => "Your request is filed. You will see its status here.",
         "user_invited" => "Invitation created. Send the link below to the person you invited.",
         "user_changed" => "Saved.",
@@ -221,7 +226,10 @@ fn feature_lines<S: OriginStore>(
 
 /// The strictest of the offline policies that apply (shortest grace, deny
 /// if any denies), as the engine applies them.
-fn strictest(policies: impl IntoIterator<Item = OfflinePolicy>, default: OfflinePolicy) -> OfflinePolicy {
+fn strictest(
+    policies: impl IntoIterator<Item = OfflinePolicy>,
+    default: OfflinePolicy,
+) -> OfflinePolicy {
     let mut out: Option<OfflinePolicy> = None;
     for p in policies {
         out = Some(match out {
@@ -330,7 +338,8 @@ pub(crate) fn holdings<S: OriginStore>(
                 .map_or_else(|| id.to_string(), |p| p.name),
             None => String::new(),
         };
-        let features = if e.usage_cap_overrides.is_empty() && !matches!(e.grant, Grant::Feature(_)) {
+        let features = if e.usage_cap_overrides.is_empty() && !matches!(e.grant, Grant::Feature(_))
+        {
             let key = match &e.grant {
                 Grant::Plan(id) => format!("plan/{id}"),
                 Grant::Addon(id) => format!("addon/{id}"),
@@ -489,7 +498,6 @@ async fn overview<S: OriginStore>(
     })
 }
 
-
 // ----- Seats and people -------------------------------------------------
 
 /// A subject holding a floating seat, as the regions last reported.
@@ -565,9 +573,7 @@ async fn seats<S: OriginStore>(
                             .map(|(region, held)| Holder {
                                 subject: held.subject.clone(),
                                 region: region.clone(),
-                                since: held
-                                    .since
-                                    .map_or_else(|| "-".to_string(), words::date_time),
+                                since: held.since.map_or_else(|| "-".to_string(), words::date_time),
                                 expires: words::date_time(held.expires_at),
                                 releasing: held.releasing,
                             })
@@ -775,7 +781,9 @@ async fn licenses_page<S: OriginStore>(
             LicenseRow {
                 revocable: r.revoked_at.is_none() && r.expires_at > at,
                 id: r.id,
-                subject: r.subject.map_or_else(|| "Whole account".to_string(), |s| s.to_string()),
+                subject: r
+                    .subject
+                    .map_or_else(|| "Whole account".to_string(), |s| s.to_string()),
                 audience: r.audience,
                 issued: words::date_time(r.issued_at),
                 expires: words::date(r.expires_at),
@@ -828,7 +836,14 @@ async fn licenses<S: OriginStore>(
     Query(done): Query<Done>,
 ) -> Result<Response, PageError> {
     let account = guard(&viewer, &account)?;
-    licenses_page(&portal, &viewer, account, None, notice(done.done.as_deref())).await
+    licenses_page(
+        &portal,
+        &viewer,
+        account,
+        None,
+        notice(done.done.as_deref()),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -864,7 +879,9 @@ async fn issue_license<S: OriginStore>(
             .ok()
             .filter(|d| (1..=LICENSE_DAYS_MAX).contains(d))
             .ok_or_else(|| {
-                PageError::Invalid(format!("Days must be a whole number from 1 to {LICENSE_DAYS_MAX}."))
+                PageError::Invalid(format!(
+                    "Days must be a whole number from 1 to {LICENSE_DAYS_MAX}."
+                ))
             })?,
     };
     let subject = match form.subject.trim() {
@@ -876,7 +893,8 @@ async fn issue_license<S: OriginStore>(
         audience: form.audience.trim().to_string(),
         ttl_seconds: Some(days * 86_400),
         not_before: None,
-        device_fingerprint: Some(form.device_fingerprint.trim().to_string()).filter(|d| !d.is_empty()),
+        device_fingerprint: Some(form.device_fingerprint.trim().to_string())
+            .filter(|d| !d.is_empty()),
     };
     let issued: IssuedLicense = portal
         .api
@@ -951,7 +969,9 @@ async fn download_license<S: OriginStore>(
                 &tollgate_license::RevocationList::new(),
             )
         })
-        .map_err(|_| PageError::Invalid("That is not a valid license token of this origin.".into()))?;
+        .map_err(|_| {
+            PageError::Invalid("That is not a valid license token of this origin.".into())
+        })?;
     let claims = license.claims();
     if claims.account != account {
         return Err(PageError::NotFound);
@@ -1023,6 +1043,10 @@ struct RequestsPage {
     requests: Vec<RequestRow>,
     addons: Vec<(String, String)>,
     features: Vec<(String, String)>,
+    /// The account's active entitlements with seats: id, and name with the
+    /// current count.
+    seat_options: Vec<(String, String)>,
+    seats_more_max: u32,
 }
 
 pub(crate) fn request_rows<S: OriginStore>(
@@ -1099,7 +1123,10 @@ async fn requests<S: OriginStore>(
     let mut cache = CatalogCache::new(&*portal.app.store);
     let mut products = std::collections::BTreeSet::new();
     let mut owned_addons = std::collections::BTreeSet::new();
-    for e in entitlements.iter().filter(|e| e.status == EntitlementStatus::Active) {
+    for e in entitlements
+        .iter()
+        .filter(|e| e.status == EntitlementStatus::Active)
+    {
         match &e.grant {
             Grant::Plan(p) => products.extend(cache.plan(p)?.map(|p| p.product)),
             Grant::Addon(a) => {
@@ -1135,12 +1162,37 @@ async fn requests<S: OriginStore>(
     }
     let mut chrome = viewer.chrome("Requests", nav(&viewer, &account, "/requests"));
     chrome.notice = notice(done.done.as_deref());
+    // More seats: on any active entitlement that has seats.
+    let mut seat_options = Vec::new();
+    for e in entitlements
+        .iter()
+        .filter(|e| e.status == EntitlementStatus::Active)
+    {
+        if let Some(seats) = &e.seats {
+            let kind = match seats.mode {
+                SeatMode::Named { .. } => "named",
+                SeatMode::Floating { .. } => "floating",
+            };
+            seat_options.push((
+                e.id.to_string(),
+                format!(
+                    "{} ({}): {} {kind} seat{} now",
+                    cache.grant_name(&e.grant)?,
+                    e.id,
+                    words::number(u64::from(seats.count)),
+                    if seats.count == 1 { "" } else { "s" }
+                ),
+            ));
+        }
+    }
     page(&RequestsPage {
         chrome,
         account,
         requests: rows,
         addons,
         features,
+        seat_options,
+        seats_more_max: SEATS_MORE_MAX,
     })
 }
 
@@ -1148,11 +1200,36 @@ async fn requests<S: OriginStore>(
 struct RequestForm {
     #[serde(default)]
     csrf: String,
-    /// `addon:<id>` or `feature:<id>`.
+    /// `addon:<id>`, `feature:<id>`, or `seats` (with `entitlement` and
+    /// `more`).
     #[serde(default)]
     target: String,
     #[serde(default)]
+    entitlement: String,
+    /// Text, so an empty or odd field is our message, not a form error.
+    #[serde(default)]
+    more: String,
+    #[serde(default)]
     justification: String,
+}
+
+/// What the "More seats" form asks for.
+fn seats_target(form: &RequestForm) -> Result<AccessTarget, PageError> {
+    let entitlement = EntitlementId::try_from(form.entitlement.clone())
+        .map_err(|_| PageError::Invalid("Choose the subscription that needs more seats.".into()))?;
+    let more = form
+        .more
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=SEATS_MORE_MAX).contains(n))
+        .ok_or_else(|| {
+            PageError::Invalid(format!(
+                "How many more seats: a whole number from 1 to {}.",
+                words::number(u64::from(SEATS_MORE_MAX))
+            ))
+        })?;
+    Ok(AccessTarget::Seats { entitlement, more })
 }
 
 async fn file_request<S: OriginStore>(
@@ -1166,11 +1243,14 @@ async fn file_request<S: OriginStore>(
     let account = guard(&viewer, &account)?;
     let target = match form.target.split_once(':') {
         Some(("addon", id)) => AccessTarget::Addon(
-            AddonId::try_from(id.to_string()).map_err(|_| PageError::Invalid("Choose what you ask for.".into()))?,
+            AddonId::try_from(id.to_string())
+                .map_err(|_| PageError::Invalid("Choose what you ask for.".into()))?,
         ),
         Some(("feature", id)) => AccessTarget::Feature(
-            FeatureId::try_from(id.to_string()).map_err(|_| PageError::Invalid("Choose what you ask for.".into()))?,
+            FeatureId::try_from(id.to_string())
+                .map_err(|_| PageError::Invalid("Choose what you ask for.".into()))?,
         ),
+        None if form.target == "seats" => seats_target(&form)?,
         _ => return Err(PageError::Invalid("Choose what you ask for.".into())),
     };
     // A fresh id per form: a double submit files two requests, which the
@@ -1305,7 +1385,10 @@ pub(crate) fn account_users<S: OriginStore>(
 }
 
 fn require_manager(viewer: &Viewer) -> Result<(), PageError> {
-    if matches!(viewer.user.role, PortalRole::CustomerAdmin | PortalRole::VendorAdmin) {
+    if matches!(
+        viewer.user.role,
+        PortalRole::CustomerAdmin | PortalRole::VendorAdmin
+    ) {
         Ok(())
     } else {
         Err(PageError::NotFound)
@@ -1347,7 +1430,14 @@ async fn users<S: OriginStore>(
 ) -> Result<Response, PageError> {
     let account = guard(&viewer, &account)?;
     require_manager(&viewer)?;
-    users_page(&portal, &viewer, account, None, notice(done.done.as_deref())).await
+    users_page(
+        &portal,
+        &viewer,
+        account,
+        None,
+        notice(done.done.as_deref()),
+    )
+    .await
 }
 
 #[derive(Deserialize, Serialize)]
@@ -1413,7 +1503,14 @@ async fn invite_user<S: OriginStore>(
         encode_query(&id),
         encode_query(&token)
     );
-    users_page(&portal, &viewer, account, Some(link), notice(Some("user_invited"))).await
+    users_page(
+        &portal,
+        &viewer,
+        account,
+        Some(link),
+        notice(Some("user_invited")),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1442,7 +1539,9 @@ async fn change_user<S: OriginStore>(
         return Err(PageError::NotFound);
     }
     if user.id == viewer.user.id {
-        return Err(PageError::Invalid("You cannot change or remove yourself here.".into()));
+        return Err(PageError::Invalid(
+            "You cannot change or remove yourself here.".into(),
+        ));
     }
     let (op, done) = match form.action.as_str() {
         "disable" => {
@@ -1466,15 +1565,23 @@ async fn change_user<S: OriginStore>(
 pub(crate) fn routes<S: OriginStore>() -> Router<Shared<S>> {
     Router::new()
         .route("/a/{account}", get(overview::<S>))
-        .route("/a/{account}/usage", get(crate::usage::usage::<S>))
         .route("/a/{account}/seats", get(seats::<S>))
         .route("/a/{account}/seats/release", post(release_seat::<S>))
         .route("/a/{account}/people", post(add_person::<S>))
         .route("/a/{account}/people/remove", post(remove_person::<S>))
-        .route("/a/{account}/licenses", get(licenses::<S>).post(issue_license::<S>))
-        .route("/a/{account}/licenses/download", post(download_license::<S>))
+        .route(
+            "/a/{account}/licenses",
+            get(licenses::<S>).post(issue_license::<S>),
+        )
+        .route(
+            "/a/{account}/licenses/download",
+            post(download_license::<S>),
+        )
         .route("/a/{account}/licenses/revoke", post(revoke_license::<S>))
-        .route("/a/{account}/requests", get(requests::<S>).post(file_request::<S>))
+        .route(
+            "/a/{account}/requests",
+            get(requests::<S>).post(file_request::<S>),
+        )
         .route("/a/{account}/audit", get(audit::<S>))
         .route("/a/{account}/users", get(users::<S>).post(invite_user::<S>))
         .route("/a/{account}/users/change", post(change_user::<S>))

@@ -22,15 +22,15 @@ pub mod api;
 mod auth;
 pub mod chart;
 mod customer;
+pub mod oidc;
 mod regions;
 mod usage;
-pub mod oidc;
 mod vendor;
 mod web;
 mod words;
 
 pub use auth::{hash_password, PasswordError};
-pub use web::{CSP, COOKIE_SESSION, COOKIE_SESSION_INSECURE};
+pub use web::{COOKIE_SESSION, COOKIE_SESSION_INSECURE, CSP};
 
 use axum::Router;
 use std::sync::Arc;
@@ -103,9 +103,18 @@ pub fn router<S: OriginStore>(app: AppState<S>, config: PortalConfig) -> Router 
     let routes = Router::new()
         .merge(auth::routes::<S>())
         .merge(customer::routes::<S>())
+        .merge(usage::routes::<S>())
         .merge(vendor::routes::<S>())
         .merge(web::routes::<S>())
         .fallback(web::not_found)
         .with_state(portal);
-    Router::new().nest(BASE, routes).layer(axum::middleware::from_fn(web::security_headers))
+    Router::new()
+        .nest(BASE, routes)
+        // `/portal/` (as `dev` prints it) is `/portal`: nesting matches only
+        // the latter.
+        .route(
+            "/portal/",
+            axum::routing::get(|| async { axum::response::Redirect::to(BASE) }),
+        )
+        .layer(axum::middleware::from_fn(web::security_headers))
 }

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use tollgate_api::OriginStore;
 use tollgate_model::UnixSeconds;
 use tollgate_origin::keys;
-use tollgate_origin::regions::{decode_region_statuses, RegionStatusRecord, SeatReleased, REGIONS_MAX};
+use tollgate_origin::regions::{
+    decode_region_statuses, RegionStatusRecord, SeatReleased, REGIONS_MAX,
+};
 
 /// Every region's latest report, by region name.
 pub(crate) fn statuses<S: OriginStore>(store: &S) -> Result<Vec<RegionStatusRecord>, PageError> {
@@ -36,8 +38,10 @@ pub(crate) fn seat_holders<S: OriginStore>(
     for status in statuses(store)? {
         for seats in status.report.seats.iter().filter(|s| &s.account == account) {
             for holder in seats.holders.iter().filter(|h| h.expires_at > at) {
-                let released: Option<SeatReleased> =
-                    read_json(store, &keys::seat_release(&seats.entitlement, &holder.subject))?;
+                let released: Option<SeatReleased> = read_json(
+                    store,
+                    &keys::seat_release(&seats.entitlement, &holder.subject),
+                )?;
                 out.entry(seats.entitlement.to_string()).or_default().push((
                     status.report.region.clone(),
                     HeldSeat {

@@ -87,7 +87,11 @@ fn period_days(period: UsagePeriod, today: i64) -> Option<(i64, i64)> {
     }
 }
 
-pub(crate) async fn usage<S: OriginStore>(
+pub(crate) fn routes<S: OriginStore>() -> axum::Router<Shared<S>> {
+    axum::Router::new().route("/a/{account}/usage", axum::routing::get(usage::<S>))
+}
+
+async fn usage<S: OriginStore>(
     State(portal): State<Shared<S>>,
     viewer: Viewer,
     Path(account): Path<String>,
@@ -138,15 +142,8 @@ pub(crate) async fn usage<S: OriginStore>(
             feature: feature.id.clone(),
             period: key,
         };
-        let hard = quota::hard_cap(&state, &counter, at)
-            .map_err(|e| PageError::Internal(e.0))?
-            .ok();
-        // The soft cap matters only without a hard one (each read builds
-        // the account's view from its entitlements).
-        let soft = match hard {
-            Some(_) => None,
-            None => quota::threshold_cap(&state, &counter, at).map_err(|e| PageError::Internal(e.0))?,
-        };
+        let (hard, soft) =
+            quota::caps(&state, &counter, at).map_err(|e| PageError::Internal(e.0))?;
         let cap = hard.or(soft);
         let daily: Page<DailyUsage> = portal
             .api

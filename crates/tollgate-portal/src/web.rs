@@ -52,8 +52,7 @@ pub(crate) fn now() -> UnixSeconds {
 /// 32 random bytes, base64url: session tokens, CSRF tokens, invitations.
 pub(crate) fn random_token() -> Result<String, PageError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| PageError::Internal(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| PageError::Internal(format!("no randomness: {e}")))?;
     Ok(B64.encode(bytes))
 }
 
@@ -177,7 +176,9 @@ pub(crate) fn check_form(headers: &HeaderMap, sent: &str, expected: &str) -> Res
 #[derive(Debug)]
 pub(crate) enum PageError {
     /// No session: to the sign-in page, then back to `next`.
-    SignIn { next: String },
+    SignIn {
+        next: String,
+    },
     NotFound,
     Csrf(&'static str),
     Invalid(String),
@@ -278,11 +279,7 @@ pub(crate) struct Html(pub String);
 
 impl IntoResponse for Html {
     fn into_response(self) -> Response {
-        (
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            self.0,
-        )
-            .into_response()
+        ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], self.0).into_response()
     }
 }
 

@@ -2,8 +2,8 @@
 //! offline for 3 days", "1,000 exports a month".
 
 use tollgate_model::{
-    AfterGrace, Continent, EntitlementStatus, GeoRule, OfflinePolicy, SeatMode, Seats,
-    UnknownLocation, UnixSeconds, UsageCap, UsagePeriod,
+    AfterGrace, Continent, EntitlementStatus, GeoRule, OfflinePolicy, SeatMode, Seats, UnixSeconds,
+    UnknownLocation, UsageCap, UsagePeriod,
 };
 
 /// `2026-12-05` for a Unix time (UTC).
@@ -54,7 +54,7 @@ pub fn number(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -72,9 +72,9 @@ pub fn duration(seconds: u64) -> String {
         }
     };
     match seconds {
-        s if s >= 86_400 && s % 86_400 == 0 => plural(s / 86_400, "day"),
-        s if s >= 3_600 && s % 3_600 == 0 => plural(s / 3_600, "hour"),
-        s if s >= 60 && s % 60 == 0 => plural(s / 60, "minute"),
+        s if s >= 86_400 && s.is_multiple_of(86_400) => plural(s / 86_400, "day"),
+        s if s >= 3_600 && s.is_multiple_of(3_600) => plural(s / 3_600, "hour"),
+        s if s >= 60 && s.is_multiple_of(60) => plural(s / 60, "minute"),
         s if s >= 86_400 => format!("about {}", plural(s / 86_400, "day")),
         s if s >= 3_600 => format!("about {}", plural(s / 3_600, "hour")),
         s => plural(s, "second"),
@@ -145,7 +145,11 @@ pub fn cap(cap: Option<&UsageCap>, unit: &str, period: UsagePeriod) -> String {
                 tollgate_model::CapEnforcement::Hard => "stops at the limit",
                 tollgate_model::CapEnforcement::Soft => "use past it is billed as overage",
             };
-            let top_up = if c.additive { ", added to your other limits" } else { "" };
+            let top_up = if c.additive {
+                ", added to your other limits"
+            } else {
+                ""
+            };
             format!(
                 "{} {unit} {}{top_up} ({how})",
                 number(c.limit),
@@ -179,7 +183,11 @@ pub fn geography(rule: &GeoRule) -> Option<String> {
         .iter()
         .map(|c| continent_name(c).to_string())
         .chain(rule.allow_countries.iter().map(|c| c.to_string()))
-        .chain(rule.allow_subdivisions.iter().map(|s| s.as_str().to_string()))
+        .chain(
+            rule.allow_subdivisions
+                .iter()
+                .map(|s| s.as_str().to_string()),
+        )
         .collect();
     if !allowed.is_empty() {
         parts.push(format!("Only in {}", join(allowed)));
@@ -189,7 +197,11 @@ pub fn geography(rule: &GeoRule) -> Option<String> {
         .iter()
         .map(|c| continent_name(c).to_string())
         .chain(rule.deny_countries.iter().map(|c| c.to_string()))
-        .chain(rule.deny_subdivisions.iter().map(|s| s.as_str().to_string()))
+        .chain(
+            rule.deny_subdivisions
+                .iter()
+                .map(|s| s.as_str().to_string()),
+        )
         .collect();
     if !denied.is_empty() {
         parts.push(format!("Not in {}", join(denied)));
@@ -207,9 +219,7 @@ pub fn geography(rule: &GeoRule) -> Option<String> {
         Some(UnknownLocation::Deny) => {
             parts.push("only where your location can be determined".to_string())
         }
-        None if has_lists => {
-            parts.push("only where your location can be determined".to_string())
-        }
+        None if has_lists => parts.push("only where your location can be determined".to_string()),
         Some(UnknownLocation::Allow) if has_lists => {
             parts.push("also where your location cannot be determined".to_string())
         }
@@ -231,10 +241,12 @@ pub fn geography(rule: &GeoRule) -> Option<String> {
 pub fn offline(policy: &OfflinePolicy) -> String {
     let grace = duration(policy.offline_grace_seconds);
     match policy.after_grace {
-        AfterGrace::Allow => format!(
-            "Keeps working offline; checks may use data older than {grace} after that"
-        ),
-        AfterGrace::Deny => format!("Works offline for up to {grace}, then stops until back online"),
+        AfterGrace::Allow => {
+            format!("Keeps working offline; checks may use data older than {grace} after that")
+        }
+        AfterGrace::Deny => {
+            format!("Works offline for up to {grace}, then stops until back online")
+        }
     }
 }
 

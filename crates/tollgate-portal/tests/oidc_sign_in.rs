@@ -42,7 +42,10 @@ async fn sign_in_with_provider(setup: &Setup, browser: &Browser) -> Answer {
     let start = browser.get("/portal/oidc/start").await;
     assert_eq!(start.status, 303, "{}", start.body);
     let authorize = start.location().expect("to the provider").to_string();
-    assert!(authorize.starts_with(setup.provider.issuer()), "{authorize}");
+    assert!(
+        authorize.starts_with(setup.provider.issuer()),
+        "{authorize}"
+    );
     let at_provider = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -51,8 +54,15 @@ async fn sign_in_with_provider(setup: &Setup, browser: &Browser) -> Answer {
         .send()
         .await
         .unwrap();
-    assert!(at_provider.status().is_redirection(), "{}", at_provider.status());
-    let back = at_provider.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        at_provider.status().is_redirection(),
+        "{}",
+        at_provider.status()
+    );
+    let back = at_provider.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let path = back
         .strip_prefix(&setup.portal.base)
         .expect("back to the portal")
@@ -65,7 +75,10 @@ async fn a_vendor_user_signs_in_with_the_identity_provider() {
     let setup = setup().await;
     let browser = Browser::new(&setup.portal.base);
     let form = browser.get("/portal/sign-in").await;
-    assert!(form.body.contains("/portal/oidc/start"), "the option is offered");
+    assert!(
+        form.body.contains("/portal/oidc/start"),
+        "the option is offered"
+    );
     setup.provider.sign_in_as("idp-vera", VENDOR, "Vera");
     let callback = sign_in_with_provider(&setup, &browser).await;
     assert_eq!(callback.status, 303, "{}", callback.body);
@@ -75,7 +88,9 @@ async fn a_vendor_user_signs_in_with_the_identity_provider() {
     // The first sign-in bound the provider's subject to the user: another
     // subject with the same address is refused from now on.
     let impostor = Browser::new(&setup.portal.base);
-    setup.provider.sign_in_as("idp-someone-else", VENDOR, "Not Vera");
+    setup
+        .provider
+        .sign_in_as("idp-someone-else", VENDOR, "Not Vera");
     let refused = sign_in_with_provider(&setup, &impostor).await;
     assert_eq!(refused.location(), Some("/portal/sign-in?failed=1"));
     assert!(impostor.session().is_none());
@@ -92,7 +107,11 @@ async fn identities_that_are_not_vendor_users_get_no_session() {
         setup.provider.sign_in_as(subject, email, "Someone");
         let refused = sign_in_with_provider(&setup, &browser).await;
         assert_eq!(refused.status, 303, "{email}");
-        assert_eq!(refused.location(), Some("/portal/sign-in?failed=1"), "{email}");
+        assert_eq!(
+            refused.location(),
+            Some("/portal/sign-in?failed=1"),
+            "{email}"
+        );
         assert!(browser.session().is_none(), "{email}");
     }
     // A callback without the browser's pending sign-in (a forged or

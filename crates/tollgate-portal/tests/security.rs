@@ -22,7 +22,15 @@ async fn a_customer_session_gets_404_for_another_accounts_pages_and_the_console(
     assert_eq!(own.status, 200, "{}", own.body);
     assert!(own.body.contains("Studio Pro"), "the plan is shown");
     let csrf = own.csrf();
-    for page in ["", "/usage", "/seats", "/licenses", "/requests", "/audit", "/users"] {
+    for page in [
+        "",
+        "/usage",
+        "/seats",
+        "/licenses",
+        "/requests",
+        "/audit",
+        "/users",
+    ] {
         let other = browser.get(&format!("/portal/a/globex{page}")).await;
         assert_eq!(other.status, 404, "/portal/a/globex{page}");
         assert!(!other.body.contains("Globex"), "nothing of globex leaks");
@@ -117,7 +125,11 @@ async fn a_stolen_session_cookie_is_useless_after_sign_out() {
         .lock()
         .unwrap()
         .insert("tg_session".into(), stolen.clone());
-    assert_eq!(thief.get("/portal/a/acme").await.status, 200, "the copy works while signed in");
+    assert_eq!(
+        thief.get("/portal/a/acme").await.status,
+        200,
+        "the copy works while signed in"
+    );
     let csrf = browser.get("/portal/a/acme").await.csrf();
     let out = browser.post("/portal/sign-out", &[("csrf", &csrf)]).await;
     assert_eq!(out.status, 303);
@@ -128,7 +140,11 @@ async fn a_stolen_session_cookie_is_useless_after_sign_out() {
     assert!(after.location().unwrap().starts_with("/portal/sign-in"));
     // The origin keeps only the token's hash, and not even that now.
     let hash = tollgate_portal_test_hash(&stolen);
-    assert!(portal.store.get(&keys::portal_session(&hash)).unwrap().is_none());
+    assert!(portal
+        .store
+        .get(&keys::portal_session(&hash))
+        .unwrap()
+        .is_none());
 }
 
 fn tollgate_portal_test_hash(token: &str) -> String {
@@ -158,7 +174,13 @@ async fn wrong_passwords_lock_the_user_out_for_a_while() {
     let unknown = browser.sign_in("nobody@acme.example", PASSWORD).await;
     assert_eq!(unknown.status, 401);
     // Another user is not affected.
-    assert_eq!(Browser::new(&portal.base).sign_in(MEMBER, PASSWORD).await.status, 303);
+    assert_eq!(
+        Browser::new(&portal.base)
+            .sign_in(MEMBER, PASSWORD)
+            .await
+            .status,
+        303
+    );
     // The lock ends (3 s in tests): wait for it with a deadline.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut last = 0;
@@ -200,7 +222,15 @@ async fn every_response_sends_csp_frame_ancestors_and_no_store() {
         ("signed out", browser.get("/portal/a/acme").await),
     ];
     browser.sign_in(CUSTOMER, PASSWORD).await;
-    for page in ["", "/usage", "/seats", "/licenses", "/requests", "/audit", "/users"] {
+    for page in [
+        "",
+        "/usage",
+        "/seats",
+        "/licenses",
+        "/requests",
+        "/audit",
+        "/users",
+    ] {
         let path = format!("/portal/a/acme{page}");
         let answer = browser.get(&path).await;
         assert_eq!(answer.status, 200, "{path}: {}", answer.body);
@@ -253,7 +283,10 @@ async fn every_response_sends_csp_frame_ancestors_and_no_store() {
         .to_string();
     let asset = fresh.get(&css).await;
     assert_eq!(asset.status, 200, "{css}");
-    assert!(asset.headers["cache-control"].to_str().unwrap().contains("immutable"));
+    assert!(asset.headers["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
     assert!(asset.headers.contains_key("content-security-policy"));
 }
 
@@ -264,7 +297,10 @@ async fn portal_changes_are_audited_with_the_users_name() {
     browser.sign_in(CUSTOMER, PASSWORD).await;
     let csrf = browser.get("/portal/a/acme/seats").await.csrf();
     let added = browser
-        .post("/portal/a/acme/people", &[("csrf", &csrf), ("id", "bob"), ("kind", "user")])
+        .post(
+            "/portal/a/acme/people",
+            &[("csrf", &csrf), ("id", "bob"), ("kind", "user")],
+        )
         .await;
     assert_eq!(added.status, 303);
     let activity = browser.get("/portal/a/acme/audit").await;
@@ -283,4 +319,65 @@ async fn portal_changes_are_audited_with_the_users_name() {
     assert_eq!(theirs.status, 200);
     assert!(!theirs.body.contains("bob"));
     assert!(!theirs.body.contains(CUSTOMER));
+}
+
+#[tokio::test]
+async fn the_portals_root_sends_each_user_home_and_strangers_to_sign_in() {
+    let portal = serve(test_config()).await;
+    let browser = Browser::new(&portal.base);
+    let slash = browser.get("/portal/").await;
+    assert_eq!(slash.status, 303);
+    assert_eq!(slash.location(), Some("/portal"));
+    for root in ["/portal"] {
+        let answer = browser.get(root).await;
+        assert_eq!(answer.status, 303, "{root}: {}", answer.body);
+        assert!(
+            answer.location().unwrap().starts_with("/portal/sign-in"),
+            "{root}: {:?}",
+            answer.location()
+        );
+    }
+    browser.sign_in(CUSTOMER, PASSWORD).await;
+    assert_eq!(
+        browser.get("/portal").await.location(),
+        Some("/portal/a/acme")
+    );
+    let vendor = Browser::new(&portal.base);
+    vendor.sign_in(VENDOR, PASSWORD).await;
+    assert_eq!(
+        vendor.get("/portal").await.location(),
+        Some("/portal/vendor")
+    );
+    // A sign-in that names where to go next goes there, and never off site.
+    let next = Browser::new(&portal.base);
+    let form = next
+        .get("/portal/sign-in?next=/portal/a/acme/licenses")
+        .await;
+    let csrf = form.csrf();
+    let there = next
+        .post(
+            "/portal/sign-in",
+            &[
+                ("email", CUSTOMER),
+                ("password", PASSWORD),
+                ("csrf", &csrf),
+                ("next", "/portal/a/acme/licenses"),
+            ],
+        )
+        .await;
+    assert_eq!(there.location(), Some("/portal/a/acme/licenses"));
+    let away = Browser::new(&portal.base);
+    let csrf = away.get("/portal/sign-in").await.csrf();
+    let refused = away
+        .post(
+            "/portal/sign-in",
+            &[
+                ("email", CUSTOMER),
+                ("password", PASSWORD),
+                ("csrf", &csrf),
+                ("next", "//evil.example/portal/"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.location(), Some("/portal/a/acme"));
 }

@@ -1042,7 +1042,11 @@ impl NodeFile {
             "webhooks.backoff_initial_ms: must be at least 1 and at most webhooks.backoff_max_ms"
         );
         let p = &self.portal;
-        within("portal.session_minutes", p.session_minutes, 5..=30 * 24 * 60)?;
+        within(
+            "portal.session_minutes",
+            p.session_minutes,
+            5..=30 * 24 * 60,
+        )?;
         within("portal.lock_after", u64::from(p.lock_after), 1..=100)?;
         within("portal.lock_minutes", p.lock_minutes, 1..=7 * 24 * 60)?;
         within("portal.invite_days", p.invite_days, 1..=30)?;

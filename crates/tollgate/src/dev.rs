@@ -849,8 +849,20 @@ async fn portal_sign_ins(origin: &OriginNode, root: &Path) -> anyhow::Result<Vec
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     let users = [
-        ("customer", "admin@acme.example", "Alice Admin (acme)", PortalRole::CustomerAdmin, Some("acme")),
-        ("vendor", "admin@vendor.example", "Vera Vendor", PortalRole::VendorAdmin, None),
+        (
+            "customer",
+            "admin@acme.example",
+            "Alice Admin (acme)",
+            PortalRole::CustomerAdmin,
+            Some("acme"),
+        ),
+        (
+            "vendor",
+            "admin@vendor.example",
+            "Vera Vendor",
+            PortalRole::VendorAdmin,
+            None,
+        ),
     ];
     let mut sign_ins = Vec::new();
     for (who, email, name, role, account) in users {
@@ -889,7 +901,13 @@ async fn portal_sign_ins(origin: &OriginNode, root: &Path) -> anyhow::Result<Vec
         )
         .map_err(|e| anyhow::anyhow!("reading the origin's portal users: {}", e.0))?;
         if stored.is_some() {
-            write_command(origin, Op::DeletePortalUser { id: email.to_string() }).await?;
+            write_command(
+                origin,
+                Op::DeletePortalUser {
+                    id: email.to_string(),
+                },
+            )
+            .await?;
         }
         write_command(origin, Op::PutPortalUser(user)).await?;
         sign_ins.push(PortalSignIn {

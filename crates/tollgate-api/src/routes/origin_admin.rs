@@ -128,9 +128,11 @@ async fn account_audit<S: OriginStore>(
         let revision: u64 = serde_json::from_slice(value)
             .map_err(|e| Problem::internal(format!("stored audit index is unreadable: {e}")))?;
         match state.store.get(&keys::audit(revision))? {
-            Some(bytes) => items.push(serde_json::from_slice::<AuditRecord>(&bytes).map_err(
-                |e| Problem::internal(format!("stored audit record is unreadable: {e}")),
-            )?),
+            Some(bytes) => {
+                items.push(serde_json::from_slice::<AuditRecord>(&bytes).map_err(|e| {
+                    Problem::internal(format!("stored audit record is unreadable: {e}"))
+                })?)
+            }
             None => {
                 return Err(Problem::internal(format!(
                     "the audit index names revision {revision}, which has no record"

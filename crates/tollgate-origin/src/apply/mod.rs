@@ -221,17 +221,23 @@ impl StateMachineLogic for OriginLogic {
                     mutations: std::mem::take(&mut tx.mutations),
                 };
                 tx.put(keys::change(revision), &change);
-                tx.put(
-                    keys::audit(revision),
-                    &AuditRecord {
-                        revision,
-                        at: cmd.at,
-                        actor: cmd.actor.clone(),
-                        action: tx.action.unwrap_or(cmd.op.action()).to_string(),
-                        target: changed.target,
-                        reason: cmd.reason.clone(),
-                    },
-                );
+                // A region's report is telemetry a leader sends every few
+                // seconds, not a change anyone made: the audit log would
+                // be mostly reports. It keeps its revision and change
+                // record; `region-status/<region>` holds the latest.
+                if !matches!(cmd.op, Op::RecordRegionReport { .. }) {
+                    tx.put(
+                        keys::audit(revision),
+                        &AuditRecord {
+                            revision,
+                            at: cmd.at,
+                            actor: cmd.actor.clone(),
+                            action: tx.action.unwrap_or(cmd.op.action()).to_string(),
+                            target: changed.target,
+                            reason: cmd.reason.clone(),
+                        },
+                    );
+                }
                 tx.put(keys::HEAD_REVISION.to_vec(), &revision);
                 if let Some(account) = &account {
                     tx.put(keys::account_audit(account, revision), &revision);
@@ -364,9 +370,7 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
         } => signing::rotate_signing_key(tx, cmd, key, *overlap_seconds, revision),
         Op::RetireSigningKey { kid } => signing::retire_signing_key(tx, kid, revision),
         Op::QueueAccessRequests { ids } => access::queue_existing(tx, ids),
-        Op::RecordRegionReport(report) => {
-            regions::record_region_report(tx, cmd, report, revision)
-        }
+        Op::RecordRegionReport(report) => regions::record_region_report(tx, cmd, report, revision),
         Op::ReleaseSeatHolder {
             account,
             entitlement,

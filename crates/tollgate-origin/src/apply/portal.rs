@@ -152,9 +152,13 @@ pub(super) fn start_session(
         return Err(invalid_text("a session id must be a SHA-256 hex"));
     }
     if session.csrf.len() < 32 || session.csrf.len() > 128 {
-        return Err(invalid_text("a session's CSRF token must be 32..=128 bytes"));
+        return Err(invalid_text(
+            "a session's CSRF token must be 32..=128 bytes",
+        ));
     }
-    if session.expires_at <= cmd.at || session.expires_at.seconds_since(cmd.at) > SESSION_SECONDS_MAX {
+    if session.expires_at <= cmd.at
+        || session.expires_at.seconds_since(cmd.at) > SESSION_SECONDS_MAX
+    {
         return Err(invalid_text(format!(
             "a session must last 1..={SESSION_SECONDS_MAX} seconds"
         )));

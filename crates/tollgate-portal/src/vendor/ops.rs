@@ -1531,3 +1531,106 @@ pub(crate) fn routes<S: OriginStore>() -> Router<Shared<S>> {
         .route("/vendor/users", get(users::<S>).post(invite_user::<S>))
         .route("/vendor/users/change", post(change_user::<S>))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_origin::regions::{GeoDatabaseBuild, MemberFacts, MemberReport, RegionReport};
+
+    fn member(node_id: u64, reachable: bool, facts: Option<MemberFacts>) -> MemberReport {
+        MemberReport {
+            node_id,
+            addr: format!("10.0.0.{node_id}:7000"),
+            role: if node_id == 1 {
+                MemberRole::Leader
+            } else {
+                MemberRole::Follower
+            },
+            reachable,
+            error: (!reachable).then(|| "connection refused".to_string()),
+            facts,
+        }
+    }
+
+    fn facts(applied: u64, heard: u64, stale: u64) -> MemberFacts {
+        MemberFacts {
+            applied_revision: applied,
+            origin_head_revision: heard,
+            last_origin_contact: Some(UnixSeconds(1_000 - stale as i64)),
+            staleness_seconds: Some(stale),
+            geo: vec![GeoDatabaseBuild {
+                slot: "location".into(),
+                database_type: "GeoIP2-City".into(),
+                build_epoch: 1_000,
+            }],
+        }
+    }
+
+    fn record(received_at: i64, members: Vec<MemberReport>) -> RegionStatusRecord {
+        RegionStatusRecord {
+            report: RegionReport {
+                region: "eu".into(),
+                node_id: 1,
+                leader_id: 1,
+                term: 3,
+                members,
+                seats: Vec::new(),
+                seats_truncated: false,
+            },
+            received_at: UnixSeconds(received_at),
+            revision: 99,
+        }
+    }
+
+    #[test]
+    fn a_healthy_region_a_few_revisions_behind_its_own_reports_is_ok() {
+        let view = region_view(
+            record(990, vec![member(1, true, Some(facts(97, 97, 2)))]),
+            100,
+            UnixSeconds(1_000),
+        );
+        assert_eq!(view.health.class, "ok", "{}", view.health.text);
+        assert_eq!(view.heard.text, "Reported 10 seconds ago");
+        assert_eq!(view.nodes[0].lag.class, "ok", "{}", view.nodes[0].lag.text);
+        assert!(view.nodes[0].lag.text.starts_with("3 revisions behind"));
+        assert_eq!(view.nodes[0].geo[0].built, "1970-01-01");
+    }
+
+    #[test]
+    fn silence_unreachable_nodes_and_lag_are_flagged_in_words() {
+        let view = region_view(
+            record(
+                1_000 - 130,
+                vec![
+                    member(1, true, Some(facts(50, 90, 2))),
+                    member(2, false, None),
+                    member(3, true, Some(facts(97, 97, 20 * 60))),
+                ],
+            ),
+            100,
+            UnixSeconds(1_000),
+        );
+        assert_eq!(view.heard.class, "bad");
+        assert_eq!(view.heard.text, "No report for 2 minutes");
+        assert_eq!(view.health.class, "bad");
+        assert_eq!(view.nodes[0].lag.class, "warn");
+        assert!(view.nodes[0]
+            .lag
+            .text
+            .contains("40 heard of, not yet applied"));
+        assert_eq!(view.nodes[1].reachable.class, "bad");
+        assert_eq!(
+            view.nodes[1].reachable.text,
+            "Unreachable: connection refused"
+        );
+        assert_eq!(view.nodes[2].contact.class, "bad");
+        assert!(view.nodes[2]
+            .contact
+            .text
+            .starts_with("Heard 20 minutes ago"));
+        assert_eq!(
+            view.nodes[2].lag.class, "warn",
+            "not hearing from the origin"
+        );
+    }
+}
