@@ -39,6 +39,9 @@ use tollgate_origin::{keys, ApiKeyRecord, KeyOwner, Op, OriginCommand, OriginRes
 /// Shortest and longest password accepted, in characters.
 pub const PASSWORD_CHARS_MIN: usize = 12;
 pub const PASSWORD_CHARS_MAX: usize = 128;
+/// Sign-ins by outcome: `ok`, `wrong_password` (counted toward lockout),
+/// `refused` (unknown, disabled or locked-out user: told apart only here).
+const SIGN_INS: &str = "tollgate_portal_sign_ins_total";
 /// How long a follower waits to apply a session the leader committed.
 const APPLY_WAIT: Duration = Duration::from_secs(5);
 
@@ -423,6 +426,7 @@ async fn sign_in<S: OriginStore>(
         (Some(user), true) if usable.is_some() => user,
         (Some(user), false) if usable.is_some() => {
             tracing::info!(user = %user.id, "A portal sign-in gave a wrong password.");
+            metrics::counter!(SIGN_INS, "outcome" => "wrong_password").increment(1);
             portal
                 .commit(
                     &user.id,
@@ -437,6 +441,7 @@ async fn sign_in<S: OriginStore>(
             return sign_in_page(&portal, form.next, email, None, Some(SIGN_IN_FAILED.into()));
         }
         _ => {
+            metrics::counter!(SIGN_INS, "outcome" => "refused").increment(1);
             return sign_in_page(&portal, form.next, email, None, Some(SIGN_IN_FAILED.into()));
         }
     };
@@ -475,6 +480,7 @@ async fn start_session<S: OriginStore>(
         );
     }
     tracing::info!(user = %user.id, ?method, "A portal user signed in.");
+    metrics::counter!(SIGN_INS, "outcome" => "ok").increment(1);
     let secure = portal.config.secure_cookies;
     let mut response = Redirect::to(target).into_response();
     let headers = response.headers_mut();

@@ -65,7 +65,19 @@ pub(crate) fn sha256_hex(text: &str) -> String {
 
 /// Adds the security headers to every portal response; pages are never
 /// stored (a shared computer's back button shows nothing after sign-out).
-pub(crate) async fn security_headers(request: Request, next: Next) -> Response {
+pub(crate) async fn security_headers(mut request: Request, next: Next) -> Response {
+    // HTTP/2 carries the host as the `:authority` pseudo-header, which
+    // hyper puts in the URI and not in `Host`: the form checks compare
+    // `Origin` with `Host`, so give them one.
+    if !request.headers().contains_key(header::HOST) {
+        if let Some(authority) = request
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            request.headers_mut().insert(header::HOST, authority);
+        }
+    }
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     let set = |headers: &mut HeaderMap, name: &'static str, value: &'static str| {
