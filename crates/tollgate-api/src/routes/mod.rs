@@ -9,6 +9,7 @@ mod entitlements;
 mod licenses;
 mod orders;
 mod origin_admin;
+mod portal_users;
 mod regions;
 mod usage;
 
@@ -81,6 +82,7 @@ pub fn table<S: OriginStore>() -> Vec<Route<S>> {
     routes.extend(origin_admin::routes());
     routes.extend(usage::routes());
     routes.extend(regions::routes());
+    routes.extend(portal_users::routes());
     routes.push(route(
         Method::Get,
         "/metrics",

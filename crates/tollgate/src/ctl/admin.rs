@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Largest JSON file read for a body: the origin refuses more than 1 MiB.
 const BODY_FILE_BYTES_MAX: u64 = tollgate_api::BODY_BYTES_MAX as u64;
 /// Most items a `list` prints when `--limit` is not given.
-const LIST_LIMIT_DEFAULT: usize = 1_000;
+pub(super) const LIST_LIMIT_DEFAULT: usize = 1_000;
 /// Items asked per page (the origin's maximum).
 const PAGE_LIMIT: usize = tollgate_api::PAGE_LIMIT_MAX;
 /// How often `audit tail --follow` asks for new records, by default.
@@ -546,7 +546,7 @@ pub(super) async fn list_all(origin: &Origin, path: &str, limit: usize) -> CtlRe
 /// The items of the list at `path` (which may carry a query already) from
 /// the cursor `after`, page after page, up to `limit`; and the cursor to
 /// go on from when the list goes on past them.
-async fn list_pages(
+pub(super) async fn list_pages(
     origin: &Origin,
     path: &str,
     limit: usize,
@@ -578,7 +578,7 @@ async fn list_pages(
     Ok((items, after))
 }
 
-fn print_items(
+pub(super) fn print_items(
     global: &Global,
     items: &[Value],
     headers: &[&'static str],
@@ -604,7 +604,7 @@ fn print_object(global: &Global, value: &Value, fields: impl Fn(&Value)) {
 }
 
 /// What a write answered: `{revision, unchanged, entitlements, note}`.
-fn print_write(global: &Global, result: &Value, what: &str) {
+pub(super) fn print_write(global: &Global, result: &Value, what: &str) {
     match global.output {
         Format::Json => print_json(result),
         Format::Table => {

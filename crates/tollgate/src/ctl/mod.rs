@@ -37,6 +37,7 @@ mod geo;
 mod import;
 mod license;
 mod origin;
+mod portal_users;
 mod status;
 mod table;
 pub(crate) mod tls;
@@ -186,6 +187,11 @@ enum CtlCommand {
     /// revoke.
     #[command(subcommand)]
     Credentials(credentials::CredentialsCommand),
+    /// Portal users at the origin: list, invite (prints the invitation's
+    /// URL: how a deployment gets its first vendor administrator),
+    /// reinvite, remove.
+    #[command(subcommand, name = "portal-users")]
+    PortalUsers(portal_users::PortalUsersCommand),
     /// Resolve an IP address with MaxMind databases, as a region node does.
     #[command(subcommand)]
     Geo(geo::GeoCommand),
@@ -273,6 +279,7 @@ pub fn run(args: CtlArgs) -> u8 {
             CtlCommand::Keys(c) => license::keys(&global, c).await,
             CtlCommand::ApiKeys(c) => api_keys::run(&global, c).await,
             CtlCommand::Credentials(c) => credentials::run(&global, c).await,
+            CtlCommand::PortalUsers(c) => portal_users::run(&global, c).await,
             CtlCommand::Geo(c) => geo::run(&global, c),
             CtlCommand::Cluster(c) => cluster::run(&global, c).await,
             CtlCommand::Certs(c) => certs::run(&global, c),
