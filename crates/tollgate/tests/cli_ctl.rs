@@ -2123,6 +2123,158 @@ fn credentials_are_created_listed_used_at_a_region_and_revoked() {
 }
 
 #[test]
+fn portal_users_are_invited_listed_reinvited_and_removed() {
+    init_tracing();
+    let d = Deployment::start();
+    let portal_get = |url: &str| -> (u16, String) {
+        let http = d.http_client();
+        d.runtime.block_on(async {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let link = format!(
+        "{}/portal/invite?user=ops%40example.com&token=",
+        d.origin_url()
+    );
+
+    tracing::info!("the first vendor administrator: a URL the portal opens, and its expiry");
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "portal-users",
+            "invite",
+            "--email",
+            "Ops@Example.com",
+            "--role",
+            "vendor_admin",
+        ]),
+        0,
+    );
+    let field = |stdout: &str, name: &str| -> String {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("a {name} line: {stdout}"))
+            .trim()
+            .to_string()
+    };
+    let first = field(&stdout, "invite url");
+    assert!(first.starts_with(&link), "{stdout}");
+    let expires = field(&stdout, "expires");
+    assert!(
+        expires.starts_with("20") && expires.ends_with('Z'),
+        "RFC 3339: {stdout}"
+    );
+    let (status, page) = portal_get(&first);
+    assert_eq!(status, 200, "the portal takes the link: {page}");
+    assert!(page.contains("ops@example.com"), "{page}");
+
+    tracing::info!("the same address again is a conflict (exit 4)");
+    let (_, stderr) = expect(
+        d.ctl(&[
+            "portal-users",
+            "invite",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "vendor_support",
+        ]),
+        4,
+    );
+    assert!(stderr.contains("CONFLICT"), "{stderr}");
+
+    tracing::info!("a customer role needs its account (exit 2); with it, a member of acme");
+    expect(
+        d.ctl(&[
+            "portal-users",
+            "invite",
+            "--email",
+            "mia@acme.example",
+            "--role",
+            "customer_member",
+        ]),
+        2,
+    );
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "portal-users",
+            "invite",
+            "--email",
+            "mia@acme.example",
+            "--name",
+            "Mia",
+            "--role",
+            "customer_member",
+            "--account",
+            "acme",
+            "--portal-url",
+            "https://portal.example.com/",
+            "--output",
+            "json",
+        ]),
+        0,
+    );
+    let mia = json(&stdout);
+    assert!(
+        mia["invite_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://portal.example.com/portal/invite?user=mia%40acme.example&token="),
+        "{mia}"
+    );
+
+    tracing::info!("the list: a table by default, JSON on request, the account filter");
+    let (stdout, _) = expect(d.ctl(&["portal-users", "list"]), 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATE"),
+        "{stdout}"
+    );
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[2].starts_with("ops@example.com") && lines[2].contains("invited"),
+        "{stdout}"
+    );
+    let (stdout, _) = expect(
+        d.ctl(&[
+            "portal-users",
+            "list",
+            "--account",
+            "acme",
+            "--output",
+            "json",
+        ]),
+        0,
+    );
+    let listed = json(&stdout);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], "mia@acme.example");
+    assert_eq!(listed[0]["role"], "customer_member");
+
+    tracing::info!("reinvite: a new link works, the old one no longer does");
+    let (stdout, _) = expect(d.ctl(&["portal-users", "reinvite", "ops@example.com"]), 0);
+    let second = field(&stdout, "invite url");
+    assert!(second.starts_with(&link) && second != first, "{stdout}");
+    assert_eq!(portal_get(&second).0, 200);
+    assert_eq!(portal_get(&first).0, 404);
+    expect(
+        d.ctl(&["portal-users", "reinvite", "nobody@example.com"]),
+        3,
+    );
+
+    tracing::info!("remove: done once, then not found (exit 3)");
+    let (stdout, _) = expect(d.ctl(&["portal-users", "remove", "mia@acme.example"]), 0);
+    assert!(
+        stdout.contains("portal user mia@acme.example removed"),
+        "{stdout}"
+    );
+    expect(d.ctl(&["portal-users", "remove", "mia@acme.example"]), 3);
+    let (stdout, _) = expect(d.ctl(&["portal-users", "list", "--output", "json"]), 0);
+    assert_eq!(json(&stdout).as_array().unwrap().len(), 1, "{stdout}");
+    d.stop();
+}
+
+#[test]
 fn help_documents_the_exit_codes() {
     let (stdout, _) = expect(tollgate().args(["ctl", "--help"]).output().unwrap(), 0);
     for line in [

@@ -7,6 +7,10 @@
 //! vendor approves, and a region then allows its feature; issues a
 //! license, downloads it, and `ctl license verify` accepts the file.
 //!
+//! The demo data is changed first, through the REST API: acme gets
+//! floating seats (it has none) and loses its Early access add-on (so
+//! there is one to ask for: it owns every other that fits its plan).
+//!
 //! Every page is checked through the browser's console (nothing SEVERE,
 //! nothing about the Content Security Policy) and saved as a screenshot in
 //! `<target>/portal-screenshots/<step>.png`; at the end the origin has
@@ -23,6 +27,7 @@ use anyhow::{bail, ensure, Context};
 use browser::{poll, Browser};
 use common::{endpoints, last_lines, one_dev_at_a_time, tollgate, Dev};
 use serde_json::{json, Value};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -74,7 +79,12 @@ impl Deployment {
             let entry = listed["portal"]["sign_ins"]
                 .as_array()
                 .and_then(|all| all.iter().find(|s| s["who"] == who))
-                .with_context(|| format!("endpoints.json names no {who} sign-in: {}", listed["portal"]))?;
+                .with_context(|| {
+                    format!(
+                        "endpoints.json names no {who} sign-in: {}",
+                        listed["portal"]
+                    )
+                })?;
             Ok((text(&entry["email"])?, text(&entry["password"])?))
         };
         let ca = PathBuf::from(text(&listed["tls"]["ca"])?);
@@ -131,7 +141,10 @@ impl Deployment {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let answer = request.send().await.with_context(|| format!("POST {url}"))?;
+        let answer = request
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
         let status = answer.status();
         let body = answer.text().await?;
         ensure!(status.is_success(), "POST {url}: {status} {body}");
@@ -140,7 +153,12 @@ impl Deployment {
 
     /// `tollgate ctl check` of `subject` at acme for `feature` at region
     /// eu's first node, from Germany: its exit code and JSON answer.
-    async fn check(&self, subject: &str, feature: &str, consume: u64) -> anyhow::Result<(i32, Value)> {
+    async fn check(
+        &self,
+        subject: &str,
+        feature: &str,
+        consume: u64,
+    ) -> anyhow::Result<(i32, Value)> {
         let mut command = tokio::process::Command::from(tollgate());
         command
             .env("TOLLGATE_CREDENTIAL", &self.credential)
@@ -163,7 +181,13 @@ impl Deployment {
     /// Checks `feature` for `subject` until region eu answers with exit
     /// code `want` (0 allowed, 10 denied): the region applies origin
     /// changes within seconds.
-    async fn wait_check(&self, what: &str, subject: &str, feature: &str, want: i32) -> anyhow::Result<Value> {
+    async fn wait_check(
+        &self,
+        what: &str,
+        subject: &str,
+        feature: &str,
+        want: i32,
+    ) -> anyhow::Result<Value> {
         poll(what, REGION_DEADLINE, RELOAD_EVERY, || async move {
             let (code, answer) = self.check(subject, feature, 0).await?;
             Ok(if code == want {
@@ -191,13 +215,18 @@ impl Deployment {
         let subject = tollgate_sdk::SubjectId::try_from(subject.to_string())?;
         let feature = tollgate_sdk::FeatureId::try_from(feature.to_string())?;
         let (client, account, subject, feature) = (&client, &account, &subject, &feature);
-        poll("the region to lease a floating seat", REGION_DEADLINE, RELOAD_EVERY, || async move {
-            Ok(match client.acquire_seat(account, subject, feature).await {
-                Ok(seat) if seat.status == tollgate_sdk::SeatStatus::Held => Ok(seat),
-                Ok(seat) => Err(format!("{seat:?}")),
-                Err(e) => Err(e.to_string()),
-            })
-        })
+        poll(
+            "the region to lease a floating seat",
+            REGION_DEADLINE,
+            RELOAD_EVERY,
+            || async move {
+                Ok(match client.acquire_seat(account, subject, feature).await {
+                    Ok(seat) if seat.status == tollgate_sdk::SeatStatus::Held => Ok(seat),
+                    Ok(seat) => Err(format!("{seat:?}")),
+                    Err(e) => Err(e.to_string()),
+                })
+            },
+        )
         .await
     }
 }
@@ -233,15 +262,25 @@ fn screenshot_dir() -> PathBuf {
 
 /// Signs `who` in through the sign-in form; the browser ends on their home
 /// page, `home`.
-async fn sign_in(b: &Browser, d: &Deployment, step: &str, who: &(String, String), home: &str) -> anyhow::Result<()> {
-    b.open(&format!("{step}-sign-in"), &d.page("sign-in")).await?;
+async fn sign_in(
+    b: &Browser,
+    d: &Deployment,
+    step: &str,
+    who: &(String, String),
+    home: &str,
+) -> anyhow::Result<()> {
+    b.open(&format!("{step}-sign-in"), &d.page("sign-in"))
+        .await?;
     b.type_into("#email", &who.0).await?;
     b.type_into("#password", &who.1).await?;
     b.click("#sign-in").await?;
     let arrived = b.arrive(&format!("{step}-home"), home).await;
     if let Err(e) = arrived {
         let page = b.text("main").await.unwrap_or_default();
-        bail!("signing in {} did not reach {home}: {e:#}\nthe page says: {page}", who.0);
+        bail!(
+            "signing in {} did not reach {home}: {e:#}\nthe page says: {page}",
+            who.0
+        );
     }
     Ok(())
 }
@@ -256,8 +295,18 @@ async fn holdings(b: &Browser) -> anyhow::Result<Vec<String>> {
     b.texts("section.card h2").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_customer_and_the_vendor_use_the_portal_in_a_real_browser() {
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+#[test]
+fn a_customer_and_the_vendor_use_the_portal_in_a_real_browser() {
+    init_tracing();
     let Some(chromedriver) = browser::chromedriver_or_skip("portal_browser") else {
         return;
     };
@@ -266,9 +315,19 @@ async fn a_customer_and_the_vendor_use_the_portal_in_a_real_browser() {
     let data = tempfile::tempdir().unwrap();
     let downloads = tempfile::tempdir().unwrap();
     let mut dev = Dev::start(data.path(), &["--base-port", "0"]);
-    tokio::task::block_in_place(|| dev.wait_ready());
+    dev.wait_ready();
     let shots = screenshot_dir();
-    let outcome = journey(&chromedriver, data.path(), downloads.path(), &shots).await;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(journey(
+        &chromedriver,
+        data.path(),
+        downloads.path(),
+        &shots,
+    ));
     if let Err(e) = outcome {
         panic!(
             "{e:#}\n(screenshots in {}; {:?} in)\ntollgate dev's log:\n{}",
@@ -277,33 +336,49 @@ async fn a_customer_and_the_vendor_use_the_portal_in_a_real_browser() {
             last_lines(&dev.stderr(), 30)
         );
     }
-    eprintln!(
+    // Straight to stderr, past the harness's capture: CI's log shows it.
+    let _ = writeln!(
+        std::io::stderr(),
         "portal_browser: the journey took {:?}; screenshots in {}",
         started.elapsed(),
         shots.display()
     );
 }
 
-async fn journey(chromedriver: &Path, data: &Path, downloads: &Path, shots: &Path) -> anyhow::Result<()> {
+async fn journey(
+    chromedriver: &Path,
+    data: &Path,
+    downloads: &Path,
+    shots: &Path,
+) -> anyhow::Result<()> {
     let d = Deployment::read(data)?;
     let b = Browser::start(chromedriver, downloads, shots).await?;
     let result = steps(&b, &d).await;
     if result.is_err() {
-        eprintln!("chromedriver's log (last lines):\n{}", last_lines(&b.driver_log(), 20));
+        eprintln!(
+            "chromedriver's log (last lines):\n{}",
+            last_lines(&b.driver_log(), 20)
+        );
     }
-    result
+    let closed = b.close().await;
+    result?;
+    closed.context("ending the browser session")
 }
 
 async fn steps(b: &Browser, d: &Deployment) -> anyhow::Result<()> {
-    // Set-up through the REST API, as the vendor's admin. acme owns every
-    // add-on that fits its plan (sso-addon is for Starter), so the demo's
-    // Early access entitlement is revoked, to be asked for again; and acme
-    // has no floating seats in the demo, so it is granted some, for a
-    // feature it has no other grant of.
+    tracing::info!("set-up: acme gets floating seats and loses Early access (REST, as the admin)");
+    // acme owns every add-on that fits its plan (sso-addon is for
+    // Starter), so the demo's Early access entitlement is revoked, to be
+    // asked for again; and acme has no floating seats in the demo, so it
+    // is granted some, for a feature it has no other grant of.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    d.post(&format!("/v1/entitlements/{ADDON_ENTITLEMENT}/revoke"), None).await?;
+    d.post(
+        &format!("/v1/entitlements/{ADDON_ENTITLEMENT}/revoke"),
+        None,
+    )
+    .await?;
     d.post(
         "/v1/entitlements",
         Some(json!({
@@ -316,7 +391,7 @@ async fn steps(b: &Browser, d: &Deployment) -> anyhow::Result<()> {
     )
     .await?;
 
-    // a. The customer signs in and sees their plan.
+    tracing::info!("a: the customer signs in through the form and sees their plan");
     sign_in(b, d, "a1", &d.customer, "/portal/a/acme").await?;
     let owned = holdings(b).await?;
     ensure!(
@@ -324,9 +399,12 @@ async fn steps(b: &Browser, d: &Deployment) -> anyhow::Result<()> {
         "the overview shows acme's Pro plan: {owned:?}"
     );
 
-    // b. Usage a region counted, on the usage page: a chart and the day's figure.
+    tracing::info!("b: usage a region counted is on the usage page: a chart and the day's figure");
     let (code, answer) = d.check("alice", METERED, RENDERS).await?;
-    ensure!(code == 0, "a metered check is allowed: exit {code} {answer}");
+    ensure!(
+        code == 0,
+        "a metered check is allowed: exit {code} {answer}"
+    );
     let usage_path = format!("/v1/accounts/acme/usage?feature={METERED}");
     let daily_path = format!("/v1/accounts/acme/usage/daily?feature={METERED}&days=1");
     let day = poll(
@@ -370,27 +448,33 @@ async fn steps(b: &Browser, d: &Deployment) -> anyhow::Result<()> {
     b.settle("b2-usage-daily").await?;
     let rows = b.texts("section.card details tbody tr").await?;
     ensure!(
-        rows.iter().any(|r| r.contains(&day) && r.ends_with(&RENDERS.to_string())),
+        rows.iter()
+            .any(|r| r.contains(&day) && r.ends_with(&RENDERS.to_string())),
         "the daily figures list {day} with {RENDERS}: {rows:?}"
     );
 
-    // c. A floating seat a region reports held, released in the page.
+    tracing::info!("c: a floating seat a region reports held is released in the page");
     let taken = d.take_seat(SEAT_HOLDER, FLOATING_FEATURE).await?;
     let release = format!("#release-{SEAT_HOLDER}");
     let seats = d.page("a/acme/seats");
     let holders = format!("section[aria-labelledby=\"f-{FLOATING}\"]");
     b.open("c1-seats", &seats).await?;
-    poll("the seats page to list carol's seat", REGION_DEADLINE, RELOAD_EVERY, || {
-        let (release, holders) = (&release, &holders);
-        async move {
-            b.reload("c1-seats").await?;
-            Ok(if b.has(release).await? {
-                Ok(())
-            } else {
-                Err(b.text(holders).await.unwrap_or_else(|e| e.to_string()))
-            })
-        }
-    })
+    poll(
+        "the seats page to list carol's seat",
+        REGION_DEADLINE,
+        RELOAD_EVERY,
+        || {
+            let (release, holders) = (&release, &holders);
+            async move {
+                b.reload("c1-seats").await?;
+                Ok(if b.has(release).await? {
+                    Ok(())
+                } else {
+                    Err(b.text(holders).await.unwrap_or_else(|e| e.to_string()))
+                })
+            }
+        },
+    )
     .await
     .with_context(|| format!("the region answered carol's seat request with {taken:?}"))?;
     b.click(&release).await?;
@@ -414,27 +498,42 @@ async fn steps(b: &Browser, d: &Deployment) -> anyhow::Result<()> {
     b.arrive("c2-seat-released", "done=seat_released").await?;
     let notice = b.text("p.notice").await?;
     ensure!(notice.contains("The seat is released"), "{notice}");
-    poll("carol's seat to leave the seats page", REGION_DEADLINE, RELOAD_EVERY, || {
-        let holders = &holders;
-        async move {
-            b.reload("c3-seats-after").await?;
-            let listed = b.text(holders).await?;
-            Ok(if listed.contains(SEAT_HOLDER) {
-                Err(listed)
-            } else {
-                Ok(())
-            })
-        }
-    })
+    poll(
+        "carol's seat to leave the seats page",
+        REGION_DEADLINE,
+        RELOAD_EVERY,
+        || {
+            let holders = &holders;
+            async move {
+                b.reload("c3-seats-after").await?;
+                let listed = b.text(holders).await?;
+                Ok(if listed.contains(SEAT_HOLDER) {
+                    Err(listed)
+                } else {
+                    Ok(())
+                })
+            }
+        },
+    )
     .await?;
 
-    // d. The customer asks for the add-on; it is not theirs yet.
-    d.wait_check("the region to apply the revoked add-on", "alice", ADDON_FEATURE, 10)
-        .await?;
+    tracing::info!("d: the customer asks for an add-on a region does not allow them yet");
+    d.wait_check(
+        "the region to apply the revoked add-on",
+        "alice",
+        ADDON_FEATURE,
+        10,
+    )
+    .await?;
     b.open("d1-requests", &d.page("a/acme/requests")).await?;
-    b.find("#target").await?.select_by_value(&format!("addon:{ADDON}")).await?;
-    b.type_into("#justification", "The new editor, for the spring release.").await?;
-    b.submit("d2-request-filed", "#request", "done=request_filed").await?;
+    b.find("#target")
+        .await?
+        .select_by_value(&format!("addon:{ADDON}"))
+        .await?;
+    b.type_into("#justification", "The new editor, for the spring release.")
+        .await?;
+    b.submit("d2-request-filed", "#request", "done=request_filed")
+        .await?;
     let filed = b.find("tbody tr").await?;
     let row = filed.text().await?;
     ensure!(
@@ -447,17 +546,19 @@ async fn steps(b: &Browser, d: &Deployment) -> anyhow::Result<()> {
         .and_then(|id| id.strip_prefix("request-").map(str::to_string))
         .context("the request's row has its id")?;
 
-    // e. The vendor approves it.
+    tracing::info!("e: the vendor approves it in the console's request queue");
     sign_out(b, "e1-signed-out").await?;
     sign_in(b, d, "e2", &d.vendor, "/portal/vendor").await?;
-    b.open("e3-vendor-requests", &d.page("vendor/requests")).await?;
+    b.open("e3-vendor-requests", &d.page("vendor/requests"))
+        .await?;
     let waiting = format!("#request-{request}");
     let row = b.text(&waiting).await?;
     ensure!(
         row.contains("acme") && row.contains(&format!("Add-on: {ADDON_NAME}")),
         "the vendor's queue shows acme's request: {row}"
     );
-    b.type_into(&format!("#approve-reason-{request}"), "Spring release.").await?;
+    b.type_into(&format!("#approve-reason-{request}"), "Spring release.")
+        .await?;
     b.submit(
         "e4-approved",
         &format!("{waiting} form:has(input[name=\"decision\"][value=\"approve\"]) button[type=\"submit\"]"),
@@ -465,31 +566,49 @@ async fn steps(b: &Browser, d: &Deployment) -> anyhow::Result<()> {
     )
     .await?;
     let decided = b.text(&format!("#decided-{request}")).await?;
-    ensure!(decided.contains("Approved"), "the request is approved: {decided}");
+    ensure!(
+        decided.contains("Approved"),
+        "the request is approved: {decided}"
+    );
     sign_out(b, "e5-signed-out").await?;
 
-    // f. The customer has it, and a region allows its feature.
+    tracing::info!("f: the customer's overview lists it, and a region allows its feature");
     sign_in(b, d, "f1", &d.customer, "/portal/a/acme").await?;
     let owned = holdings(b).await?;
     ensure!(
         owned.iter().any(|h| h.contains(ADDON_NAME)),
         "the overview lists {ADDON_NAME}: {owned:?}"
     );
-    d.wait_check("the region to allow the add-on's feature", "alice", ADDON_FEATURE, 0)
-        .await?;
+    d.wait_check(
+        "the region to allow the add-on's feature",
+        "alice",
+        ADDON_FEATURE,
+        0,
+    )
+    .await?;
 
-    // g. A license, issued, downloaded and verified offline.
+    tracing::info!("g: a license is issued, downloaded, and verified offline by ctl");
     b.open("g1-licenses", &d.page("a/acme/licenses")).await?;
     b.click("#issue").await?;
-    poll("the issued license", Duration::from_secs(30), Duration::from_millis(100), || async move {
-        Ok(if b.has("#download").await? {
-            Ok(())
-        } else {
-            Err(b.path().await?)
-        })
-    })
+    poll(
+        "the issued license",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async move {
+            Ok(if b.has("#download").await? {
+                Ok(())
+            } else {
+                Err(b.path().await?)
+            })
+        },
+    )
     .await?;
     b.settle("g2-license-issued").await?;
+    let issued = b.text("#issued").await?;
+    let id = issued
+        .strip_prefix("License ")
+        .with_context(|| format!("the issued license's heading: {issued}"))?
+        .to_string();
     let audience = b
         .find("input[name=\"audience\"]")
         .await?
@@ -497,18 +616,33 @@ async fn steps(b: &Browser, d: &Deployment) -> anyhow::Result<()> {
         .await?
         .unwrap_or_default();
     b.click("#download").await?;
-    let file = poll("the license file to be downloaded", Duration::from_secs(30), Duration::from_millis(100), || async move {
-        let names: Vec<String> = std::fs::read_dir(&b.downloads)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        Ok(match names.iter().find(|n| n.starts_with("license-") && n.ends_with(".tgl")) {
-            Some(name) => Ok(b.downloads.join(name)),
-            None => Err(format!("{names:?}")),
-        })
-    })
+    let file = poll(
+        "the license file to be downloaded",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async move {
+            let names: Vec<String> = std::fs::read_dir(&b.downloads)?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            Ok(
+                match names
+                    .iter()
+                    .find(|n| n.starts_with("license-") && n.ends_with(".tgl"))
+                {
+                    Some(name) => Ok(b.downloads.join(name)),
+                    None => Err(format!("{names:?}")),
+                },
+            )
+        },
+    )
     .await?;
     b.settle("g3-license-downloaded").await?;
+    ensure!(
+        file.ends_with(format!("license-{id}.tgl")),
+        "the file is license {id}'s: {}",
+        file.display()
+    );
     let mut verify = tokio::process::Command::from(tollgate());
     verify
         .args(["ctl", "--ca"])
@@ -526,7 +660,7 @@ async fn steps(b: &Browser, d: &Deployment) -> anyhow::Result<()> {
         String::from_utf8_lossy(&verified.stderr)
     );
 
-    // No browser reported a CSP violation to the origin.
+    tracing::info!("no browser reported a CSP violation to the origin");
     let metrics = d
         .http
         .get(format!("{}/metrics", d.rest))
@@ -539,6 +673,9 @@ async fn steps(b: &Browser, d: &Deployment) -> anyhow::Result<()> {
         .filter(|l| l.starts_with("tollgate_portal_csp_reports_total"))
         .filter(|l| l.split_whitespace().last() != Some("0"))
         .collect();
-    ensure!(reports.is_empty(), "the origin counted CSP reports: {reports:?}");
+    ensure!(
+        reports.is_empty(),
+        "the origin counted CSP reports: {reports:?}"
+    );
     Ok(())
 }

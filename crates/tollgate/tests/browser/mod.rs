@@ -16,6 +16,8 @@ use anyhow::{anyhow, bail, Context};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use std::future::Future;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -40,7 +42,10 @@ pub fn chromedriver_or_skip(test: &str) -> Option<PathBuf> {
         "{REQUIRED_ENV}=required, but chromedriver is not on PATH: install Debian's \
          `chromium` and `chromium-driver` (.ci/run does, as root)"
     );
-    eprintln!(
+    // Straight to the process's stderr: the test harness keeps what
+    // `eprintln!` prints in a passing test to itself.
+    let _ = writeln!(
+        std::io::stderr(),
         "skipped: {test}: chromedriver is not on PATH (install Debian's `chromium` and \
          `chromium-driver`; {REQUIRED_ENV}=required makes this a failure)"
     );
@@ -54,7 +59,8 @@ fn on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|file| {
-            std::fs::metadata(file).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            std::fs::metadata(file)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
 }
 
@@ -90,13 +96,50 @@ where
 /// Only that entry is let through: a missing icon breaks nothing, and a
 /// page that names an icon of the portal's own is then held to the rule.
 fn no_favicon(message: &str) -> bool {
-    message
-        .split_once(' ')
-        .is_some_and(|(url, rest)| {
-            url.ends_with("/favicon.ico")
-                && url.matches('/').count() == 3
-                && rest.contains("status of 404")
-        })
+    message.split_once(' ').is_some_and(|(url, rest)| {
+        url.ends_with("/favicon.ico")
+            && url.matches('/').count() == 3
+            && rest.contains("status of 404")
+    })
+}
+
+/// The titles of the portal's error page (`web.rs`, `PageError`): a page
+/// with one fails the step at once rather than when a wait runs out.
+const ERROR_TITLES: [&str; 5] = [
+    "Not found",
+    "Form refused",
+    "Not done",
+    "Try again shortly",
+    "Something went wrong",
+];
+
+impl Drop for Browser {
+    /// Asks chromedriver to end the session (if [`Browser::close`] did
+    /// not), then ends chromedriver's process group, Chromium included.
+    fn drop(&mut self) {
+        use std::io::Read;
+        let address = self.driver_url.trim_start_matches("http://").to_string();
+        if let Ok(address) = address.parse() {
+            if let Ok(mut stream) =
+                std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))
+            {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = write!(
+                    stream,
+                    "DELETE /session/{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\n\
+                     Connection: close\r\n\r\n",
+                    self.session
+                );
+                let _ = stream.read_to_end(&mut Vec::new());
+            }
+        }
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg("--")
+            .arg(format!("-{}", self.driver.id()))
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// One console entry, as chromedriver's log endpoint returns it.
@@ -126,14 +169,24 @@ impl Browser {
     /// session: headless, 1280×1000, certificates from `tollgate dev`'s
     /// own CA accepted (it is in no browser's store), the console kept
     /// and downloads saved to `downloads` without asking. Screenshots go to
-    /// `shots` (emptied first).
-    pub async fn start(chromedriver: &Path, downloads: &Path, shots: &Path) -> anyhow::Result<Browser> {
+    /// `shots` (emptied first), with chromedriver's own log.
+    pub async fn start(
+        chromedriver: &Path,
+        downloads: &Path,
+        shots: &Path,
+    ) -> anyhow::Result<Browser> {
         let _ = std::fs::remove_dir_all(shots);
         std::fs::create_dir_all(shots).with_context(|| format!("creating {}", shots.display()))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let driver_log = downloads.with_extension("chromedriver.log");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let driver_log = shots.join("chromedriver.log");
         let log = std::fs::File::create(&driver_log)?;
         let child = Command::new(chromedriver)
+            // Its own process group: Chromium's processes are in it too,
+            // so the drop can end them all, even when chromedriver could
+            // not (it was killed first, or the test panicked).
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdin(Stdio::null())
@@ -211,7 +264,12 @@ impl Browser {
             .capabilities(capabilities)
             .connect(&driver_url)
             .await
-            .map_err(|e| anyhow!("opening a Chromium session: {e}; chromedriver said:\n{}", driver_said()))?;
+            .map_err(|e| {
+                anyhow!(
+                    "opening a Chromium session: {e}; chromedriver said:\n{}",
+                    driver_said()
+                )
+            })?;
         let session = client
             .session_id()
             .await?
@@ -227,6 +285,13 @@ impl Browser {
             console: Mutex::new(Vec::new()),
             driver_log,
         })
+    }
+
+    /// Ends the session: chromedriver quits Chromium and removes its
+    /// profile. The drop ends both anyway, but less tidily.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.client.clone().close().await?;
+        Ok(())
     }
 
     /// A chromedriver command fantoccini has no call for (the console log,
@@ -251,13 +316,19 @@ impl Browser {
 
     /// Opens `url`, then [`Browser::settle`]s as `step`.
     pub async fn open(&self, step: &str, url: &str) -> anyhow::Result<()> {
-        self.client.goto(url).await.with_context(|| format!("{step}: opening {url}"))?;
+        self.client
+            .goto(url)
+            .await
+            .with_context(|| format!("{step}: opening {url}"))?;
         self.settle(step).await
     }
 
     /// Reloads the page, then [`Browser::settle`]s as `step`.
     pub async fn reload(&self, step: &str) -> anyhow::Result<()> {
-        self.client.refresh().await.with_context(|| format!("{step}: reloading"))?;
+        self.client
+            .refresh()
+            .await
+            .with_context(|| format!("{step}: reloading"))?;
         self.settle(step).await
     }
 
@@ -281,16 +352,34 @@ impl Browser {
             },
         )
         .await?;
-        let png = self.client.screenshot().await.with_context(|| format!("{step}: screenshot"))?;
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .with_context(|| format!("{step}: screenshot"))?;
         let file = self.shots.join(format!("{step}.png"));
         std::fs::write(&file, png).with_context(|| format!("writing {}", file.display()))?;
-        self.check_console(step).await
+        self.check_console(step).await?;
+        let title = self.client.title().await?;
+        if ERROR_TITLES
+            .iter()
+            .any(|t| title.starts_with(&format!("{t} ·")))
+        {
+            bail!(
+                "{step}: the portal answered {} with its error page \"{title}\": {}",
+                self.path().await?,
+                self.text("main").await.unwrap_or_default()
+            );
+        }
+        Ok(())
     }
 
     /// Reads (and so empties) the browser's console log; fails on an entry
     /// at level SEVERE or one that names the Content Security Policy.
     pub async fn check_console(&self, step: &str) -> anyhow::Result<()> {
-        let entries = self.driver_post("se/log", json!({ "type": "browser" })).await?;
+        let entries = self
+            .driver_post("se/log", json!({ "type": "browser" }))
+            .await?;
         let entries: Vec<ConsoleEntry> = entries
             .as_array()
             .ok_or_else(|| anyhow!("{step}: the console log is not a list: {entries}"))?
@@ -307,7 +396,12 @@ impl Browser {
             .filter(|e| !no_favicon(&e.message))
             .map(|e| format!("{} {}", e.level, e.message))
             .collect();
-        let url = self.client.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+        let url = self
+            .client
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default();
         self.console
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -402,7 +496,17 @@ impl Browser {
             Duration::from_millis(50),
             || async move {
                 let path = self.path().await?;
-                Ok(if path.contains(arrive) { Ok(()) } else { Err(path) })
+                // An error page is where the browser arrived: settling
+                // there fails with what it says.
+                let title = self.client.title().await?;
+                let error_page = ERROR_TITLES
+                    .iter()
+                    .any(|t| title.starts_with(&format!("{t} ·")));
+                Ok(if path.contains(arrive) || error_page {
+                    Ok(())
+                } else {
+                    Err(path)
+                })
             },
         )
         .await?;
