@@ -70,6 +70,19 @@ impl Api {
         decode(path, &bytes)
     }
 
+    /// [`Api::send`] for a change whose answer the page does not show.
+    pub async fn act<B: Serialize>(
+        &self,
+        caller: &Caller,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        reason: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let _: serde_json::Value = self.send(caller, method, path, body, reason).await?;
+        Ok(())
+    }
+
     async fn call(
         &self,
         caller: &Caller,

@@ -167,6 +167,16 @@ impl<S: OriginStore> Portal<S> {
         read_json(&*self.app.store, &keys::portal_user(id))
     }
 
+    /// Refuses a form sent before any session (sign-in, invitation)
+    /// without the token its page set as a cookie.
+    fn check_signed_out_form(&self, headers: &HeaderMap, sent: &str) -> Result<(), PageError> {
+        let expected = cookie(
+            headers,
+            &cookie_name(COOKIE_FORM, self.config.secure_cookies),
+        );
+        check_form(headers, sent, expected.unwrap_or(""))
+    }
+
     fn session_cookie(&self) -> String {
         cookie_name("tg_session", self.config.secure_cookies)
     }
@@ -399,12 +409,7 @@ async fn sign_in<S: OriginStore>(
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Result<Response, PageError> {
-    let form_cookie = cookie(
-        &headers,
-        &cookie_name(COOKIE_FORM, portal.config.secure_cookies),
-    )
-    .unwrap_or("");
-    check_form(&headers, &form.csrf, form_cookie)?;
+    portal.check_signed_out_form(&headers, &form.csrf)?;
     let email = form.email.trim().to_lowercase();
     let next = safe_next(Some(&form.next));
     if email.len() > tollgate_origin::portal::USER_ID_LEN_MAX {
@@ -614,12 +619,7 @@ async fn accept_invite<S: OriginStore>(
     headers: HeaderMap,
     Form(form): Form<InviteForm>,
 ) -> Result<Response, PageError> {
-    let form_cookie = cookie(
-        &headers,
-        &cookie_name(COOKIE_FORM, portal.config.secure_cookies),
-    )
-    .unwrap_or("");
-    check_form(&headers, &form.csrf, form_cookie)?;
+    portal.check_signed_out_form(&headers, &form.csrf)?;
     let user = invited(&portal, &form.user, &form.token)?;
     if form.password != form.confirm {
         return Err(PageError::Invalid("The two passwords differ.".into()));

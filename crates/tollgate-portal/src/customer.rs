@@ -622,9 +622,9 @@ async fn release_seat<S: OriginStore>(
     let account = guard(&viewer, &account)?;
     let entitlement = EntitlementId::try_from(form.entitlement).map_err(|_| PageError::NotFound)?;
     let subject = SubjectId::try_from(form.subject).map_err(|_| PageError::NotFound)?;
-    let _: serde_json::Value = portal
+    portal
         .api
-        .send::<(), _>(
+        .act::<()>(
             &viewer.caller,
             Method::POST,
             &format!("/v1/accounts/{account}/entitlements/{entitlement}/seats/{subject}/release"),
@@ -667,9 +667,9 @@ async fn add_person<S: OriginStore>(
         roles: Default::default(),
         groups: Default::default(),
     };
-    let _: serde_json::Value = portal
+    portal
         .api
-        .send(
+        .act(
             &viewer.caller,
             Method::PUT,
             &format!("/v1/accounts/{account}/subjects/{id}"),
@@ -698,9 +698,9 @@ async fn remove_person<S: OriginStore>(
     viewer.check(&headers, &form.csrf)?;
     let account = guard(&viewer, &account)?;
     let id = SubjectId::try_from(form.subject).map_err(|_| PageError::NotFound)?;
-    let _: serde_json::Value = portal
+    portal
         .api
-        .send::<(), _>(
+        .act::<()>(
             &viewer.caller,
             Method::DELETE,
             &format!("/v1/accounts/{account}/subjects/{id}"),
@@ -1010,9 +1010,9 @@ async fn revoke_license<S: OriginStore>(
     if form.id.len() != 32 || !form.id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(PageError::NotFound);
     }
-    let _: serde_json::Value = portal
+    portal
         .api
-        .send::<(), _>(
+        .act::<()>(
             &viewer.caller,
             Method::POST,
             &format!("/v1/accounts/{account}/licenses/{}/revoke", form.id),
@@ -1264,9 +1264,9 @@ async fn file_request<S: OriginStore>(
         justification: form.justification.trim().to_string(),
         duration_seconds: None,
     };
-    let _: serde_json::Value = portal
+    portal
         .api
-        .send(
+        .act(
             &viewer.caller,
             Method::POST,
             &format!("/v1/accounts/{account}/access-requests"),
