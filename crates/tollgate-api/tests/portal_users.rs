@@ -423,8 +423,8 @@ async fn portal_users_are_created_listed_reinvited_and_removed() {
         .collect();
     let key = admin_key_id.as_str();
     let want: Vec<(String, String, String)> = [
-        ("portal_user.put", "portal-user/ops@example.com", key),
-        ("portal_user.put", "portal-user/mia@acme.example", key),
+        ("portal_user.create", "portal-user/ops@example.com", key),
+        ("portal_user.create", "portal-user/mia@acme.example", key),
         (
             "portal_user.set_password",
             "portal-user/ops@example.com",

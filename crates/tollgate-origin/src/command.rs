@@ -182,6 +182,9 @@ pub enum Op {
     /// it creates the user; keeps the stored sessions, wrong-password count
     /// and lockout.
     PutPortalUser(crate::portal::PortalUser),
+    /// A new portal user: refused (CONFLICT) when the id is taken, so two
+    /// invitations of one address at once cannot both succeed.
+    CreatePortalUser(crate::portal::PortalUser),
     /// Remove a portal user and end every session of theirs.
     DeletePortalUser {
         id: String,
@@ -299,6 +302,7 @@ impl Op {
             Op::RecordRegionReport(_) => "region.report",
             Op::ReleaseSeatHolder { .. } => "seat.release",
             Op::PutPortalUser(_) => "portal_user.put",
+            Op::CreatePortalUser(_) => "portal_user.create",
             Op::DeletePortalUser { .. } => "portal_user.delete",
             Op::SetPortalPassword { .. } => "portal_user.set_password",
             Op::StartPortalSession(_) => "portal.sign_in",

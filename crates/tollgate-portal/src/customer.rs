@@ -1495,7 +1495,7 @@ async fn invite_user<S: OriginStore>(
         return Err(PageError::Invalid(problem));
     }
     portal
-        .commit(&viewer.user.id, Op::PutPortalUser(user))
+        .commit(&viewer.user.id, Op::CreatePortalUser(user))
         .await?
         .map_err(PageError::Invalid)?;
     let link = format!(

@@ -340,6 +340,7 @@ pub(crate) struct Chrome {
     pub error: Option<String>,
     pub css: &'static str,
     pub js: &'static str,
+    pub icon: &'static str,
 }
 
 impl Chrome {
@@ -354,6 +355,7 @@ impl Chrome {
             error: None,
             css: &ASSETS.css_url,
             js: &ASSETS.js_url,
+            icon: &ASSETS.icon_url,
         }
     }
 }
@@ -361,10 +363,14 @@ impl Chrome {
 struct Assets {
     css_url: String,
     js_url: String,
+    icon_url: String,
 }
 
 const CSS: &str = include_str!("../assets/portal.css");
 const JS: &str = include_str!("../assets/portal.js");
+/// Named by every page, so browsers do not ask the origin for
+/// `/favicon.ico` (a 404 in their console).
+const ICON: &str = include_str!("../assets/favicon.svg");
 
 fn fingerprint(text: &str) -> String {
     sha256_hex(text)[..12].to_string()
@@ -374,6 +380,7 @@ fn fingerprint(text: &str) -> String {
 static ASSETS: LazyLock<Assets> = LazyLock::new(|| Assets {
     css_url: format!("{BASE}/static/portal-{}.css", fingerprint(CSS)),
     js_url: format!("{BASE}/static/portal-{}.js", fingerprint(JS)),
+    icon_url: format!("{BASE}/static/favicon-{}.svg", fingerprint(ICON)),
 });
 
 async fn static_file(Path(name): Path<String>) -> Response {
@@ -381,6 +388,8 @@ async fn static_file(Path(name): Path<String>) -> Response {
         (CSS, "text/css; charset=utf-8")
     } else if format!("{BASE}/static/{name}") == ASSETS.js_url {
         (JS, "text/javascript; charset=utf-8")
+    } else if format!("{BASE}/static/{name}") == ASSETS.icon_url {
+        (ICON, "image/svg+xml")
     } else {
         return PageError::NotFound.into_response();
     };

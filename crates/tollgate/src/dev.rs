@@ -909,7 +909,7 @@ async fn portal_sign_ins(origin: &OriginNode, root: &Path) -> anyhow::Result<Vec
             )
             .await?;
         }
-        write_command(origin, Op::PutPortalUser(user)).await?;
+        write_command(origin, Op::CreatePortalUser(user)).await?;
         sign_ins.push(PortalSignIn {
             who: who.to_string(),
             email: email.to_string(),

@@ -178,15 +178,19 @@ async fn commit_invite<S: OriginStore>(
     state: &AppState<S>,
     caller: &Caller,
     headers: &HeaderMap,
-    user: PortalUser,
+    op: Op,
     token: &str,
     status: StatusCode,
 ) -> Result<Response, Problem> {
+    let user = match &op {
+        Op::PutPortalUser(user) | Op::CreatePortalUser(user) => user,
+        _ => return Err(Problem::internal("an invitation is a portal user's put")),
+    };
     let (id, expires_at) = match &user.invite {
         Some(invite) => (user.id.clone(), invite.expires_at),
         None => return Err(Problem::internal("an invitation without its invite")),
     };
-    let response = commit(state, caller, headers, Op::PutPortalUser(user)).await?;
+    let response = commit(state, caller, headers, op).await?;
     let revision: u64 = response
         .headers()
         .get("x-tollgate-revision")
@@ -232,15 +236,24 @@ async fn create<S: OriginStore>(
     if let Some(problem) = user.invalid() {
         return Err(Problem::invalid(problem));
     }
-    // `PutPortalUser` replaces a user who exists; creating is asked for
-    // here, so an existing one is a conflict rather than a silent new
-    // invitation (that is `POST .../invite`).
+    // An existing user is a conflict rather than a silent new invitation
+    // (that is `POST .../invite`). Said here for the hint; the commit
+    // (`CreatePortalUser`) refuses one too, so two requests at once cannot
+    // both create.
     if state.store.get(&keys::portal_user(&id))?.is_some() {
         return Err(Problem::conflict(format!(
             "portal user {id} exists; POST /v1/portal-users/{id}/invite gives them a new invitation"
         )));
     }
-    commit_invite(&state, &caller, &headers, user, &token, StatusCode::CREATED).await
+    commit_invite(
+        &state,
+        &caller,
+        &headers,
+        Op::CreatePortalUser(user),
+        &token,
+        StatusCode::CREATED,
+    )
+    .await
 }
 
 async fn reinvite<S: OriginStore>(
@@ -266,7 +279,15 @@ async fn reinvite<S: OriginStore>(
     // on a put), so a reset link that is never used locks nobody out.
     let (invite, token) = new_invite(&caller, super::now())?;
     user.invite = Some(invite);
-    commit_invite(&state, &caller, &headers, user, &token, StatusCode::OK).await
+    commit_invite(
+        &state,
+        &caller,
+        &headers,
+        Op::PutPortalUser(user),
+        &token,
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn remove<S: OriginStore>(

@@ -378,6 +378,7 @@ fn run(tx: &mut Tx<'_>, cmd: &OriginCommand, revision: u64) -> Step<Changed> {
         } => regions::release_seat_holder(tx, cmd, account, entitlement, subject, revision),
         // Portal users and sessions never leave the origin.
         Op::PutPortalUser(user) => portal::put_user(tx, cmd, user),
+        Op::CreatePortalUser(user) => portal::create_user(tx, cmd, user),
         Op::DeletePortalUser { id } => portal::delete_user(tx, id),
         Op::SetPortalPassword {
             user,
@@ -417,7 +418,7 @@ fn audit_account(tx: &Tx<'_>, op: &Op) -> Result<Option<AccountId>, ReadError> {
             .map(|r| r.spec.account),
         Op::IssueLicense(r) => Some(r.account.clone()),
         Op::RevokeLicense { account, .. } => Some(account.clone()),
-        Op::PutPortalUser(u) => u.account.clone(),
+        Op::PutPortalUser(u) | Op::CreatePortalUser(u) => u.account.clone(),
         // Committed only for an entitlement of this account.
         Op::ReleaseSeatHolder { account, .. } => Some(account.clone()),
         Op::SetPortalPassword { user, .. } | Op::PortalSignInFailed { user, .. } => tx

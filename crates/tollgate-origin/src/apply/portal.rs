@@ -103,6 +103,20 @@ pub(super) fn put_user(tx: &mut Tx<'_>, cmd: &OriginCommand, user: &PortalUser) 
     Ok(touched(user_target(&user.id)))
 }
 
+pub(super) fn create_user(
+    tx: &mut Tx<'_>,
+    cmd: &OriginCommand,
+    user: &PortalUser,
+) -> Step<Changed> {
+    if tx.exists(&keys::portal_user(&user.id))? {
+        return reject(
+            RejectCode::Conflict,
+            format!("portal user {} already exists", user.id),
+        );
+    }
+    put_user(tx, cmd, user)
+}
+
 pub(super) fn delete_user(tx: &mut Tx<'_>, id: &str) -> Step<Changed> {
     let user = require_user(tx, id)?;
     end_sessions(tx, &user.sessions);

@@ -91,18 +91,6 @@ where
     outcome
 }
 
-/// Chromium asks every host for `/favicon.ico` (the portal's pages name no
-/// icon), and the origin answers 404, which the console logs as SEVERE.
-/// Only that entry is let through: a missing icon breaks nothing, and a
-/// page that names an icon of the portal's own is then held to the rule.
-fn no_favicon(message: &str) -> bool {
-    message.split_once(' ').is_some_and(|(url, rest)| {
-        url.ends_with("/favicon.ico")
-            && url.matches('/').count() == 3
-            && rest.contains("status of 404")
-    })
-}
-
 /// The titles of the portal's error page (`web.rs`, `PageError`): a page
 /// with one fails the step at once rather than when a wait runs out.
 const ERROR_TITLES: [&str; 5] = [
@@ -393,7 +381,6 @@ impl Browser {
         let bad: Vec<String> = entries
             .iter()
             .filter(|e| e.level == "SEVERE" || e.message.contains("Content Security Policy"))
-            .filter(|e| !no_favicon(&e.message))
             .map(|e| format!("{} {}", e.level, e.message))
             .collect();
         let url = self
