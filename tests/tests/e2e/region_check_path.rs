@@ -158,7 +158,10 @@ async fn a_batch_is_answered_at_one_revision_while_revisions_land() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path(), |_| {}).await;
     let now = wall_clock_now();
-    propose(&node, vec![catalog_record(now)]).await;
+    // The catalog record carries the clients' credential: the first batch
+    // must not race the check path's view of it.
+    let catalog = propose(&node, vec![catalog_record(now)]).await;
+    wait_applied(&node, catalog).await;
 
     tracing::info!(
         "A writer grants a then b each feature, one revision each; batches ask for both."
