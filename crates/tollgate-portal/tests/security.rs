@@ -182,17 +182,19 @@ async fn wrong_passwords_lock_the_user_out_for_a_while() {
         303
     );
     // The lock ends (3 s in tests): wait for it with a deadline.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut last = 0;
-    while tokio::time::Instant::now() < deadline {
-        let again = Browser::new(&portal.base);
-        last = again.sign_in(CUSTOMER, PASSWORD).await.status;
-        if last == 303 {
-            break;
+    tollgate_testkit::wait_until("the lock to end", Duration::from_secs(20), || async {
+        let status = Browser::new(&portal.base)
+            .sign_in(CUSTOMER, PASSWORD)
+            .await
+            .status;
+        if status == 303 {
+            Ok(())
+        } else {
+            Err(format!("sign-in answered {status}"))
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(last, 303, "the user can sign in once the lock ends");
+    })
+    .await
+    .expect("the user can sign in once the lock ends");
     // Every failure is in the account's own audit trail.
     let audit: serde_json::Value = reqwest::Client::new()
         .get(format!("{}/v1/accounts/acme/audit?limit=100", portal.base))
