@@ -164,45 +164,11 @@ fn api_key_rate_key(
 
 /// REST's answer to a refused request: problem+json with a stable code
 /// (`OVERLOADED`, `TIMEOUT`: 503; `RATE_LIMITED`: 429) and `Retry-After`.
-fn rest_refusal(refused: tollgate_server::limits::Refused) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    use tollgate_api::problem::Problem;
-    use tollgate_server::limits::{Refused, OVERLOADED, RATE_LIMITED, TIMEOUT};
-    let (problem, retry_after) = match refused {
-        Refused::Overloaded => (
-            Problem::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                OVERLOADED,
-                "the server is answering as many requests as it allows; retry shortly",
-            ),
-            1,
-        ),
-        Refused::Timeout(after) => (
-            Problem::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                TIMEOUT,
-                format!("no answer within {} ms", after.as_millis()),
-            ),
-            1,
-        ),
-        Refused::RateLimited(retry) => (
-            Problem::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                RATE_LIMITED,
-                format!(
-                    "too many requests with this API key; retry after {} s",
-                    retry.seconds()
-                ),
-            ),
-            retry.seconds(),
-        ),
-    };
-    let mut response = problem.into_response();
-    response.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        axum::http::HeaderValue::from(retry_after),
-    );
-    response
+fn rest_refusal(
+    refused: tollgate_server::limits::Refused,
+    _wire: tollgate_server::limits::Wire,
+) -> axum::response::Response {
+    tollgate_server::limits::problem_refusal(refused).map(axum::body::Body::new)
 }
 
 /// Ready to serve: a member of the origin's cluster that knows its leader

@@ -14,7 +14,8 @@
 //! issuing read); `follow` (the leader's changefeed loop); `quota_agent`
 //! (the leader's leases and reports to the origin); `checker` (checks
 //! answered); `check_service`, `usage_service` and `license_service` (gRPC
-//! on the check port); `ops` (`/healthz`, `/readyz`, `/v1/status`,
+//! on the check port); `http_api` (the check port's HTTP/JSON routes,
+//! answered by `check_service`); `ops` (`/healthz`, `/readyz`, `/v1/status`,
 //! `/metrics`); `report` (the leader's region report to the origin, and
 //! each node's facts in its Raft `Status`); and `node`, which assembles
 //! them.
@@ -24,6 +25,7 @@ mod checker;
 mod config;
 mod credentials;
 mod follow;
+mod http_api;
 mod license_service;
 mod meter;
 mod node;
@@ -38,6 +40,9 @@ pub use checker::REVISION_WAIT_MAX;
 pub use config::{RegionConfig, RegionIssuerConfig, RegionListeners};
 pub use credentials::{CredentialMode, CHECK_PORT_REFUSED, CREDENTIAL_METADATA_KEY};
 pub use follow::SyncStats;
+pub use http_api::{
+    openapi::document as openapi_document, JSON_BODY_BYTES_MAX, ROUTES as HTTP_ROUTES,
+};
 pub use meter::{MeterConfig, MeterStats};
 pub use node::RegionNode;
 pub use ops::{RegionStatus, SyncCounts};

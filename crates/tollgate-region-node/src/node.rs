@@ -69,8 +69,9 @@ impl RegionNode {
         // Anyone may connect to the check and operations ports (the next
         // layer authorizes callers); a client certificate, if presented,
         // must be one of ours.
+        // HTTP/1.1 too: the HTTP/JSON routes serve clients without HTTP/2.
         let check_tls = transport
-            .server("check", ClientAuth::optional(), false)
+            .server("check", ClientAuth::optional(), true)
             .map_err(tls_error)?;
         let node = Arc::new(Node::start(config.raft.clone(), RegionLogic, listeners.raft).await?);
         let view = node.view();
@@ -253,6 +254,10 @@ impl RegionNode {
         });
         let check_port = tollgate_server::grpc::GrpcPort::new("check", &config.limits);
         let router = tollgate_server::grpc::server_for(&check_port)
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(crate::http_api::router(
+                checker.clone(),
+            )))
             .add_service(
                 pb::check_service_server::CheckServiceServer::from_arc(checker.clone())
                     .max_decoding_message_size(CHECK_PORT_REQUEST_BYTES_MAX),

@@ -197,50 +197,11 @@ async fn metrics_text(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
 /// The operations port's answer to a refused request: problem+json with a
 /// stable code (`OVERLOADED`, `TIMEOUT`: 503; `RATE_LIMITED`: 429) and
 /// `Retry-After`.
-pub(crate) fn http_refusal(refused: tollgate_server::limits::Refused) -> axum::response::Response {
-    use tollgate_server::limits::{Refused, OVERLOADED, RATE_LIMITED, TIMEOUT};
-    let (status, code, detail, retry_after) = match refused {
-        Refused::Overloaded => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            OVERLOADED,
-            "the server is answering as many requests as it allows; retry shortly".to_string(),
-            1,
-        ),
-        Refused::Timeout(after) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            TIMEOUT,
-            format!("no answer within {} ms", after.as_millis()),
-            1,
-        ),
-        Refused::RateLimited(retry) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            RATE_LIMITED,
-            format!(
-                "too many requests from this caller; retry after {} s",
-                retry.seconds()
-            ),
-            retry.seconds(),
-        ),
-    };
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "code": code,
-        "detail": detail,
-    });
-    (
-        status,
-        [
-            (
-                axum::http::header::CONTENT_TYPE,
-                "application/problem+json".to_string(),
-            ),
-            (axum::http::header::RETRY_AFTER, retry_after.to_string()),
-        ],
-        body.to_string(),
-    )
-        .into_response()
+pub(crate) fn http_refusal(
+    refused: tollgate_server::limits::Refused,
+    _wire: tollgate_server::limits::Wire,
+) -> axum::response::Response {
+    tollgate_server::limits::problem_refusal(refused).map(axum::body::Body::new)
 }
 
 async fn healthz(State(state): State<Arc<OpsState>>) -> impl IntoResponse {

@@ -270,10 +270,81 @@ pub enum Refused {
     RateLimited(RetryAfter),
 }
 
+/// What a refused request spoke, so its refusal is in the same terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// `content-type: application/grpc...`: a gRPC status.
+    Grpc,
+    /// Anything else: an HTTP status with a problem document.
+    Http,
+}
+
+impl Wire {
+    pub fn of(headers: &http::HeaderMap) -> Wire {
+        let grpc = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            Wire::Grpc
+        } else {
+            Wire::Http
+        }
+    }
+}
+
+/// An RFC 9457 problem document (`application/problem+json`) for
+/// `refused`: 503 `OVERLOADED` or `TIMEOUT` (another node may answer),
+/// 429 `RATE_LIMITED`, each with `Retry-After` in seconds.
+pub fn problem_refusal(refused: Refused) -> http::Response<String> {
+    let (status, code, detail, retry_after) = match refused {
+        Refused::Overloaded => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            OVERLOADED,
+            "the server is answering as many requests as it allows; retry shortly".to_string(),
+            1,
+        ),
+        Refused::Timeout(after) => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            TIMEOUT,
+            format!("no answer within {} ms", after.as_millis()),
+            1,
+        ),
+        Refused::RateLimited(retry) => (
+            http::StatusCode::TOO_MANY_REQUESTS,
+            RATE_LIMITED,
+            format!(
+                "too many requests from this caller; retry after {} s",
+                retry.seconds()
+            ),
+            retry.seconds(),
+        ),
+    };
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "code": code,
+        "detail": detail,
+    });
+    let mut response = http::Response::new(body.to_string());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(http::header::RETRY_AFTER, retry_after.into());
+    response
+}
+
 /// A gRPC answer for `refused`: UNAVAILABLE `OVERLOADED` (another node may
 /// answer), DEADLINE_EXCEEDED `TIMEOUT`, RESOURCE_EXHAUSTED `RATE_LIMITED`
-/// with `retry-after`.
-pub fn grpc_refusal(refused: Refused) -> http::Response<tonic::body::Body> {
+/// with `retry-after`. A request that did not speak gRPC (the check port's
+/// HTTP/JSON routes) gets [`problem_refusal`] instead.
+pub fn grpc_refusal(refused: Refused, wire: Wire) -> http::Response<tonic::body::Body> {
+    if wire == Wire::Http {
+        return problem_refusal(refused).map(tonic::body::Body::new);
+    }
     let status = match refused {
         Refused::Overloaded => crate::status::error_status(
             Code::Unavailable,
@@ -319,7 +390,7 @@ impl RequestLimits {
     }
 
     /// The layer, answering refusals with `refuse`.
-    pub fn layer<R>(&self, refuse: fn(Refused) -> R) -> RequestLimitsLayer<R> {
+    pub fn layer<R>(&self, refuse: fn(Refused, Wire) -> R) -> RequestLimitsLayer<R> {
         RequestLimitsLayer {
             limits: self.clone(),
             refuse,
@@ -340,7 +411,7 @@ pub fn peer_ip_key(extensions: &http::Extensions, _headers: &http::HeaderMap) ->
 /// See [`RequestLimits`].
 pub struct RequestLimitsLayer<R> {
     limits: RequestLimits,
-    refuse: fn(Refused) -> R,
+    refuse: fn(Refused, Wire) -> R,
     rate: Option<(Arc<RateLimiter>, RateKey)>,
 }
 
@@ -410,17 +481,21 @@ where
         let limits = &self.layer.limits;
         let refuse = self.layer.refuse;
         let port = limits.port;
+        let wire = Wire::of(request.headers());
         if let Some((limiter, key)) = &self.layer.rate {
             if let Some(key) = key(request.extensions(), request.headers()) {
                 if let Err(retry) = limiter.check(&key) {
                     count_refusal(port, "rate_limited");
-                    return Box::pin(std::future::ready(Ok(refuse(Refused::RateLimited(retry)))));
+                    return Box::pin(std::future::ready(Ok(refuse(
+                        Refused::RateLimited(retry),
+                        wire,
+                    ))));
                 }
             }
         }
         let Ok(permit) = limits.permits.clone().try_acquire_owned() else {
             count_refusal(port, "overloaded");
-            return Box::pin(std::future::ready(Ok(refuse(Refused::Overloaded))));
+            return Box::pin(std::future::ready(Ok(refuse(Refused::Overloaded, wire))));
         };
         let mut timeout = limits.timeout_max;
         if limits.grpc {
@@ -443,7 +518,7 @@ where
                 Ok(answer) => answer,
                 Err(_) => {
                     count_refusal(port, "timeout");
-                    Ok(refuse(Refused::Timeout(timeout)))
+                    Ok(refuse(Refused::Timeout(timeout), wire))
                 }
             }
         })

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod credentials;
+mod http_api;
 mod licenses;
 mod limits;
 mod origin_e2e;
