@@ -15,7 +15,7 @@ use tollgate_engine::{
     decide, AccountView, CheckRequest, Consistency, Decision, Environment, Freshness, Location,
     NoLiveState, WatchEvent, WatchRequest,
 };
-use tollgate_model::{AccountId, Dataset, GeoFacts, SeatMode, UnixSeconds};
+use tollgate_model::{AccountId, Dataset, GeoFacts, Mutation, SeatMode, UnixSeconds};
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 
@@ -296,6 +296,33 @@ impl Replica {
         })
     }
 
+    /// A replica holding the state `mutations` describe at `revision`,
+    /// applied in order exactly as a following replica applies a `Watch`
+    /// state (a put replaces the object with the same id, a delete removes
+    /// it), following nothing: for data delivered some other way (a file, a
+    /// recorded stream), tests and the conformance cases. Like
+    /// [`Replica::from_dataset`], the result must be a valid data set, and
+    /// its data counts as current unless a check says otherwise
+    /// ([`Replica::check_at`]).
+    pub fn from_mutations(
+        mutations: impl IntoIterator<Item = Mutation>,
+        revision: u64,
+    ) -> Result<Replica, SdkError> {
+        let mut store = Store::default();
+        let mut dirty = Dirty::default();
+        for m in mutations {
+            store.apply(m, &mut dirty);
+        }
+        store
+            .to_dataset()
+            .validate()
+            .map_err(|e| SdkError::InvalidRequest(format!("dataset: {e}")))?;
+        Ok(Replica {
+            shared: Arc::new(Shared::new(None, store, revision, true)),
+            task: None,
+        })
+    }
+
     /// The origin revision applied.
     pub fn revision(&self) -> u64 {
         self.shared.snapshot.load().revision
@@ -362,6 +389,34 @@ impl Replica {
     /// account outside the replica's scope. A resolved location is used as
     /// given (a node uses it only when configured to trust the proxy).
     pub fn check(&self, request: &CheckRequest) -> Result<LocalDecision, SdkError> {
+        self.decide_local(request, now(), None)
+    }
+
+    /// Decides `request` as [`Replica::check`] does, but at `now` rather
+    /// than the system clock, and as if the region last heard from the
+    /// origin at `last_origin_contact` (`None`: never) rather than when the
+    /// replica estimates it did: offline policies and
+    /// [`LocalDecision::staleness`] follow these. For applications that
+    /// keep their own trusted time, for replaying recorded inputs, and for
+    /// the conformance cases every SDK runs (`sdk/conformance`). Refused
+    /// for the same reasons as [`Replica::check`].
+    pub fn check_at(
+        &self,
+        request: &CheckRequest,
+        now: UnixSeconds,
+        last_origin_contact: Option<UnixSeconds>,
+    ) -> Result<LocalDecision, SdkError> {
+        self.decide_local(request, now, Some(last_origin_contact))
+    }
+
+    /// `check` and `check_at`: `contact`, when given, replaces the
+    /// replica's own estimate of the last origin contact.
+    fn decide_local(
+        &self,
+        request: &CheckRequest,
+        now: UnixSeconds,
+        contact: Option<Option<UnixSeconds>>,
+    ) -> Result<LocalDecision, SdkError> {
         if request.check.consume > 0 {
             return Err(SdkError::NeedsRegion(
                 "a check that consumes units is metered by the region: use Client::consume".into(),
@@ -398,8 +453,11 @@ impl Replica {
                 });
             }
         }
-        let now = now();
-        let (freshness, staleness) = self.shared.freshness(snapshot.revision, now);
+        let (mut freshness, mut staleness) = self.shared.freshness(snapshot.revision, now);
+        if let Some(contact) = contact {
+            freshness.last_origin_contact = contact;
+            staleness.origin_seconds = contact.map(|t| now.seconds_since(t));
+        }
         let view = snapshot
             .views
             .accounts
@@ -702,6 +760,39 @@ mod tests {
             replica.check(&stranger).unwrap().decision.reason,
             Reason::UnknownAccount
         );
+    }
+
+    #[test]
+    fn a_replica_from_mutations_decides_at_the_time_and_contact_given() {
+        let data = sample();
+        let mut changes = data.to_mutations();
+        let mut suspended = data.entitlements[0].clone();
+        suspended.status = EntitlementStatus::Suspended;
+        changes.push(Mutation::PutEntitlement(suspended));
+        let replica = Replica::from_mutations(changes, 9).unwrap();
+        assert_eq!(replica.revision(), 9);
+        let f = request("f");
+        let at = UnixSeconds(1_800_000_000);
+        let local = replica
+            .check_at(&f, at, Some(UnixSeconds(at.0 - 30)))
+            .unwrap();
+        assert_eq!(
+            local.decision.reason,
+            Reason::Suspended,
+            "the later put wins"
+        );
+        assert_eq!(local.decision.staleness_seconds, Some(30));
+        assert_eq!(local.staleness.origin_seconds, Some(30));
+        // Never heard from the origin: the default offline policy denies.
+        let m = replica.check_at(&request("m"), at, None).unwrap();
+        assert_eq!(m.decision.reason, Reason::StaleData);
+        assert_eq!(m.staleness.origin_seconds, None);
+        // A data set that does not validate is refused.
+        let dangling = vec![Mutation::PutSubject(data.subjects[0].clone())];
+        assert!(matches!(
+            Replica::from_mutations(dangling, 1),
+            Err(SdkError::InvalidRequest(_))
+        ));
     }
 
     fn following() -> Shared {
