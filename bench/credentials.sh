@@ -27,9 +27,8 @@ SECONDS_EACH=8
 JSON_OUT=""
 STRICT=0
 DEADLINE=120
-
-die() { printf '%s: error: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 1; }
-log() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 while (($#)); do
     case $1 in
@@ -44,47 +43,9 @@ done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer"
 [[ $SECONDS_EACH =~ ^[1-9][0-9]*$ ]] || die "--seconds must be a positive integer"
 
-if ! command -v jq >/dev/null; then
-    [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null ||
-        die "jq is missing and cannot be installed here (not root, or no apt-get)"
-    log "installing jq from Debian's packages"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null
-fi
-
-if [[ -n ${TOLLGATE_BIN:-} ]]; then
-    BIN=$TOLLGATE_BIN
-else
-    log "building tollgate (release)"
-    cargo build --release -q -p tollgate
-    BIN=target/release/tollgate
-fi
-[[ -x $BIN ]] || die "$BIN is not an executable"
-
-WORK=$(mktemp -d)
-PID=""
-cleanup() {
-    if [[ -n $PID ]]; then
-        kill -INT "$PID" 2>/dev/null || true
-        wait "$PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$BIN" dev --data-dir "$WORK/dev" --base-port 0 --check-credentials off \
-    >"$WORK/dev.log" 2>&1 &
-PID=$!
-deadline=$((EPOCHSECONDS + DEADLINE))
-until [[ -s $WORK/dev/endpoints.json ]] && jq -e .regions "$WORK/dev/endpoints.json" >/dev/null 2>&1; do
-    kill -0 "$PID" 2>/dev/null || die "tollgate dev exited: $(tail -n 3 "$WORK/dev.log")"
-    ((EPOCHSECONDS < deadline)) || die "tollgate dev not ready in ${DEADLINE}s: $(tail -n 1 "$WORK/dev.log")"
-    sleep 0.2
-done
-EP=$(jq -r '.regions[] | select(.name == "eu") | .nodes[0].check' "$WORK/dev/endpoints.json")
-CA=$(jq -r '.tls.ca' "$WORK/dev/endpoints.json")
-CREDENTIAL=$(cat "$WORK/dev/app.credential")
-[[ $EP == https://* && -f $CA && $CREDENTIAL == tgc_* ]] ||
-    die "tollgate dev gave no https endpoint, CA or credential ($EP, $CA)"
+need_jq
+tollgate_bin
+start_dev --check-credentials off
 log "checks at $EP"
 
 # bench MODE IN_FLIGHT: one `tollgate bench check` run, JSON on stdout.
@@ -111,8 +72,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     done
 done
 
-SUMMARY=$(jq -s '
-    def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+SUMMARY=$(jq -s "$JQ_MEDIAN"'
     def of($m; $f): map(select(.mode == $m and .in_flight == $f))
         | {p50_us: (map(.p50_us) | median), p99_us: (map(.p99_us) | median), rate: (map(.rate) | median)};
     {

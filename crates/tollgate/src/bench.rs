@@ -1,8 +1,10 @@
-//! `tollgate bench check`: a gRPC load generator against region nodes. A
-//! fixed number of requests in flight over a few connections, a mix of
-//! accounts, features and IPs, for a duration; prints throughput, latency
-//! percentiles from an HDR histogram, the decisions by reason and the
-//! errors by gRPC code. `--compare-plain` measures plain checks and then
+//! `tollgate bench check`: a load generator against region nodes, over gRPC
+//! or the HTTP/JSON API (`--protocol`; `both` measures gRPC and then HTTP
+//! in one run and prints their ratios). A fixed number of requests in
+//! flight over a few connections (HTTP/1.1: one per request in flight), a
+//! mix of accounts, features and IPs, for a duration; prints throughput,
+//! latency percentiles from an HDR histogram, the decisions by reason and
+//! the errors by code. `--compare-plain` measures plain checks and then
 //! consuming checks in one run, so the two throughputs compare.
 
 use crate::ctl::tls::{status_cause, ClientTlsArgs};
@@ -67,8 +69,13 @@ struct CheckBench {
     consume: u64,
     /// With `--consume`: first measure the same checks without consuming,
     /// then with, and print both and the ratio of their throughputs.
-    #[arg(long, requires = "consume")]
+    #[arg(long, requires = "consume", conflicts_with = "protocol")]
     compare_plain: bool,
+    /// gRPC (`CheckService/Check`), the HTTP/JSON API (`POST /v1/check`,
+    /// HTTP/1.1 with one keep-alive connection per request in flight), or
+    /// both, one after the other, with the ratios of HTTP to gRPC.
+    #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+    protocol: Protocol,
     /// A request not answered within this long counts as an error.
     #[arg(long, default_value_t = 5_000)]
     timeout_ms: u64,
@@ -81,6 +88,25 @@ struct CheckBench {
     output: Output,
     #[command(flatten)]
     tls: ClientTlsArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Protocol {
+    Grpc,
+    Http,
+    Both,
+}
+
+/// What the load is sent with.
+enum Target {
+    Grpc(Vec<CheckServiceClient<crate::ctl::tls::AppChannel>>),
+    Http {
+        client: reqwest::Client,
+        /// `<endpoint>/v1/check`, one per endpoint.
+        urls: Vec<String>,
+        /// `Bearer <credential>`, if one was given.
+        authorization: Option<String>,
+    },
 }
 
 pub fn run(args: BenchArgs) -> u8 {
@@ -240,25 +266,69 @@ async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
     }
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
     let credential = args.tls.credential().map_err(|e| anyhow::anyhow!(e))?;
-    let mut clients = Vec::with_capacity(args.connections);
-    for i in 0..args.connections {
-        let endpoint = &args.endpoints[i % args.endpoints.len()];
-        let transport = &transports[i % transports.len()];
-        let channel = crate::ctl::tls::grpc_channel(transport, endpoint, timeout)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        clients.push(CheckServiceClient::new(
-            tonic::service::interceptor::InterceptedService::new(channel, credential.clone()),
+    let mut phases: Vec<(&str, u64, Target)> = Vec::new();
+    if args.protocol != Protocol::Http {
+        let mut clients = Vec::with_capacity(args.connections);
+        for i in 0..args.connections {
+            let endpoint = &args.endpoints[i % args.endpoints.len()];
+            let transport = &transports[i % transports.len()];
+            let channel = crate::ctl::tls::grpc_channel(transport, endpoint, timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            clients.push(CheckServiceClient::new(
+                tonic::service::interceptor::InterceptedService::new(channel, credential.clone()),
+            ));
+        }
+        if args.compare_plain {
+            phases.push(("plain", 0, Target::Grpc(clients.clone())));
+            phases.push(("consume", args.consume, Target::Grpc(clients)));
+        } else {
+            let label = if args.protocol == Protocol::Both {
+                "grpc"
+            } else {
+                ""
+            };
+            phases.push((label, args.consume, Target::Grpc(clients)));
+        }
+    }
+    if args.protocol != Protocol::Grpc {
+        let builder =
+            crate::ctl::tls::http_client(&transports[0]).map_err(|e| anyhow::anyhow!(e))?;
+        let client = builder
+            .tcp_nodelay(true)
+            .timeout(timeout)
+            .pool_max_idle_per_host(args.concurrency)
+            .build()
+            .context("building the HTTP client")?;
+        let urls = args
+            .endpoints
+            .iter()
+            .map(|e| format!("{}/v1/check", e.trim_end_matches('/')))
+            .collect();
+        let authorization = args.tls.credential.as_ref().map(|t| format!("Bearer {t}"));
+        let label = if args.protocol == Protocol::Both {
+            "http"
+        } else {
+            ""
+        };
+        phases.push((
+            label,
+            args.consume,
+            Target::Http {
+                client,
+                urls,
+                authorization,
+            },
         ));
     }
-    let phases: Vec<(&str, u64)> = if args.compare_plain {
-        vec![("plain", 0), ("consume", args.consume)]
-    } else {
-        vec![("", args.consume)]
-    };
     let mut results = Vec::new();
-    for (label, consume) in phases {
-        let phase = measure(&args, &clients, consume).await?;
+    for (label, consume, target) in phases {
+        // HTTP/1.1 holds one connection per request in flight.
+        let connections = match target {
+            Target::Grpc(_) => args.connections,
+            Target::Http { .. } => args.concurrency,
+        };
+        let phase = measure(&args, target, consume).await?;
         anyhow::ensure!(
             !phase.latencies.is_empty(),
             "no check succeeded ({} errors: {:?}; first of each: {:?})",
@@ -266,39 +336,62 @@ async fn bench_check(args: CheckBench) -> anyhow::Result<()> {
             phase.errors,
             phase.error_samples
         );
-        results.push((label, phase));
+        results.push((label, phase, connections));
     }
-    let (concurrency, connections) = (args.concurrency, args.connections);
+    let concurrency = args.concurrency;
     let ratio = match results.as_slice() {
-        [(_, plain), (_, consume)] => Some(consume.throughput() / plain.throughput()),
+        [(_, plain, _), (_, consume, _)] if args.compare_plain => {
+            Some(consume.throughput() / plain.throughput())
+        }
+        _ => None,
+    };
+    let http_to_grpc = match results.as_slice() {
+        [(_, grpc, _), (_, http, _)] if args.protocol == Protocol::Both => Some((
+            http.latencies.value_at_quantile(0.5) as f64
+                / grpc.latencies.value_at_quantile(0.5).max(1) as f64,
+            http.throughput() / grpc.throughput(),
+        )),
         _ => None,
     };
     match args.output {
         Output::Json => {
-            let value = match (&results[..], ratio) {
-                ([(_, plain), (_, consume)], Some(ratio)) => serde_json::json!({
-                    "plain": plain.json(concurrency, connections),
-                    "consume": consume.json(concurrency, connections),
+            let value = match (&results[..], ratio, http_to_grpc) {
+                ([(_, plain, connections), (_, consume, _)], Some(ratio), _) => serde_json::json!({
+                    "plain": plain.json(concurrency, *connections),
+                    "consume": consume.json(concurrency, *connections),
                     "consume_to_plain_throughput": ratio,
                 }),
-                _ => results[0].1.json(concurrency, connections),
+                (
+                    [(_, grpc, grpc_connections), (_, http, http_connections)],
+                    _,
+                    Some((p50, throughput)),
+                ) => serde_json::json!({
+                    "grpc": grpc.json(concurrency, *grpc_connections),
+                    "http": http.json(concurrency, *http_connections),
+                    "http_to_grpc_p50": p50,
+                    "http_to_grpc_throughput": throughput,
+                }),
+                _ => results[0].1.json(concurrency, results[0].2),
             };
             println!("{value}");
         }
         Output::Text => {
-            for (label, phase) in &results {
+            for (label, phase, connections) in &results {
                 let label = if label.is_empty() {
                     String::new()
                 } else {
                     format!("{label}: ")
                 };
-                phase.print(&label, concurrency, connections);
+                phase.print(&label, concurrency, *connections);
             }
             if let Some(ratio) = ratio {
                 println!(
                     "consuming checks ran at {:.0} % of the plain throughput",
                     ratio * 100.0
                 );
+            }
+            if let Some((p50, throughput)) = http_to_grpc {
+                println!("HTTP/JSON against gRPC: p50 {p50:.2}x, throughput {throughput:.2}x");
             }
         }
     }
@@ -350,53 +443,134 @@ fn check_requests(args: &CheckBench, consume: u64) -> anyhow::Result<Vec<pb::Che
     Ok(requests)
 }
 
+/// A check request as the HTTP/JSON API takes it.
+fn json_body(request: &pb::CheckRequest) -> bytes::Bytes {
+    let ip = match &request.location {
+        Some(pb::check_request::Location::Ip(ip)) => Some(ip.as_str()),
+        _ => None,
+    };
+    let body = serde_json::json!({
+        "account": request.account_id,
+        "subject": request.subject_id,
+        "feature": request.feature_id,
+        "consume": request.consume,
+        "ip": ip,
+    });
+    bytes::Bytes::from(body.to_string())
+}
+
+/// What one call answered: the reason, or the error's code and message.
+type Answer = Result<String, (String, String)>;
+
+async fn http_check(
+    client: &reqwest::Client,
+    url: &str,
+    authorization: Option<&str>,
+    body: bytes::Bytes,
+) -> Answer {
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        reason: Option<String>,
+        code: Option<String>,
+        detail: Option<String>,
+    }
+    let mut request = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    if let Some(authorization) = authorization {
+        request = request.header(reqwest::header::AUTHORIZATION, authorization);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ("TRANSPORT".to_string(), format!("{e:#}")))?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| ("TRANSPORT".to_string(), format!("{e:#}")))?;
+    let reply: Reply = serde_json::from_slice(&bytes)
+        .map_err(|e| (status.as_u16().to_string(), format!("not JSON: {e}")))?;
+    match (status.is_success(), reply.reason) {
+        (true, Some(reason)) => Ok(format!("REASON_{reason}")),
+        _ => Err((
+            reply.code.unwrap_or_else(|| status.as_u16().to_string()),
+            reply.detail.unwrap_or_default(),
+        )),
+    }
+}
+
 /// One phase: warm up, then keep `--concurrency` checks in flight for
 /// `--duration-seconds`, each consuming `consume` units.
-async fn measure(
-    args: &CheckBench,
-    clients: &[CheckServiceClient<crate::ctl::tls::AppChannel>],
-    consume: u64,
-) -> anyhow::Result<Phase> {
+async fn measure(args: &CheckBench, target: Target, consume: u64) -> anyhow::Result<Phase> {
     let requests = check_requests(args, consume)?;
+    let bodies: Vec<bytes::Bytes> = requests.iter().map(json_body).collect();
     let requests = std::sync::Arc::new(requests);
+    let bodies = std::sync::Arc::new(bodies);
+    let target = std::sync::Arc::new(target);
     let warmup_end = Instant::now() + Duration::from_secs(args.warmup_seconds);
     let end = warmup_end + Duration::from_secs(args.duration_seconds);
     let seconds = args.duration_seconds;
     let mut workers = Vec::with_capacity(args.concurrency);
     for w in 0..args.concurrency {
-        let mut client = clients[w % clients.len()].clone();
         let requests = requests.clone();
+        let bodies = bodies.clone();
+        let target = target.clone();
         workers.push(tokio::spawn(async move {
             let mut phase = Phase::new(seconds);
+            let mut grpc = match target.as_ref() {
+                Target::Grpc(clients) => Some(clients[w % clients.len()].clone()),
+                Target::Http { .. } => None,
+            };
             let mut i = w;
             while Instant::now() < end {
-                let request = requests[i % requests.len()].clone();
+                let n = i % requests.len();
                 i += 1;
                 let start = Instant::now();
-                let answer = client.check(request).await;
+                let answer: Answer = match (&mut grpc, target.as_ref()) {
+                    (Some(client), _) => match client.check(requests[n].clone()).await {
+                        Ok(response) => Ok(response
+                            .into_inner()
+                            .decision
+                            .and_then(|d| pb::Reason::try_from(d.reason).ok())
+                            .unwrap_or(pb::Reason::Unspecified)
+                            .as_str_name()
+                            .to_string()),
+                        Err(status) => Err((
+                            format!("{:?}", status.code()),
+                            format!("{}{}", status.message(), status_cause(&status)),
+                        )),
+                    },
+                    (
+                        None,
+                        Target::Http {
+                            client,
+                            urls,
+                            authorization,
+                        },
+                    ) => {
+                        http_check(
+                            client,
+                            &urls[w % urls.len()],
+                            authorization.as_deref(),
+                            bodies[n].clone(),
+                        )
+                        .await
+                    }
+                    (None, Target::Grpc(_)) => unreachable!("a gRPC target has a client"),
+                };
                 if start < warmup_end {
                     continue;
                 }
                 match answer {
-                    Ok(response) => {
+                    Ok(reason) => {
                         let micros = start.elapsed().as_micros().min(60_000_000) as u64;
                         let _ = phase.latencies.record(micros.max(1));
-                        let reason = response
-                            .into_inner()
-                            .decision
-                            .and_then(|d| pb::Reason::try_from(d.reason).ok())
-                            .unwrap_or(pb::Reason::Unspecified);
-                        *phase
-                            .reasons
-                            .entry(reason.as_str_name().to_string())
-                            .or_default() += 1;
+                        *phase.reasons.entry(reason).or_default() += 1;
                     }
-                    Err(status) => {
-                        let code = format!("{:?}", status.code());
-                        if !phase.error_samples.contains_key(&code) {
-                            let sample = format!("{}{}", status.message(), status_cause(&status));
-                            phase.error_samples.insert(code.clone(), sample);
-                        }
+                    Err((code, message)) => {
+                        phase.error_samples.entry(code.clone()).or_insert(message);
                         *phase.errors.entry(code).or_default() += 1;
                     }
                 }
