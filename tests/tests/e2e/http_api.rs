@@ -93,6 +93,12 @@ fn as_json(answer: pb::CheckResponse) -> Value {
 }
 
 async fn start() -> (tempfile::TempDir, TestOrigin, Vec<RegionNode>, u64) {
+    start_with(|_| {}).await
+}
+
+async fn start_with(
+    configure: impl Fn(&mut tollgate_region_node::RegionConfig),
+) -> (tempfile::TempDir, TestOrigin, Vec<RegionNode>, u64) {
     let dir = tempfile::tempdir().unwrap();
     let mut origin_config = OriginConfig::new(1, dir.path().join("origin"));
     origin_config.feed.heartbeat_interval = Duration::from_millis(100);
@@ -111,6 +117,7 @@ async fn start() -> (tempfile::TempDir, TestOrigin, Vec<RegionNode>, u64) {
     let region = start_region(1, dir.path(), &origin.node, origin.feed_url(), None, |c| {
         c.watch_heartbeat = Duration::from_millis(200);
         c.revision_wait_max = Duration::from_millis(300);
+        configure(c);
     })
     .await;
     wait_until("the region to catch up", DEADLINE, || async {
@@ -675,4 +682,87 @@ async fn the_event_stream_sends_the_state_then_changes_and_resumes_from_last_eve
         record["mutations"][0]["put_account"]["status"], "suspended",
         "{record}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_port_and_a_caller_over_its_rate_get_problems_with_retry_after() {
+    init_tracing();
+    let (_dir, _origin, region, head) = start_with(|c| {
+        c.limits = tollgate_server::limits::Limits {
+            concurrency_max: 1,
+            rate_per_second: 1,
+            // Room for the attempts made before the holder arrives.
+            rate_burst: 20,
+            ..tollgate_server::limits::Limits::default()
+        };
+        c.revision_wait_max = Duration::from_secs(2);
+    })
+    .await;
+    let node = &region[0];
+    let http = pki().http_client();
+
+    info!("One request holds the port's only slot; another is shed with 503 OVERLOADED.");
+    let holder = {
+        let (http, url) = (http.clone(), url(node, "/v1/check"));
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(test_credential())
+                .json(&json!({"account": "acme", "feature": "export", "at_least_revision": head + 1000}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let shed = wait_until("a request to be shed", DEADLINE, || async {
+        let response = http
+            .post(url(node, "/v1/check"))
+            .bearer_auth(test_credential())
+            .json(&json!({"account": "acme", "feature": "export"}))
+            .send()
+            .await
+            .unwrap();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let (status, content_type, body) = answer(response).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            Ok((status, content_type, body, retry_after))
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await
+    .unwrap();
+    let (status, content_type, body, retry_after) = shed;
+    assert_eq!(problem_code(status, &content_type, &body), "OVERLOADED");
+    assert!(retry_after.is_some(), "{body}");
+    assert_eq!(
+        holder.await.unwrap(),
+        StatusCode::GATEWAY_TIMEOUT,
+        "the holder waited for a revision that never came"
+    );
+
+    info!("A caller over its rate: 429 RATE_LIMITED with Retry-After.");
+    let mut limited = None;
+    for _ in 0..60 {
+        let response = http
+            .post(url(node, "/v1/check"))
+            .bearer_auth(test_credential())
+            .json(&json!({"account": "acme", "feature": "export"}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(response);
+            break;
+        }
+    }
+    let limited = limited.expect("the caller was limited within 60 requests");
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let (status, content_type, body) = answer(limited).await;
+    assert_eq!(problem_code(status, &content_type, &body), "RATE_LIMITED");
 }
