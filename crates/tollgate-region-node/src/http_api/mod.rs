@@ -244,29 +244,15 @@ fn invalid(detail: String) -> Response {
     request_body = wire::CheckBody,
     responses(
         (status = 200, description = "The decision (a denial too)", body = wire::CheckAnswerBody),
-        (status = 400, description = "Malformed JSON, unknown fields or invalid values (`INVALID_ARGUMENT`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or a wrong credential (`CREDENTIAL_REQUIRED`, `CREDENTIAL_INVALID`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The credential does not cover it (`CREDENTIAL_SCOPE`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "A body over 256 KiB (`MESSAGE_TOO_LARGE`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the caller's rate (`RATE_LIMITED`, with `Retry-After`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, timed out or not ready: try another node (`OVERLOADED`, `TIMEOUT`, `UNAVAILABLE`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 504, description = "`at_least_revision` not applied in time (`REVISION_NOT_APPLIED`)", body = openapi::Problem, content_type = "application/problem+json"),
     )
 )]
 async fn check(State(checker): State<Arc<Checker>>, request: Request) -> Response {
-    let (metadata, extensions, body) = match json_request::<wire::CheckBody>(request).await {
-        Ok(parts) => parts,
-        Err(refused) => return refused,
-    };
-    let message = match body.into_proto() {
-        Ok(message) => message,
-        Err(e) => return invalid(e),
-    };
-    let request = tonic::Request::from_parts(metadata, extensions, message);
-    match CheckService::check(checker.as_ref(), request).await {
-        Ok(answer) => json(&wire::CheckAnswerBody::from(answer.into_inner())),
-        Err(status) => status_problem(&status),
+    match grpc_request(request, wire::CheckBody::into_proto).await {
+        Ok(request) => respond(
+            CheckService::check(checker.as_ref(), request).await,
+            wire::CheckAnswerBody::from,
+        ),
+        Err(refused) => refused,
     }
 }
 
@@ -279,28 +265,35 @@ async fn check(State(checker): State<Arc<Checker>>, request: Request) -> Respons
     request_body = wire::BatchBody,
     responses(
         (status = 200, description = "The results, in order", body = wire::BatchAnswerBody),
-        (status = 400, description = "Malformed JSON, unknown fields or invalid values (`INVALID_ARGUMENT`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or a wrong credential (`CREDENTIAL_REQUIRED`, `CREDENTIAL_INVALID`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The credential does not cover it (`CREDENTIAL_SCOPE`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "A body over 256 KiB (`MESSAGE_TOO_LARGE`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the caller's rate (`RATE_LIMITED`, with `Retry-After`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, timed out or not ready: try another node (`OVERLOADED`, `TIMEOUT`, `UNAVAILABLE`)", body = openapi::Problem, content_type = "application/problem+json"),
-        (status = 504, description = "`at_least_revision` not applied in time (`REVISION_NOT_APPLIED`)", body = openapi::Problem, content_type = "application/problem+json"),
     )
 )]
 async fn batch_check(State(checker): State<Arc<Checker>>, request: Request) -> Response {
-    let (metadata, extensions, body) = match json_request::<wire::BatchBody>(request).await {
-        Ok(parts) => parts,
-        Err(refused) => return refused,
-    };
-    let message = match body.into_proto() {
-        Ok(message) => message,
-        Err(e) => return invalid(e),
-    };
-    let request = tonic::Request::from_parts(metadata, extensions, message);
-    match CheckService::batch_check(checker.as_ref(), request).await {
-        Ok(answer) => json(&wire::BatchAnswerBody::from(answer.into_inner())),
+    match grpc_request(request, wire::BatchBody::into_proto).await {
+        Ok(request) => respond(
+            CheckService::batch_check(checker.as_ref(), request).await,
+            wire::BatchAnswerBody::from,
+        ),
+        Err(refused) => refused,
+    }
+}
+
+/// The gRPC request a JSON request makes, or the refusal.
+async fn grpc_request<B: serde::de::DeserializeOwned, P>(
+    request: Request,
+    into_proto: fn(B) -> Result<P, String>,
+) -> Result<tonic::Request<P>, Response> {
+    let (metadata, extensions, body) = json_request::<B>(request).await?;
+    let message = into_proto(body).map_err(invalid)?;
+    Ok(tonic::Request::from_parts(metadata, extensions, message))
+}
+
+/// A gRPC method's answer as JSON, or its error as a problem.
+fn respond<T, J: serde::Serialize>(
+    answer: Result<tonic::Response<T>, Status>,
+    to_json: fn(T) -> J,
+) -> Response {
+    match answer {
+        Ok(answer) => json(&to_json(answer.into_inner())),
         Err(status) => status_problem(&status),
     }
 }

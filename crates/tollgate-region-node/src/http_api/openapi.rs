@@ -28,6 +28,49 @@ pub struct Problem {
     detail: String,
 }
 
+/// The refusals both check routes share, each a problem document.
+struct Refusals;
+
+const REFUSALS: &[(&str, &str)] = &[
+    ("400", "Malformed JSON, unknown fields or invalid values (`INVALID_ARGUMENT`)"),
+    ("401", "No or a wrong credential (`CREDENTIAL_REQUIRED`, `CREDENTIAL_INVALID`, `CREDENTIAL_REVOKED`)"),
+    ("403", "The credential does not cover it (`CREDENTIAL_SCOPE`)"),
+    ("413", "A body over 256 KiB (`MESSAGE_TOO_LARGE`)"),
+    ("415", "Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`)"),
+    ("429", "Over the caller's rate (`RATE_LIMITED`, with `Retry-After`)"),
+    ("503", "Overloaded, timed out or not ready: try another node (`OVERLOADED`, `TIMEOUT`, `UNAVAILABLE`; with `Retry-After`)"),
+    ("504", "`at_least_revision` not applied in time (`REVISION_NOT_APPLIED`)"),
+];
+
+impl Modify for Refusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        for path in ["/v1/check", "/v1/checks"] {
+            let Some(operation) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+            else {
+                continue;
+            };
+            for (status, description) in REFUSALS {
+                let content = ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build();
+                operation.responses.responses.insert(
+                    status.to_string(),
+                    ResponseBuilder::new()
+                        .description(*description)
+                        .content("application/problem+json", content)
+                        .build()
+                        .into(),
+                );
+            }
+        }
+    }
+}
+
 struct Credential;
 
 impl Modify for Credential {
@@ -74,7 +117,7 @@ impl Modify for Credential {
         wire::HeartbeatEvent,
         Problem,
     )),
-    modifiers(&Credential),
+    modifiers(&Credential, &Refusals),
     security(("application_credential" = []))
 )]
 struct Document;
