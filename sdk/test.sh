@@ -36,7 +36,7 @@ python_env() {
         python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
     fi
     echo "--- installing the Python SDK and its test tools from PyPI"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "./sdk/python[test]"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "./sdk/python[test,typing]"
 }
 
 export TOLLGATE_BIN="${TOLLGATE_BIN:-$ROOT/target/debug/tollgate}"
@@ -59,6 +59,8 @@ for language in "${languages[@]}"; do
         python_env
         echo "--- Python SDK ($("$venv/bin/python" --version)): pytest sdk/python/tests"
         "$venv/bin/python" -m pytest -q -p no:cacheprovider sdk/python/tests
+        echo "--- Python SDK: mypy --strict (the package is typed: py.typed)"
+        (cd sdk/python && "$venv/bin/python" -m mypy --strict --no-incremental src/tollgate)
         ;;
     readme)
         command -v node >/dev/null || die "node is not installed (Node 20 or later)"
