@@ -7,7 +7,7 @@ use tollgate_engine::{CheckRequest, Consistency, Decision, Reason, WatchRequest}
 use tollgate_model::Verb;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::convert::{batch_from_proto, BatchAnswer, BatchItem, CheckAnswer};
-use tollgate_server::grpc::{code_name, error_status, request_timeout, ERROR_CODE_KEY};
+use tollgate_server::grpc::{error_status, request_timeout};
 use tollgate_server::telemetry;
 use tonic::{Code, Request, Response, Status};
 
@@ -57,12 +57,7 @@ fn invalid(e: tollgate_proto::ConvertError) -> Status {
 
 /// A batch item's error as its stable code and message.
 fn item_error(status: &Status) -> BatchItem {
-    let code = status
-        .metadata()
-        .get(ERROR_CODE_KEY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(code_name(status.code()))
-        .to_string();
+    let code = tollgate_server::status::error_code(status).to_string();
     BatchItem::Failed {
         code,
         message: status.message().to_string(),

@@ -319,20 +319,8 @@ pub fn problem_refusal(refused: Refused) -> http::Response<String> {
             retry.seconds(),
         ),
     };
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "code": code,
-        "detail": detail,
-    });
-    let mut response = http::Response::new(body.to_string());
-    *response.status_mut() = status;
+    let mut response = crate::status::problem(status, code, &detail);
     let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/problem+json"),
-    );
     headers.insert(http::header::RETRY_AFTER, retry_after.into());
     response
 }

@@ -7,6 +7,36 @@ use tonic::{Code, Status};
 /// The metadata key carrying an error's stable, machine-readable code.
 pub const ERROR_CODE_KEY: &str = tollgate_raft::status::ERROR_CODE_KEY;
 
+/// A status's stable code: its `tollgate-error-code`, or the gRPC code's
+/// name when it carries none (a status from tonic itself).
+pub fn error_code(status: &Status) -> &str {
+    status
+        .metadata()
+        .get(ERROR_CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(crate::grpc::code_name(status.code()))
+}
+
+/// An RFC 9457 problem document (`application/problem+json`): `status`,
+/// a stable `code` and a sentence for a person. Every HTTP refusal a node
+/// writes itself is one of these.
+pub fn problem(status: http::StatusCode, code: &str, detail: &str) -> http::Response<String> {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "code": code,
+        "detail": detail,
+    });
+    let mut response = http::Response::new(body.to_string());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
 /// A status carrying `error_code` (stable, upper snake case) in its
 /// `tollgate-error-code` trailer.
 pub fn error_status(code: Code, error_code: &'static str, message: impl Into<String>) -> Status {

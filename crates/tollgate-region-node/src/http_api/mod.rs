@@ -22,8 +22,8 @@ use std::sync::Arc;
 use tollgate_engine::WatchEvent;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_server::CheckService;
-use tollgate_server::grpc::{code_name, ERROR_CODE_KEY};
 use tollgate_server::limits::RETRY_AFTER_KEY;
+use tollgate_server::status::error_code;
 use tonic::{Code, Status};
 
 /// Largest JSON body: a full batch ([`tollgate_engine::BATCH_CHECKS_MAX`]
@@ -54,29 +54,13 @@ pub(crate) fn router(checker: Arc<Checker>) -> axum::Router {
 
 /// A problem document: `status`, a stable `code` and a sentence.
 pub fn problem(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "code": code,
-        "detail": detail.into(),
-    });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
+    tollgate_server::status::problem(status, code, &detail.into()).map(Body::from)
 }
 
 /// The HTTP status for a gRPC error, with its stable code and
 /// `Retry-After` when the error carries one.
 fn status_problem(status: &Status) -> Response {
-    let code = status
-        .metadata()
-        .get(ERROR_CODE_KEY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(code_name(status.code()));
+    let code = error_code(status);
     let http = match status.code() {
         Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -250,7 +234,7 @@ async fn check(State(checker): State<Arc<Checker>>, request: Request) -> Respons
     match grpc_request(request, wire::CheckBody::into_proto).await {
         Ok(request) => respond(
             CheckService::check(checker.as_ref(), request).await,
-            wire::CheckAnswerBody::from,
+            wire::CheckAnswerBody::from_proto,
         ),
         Err(refused) => refused,
     }
@@ -271,7 +255,7 @@ async fn batch_check(State(checker): State<Arc<Checker>>, request: Request) -> R
     match grpc_request(request, wire::BatchBody::into_proto).await {
         Ok(request) => respond(
             CheckService::batch_check(checker.as_ref(), request).await,
-            wire::BatchAnswerBody::from,
+            wire::BatchAnswerBody::from_proto,
         ),
         Err(refused) => refused,
     }
@@ -290,10 +274,10 @@ async fn grpc_request<B: serde::de::DeserializeOwned, P>(
 /// A gRPC method's answer as JSON, or its error as a problem.
 fn respond<T, J: serde::Serialize>(
     answer: Result<tonic::Response<T>, Status>,
-    to_json: fn(T) -> J,
+    to_json: fn(T) -> Result<J, Status>,
 ) -> Response {
-    match answer {
-        Ok(answer) => json(&to_json(answer.into_inner())),
+    match answer.and_then(|answer| to_json(answer.into_inner())) {
+        Ok(body) => json(&body),
         Err(status) => status_problem(&status),
     }
 }
@@ -382,11 +366,7 @@ async fn watch(State(checker): State<Arc<Checker>>, request: Request) -> Respons
 
 /// An `error` event ends the stream: its data is the problem document.
 fn error_event(status: &Status) -> Event {
-    let code = status
-        .metadata()
-        .get(ERROR_CODE_KEY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(code_name(status.code()));
+    let code = error_code(status);
     let data = serde_json::json!({
         "type": "about:blank",
         "title": "Stream ended",

@@ -77,6 +77,9 @@ impl CheckBody {
         let location = match (self.ip, self.location) {
             (Some(_), Some(_)) => return Err("give either ip or location, not both".into()),
             (Some(ip), None) => Some(pb::check_request::Location::Ip(ip)),
+            // The wire's empty string is "not given", as an absent field
+            // is here: the node's conversion reads both as unknown, which
+            // geo rules judge by their unknown-location policy.
             (None, Some(l)) => Some(pb::check_request::Location::Resolved(
                 pb::ResolvedLocation {
                     country: l.country.unwrap_or_default(),
@@ -246,27 +249,26 @@ impl From<pb::Decision> for DecisionBody {
     }
 }
 
-/// A decision the service always sends; an empty one would be a bug, and
-/// says `UNSPECIFIED` rather than allowing.
-fn decision(d: Option<pb::Decision>) -> DecisionBody {
-    d.unwrap_or_default().into()
-}
-
-impl From<pb::CheckResponse> for CheckAnswerBody {
-    fn from(r: pb::CheckResponse) -> Self {
-        CheckAnswerBody {
-            decision: decision(r.decision),
+impl CheckAnswerBody {
+    /// `Err` when the answer holds no decision (a bug): never read as a
+    /// denial, nor as an allow.
+    pub fn from_proto(r: pb::CheckResponse) -> Result<Self, tonic::Status> {
+        let decision = r.decision.ok_or_else(|| {
+            tonic::Status::internal("the check service answered without a decision")
+        })?;
+        Ok(CheckAnswerBody {
+            decision: decision.into(),
             revision: r.revision,
             staleness_seconds: r.staleness_seconds,
             answered_by: r.answered_by,
-        }
+        })
     }
 }
 
-impl From<pb::BatchCheckResponse> for BatchAnswerBody {
-    fn from(r: pb::BatchCheckResponse) -> Self {
+impl BatchAnswerBody {
+    pub fn from_proto(r: pb::BatchCheckResponse) -> Result<Self, tonic::Status> {
         use pb::batch_check_result::Result as Item;
-        BatchAnswerBody {
+        Ok(BatchAnswerBody {
             results: r
                 .results
                 .into_iter()
@@ -285,7 +287,7 @@ impl From<pb::BatchCheckResponse> for BatchAnswerBody {
             revision: r.revision,
             staleness_seconds: r.staleness_seconds,
             answered_by: r.answered_by,
-        }
+        })
     }
 }
 
