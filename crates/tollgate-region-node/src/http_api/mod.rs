@@ -198,7 +198,10 @@ enum BodyError {
 async fn read_body(body: Body) -> Result<Bytes, BodyError> {
     use futures::StreamExt;
     let mut stream = body.into_data_stream();
-    let mut kept = Vec::new();
+    // A check's body comes in one chunk: kept as it came, without a copy;
+    // only a body in several chunks is gathered.
+    let mut first: Option<Bytes> = None;
+    let mut gathered: Vec<u8> = Vec::new();
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(BodyError::Read)?;
@@ -206,14 +209,22 @@ async fn read_body(body: Body) -> Result<Bytes, BodyError> {
         if seen > DRAINED_BYTES_MAX {
             return Err(BodyError::TooLarge);
         }
-        if seen <= JSON_BODY_BYTES_MAX {
-            kept.extend_from_slice(&chunk);
+        if seen > JSON_BODY_BYTES_MAX {
+            continue; // drained, not kept
+        }
+        match first.take() {
+            None if gathered.is_empty() => first = Some(chunk),
+            None => gathered.extend_from_slice(&chunk),
+            Some(earlier) => {
+                gathered.extend_from_slice(&earlier);
+                gathered.extend_from_slice(&chunk);
+            }
         }
     }
     if seen > JSON_BODY_BYTES_MAX {
         return Err(BodyError::TooLarge);
     }
-    Ok(Bytes::from(kept))
+    Ok(first.unwrap_or_else(|| Bytes::from(gathered)))
 }
 
 fn invalid(detail: String) -> Response {
