@@ -17,6 +17,7 @@ from tollgate import (
     RevisionNotAppliedError,
 )
 from tollgate._http import SseParser
+from tollgate.errors import ProtocolError
 from tollgate.replica import StreamError
 
 from fakenode import FakeNode, dead_endpoint
@@ -148,6 +149,18 @@ def test_the_sse_parser() -> None:
     events = [e for e in (p.feed(line) for line in lines) if e is not None]
     assert events == [("changes", '{"a":\n1}', "44"), ("message", "x", "44")]
     assert p.last_id == "44"
+
+
+def test_the_sse_parser_refuses_an_event_past_its_bound() -> None:
+    p = SseParser(event_bytes_max=16)
+    assert p.feed("data: 0123456789") is None
+    with pytest.raises(ProtocolError, match="larger than 16 bytes"):
+        p.feed("data: 0123456789")
+    # Within the bound, an event after a delivered one starts from zero.
+    q = SseParser(event_bytes_max=16)
+    for _ in range(3):
+        assert q.feed("data: 0123456789") is None
+        assert q.feed("") == ("message", "0123456789", None)
 
 
 @pytest.fixture()

@@ -163,15 +163,22 @@ def json_body(response: httpx.Response, node: str) -> Mapping[str, Any]:
     return value
 
 
+#: Largest event kept (its data lines together), as the JavaScript SDK's
+#: parser: a guard against a runaway stream, far above any real state part.
+EVENT_BYTES_MAX = 16 * 1024 * 1024
+
+
 class SseParser:
     """Server-Sent Events, line by line (the WHATWG event-stream rules)."""
 
-    __slots__ = ("_event", "_data", "last_id")
+    __slots__ = ("_event", "_data", "_size", "last_id", "event_bytes_max")
 
-    def __init__(self) -> None:
+    def __init__(self, event_bytes_max: int = EVENT_BYTES_MAX) -> None:
         self._event = ""
         self._data: list[str] = []
+        self._size = 0
         self.last_id: Optional[str] = None
+        self.event_bytes_max = event_bytes_max
 
     def feed(self, line: str) -> Optional[tuple[str, str, Optional[str]]]:
         """One line (without its end); an ``(event, data, id)`` when a blank line ends one."""
@@ -182,6 +189,7 @@ class SseParser:
             event = (self._event or "message", "\n".join(self._data), self.last_id)
             self._event = ""
             self._data = []
+            self._size = 0
             return event
         if line.startswith(":"):
             return None
@@ -191,6 +199,9 @@ class SseParser:
         if name == "event":
             self._event = value
         elif name == "data":
+            self._size += len(value) + 1
+            if self._size > self.event_bytes_max:
+                raise ProtocolError(f"an event of the stream is larger than {self.event_bytes_max} bytes")
             self._data.append(value)
         elif name == "id":
             if "\0" not in value:
