@@ -14,7 +14,7 @@ pub fn error_code(status: &Status) -> &str {
         .metadata()
         .get(ERROR_CODE_KEY)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or(crate::grpc::code_name(status.code()))
+        .unwrap_or(tollgate_proto::code_name(status.code()))
 }
 
 /// An RFC 9457 problem document (`application/problem+json`): `status`,
