@@ -296,6 +296,11 @@ impl<L: StateMachineLogic> Node<L> {
             node_id = self.inner.id,
             "Node crashing (abort without graceful shutdown)."
         );
+        // A dead process's listening socket closes: stop accepting, so the
+        // port can be bound again by whoever restarts the node.
+        if let Some(stop) = self.server_stop.take() {
+            stop.send_replace(true);
+        }
         if let Some(server) = self.server.take() {
             server.abort();
             let _ = server.await;

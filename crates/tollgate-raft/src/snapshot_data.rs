@@ -13,6 +13,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
+use crate::error::Error;
+use crate::store::kv::{Tree, Value};
+
 /// Stored snapshots are kept in pieces of this size, so that no sled value
 /// becomes a blob.
 pub(crate) const PIECE_BYTES: usize = 256 * 1024;
@@ -25,9 +28,9 @@ pub(crate) fn piece_key(prefix: &[u8], index: u64) -> Vec<u8> {
 }
 
 /// Removes every key under `prefix`, one at a time.
-pub(crate) fn remove_prefix(tree: &sled::Tree, prefix: &[u8]) -> sled::Result<()> {
-    for key in tree.scan_prefix(prefix).keys() {
-        tree.remove(key?)?;
+pub(crate) fn remove_prefix(tree: &Tree, prefix: &[u8]) -> Result<(), Error> {
+    for item in tree.scan_prefix(prefix) {
+        tree.remove(item?.0)?;
     }
     Ok(())
 }
@@ -37,14 +40,14 @@ pub(crate) fn remove_prefix(tree: &sled::Tree, prefix: &[u8]) -> sled::Result<()
 /// lets go of it last removes its pieces, so a snapshot is never removed
 /// under a reader: openraft treats a failed snapshot read as fatal.
 pub(crate) struct StoredPieces {
-    tree: sled::Tree,
+    tree: Tree,
     /// The pieces' keys are this prefix and the piece number.
     prefix: Vec<u8>,
     retired: AtomicBool,
 }
 
 impl StoredPieces {
-    pub(crate) fn new(tree: sled::Tree, prefix: Vec<u8>) -> Arc<Self> {
+    pub(crate) fn new(tree: Tree, prefix: Vec<u8>) -> Arc<Self> {
         Arc::new(StoredPieces {
             tree,
             prefix,
@@ -146,7 +149,7 @@ impl SnapshotData {
     }
 }
 
-fn piece(pieces: &StoredPieces, index: u64) -> io::Result<sled::IVec> {
+fn piece(pieces: &StoredPieces, index: u64) -> io::Result<Value> {
     match pieces.tree.get(piece_key(&pieces.prefix, index)) {
         Ok(Some(piece)) => Ok(piece),
         Ok(None) => Err(io::Error::other(format!(
@@ -247,17 +250,18 @@ impl AsyncWrite for SnapshotData {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::kv::Db;
+    use crate::store::MemDisk;
     use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-    fn stored(bytes: &[u8]) -> (tempfile::TempDir, sled::Tree, Arc<StoredPieces>) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+    fn stored(bytes: &[u8]) -> (Db, Tree, Arc<StoredPieces>) {
+        let db = Db::memory(MemDisk::new());
         let tree = db.open_tree("t").unwrap();
         for (i, chunk) in bytes.chunks(PIECE_BYTES).enumerate() {
             tree.insert(piece_key(b"p/", i as u64), chunk).unwrap();
         }
         let pieces = StoredPieces::new(tree.clone(), b"p/".to_vec());
-        (dir, tree, pieces)
+        (db, tree, pieces)
     }
 
     fn sample(len: usize) -> Vec<u8> {
@@ -303,11 +307,14 @@ mod tests {
         drop(pieces);
         assert_eq!(reader.to_vec().unwrap(), bytes, "still readable while read");
         drop(reader);
-        assert!(tree.is_empty(), "removed when the last reader let go");
+        assert!(
+            tree.is_empty().unwrap(),
+            "removed when the last reader let go"
+        );
 
         let (_dir, tree, pieces) = stored(&bytes);
         drop(pieces);
-        assert_eq!(tree.len(), 2, "current pieces stay");
+        assert_eq!(tree.len().unwrap(), 2, "current pieces stay");
     }
 
     #[tokio::test]

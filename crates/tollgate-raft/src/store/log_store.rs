@@ -29,9 +29,10 @@ use std::sync::{mpsc, Arc};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError};
 
+use super::kv::{Batch, Db, Tree};
 use super::{
-    any_error, DurableDb, META_COMMITTED, META_LAST_PURGED, META_VOTE, STORED_VALUE_BYTES_MAX,
-    TREE_LOG, TREE_META,
+    any_error, META_COMMITTED, META_LAST_PURGED, META_VOTE, STORED_VALUE_BYTES_MAX, TREE_LOG,
+    TREE_META,
 };
 use crate::codec::{decode_stored, encode};
 use crate::error::Error;
@@ -53,7 +54,10 @@ pub struct FlushStats {
 }
 
 struct Flusher {
+    /// `None` for a disk in memory: its flush does not block, so `append`
+    /// flushes inline, with no thread whose timing would vary.
     tx: Option<mpsc::Sender<FlushCallback>>,
+    inline: Option<Db>,
     thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<FlushStats>,
 }
@@ -71,9 +75,17 @@ impl Drop for Flusher {
 }
 
 impl Flusher {
-    fn spawn(db: DurableDb) -> Result<Flusher, Error> {
-        let (tx, rx) = mpsc::channel::<FlushCallback>();
+    fn spawn(db: Db) -> Result<Flusher, Error> {
         let stats = Arc::new(FlushStats::default());
+        if db.is_memory() {
+            return Ok(Flusher {
+                tx: None,
+                inline: Some(db),
+                thread: None,
+                stats,
+            });
+        }
+        let (tx, rx) = mpsc::channel::<FlushCallback>();
         let thread_stats = stats.clone();
         // A thread, not a task: flush blocks, and openraft's test suite runs
         // each case on a runtime of its own.
@@ -101,6 +113,7 @@ impl Flusher {
             })?;
         Ok(Flusher {
             tx: Some(tx),
+            inline: None,
             thread: Some(thread),
             stats,
         })
@@ -113,7 +126,7 @@ fn index_key(index: u64) -> [u8; 8] {
 
 /// Reads log entries; cloned into each replication task.
 pub struct LogReader<L> {
-    log: sled::Tree,
+    log: Tree,
     _logic: PhantomData<fn() -> L>,
 }
 
@@ -127,7 +140,7 @@ impl<L> Clone for LogReader<L> {
 }
 
 fn read_range<L: StateMachineLogic>(
-    log: &sled::Tree,
+    log: &Tree,
     range: impl RangeBounds<u64>,
 ) -> Result<Vec<Entry<L>>, StorageError> {
     let start = match range.start_bound() {
@@ -168,9 +181,9 @@ impl<L: StateMachineLogic> RaftLogReader<TypeConfig<L>> for LogReader<L> {
 
 /// The Raft log and vote of one node.
 pub struct LogStore<L> {
-    db: DurableDb,
-    log: sled::Tree,
-    meta: sled::Tree,
+    db: Db,
+    log: Tree,
+    meta: Tree,
     flusher: Arc<Flusher>,
     _logic: PhantomData<fn() -> L>,
 }
@@ -188,9 +201,9 @@ impl<L> Clone for LogStore<L> {
 }
 
 impl<L: StateMachineLogic> LogStore<L> {
-    pub(crate) fn open(db: DurableDb) -> Result<Self, Error> {
-        let log = db.db().open_tree(TREE_LOG)?;
-        let meta = db.db().open_tree(TREE_META)?;
+    pub(crate) fn open(db: Db) -> Result<Self, Error> {
+        let log = db.open_tree(TREE_LOG)?;
+        let meta = db.open_tree(TREE_META)?;
         let flusher = Arc::new(Flusher::spawn(db.clone())?);
         Ok(LogStore {
             db,
@@ -305,7 +318,7 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
         I: IntoIterator<Item = Entry<L>> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for entry in entries {
             let value = encode(&entry).map_err(|e| StorageIOError::write_logs(any_error(e)))?;
             // Larger values would become sled blobs, which sled never fsyncs;
@@ -320,7 +333,7 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
                 )
                 .into());
             }
-            batch.insert(&index_key(entry.log_id.index), value);
+            batch.insert(index_key(entry.log_id.index), value);
         }
         // Readable as soon as this returns (openraft's requirement); durable
         // once the flusher calls back.
@@ -328,6 +341,12 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
         self.flusher.stats.appends.fetch_add(1, Ordering::Relaxed);
+        if let Some(db) = &self.flusher.inline {
+            let result = db.flush();
+            self.flusher.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            callback.log_io_completed(result.map_err(|e| io::Error::other(e.to_string())));
+            return Ok(());
+        }
         let queued = match &self.flusher.tx {
             Some(tx) => tx
                 .send(Box::new(move |result| callback.log_io_completed(result)))
@@ -341,7 +360,7 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for item in self.log.range(index_key(log_id.index)..) {
             let (key, _) = item.map_err(|e| StorageIOError::write_logs(any_error(e)))?;
             batch.remove(key);
@@ -364,7 +383,7 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
         self.meta
             .insert(META_LAST_PURGED, value)
             .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for item in self.log.range(..=index_key(log_id.index)) {
             let (key, _) = item.map_err(|e| StorageIOError::write_logs(any_error(e)))?;
             batch.remove(key);

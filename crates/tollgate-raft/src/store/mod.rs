@@ -1,6 +1,8 @@
 //! Storage on sled: the Raft log ([`LogStore`]) and the state machine
 //! ([`SledStateMachine`]) share one `sled::Db`, so one flush makes both
-//! durable.
+//! durable. Both go through [`kv`], which is sled, or, for simulations and
+//! fault tests, a disk in memory ([`MemDisk`]) that fails writes and
+//! fsyncs and crashes on command.
 //!
 //! Trees:
 //! - `raft.log`: key = log index (big-endian u64), value = the entry (JSON).
@@ -14,6 +16,7 @@
 //!   flushes it, then flips `sm_generation` in `raft.meta`: a crash before
 //!   the flip leaves the old state, after it the new one.
 
+pub mod kv;
 mod log_store;
 mod snapshot;
 
@@ -24,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::snapshot_data::SnapshotData;
+pub use kv::{DiskStats, Faults, MemDisk};
 pub use log_store::{FlushStats, LogReader, LogStore};
 pub use snapshot::{decode_snapshot, encode_pair, for_each_pair, Pair, SNAPSHOT_MAGIC};
 pub use state_machine::{SledStateMachine, SnapshotBuilder, StateView};
@@ -60,6 +64,9 @@ pub struct StorageConfig {
     /// How long to wait for the directory's lock when it is still held (a
     /// previous instance in this process that is still shutting down).
     pub lock_wait_ms_max: u64,
+    /// Keep the data on this disk in memory instead of in `data_dir`: for
+    /// simulations and fault tests only (nothing survives the process).
+    pub memory: Option<MemDisk>,
 }
 
 impl StorageConfig {
@@ -69,6 +76,15 @@ impl StorageConfig {
             data_dir: data_dir.into(),
             cache_capacity_bytes: CACHE_CAPACITY_BYTES_DEFAULT,
             lock_wait_ms_max: 5_000,
+            memory: None,
+        }
+    }
+
+    /// Storage on `disk`, in memory (simulations and fault tests).
+    pub fn in_memory(disk: MemDisk) -> Self {
+        StorageConfig {
+            memory: Some(disk),
+            ..StorageConfig::new("<memory>")
         }
     }
 }
@@ -84,48 +100,34 @@ pub const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
 /// threshold (a quarter of [`SEGMENT_BYTES`], minus headers).
 pub const STORED_VALUE_BYTES_MAX: usize = SEGMENT_BYTES / 4 - 64 * 1024;
 
-/// A `sled::Db` plus a handle on its data file, to make flushes durable.
-///
-/// sled 0.34's `flush` writes its I/O buffers with `sync_file_range`, which
-/// neither flushes the drive's cache nor persists the file's size; only its
-/// periodic flusher (which we disable) calls `fsync`. So every durability
-/// point here is `flush` followed by `fdatasync` on the data file.
-#[derive(Clone)]
-pub struct DurableDb {
-    db: sled::Db,
-    file: Arc<std::fs::File>,
-}
-
-impl DurableDb {
-    /// The sled handle.
-    pub fn db(&self) -> &sled::Db {
-        &self.db
-    }
-
-    /// Flush sled's buffers and fsync its data file. Blocking.
-    pub fn flush(&self) -> Result<(), Error> {
-        self.db.flush()?;
-        self.file.sync_data()?;
-        Ok(())
-    }
-
-    /// [`Self::flush`] off the async runtime's threads.
-    pub async fn flush_async(&self) -> Result<(), Error> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.flush())
-            .await
-            .map_err(|e| Error::Io(std::io::Error::other(format!("flush task failed: {e}"))))?
-    }
-}
-
 /// Opens a stopped node's data directory to read it (measurements and
 /// diagnostics; a running node holds the lock). Writing through it
 /// bypasses Raft.
 pub fn open_db_for_inspection(data_dir: impl Into<std::path::PathBuf>) -> Result<sled::Db, Error> {
-    Ok(open_db(&StorageConfig::new(data_dir))?.db)
+    Ok(open_sled(&StorageConfig::new(data_dir))?.0)
 }
 
-fn open_db(config: &StorageConfig) -> Result<DurableDb, Error> {
+fn open_db(config: &StorageConfig) -> Result<kv::Db, Error> {
+    if let Some(disk) = &config.memory {
+        if disk.is_crashed() {
+            return Err(Error::InvalidArgument(
+                "this memory disk crashed: open the one its crash returned".into(),
+            ));
+        }
+        return Ok(kv::Db::memory(disk.clone()));
+    }
+    let (db, file) = open_sled(config)?;
+    Ok(kv::Db::sled(db, file))
+}
+
+/// Opens sled in `config.data_dir`, with a handle on its data file.
+///
+/// sled 0.34's `flush` writes its I/O buffers with `sync_file_range`, which
+/// neither flushes the drive's cache nor persists the file's size; only its
+/// periodic flusher (which we disable) calls `fsync`. So every durability
+/// point is `flush` followed by `fdatasync` on the data file
+/// ([`kv::Db::flush`]).
+fn open_sled(config: &StorageConfig) -> Result<(sled::Db, std::fs::File), Error> {
     if config.cache_capacity_bytes < 1024 * 1024 {
         return Err(Error::InvalidConfig {
             key: "cache_capacity_bytes",
@@ -149,14 +151,10 @@ fn open_db(config: &StorageConfig) -> Result<DurableDb, Error> {
             Ok(db) => {
                 // sled keeps everything in one file, `db`, in the directory.
                 let file = std::fs::File::open(config.data_dir.join("db"))?;
-                let durable = DurableDb {
-                    db,
-                    file: Arc::new(file),
-                };
                 // The directory entries (the file itself, `conf`) must
                 // survive too.
                 std::fs::File::open(&config.data_dir)?.sync_all()?;
-                return Ok(durable);
+                return Ok((db, file));
             }
             // The lock is released once the previous instance's last handle
             // is dropped; wait for that, with a deadline.

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 
+use super::kv::{Batch, Db, Tree, Value};
 use super::snapshot::{encode_pair, for_each_pair, Pair, SNAPSHOT_MAGIC};
 use super::{
-    any_error, DurableDb, META_SM_GENERATION, META_SNAPSHOT_DATA, META_SNAPSHOT_LEN,
-    META_SNAPSHOT_META, META_SNAPSHOT_PIECES, SM_TREE_PREFIX, TREE_META,
+    any_error, META_SM_GENERATION, META_SNAPSHOT_DATA, META_SNAPSHOT_LEN, META_SNAPSHOT_META,
+    META_SNAPSHOT_PIECES, SM_TREE_PREFIX, TREE_META,
 };
 use crate::codec::{decode_stored, encode};
 use crate::error::Error;
@@ -40,7 +41,7 @@ fn sm_tree_name(generation: u64) -> String {
 #[derive(Clone)]
 struct Generation {
     number: u64,
-    tree: sled::Tree,
+    tree: Tree,
 }
 
 /// A read-only view of the applied state, for serving reads on any node
@@ -52,7 +53,7 @@ pub struct StateView {
 }
 
 impl StateView {
-    fn tree(&self) -> sled::Tree {
+    fn tree(&self) -> Tree {
         // A poisoned lock means a panic while swapping a Tree handle, which
         // cannot leave it half-written: keep reading.
         match self.current.read() {
@@ -136,10 +137,7 @@ impl ReadState for StateView {
     }
 }
 
-fn read_sys<T: serde::de::DeserializeOwned>(
-    tree: &sled::Tree,
-    key: &[u8],
-) -> Result<Option<T>, Error> {
+fn read_sys<T: serde::de::DeserializeOwned>(tree: &Tree, key: &[u8]) -> Result<Option<T>, Error> {
     match tree.get(key)? {
         Some(v) => Ok(Some(decode_stored(&String::from_utf8_lossy(key), &v)?)),
         None => Ok(None),
@@ -149,7 +147,7 @@ fn read_sys<T: serde::de::DeserializeOwned>(
 /// The state as it stands inside a batch being applied: the writes of the
 /// batch's earlier commands over the tree's contents.
 struct Overlay<'a> {
-    base: &'a sled::Tree,
+    base: &'a Tree,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
@@ -190,7 +188,7 @@ impl ReadState for Overlay<'_> {
 /// snapshot began, recorded by the first apply that writes the key
 /// (`None`: it did not exist). The copy reads these instead of the live
 /// values, so applies go on while it runs.
-type Undo = HashMap<Vec<u8>, Option<sled::IVec>>;
+type Undo = HashMap<Vec<u8>, Option<Value>>;
 
 /// Locks a mutex whose holders never leave its value half-written, so a
 /// panic elsewhere (poisoning) is no reason to stop.
@@ -202,8 +200,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The state machine of one node.
 pub struct SledStateMachine<L> {
-    db: DurableDb,
-    meta: sled::Tree,
+    db: Db,
+    meta: Tree,
     view: StateView,
     logic: Arc<L>,
     /// Held by a snapshot build from its start to its end, and by an
@@ -217,16 +215,16 @@ pub struct SledStateMachine<L> {
 }
 
 impl<L: StateMachineLogic> SledStateMachine<L> {
-    pub(crate) fn open(durable: DurableDb, logic: Arc<L>) -> Result<Self, Error> {
-        let db = durable.db().clone();
+    pub(crate) fn open(durable: Db, logic: Arc<L>) -> Result<Self, Error> {
+        let db = durable.clone();
         let meta = db.open_tree(TREE_META)?;
         let number: u64 = read_sys(&meta, META_SM_GENERATION)?.unwrap_or(0);
         let current_name = sm_tree_name(number);
         // Trees of other generations are leftovers of an install that crashed
         // before its flip, or of an old generation not yet dropped.
-        for name in db.tree_names() {
+        for name in db.tree_names()? {
             let is_sm = name.starts_with(SM_TREE_PREFIX.as_bytes());
-            if is_sm && name.as_ref() != current_name.as_bytes() {
+            if is_sm && name != current_name.as_bytes() {
                 tracing::info!(tree = %String::from_utf8_lossy(&name), "Dropping stale state-machine tree.");
                 db.drop_tree(&name)?;
             }
@@ -317,7 +315,7 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
         };
         self.record_undo(&tree, overlay.pending.keys())
             .map_err(|e| StorageIOError::write_state_machine(any_error(e)))?;
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for (key, value) in overlay.pending {
             match value {
                 Some(value) => batch.insert(data_key(&key), value),
@@ -344,7 +342,7 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
     /// written had when the snapshot began, before the write lands.
     fn record_undo<'k>(
         &self,
-        tree: &sled::Tree,
+        tree: &Tree,
         keys: impl Iterator<Item = &'k Vec<u8>>,
     ) -> Result<(), Error> {
         let mut slot = lock(&self.undo);
@@ -396,7 +394,7 @@ fn pieces_prefix(snapshot_id: &str) -> Vec<u8> {
 /// as they come, so the whole snapshot is never in memory. Nothing names
 /// the pieces until [`snapshot_batch`] does.
 struct PieceWriter<'a> {
-    tree: &'a sled::Tree,
+    tree: &'a Tree,
     prefix: Vec<u8>,
     pending: Vec<u8>,
     index: u64,
@@ -404,7 +402,7 @@ struct PieceWriter<'a> {
 }
 
 impl<'a> PieceWriter<'a> {
-    fn new(tree: &'a sled::Tree, snapshot_id: &str) -> Result<Self, Error> {
+    fn new(tree: &'a Tree, snapshot_id: &str) -> Result<Self, Error> {
         // A leftover of an earlier attempt under the same id is garbage.
         remove_pieces(tree, snapshot_id)?;
         Ok(PieceWriter {
@@ -448,14 +446,14 @@ impl<'a> PieceWriter<'a> {
 }
 
 /// Removes the stored pieces of one snapshot.
-fn remove_pieces(tree: &sled::Tree, snapshot_id: &str) -> Result<(), Error> {
-    Ok(remove_prefix(tree, &pieces_prefix(snapshot_id))?)
+fn remove_pieces(tree: &Tree, snapshot_id: &str) -> Result<(), Error> {
+    remove_prefix(tree, &pieces_prefix(snapshot_id))
 }
 
 /// Removes every stored piece but the current snapshot's: left by a build
 /// or an install that a crash interrupted. The current snapshot's own
 /// range is skipped, not read.
-fn remove_stale_pieces(tree: &sled::Tree, current: Option<&str>) -> Result<(), Error> {
+fn remove_stale_pieces(tree: &Tree, current: Option<&str>) -> Result<(), Error> {
     let mut all_end = META_SNAPSHOT_PIECES.to_vec();
     *all_end.last_mut().expect("a non-empty prefix") += 1;
     let ranges = match current.map(pieces_prefix) {
@@ -478,7 +476,7 @@ fn remove_stale_pieces(tree: &sled::Tree, current: Option<&str>) -> Result<(), E
 
 /// Data directories written before snapshots were stored by id kept the
 /// current snapshot's pieces under `snapshot_data/<u32>`: move them.
-fn migrate_legacy_snapshot(tree: &sled::Tree) -> Result<(), Error> {
+fn migrate_legacy_snapshot(tree: &Tree) -> Result<(), Error> {
     let mut legacy_prefix = META_SNAPSHOT_DATA.to_vec();
     legacy_prefix.push(b'/');
     let meta: Option<SnapshotMeta> = read_sys(tree, META_SNAPSHOT_META)?;
@@ -508,12 +506,8 @@ fn migrate_legacy_snapshot(tree: &sled::Tree) -> Result<(), Error> {
 
 /// One batch that names the stored snapshot (its meta and length), plus the
 /// new state-machine generation when installing.
-fn snapshot_batch(
-    generation: Option<u64>,
-    meta: &SnapshotMeta,
-    len: u64,
-) -> Result<sled::Batch, Error> {
-    let mut batch = sled::Batch::default();
+fn snapshot_batch(generation: Option<u64>, meta: &SnapshotMeta, len: u64) -> Result<Batch, Error> {
+    let mut batch = Batch::default();
     batch.insert(META_SNAPSHOT_META, encode(meta)?);
     batch.insert(META_SNAPSHOT_LEN, encode(&len)?);
     if let Some(generation) = generation {
@@ -544,7 +538,7 @@ fn check_write(write: &Write) -> Result<(), Error> {
 /// (on the state-machine task): the copy runs on a blocking thread while
 /// applies go on, reading the values they replaced from the undo map.
 pub struct SnapshotBuilder<L> {
-    state: Result<(SnapshotMeta, sled::Tree), Error>,
+    state: Result<(SnapshotMeta, Tree), Error>,
     sm: SledStateMachine<L>,
     /// Held until the build ends; `None` once it has.
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
@@ -606,12 +600,12 @@ impl<L> SledStateMachine<L> {
     /// Fixes the snapshot's point (its meta) and starts recording what
     /// applies replace. Runs on the state-machine task, so no apply
     /// interleaves.
-    fn begin_snapshot(&self) -> Result<(SnapshotMeta, sled::Tree), Error> {
+    fn begin_snapshot(&self) -> Result<(SnapshotMeta, Tree), Error> {
         let tree = self.view.tree();
         let last_applied: Option<Option<LogId>> = read_sys(&tree, SYS_LAST_APPLIED)?;
         let last_applied = last_applied.flatten();
         let membership: Option<StoredMembership> = read_sys(&tree, SYS_MEMBERSHIP)?;
-        let sequence = self.db.db().generate_id()?;
+        let sequence = self.db.generate_id()?;
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, sequence),
             None => format!("0-0-{sequence}"),
@@ -631,7 +625,7 @@ impl<L> SledStateMachine<L> {
     /// reached them come from the undo map at the end. (A key written after
     /// the copy passed it may appear twice, both times with its value at
     /// the snapshot's point.) Memory stays at one piece plus the undo map.
-    fn copy_state(&self, tree: &sled::Tree, snapshot_id: &str) -> Result<u64, Error> {
+    fn copy_state(&self, tree: &Tree, snapshot_id: &str) -> Result<u64, Error> {
         let started = std::time::Instant::now();
         let mut writer = PieceWriter::new(&self.meta, snapshot_id)?;
         writer.write(SNAPSHOT_MAGIC)?;
@@ -712,9 +706,11 @@ impl<L: StateMachineLogic> RaftSnapshotBuilder<TypeConfig<L>> for SnapshotBuilde
             |e: Error| StorageIOError::write_snapshot(Some(meta.signature()), any_error(e));
         let sm = self.sm.clone_handle();
         let id = meta.snapshot_id.clone();
-        let len = tokio::task::spawn_blocking(move || sm.copy_state(&tree, &id))
+        let len = self
+            .sm
+            .db
+            .run_blocking(move || sm.copy_state(&tree, &id))
             .await
-            .map_err(|e| failed(Error::Io(std::io::Error::other(format!("copy task: {e}")))))?
             .map_err(failed)?;
         self.sm.save_snapshot(&meta, len).await.map_err(failed)?;
         self.guard = None;
@@ -782,13 +778,13 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
         let next_number = old.number + 1;
         let next_name = sm_tree_name(next_number);
         // A leftover of a crashed install under the same name is garbage.
-        let db = self.db.db().clone();
-        db.drop_tree(&next_name).map_err(|e| err(e.into()))?;
-        let tree = db.open_tree(&next_name).map_err(|e| err(e.into()))?;
+        let db = self.db.clone();
+        db.drop_tree(&next_name).map_err(err)?;
+        let tree = db.open_tree(&next_name).map_err(err)?;
         // The next generation is invisible until the flip, so it fills in
         // bounded batches rather than one batch as large as the state.
         const INSTALL_BATCH_PAIRS: usize = 4096;
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut batched = 0;
         for_each_pair(&data, |k, v| {
             batch.insert(data_key(k), v);
@@ -802,7 +798,7 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
         .map_err(err)?;
         batch.insert(SYS_LAST_APPLIED, encode(&meta.last_log_id).map_err(err)?);
         batch.insert(SYS_MEMBERSHIP, encode(&meta.last_membership).map_err(err)?);
-        tree.apply_batch(batch).map_err(|e| err(e.into()))?;
+        tree.apply_batch(batch).map_err(err)?;
         self.db.flush_async().await.map_err(err)?;
 
         // The flip: one batch in the meta tree names the new generation and
@@ -818,7 +814,7 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
             let previous: Option<SnapshotMeta> =
                 read_sys(&self.meta, META_SNAPSHOT_META).map_err(err)?;
             let flip = snapshot_batch(Some(next_number), meta, len).map_err(err)?;
-            self.meta.apply_batch(flip).map_err(|e| err(e.into()))?;
+            self.meta.apply_batch(flip).map_err(err)?;
             self.db.flush_async().await.map_err(err)?;
             self.switch_pieces(
                 &meta.snapshot_id,
@@ -832,7 +828,7 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
         });
         drop(old.tree);
         db.drop_tree(sm_tree_name(old.number))
-            .map_err(|e| err(e.into()))?;
+            .map_err(err)?;
         tracing::info!(snapshot_id = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "Installed snapshot.");
         Ok(())
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use tokio::net::TcpListener;
 use tollgate_raft::node::membership_of;
+use tollgate_raft::store::{MemDisk, StorageConfig};
 use tollgate_raft::{
     Error, KvCommand, KvLogic, KvResponse, Node, NodeConfig, NodeId, WriteOutcome,
 };
@@ -42,6 +43,8 @@ pub struct Cluster {
     pub addrs: BTreeMap<NodeId, SocketAddr>,
     pub nodes: BTreeMap<NodeId, Node<KvLogic>>,
     pub tune: fn(&mut NodeConfig),
+    /// Each node's disk, for a cluster kept in memory ([`Cluster::in_memory`]).
+    pub disks: Option<BTreeMap<NodeId, MemDisk>>,
 }
 
 impl Cluster {
@@ -51,7 +54,41 @@ impl Cluster {
             addrs: BTreeMap::new(),
             nodes: BTreeMap::new(),
             tune,
+            disks: None,
         })
+    }
+
+    /// A cluster whose nodes keep their data on memory disks, which the
+    /// test can fail and crash ([`Cluster::disk`], [`Cluster::power_loss`]).
+    pub async fn in_memory(ids: &[NodeId], tune: fn(&mut NodeConfig)) -> anyhow::Result<Self> {
+        let mut cluster = Cluster::new(tune)?;
+        cluster.disks = Some(ids.iter().map(|id| (*id, MemDisk::new())).collect());
+        cluster.form(ids).await?;
+        Ok(cluster)
+    }
+
+    /// Node `id`'s memory disk.
+    pub fn disk(&self, id: NodeId) -> anyhow::Result<MemDisk> {
+        self.disks
+            .as_ref()
+            .and_then(|d| d.get(&id))
+            .cloned()
+            .ok_or_else(|| anyhow!("node {id} has no memory disk"))
+    }
+
+    /// Node `id` loses power: it stops without a word, and its disk keeps
+    /// what was flushed plus the first `unflushed_kept` writes after that.
+    /// [`Cluster::start`] brings it back on what survived.
+    pub async fn power_loss(&mut self, id: NodeId, unflushed_kept: usize) -> anyhow::Result<()> {
+        let disk = self.disk(id)?;
+        let survived = disk.crash(unflushed_kept);
+        if let Some(node) = self.nodes.remove(&id) {
+            node.crash().await;
+        }
+        if let Some(disks) = self.disks.as_mut() {
+            disks.insert(id, survived);
+        }
+        Ok(())
     }
 
     pub fn data_dir(&self, id: NodeId) -> PathBuf {
@@ -61,6 +98,9 @@ impl Cluster {
     pub fn config(&self, id: NodeId) -> NodeConfig {
         let mut config = NodeConfig::new(id, self.data_dir(id));
         config.storage.cache_capacity_bytes = 8 * 1024 * 1024;
+        if let Some(disk) = self.disks.as_ref().and_then(|d| d.get(&id)) {
+            config.storage = StorageConfig::in_memory(disk.clone());
+        }
         (self.tune)(&mut config);
         config
     }
@@ -68,9 +108,13 @@ impl Cluster {
     /// Start (or restart, on the same port and data directory) node `id`.
     pub async fn start(&mut self, id: NodeId) -> anyhow::Result<()> {
         let listener = match self.addrs.get(&id) {
-            Some(addr) => TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("rebinding {addr}"))?,
+            // A crashed node's listener closes as its accept task ends,
+            // which may be a moment after the crash.
+            Some(addr) => wait_until(&format!("rebinding {addr}"), DEADLINE, || async {
+                TcpListener::bind(addr).await.map_err(|e| e.to_string())
+            })
+            .await
+            .with_context(|| format!("rebinding {addr}"))?,
             None => TcpListener::bind("127.0.0.1:0").await?,
         };
         self.addrs.insert(id, listener.local_addr()?);
@@ -86,16 +130,21 @@ impl Cluster {
 
     pub async fn formed(ids: &[NodeId], tune: fn(&mut NodeConfig)) -> anyhow::Result<Self> {
         let mut cluster = Cluster::new(tune)?;
+        cluster.form(ids).await?;
+        Ok(cluster)
+    }
+
+    async fn form(&mut self, ids: &[NodeId]) -> anyhow::Result<()> {
         for id in ids {
-            cluster.start(*id).await?;
+            self.start(*id).await?;
         }
         let members: Vec<(NodeId, String)> = ids
             .iter()
-            .map(|id| (*id, cluster.addrs[id].to_string()))
+            .map(|id| (*id, self.addrs[id].to_string()))
             .collect();
-        cluster.node(ids[0])?.initialize(&members).await?;
-        cluster.leader().await?;
-        Ok(cluster)
+        self.node(ids[0])?.initialize(&members).await?;
+        self.leader().await?;
+        Ok(())
     }
 
     pub fn node(&self, id: NodeId) -> anyhow::Result<&Node<KvLogic>> {

@@ -1,0 +1,183 @@
+//! Disks that fail and machines that lose power, with real nodes on
+//! 127.0.0.1 whose storage is a memory disk ([`MemDisk`]): an fsync that
+//! fails, a write the disk refuses, and power lost on two of three nodes at
+//! once with part of what they wrote since their last flush gone.
+//!
+//! The invariant each test holds: a write the cluster acknowledged is on
+//! every node after the faults heal, and a node whose disk failed never
+//! acknowledged anything it had not made durable.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure};
+use common::{expect_value, init_tracing, put, write_over_grpc, Cluster, DEADLINE};
+use tollgate_raft::store::Faults;
+use tollgate_raft::NodeId;
+use tracing::info;
+
+fn follower_of(cluster: &Cluster, leader: NodeId) -> NodeId {
+    *cluster
+        .nodes
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a cluster of three has followers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_fsync_fails_acknowledges_nothing_and_the_cluster_moves_on(
+) -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = Cluster::in_memory(&[1, 2, 3], |_| {}).await?;
+    let before = cluster.write(put("before", "1")).await?;
+    let leader = cluster.leader().await?;
+
+    info!(
+        leader,
+        "Proving that a leader whose fsync fails acknowledges no write."
+    );
+    let disk = cluster.disk(leader)?;
+    disk.set_faults(Faults {
+        fail_flushes: true,
+        ..Faults::default()
+    });
+    let answer =
+        tokio::time::timeout(DEADLINE, cluster.node(leader)?.write(put("during", "1"))).await;
+    match answer {
+        Ok(Ok(outcome)) => {
+            bail!("a write was acknowledged by a leader that could not fsync: {outcome:?}")
+        }
+        Ok(Err(error)) => info!(%error, "The leader refused the write."),
+        Err(_) => bail!("the leader neither answered nor failed the write within {DEADLINE:?}"),
+    }
+    ensure!(
+        disk.stats().failed_flushes >= 1,
+        "the fault was never hit: {disk:?}"
+    );
+
+    info!("Proving that the other two elect a leader and go on.");
+    cluster.power_loss(leader, 0).await?;
+    let after = cluster.write(put("after", "1")).await?;
+    ensure!(after.log_index > before.log_index);
+
+    info!("Proving that the failed node comes back on what it flushed and catches up.");
+    cluster.start(leader).await?;
+    let state = cluster.converged(after.log_index).await?;
+    expect_value(&state, "before", "1")?;
+    expect_value(&state, "after", "1")?;
+    cluster.shutdown_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_disk_refuses_writes_stops_and_catches_up_once_mended(
+) -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = Cluster::in_memory(&[1, 2, 3], |_| {}).await?;
+    let leader = cluster.leader().await?;
+    let follower = follower_of(&cluster, leader);
+
+    info!(
+        follower,
+        "Proving that a follower's refused appends do not stop the cluster."
+    );
+    cluster.disk(follower)?.set_faults(Faults {
+        fail_writes: true,
+        ..Faults::default()
+    });
+    let mut last = 0;
+    for i in 0..20 {
+        last = cluster.write(put(format!("k{i}"), "1")).await?.log_index;
+    }
+    ensure!(
+        cluster.disk(follower)?.stats().failed_writes >= 1,
+        "the follower's disk was never asked to write"
+    );
+
+    info!(
+        follower,
+        "Proving that the follower, restarted on a mended disk, has every write."
+    );
+    cluster.power_loss(follower, usize::MAX).await?;
+    cluster.start(follower).await?;
+    let state = cluster.converged(last).await?;
+    for i in 0..20 {
+        expect_value(&state, &format!("k{i}"), "1")?;
+    }
+    cluster.shutdown_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_lost_on_two_nodes_mid_burst_loses_no_acknowledged_write() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = Cluster::in_memory(&[1, 2, 3], |_| {}).await?;
+    cluster.leader().await?;
+    let addrs: Vec<String> = cluster.addrs.values().map(|a| a.to_string()).collect();
+
+    // How much of what each node wrote since its last flush survives: none,
+    // a little, or all of it; different for the leader and the follower.
+    for (round, kept) in [(0usize, [0usize, 3]), (1, [1, 0]), (2, [usize::MAX, 2])] {
+        let leader = cluster.leader().await?;
+        let follower = follower_of(&cluster, leader);
+        info!(
+            round,
+            leader,
+            follower,
+            ?kept,
+            "Proving that power lost mid-burst on two nodes keeps every acknowledged write."
+        );
+
+        let acked = Arc::new(Mutex::new(BTreeSet::new()));
+        let writers: Vec<_> = (0..4)
+            .map(|writer| {
+                let addrs = addrs.clone();
+                let acked = acked.clone();
+                tokio::spawn(async move {
+                    for i in 0..40 {
+                        let key = format!("r{round}-w{writer}-{i}");
+                        let deadline = Instant::now() + Duration::from_secs(2);
+                        if write_over_grpc(&addrs, writer, &key, deadline)
+                            .await
+                            .is_ok()
+                        {
+                            acked.lock().expect("no writer panics").insert(key);
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Cut the power once the burst is under way.
+        tollgate_testkit::wait_until("the burst to have written", DEADLINE, || {
+            let written = acked.lock().expect("no writer panics").len();
+            async move {
+                match written >= 10 {
+                    true => Ok(()),
+                    false => Err(format!("{written} writes acknowledged")),
+                }
+            }
+        })
+        .await?;
+        cluster.power_loss(leader, kept[0]).await?;
+        cluster.power_loss(follower, kept[1]).await?;
+        cluster.start(leader).await?;
+        cluster.start(follower).await?;
+        for writer in writers {
+            writer.await?;
+        }
+
+        let last = cluster.write(put(format!("r{round}-end"), "1")).await?;
+        let state = cluster.converged(last.log_index).await?;
+        let acked = acked.lock().expect("no writer panics").clone();
+        info!(
+            round,
+            acknowledged = acked.len(),
+            "Checking every acknowledged write."
+        );
+        for key in &acked {
+            expect_value(&state, key, "1")?;
+        }
+    }
+    cluster.shutdown_all().await
+}
