@@ -23,7 +23,10 @@
 //! randomised election timeout plus a tick.
 
 use std::sync::Weak;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock: the wall clock in production, the simulated one in a
+// simulation.
+use tokio::time::Instant;
 
 use openraft::ServerState;
 use tokio::time::MissedTickBehavior;

@@ -6,7 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock: the wall clock in production, the simulated one in a
+// simulation.
+use tokio::time::Instant;
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};

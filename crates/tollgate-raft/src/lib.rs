@@ -36,6 +36,7 @@ pub mod logic;
 pub mod network;
 pub mod node;
 pub mod quiet;
+pub mod runtime;
 pub mod server;
 mod snapshot_data;
 pub mod status;

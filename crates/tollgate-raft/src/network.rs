@@ -73,10 +73,31 @@ impl Default for NetworkConfig {
     }
 }
 
+/// Raft calls to one peer that may run out of time in a row, on one
+/// connection, before the pool gives that connection up and dials anew.
+///
+/// A connection whose peer vanished without a reset (its machine lost
+/// power and came back while this node was cut off, a middlebox dropped
+/// the flow) swallows every call until TCP itself gives up, which takes
+/// many minutes. The simulation found one (`tollgate-sim`, seed 211): a
+/// leader's link to a follower restarted during a partition stayed dead
+/// for the whole two minutes after the heal, since HTTP/2 keepalive pinged
+/// only while idle streams allowed it (now `keep_alive_while_idle`, which
+/// ends such a link within 15 s). Three calls in a row past their deadline
+/// end it sooner: a fresh connection costs one handshake.
+pub const TIMEOUTS_BEFORE_RECONNECT: u32 = 3;
+
+/// A peer's channel and the calls that ran out of time on it in a row.
+#[derive(Debug)]
+struct PooledChannel {
+    channel: Channel,
+    timeouts_in_a_row: u32,
+}
+
 /// Shared, lazily-connected channels, one per peer (id and address).
 #[derive(Debug)]
 pub struct ChannelPool {
-    channels: Mutex<HashMap<(NodeId, String), Channel>>,
+    channels: Mutex<HashMap<(NodeId, String), PooledChannel>>,
     config: NetworkConfig,
     transport: Transport,
     /// Which peers answer, for one report per outage.
@@ -108,8 +129,8 @@ impl ChannelPool {
             Err(poisoned) => poisoned.into_inner(),
         };
         let key = (peer, addr.to_string());
-        if let Some(ch) = channels.get(&key) {
-            return Ok(ch.clone());
+        if let Some(pooled) = channels.get(&key) {
+            return Ok(pooled.channel.clone());
         }
         let url = format!("{}://{addr}", self.transport.scheme());
         let endpoint = Endpoint::from_shared(url)
@@ -117,7 +138,8 @@ impl ChannelPool {
             .connect_timeout(Duration::from_millis(self.config.connect_timeout_ms))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
         let expect = match self.transport.identity().and_then(|me| me.sibling(peer)) {
             Some(sibling) => Expect::Peers(vec![Allow::Exactly(sibling.subject)]),
             // Plaintext (no identity to check), or a holder that is not a
@@ -126,8 +148,46 @@ impl ChannelPool {
         };
         let channel =
             endpoint.connect_with_connector_lazy(self.transport.connector(expect, "raft"));
-        channels.insert(key, channel.clone());
+        channels.insert(
+            key,
+            PooledChannel {
+                channel: channel.clone(),
+                timeouts_in_a_row: 0,
+            },
+        );
         Ok(channel)
+    }
+
+    /// A call to `peer` at `addr` answered, or failed otherwise than by
+    /// running out of time (`timed_out: false`), or ran out of time
+    /// (`true`). After [`TIMEOUTS_BEFORE_RECONNECT`] timeouts in a row the
+    /// peer's channel is dropped, so the next call dials a new connection.
+    pub fn record(&self, peer: NodeId, addr: &str, timed_out: bool) {
+        let mut channels = match self.channels.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let key = (peer, addr.to_string());
+        let Some(pooled) = channels.get_mut(&key) else {
+            return;
+        };
+        if !timed_out {
+            pooled.timeouts_in_a_row = 0;
+            return;
+        }
+        pooled.timeouts_in_a_row += 1;
+        if pooled.timeouts_in_a_row >= TIMEOUTS_BEFORE_RECONNECT {
+            channels.remove(&key);
+            metrics::counter!("tollgate_raft_reconnects_total").increment(1);
+            // DEBUG: while a peer is down this repeats every few calls;
+            // the outage itself is reported once (`quiet::Reachability`).
+            tracing::debug!(
+                peer,
+                addr,
+                timeouts = TIMEOUTS_BEFORE_RECONNECT,
+                "Raft calls to a peer kept running out of time; dialling a new connection."
+            );
+        }
     }
 }
 
@@ -151,19 +211,13 @@ impl<L: StateMachineLogic> RaftNetworkFactory<TypeConfig<L>> for NetworkFactory<
     type Network = NetworkClient<L>;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        let client = self.pool.channel(target, &node.addr).map(|ch| {
-            RaftServiceClient::new(ch)
-                .max_decoding_message_size(self.pool.config.message_bytes_max)
-                .max_encoding_message_size(self.pool.config.message_bytes_max)
-        });
-        if let Err(e) = &client {
+        if let Err(e) = self.pool.channel(target, &node.addr) {
             tracing::warn!(target_node = target, addr = %node.addr, error = %e, "Peer address is unusable.");
         }
         NetworkClient {
             target,
             addr: node.addr.clone(),
             pool: self.pool.clone(),
-            client,
             message_bytes_max: self.pool.config.message_bytes_max,
             backoff_ms_min: self.pool.config.backoff_ms_min,
             backoff_ms_max: self.pool.config.backoff_ms_max,
@@ -177,7 +231,6 @@ pub struct NetworkClient<L> {
     target: NodeId,
     addr: String,
     pool: Arc<ChannelPool>,
-    client: Result<RaftServiceClient<Channel>, Error>,
     message_bytes_max: usize,
     backoff_ms_min: u64,
     backoff_ms_max: u64,
@@ -234,9 +287,13 @@ impl<L: StateMachineLogic> NetworkClient<L> {
         result
     }
 
+    /// The peer's client, on the pool's current channel (a new one after
+    /// the pool gave a connection up).
     fn client<E: std::error::Error>(&self) -> Result<RaftServiceClient<Channel>, RpcErr<E>> {
-        match &self.client {
-            Ok(c) => Ok(c.clone()),
+        match self.pool.channel(self.target, &self.addr) {
+            Ok(channel) => Ok(RaftServiceClient::new(channel)
+                .max_decoding_message_size(self.message_bytes_max)
+                .max_encoding_message_size(self.message_bytes_max)),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(
                 &Error::InvalidArgument(e.to_string()),
             ))),
@@ -250,17 +307,39 @@ fn with_deadline<T>(message: T, option: &RPCOption) -> tonic::Request<T> {
     request
 }
 
-async fn timed<T, E: std::error::Error>(
+/// A call's answer, or the deadline it ran past.
+type Timed<T> = Result<Result<tonic::Response<T>, tonic::Status>, Duration>;
+
+async fn timed<T>(
     option: &RPCOption,
     fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Result<T, RpcErr<E>> {
-    match tokio::time::timeout(option.hard_ttl(), fut).await {
-        Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => Err(status_to_rpc(status)),
-        Err(_) => Err(local_error(Error::Timeout(format!(
-            "Raft RPC exceeded {:?}",
-            option.hard_ttl()
-        )))),
+) -> Timed<T> {
+    tokio::time::timeout(option.hard_ttl(), fut)
+        .await
+        .map_err(|_| option.hard_ttl())
+}
+
+impl<L> NetworkClient<L> {
+    /// The call's result, after telling the pool whether it ran out of
+    /// time (our deadline, or tonic's for the request: `Cancelled`, or the
+    /// server's: `DeadlineExceeded`).
+    fn settle<T, E: std::error::Error>(&self, outcome: Timed<T>) -> Result<T, RpcErr<E>> {
+        let timed_out = match &outcome {
+            Err(_) => true,
+            Ok(Err(status)) => matches!(
+                status.code(),
+                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+            ),
+            Ok(Ok(_)) => false,
+        };
+        self.pool.record(self.target, &self.addr, timed_out);
+        match outcome {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(status_to_rpc(status)),
+            Err(ttl) => Err(local_error(Error::Timeout(format!(
+                "Raft RPC exceeded {ttl:?}"
+            )))),
+        }
     }
 }
 
@@ -284,6 +363,7 @@ impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
             client.append_entries(with_deadline(append_entries_request(payload), &option)),
         )
         .await;
+        let response = self.settle(response);
         self.observe(response.and_then(|r| decode_response(self.target, r)))
     }
 
@@ -307,6 +387,7 @@ impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
             client.install_snapshot(with_deadline(message, &option)),
         )
         .await;
+        let response = self.settle(response);
         self.observe(response.and_then(|r| decode_response(self.target, r)))
     }
 
@@ -322,6 +403,7 @@ impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
             client.vote(with_deadline(vote_request(payload), &option)),
         )
         .await;
+        let response = self.settle(response);
         self.observe(response.and_then(|r| decode_response(self.target, r)))
     }
 

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{BasicNode, RaftMetrics};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
+use tollgate_tls::net::TcpListener;
 
 use crate::config::NodeConfig;
 use crate::error::{client_write_error, Error};
@@ -48,7 +48,7 @@ pub struct Node<L: StateMachineLogic> {
 pub async fn run<L: StateMachineLogic>(
     config: NodeConfig,
     logic: L,
-    listener: TcpListener,
+    listener: impl Into<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let node = Node::start(config, logic, listener).await?;
@@ -59,8 +59,13 @@ pub async fn run<L: StateMachineLogic>(
 impl<L: StateMachineLogic> Node<L> {
     /// Open storage, start Raft and serve the Raft transport and the cluster
     /// admin service on `listener`.
-    pub async fn start(config: NodeConfig, logic: L, listener: TcpListener) -> Result<Self, Error> {
+    pub async fn start(
+        config: NodeConfig,
+        logic: L,
+        listener: impl Into<TcpListener>,
+    ) -> Result<Self, Error> {
         config.validate()?;
+        let listener = listener.into();
         let local = listener.local_addr()?;
         let addr = config
             .advertise_addr
@@ -70,11 +75,15 @@ impl<L: StateMachineLogic> Node<L> {
 
         let storage_config = config.storage.clone();
         let logic = Arc::new(logic);
-        // Opening may wait for the directory lock: keep it off the runtime.
-        let (log_store, state_machine) =
-            tokio::task::spawn_blocking(move || open_storage(&storage_config, logic))
+        // Opening sled may wait for the directory lock: keep it off the
+        // runtime. A memory disk never waits, and opens inline (no thread
+        // whose timing would vary in a simulation).
+        let (log_store, state_machine) = match storage_config.memory.is_some() {
+            true => open_storage(&storage_config, logic)?,
+            false => tokio::task::spawn_blocking(move || open_storage(&storage_config, logic))
                 .await
-                .map_err(|e| Error::Raft(format!("storage open task failed: {e}")))??;
+                .map_err(|e| Error::Raft(format!("storage open task failed: {e}")))??,
+        };
         let flush_stats = log_store.flush_stats();
         let view = state_machine.view();
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use openraft::raft::InstallSnapshotRequest;
 use serde::Serialize;
-use tokio::net::TcpListener;
+use tollgate_tls::net::TcpListener;
 use tollgate_proto::cluster::v1 as pb;
 use tollgate_proto::cluster::v1::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
 use tollgate_proto::cluster::v1::raft_service_server::{RaftService, RaftServiceServer};

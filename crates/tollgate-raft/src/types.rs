@@ -58,7 +58,7 @@ impl<L: StateMachineLogic> openraft::RaftTypeConfig for TypeConfig<L> {
     type Node = openraft::BasicNode;
     type Entry = openraft::Entry<TypeConfig<L>>;
     type SnapshotData = crate::snapshot_data::SnapshotData;
-    type AsyncRuntime = openraft::TokioRuntime;
+    type AsyncRuntime = crate::runtime::Runtime;
     type Responder = openraft::impls::OneshotResponder<TypeConfig<L>>;
 }
 

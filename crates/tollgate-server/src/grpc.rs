@@ -312,7 +312,7 @@ pub fn serve_on_threads(
                     let tcp = tokio_stream::StreamExt::filter_map(
                         tokio_stream::wrappers::ReceiverStream::new(accepted),
                         move |stream| match tokio::net::TcpStream::from_std(stream) {
-                            Ok(stream) => Some(stream),
+                            Ok(stream) => Some(tollgate_tls::net::TcpStream::from(stream)),
                             Err(error) => {
                                 tracing::warn!(%error, server = what, "A connection could not be registered.");
                                 None

@@ -7,11 +7,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::net::TcpStream;
 use arc_swap::ArcSwapOption;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use tokio::net::TcpStream;
 
 use crate::crypto::provider;
 use crate::identity::Allow;
@@ -134,8 +134,7 @@ impl tower::Service<http::Uri> for Connector {
             let port = uri
                 .port_u16()
                 .unwrap_or(if tls.is_some() { 443 } else { 80 });
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
+            let tcp = TcpStream::connect(&host, port).await?;
             let Some(tls) = tls else {
                 return Ok(TokioIo::new(ClientIo::Plain(tcp)));
             };

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use crate::net::TcpStream;
 
 /// A TCP connection, in clear or inside `T` (a TLS stream).
 pub enum Io<T> {

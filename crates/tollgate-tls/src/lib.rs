@@ -28,6 +28,7 @@ pub mod identity;
 pub mod io;
 pub mod limits;
 pub mod material;
+pub mod net;
 pub mod server;
 pub mod track;
 mod verify;

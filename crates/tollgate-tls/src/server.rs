@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::net::{TcpListener, TcpStream};
 use arc_swap::ArcSwapOption;
 use futures::{Stream, StreamExt};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::limits::{count_refusal, monotonic_ms, ConnActivity, PortLimits};
@@ -482,34 +482,38 @@ impl axum::serve::Listener for Incoming {
 /// `stop` (or its sender is dropped); an accept error (out of descriptors)
 /// pauses briefly and counts.
 pub fn accept_tcp(
-    listener: TcpListener,
+    listener: impl Into<TcpListener>,
     stop: tokio::sync::watch::Receiver<bool>,
     port: &'static str,
 ) -> impl Stream<Item = TcpStream> + Send + 'static {
-    futures::stream::unfold((listener, stop), move |(listener, mut stop)| async move {
-        loop {
-            if *stop.borrow() {
-                return None;
-            }
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                // A closed channel is a stop too (and `changed` would
-                // return at once forever: a busy loop).
-                changed = stop.changed() => match changed {
-                    Ok(()) => continue,
-                    Err(_) => return None,
-                },
-            };
-            match accepted.and_then(|(stream, _)| stream.set_nodelay(true).map(|()| stream)) {
-                Ok(stream) => return Some((stream, (listener, stop))),
-                Err(error) => {
-                    tracing::warn!(%error, port, "Accepting a connection failed.");
-                    metrics::counter!("tollgate_accept_errors_total", "port" => port).increment(1);
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+    futures::stream::unfold(
+        (listener.into(), stop),
+        move |(listener, mut stop)| async move {
+            loop {
+                if *stop.borrow() {
+                    return None;
+                }
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    // A closed channel is a stop too (and `changed` would
+                    // return at once forever: a busy loop).
+                    changed = stop.changed() => match changed {
+                        Ok(()) => continue,
+                        Err(_) => return None,
+                    },
+                };
+                match accepted.and_then(|(stream, _)| stream.set_nodelay(true).map(|()| stream)) {
+                    Ok(stream) => return Some((stream, (listener, stop))),
+                    Err(error) => {
+                        tracing::warn!(%error, port, "Accepting a connection failed.");
+                        metrics::counter!("tollgate_accept_errors_total", "port" => port)
+                            .increment(1);
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 /// Serves connections from `tcp` as `transport` says, each holding one of
@@ -574,7 +578,7 @@ pub fn incoming(
 /// Accepts on `listener` as [`incoming`] does, with the default
 /// [`PortLimits`] (idle: nothing read).
 pub fn listen(
-    listener: TcpListener,
+    listener: impl Into<TcpListener>,
     transport: &Transport,
     auth: ClientAuth,
     port: &'static str,
@@ -593,7 +597,7 @@ pub fn listen(
 
 /// Accepts on `listener` as [`incoming`] does, with `port`'s limits.
 pub fn listen_with(
-    listener: TcpListener,
+    listener: impl Into<TcpListener>,
     transport: &Transport,
     auth: ClientAuth,
     port: Port,
@@ -601,6 +605,7 @@ pub fn listen_with(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Incoming, TlsError> {
     let tls = transport.server(port.name, auth, http1)?;
+    let listener = listener.into();
     let local = listener.local_addr();
     Ok(incoming(
         accept_tcp(listener, stop, port.name),

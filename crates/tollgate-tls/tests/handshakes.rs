@@ -225,7 +225,7 @@ fn raw_client_config(
 /// Connects to `addr` with a hand-built config.
 async fn raw_connect(config: Arc<ClientConfig>, addr: SocketAddr) -> io::Result<ClientIo> {
     within("connecting", async {
-        let tcp = TcpStream::connect(addr).await?;
+        let tcp = tollgate_tls::net::TcpStream::from(TcpStream::connect(addr).await?);
         let name = ServerName::IpAddress(addr.ip().into());
         let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
