@@ -54,6 +54,7 @@ pub const COUNTERS_AT_ZERO: &[&str] = &[
     "tollgate_check_port_refused_total",
     "tollgate_signing_key_load_failures_total",
     "tollgate_raft_peer_outages_total",
+    "tollgate_raft_reconnects_total",
     "tollgate_portal_csp_reports_total",
     "tollgate_portal_sign_ins_total",
 ];
