@@ -165,6 +165,12 @@ async fn node_host(shared: Arc<Shared>, index: usize, nodes: usize) -> turmoil::
     config.storage = StorageConfig::in_memory(disk);
     config.advertise_addr = Some(format!("{name}:{PORT}"));
     config.transport = Transport::Plaintext;
+    // Snapshots often, a short log behind them and small chunks: a node
+    // that comes back or falls behind is sent a snapshot in many pieces,
+    // and builds, installs and purges happen under the faults too.
+    config.snapshot_logs_since_last = 40;
+    config.max_in_snapshot_log_to_keep = 5;
+    config.snapshot_chunk_bytes_max = 2 * 1024;
     let node = Node::start(config, KvLogic, listener).await?;
     lock(&shared.views).insert(name.clone(), node.view());
     shared.log_here(format!("node {name} started"));
