@@ -4,6 +4,15 @@ use crate::types::NodeId;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
 
+impl From<crate::kv::KvError> for Error {
+    fn from(e: crate::kv::KvError) -> Self {
+        match e {
+            crate::kv::KvError::Sled(e) => Error::Storage(e),
+            crate::kv::KvError::Io(e) => Error::Io(e),
+        }
+    }
+}
+
 /// Everything that can go wrong in the replicated storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

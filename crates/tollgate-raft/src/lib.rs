@@ -32,6 +32,7 @@ mod config;
 pub mod error;
 mod failover;
 mod inner;
+pub mod kv;
 pub mod logic;
 pub mod network;
 pub mod node;

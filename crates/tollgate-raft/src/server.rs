@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use openraft::raft::InstallSnapshotRequest;
 use serde::Serialize;
-use tollgate_tls::net::TcpListener;
 use tollgate_proto::cluster::v1 as pb;
 use tollgate_proto::cluster::v1::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
 use tollgate_proto::cluster::v1::raft_service_server::{RaftService, RaftServiceServer};
@@ -13,6 +12,7 @@ use tollgate_proto::convert::{
     client_write_response, initial_members, raft_response, read_local_response,
     trigger_snapshot_response, AddLearner, ChangeMembership, Membership,
 };
+use tollgate_tls::net::TcpListener;
 use tollgate_tls::{Allow, ClientAuth};
 use tonic::{Request, Response, Status};
 

@@ -13,8 +13,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
-use crate::error::Error;
-use crate::store::kv::{Tree, Value};
+use crate::kv::{KvError, Tree, Value};
 
 /// Stored snapshots are kept in pieces of this size, so that no sled value
 /// becomes a blob.
@@ -28,7 +27,7 @@ pub(crate) fn piece_key(prefix: &[u8], index: u64) -> Vec<u8> {
 }
 
 /// Removes every key under `prefix`, one at a time.
-pub(crate) fn remove_prefix(tree: &Tree, prefix: &[u8]) -> Result<(), Error> {
+pub(crate) fn remove_prefix(tree: &Tree, prefix: &[u8]) -> Result<(), KvError> {
     for item in tree.scan_prefix(prefix) {
         tree.remove(item?.0)?;
     }
@@ -250,8 +249,7 @@ impl AsyncWrite for SnapshotData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::kv::Db;
-    use crate::store::MemDisk;
+    use crate::kv::{Db, MemDisk};
     use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
     fn stored(bytes: &[u8]) -> (Db, Tree, Arc<StoredPieces>) {

@@ -29,13 +29,13 @@ use std::sync::{mpsc, Arc};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError};
 
-use super::kv::{Batch, Db, Tree};
 use super::{
     any_error, META_COMMITTED, META_LAST_PURGED, META_VOTE, STORED_VALUE_BYTES_MAX, TREE_LOG,
     TREE_META,
 };
 use crate::codec::{decode_stored, encode};
 use crate::error::Error;
+use crate::kv::{Batch, Db, Tree};
 use crate::logic::StateMachineLogic;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
@@ -232,7 +232,7 @@ impl<L: StateMachineLogic> LogStore<L> {
     }
 
     async fn flush(&self) -> Result<(), Error> {
-        self.db.flush_async().await
+        Ok(self.db.flush_async().await?)
     }
 }
 

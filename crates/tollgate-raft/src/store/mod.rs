@@ -1,6 +1,6 @@
 //! Storage on sled: the Raft log ([`LogStore`]) and the state machine
 //! ([`SledStateMachine`]) share one `sled::Db`, so one flush makes both
-//! durable. Both go through [`kv`], which is sled, or, for simulations and
+//! durable. Both go through [`crate::kv`], which is sled, or, for simulations and
 //! fault tests, a disk in memory ([`MemDisk`]) that fails writes and
 //! fsyncs and crashes on command.
 //!
@@ -16,7 +16,6 @@
 //!   flushes it, then flips `sm_generation` in `raft.meta`: a crash before
 //!   the flip leaves the old state, after it the new one.
 
-pub mod kv;
 mod log_store;
 mod snapshot;
 
@@ -26,13 +25,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use crate::kv::{DiskStats, Faults, MemDisk};
 pub use crate::snapshot_data::SnapshotData;
-pub use kv::{DiskStats, Faults, MemDisk};
 pub use log_store::{FlushStats, LogReader, LogStore};
 pub use snapshot::{decode_snapshot, encode_pair, for_each_pair, Pair, SNAPSHOT_MAGIC};
 pub use state_machine::{SledStateMachine, SnapshotBuilder, StateView};
 
 use crate::error::Error;
+use crate::kv::Db;
 use crate::logic::StateMachineLogic;
 
 pub(crate) const TREE_LOG: &str = "raft.log";
@@ -107,17 +107,17 @@ pub fn open_db_for_inspection(data_dir: impl Into<std::path::PathBuf>) -> Result
     Ok(open_sled(&StorageConfig::new(data_dir))?.0)
 }
 
-fn open_db(config: &StorageConfig) -> Result<kv::Db, Error> {
+fn open_db(config: &StorageConfig) -> Result<Db, Error> {
     if let Some(disk) = &config.memory {
         if disk.is_crashed() {
             return Err(Error::InvalidArgument(
                 "this memory disk crashed: open the one its crash returned".into(),
             ));
         }
-        return Ok(kv::Db::memory(disk.clone()));
+        return Ok(Db::memory(disk.clone()));
     }
     let (db, file) = open_sled(config)?;
-    Ok(kv::Db::sled(db, file))
+    Ok(Db::sled(db, file))
 }
 
 /// Opens sled in `config.data_dir`, with a handle on its data file.
@@ -126,7 +126,7 @@ fn open_db(config: &StorageConfig) -> Result<kv::Db, Error> {
 /// neither flushes the drive's cache nor persists the file's size; only its
 /// periodic flusher (which we disable) calls `fsync`. So every durability
 /// point is `flush` followed by `fdatasync` on the data file
-/// ([`kv::Db::flush`]).
+/// ([`Db::flush`]).
 fn open_sled(config: &StorageConfig) -> Result<(sled::Db, std::fs::File), Error> {
     if config.cache_capacity_bytes < 1024 * 1024 {
         return Err(Error::InvalidConfig {

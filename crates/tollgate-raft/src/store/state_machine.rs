@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 
-use super::kv::{Batch, Db, Tree, Value};
 use super::snapshot::{encode_pair, for_each_pair, Pair, SNAPSHOT_MAGIC};
 use super::{
     any_error, META_SM_GENERATION, META_SNAPSHOT_DATA, META_SNAPSHOT_LEN, META_SNAPSHOT_META,
@@ -17,6 +16,7 @@ use super::{
 };
 use crate::codec::{decode_stored, encode};
 use crate::error::Error;
+use crate::kv::{Batch, Db, Tree, Value};
 use crate::logic::{
     ApplyContext, ReadError, ReadState, StateMachineLogic, Write, KEY_BYTES_MAX, VALUE_BYTES_MAX,
 };
@@ -447,7 +447,7 @@ impl<'a> PieceWriter<'a> {
 
 /// Removes the stored pieces of one snapshot.
 fn remove_pieces(tree: &Tree, snapshot_id: &str) -> Result<(), Error> {
-    remove_prefix(tree, &pieces_prefix(snapshot_id))
+    Ok(remove_prefix(tree, &pieces_prefix(snapshot_id))?)
 }
 
 /// Removes every stored piece but the current snapshot's: left by a build
@@ -779,8 +779,8 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
         let next_name = sm_tree_name(next_number);
         // A leftover of a crashed install under the same name is garbage.
         let db = self.db.clone();
-        db.drop_tree(&next_name).map_err(err)?;
-        let tree = db.open_tree(&next_name).map_err(err)?;
+        db.drop_tree(&next_name).map_err(|e| err(e.into()))?;
+        let tree = db.open_tree(&next_name).map_err(|e| err(e.into()))?;
         // The next generation is invisible until the flip, so it fills in
         // bounded batches rather than one batch as large as the state.
         const INSTALL_BATCH_PAIRS: usize = 4096;
@@ -798,8 +798,8 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
         .map_err(err)?;
         batch.insert(SYS_LAST_APPLIED, encode(&meta.last_log_id).map_err(err)?);
         batch.insert(SYS_MEMBERSHIP, encode(&meta.last_membership).map_err(err)?);
-        tree.apply_batch(batch).map_err(err)?;
-        self.db.flush_async().await.map_err(err)?;
+        tree.apply_batch(batch).map_err(|e| err(e.into()))?;
+        self.db.flush_async().await.map_err(|e| err(e.into()))?;
 
         // The flip: one batch in the meta tree names the new generation and
         // records the snapshot; until it is flushed a restart sees the old
@@ -810,12 +810,12 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
             writer.write(&data).map_err(err)?;
             let len = writer.finish().map_err(err)?;
             drop(data);
-            self.db.flush_async().await.map_err(err)?;
+            self.db.flush_async().await.map_err(|e| err(e.into()))?;
             let previous: Option<SnapshotMeta> =
                 read_sys(&self.meta, META_SNAPSHOT_META).map_err(err)?;
             let flip = snapshot_batch(Some(next_number), meta, len).map_err(err)?;
-            self.meta.apply_batch(flip).map_err(err)?;
-            self.db.flush_async().await.map_err(err)?;
+            self.meta.apply_batch(flip).map_err(|e| err(e.into()))?;
+            self.db.flush_async().await.map_err(|e| err(e.into()))?;
             self.switch_pieces(
                 &meta.snapshot_id,
                 previous.as_ref().map(|p| p.snapshot_id.as_str()),
@@ -828,7 +828,7 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
         });
         drop(old.tree);
         db.drop_tree(sm_tree_name(old.number))
-            .map_err(err)?;
+            .map_err(|e| err(e.into()))?;
         tracing::info!(snapshot_id = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "Installed snapshot.");
         Ok(())
     }

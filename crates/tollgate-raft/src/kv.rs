@@ -24,7 +24,21 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::error::Error;
+/// Storage failed: sled's error, or an I/O error (a memory disk's injected
+/// fault, a crashed disk, a storage task that died). Its own type, so that
+/// this module depends on nothing else of the crate; it becomes
+/// [`crate::Error`] with `?`.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// sled failed.
+    #[error("{0}")]
+    Sled(#[from] sled::Error),
+    /// An I/O failure, injected or real.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+type Error = KvError;
 
 /// A stored value. sled's own type, which the memory backend also uses, so
 /// values pass between the two without a copy.
@@ -179,16 +193,18 @@ impl Db {
 
     /// Run `work`, which blocks on storage: on a blocking thread for sled,
     /// inline for memory.
-    pub async fn run_blocking<T: Send + 'static>(
+    pub async fn run_blocking<T: Send + 'static, E: From<KvError> + Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
+        work: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E> {
         if self.is_memory() {
             return work();
         }
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| Error::Io(io::Error::other(format!("storage task failed: {e}"))))?
+        tokio::task::spawn_blocking(work).await.map_err(|e| {
+            E::from(KvError::Io(io::Error::other(format!(
+                "storage task failed: {e}"
+            ))))
+        })?
     }
 }
 
@@ -460,7 +476,7 @@ struct DiskState {
 }
 
 fn crashed() -> Error {
-    Error::Io(io::Error::other(
+    KvError::Io(io::Error::other(
         "storage is gone: the node crashed (a handle on a crashed memory disk)",
     ))
 }
@@ -482,7 +498,7 @@ impl DiskState {
         self.live()?;
         if self.faults.fail_writes {
             self.stats.failed_writes += 1;
-            return Err(Error::Io(io::Error::other(
+            return Err(KvError::Io(io::Error::other(
                 "injected fault: the disk refused a write",
             )));
         }
@@ -493,7 +509,7 @@ impl DiskState {
         self.check_write()?;
         let live = self.live_mut()?;
         let Some(_) = live.get(name) else {
-            return Err(Error::Io(io::Error::other(format!(
+            return Err(KvError::Io(io::Error::other(format!(
                 "tree {} was dropped",
                 String::from_utf8_lossy(name)
             ))));
@@ -509,7 +525,9 @@ impl DiskState {
         self.live()?;
         if self.faults.fail_flushes {
             self.stats.failed_flushes += 1;
-            return Err(Error::Io(io::Error::other("injected fault: fsync failed")));
+            return Err(KvError::Io(io::Error::other(
+                "injected fault: fsync failed",
+            )));
         }
         for op in self.journal.drain(..) {
             replay(&mut self.durable, &op);
@@ -669,8 +687,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_crash_keeps_what_was_flushed_and_a_prefix_of_the_rest() {
+    /// A disk with one flushed key, then two unflushed writes: an insert,
+    /// and a batch of an insert and a removal of the flushed key.
+    fn flushed_then_two_writes() -> (MemDisk, Tree) {
         let (disk, db, tree) = disk_and_tree();
         tree.insert(b"flushed", b"1").unwrap();
         db.flush().unwrap();
@@ -680,7 +699,12 @@ mod tests {
         batch.remove(b"flushed");
         tree.apply_batch(batch).unwrap();
         assert_eq!(disk.unflushed_writes(), 2);
+        (disk, tree)
+    }
 
+    #[test]
+    fn a_crash_keeps_what_was_flushed_and_a_prefix_of_the_rest() {
+        let (disk, tree) = flushed_then_two_writes();
         let lost = disk.crash(0);
         assert!(disk.is_crashed());
         assert!(
@@ -692,18 +716,19 @@ mod tests {
 
         // Keeping one unflushed write keeps the first, never part of the
         // batch after it.
-        let (disk, db, tree) = disk_and_tree();
-        tree.insert(b"flushed", b"1").unwrap();
-        db.flush().unwrap();
-        tree.insert(b"second", b"2").unwrap();
-        let mut batch = Batch::default();
-        batch.insert(b"third", b"3");
-        batch.remove(b"flushed");
-        tree.apply_batch(batch).unwrap();
+        let (disk, _tree) = flushed_then_two_writes();
         let t = Db::memory(disk.crash(1)).open_tree("t").unwrap();
         assert_eq!(
             keys(t.range::<Vec<u8>, _>(..)),
             vec![b"flushed".to_vec(), b"second".to_vec()]
+        );
+
+        // Keeping both keeps the batch whole.
+        let (disk, _tree) = flushed_then_two_writes();
+        let t = Db::memory(disk.crash(2)).open_tree("t").unwrap();
+        assert_eq!(
+            keys(t.range::<Vec<u8>, _>(..)),
+            vec![b"second".to_vec(), b"third".to_vec()]
         );
     }
 
