@@ -175,7 +175,10 @@ impl<L: StateMachineLogic> NodeInner<L> {
             .max_decoding_message_size(self.config.network.message_bytes_max);
         let mut request = tonic::Request::new(tollgate_proto::cluster::v1::StatusRequest {});
         request.set_timeout(timeout);
-        match tokio::time::timeout(timeout, client.status(request)).await {
+        let outcome = tokio::time::timeout(timeout, client.status(request)).await;
+        self.pool
+            .record(peer, addr, crate::network::ran_out_of_time(&outcome));
+        match outcome {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(status)) => Err(crate::status::status_to_error(&status, peer, addr)),
             Err(_) => Err(Error::Unavailable(format!(
@@ -220,7 +223,10 @@ impl<L: StateMachineLogic> NodeInner<L> {
         let mut request = tonic::Request::new(client_write_request(encode(command)?, hops));
         let timeout = Duration::from_millis(self.config.forward_timeout_ms);
         request.set_timeout(timeout);
-        let response = match tokio::time::timeout(timeout, client.client_write(request)).await {
+        let outcome = tokio::time::timeout(timeout, client.client_write(request)).await;
+        self.pool
+            .record(leader_id, addr, crate::network::ran_out_of_time(&outcome));
+        let response = match outcome {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) => {
                 return Err(crate::status::status_to_error(&status, leader_id, addr))

@@ -307,6 +307,22 @@ fn with_deadline<T>(message: T, option: &RPCOption) -> tonic::Request<T> {
     request
 }
 
+/// Whether a call to a peer ran out of time: our own deadline (the outer
+/// `Err`), tonic's for the request (`Cancelled`) or the server's
+/// (`DeadlineExceeded`). Every caller on a pooled channel reports it with
+/// [`ChannelPool::record`], so a dead connection is given up whichever
+/// kind of call finds it.
+pub(crate) fn ran_out_of_time<T, E>(outcome: &Result<Result<T, tonic::Status>, E>) -> bool {
+    match outcome {
+        Err(_) => true,
+        Ok(Err(status)) => matches!(
+            status.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        Ok(Ok(_)) => false,
+    }
+}
+
 /// A call's answer, or the deadline it ran past.
 type Timed<T> = Result<Result<tonic::Response<T>, tonic::Status>, Duration>;
 
@@ -321,18 +337,10 @@ async fn timed<T>(
 
 impl<L> NetworkClient<L> {
     /// The call's result, after telling the pool whether it ran out of
-    /// time (our deadline, or tonic's for the request: `Cancelled`, or the
-    /// server's: `DeadlineExceeded`).
+    /// time.
     fn settle<T, E: std::error::Error>(&self, outcome: Timed<T>) -> Result<T, RpcErr<E>> {
-        let timed_out = match &outcome {
-            Err(_) => true,
-            Ok(Err(status)) => matches!(
-                status.code(),
-                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
-            ),
-            Ok(Ok(_)) => false,
-        };
-        self.pool.record(self.target, &self.addr, timed_out);
+        self.pool
+            .record(self.target, &self.addr, ran_out_of_time(&outcome));
         match outcome {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(status_to_rpc(status)),
