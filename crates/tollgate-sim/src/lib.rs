@@ -59,6 +59,10 @@ pub struct Options {
 /// write rate that keeps the nodes busy without spending the run's real
 /// time on more writes than the faults need.
 const WRITE_PAUSE: Duration = Duration::from_millis(100);
+/// Every link's message latency, drawn between these, except while the
+/// nemesis slows a node's links.
+const LATENCY_MIN: Duration = Duration::from_millis(1);
+const LATENCY_MAX: Duration = Duration::from_millis(5);
 /// How far turmoil moves time in one step.
 const TICK: Duration = Duration::from_millis(2);
 
@@ -116,7 +120,7 @@ struct Shared {
     views: Mutex<BTreeMap<String, StateView>>,
     /// Acknowledged writes: key → log index.
     acked: Mutex<BTreeMap<String, u64>>,
-    unacked: Mutex<usize>,
+    unacked: std::sync::atomic::AtomicUsize,
     violations: Mutex<Vec<String>>,
     initialized: AtomicBool,
     healed: AtomicBool,
@@ -243,7 +247,7 @@ async fn workload(shared: Arc<Shared>, options: Options) -> turmoil::Result {
                     }
                     Err(why) => {
                         shared.log_here(format!("write {key} via n{} failed {why}", target + 1));
-                        *lock(&shared.unacked) += 1;
+                        shared.unacked.fetch_add(1, Ordering::SeqCst);
                         target = (target + 1) % channels.len();
                     }
                 }
@@ -376,8 +380,15 @@ impl Nemesis {
                     shared.log(now, format!("nemesis power-cycle {name} kept={kept}"));
                 }
                 Fault::Slow(name) => {
+                    // Back to the links' usual spread (set_link_latency
+                    // fixes both ends; the maximum is raised after).
                     for other in Self::others(&name, nodes) {
-                        sim.set_link_latency(name.as_str(), other.as_str(), Duration::ZERO);
+                        sim.set_link_latency(name.as_str(), other.as_str(), LATENCY_MIN);
+                        sim.set_link_max_message_latency(
+                            name.as_str(),
+                            other.as_str(),
+                            LATENCY_MAX,
+                        );
                     }
                     shared.log(now, format!("nemesis fast {name}"));
                 }
@@ -471,8 +482,8 @@ fn run_seeded(options: &Options) -> Outcome {
         // A fixed epoch: the simulation never reads the machine's clock.
         .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
         .tick_duration(TICK)
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(5))
+        .min_message_latency(LATENCY_MIN)
+        .max_message_latency(LATENCY_MAX)
         .simulation_duration(fault_window + Duration::from_secs(HEAL_SECONDS + 60))
         .build();
     for index in 0..options.nodes {
@@ -515,7 +526,7 @@ fn run_seeded(options: &Options) -> Outcome {
     let history = lock(&shared.history).clone();
     let violations = lock(&shared.violations).clone();
     let acknowledged = lock(&shared.acked).len();
-    let unacknowledged = *lock(&shared.unacked);
+    let unacknowledged = shared.unacked.load(Ordering::SeqCst);
     Outcome {
         history,
         violations,
