@@ -11,7 +11,7 @@ use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
 use tollgate_region_node::RegionNode;
 use tollgate_tests::app::test_credential;
-use tollgate_tests::{init_tracing, pki, start_region, wait_until, TestOrigin};
+use tollgate_tests::{init_tracing, pki, start_region, wait_until, TestOrigin, POLL_INTERVAL};
 use tracing::info;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -702,7 +702,15 @@ async fn a_full_port_and_a_caller_over_its_rate_get_problems_with_retry_after() 
     let http = pki().http_client();
 
     info!("One request holds the port's only slot; another is shed with 503 OVERLOADED.");
-    let holder = {
+    // The probes carry no credential: the port sheds before it asks who is
+    // calling, and a credential's rate is counted only once verified, so
+    // the probes never spend the budget the holder needs. (With the
+    // credential, on a loaded machine the probes spent the burst before the
+    // holder arrived, the holder was refused 429 at once, and no probe was
+    // ever shed.) A probe holds the slot too while it is refused 401, so a
+    // holder that arrives during one is itself shed: then another holder
+    // tries, and the wait reports what the last one got.
+    let hold = || {
         let (http, url) = (http.clone(), url(node, "/v1/check"));
         tokio::spawn(async move {
             http.post(url)
@@ -714,26 +722,26 @@ async fn a_full_port_and_a_caller_over_its_rate_get_problems_with_retry_after() 
                 .status()
         })
     };
-    // The probes carry no credential: the port sheds before it asks who is
-    // calling, and a credential's rate is counted only once verified, so
-    // the probes never spend the budget the holder needs. (With the
-    // credential, on a loaded machine the probes spent the burst before the
-    // holder arrived, the holder was refused 429 at once, and no probe was
-    // ever shed.)
-    let shed = wait_until("a request to be shed", DEADLINE, || async {
-        let response = http
-            .post(url(node, "/v1/check"))
-            .json(&json!({"account": "acme", "feature": "export"}))
-            .send()
-            .await
-            .unwrap();
-        let retry_after = response.headers().get("retry-after").cloned();
-        let (status, content_type, body) = answer(response).await;
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            Ok((status, content_type, body, retry_after))
-        } else {
-            Err(format!("{status} {body}"))
+    let (shed, holder) = wait_until("a request to be shed while a holder waits", DEADLINE, || async {
+        let holder = hold();
+        let mut last_probe = String::from("no probe answered");
+        while !holder.is_finished() {
+            let response = http
+                .post(url(node, "/v1/check"))
+                .json(&json!({"account": "acme", "feature": "export"}))
+                .send()
+                .await
+                .unwrap();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let (status, content_type, body) = answer(response).await;
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                return Ok(((status, content_type, body, retry_after), holder));
+            }
+            last_probe = format!("{status} {body}");
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
+        let holder = holder.await.unwrap();
+        Err(format!("the holder ended {holder} before a probe was shed; the last probe got {last_probe}"))
     })
     .await
     .unwrap();
