@@ -113,9 +113,9 @@ impl TestOrigin {
         let node = tollgate_origin_node::OriginNode::start(
             config,
             tollgate_origin_node::OriginListeners {
-                raft: loopback().await,
-                http: loopback().await,
-                feed: loopback().await,
+                raft: loopback().await.into(),
+                http: loopback().await.into(),
+                feed: loopback().await.into(),
             },
         )
         .await
@@ -296,9 +296,9 @@ pub async fn start_region(
             tollgate_region_node::RegionNode::start(
                 config,
                 tollgate_region_node::RegionListeners {
-                    raft: loopback().await,
-                    grpc: loopback().await,
-                    http: Some(loopback().await),
+                    raft: loopback().await.into(),
+                    grpc: loopback().await.into(),
+                    http: Some(loopback().await.into()),
                 },
                 geo.clone(),
             )

@@ -25,6 +25,7 @@ mod wire;
 
 use axum::Router;
 use std::sync::Arc;
+pub use tollgate_clock::Clock;
 
 pub use routes::Page;
 pub use store::{MemStore, OriginStore, StoreError};
@@ -60,6 +61,9 @@ pub struct AppState<S> {
     /// key's rate: `Err(seconds)` to wait past it (429, `Retry-After`).
     /// `None`: no rate limit.
     pub rate: Option<RateCheck>,
+    /// The wall clock every handler reads (stamps, expiry, usage days): the
+    /// node's, handed from outside.
+    pub clock: Clock,
 }
 
 /// See [`AppState::rate`].
@@ -79,6 +83,7 @@ impl<S> Clone for AppState<S> {
             metrics: self.metrics.clone(),
             status: self.status.clone(),
             rate: self.rate.clone(),
+            clock: self.clock.clone(),
         }
     }
 }

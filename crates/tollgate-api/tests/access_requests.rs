@@ -16,11 +16,9 @@ use tollgate_api::{MemStore, OriginStore, StoreError};
 use tollgate_model::UnixSeconds;
 use tollgate_origin::{AccessRequestSpec, AccessTarget, Op, OriginCommand, OriginResponse};
 
+/// The server's clock (the tests serve the API with the system clock).
 fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    tollgate_api::Clock::system().now_secs()
 }
 
 /// A store that fails on demand: scans of the access-request queues, or

@@ -19,11 +19,9 @@ use tollgate_signing::digest::sha256_hex;
 
 const WEEK_SECONDS: i64 = 7 * 24 * 3600;
 
+/// The server's clock (the tests serve the API with the system clock).
 fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    tollgate_api::Clock::system().now_secs()
 }
 
 struct Api {

@@ -8,7 +8,6 @@ mod common;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tollgate_api::{MemStore, OriginStore};
 use tollgate_model::*;
 use tollgate_origin::quota::QuotaSync;
@@ -16,11 +15,9 @@ use tollgate_origin::{Op, OriginCommand, OriginResponse};
 
 const DAY: i64 = 86_400;
 
+/// The server's clock (the tests serve the API with the system clock).
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    tollgate_api::Clock::system().now_secs()
 }
 
 fn iso(day: i64) -> String {

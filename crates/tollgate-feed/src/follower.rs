@@ -2,7 +2,8 @@
 
 use crate::snapshot::SnapshotChunkPayload;
 use crate::{FeedError, BATCH_BYTES_MAX};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use tollgate_clock::Clock;
 use tollgate_model::{ChangeRecord, Mutation, UnixSeconds};
 use tollgate_proto::convert::{FeedMessage, Subscription};
 use tollgate_proto::origin::v1 as pb;
@@ -32,6 +33,8 @@ pub struct FollowerConfig {
     /// With no message (not even a heartbeat) for this long, the stream is
     /// considered dead.
     pub idle_timeout: Duration,
+    /// Signatures are checked against keys valid at its time.
+    pub clock: Clock,
 }
 
 /// What the follower hands on, verified.
@@ -66,6 +69,7 @@ pub struct Follower {
     endpoint: String,
     keys: PublicKeySet,
     idle_timeout: Duration,
+    clock: Clock,
     /// The last revision handed on (records, or a completed snapshot).
     applied: u64,
     /// A snapshot in progress: its revision, next index, chunk count.
@@ -73,15 +77,6 @@ pub struct Follower {
     /// Records that follow a refused one in the same batch are dropped; the
     /// refusal is reported on the next call.
     pending_error: Option<FeedError>,
-}
-
-fn now() -> UnixSeconds {
-    UnixSeconds(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
 }
 
 async fn connect(
@@ -133,6 +128,7 @@ pub async fn fetch_endorsed_keys(
     transport: &Transport,
     trusted: &PublicKeySet,
     timeout: Duration,
+    now: UnixSeconds,
 ) -> Result<PublicKeySet, FeedError> {
     let mut client = connect(endpoint, transport, timeout).await?;
     let set = tokio::time::timeout(timeout, client.get_public_keys(pb::GetPublicKeysRequest {}))
@@ -149,7 +145,7 @@ pub async fn fetch_endorsed_keys(
         .map(Signed::from)
         .collect();
     trusted
-        .accept_endorsed(&endorsements, now())
+        .accept_endorsed(&endorsements, now)
         .map_err(|source| FeedError::Signature {
             revision: 0,
             source,
@@ -214,6 +210,7 @@ impl Follower {
             endpoint: config.endpoint.clone(),
             keys: config.keys.clone(),
             idle_timeout: config.idle_timeout,
+            clock: config.clock.clone(),
             applied: from_revision,
             snapshot: None,
             pending_error: None,
@@ -287,7 +284,13 @@ impl Follower {
         }
         let mut verified = Vec::with_capacity(records.len());
         for (revision, signed) in records {
-            match verify_record(&self.keys, self.applied + 1, revision, &signed, now()) {
+            match verify_record(
+                &self.keys,
+                self.applied + 1,
+                revision,
+                &signed,
+                self.clock.now(),
+            ) {
                 Ok(record) => {
                     self.applied = record.revision;
                     verified.push(record);
@@ -313,7 +316,7 @@ impl Follower {
         };
         let refused = |reason: String| FeedError::Refused { revision, reason };
         self.keys
-            .verify(CONTEXT_SNAPSHOT, &signed, now())
+            .verify(CONTEXT_SNAPSHOT, &signed, self.clock.now())
             .map_err(|source| FeedError::Signature { revision, source })?;
         let payload: SnapshotChunkPayload = serde_json::from_slice(&signed.payload)
             .map_err(|e| refused(format!("malformed snapshot chunk: {e}")))?;

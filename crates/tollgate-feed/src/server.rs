@@ -3,10 +3,10 @@
 use crate::snapshot::chunk;
 use crate::{ChangeSource, FeedError, BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tollgate_model::UnixSeconds;
+use tollgate_clock::Clock;
 use tollgate_proto::convert::{endorsed_key_set_to_proto, FeedMessage, Subscription};
 use tollgate_proto::origin::v1 as pb;
 use tollgate_proto::origin::v1::changefeed_server::Changefeed;
@@ -25,6 +25,8 @@ pub struct FeedConfig {
     /// Messages buffered per subscriber before the stream waits for it: a
     /// slow subscriber slows only its own stream.
     pub channel_capacity: usize,
+    /// The origin's time in heartbeats is read from it.
+    pub clock: Clock,
 }
 
 impl Default for FeedConfig {
@@ -33,6 +35,7 @@ impl Default for FeedConfig {
             heartbeat_interval: Duration::from_secs(1),
             batch_records_default: 256,
             channel_capacity: 8,
+            clock: Clock::system(),
         }
     }
 }
@@ -84,15 +87,6 @@ fn sign(
         .current()
         .map_err(|e| Status::unavailable(e.to_string()))?;
     Ok(ring.sign(context, payload))
-}
-
-fn unix_now() -> UnixSeconds {
-    UnixSeconds(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
 }
 
 type Tx = mpsc::Sender<Result<pb::SubscribeResponse, Status>>;
@@ -189,7 +183,7 @@ async fn stream<S: ChangeSource>(
             _ = tokio::time::sleep(config.heartbeat_interval) => {
                 let heartbeat = FeedMessage::Heartbeat {
                     head_revision: source.head().map_err(status)?,
-                    origin_time: unix_now(),
+                    origin_time: config.clock.now(),
                 };
                 if !send(&tx, heartbeat).await {
                     return Ok(());

@@ -123,6 +123,8 @@ async fn start() -> Feed {
             heartbeat_interval: Duration::from_millis(50),
             batch_records_default: 4,
             channel_capacity: 2,
+            // The keys were made at NOW; the whole test lives then.
+            clock: tollgate_clock::Clock::fixed(NOW),
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -150,6 +152,7 @@ impl Feed {
             subscriber: "test region".into(),
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(5),
+            clock: tollgate_clock::Clock::fixed(NOW),
         }
     }
 }

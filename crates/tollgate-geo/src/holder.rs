@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+use tollgate_clock::Clock;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -30,6 +31,8 @@ pub struct GeoConfig {
     pub anonymous_path: Option<PathBuf>,
     /// Most bytes one file may hold; a bigger file is refused.
     pub file_size_bytes_max: u64,
+    /// When a refused reload happened is read from it.
+    pub clock: Clock,
 }
 
 impl GeoConfig {
@@ -38,6 +41,7 @@ impl GeoConfig {
             location_path: location_path.into(),
             anonymous_path: None,
             file_size_bytes_max: FILE_SIZE_BYTES_MAX_DEFAULT,
+            clock: Clock::system(),
         }
     }
 
@@ -267,6 +271,7 @@ pub struct GeoDatabases {
     location: Slot,
     anonymous: Option<Slot>,
     file_size_bytes_max: u64,
+    clock: Clock,
     /// Serialises reloads, so two callers cannot both swap a slot and lose
     /// one another's update. Lookups never touch it.
     reload_lock: Mutex<()>,
@@ -309,6 +314,7 @@ impl GeoDatabases {
             ),
             anonymous: anonymous_slot,
             file_size_bytes_max: size_bytes_max,
+            clock: config.clock.clone(),
             reload_lock: Mutex::new(()),
             reloads_total: AtomicU64::new(0),
             reload_failures_total: AtomicU64::new(0),
@@ -354,6 +360,7 @@ impl GeoDatabases {
             location: Slot::new(DatabaseKind::Location, None, None),
             anonymous: anonymous_slot,
             file_size_bytes_max: FILE_SIZE_BYTES_MAX_DEFAULT,
+            clock: Clock::system(),
             reload_lock: Mutex::new(()),
             reloads_total: AtomicU64::new(0),
             reload_failures_total: AtomicU64::new(0),
@@ -450,7 +457,7 @@ impl GeoDatabases {
                 state.last_error = Some(LoadFailure {
                     reason: error.reason(),
                     message: error.to_string(),
-                    at_unix_seconds: unix_seconds_now(),
+                    at_unix_seconds: u64::try_from(self.clock.now_secs()).unwrap_or(0),
                 });
                 SlotReload::Rejected(error)
             }
@@ -479,12 +486,6 @@ impl GeoDatabases {
             reload_failures_total: self.reload_failures_total(),
         }
     }
-}
-
-fn unix_seconds_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Polls the files every `interval` (at least [`WATCH_INTERVAL_MS_MIN`])

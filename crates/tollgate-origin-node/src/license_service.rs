@@ -11,7 +11,6 @@ use tollgate_api::AppState;
 use tollgate_license::{IssueRequest, IssuedToken};
 use tollgate_proto::license::v1 as pb;
 use tollgate_proto::ConvertError;
-use tollgate_server::clock::now;
 use tollgate_server::grpc::error_status;
 use tollgate_server::licenses::{authorization, verify, Verifiers};
 use tonic::{Code, Request, Response, Status};
@@ -156,7 +155,7 @@ impl pb::licenses_server::Licenses for OriginLicenses {
             id: caller.key.id.clone(),
             reason: Some("gRPC IssueLicense".into()),
         };
-        let issued = issue_license(&self.app, &actor, r.account, issue, now())
+        let issued = issue_license(&self.app, &actor, r.account, issue, self.app.clock.now())
             .await
             .map_err(LicensesError::from)?;
         Ok(Response::new(
@@ -184,6 +183,7 @@ impl pb::licenses_server::Licenses for OriginLicenses {
             &keys,
             request.into_inner(),
             &self.app.store.view,
+            self.app.clock.now(),
         )
         .map(Response::new)
     }

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tollgate_api::licensing::{Actor, KeysLoad, OriginKeys};
@@ -16,11 +15,11 @@ use tollgate_origin::{
     keys, Op, OriginCommand, OriginLogic, OriginResponse, Scope, COMPACT_RECORDS_MAX,
 };
 use tollgate_raft::{Node, NodeConfig, NodeId};
-use tollgate_server::clock::now;
 use tollgate_server::served::read_u64;
 use tollgate_server::shutdown::{stopped, within};
 use tollgate_server::{telemetry, NodeError};
 use tollgate_signing::{KeyRing, SealKey, SharedRing};
+use tollgate_tls::net::TcpListener;
 use tollgate_tls::{Allow, ClientAuth, Transport};
 
 #[derive(Debug, Clone)]
@@ -57,6 +56,10 @@ pub struct OriginConfig {
     /// The portal at `/portal` on the REST port (`[portal]`). Its cookies
     /// are `Secure` unless the node serves in clear.
     pub portal: tollgate_portal::PortalConfig,
+    /// The wall clock every reading of the time on this node comes from
+    /// (command stamps, key validity, heartbeats, webhooks): the system's,
+    /// or a simulation's. It replaces `feed.clock`.
+    pub clock: tollgate_clock::Clock,
 }
 
 impl OriginConfig {
@@ -74,6 +77,7 @@ impl OriginConfig {
             tls_reload_interval: Duration::from_secs(5),
             limits: tollgate_server::limits::Limits::default(),
             portal: tollgate_portal::PortalConfig::default(),
+            clock: tollgate_clock::Clock::system(),
         }
     }
 }
@@ -129,7 +133,7 @@ fn origin_status(
                 "seal": keys.seal_fingerprint(),
             }),
         },
-        "tls": node.transport().status(tollgate_server::clock::now_secs()),
+        "tls": node.transport().status(state.clock.now_secs()),
     })
 }
 
@@ -237,6 +241,7 @@ impl OriginNode {
             heads: watch::channel(read_u64(&view, keys::HEAD_REVISION).unwrap_or(0)).0,
             node: node.clone(),
             view,
+            clock: config.clock.clone(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let (serve_stop, serve_stop_rx) = watch::channel(false);
@@ -245,11 +250,12 @@ impl OriginNode {
         let mut serve_tasks = Vec::new();
         let transport = config.raft.transport.clone();
         if let Transport::Tls(tls) = &transport {
-            tasks.push(tls.spawn_reloader(
-                config.tls_reload_interval,
-                stop_rx.clone(),
-                tollgate_server::clock::now_secs,
-            ));
+            tasks.push(
+                tls.spawn_reloader(config.tls_reload_interval, stop_rx.clone(), {
+                    let clock = config.clock.clone();
+                    move || clock.now_secs()
+                }),
+            );
         }
         let tls_error = |e: tollgate_tls::TlsError| NodeError::Other(e.to_string());
 
@@ -324,6 +330,7 @@ impl OriginNode {
                 Arc::new(move || origin_status(&state, &keys, &keys_error))
             }),
             rate: None,
+            clock: config.clock.clone(),
         };
         // Every request bounded in time and number, and each caller's rate:
         // an API key's by its id once proven (in the routes'
@@ -366,8 +373,15 @@ impl OriginNode {
         // Changefeed.
         // Its streams end when serving stops, so regions reconnect to
         // another origin node at once rather than after a timeout.
-        let feed = FeedService::new(state.clone(), keys.clone(), config.feed.clone())
-            .with_stop(serve_stop_rx.clone());
+        let feed = FeedService::new(
+            state.clone(),
+            keys.clone(),
+            FeedConfig {
+                clock: config.clock.clone(),
+                ..config.feed.clone()
+            },
+        )
+        .with_stop(serve_stop_rx.clone());
         let quota = crate::quota_service::QuotaService {
             state: state.clone(),
             outstanding_max: config.quota_outstanding_max,
@@ -483,7 +497,7 @@ impl OriginNode {
             &actor,
             region.to_string(),
             request,
-            now(),
+            self.app.clock.now(),
         )
         .await
         .map_err(|p| NodeError::Other(format!("certifying region {region}: {}", p.detail)))
@@ -617,11 +631,15 @@ impl OriginNode {
         if !existing.is_empty() {
             return Ok(None);
         }
-        let issued = tollgate_api::auth::issue_key("bootstrap admin", [Scope::Admin].into(), now())
-            .map_err(|p| NodeError::Other(p.detail))?;
+        let issued = tollgate_api::auth::issue_key(
+            "bootstrap admin",
+            [Scope::Admin].into(),
+            self.state.clock.now(),
+        )
+        .map_err(|p| NodeError::Other(p.detail))?;
         let command = OriginCommand {
             actor: "bootstrap".into(),
-            at: now(),
+            at: self.state.clock.now(),
             reason: Some("first start of the origin".into()),
             op: Op::PutApiKey(issued.record),
         };
@@ -742,7 +760,7 @@ async fn keys_loop(
             Ok(KeysLoad::NotYet)
                 if state.node.metrics().current_leader == Some(state.node.id()) =>
             {
-                keys.initialize(&*state, &actor, import.as_ref(), now())
+                keys.initialize(&*state, &actor, import.as_ref(), state.clock.now())
                     .await
             }
             other => other,
@@ -809,7 +827,7 @@ async fn compact_loop(
         let through = (head - retention).min(floor + COMPACT_RECORDS_MAX);
         let command = OriginCommand {
             actor: "retention".into(),
-            at: now(),
+            at: state.clock.now(),
             reason: Some(format!("keep the last {retention} change records")),
             op: Op::CompactChanges { through },
         };

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tollgate_origin::{keys, AccessRequest, Op, OriginCommand, OriginResponse, QUEUE_BACKFILL_MAX};
-use tollgate_server::clock::now;
 use tollgate_server::shutdown::stopped;
 
 /// How often a node that is not (yet) the leader looks again.
@@ -95,7 +94,7 @@ async fn commit(state: &OriginState, ids: Vec<String>) -> Result<usize, String> 
     let count = ids.len();
     let command = OriginCommand {
         actor: format!("origin-node-{}", state.node.id()),
-        at: now(),
+        at: state.clock.now(),
         reason: Some("filed before the listing queues existed".into()),
         op: Op::QueueAccessRequests { ids },
     };

@@ -13,7 +13,6 @@ use tollgate_proto::convert::{
 };
 use tollgate_proto::origin::v1 as pb;
 use tollgate_proto::ConvertError;
-use tollgate_server::clock::now;
 use tonic::{Request, Response, Status};
 
 pub(crate) struct QuotaService {
@@ -96,7 +95,7 @@ impl QuotaService {
     async fn commit(&self, actor: &str, op: Op) -> Result<OriginResponse, Status> {
         let command = OriginCommand {
             actor: format!("region:{actor}"),
-            at: now(),
+            at: self.state.clock.now(),
             reason: None,
             op,
         };
@@ -222,7 +221,7 @@ impl pb::quota_server::Quota for QuotaService {
         // reads its cap from a replica that may be a few revisions behind
         // (a top-up just granted), and the lease is bounded by the origin's
         // cap whatever the region sent.
-        match hard_cap(&self.state.view, &lease.counter, now()) {
+        match hard_cap(&self.state.view, &lease.counter, self.state.clock.now()) {
             Ok(Ok(cap)) if cap != lease.limit => tracing::debug!(
                 region = %lease.region,
                 counter = %lease.counter,

@@ -20,6 +20,8 @@ pub(crate) struct OriginState {
     pub(crate) view: StateView,
     /// The applied head revision, for changefeed streams to wait on.
     pub(crate) heads: watch::Sender<u64>,
+    /// Every reading of the time this node makes (the node's config's).
+    pub(crate) clock: tollgate_clock::Clock,
 }
 
 impl OriginStore for OriginState {

@@ -21,7 +21,6 @@ use tollgate_origin::{
     keys, AuditRecord, DeliveryOutcome, DeliveryRecord, Op, OriginCommand, WebhookEvent,
     WebhookRecord,
 };
-use tollgate_server::clock::now;
 use tollgate_signing::{SharedRing, CONTEXT_WEBHOOK};
 
 /// Audit records examined per webhook per round.
@@ -213,7 +212,7 @@ async fn persist(
 async fn write(state: &OriginState, id: &str, op: Op) -> bool {
     let command = OriginCommand {
         actor: "webhooks".into(),
-        at: now(),
+        at: state.clock.now(),
         reason: None,
         op,
     };
@@ -319,7 +318,7 @@ async fn redeliver(
                 outcome: DeliveryOutcome::GaveUp,
                 last_status: None,
                 last_error: Some("the event's audit record is gone".into()),
-                finished_at: now(),
+                finished_at: state.clock.now(),
                 redelivery: true,
             },
         };
@@ -397,7 +396,7 @@ async fn deliver(
             last_error: Some(
                 "the url is plain http:// and the webhook does not set allow_plaintext".into(),
             ),
-            finished_at: now(),
+            finished_at: state.clock.now(),
             redelivery: false,
         });
     }
@@ -407,7 +406,7 @@ async fn deliver(
         if *stop.borrow() {
             return None;
         }
-        let timestamp = now().0;
+        let timestamp = state.clock.now().0;
         let mut signed = format!("{timestamp}.").into_bytes();
         signed.extend_from_slice(&body);
         // Without the cluster's keys loaded the node signs nothing: that
@@ -445,7 +444,7 @@ async fn deliver(
                     outcome: DeliveryOutcome::Delivered,
                     last_status: Some(resp.status().as_u16()),
                     last_error: None,
-                    finished_at: now(),
+                    finished_at: state.clock.now(),
                     redelivery: false,
                 });
             }
@@ -494,7 +493,7 @@ async fn deliver(
         outcome: DeliveryOutcome::GaveUp,
         last_status,
         last_error,
-        finished_at: now(),
+        finished_at: state.clock.now(),
         redelivery: false,
     })
 }

@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::Request;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate_api::{AppState, MemStore, OriginStore};
+use tollgate_api::{AppState, Clock, MemStore, OriginStore};
 use tollgate_model::*;
 use tollgate_origin::portal::{PortalRole, PortalSession, PortalUser, SignInMethod};
 use tollgate_origin::quota::QuotaSync;
@@ -146,10 +146,9 @@ fn main() {
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after 1970")
-            .as_secs() as i64;
+        // The portal reads the same clock the seed was stamped with.
+        let clock = Clock::system();
+        let now = clock.now_secs();
         let store = seeded(now).await;
         let hash = tollgate_portal::hash_password("bench password 123").unwrap();
         commit(
@@ -201,6 +200,7 @@ fn main() {
             metrics: None,
             status: None,
             rate: None,
+            clock,
         };
         let config = tollgate_portal::PortalConfig {
             secure_cookies: false,

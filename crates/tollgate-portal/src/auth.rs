@@ -12,7 +12,7 @@
 
 use crate::oidc::{OidcClient, PendingLogin};
 use crate::web::{
-    check_form, cookie, cookie_name, now, page, random_token, set_cookie, sha256_hex, Chrome,
+    check_form, cookie, cookie_name, page, random_token, set_cookie, sha256_hex, Chrome,
     ChromeUser, NavLink, PageError, Same, COOKIE_FORM, COOKIE_OIDC,
 };
 use crate::{Portal, Shared, BASE};
@@ -147,7 +147,7 @@ impl<S: OriginStore> Portal<S> {
     ) -> Result<Result<u64, String>, PageError> {
         let command = OriginCommand {
             actor: format!("portal:{actor}"),
-            at: now(),
+            at: self.app.clock.now(),
             reason: None,
             op,
         };
@@ -293,7 +293,7 @@ impl<S: OriginStore> FromRequestParts<Shared<S>> for Viewer {
             Some(s) => s,
             None => return Err(sign_in()),
         };
-        if session.expires_at <= now() {
+        if session.expires_at <= portal.app.clock.now() {
             return Err(sign_in());
         }
         let user = match portal.read_user(&session.user)? {
@@ -424,7 +424,7 @@ async fn sign_in<S: OriginStore>(
     let user = portal.read_user(&email)?;
     let usable = user
         .as_ref()
-        .filter(|u| !u.disabled && !u.locked_at(now()))
+        .filter(|u| !u.disabled && !u.locked_at(portal.app.clock.now()))
         .and_then(|u| u.password_hash.clone());
     let right = portal.verify(usable.clone(), form.password).await?;
     let user = match (user, right) {
@@ -462,7 +462,7 @@ async fn start_session<S: OriginStore>(
     target: &str,
 ) -> Result<Response, PageError> {
     let token = random_token()?;
-    let at = now();
+    let at = portal.app.clock.now();
     let session = PortalSession {
         id: sha256_hex(&token),
         user: user.id.clone(),
@@ -571,7 +571,7 @@ fn invited<S: OriginStore>(
         .read_user(&user.trim().to_lowercase())?
         .ok_or(PageError::NotFound)?;
     let live = user.invite.as_ref().is_some_and(|invite| {
-        invite.expires_at > now()
+        invite.expires_at > portal.app.clock.now()
             && tollgate_signing::digest::constant_time_eq(
                 sha256_hex(token).as_bytes(),
                 invite.token_sha256.as_bytes(),
@@ -673,7 +673,7 @@ async fn oidc_start<S: OriginStore>(
 ) -> Result<Response, PageError> {
     let client = portal.oidc_client().await?;
     let (url, pending) = client
-        .begin()
+        .begin(&portal.app.clock)
         .map_err(|e| PageError::Internal(format!("OIDC: {e}")))?;
     let pending = serde_json::to_vec(&pending)
         .map_err(|e| PageError::Internal(format!("OIDC state: {e}")))?;
@@ -724,7 +724,12 @@ async fn oidc_callback<S: OriginStore>(
         return Ok(failed());
     }
     let claims = match client
-        .complete(&pending, &q.state, &q.code, now().0.max(0) as u64)
+        .complete(
+            &pending,
+            &q.state,
+            &q.code,
+            portal.app.clock.now().0.max(0) as u64,
+        )
         .await
     {
         Ok(claims) => claims,

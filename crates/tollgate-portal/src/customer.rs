@@ -4,7 +4,7 @@
 //! own account (anything else is 404); the vendor's staff see any.
 
 use crate::auth::{read_json, Viewer};
-use crate::web::{encode_query, now, page, random_token, sha256_hex, Chrome, NavLink, PageError};
+use crate::web::{encode_query, page, random_token, sha256_hex, Chrome, NavLink, PageError};
 use crate::words;
 use crate::{Shared, BASE};
 use askama::Template;
@@ -557,7 +557,8 @@ async fn seats<S: OriginStore>(
         .iter()
         .map(|e| holding_name(&mut cache, e).map(|(_, name)| name))
         .collect::<Result<Vec<_>, _>>()?;
-    let holders = crate::regions::seat_holders(&*portal.app.store, &account)?;
+    let holders =
+        crate::regions::seat_holders(&*portal.app.store, &account, portal.app.clock.now())?;
     let mut floating = Vec::new();
     let mut named = Vec::new();
     for (e, h) in live.iter().zip(&names) {
@@ -766,7 +767,7 @@ async fn licenses_page<S: OriginStore>(
             &format!("/v1/accounts/{account}/licenses?limit=500"),
         )
         .await?;
-    let at = now();
+    let at = portal.app.clock.now();
     let mut licenses: Vec<LicenseRow> = records
         .items
         .into_iter()
@@ -964,7 +965,7 @@ async fn download_license<S: OriginStore>(
         .and_then(|v| {
             v.verify(
                 token,
-                now(),
+                portal.app.clock.now(),
                 fingerprint.map(str::as_bytes),
                 &tollgate_license::RevocationList::new(),
             )
@@ -1356,10 +1357,10 @@ struct UsersPage {
     invite_link: Option<String>,
 }
 
-fn user_state(u: &PortalUser) -> String {
+fn user_state(u: &PortalUser, now: UnixSeconds) -> String {
     if u.disabled {
         "Disabled".into()
-    } else if u.locked_at(now()) {
+    } else if u.locked_at(now) {
         "Locked out after wrong passwords".into()
     } else if u.invite.is_some() && u.password_hash.is_none() {
         "Invited".into()
@@ -1402,10 +1403,11 @@ async fn users_page<S: OriginStore>(
     invite_link: Option<String>,
     notice_text: Option<String>,
 ) -> Result<Response, PageError> {
+    let now = portal.app.clock.now();
     let users = account_users(portal, &account)?
         .into_iter()
         .map(|u| UserRow {
-            state: user_state(&u),
+            state: user_state(&u, now),
             role: u.role.label(),
             is_self: u.id == viewer.user.id,
             id: u.id,
@@ -1473,6 +1475,7 @@ async fn invite_user<S: OriginStore>(
         ));
     }
     let token = random_token()?;
+    let now = portal.app.clock.now();
     let user = PortalUser {
         id: id.clone(),
         name: form.name.trim().to_string(),
@@ -1482,13 +1485,13 @@ async fn invite_user<S: OriginStore>(
         oidc_subject: None,
         invite: Some(PortalInvite {
             token_sha256: sha256_hex(&token),
-            expires_at: now().plus_seconds(portal.config.invite_seconds),
+            expires_at: now.plus_seconds(portal.config.invite_seconds),
             invited_by: viewer.user.id.clone(),
         }),
         failed_sign_ins: 0,
         locked_until: None,
         disabled: false,
-        created_at: now(),
+        created_at: now,
         sessions: Vec::new(),
     };
     if let Some(problem) = user.invalid() {

@@ -37,7 +37,7 @@
 //! discovery, and a redirect would take a request elsewhere unchecked.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -46,6 +46,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tollgate_clock::Clock;
 
 /// The largest response body read from the provider (discovery, JWKS,
 /// token endpoint); a larger one is an error, never a truncation.
@@ -431,11 +432,10 @@ impl OidcClient {
         &self.config
     }
 
-    /// Begins a sign-in now (the wall clock): see [`OidcClient::begin_at`].
-    pub fn begin(&self) -> Result<(String, PendingLogin), OidcError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
+    /// Begins a sign-in now, as `clock` reads it: see
+    /// [`OidcClient::begin_at`].
+    pub fn begin(&self, clock: &Clock) -> Result<(String, PendingLogin), OidcError> {
+        let now = clock.since_epoch().map_or(0, |since| since.as_secs());
         self.begin_at(now)
     }
 

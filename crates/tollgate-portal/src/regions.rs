@@ -3,7 +3,7 @@
 //! customer's seats page).
 
 use crate::auth::read_json;
-use crate::web::{now, PageError};
+use crate::web::PageError;
 use std::collections::BTreeMap;
 use tollgate_api::OriginStore;
 use tollgate_model::UnixSeconds;
@@ -28,12 +28,13 @@ pub(crate) struct HeldSeat {
 }
 
 /// The live floating-seat holders of `account`, by entitlement id, each
-/// with the region that holds it.
+/// with the region that holds it. `at` is now: a holder whose seat expires
+/// by then is left out.
 pub(crate) fn seat_holders<S: OriginStore>(
     store: &S,
     account: &tollgate_model::AccountId,
+    at: UnixSeconds,
 ) -> Result<BTreeMap<String, Vec<(String, HeldSeat)>>, PageError> {
-    let at = now();
     let mut out: BTreeMap<String, Vec<(String, HeldSeat)>> = BTreeMap::new();
     for status in statuses(store)? {
         for seats in status.report.seats.iter().filter(|s| &s.account == account) {

@@ -5,7 +5,7 @@
 use crate::auth::Viewer;
 use crate::chart::{usage_chart_svg, UsageSeries};
 use crate::customer::{entitlements_of, guard, nav, CatalogCache};
-use crate::web::{now, page, Chrome, PageError};
+use crate::web::{page, Chrome, PageError};
 use crate::words;
 use crate::Shared;
 use askama::Template;
@@ -97,7 +97,7 @@ async fn usage<S: OriginStore>(
     Path(account): Path<String>,
 ) -> Result<Response, PageError> {
     let account = guard(&viewer, &account)?;
-    let at = now();
+    let at = portal.app.clock.now();
     let today = at.0.div_euclid(86_400);
     let entitlements = entitlements_of(&portal, &viewer, &account).await?;
     // Every metered feature the account's live grants name.

@@ -16,7 +16,6 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 use tollgate_api::OriginStore;
-use tollgate_model::UnixSeconds;
 
 /// The policy every portal response carries: scripts and styles only from
 /// the portal's own files (no inline script, no inline style, no `eval`),
@@ -39,15 +38,6 @@ pub(crate) const COOKIE_OIDC: &str = "tg_oidc";
 const COOKIE_HEADER_MAX: usize = 8 * 1024;
 /// Largest CSP report read, in bytes.
 const CSP_REPORT_MAX: usize = 16 * 1024;
-
-pub(crate) fn now() -> UnixSeconds {
-    UnixSeconds(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
-}
 
 /// 32 random bytes, base64url: session tokens, CSRF tokens, invitations.
 pub(crate) fn random_token() -> Result<String, PageError> {

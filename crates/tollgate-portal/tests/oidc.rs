@@ -2,8 +2,7 @@
 //! the whole authorization code flow with PKCE, and each way a sign-in must
 //! be refused, each asserting the specific error.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use tollgate_clock::Clock;
 use tollgate_portal::oidc::{
     IdentityClaims, OidcClient, OidcConfig, OidcError, PendingLogin, PENDING_LOGIN_TTL_SECONDS,
 };
@@ -50,8 +49,8 @@ fn http() -> reqwest::Client {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    Clock::system()
+        .since_epoch()
         .expect("the clock is after 1970")
         .as_secs()
 }
@@ -79,7 +78,7 @@ struct Callback {
 /// Begins a sign-in and follows the authorize URL as a browser would,
 /// reading the code and state from the redirect's Location.
 async fn sign_in(client: &OidcClient) -> Callback {
-    let (authorize_url, pending) = client.begin().expect("begin");
+    let (authorize_url, pending) = client.begin(&Clock::system()).expect("begin");
     let response = http()
         .get(&authorize_url)
         .send()
@@ -137,7 +136,7 @@ async fn a_confidential_client_signs_in() {
         provider: _provider,
     } = setup().await;
     info!("Proving the authorize URL asks for a code with PKCE S256 and the default scopes.");
-    let (authorize_url, pending) = client.begin().expect("begin");
+    let (authorize_url, pending) = client.begin(&Clock::system()).expect("begin");
     let url = reqwest::Url::parse(&authorize_url).expect("a URL");
     let pairs: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
     assert_eq!(pairs["response_type"], "code");
@@ -177,8 +176,8 @@ async fn each_login_gets_fresh_secrets() {
         client,
         provider: _provider,
     } = setup().await;
-    let (_, first) = client.begin().expect("begin");
-    let (_, second) = client.begin().expect("begin");
+    let (_, first) = client.begin(&Clock::system()).expect("begin");
+    let (_, second) = client.begin(&Clock::system()).expect("begin");
     assert_ne!(first.state, second.state);
     assert_ne!(first.nonce, second.nonce);
     assert_ne!(first.code_verifier, second.code_verifier);
@@ -195,7 +194,7 @@ async fn a_wrong_state_is_refused() {
     } = setup().await;
     let callback = sign_in(&client).await;
     info!("Proving a callback whose state is not the pending login's is refused.");
-    let (_, other) = client.begin().expect("begin");
+    let (_, other) = client.begin(&Clock::system()).expect("begin");
     for state in [other.state.as_str(), "", &callback.state[1..]] {
         let error = client
             .complete(&callback.pending, state, &callback.code, now())
@@ -279,7 +278,7 @@ async fn a_pkce_verifier_that_does_not_match_is_refused() {
     } = setup().await;
     let mut callback = sign_in(&client).await;
     info!("Proving a code redeemed with another login's verifier is refused.");
-    let (_, other) = client.begin().expect("begin");
+    let (_, other) = client.begin(&Clock::system()).expect("begin");
     callback.pending.code_verifier = other.code_verifier;
     let error = client
         .complete(&callback.pending, &callback.state, &callback.code, now())
@@ -491,7 +490,7 @@ async fn the_provider_refuses_an_unknown_client_or_redirect_uri() {
         let client = OidcClient::discover(config, http())
             .await
             .expect("discovery");
-        let (authorize_url, _) = client.begin().expect("begin");
+        let (authorize_url, _) = client.begin(&Clock::system()).expect("begin");
         let response = http().get(&authorize_url).send().await.expect("an answer");
         assert_eq!(
             response.status(),

@@ -236,10 +236,7 @@ mod tests {
     }
 
     fn now() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
+        tollgate_clock::Clock::system().now_secs()
     }
 
     fn member(dir: &std::path::Path, ca_pem: &ca::Pem, id: u64) -> Transport {

@@ -127,7 +127,7 @@ impl pb::check_service_server::CheckService for Checker {
         }
         let staleness_seconds = snapshot
             .origin_contact
-            .map(|contact| tollgate_server::clock::now().seconds_since(contact));
+            .map(|contact| self.clock.now().seconds_since(contact));
         Ok(Response::new(
             BatchAnswer {
                 items: out,

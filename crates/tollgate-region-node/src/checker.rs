@@ -18,7 +18,6 @@ use tollgate_geo::{GeoDatabases, LocationCounts};
 use tollgate_model::{AccountId, EntitlementId, FeatureId, GeoFacts, PeriodKey, SeatMode, Verb};
 use tollgate_raft::{Node, StateView};
 use tollgate_region::{Counter, RegionLogic};
-use tollgate_server::clock::now;
 use tollgate_server::grpc::error_status;
 use tonic::{Code, Status};
 
@@ -44,6 +43,8 @@ pub(crate) struct Checker {
     pub(crate) meter_config: MeterConfig,
     /// Who may call, and how often.
     pub(crate) gate: Gate,
+    /// Every reading of the time a check makes.
+    pub(crate) clock: tollgate_clock::Clock,
 }
 
 impl Checker {
@@ -134,7 +135,7 @@ impl Checker {
         accounts.sort();
         accounts.dedup();
         let (snapshot, views) = self.views.read(&accounts).await.map_err(|e| e.status())?;
-        let at = now();
+        let at = self.clock.now();
         // Together: a batch's consuming items wait for one usage report,
         // not one each; an item that fails fails alone.
         let answers =

@@ -3,13 +3,17 @@
 
 use crate::meter::MeterConfig;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tollgate_raft::{NodeConfig, NodeId};
 use tollgate_signing::{PublicKeySet, Signed};
+use tollgate_tls::net::TcpListener;
 
 #[derive(Debug, Clone)]
 pub struct RegionConfig {
     pub raft: NodeConfig,
+    /// The wall clock every reading of the time on this node comes from
+    /// (staleness, usage periods, stamps): the system's, or a
+    /// simulation's.
+    pub clock: tollgate_clock::Clock,
     /// The name this node answers as (`answered_by`).
     pub name: String,
     /// The origin's changefeed endpoint, e.g. `http://origin:7200`.
@@ -87,6 +91,7 @@ impl RegionConfig {
     ) -> Self {
         RegionConfig {
             raft: NodeConfig::new(node_id, data_dir),
+            clock: tollgate_clock::Clock::system(),
             name: format!("node-{node_id}"),
             origin_feed,
             origin_keys,

@@ -13,7 +13,6 @@ use tollgate_feed::{FeedError, FollowEvent, Follower, FollowerConfig};
 use tollgate_origin::keys;
 use tollgate_raft::{Node, StateView};
 use tollgate_region::{RegionCommand, RegionLogic, RegionResponse};
-use tollgate_server::clock::now;
 use tollgate_signing::PublicKeySet;
 
 /// What the origin sync has done on this node (as leader).
@@ -76,6 +75,7 @@ async fn learn_rotated_keys(
         &config.raft.transport,
         trusted,
         Duration::from_secs(5),
+        config.clock.now(),
     )
     .await
     {
@@ -151,6 +151,7 @@ pub(crate) async fn follow_origin(
             subscriber: format!("region node {}", config.name),
             connect_timeout: config.origin_connect_timeout,
             idle_timeout: config.origin_idle_timeout,
+            clock: config.clock.clone(),
         };
         let result = async {
             let mut follower = Follower::connect(&follower_config, from).await?;
@@ -172,11 +173,11 @@ pub(crate) async fn follow_origin(
                 let command = match follower.next().await? {
                     FollowEvent::Records(records) => RegionCommand::ApplyChanges {
                         records,
-                        heard_at: now(),
+                        heard_at: config.clock.now(),
                     },
                     FollowEvent::Heartbeat { head_revision, .. } => RegionCommand::OriginContact {
                         head_revision,
-                        heard_at: now(),
+                        heard_at: config.clock.now(),
                     },
                     FollowEvent::SnapshotChunk {
                         revision,
@@ -203,7 +204,7 @@ pub(crate) async fn follow_origin(
                         RegionCommand::SnapshotCommit {
                             revision,
                             parts: snapshot_parts,
-                            heard_at: now(),
+                            heard_at: config.clock.now(),
                         }
                     }
                 };

@@ -17,7 +17,6 @@ use tollgate_model::{ProductId, Verb};
 use tollgate_origin::keys;
 use tollgate_proto::license::v1 as pb;
 use tollgate_raft::StateView;
-use tollgate_server::clock::now;
 use tollgate_server::licenses::{unreadable, verify, Verifiers};
 use tollgate_server::served::read_u64;
 use tollgate_server::NodeError;
@@ -34,6 +33,7 @@ pub(crate) struct RegionLicenses {
     verifiers: Verifiers,
     views: Arc<Views>,
     gate: Gate,
+    clock: tollgate_clock::Clock,
 }
 
 impl RegionLicenses {
@@ -44,6 +44,7 @@ impl RegionLicenses {
         configured_keys: PublicKeySet,
         region: &str,
         issuer: Option<RegionIssuerConfig>,
+        clock: tollgate_clock::Clock,
     ) -> Result<RegionLicenses, NodeError> {
         let issuer = match issuer {
             None => None,
@@ -68,6 +69,7 @@ impl RegionLicenses {
             verifiers: Verifiers::default(),
             views,
             gate,
+            clock,
         })
     }
 }
@@ -101,7 +103,7 @@ impl pb::licenses_server::Licenses for RegionLicenses {
         let cert = issuer
             .certificate()
             .ok_or_else(|| Status::internal("a region issuer has a certificate"))?;
-        let at = now();
+        let at = self.clock.now();
         if at < cert.not_before || at >= cert.not_after {
             return Err(Status::failed_precondition(format!(
                 "the region's certificate {} is valid from {} to {}; renew it at the origin",
@@ -180,6 +182,13 @@ impl pb::licenses_server::Licenses for RegionLicenses {
         self.views.caller(&self.gate, &request)?.verb(Verb::Check)?;
         let keys = crate::follow::trusted_origin_keys(&self.view, &self.configured_keys)
             .map_err(|e| unreadable("the trusted origin keys", e))?;
-        verify(&self.verifiers, &keys, request.into_inner(), &self.view).map(Response::new)
+        verify(
+            &self.verifiers,
+            &keys,
+            request.into_inner(),
+            &self.view,
+            self.clock.now(),
+        )
+        .map(Response::new)
     }
 }

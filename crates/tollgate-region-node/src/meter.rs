@@ -33,14 +33,15 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
+use tokio::time::Instant;
+use tollgate_clock::Clock;
 use tollgate_raft::{Node, StateView, WriteOutcome};
 use tollgate_region::usage::{
     self, counter_state, parse_chunk_key, MeterLease, CHUNK_PREFIX, USAGE_ENTRIES_PER_COMMAND_MAX,
 };
 use tollgate_region::{Counter, RegionCommand, RegionLogic, RegionResponse, UsageEntry};
-use tollgate_server::clock::now;
 use tollgate_server::served::scan_all;
 
 /// Keys of consumptions this node knows durable, to answer a retry on the
@@ -241,6 +242,7 @@ pub struct Meter {
     view: StateView,
     faults: Arc<MeterFaults>,
     config: MeterConfig,
+    clock: Clock,
     state: Mutex<State>,
     /// Rings the reporter when a consumption arrives.
     wake: Notify,
@@ -265,12 +267,13 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 impl Meter {
     /// A meter that starts (a new incarnation in the log) when [`Meter::run`]
     /// runs; until then consuming checks answer UNAVAILABLE.
-    pub fn new(node: Arc<Node<RegionLogic>>, config: MeterConfig) -> Meter {
+    pub fn new(node: Arc<Node<RegionLogic>>, config: MeterConfig, clock: Clock) -> Meter {
         let view = node.view();
         Meter {
             node,
             view,
             config,
+            clock,
             state: Mutex::new(State {
                 phase: Phase::Starting,
                 chunks: HashMap::new(),
@@ -362,7 +365,7 @@ impl Meter {
         if lock(&self.state).recent_keys.contains(key) {
             return Ok(true);
         }
-        usage::idempotency_key_seen(self.state_view()?, key, now()).map_err(storage)
+        usage::idempotency_key_seen(self.state_view()?, key, self.clock.now()).map_err(storage)
     }
 
     /// Takes `units` of a hard-capped `counter` whose cap is `limit`,
@@ -436,7 +439,7 @@ impl Meter {
                 counter: counter.clone(),
                 limit,
                 want,
-                at: now(),
+                at: self.clock.now(),
             })
             .await
             .map_err(|e| MeterError::Log(format!("drawing a usage chunk failed: {e}")).counted())?;
@@ -558,7 +561,7 @@ impl Meter {
             node: self.node.id(),
             incarnation,
             batch,
-            at: now(),
+            at: self.clock.now(),
             entries,
         };
         // An error here leaves the outcome unknown: the report stays in
@@ -690,7 +693,7 @@ impl Meter {
                 let outcome = self
                     .log_write(RegionCommand::MeterStart {
                         node: self.node.id(),
-                        at: now(),
+                        at: self.clock.now(),
                     })
                     .await
                     .map_err(|e| MeterError::Log(format!("starting the meter failed: {e}")))?;
@@ -752,7 +755,7 @@ impl Meter {
                 incarnation,
                 counter,
                 units,
-                at: now(),
+                at: self.clock.now(),
             })
             .await
             .map_err(|e| MeterError::Log(format!("handing a usage chunk back failed: {e}")))?;
@@ -837,7 +840,7 @@ impl Meter {
         if self.node.metrics().current_leader != Some(me) {
             return Ok(());
         }
-        let at = now();
+        let at = self.clock.now();
         let mut holders: HashMap<u64, Vec<(Counter, u64)>> = HashMap::new();
         for (counter, node, units) in chunks_held(self.state_view()?, None)? {
             if node != me {

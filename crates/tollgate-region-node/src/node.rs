@@ -87,11 +87,12 @@ impl RegionNode {
         let applied_rx = views.applied();
         let mut tasks = Vec::new();
         if let Transport::Tls(tls) = &transport {
-            tasks.push(tls.spawn_reloader(
-                config.tls_reload_interval,
-                stop_rx.clone(),
-                tollgate_server::clock::now_secs,
-            ));
+            tasks.push(
+                tls.spawn_reloader(config.tls_reload_interval, stop_rx.clone(), {
+                    let clock = config.clock.clone();
+                    move || clock.now_secs()
+                }),
+            );
         }
         let mut metrics = node.raft().metrics();
         let refresher = views.clone();
@@ -116,7 +117,7 @@ impl RegionNode {
                         let views = refresher.clone();
                         // Sled reads (and, when the catalog changed, its
                         // rebuild) stay off the runtime's workers.
-                        match tokio::task::spawn_blocking(move || views.refresh()).await {
+                        match tollgate_tls::net::spawn_blocking(move || views.refresh()).await {
                             Ok(Ok(())) => {}
                             Ok(Err(error)) => {
                                 // Try again at the next change of any kind.
@@ -135,7 +136,7 @@ impl RegionNode {
         }));
 
         let stats = Arc::new(SyncStats::default());
-        let meter = Arc::new(Meter::new(node.clone(), config.meter));
+        let meter = Arc::new(Meter::new(node.clone(), config.meter, config.clock.clone()));
         let meter_task = tokio::spawn(meter.clone().run(meter_stop_rx));
         // Before any metric handle is taken (the location counts keep theirs).
         telemetry::install();
@@ -152,6 +153,7 @@ impl RegionNode {
             stats: stats.clone(),
             views: views.clone(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            clock: config.clock.clone(),
         });
         // Every node's Raft `Status` carries its own facts, for the
         // leader's region report (weakly held: the node holds this).
@@ -228,6 +230,7 @@ impl RegionNode {
             config.origin_keys.clone(),
             &config.region,
             config.license_issuer.clone(),
+            config.clock.clone(),
         )?;
         let checker = Arc::new(Checker {
             meter_config: config.meter,
@@ -241,6 +244,7 @@ impl RegionNode {
             wait_max: config.revision_wait_max,
             watches: Watches {
                 view: view.clone(),
+                clock: config.clock.clone(),
                 applied: applied_rx.clone(),
                 heartbeat: config.watch_heartbeat,
                 slots: Arc::new(tokio::sync::Semaphore::new(config.watchers_max)),
@@ -251,6 +255,7 @@ impl RegionNode {
             },
             views,
             gate,
+            clock: config.clock.clone(),
         });
         let check_port = tollgate_server::grpc::GrpcPort::new("check", &config.limits);
         let router = tollgate_server::grpc::server_for(&check_port)
@@ -308,6 +313,7 @@ impl RegionNode {
                 sync_interval: config.quota_sync_interval,
                 slice_units_max: config.slice_units_max,
                 slice_idle: config.slice_idle,
+                clock: config.clock.clone(),
             },
             stop_rx.clone(),
         )));

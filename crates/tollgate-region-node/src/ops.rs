@@ -15,7 +15,6 @@ use std::sync::Arc;
 use tollgate_geo::{GeoDatabases, GeoHealth, LocationCounts, LocationShare};
 use tollgate_raft::Node;
 use tollgate_region::{RegionLogic, ORIGIN_HEAD};
-use tollgate_server::clock::now;
 use tollgate_server::served::read_u64;
 
 /// What the origin sync has done on this node.
@@ -80,6 +79,7 @@ pub(crate) struct OpsState {
     /// Set when shutdown begins: the node says it is not ready, so load
     /// balancers and the SDK's health checks move on while it drains.
     pub draining: std::sync::atomic::AtomicBool,
+    pub clock: tollgate_clock::Clock,
 }
 
 impl OpsState {
@@ -117,7 +117,7 @@ impl OpsState {
         let head = read(ORIGIN_HEAD).max(applied);
         let last_origin_contact = self.views.origin_contact().map(|c| c.0).filter(|c| *c > 0);
         let staleness_seconds =
-            last_origin_contact.map(|c| now().0.saturating_sub(c).max(0) as u64);
+            last_origin_contact.map(|c| self.clock.now().0.saturating_sub(c).max(0) as u64);
         let id = self.node.id();
         let membership = metrics.membership_config.membership();
         let joined = membership.nodes().any(|(n, _)| *n == id);
@@ -155,10 +155,7 @@ impl OpsState {
             staleness_seconds,
             geo: self.geo.as_ref().map(|g| g.health()),
             geo_checks: self.locations.share(),
-            tls: self
-                .node
-                .transport()
-                .status(tollgate_server::clock::now_secs()),
+            tls: self.node.transport().status(self.clock.now_secs()),
             sync: SyncCounts {
                 refused: self.stats.refused.load(Ordering::Relaxed),
                 snapshots_installed: self.stats.snapshots_installed.load(Ordering::Relaxed),

@@ -7,8 +7,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tollgate_model::EntitlementId;
 use tollgate_proto::convert::{CounterTotals, QuotaLease, QuotaReport, SeatLease, SeatRelease};
 use tollgate_proto::origin::v1 as pb;
@@ -19,13 +20,14 @@ use tollgate_region::usage::{
     parse_counter_key, CounterState, Wanted, COUNTER_PREFIX, WANTED_PREFIX,
 };
 use tollgate_region::{Counter, RegionCommand, RegionLogic};
-use tollgate_server::clock::now;
 use tollgate_server::served::scan_all;
 use tollgate_tls::{Allow, Expect};
 
 /// How the agent paces itself.
 #[derive(Debug, Clone)]
 pub struct QuotaAgentConfig {
+    /// Stamps on leases and usage days.
+    pub clock: tollgate_clock::Clock,
     /// The region's name at the origin.
     pub region: String,
     /// How the link to the origin is carried (the origin must prove it is
@@ -247,7 +249,7 @@ pub(crate) async fn run(
             if slice.held() > 0 {
                 let command = RegionCommand::ReleaseSeatSlice {
                     entitlement: entitlement.clone(),
-                    at: now(),
+                    at: config.clock.now(),
                 };
                 if let Ok(outcome) = node.write(command).await {
                     if let tollgate_region::RegionResponse::Released { units } = outcome.response {
@@ -273,7 +275,7 @@ pub(crate) async fn run(
         // Only entitlements and counters the region still has are
         // remembered: these maps would otherwise grow with every period.
         reported_seats.retain(|entitlement, _| held_slices.contains(entitlement));
-        let today = now();
+        let today = config.clock.now();
         let mut entries = Vec::new();
         let mut present = HashSet::new();
         for (key, bytes) in counters {

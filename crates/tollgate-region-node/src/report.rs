@@ -9,8 +9,9 @@
 
 use crate::ops::{OpsState, RegionStatus};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tollgate_engine::SeatLease;
 use tollgate_model::region_report::{
     GeoDatabaseBuild, MemberFacts, MemberReport, MemberRole, RegionReport, SeatHolder, SeatHolders,
@@ -22,7 +23,6 @@ use tollgate_proto::origin::v1 as pb;
 use tollgate_proto::origin::v1::quota_client::QuotaClient;
 use tollgate_raft::{Node, StateView};
 use tollgate_region::RegionLogic;
-use tollgate_server::clock::now;
 use tollgate_tls::{Allow, Expect};
 
 /// How long the leader waits for one member's `Status`.
@@ -217,7 +217,7 @@ async fn build(
         };
         members.push(member(node, ops, id, addr, role).await);
     }
-    let (seats, seats_truncated) = seat_holders(&node.view(), now())?;
+    let (seats, seats_truncated) = seat_holders(&node.view(), ops.clock.now())?;
     let report = RegionReport {
         region: region.to_string(),
         node_id: node.id(),

@@ -8,7 +8,6 @@ use tollgate_proto::convert::{SeatAnswer, SeatHolder, SeatState, UsageAnswer, Us
 use tollgate_proto::usage::v1 as pb;
 use tollgate_proto::ConvertError;
 use tollgate_region::{Counter, RegionCommand, RegionResponse, SeatAction, SeatOutcome};
-use tollgate_server::clock::now;
 use tonic::{Request, Response, Status};
 
 /// How often an acquire waiting for a leased seat looks again.
@@ -65,7 +64,7 @@ impl UsageService {
                 action,
                 entitlement: entitlement.clone(),
                 subject: subject.clone(),
-                at: now(),
+                at: self.checker.clock.now(),
             })
             .await
             .map_err(|e| {
@@ -211,7 +210,7 @@ impl pb::usage_server::Usage for UsageService {
             .ok_or_else(|| Status::not_found(format!("feature {feature} is unknown here")))?
             .period()
             .ok_or_else(|| Status::invalid_argument(format!("feature {feature} is not metered")))?
-            .key_at(now());
+            .key_at(self.checker.clock.now());
         let meter = &self.checker.meter;
         let counted = !meter.seen(&idempotency_key).map_err(meter_status)?;
         if counted {

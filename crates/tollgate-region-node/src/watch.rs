@@ -22,7 +22,6 @@ use tollgate_origin::keys;
 use tollgate_proto::check::v1 as pb;
 use tollgate_raft::StateView;
 use tollgate_region::ORIGIN_CONTACT;
-use tollgate_server::clock::now;
 use tollgate_server::served::{read_u64, scan_all};
 use tonic::Status;
 
@@ -70,6 +69,8 @@ fn too_slow_status(buffer: usize) -> Status {
 /// What a node needs to serve watchers.
 pub(crate) struct Watches {
     pub view: StateView,
+    /// Staleness in heartbeats is read from it.
+    pub clock: tollgate_clock::Clock,
     /// The applied origin revision, updated as entries apply.
     pub applied: watch::Receiver<u64>,
     /// Sent when a watcher is idle this long.
@@ -101,6 +102,7 @@ impl Watches {
         let too_slow = Arc::new(AtomicBool::new(false));
         let stream = Stream {
             view: self.view.clone(),
+            clock: self.clock.clone(),
             applied: self.applied.clone(),
             heartbeat: self.heartbeat,
             stop: self.stop.clone(),
@@ -129,6 +131,7 @@ impl Watches {
 /// One watcher.
 struct Stream {
     view: StateView,
+    clock: tollgate_clock::Clock,
     applied: watch::Receiver<u64>,
     heartbeat: Duration,
     stop: watch::Receiver<bool>,
@@ -183,7 +186,7 @@ impl Stream {
         Ok(WatchEvent::Heartbeat {
             applied_revision: self.read(keys::HEAD_REVISION)?,
             staleness_seconds: (contact > 0)
-                .then(|| now().0.saturating_sub(contact as i64).max(0) as u64),
+                .then(|| self.clock.now().0.saturating_sub(contact as i64).max(0) as u64),
         })
     }
 

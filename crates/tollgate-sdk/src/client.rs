@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tollgate_clock::Clock;
 use tollgate_engine::{Check, CheckRequest, Consistency, Location, BATCH_CHECKS_MAX, CONSUME_MAX};
 use tollgate_model::{AccountId, FeatureId, SubjectId};
 use tollgate_proto::check::v1 as pb;
@@ -129,6 +130,8 @@ struct Inner {
     policy: Policy,
     /// How long nodes take to answer, to hedge only the slow tail.
     latency: Mutex<Latency>,
+    /// Every reading of the wall clock (see [`ClientBuilder::clock`]).
+    clock: Clock,
 }
 
 /// How a call spreads its attempts (the builder's settings).
@@ -295,6 +298,7 @@ pub struct ClientBuilder {
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
     keepalive_while_idle: bool,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -314,6 +318,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("keepalive_interval", &self.keepalive_interval)
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("keepalive_while_idle", &self.keepalive_while_idle)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -434,6 +439,19 @@ impl ClientBuilder {
         self
     }
 
+    /// The wall clock for every reading of it that the client, and the
+    /// replicas built from it ([`Replica::builder`](crate::Replica::builder),
+    /// [`Replica::start`](crate::Replica::start)), make: the validity of
+    /// the TLS certificates when the client is built, a replica's
+    /// staleness and its estimate of the region's last origin contact, the
+    /// time its local checks decide at. Default: the system clock
+    /// ([`Clock::system`]); a simulated or trusted clock given here
+    /// controls all of them.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Trust this CA bundle (PEM) for the nodes' certificates instead of
     /// the operating system's CA store. Only with `https://` endpoints.
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
@@ -509,7 +527,7 @@ impl ClientBuilder {
                 "build the client inside a Tokio runtime (its connections run there)".into(),
             ));
         }
-        let transport = transport_for(&self.endpoints, &self.tls)?;
+        let transport = transport_for(&self.endpoints, &self.tls, self.clock.now_secs())?;
         let credential = match &self.credential {
             None => WithCredential::none(),
             Some(token) => {
@@ -551,19 +569,11 @@ impl ClientBuilder {
                 epoch: Instant::now(),
                 policy,
                 latency: Mutex::new(Latency::default()),
+                clock: self.clock,
             }),
             deadline: self.deadline,
         })
     }
-}
-
-/// The wall clock in Unix seconds (certificates' validity is checked
-/// against it).
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// The scheme of `uri` (`https`, `http`, or whatever precedes `://`).
@@ -572,8 +582,13 @@ fn scheme_of(uri: &str) -> Option<&str> {
 }
 
 /// The one transport for all of `endpoints`: they must share a scheme,
-/// and the TLS files are read here, once.
-fn transport_for(endpoints: &[String], tls: &ClientTlsOptions) -> Result<Transport, SdkError> {
+/// and the TLS files are read here, once, their certificates' validity
+/// checked at `now` (Unix seconds, from the client's clock).
+fn transport_for(
+    endpoints: &[String],
+    tls: &ClientTlsOptions,
+    now: i64,
+) -> Result<Transport, SdkError> {
     let first = &endpoints[0];
     let scheme = scheme_of(first);
     if let Some(odd) = endpoints.iter().find(|e| scheme_of(e) != scheme) {
@@ -590,7 +605,7 @@ fn transport_for(endpoints: &[String], tls: &ClientTlsOptions) -> Result<Transpo
             "the endpoints are plain http:// ({first:?}), but a client key was given: use https://"
         )));
     }
-    Transport::for_client(first, tls, unix_now()).map_err(|e| SdkError::Config(e.to_string()))
+    Transport::for_client(first, tls, now).map_err(|e| SdkError::Config(e.to_string()))
 }
 
 /// A fresh idempotency key: `sdk-` and 32 hex digits of OS randomness.
@@ -600,8 +615,8 @@ pub fn new_idempotency_key() -> String {
         // No OS randomness: fall back to the clock and a counter, which is
         // still unique within this process.
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+        let nanos = Clock::system()
+            .since_epoch()
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         bytes[..8].copy_from_slice(&(nanos as u64).to_le_bytes());
@@ -640,6 +655,7 @@ impl Client {
             keepalive_interval: KEEPALIVE_INTERVAL_DEFAULT,
             keepalive_timeout: KEEPALIVE_TIMEOUT_DEFAULT,
             keepalive_while_idle: true,
+            clock: Clock::system(),
         }
     }
 
@@ -654,6 +670,12 @@ impl Client {
 
     pub fn deadline(&self) -> Duration {
         self.deadline
+    }
+
+    /// The wall clock the client reads, and hands to the replicas built
+    /// from it ([`ClientBuilder::clock`]).
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     pub fn endpoints(&self) -> Vec<&str> {

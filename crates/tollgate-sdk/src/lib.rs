@@ -155,6 +155,10 @@ pub use replica::{
     LocalDecision, Replica, ReplicaBuilder, Staleness, IDLE_TIMEOUT_DEFAULT, OBJECTS_MAX_DEFAULT,
     RECONNECT_BACKOFF_MAX_DEFAULT, RECONNECT_BACKOFF_MIN_DEFAULT,
 };
+/// The wall clock the SDK reads, handed in by the application
+/// ([`ClientBuilder::clock`], [`Replica::with_clock`],
+/// [`OfflineVerifier::with_clock`]); the system clock by default.
+pub use tollgate_clock::Clock;
 pub use tollgate_license::{License, LicenseError};
 /// The TLS settings of [`ClientBuilder::tls_options`] and
 /// [`OfflineVerifier::fetch`].

@@ -9,14 +9,13 @@
 //! verified TLS ([`OfflineVerifier::fetch`]), and refreshed later without
 //! stopping verification ([`OfflineVerifier::refresh_from`]).
 
-use crate::client::unix_now;
 use crate::{Replica, SdkError};
 use arc_swap::ArcSwap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_clock::Clock;
 use tollgate_license::{License, LicenseError, Revocations, Verifier};
-use tollgate_model::UnixSeconds;
 use tollgate_signing::PublicKeySet;
 use tollgate_tls::{Alpn, ClientTlsOptions, Expect, Transport};
 
@@ -33,8 +32,14 @@ pub const KEY_SET_PATH: &str = "/.well-known/tollgate-keys.json";
 /// ([`OfflineVerifier::refresh_from`], [`OfflineVerifier::replace_keys`]):
 /// the swap is atomic, so every verification uses either the old set or
 /// the new one, whole, and never waits for a refresh.
+///
+/// Tokens are verified at the time its clock reads: the system clock
+/// unless another is given ([`OfflineVerifier::with_clock`]).
 pub struct OfflineVerifier {
     current: ArcSwap<Current>,
+    /// What tokens' validity (and, on a refresh, the TLS files'
+    /// certificates) are checked against.
+    clock: Clock,
 }
 
 /// A key set and the verifier built from it, swapped together.
@@ -47,12 +52,9 @@ impl std::fmt::Debug for OfflineVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OfflineVerifier")
             .field("verifier", &self.current.load().verifier)
+            .field("clock", &self.clock)
             .finish()
     }
-}
-
-fn now() -> UnixSeconds {
-    UnixSeconds(unix_now())
 }
 
 fn build(keys: &PublicKeySet, audience: &str) -> Result<Verifier, LicenseError> {
@@ -70,6 +72,7 @@ impl OfflineVerifier {
                 keys: Arc::new(keys.clone()),
                 verifier: Arc::new(verifier),
             }),
+            clock: Clock::system(),
         })
     }
 
@@ -94,6 +97,8 @@ impl OfflineVerifier {
     /// Fetches the key set from the origin at `url` (its
     /// `https://<origin>/.well-known/tollgate-keys.json`, see
     /// [`KEY_SET_PATH`]) and builds a verifier for `audience` from it.
+    /// The origin's certificate is checked against the system clock, and
+    /// so are tokens, unless [`OfflineVerifier::with_clock`] gives another.
     ///
     /// The fetch is over verified TLS only: the origin's certificate must
     /// chain to `tls.ca` (or, without one, to the operating system's CA
@@ -109,13 +114,14 @@ impl OfflineVerifier {
         audience: &str,
         timeout: Duration,
     ) -> Result<OfflineVerifier, SdkError> {
-        let keys = fetch_key_set(url, tls, timeout).await?;
+        let keys = fetch_key_set(url, tls, timeout, &Clock::system()).await?;
         let verifier = build(&keys, audience).map_err(|e| refused_set(url, &e.to_string()))?;
         Ok(OfflineVerifier {
             current: ArcSwap::from_pointee(Current {
                 keys: Arc::new(keys),
                 verifier: Arc::new(verifier),
             }),
+            clock: Clock::system(),
         })
     }
 
@@ -145,7 +151,7 @@ impl OfflineVerifier {
         tls: &ClientTlsOptions,
         timeout: Duration,
     ) -> Result<bool, SdkError> {
-        let keys = fetch_key_set(url, tls, timeout).await?;
+        let keys = fetch_key_set(url, tls, timeout, &self.clock).await?;
         self.swap(keys)
             .map_err(|e| refused_set(url, &e.to_string()))
     }
@@ -172,13 +178,28 @@ impl OfflineVerifier {
         Ok(true)
     }
 
-    /// Verifies `token` now, knowing of no revocation. `device` is this
-    /// device's fingerprint, for tokens bound to one.
+    /// The same verifier reading `clock` (instead of the system clock) for
+    /// every later [`OfflineVerifier::verify`],
+    /// [`OfflineVerifier::verify_with_replica`] and the origin certificate's
+    /// validity in [`OfflineVerifier::refresh_from`].
+    pub fn with_clock(mut self, clock: Clock) -> OfflineVerifier {
+        self.clock = clock;
+        self
+    }
+
+    /// The wall clock tokens are verified against.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Verifies `token` now (as the verifier's clock reads,
+    /// [`OfflineVerifier::with_clock`]), knowing of no revocation. `device`
+    /// is this device's fingerprint, for tokens bound to one.
     pub fn verify(&self, token: &str, device: Option<&[u8]>) -> Result<License, LicenseError> {
         self.current
             .load()
             .verifier
-            .verify(token, now(), device, &())
+            .verify(token, self.clock.now(), device, &())
     }
 
     /// Verifies `token` now, refusing what `replica` knows to be revoked.
@@ -191,7 +212,7 @@ impl OfflineVerifier {
         self.current
             .load()
             .verifier
-            .verify(token, now(), device, replica)
+            .verify(token, self.clock.now(), device, replica)
     }
 
     /// The verifier of the key set in use, for batches or a caller-supplied
@@ -211,11 +232,13 @@ fn refused_set(url: &str, why: &str) -> SdkError {
     SdkError::Protocol(format!("{url}: not a usable key set: {why}"))
 }
 
-/// GETs the key set at `url` over verified TLS, within `timeout`.
+/// GETs the key set at `url` over verified TLS, within `timeout`, checking
+/// the TLS files' certificates against `clock`.
 async fn fetch_key_set(
     url: &str,
     tls: &ClientTlsOptions,
     timeout: Duration,
+    clock: &Clock,
 ) -> Result<PublicKeySet, SdkError> {
     if !url.starts_with("https://") {
         return Err(SdkError::Config(format!(
@@ -228,8 +251,8 @@ async fn fetch_key_set(
             "the fetch timeout must be above zero".into(),
         ));
     }
-    let transport =
-        Transport::for_client(url, tls, unix_now()).map_err(|e| SdkError::Config(e.to_string()))?;
+    let transport = Transport::for_client(url, tls, clock.now_secs())
+        .map_err(|e| SdkError::Config(e.to_string()))?;
     let config = transport
         .client_config(&Expect::HostName, Alpn::Http1)
         .map_err(|e| SdkError::Config(e.to_string()))?

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tollgate_clock::Clock;
 use tollgate_engine::{
     decide, AccountView, CheckRequest, Consistency, Decision, Environment, Freshness, Location,
     NoLiveState, WatchEvent, WatchRequest,
@@ -87,6 +88,9 @@ struct Shared {
     fixed: bool,
     /// The node followed right now.
     endpoint: Mutex<Option<String>>,
+    /// The wall clock: staleness, contact estimates and the time local
+    /// checks decide at. Swappable ([`Replica::with_clock`]).
+    clock: ArcSwap<Clock>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -95,17 +99,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn now() -> UnixSeconds {
-    UnixSeconds(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
-}
-
 impl Shared {
-    fn new(scope: Option<AccountId>, store: Store, revision: u64, fixed: bool) -> Shared {
+    fn new(
+        scope: Option<AccountId>,
+        store: Store,
+        revision: u64,
+        fixed: bool,
+        clock: Clock,
+    ) -> Shared {
         let views = store.views();
         Shared {
             scope,
@@ -117,7 +118,13 @@ impl Shared {
             epoch: Instant::now(),
             fixed,
             endpoint: Mutex::new(None),
+            clock: ArcSwap::from_pointee(clock),
         }
+    }
+
+    /// The replica's clock, read now.
+    fn now(&self) -> UnixSeconds {
+        self.clock.load().now()
     }
 
     fn heard(&self) {
@@ -252,7 +259,13 @@ impl ReplicaBuilder {
                 "idle_timeout and the reconnect backoff must be above zero".into(),
             ));
         }
-        let shared = Arc::new(Shared::new(self.scope.clone(), Store::default(), 0, false));
+        let shared = Arc::new(Shared::new(
+            self.scope.clone(),
+            Store::default(),
+            0,
+            false,
+            self.client.clock().clone(),
+        ));
         let task = runtime.spawn(follow(shared.clone(), self));
         Ok(Replica {
             shared,
@@ -262,6 +275,8 @@ impl ReplicaBuilder {
 }
 
 impl Replica {
+    /// A following replica of `client`'s region; it reads the client's
+    /// clock ([`ClientBuilder::clock`](crate::ClientBuilder::clock)).
     pub fn builder(client: &Client) -> ReplicaBuilder {
         ReplicaBuilder {
             client: client.clone(),
@@ -274,13 +289,15 @@ impl Replica {
     }
 
     /// Follows the client's endpoints with the default settings: `scope`
-    /// is one account (plus the catalog), or every account.
+    /// is one account (plus the catalog), or every account. The replica
+    /// reads the client's clock ([`ClientBuilder::clock`](crate::ClientBuilder::clock)).
     pub fn start(client: &Client, scope: Option<AccountId>) -> Result<Replica, SdkError> {
         Replica::builder(client).scope(scope).start()
     }
 
     /// A replica holding `dataset` at `revision`, following nothing: for
     /// tests and benchmarks. Its data counts as current (staleness 0).
+    /// It reads the system clock; [`Replica::with_clock`] gives another.
     pub fn from_dataset(dataset: Dataset, revision: u64) -> Result<Replica, SdkError> {
         dataset
             .validate()
@@ -291,6 +308,7 @@ impl Replica {
                 Store::from_dataset(dataset),
                 revision,
                 true,
+                Clock::system(),
             )),
             task: None,
         })
@@ -303,7 +321,8 @@ impl Replica {
     /// recorded stream), tests and the conformance cases. Like
     /// [`Replica::from_dataset`], the result must be a valid data set, and
     /// its data counts as current unless a check says otherwise
-    /// ([`Replica::check_at`]).
+    /// ([`Replica::check_at`]). It reads the system clock;
+    /// [`Replica::with_clock`] gives another.
     pub fn from_mutations(
         mutations: impl IntoIterator<Item = Mutation>,
         revision: u64,
@@ -318,9 +337,26 @@ impl Replica {
             .validate()
             .map_err(|e| SdkError::InvalidRequest(format!("dataset: {e}")))?;
         Ok(Replica {
-            shared: Arc::new(Shared::new(None, store, revision, true)),
+            shared: Arc::new(Shared::new(None, store, revision, true, Clock::system())),
             task: None,
         })
+    }
+
+    /// The same replica reading `clock` from now on, for its staleness,
+    /// its estimates of the region's last origin contact and the time
+    /// [`Replica::check`] decides at: for a replica from a data set or
+    /// mutations (which read the system clock otherwise). A following
+    /// replica reads its client's clock
+    /// ([`ClientBuilder::clock`](crate::ClientBuilder::clock)) from the
+    /// start; a contact estimated before the change stays as it was.
+    pub fn with_clock(self, clock: Clock) -> Replica {
+        self.shared.clock.store(Arc::new(clock));
+        self
+    }
+
+    /// The wall clock the replica reads.
+    pub fn clock(&self) -> Clock {
+        Clock::clone(&self.shared.clock.load())
     }
 
     /// The origin revision applied.
@@ -340,7 +376,7 @@ impl Replica {
 
     /// How stale local answers are right now.
     pub fn staleness(&self) -> Staleness {
-        self.shared.freshness(self.revision(), now()).1
+        self.shared.freshness(self.revision(), self.shared.now()).1
     }
 
     /// The data held, in canonical order.
@@ -382,18 +418,19 @@ impl Replica {
         }
     }
 
-    /// Decides `request` in-process, without the network. Refused
+    /// Decides `request` in-process, without the network, at the time the
+    /// replica's clock reads ([`Replica::clock`]). Refused
     /// ([`SdkError::NeedsRegion`]) when only the region can answer: a check
     /// that consumes (metering is the region's), a location given as an IP
     /// address (the replica resolves none: pass `Location::Resolved`), an
     /// account outside the replica's scope. A resolved location is used as
     /// given (a node uses it only when configured to trust the proxy).
     pub fn check(&self, request: &CheckRequest) -> Result<LocalDecision, SdkError> {
-        self.decide_local(request, now(), None)
+        self.decide_local(request, self.shared.now(), None)
     }
 
     /// Decides `request` as [`Replica::check`] does, but at `now` rather
-    /// than the system clock, and as if the region last heard from the
+    /// than the replica's clock, and as if the region last heard from the
     /// origin at `last_origin_contact` (`None`: never) rather than when the
     /// replica estimates it did: offline policies and
     /// [`LocalDecision::staleness`] follow these. For applications that
@@ -662,7 +699,8 @@ fn apply_event(
             staleness_seconds, ..
         } => {
             if let Some(stale) = staleness_seconds {
-                let at = now()
+                let at = shared
+                    .now()
                     .0
                     .saturating_sub(i64::try_from(stale).unwrap_or(i64::MAX));
                 shared.contact_at_least(UnixSeconds(at));
@@ -796,7 +834,17 @@ mod tests {
     }
 
     fn following() -> Shared {
-        Shared::new(Some("acme".parse().unwrap()), Store::default(), 0, false)
+        following_with(Clock::system())
+    }
+
+    fn following_with(clock: Clock) -> Shared {
+        Shared::new(
+            Some("acme".parse().unwrap()),
+            Store::default(),
+            0,
+            false,
+            clock,
+        )
     }
 
     #[test]
@@ -879,7 +927,7 @@ mod tests {
     #[test]
     fn a_heartbeat_dates_the_origin_contact_and_staleness_follows() {
         let shared = following();
-        let (_, unknown) = shared.freshness(0, now());
+        let (_, unknown) = shared.freshness(0, shared.now());
         assert_eq!(unknown.origin_seconds, None);
         apply_event(
             &shared,
@@ -891,12 +939,61 @@ mod tests {
             100,
         )
         .unwrap();
-        let (freshness, staleness) = shared.freshness(0, now());
+        let (freshness, staleness) = shared.freshness(0, shared.now());
         assert!(freshness.last_origin_contact.is_some());
         let seconds = staleness.origin_seconds.unwrap();
         assert!((30..=31).contains(&seconds), "{seconds}");
         // An older contact never moves it back.
         shared.contact_at_least(UnixSeconds(0));
-        assert_eq!(shared.freshness(0, now()).1.origin_seconds, Some(seconds));
+        assert_eq!(
+            shared.freshness(0, shared.now()).1.origin_seconds,
+            Some(seconds)
+        );
+    }
+
+    #[test]
+    fn staleness_follows_the_replica_clock() {
+        let start = 1_800_000_000;
+        let offset = Arc::new(AtomicI64::new(start));
+        let read = offset.clone();
+        let clock = Clock::from_fn(move || {
+            u64::try_from(read.load(Ordering::SeqCst))
+                .ok()
+                .map(Duration::from_secs)
+        });
+        let replica = Replica {
+            shared: Arc::new(following_with(clock.clone())),
+            task: None,
+        };
+        assert_eq!(replica.clock(), clock);
+        assert_eq!(replica.staleness().origin_seconds, None);
+        apply_event(
+            &replica.shared,
+            WatchEvent::Heartbeat {
+                applied_revision: 0,
+                staleness_seconds: Some(30),
+            },
+            &mut None,
+            100,
+        )
+        .unwrap();
+        // Dated by the given clock, not the system's.
+        assert_eq!(
+            replica.shared.origin_contact.load(Ordering::Relaxed),
+            start - 30
+        );
+        assert_eq!(replica.staleness().origin_seconds, Some(30));
+        offset.fetch_add(90, Ordering::SeqCst);
+        assert_eq!(replica.staleness().origin_seconds, Some(120));
+        let local = replica.check(&request("f")).unwrap();
+        assert_eq!(local.staleness.origin_seconds, Some(120));
+        offset.fetch_add(3_600, Ordering::SeqCst);
+        assert_eq!(replica.staleness().origin_seconds, Some(3_720));
+
+        // A replica from a data set reads the system clock unless given one.
+        let fixed = Replica::from_dataset(sample(), 1).unwrap();
+        assert!(fixed.clock().is_system());
+        let fixed = fixed.with_clock(clock.clone());
+        assert_eq!(fixed.clock(), clock);
     }
 }

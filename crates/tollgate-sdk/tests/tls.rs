@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -24,7 +24,7 @@ use tollgate_model::{AccountId, UnixSeconds};
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_server::{CheckService, CheckServiceServer};
 use tollgate_sdk::{
-    check_request, Client, ClientTlsOptions, OfflineVerifier, SdkError, KEY_SET_PATH,
+    check_request, Client, ClientTlsOptions, Clock, OfflineVerifier, SdkError, KEY_SET_PATH,
 };
 use tollgate_signing::{KeyRing, PublicKeySet};
 use tollgate_tls::ca::{self, Pem, Request};
@@ -38,10 +38,7 @@ const DOMAIN: &str = "test.example";
 const AUDIENCE: &str = "studio";
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs() as i64
+    Clock::system().now_secs()
 }
 
 // ---------------------------------------------------------------------------

@@ -273,13 +273,19 @@ const HANDOFF_CONNECTIONS_MAX: usize = 64;
 /// a connection's TLS state never changes threads either.
 pub fn serve_on_threads(
     router: GrpcRouter,
-    listener: tokio::net::TcpListener,
+    listener: impl Into<tollgate_tls::net::TcpListener>,
     tls: Option<Arc<ServerTls>>,
     port: &GrpcPort,
     threads: usize,
     stop: tokio::sync::watch::Receiver<bool>,
     what: &'static str,
 ) -> Result<tokio::task::JoinHandle<()>, crate::NodeError> {
+    // A simulation's listener is served on its host's runtime: threads of
+    // their own would escape the simulation's clock and scheduler.
+    let listener = match listener.into().into_os() {
+        Ok(listener) => listener,
+        Err(simulated) => return Ok(serve_port(router, simulated, tls, port, stop, what)),
+    };
     let local = listener
         .local_addr()
         .map_err(|source| crate::NodeError::Io {
@@ -388,7 +394,7 @@ const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis
 /// is logged as `what` failing.
 pub fn serve(
     router: GrpcRouter,
-    listener: tokio::net::TcpListener,
+    listener: impl Into<tollgate_tls::net::TcpListener>,
     tls: Option<Arc<ServerTls>>,
     stop: tokio::sync::watch::Receiver<bool>,
     what: &'static str,
@@ -400,12 +406,13 @@ pub fn serve(
 /// [`serve`] with `port`'s connection limits.
 pub fn serve_port(
     router: GrpcRouter,
-    listener: tokio::net::TcpListener,
+    listener: impl Into<tollgate_tls::net::TcpListener>,
     tls: Option<Arc<ServerTls>>,
     port: &GrpcPort,
     stop: tokio::sync::watch::Receiver<bool>,
     what: &'static str,
 ) -> tokio::task::JoinHandle<()> {
+    let listener = listener.into();
     let local = listener.local_addr();
     let tcp = tollgate_tls::server::accept_tcp(listener, stop.clone(), port.port.name());
     let incoming = tollgate_tls::server::incoming(tcp, tls, local, port.port.clone());

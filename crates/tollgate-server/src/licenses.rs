@@ -3,11 +3,11 @@
 //! them), with verifiers cached per audience. The origin's and a region's
 //! `Licenses` services both answer `VerifyLicense` through here.
 
-use crate::clock::now;
 use crate::served::read_u64;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tollgate_license::{Revocations, Verification, Verifier, VerifyRequest};
+use tollgate_model::UnixSeconds;
 use tollgate_origin::keys;
 use tollgate_proto::license::v1 as pb;
 use tollgate_raft::StateView;
@@ -105,11 +105,13 @@ pub fn verify(
     keys: &PublicKeySet,
     request: pb::VerifyLicenseRequest,
     view: &StateView,
+    now: UnixSeconds,
 ) -> Result<pb::VerifyLicenseResponse, Status> {
     verify_against(
         verifiers,
         keys,
         request,
+        now,
         read_u64(view, keys::HEAD_REVISION),
         |key| {
             view.get(key)
@@ -125,6 +127,7 @@ fn verify_against(
     verifiers: &Verifiers,
     keys: &PublicKeySet,
     request: pb::VerifyLicenseRequest,
+    now: UnixSeconds,
     revision: Result<u64, String>,
     lookup: impl Fn(&[u8]) -> Result<bool, String>,
 ) -> Result<pb::VerifyLicenseResponse, Status> {
@@ -138,7 +141,7 @@ fn verify_against(
     };
     let outcome = verifier.verify(
         &request.token,
-        now(),
+        now,
         request.device_fingerprint.as_deref().map(str::as_bytes),
         &revocations,
     );
@@ -151,9 +154,14 @@ fn verify_against(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_clock::Clock;
     use tollgate_license::{Issuer, LicenseClaims, RandomId};
     use tollgate_model::AccountId;
     use tollgate_signing::KeyRing;
+
+    fn now() -> UnixSeconds {
+        Clock::system().now()
+    }
 
     const AUDIENCE: &str = "studio-desktop";
 
@@ -223,7 +231,7 @@ mod tests {
             ),
         ];
         for (row, revision, lookup, expected) in rows {
-            let answer = verify_against(&verifiers, &keys, request(), revision, lookup);
+            let answer = verify_against(&verifiers, &keys, request(), now(), revision, lookup);
             match expected {
                 Some(valid) => assert_eq!(answer.unwrap().valid, valid, "{row}"),
                 None => {

@@ -380,7 +380,7 @@ impl Tls {
         self: &Arc<Self>,
         interval: std::time::Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
-        now: fn() -> i64,
+        now: impl Fn() -> i64 + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let tls = self.clone();
         tls.publish_expiry(now());

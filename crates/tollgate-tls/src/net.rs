@@ -189,4 +189,36 @@ impl TcpListener {
             TcpListener::Sim(l) => l.local_addr(),
         }
     }
+
+    /// The operating system's listener, or this one back if it is a
+    /// simulation's (a server that spreads connections over threads of its
+    /// own serves a simulated one on the host's runtime instead).
+    pub fn into_os(self) -> Result<tokio::net::TcpListener, TcpListener> {
+        match self {
+            TcpListener::Os(l) => Ok(l),
+            #[cfg(feature = "sim")]
+            other => Err(other),
+        }
+    }
+}
+
+/// Whether the caller runs inside a simulation's host.
+pub fn in_simulation() -> bool {
+    #[cfg(feature = "sim")]
+    if turmoil::in_simulation() {
+        return true;
+    }
+    false
+}
+
+/// Runs `work` off the async threads: on tokio's blocking pool, or, inside
+/// a simulation, inline (a thread of its own would make the run depend on
+/// the operating system's scheduler, and no longer replay from its seed).
+pub async fn spawn_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if in_simulation() {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work).await
 }

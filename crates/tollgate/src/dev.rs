@@ -192,7 +192,7 @@ fn node_transport(
     subject: tollgate_tls::Subject,
 ) -> anyhow::Result<tollgate_tls::Transport> {
     match pki {
-        Some(pki) => pki.transport(name, subject, tollgate_server::clock::now_secs()),
+        Some(pki) => pki.transport(name, subject, tollgate_clock::Clock::system().now_secs()),
         None => Ok(tollgate_tls::Transport::Plaintext),
     }
 }
@@ -362,9 +362,9 @@ async fn bind_all(
             .expect("one listener per port of the layout")
     };
     let origin = OriginListeners {
-        http: next(),
-        feed: next(),
-        raft: next(),
+        http: next().into(),
+        feed: next().into(),
+        raft: next().into(),
     };
     let mut regions = Vec::new();
     for _ in &layout.regions {
@@ -377,14 +377,14 @@ async fn bind_all(
                 .zip(raft)
                 .zip(status)
                 .map(|((grpc, raft), http)| RegionListeners {
-                    raft,
-                    grpc,
-                    http: Some(http),
+                    raft: raft.into(),
+                    grpc: grpc.into(),
+                    http: Some(http.into()),
                 })
                 .collect::<Vec<_>>(),
         );
     }
-    let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).context("a bound port");
+    let port = |l: &tollgate_tls::net::TcpListener| l.local_addr().map(|a| a.port()).context("a bound port");
     let mut concrete = layout.clone();
     concrete.origin = ports::OriginPorts {
         rest: port(&origin.http)?,
@@ -714,7 +714,7 @@ async fn region_certificate(
     public_key: [u8; 32],
 ) -> anyhow::Result<tollgate_signing::Signed> {
     let path = root.join(format!("region-{name}-license-certificate.json"));
-    let now = tollgate_server::clock::now();
+    let now = tollgate_clock::Clock::system().now();
     let kept = std::fs::read(&path)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<tollgate_signing::Signed>(&bytes).ok());
@@ -889,7 +889,7 @@ async fn portal_sign_ins(origin: &OriginNode, root: &Path) -> anyhow::Result<Vec
             failed_sign_ins: 0,
             locked_until: None,
             disabled: false,
-            created_at: tollgate_server::clock::now(),
+            created_at: tollgate_clock::Clock::system().now(),
             sessions: Vec::new(),
         };
         // A user left by a start that stopped before the file was written
@@ -923,7 +923,7 @@ async fn portal_sign_ins(origin: &OriginNode, root: &Path) -> anyhow::Result<Vec
 async fn write_command(origin: &OriginNode, op: Op) -> anyhow::Result<()> {
     let command = OriginCommand {
         actor: "dev-seed".into(),
-        at: tollgate_server::clock::now(),
+        at: tollgate_clock::Clock::system().now(),
         reason: Some("tollgate dev portal users".into()),
         op,
     };
@@ -949,12 +949,12 @@ async fn admin_token(origin: &OriginNode, token_path: &Path) -> anyhow::Result<S
     let issued = tollgate_api::auth::issue_key(
         "tollgate dev admin",
         [tollgate_origin::Scope::Admin].into(),
-        tollgate_server::clock::now(),
+        tollgate_clock::Clock::system().now(),
     )
     .map_err(|p| anyhow::anyhow!("an admin key for the demo: {}", p.detail))?;
     let command = OriginCommand {
         actor: "dev-bootstrap".into(),
-        at: tollgate_server::clock::now(),
+        at: tollgate_clock::Clock::system().now(),
         reason: Some(format!("{} was lost", token_path.display())),
         op: Op::PutApiKey(issued.record),
     };
@@ -1050,12 +1050,12 @@ async fn start(
     } else {
         let (credential, record) = tollgate_api::app_credentials::issue_credential(
             tollgate_api::app_credentials::NewCredential::everything("tollgate dev"),
-            tollgate_server::clock::now(),
+            tollgate_clock::Clock::system().now(),
         )
         .map_err(|p| anyhow::anyhow!("a credential for the demo: {}", p.detail))?;
         let command = OriginCommand {
             actor: "dev-seed".into(),
-            at: tollgate_server::clock::now(),
+            at: tollgate_clock::Clock::system().now(),
             reason: Some("tollgate dev application credential".into()),
             op: Op::PutCredential(record),
         };
@@ -1165,7 +1165,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         );
         None
     } else {
-        Some(DevPki::open(&root, tollgate_server::clock::now_secs())?)
+        Some(DevPki::open(
+            &root,
+            tollgate_clock::Clock::system().now_secs(),
+        )?)
     };
     let bound = bind_all(&layout, from, &root).await?;
     // endpoints.json says the deployment is ready (scripts wait for it):
@@ -1270,7 +1273,7 @@ fn samples(pki: Option<&DevPki>, running: &Running, ready: &Ready) -> anyhow::Re
             let operator = pki.files(
                 "operator-dev",
                 tollgate_tls::Subject::Operator("dev".into()),
-                tollgate_server::clock::now_secs(),
+                tollgate_clock::Clock::system().now_secs(),
             )?;
             (
                 format!(" --ca {}", pki.ca_path().display()),

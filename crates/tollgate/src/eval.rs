@@ -4,7 +4,6 @@ use crate::{exit, Output};
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tollgate_engine::{
     decide, AccountView, Check, Decision, Environment, Freshness, LiveState, SeatLease,
 };
@@ -186,12 +185,12 @@ fn parse(args: &EvalArgs) -> anyhow::Result<Parsed> {
     };
     let now = match args.now {
         Some(t) => UnixSeconds(t),
-        None => UnixSeconds(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .context("the system clock is before 1970")?
-                .as_secs() as i64,
-        ),
+        None => {
+            let since = tollgate_clock::Clock::system()
+                .since_epoch()
+                .context("the system clock is before 1970")?;
+            UnixSeconds(i64::try_from(since.as_secs()).context("the system clock is past 2^63 s")?)
+        }
     };
     let leases = args
         .seat_held_by

@@ -69,7 +69,7 @@ fn check(path: &std::path::Path, file: &NodeFile) -> u8 {
         Ok(seal) => seal,
         Err(error) => return invalid(error),
     };
-    let transport = match file.transport(tollgate_server::clock::now_secs()) {
+    let transport = match file.transport(tollgate_clock::Clock::system().now_secs()) {
         Ok(transport) => transport,
         Err(error) => return invalid(error),
     };
@@ -139,7 +139,7 @@ const PLAINTEXT_WARNING: &str = "WARNING: tls.insecure_plaintext is set: every p
 /// gives at start.
 fn transport(file: &NodeFile) -> anyhow::Result<tollgate_tls::Transport> {
     let transport = file
-        .transport(tollgate_server::clock::now_secs())
+        .transport(tollgate_clock::Clock::system().now_secs())
         .context("tls")?;
     match &transport {
         tollgate_tls::Transport::Plaintext => tracing::warn!("{PLAINTEXT_WARNING}"),
@@ -243,9 +243,9 @@ async fn serve_origin(file: NodeFile) -> anyhow::Result<()> {
         anyhow::bail!("listen.http and listen.feed are required for an origin node");
     };
     let listeners = OriginListeners {
-        raft: bind(file.listen.raft, "raft").await?,
-        http: bind(http, "http").await?,
-        feed: bind(feed, "feed").await?,
+        raft: bind(file.listen.raft, "raft").await?.into(),
+        http: bind(http, "http").await?.into(),
+        feed: bind(feed, "feed").await?.into(),
     };
     let origin = OriginNode::start(config, listeners)
         .await
@@ -375,12 +375,7 @@ fn region_issuer(
     region: &str,
 ) -> anyhow::Result<Option<tollgate_region_node::RegionIssuerConfig>> {
     use base64::Engine as _;
-    let now = tollgate_model::UnixSeconds(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    );
+    let now = tollgate_clock::Clock::system().now();
     let ring = tollgate_signing::KeyRing::load_or_create(&licenses.key_path, now)
         .context("licenses.key_path")?;
     let signing_key = ring.active_signing_key().1.clone();
@@ -487,9 +482,9 @@ async fn serve_region(file: NodeFile) -> anyhow::Result<()> {
         None => None,
     };
     let listeners = RegionListeners {
-        raft: bind(file.listen.raft, "raft").await?,
-        grpc: bind(grpc, "grpc").await?,
-        http,
+        raft: bind(file.listen.raft, "raft").await?.into(),
+        grpc: bind(grpc, "grpc").await?.into(),
+        http: http.map(Into::into),
     };
     let region = RegionNode::start(config, listeners, geo)
         .await

@@ -193,9 +193,9 @@ impl Deployment {
             let origin = OriginNode::start(
                 origin_config,
                 OriginListeners {
-                    raft: loopback().await,
-                    http: loopback().await,
-                    feed: loopback().await,
+                    raft: loopback().await.into(),
+                    http: loopback().await.into(),
+                    feed: loopback().await.into(),
                 },
             )
             .await
@@ -326,9 +326,9 @@ impl Deployment {
             let node = RegionNode::start(
                 config,
                 RegionListeners {
-                    raft: loopback().await,
-                    grpc: loopback().await,
-                    http: Some(loopback().await),
+                    raft: loopback().await.into(),
+                    grpc: loopback().await.into(),
+                    http: Some(loopback().await.into()),
                 },
                 Some(geo),
             )
@@ -2392,9 +2392,9 @@ fn snapshot_backup_and_restore_a_node() {
         let node = OriginNode::start(
             config,
             OriginListeners {
-                raft: loopback().await,
-                http: loopback().await,
-                feed: loopback().await,
+                raft: loopback().await.into(),
+                http: loopback().await.into(),
+                feed: loopback().await.into(),
             },
         )
         .await

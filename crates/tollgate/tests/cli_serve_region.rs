@@ -70,9 +70,9 @@ fn a_region_node_from_a_config_file_follows_the_origin_and_answers() {
         let origin = OriginNode::start(
             origin_config,
             OriginListeners {
-                raft: bind().await.unwrap(),
-                http: bind().await.unwrap(),
-                feed: bind().await.unwrap(),
+                raft: bind().await.unwrap().into(),
+                http: bind().await.unwrap().into(),
+                feed: bind().await.unwrap().into(),
             },
         )
         .await

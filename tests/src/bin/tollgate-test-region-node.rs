@@ -70,9 +70,9 @@ fn main() -> anyhow::Result<()> {
         let node = RegionNode::start(
             config,
             RegionListeners {
-                raft: bind().await?,
-                grpc: bind().await?,
-                http: Some(bind().await?),
+                raft: bind().await?.into(),
+                grpc: bind().await?.into(),
+                http: Some(bind().await?.into()),
             },
             None,
         )

@@ -17,9 +17,9 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 async fn listeners() -> OriginListeners {
     OriginListeners {
-        raft: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        feed: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        raft: TcpListener::bind("127.0.0.1:0").await.unwrap().into(),
+        http: TcpListener::bind("127.0.0.1:0").await.unwrap().into(),
+        feed: TcpListener::bind("127.0.0.1:0").await.unwrap().into(),
     }
 }
 
@@ -166,6 +166,7 @@ async fn replicate(node: &OriginNode, from: u64, target: u64) -> (Dataset, Vec<u
         subscriber: "e2e".into(),
         connect_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(5),
+        clock: tollgate_clock::Clock::system(),
     };
     let mut follower = Follower::connect(&config, from).await.unwrap();
     let mut replica = Dataset::default();

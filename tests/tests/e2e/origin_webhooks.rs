@@ -136,9 +136,9 @@ async fn webhooks_are_signed_retried_logged_and_independent() {
     let origin = OriginNode::start(
         config,
         OriginListeners {
-            raft: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            feed: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            raft: TcpListener::bind("127.0.0.1:0").await.unwrap().into(),
+            http: TcpListener::bind("127.0.0.1:0").await.unwrap().into(),
+            feed: TcpListener::bind("127.0.0.1:0").await.unwrap().into(),
         },
     )
     .await

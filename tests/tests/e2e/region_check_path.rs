@@ -89,8 +89,8 @@ async fn start(dir: &std::path::Path, configure: impl FnOnce(&mut RegionConfig))
     let node = RegionNode::start(
         config,
         RegionListeners {
-            raft: loopback().await,
-            grpc: loopback().await,
+            raft: loopback().await.into(),
+            grpc: loopback().await.into(),
             http: None,
         },
         None,

@@ -111,9 +111,9 @@ async fn start(
     RegionNode::start(
         config,
         RegionListeners {
-            raft: loopback().await,
-            grpc: loopback().await,
-            http: Some(loopback().await),
+            raft: loopback().await.into(),
+            grpc: loopback().await.into(),
+            http: Some(loopback().await.into()),
         },
         geo,
     )

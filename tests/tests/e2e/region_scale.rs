@@ -159,8 +159,8 @@ async fn start(dir: &std::path::Path) -> RegionNode {
     RegionNode::start(
         config,
         RegionListeners {
-            raft: loopback().await,
-            grpc: loopback().await,
+            raft: loopback().await.into(),
+            grpc: loopback().await.into(),
             http: None,
         },
         None,

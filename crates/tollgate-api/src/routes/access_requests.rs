@@ -220,7 +220,7 @@ async fn list_requests<S: OriginStore>(
         (Some(own), _) => Some(own.clone()),
     };
     let cursor = q.after.as_deref().map(decode_cursor).transpose()?;
-    let (from, until) = window(&q, super::now());
+    let (from, until) = window(&q, state.clock.now());
     if from >= until {
         return Ok(Json(Page {
             items: Vec::new(),

@@ -64,7 +64,7 @@ async fn create<S: OriginStore>(
     headers: HeaderMap,
     Body(body): Body<NewCredential>,
 ) -> Result<Response, Problem> {
-    let (token, record) = issue_credential(body, super::now())?;
+    let (token, record) = issue_credential(body, state.clock.now())?;
     // Said here for a clear answer; the state machine checks it again.
     record
         .validate()

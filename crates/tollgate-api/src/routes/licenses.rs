@@ -2,9 +2,9 @@
 //! is in [`crate::licensing`], shared with the origin's gRPC service.
 
 use super::{
-    list, path_id, reason, route, AccountKeys, Body, Doc, Method, Page, PageQuery, Route, SchemaRef,
+    list, path_id, reason, route, AccountKeys, Body, Doc, Method, Page, PageQuery, Route,
+    SchemaRef, PAGE_QUERY,
 };
-use super::{now, PAGE_QUERY};
 use super::{Path, Query};
 use crate::auth::Caller;
 use crate::licensing::{
@@ -62,7 +62,7 @@ async fn issue<S: OriginStore>(
 ) -> Result<Response, Problem> {
     let account: AccountId = path_id(account)?;
     let actor = actor(&caller, &headers)?;
-    let issued = issue_license(&state, &actor, account, request, now()).await?;
+    let issued = issue_license(&state, &actor, account, request, state.clock.now()).await?;
     tracing::info!(id = %issued.id, kid = %issued.kid, expires_at = issued.expires_at.0, "Issued a license token.");
     Ok(created(issued.revision, issued))
 }
@@ -130,7 +130,7 @@ async fn certify<S: OriginStore>(
         ));
     }
     let actor = actor(&caller, &headers)?;
-    let issued = certify_region(&state, &actor, region, request, now()).await?;
+    let issued = certify_region(&state, &actor, region, request, state.clock.now()).await?;
     tracing::info!(serial = %issued.serial, region = %issued.region, kid = %issued.kid, "Certified a region key.");
     Ok(created(issued.revision, issued))
 }
@@ -187,7 +187,7 @@ async fn rotate<S: OriginStore>(
     let actor = actor(&caller, &headers)?;
     state
         .keys
-        .rotate(&*state.store, &actor, now(), overlap)
+        .rotate(&*state.store, &actor, state.clock.now(), overlap)
         .await?;
     keys_changed(&state)
 }
@@ -202,7 +202,7 @@ async fn retire<S: OriginStore>(
     let actor = actor(&caller, &headers)?;
     state
         .keys
-        .retire(&*state.store, &actor, now(), &kid)
+        .retire(&*state.store, &actor, state.clock.now(), &kid)
         .await?;
     keys_changed(&state)
 }

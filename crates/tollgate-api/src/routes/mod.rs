@@ -31,8 +31,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::time::{SystemTime, UNIX_EPOCH};
-use tollgate_model::{ModelError, UnixSeconds};
+use tollgate_model::ModelError;
 use tollgate_origin::{Op, OriginCommand, OriginResponse, RejectCode};
 
 /// One route: the handler and its documentation, side by side.
@@ -355,15 +354,6 @@ pub fn path_id<T: TryFrom<String, Error = ModelError>>(raw: String) -> Result<T,
     T::try_from(raw).map_err(|e| Problem::bad_request(format!("path: {e}")))
 }
 
-pub fn now() -> UnixSeconds {
-    UnixSeconds(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
-}
-
 pub(crate) fn reason(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     match headers.get("x-tollgate-reason") {
         None => Ok(None),
@@ -386,7 +376,7 @@ pub async fn commit<S: OriginStore>(
 ) -> Result<Response, Problem> {
     let command = OriginCommand {
         actor: caller.key.id.clone(),
-        at: now(),
+        at: state.clock.now(),
         reason: reason(headers)?,
         op,
     };

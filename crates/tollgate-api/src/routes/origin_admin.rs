@@ -202,7 +202,7 @@ async fn create_key<S: OriginStore>(
             KeyOwner::Account(account)
         }
     };
-    let issued = issue_key_for(&body.name, body.scopes, owner, super::now())?;
+    let issued = issue_key_for(&body.name, body.scopes, owner, state.clock.now())?;
     let response = commit(
         &state,
         &caller,

@@ -216,7 +216,7 @@ async fn create<S: OriginStore>(
     headers: HeaderMap,
     Body(body): Body<NewPortalUser>,
 ) -> Result<Response, Problem> {
-    let now = super::now();
+    let now = state.clock.now();
     let id = body.email.trim().to_lowercase();
     let (invite, token) = new_invite(&caller, now)?;
     let user = PortalUser {
@@ -277,7 +277,7 @@ async fn reinvite<S: OriginStore>(
     }
     // The password stays until the invitation is accepted (apply keeps it
     // on a put), so a reset link that is never used locks nobody out.
-    let (invite, token) = new_invite(&caller, super::now())?;
+    let (invite, token) = new_invite(&caller, state.clock.now())?;
     user.invite = Some(invite);
     commit_invite(
         &state,
@@ -341,7 +341,7 @@ async fn list_users<S: OriginStore>(
         .store
         .scan(prefix.as_bytes(), after.as_deref(), limit + 1)?;
     let more = entries.len() > limit;
-    let now = super::now();
+    let now = state.clock.now();
     let mut items = Vec::with_capacity(limit.min(entries.len()));
     let mut last = None;
     for (key, value) in entries.into_iter().take(limit) {

@@ -293,7 +293,7 @@ async fn daily_usage<S: OriginStore>(
         &keys::account(&account),
         &format!("account {account}"),
     )?;
-    let Some(today) = usage_day_of(super::now()) else {
+    let Some(today) = usage_day_of(state.clock.now()) else {
         return Err(Problem::internal(
             "this node's clock is outside the days the usage history holds",
         ));

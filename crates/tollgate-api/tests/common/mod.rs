@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use tollgate_api::auth::issue_key;
-use tollgate_api::{router, AppState, OriginStore};
+use tollgate_api::{router, AppState, Clock, OriginStore};
 use tollgate_model::UnixSeconds;
 use tollgate_origin::{Op, OriginCommand, Scope};
 use tollgate_signing::SealKey;
@@ -35,6 +35,7 @@ pub async fn serve<S: OriginStore>(store: Arc<S>) -> (String, String) {
         metrics: None,
         status: None,
         rate: None,
+        clock: Clock::system(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -11,7 +11,7 @@
 use super::{nav, vendor_only};
 use crate::auth::Viewer;
 use crate::customer::{holdings, request_rows, Holding, RequestRow};
-use crate::web::{encode_query, now, page, random_token, sha256_hex, Chrome, PageError};
+use crate::web::{encode_query, page, random_token, sha256_hex, Chrome, PageError};
 use crate::{words, Shared, BASE};
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -542,7 +542,7 @@ async fn grant<S: OriginStore>(
         id,
         account: account.clone(),
         grant,
-        valid_from: now(),
+        valid_from: portal.app.clock.now(),
         valid_until: parse_date(&form.valid_until)?,
         grace_period_seconds: 0,
         seats: parse_seats(&form.seats, &form.mode, None)?,
@@ -618,7 +618,7 @@ async fn revision<S: OriginStore>(
     // Nothing at or after it: no change has that revision yet.
     let future = records.items.is_empty();
     let record = records.items.into_iter().find(|r| r.revision == revision);
-    let at = now();
+    let at = portal.app.clock.now();
     let mut regions = Vec::new();
     let mut waiting = Vec::new();
     let mut not_reporting = Vec::new();

@@ -10,7 +10,7 @@
 
 use super::{admin_only, nav, vendor_only};
 use crate::auth::{read_json, CsrfOnly, Viewer};
-use crate::web::{encode_query, now, page, random_token, sha256_hex, Chrome, PageError};
+use crate::web::{encode_query, page, random_token, sha256_hex, Chrome, PageError};
 use crate::words;
 use crate::{Shared, BASE};
 use askama::Template;
@@ -322,7 +322,7 @@ async fn regions<S: OriginStore>(
 ) -> Result<Response, PageError> {
     vendor_only(&viewer)?;
     let head = head_revision(&portal)?;
-    let at = now();
+    let at = portal.app.clock.now();
     let mut records = crate::regions::statuses(&*portal.app.store)?;
     records.sort_by(|a, b| a.report.region.cmp(&b.report.region));
     let regions = records
@@ -1159,7 +1159,7 @@ async fn signing<S: OriginStore>(
     vendor_only(&viewer)?;
     admin_only(&viewer)?;
     let set: PublicKeySet = portal.api.get(&viewer.caller, "/v1/keys").await?;
-    let at = now();
+    let at = portal.app.clock.now();
     let keys = set
         .keys
         .into_iter()
@@ -1334,10 +1334,10 @@ fn staff<S: OriginStore>(portal: &Shared<S>) -> Result<(Vec<PortalUser>, bool), 
     }
 }
 
-fn staff_state(u: &PortalUser) -> Status {
+fn staff_state(u: &PortalUser, now: UnixSeconds) -> Status {
     if u.disabled {
         status("Disabled", "bad")
-    } else if u.locked_at(now()) {
+    } else if u.locked_at(now) {
         status("Locked out after wrong passwords", "warn")
     } else if u.invite.is_some() && u.password_hash.is_none() && u.oidc_subject.is_none() {
         status("Invited", "warn")
@@ -1353,10 +1353,11 @@ async fn users_page<S: OriginStore>(
     notice_text: Option<String>,
 ) -> Result<Response, PageError> {
     let (list, truncated) = staff(portal)?;
+    let now = portal.app.clock.now();
     let users = list
         .into_iter()
         .map(|u| StaffRow {
-            state: staff_state(&u),
+            state: staff_state(&u, now),
             disabled: u.disabled,
             role: u.role.label(),
             sign_in: match (&u.password_hash, &u.oidc_subject) {
@@ -1423,6 +1424,7 @@ async fn invite_user<S: OriginStore>(
         ));
     }
     let token = random_token()?;
+    let now = portal.app.clock.now();
     let user = PortalUser {
         id: id.clone(),
         name: form.name.trim().to_string(),
@@ -1432,13 +1434,13 @@ async fn invite_user<S: OriginStore>(
         oidc_subject: None,
         invite: Some(PortalInvite {
             token_sha256: sha256_hex(&token),
-            expires_at: now().plus_seconds(portal.config.invite_seconds),
+            expires_at: now.plus_seconds(portal.config.invite_seconds),
             invited_by: viewer.user.id.clone(),
         }),
         failed_sign_ins: 0,
         locked_until: None,
         disabled: false,
-        created_at: now(),
+        created_at: now,
         sessions: Vec::new(),
     };
     if let Some(problem) = user.invalid() {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tollgate_api::auth::issue_key;
-use tollgate_api::{AppState, MemStore, OriginStore};
+use tollgate_api::{AppState, Clock, MemStore, OriginStore};
 use tollgate_model::*;
 use tollgate_origin::portal::{PortalRole, PortalUser};
 use tollgate_origin::{Op, OriginCommand, OriginResponse, Scope};
@@ -142,6 +142,7 @@ pub async fn serve_on(listener: tokio::net::TcpListener, config: PortalConfig) -
         metrics: None,
         status: None,
         rate: None,
+        clock: Clock::system(),
     };
     let app =
         tollgate_api::router(app_state.clone()).merge(tollgate_portal::router(app_state, config));

@@ -168,10 +168,7 @@ pub fn backup(global: &Global, args: BackupArgs) -> CtlResult<u8> {
         });
     }
     let manifest = Manifest {
-        created_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        created_at: tollgate_clock::Clock::system().now_secs(),
         source: args.data_dir.display().to_string(),
         files: entries,
     };

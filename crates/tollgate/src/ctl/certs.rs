@@ -134,7 +134,7 @@ pub struct ShowArgs {
 }
 
 pub fn run(global: &Global, command: CertsCommand) -> CtlResult<u8> {
-    let now = tollgate_server::clock::now_secs();
+    let now = tollgate_clock::Clock::system().now_secs();
     let value = match command {
         CertsCommand::Init(args) => {
             let value = init(&args, now)?;
@@ -835,7 +835,7 @@ pub(crate) mod testing {
     }
 
     pub(crate) fn pki() -> Pki {
-        let now = tollgate_server::clock::now_secs();
+        let now = tollgate_clock::Clock::system().now_secs();
         let dir = tempfile::tempdir().unwrap();
         let acme = dir.path().join("acme");
         let other = dir.path().join("other");
@@ -903,7 +903,7 @@ mod tests {
 
     #[test]
     fn init_issue_show_round_trip() {
-        let now = tollgate_server::clock::now_secs();
+        let now = tollgate_clock::Clock::system().now_secs();
         let dir = tempfile::tempdir().unwrap();
         let ca_dir = dir.path().join("pki");
         let made = init(&init_args(&ca_dir, "acme.example"), now).unwrap();
@@ -1010,7 +1010,7 @@ mod tests {
 
     #[test]
     fn an_existing_ca_is_not_replaced_without_force() {
-        let now = tollgate_server::clock::now_secs();
+        let now = tollgate_clock::Clock::system().now_secs();
         let dir = tempfile::tempdir().unwrap();
         init(&init_args(dir.path(), "acme.example"), now).unwrap();
         let before = std::fs::read(dir.path().join("ca.key")).unwrap();
@@ -1052,7 +1052,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_with_the_flag_named() {
-        let now = tollgate_server::clock::now_secs();
+        let now = tollgate_clock::Clock::system().now_secs();
         let dir = tempfile::tempdir().unwrap();
         let init_with = |domain: &str, days: u32| {
             init(
@@ -1194,7 +1194,7 @@ mod tests {
 
     #[test]
     fn without_default_names_a_node_has_only_its_own() {
-        let now = tollgate_server::clock::now_secs();
+        let now = tollgate_clock::Clock::system().now_secs();
         let dir = tempfile::tempdir().unwrap();
         init(&init_args(dir.path(), "acme.example"), now).unwrap();
         let issued = issue(

@@ -477,7 +477,7 @@ mod tests {
                 key: Some(node.1.clone()),
             },
             Some(Subject::OriginNode(id)),
-            tollgate_server::clock::now_secs(),
+            tollgate_clock::Clock::system().now_secs(),
         )
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -175,7 +175,7 @@ fn new_local_key(global: &Global, command: KeysCommand) -> CtlResult<u8> {
         KeysCommand::NewLicenseKey { out } => {
             let mut public = Value::Null;
             new_key_file(&out, |path| {
-                let now = tollgate_model::UnixSeconds(tollgate_server::clock::now_secs());
+                let now = tollgate_model::UnixSeconds(tollgate_clock::Clock::system().now_secs());
                 let ring = tollgate_signing::KeyRing::load_or_create(path, now)?;
                 let set = ring.public_set();
                 public = json!({"kid": ring.active_kid(), "public_key": set.keys[0].public_key});

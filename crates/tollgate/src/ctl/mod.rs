@@ -310,10 +310,7 @@ pub fn format_time(seconds: i64) -> String {
 
 /// The current Unix time.
 pub fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    tollgate_clock::Clock::system().now_secs()
 }
 
 #[cfg(test)]

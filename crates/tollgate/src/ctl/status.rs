@@ -312,7 +312,7 @@ mod tests {
                 key: Some(pki.node.1.clone()),
             },
             Some(tollgate_tls::Subject::OriginNode(1)),
-            tollgate_server::clock::now_secs(),
+            tollgate_clock::Clock::system().now_secs(),
         )
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

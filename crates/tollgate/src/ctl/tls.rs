@@ -111,8 +111,12 @@ impl ClientTlsArgs {
         if self.cert.is_some() != self.key.is_some() {
             return Err("--cert and --key go together: give both or neither".into());
         }
-        Transport::for_client(url, &self.options(), tollgate_server::clock::now_secs())
-            .map_err(|e| e.to_string())
+        Transport::for_client(
+            url,
+            &self.options(),
+            tollgate_clock::Clock::system().now_secs(),
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// A reqwest client builder for `url` (HTTP/1.1), with this TLS, or
