@@ -293,11 +293,20 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not flushed on its own: it is a hint that lets a restarted node
-        // re-apply up to it; the next append's flush persists it.
+        // Flushed before openraft applies the entries it covers (it awaits
+        // this, then applies): the applied state, written without a flush,
+        // never outruns a commit index on disk, so a node that loses power
+        // re-applies up to it on start and never answers below a revision
+        // it answered before (the whole-system simulation found a region
+        // node going back from 52 to 51 after a power loss). One fsync per
+        // commit step: single-client commit p50 2.40 -> 2.55 ms in
+        // `benches/replication.rs`.
         let value = encode(&committed).map_err(|e| StorageIOError::write(any_error(e)))?;
         self.meta
             .insert(META_COMMITTED, value)
+            .map_err(|e| StorageIOError::write(any_error(e)))?;
+        self.flush()
+            .await
             .map_err(|e| StorageIOError::write(any_error(e)))?;
         Ok(())
     }
