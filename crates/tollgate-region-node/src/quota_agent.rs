@@ -80,6 +80,31 @@ fn refused(what: &'static str, key: &[u8], error: &str) {
 }
 
 /// Runs while `stop` is false; acts only while this node leads.
+/// HTTP/2 pings on the link to the origin, idle or not: a connection that
+/// a partition left half-open (no reset ever arrives) is given up after
+/// `ORIGIN_KEEPALIVE_INTERVAL + ORIGIN_KEEPALIVE_TIMEOUT` and dialled anew,
+/// instead of timing out every call until the kernel gives up on it (the
+/// whole-system simulation found leases and reports stalled long after a
+/// heal).
+const ORIGIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+const ORIGIN_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The lazily connected channel the quota agent and the reporter use to
+/// reach the origin's quota service.
+pub(crate) fn origin_channel(
+    transport: &tollgate_tls::Transport,
+    origin: &str,
+) -> Result<tonic::transport::Channel, tollgate_tls::TlsError> {
+    let endpoint = transport
+        .endpoint(origin)?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(ORIGIN_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(ORIGIN_KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    Ok(transport.lazy_channel(&endpoint, Expect::Peers(vec![Allow::OriginNodes]), "quota"))
+}
+
 pub(crate) async fn run(
     node: Arc<Node<RegionLogic>>,
     config: QuotaAgentConfig,
@@ -114,18 +139,8 @@ pub(crate) async fn run(
             was_leader = true;
         }
         if client.is_none() {
-            match config.transport.endpoint(&config.origin) {
-                Ok(endpoint) => {
-                    let endpoint = endpoint
-                        .connect_timeout(Duration::from_secs(2))
-                        .timeout(Duration::from_secs(5));
-                    let channel = config.transport.lazy_channel(
-                        &endpoint,
-                        Expect::Peers(vec![Allow::OriginNodes]),
-                        "quota",
-                    );
-                    client = Some(QuotaClient::new(channel));
-                }
+            match origin_channel(&config.transport, &config.origin) {
+                Ok(channel) => client = Some(QuotaClient::new(channel)),
                 Err(error) => {
                     tracing::error!(%error, origin = %config.origin, "The origin's address is invalid.");
                     return;

@@ -23,7 +23,6 @@ use tollgate_proto::origin::v1 as pb;
 use tollgate_proto::origin::v1::quota_client::QuotaClient;
 use tollgate_raft::{Node, StateView};
 use tollgate_region::RegionLogic;
-use tollgate_tls::{Allow, Expect};
 
 /// How long the leader waits for one member's `Status`.
 pub const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -241,19 +240,13 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let look = config.interval.min(LOOK_INTERVAL_MAX);
-    let endpoint = match config.transport.endpoint(&config.origin) {
-        Ok(endpoint) => endpoint
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5)),
+    let channel = match crate::quota_agent::origin_channel(&config.transport, &config.origin) {
+        Ok(channel) => channel,
         Err(error) => {
             tracing::error!(%error, origin = %config.origin, "The origin's address is invalid; the region reports nothing.");
             return;
         }
     };
-    let channel =
-        config
-            .transport
-            .lazy_channel(&endpoint, Expect::Peers(vec![Allow::OriginNodes]), "quota");
     let mut client = QuotaClient::new(channel);
     // What the origin acknowledged last in this term of office (clock
     // readings cleared), and when.
