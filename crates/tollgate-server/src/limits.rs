@@ -186,7 +186,8 @@ impl RateLimiter {
     /// Takes one token of `key`'s bucket, or says how long until one is
     /// there.
     pub fn check(&self, key: &str) -> Result<(), RetryAfter> {
-        self.check_at(key, Instant::now())
+        // tokio's clock: the machine's, or a simulation's.
+        self.check_at(key, tokio::time::Instant::now().into_std())
     }
 
     /// [`RateLimiter::check`] at `now` (tests pass their own clock).

@@ -78,8 +78,13 @@ pub fn count_refusal(port: &'static str, reason: &'static str) {
 }
 
 /// Milliseconds since this process first asked (a monotonic clock that
-/// fits an atomic).
+/// fits an atomic); inside a simulation, the simulation's elapsed time, so
+/// idle timeouts and evictions follow its clock, not the machine's.
 pub(crate) fn monotonic_ms() -> u64 {
+    #[cfg(feature = "sim")]
+    if let Some(elapsed) = turmoil::sim_elapsed() {
+        return u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    }
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }

@@ -384,7 +384,9 @@ async fn bind_all(
                 .collect::<Vec<_>>(),
         );
     }
-    let port = |l: &tollgate_tls::net::TcpListener| l.local_addr().map(|a| a.port()).context("a bound port");
+    let port = |l: &tollgate_tls::net::TcpListener| {
+        l.local_addr().map(|a| a.port()).context("a bound port")
+    };
     let mut concrete = layout.clone();
     concrete.origin = ports::OriginPorts {
         rest: port(&origin.http)?,
