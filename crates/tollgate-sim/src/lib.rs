@@ -22,6 +22,9 @@
 //! it) for tokio's own randomness (which branch of a `select!` goes first)
 //! to follow the seed.
 
+mod http;
+pub mod system;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

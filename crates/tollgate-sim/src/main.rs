@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use tollgate_sim::system::{run_system, SystemOptions};
 use tollgate_sim::{run, Options};
 
 #[derive(Parser)]
@@ -54,6 +55,26 @@ enum Command {
         #[command(flatten)]
         shape: Shape,
     },
+    /// The whole system (a three-node origin, two regions of three, the
+    /// meter and seats) under the chaos workload and checker: one seed, or
+    /// `--seeds N` from `--seed`.
+    System {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How many seeds, from `--seed`.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// Simulated seconds of workload under faults.
+        #[arg(long, default_value_t = 30)]
+        fault_seconds: u64,
+        /// Print the history (one chaos event a line) of each seed.
+        #[arg(long)]
+        history: bool,
+        /// Also print the nodes' log lines to stderr, filtered like
+        /// RUST_LOG; each line names its host.
+        #[arg(long)]
+        log: Option<String>,
+    },
 }
 
 /// Log lines stamped with the simulation's clock.
@@ -75,8 +96,74 @@ fn options(seed: u64, shape: &Shape) -> Options {
     }
 }
 
+fn log_to_stderr(filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        // Simulated milliseconds: the real time differs between runs, the
+        // simulated time does not.
+        .with_timer(SimTime)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn system(seed: u64, seeds: u64, fault_seconds: u64, history: bool) -> ExitCode {
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for seed in seed..seed.saturating_add(seeds) {
+        let options = SystemOptions {
+            seed,
+            fault_seconds,
+        };
+        let run_started = Instant::now();
+        let outcome = run_system(&options);
+        if history {
+            for line in &outcome.history {
+                println!("{line}");
+            }
+        }
+        println!(
+            "seed {seed}: {} events, {} faults, {:.1} s simulated in {:.2} s; {}",
+            outcome.history.len(),
+            outcome.faults,
+            outcome.simulated.as_secs_f64(),
+            run_started.elapsed().as_secs_f64(),
+            outcome.stats
+        );
+        if !outcome.passed() {
+            for violation in &outcome.violations {
+                println!("VIOLATION: {violation}");
+            }
+            println!("FAIL; replay: {}", options.replay_command());
+            failed.push(seed);
+        }
+    }
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    println!(
+        "{seeds} system seeds ({fault_seconds} simulated seconds of faults each) in {:.1} s: {:.1} seeds a minute; {} failed {failed:?}",
+        started.elapsed().as_secs_f64(),
+        seeds as f64 / minutes.max(f64::MIN_POSITIVE),
+        failed.len()
+    );
+    match failed.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::System {
+            seed,
+            seeds,
+            fault_seconds,
+            history,
+            log,
+        } => {
+            if let Some(filter) = log {
+                log_to_stderr(&filter);
+            }
+            system(seed, seeds, fault_seconds, history)
+        }
         Command::Run {
             seed,
             shape,
@@ -84,13 +171,7 @@ fn main() -> ExitCode {
             log,
         } => {
             if let Some(filter) = log {
-                tracing_subscriber::fmt()
-                    .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                    // Simulated milliseconds: the real time differs between
-                    // runs, the simulated time does not.
-                    .with_timer(SimTime)
-                    .with_writer(std::io::stderr)
-                    .init();
+                log_to_stderr(&filter);
             }
             let options = options(seed, &shape);
             let started = Instant::now();
