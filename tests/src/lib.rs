@@ -26,10 +26,7 @@ pub fn init_tracing() {
 /// "now" for data the node will judge against its own clock reads it here,
 /// once, instead of writing a fixed date that turns stale.
 pub fn wall_clock_now() -> tollgate_model::UnixSeconds {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the system clock is after 1970");
-    tollgate_model::UnixSeconds(since_epoch.as_secs() as i64)
+    tollgate_clock::Clock::system().now()
 }
 
 /// The demo data set that `tollgate eval` and `tollgate dev` use.
