@@ -12,12 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tollgate_engine::{
     decide, AccountView, CheckRequest, Decision, Environment, Freshness, LiveState, Location,
-    SeatLease,
+    Reason, SeatLease,
 };
 use tollgate_geo::{GeoDatabases, LocationCounts};
-use tollgate_model::{AccountId, EntitlementId, FeatureId, GeoFacts, PeriodKey, SeatMode, Verb};
+use tollgate_model::{
+    AccountId, EntitlementId, FeatureId, GeoFacts, PeriodKey, SeatMode, UsagePeriodTag, Verb,
+};
 use tollgate_raft::{Node, StateView};
-use tollgate_region::{Counter, RegionLogic};
+use tollgate_region::{Counter, KeyVerdict, RegionLogic};
 use tollgate_server::grpc::error_status;
 use tonic::{Code, Status};
 
@@ -187,21 +189,67 @@ impl Checker {
             }
         };
         let consume = request.check.consume;
-        if consume > 0 {
-            if let Some(key) = &request.idempotency_key {
-                if self.meter.seen(key).map_err(meter_status)? {
-                    // A retry of a counted check: answer, consume nothing.
-                    let mut again = request.check.clone();
-                    again.consume = 0;
-                    return decide_with(&again, None);
+        // A keyed consumption is answered by the log's verdict on its key,
+        // ALLOW or DENY alike (see `usage` in tollgate-region): a retry whose
+        // first attempt's report is still in flight elsewhere must not be
+        // denied here while that report goes on to bill it.
+        let key = request.idempotency_key.as_deref().filter(|_| consume > 0);
+        let counter_of = |decision: &Decision| Counter {
+            account: request.check.account.clone(),
+            feature: request.check.feature.clone(),
+            period: decision.metering.map_or(
+                PeriodKey {
+                    period: UsagePeriodTag::Lifetime,
+                    index: 0,
+                },
+                |m| m.period,
+            ),
+        };
+        let retried = |verdict: KeyVerdict, counter: Option<&Counter>| match verdict {
+            // A retry of a counted check: answer, consume nothing.
+            KeyVerdict::Counted => {
+                let mut again = request.check.clone();
+                again.consume = 0;
+                decide_with(&again, None)
+            }
+            // A retry of a refused one: denied again, for the same reason.
+            KeyVerdict::Refused(reason) => {
+                let exhausted = counter.filter(|_| reason == Reason::UsageCapReached);
+                let mut denied = decide_with(&request.check, exhausted)?;
+                if denied.reason != reason {
+                    denied.reason = reason;
+                    denied.overage = false;
+                    denied.remaining = None;
                 }
+                Ok(denied)
+            }
+        };
+        if let Some(key) = key {
+            if let Some(verdict) = self.meter.verdict(key).map_err(meter_status)? {
+                return retried(verdict, None);
             }
         }
+        // A denial of a keyed consumption is answered once the log holds it.
+        let refuse = |denied: Decision| async {
+            let Some(key) = key else {
+                return Ok(denied);
+            };
+            let counter = counter_of(&denied);
+            match self
+                .meter
+                .refuse(counter.clone(), key.to_owned(), denied.reason)
+                .await
+                .map_err(meter_status)?
+            {
+                KeyVerdict::Refused(_) => Ok(denied),
+                counted @ KeyVerdict::Counted => retried(counted, Some(&counter)),
+            }
+        };
         let decision = decide_with(&request.check, None)?;
-        let Some(metering) = decision
-            .metering
-            .filter(|_| consume > 0 && decision.reason.is_allowed())
-        else {
+        if consume > 0 && !decision.reason.is_allowed() {
+            return refuse(decision).await;
+        }
+        let Some(metering) = decision.metering.filter(|_| consume > 0) else {
             return Ok(decision);
         };
         let counter = Counter {
@@ -222,22 +270,29 @@ impl Checker {
                 {
                     Take::Taken => true,
                     // The region's share is gone: the engine says so.
-                    Take::Exhausted => return decide_with(&request.check, Some(&counter)),
+                    Take::Exhausted => {
+                        return refuse(decide_with(&request.check, Some(&counter))?).await
+                    }
                 }
             }
             _ => false,
         };
         // ALLOW only once the consumption is durable in the region's log.
-        self.meter
+        let verdict = self
+            .meter
             .consume(
-                counter,
+                counter.clone(),
                 consume,
                 request.idempotency_key.clone(),
                 from_chunk,
             )
             .await
             .map_err(meter_status)?;
-        Ok(decision)
+        match verdict {
+            KeyVerdict::Counted => Ok(decision),
+            // Refused first, elsewhere: nothing was counted.
+            refused @ KeyVerdict::Refused(_) => retried(refused, Some(&counter)),
+        }
     }
 }
 

@@ -30,22 +30,25 @@
 //!   check answers UNAVAILABLE (counted in `tollgate_meter_errors_total`),
 //!   never ALLOW past a cap, and nothing is counted twice or skipped.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 use tollgate_clock::Clock;
+use tollgate_engine::Reason;
 use tollgate_raft::{Node, StateView, WriteOutcome};
 use tollgate_region::usage::{
     self, counter_state, parse_chunk_key, MeterLease, CHUNK_PREFIX, USAGE_ENTRIES_PER_COMMAND_MAX,
 };
-use tollgate_region::{Counter, RegionCommand, RegionLogic, RegionResponse, UsageEntry};
+use tollgate_region::{
+    Counter, KeyOutcome, KeyVerdict, RegionCommand, RegionLogic, RegionResponse, UsageEntry,
+};
 use tollgate_server::served::scan_all;
 
-/// Keys of consumptions this node knows durable, to answer a retry on the
-/// same node before its report is applied here.
+/// Keys this node knows decided (counted or refused) in the log, to answer
+/// a retry on the same node before its report is applied here.
 const RECENT_KEYS_MAX: usize = 100_000;
 /// After a wait for a slice came back empty, checks are denied at once
 /// for this long instead of waiting again.
@@ -160,8 +163,9 @@ fn storage(error: impl std::fmt::Display) -> MeterError {
     MeterError::Storage(error.to_string()).counted()
 }
 
-/// The answer a consumption waits for.
-type Waiter = oneshot::Sender<Result<(), MeterError>>;
+/// The answer a consumption (or refusal) waits for: how the log decided
+/// it. An entry without a key is always counted.
+type Waiter = oneshot::Sender<Result<KeyVerdict, MeterError>>;
 
 /// A consumption waiting for a report.
 struct Pending {
@@ -174,7 +178,9 @@ struct Pending {
 struct Inflight {
     batch: u64,
     entries: Vec<UsageEntry>,
-    waiters: Vec<Waiter>,
+    /// Each waiter with the place of its entry among the keyed ones (none:
+    /// it has no key, and may share its entry with others).
+    waiters: Vec<(Option<usize>, Waiter)>,
 }
 
 /// Where the meter is in its life.
@@ -200,7 +206,7 @@ struct State {
     unreported: HashMap<Counter, u64>,
     /// Reports committed and not yet applied here: (log index, entries).
     unapplied: VecDeque<(u64, Vec<UsageEntry>)>,
-    recent_keys: HashSet<String>,
+    recent_keys: HashMap<String, KeyVerdict>,
     recent_order: VecDeque<String>,
     /// The last report sequence used in this incarnation.
     batch: u64,
@@ -281,7 +287,7 @@ impl Meter {
                 inflight: None,
                 unreported: HashMap::new(),
                 unapplied: VecDeque::new(),
-                recent_keys: HashSet::new(),
+                recent_keys: HashMap::new(),
                 recent_order: VecDeque::new(),
                 batch: 0,
                 starved: HashMap::new(),
@@ -359,13 +365,13 @@ impl Meter {
         Ok(applied.saturating_add(unreported))
     }
 
-    /// Whether a consumption with `key` is already counted (durable) here
-    /// or in the region.
-    pub fn seen(&self, key: &str) -> Result<bool, MeterError> {
-        if lock(&self.state).recent_keys.contains(key) {
-            return Ok(true);
+    /// How a consumption with `key` was decided (durable), here or in the
+    /// region, if it was.
+    pub fn verdict(&self, key: &str) -> Result<Option<KeyVerdict>, MeterError> {
+        if let Some(verdict) = lock(&self.state).recent_keys.get(key) {
+            return Ok(Some(*verdict));
         }
-        usage::idempotency_key_seen(self.state_view()?, key, self.clock.now()).map_err(storage)
+        usage::idempotency_key_verdict(self.state_view()?, key, self.clock.now()).map_err(storage)
     }
 
     /// Takes `units` of a hard-capped `counter` whose cap is `limit`,
@@ -481,13 +487,48 @@ impl Meter {
     /// Meters a consumption the engine allowed and answers once it is
     /// durable in the region's log (or why it is not). `from_chunk`: its
     /// units were taken from this node's chunk with [`Meter::take`].
+    /// A keyed one may find its key refused first (nothing counted).
     pub async fn consume(
         &self,
         counter: Counter,
         units: u64,
         key: Option<String>,
         from_chunk: bool,
-    ) -> Result<(), MeterError> {
+    ) -> Result<KeyVerdict, MeterError> {
+        self.submit(UsageEntry {
+            counter,
+            units,
+            idempotency_key: key,
+            from_chunk,
+            refused: None,
+        })
+        .await
+    }
+
+    /// Records that a check consuming under `key` was denied for `reason`,
+    /// and answers once that is durable: [`KeyVerdict::Refused`], or
+    /// [`KeyVerdict::Counted`] when a consumption under the key (an
+    /// earlier attempt, perhaps on another node) was counted first. Until
+    /// the log decides, the key's outcome is unknown: a denial answered
+    /// before could be contradicted by that attempt's report.
+    pub async fn refuse(
+        &self,
+        counter: Counter,
+        key: String,
+        reason: Reason,
+    ) -> Result<KeyVerdict, MeterError> {
+        self.submit(UsageEntry {
+            counter,
+            units: 0,
+            idempotency_key: Some(key),
+            from_chunk: false,
+            refused: Some(reason),
+        })
+        .await
+    }
+
+    async fn submit(&self, entry: UsageEntry) -> Result<KeyVerdict, MeterError> {
+        let (counter, units, from_chunk) = (entry.counter.clone(), entry.units, entry.from_chunk);
         let (waiter, answer) = oneshot::channel();
         {
             let mut state = lock(&self.state);
@@ -506,16 +547,10 @@ impl Meter {
                 }
                 return Err(error.counted());
             }
-            *state.unreported.entry(counter.clone()).or_default() += units;
-            state.pending.push(Pending {
-                entry: UsageEntry {
-                    counter,
-                    units,
-                    idempotency_key: key,
-                    from_chunk,
-                },
-                waiter,
-            });
+            if units > 0 {
+                *state.unreported.entry(counter).or_default() += units;
+            }
+            state.pending.push(Pending { entry, waiter });
         }
         self.wake.notify_one();
         match tokio::time::timeout(self.config.durable_wait, answer).await {
@@ -574,11 +609,38 @@ impl Meter {
             return Ok(!state.pending.is_empty());
         };
         match outcome.response {
-            RegionResponse::Recorded(_) => {
+            RegionResponse::Recorded(recorded) => {
                 metrics::counter!("tollgate_meter_reports_total").increment(1);
-                for entry in &inflight.entries {
-                    if let Some(key) = &entry.idempotency_key {
-                        remember(&mut state, key);
+                let keyed: Vec<&UsageEntry> = inflight
+                    .entries
+                    .iter()
+                    .filter(|e| e.idempotency_key.is_some())
+                    .collect();
+                // A leader that predates refusals says nothing of keys: its
+                // consumptions counted as before; a refusal's outcome is
+                // unknown.
+                let verdicts: Vec<Option<KeyVerdict>> = if recorded.keys.len() == keyed.len() {
+                    recorded
+                        .keys
+                        .iter()
+                        .map(|outcome| {
+                            Some(match outcome {
+                                KeyOutcome::Counted | KeyOutcome::AlreadyCounted => {
+                                    KeyVerdict::Counted
+                                }
+                                KeyOutcome::Refused(reason) => KeyVerdict::Refused(*reason),
+                            })
+                        })
+                        .collect()
+                } else {
+                    keyed
+                        .iter()
+                        .map(|e| e.refused.is_none().then_some(KeyVerdict::Counted))
+                        .collect()
+                };
+                for (entry, verdict) in keyed.iter().zip(&verdicts) {
+                    if let (Some(key), Some(verdict)) = (&entry.idempotency_key, verdict) {
+                        remember(&mut state, key, *verdict);
                     }
                 }
                 if state.unapplied.len() >= UNAPPLIED_MAX {
@@ -594,9 +656,20 @@ impl Meter {
                 state
                     .unapplied
                     .push_back((outcome.log_index, inflight.entries));
-                for waiter in inflight.waiters {
+                for (keyed, waiter) in inflight.waiters {
+                    let answer = match keyed {
+                        None => Ok(KeyVerdict::Counted),
+                        Some(i) => verdicts.get(i).copied().flatten().ok_or_else(|| {
+                            MeterError::Log(
+                                "the region's leader did not say how it decided this key \
+                                 (it predates refusals); retry with the same key"
+                                    .into(),
+                            )
+                            .counted()
+                        }),
+                    };
                     // A check that gave up waiting is gone; its usage counts.
-                    let _gone = waiter.send(Ok(()));
+                    let _gone = waiter.send(answer);
                 }
                 return Ok(!state.pending.is_empty());
             }
@@ -630,7 +703,7 @@ impl Meter {
                 }
             }
         }
-        for waiter in inflight.waiters {
+        for (_, waiter) in inflight.waiters {
             let _gone = waiter.send(Err(error.clone()));
         }
     }
@@ -989,11 +1062,11 @@ impl Meter {
 /// Takes as many pending consumptions as one report holds: keyless ones
 /// summed per counter and chunk (a report carries one line for a thousand
 /// plain checks), keyed ones a line each.
-fn gather(pending: &mut Vec<Pending>) -> (Vec<UsageEntry>, Vec<Waiter>) {
+fn gather(pending: &mut Vec<Pending>) -> (Vec<UsageEntry>, Vec<(Option<usize>, Waiter)>) {
     let mut entries: Vec<UsageEntry> = Vec::new();
     let mut sums: HashMap<(Counter, bool), usize> = HashMap::new();
-    let mut waiters = Vec::new();
-    let mut taken = 0;
+    let mut places = Vec::new();
+    let mut keyed = 0;
     for p in pending.iter() {
         let line = match &p.entry.idempotency_key {
             None => sums
@@ -1004,25 +1077,34 @@ fn gather(pending: &mut Vec<Pending>) -> (Vec<UsageEntry>, Vec<Waiter>) {
         if line.is_none() && entries.len() >= USAGE_ENTRIES_PER_COMMAND_MAX {
             break;
         }
-        taken += 1;
         match line {
-            Some(i) => entries[i].units += p.entry.units,
-            None => {
-                if p.entry.idempotency_key.is_none() {
-                    sums.insert((p.entry.counter.clone(), p.entry.from_chunk), entries.len());
-                }
+            Some(i) => {
+                entries[i].units += p.entry.units;
+                places.push(None);
+            }
+            None if p.entry.idempotency_key.is_none() => {
+                sums.insert((p.entry.counter.clone(), p.entry.from_chunk), entries.len());
                 entries.push(p.entry.clone());
+                places.push(None);
+            }
+            None => {
+                entries.push(p.entry.clone());
+                places.push(Some(keyed));
+                keyed += 1;
             }
         }
     }
-    for p in pending.drain(..taken) {
-        waiters.push(p.waiter);
-    }
+    let taken = places.len();
+    let waiters = places
+        .into_iter()
+        .zip(pending.drain(..taken))
+        .map(|(place, p)| (place, p.waiter))
+        .collect();
     (entries, waiters)
 }
 
-fn remember(state: &mut State, key: &str) {
-    if state.recent_keys.insert(key.to_owned()) {
+fn remember(state: &mut State, key: &str, verdict: KeyVerdict) {
+    if state.recent_keys.insert(key.to_owned(), verdict).is_none() {
         state.recent_order.push_back(key.to_owned());
         if state.recent_order.len() > RECENT_KEYS_MAX {
             if let Some(old) = state.recent_order.pop_front() {

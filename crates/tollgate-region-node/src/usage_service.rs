@@ -7,7 +7,9 @@ use tollgate_model::{AccountId, EntitlementId, FeatureId, SeatMode, SubjectId, V
 use tollgate_proto::convert::{SeatAnswer, SeatHolder, SeatState, UsageAnswer, UsageReport};
 use tollgate_proto::usage::v1 as pb;
 use tollgate_proto::ConvertError;
-use tollgate_region::{Counter, RegionCommand, RegionResponse, SeatAction, SeatOutcome};
+use tollgate_region::{
+    Counter, KeyVerdict, RegionCommand, RegionResponse, SeatAction, SeatOutcome,
+};
 use tonic::{Request, Response, Status};
 
 /// How often an acquire waiting for a leased seat looks again.
@@ -212,7 +214,10 @@ impl pb::usage_server::Usage for UsageService {
             .ok_or_else(|| Status::invalid_argument(format!("feature {feature} is not metered")))?
             .key_at(self.checker.clock.now());
         let meter = &self.checker.meter;
-        let counted = !meter.seen(&idempotency_key).map_err(meter_status)?;
+        let mut counted = meter
+            .verdict(&idempotency_key)
+            .map_err(meter_status)?
+            .is_none();
         if counted {
             let counter = Counter {
                 account,
@@ -220,11 +225,13 @@ impl pb::usage_server::Usage for UsageService {
                 period,
             };
             // Answered once durable: a report the caller sees succeed is
-            // billed, whatever happens to this node next.
-            meter
+            // billed, whatever happens to this node next. A key a check
+            // was refused under first is not counted.
+            counted = meter
                 .consume(counter, units, Some(idempotency_key), false)
                 .await
-                .map_err(meter_status)?;
+                .map_err(meter_status)?
+                == KeyVerdict::Counted;
         }
         Ok(Response::new(UsageAnswer { counted, period }.into()))
     }

@@ -18,7 +18,9 @@ use tollgate_model::{ChangeRecord, EntitlementId, Mutation, SubjectId, UnixSecon
 use tollgate_origin::keys;
 use tollgate_raft::logic::ReadError;
 use tollgate_raft::{Applied, ApplyContext, ReadState, StateMachineLogic, Write};
-pub use usage::{Counter, CounterState, Drawn, MeterLease, Recorded, UsageEntry};
+pub use usage::{
+    Counter, CounterState, Drawn, KeyOutcome, KeyVerdict, MeterLease, Recorded, UsageEntry,
+};
 
 /// When the region last heard from the origin (Unix seconds).
 pub const ORIGIN_CONTACT: &[u8] = b"region/origin-contact";
@@ -651,6 +653,14 @@ impl StateMachineLogic for RegionLogic {
                         "{} usage entries in one command; at most {}",
                         entries.len(),
                         usage::USAGE_ENTRIES_PER_COMMAND_MAX
+                    )));
+                }
+                if let Some(bad) = entries.iter().find(|e| {
+                    e.refused
+                        .is_some_and(|r| r.is_allowed() || e.idempotency_key.is_none())
+                }) {
+                    return Ok(refuse(format!(
+                        "a usage refusal must carry an idempotency key and a denying reason: {bad:?}"
                     )));
                 }
                 let (writes, recorded) = usage::record_usage(state, *node, *batch, *at, entries)?;

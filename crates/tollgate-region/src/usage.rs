@@ -10,6 +10,16 @@
 //! counter, uses up the chunk, and counts a report carrying an idempotency
 //! key already seen (in the last one to two UTC days) only once.
 //!
+//! An idempotency key is decided once, by whichever comes first in the log:
+//! a report that consumes under it (the key is *counted*) or a *refusal*
+//! (a check under that key was denied, [`UsageEntry::refused`]). A
+//! consumption under a key already refused is not counted, and a refusal of
+//! a key already counted writes nothing; [`Recorded::keys`] says which way
+//! each key went, so a node answers every check by the log's verdict. This
+//! is what keeps a bill exact when a check's first attempt timed out with
+//! its report in flight and its retry, on another node that does not know
+//! the key yet, would be denied: the retry waits for the log's verdict.
+//!
 //! A node's meter has a *lease* in the log ([`MeterLease`]): an incarnation,
 //! bumped when the node's meter starts ([`meter_start`]) or when the leader
 //! finds it silent for [`METER_LEASE_SECONDS`] while it holds chunks
@@ -20,6 +30,7 @@
 //! life sent can use them, and its next life numbers reports from 1 again.
 
 use serde::{Deserialize, Serialize};
+use tollgate_engine::Reason;
 use tollgate_model::UnixSeconds;
 use tollgate_raft::logic::ReadError;
 use tollgate_raft::{ReadState, Write};
@@ -97,6 +108,11 @@ pub struct UsageEntry {
     pub idempotency_key: Option<String>,
     /// The units came out of the reporting node's chunk (a hard cap).
     pub from_chunk: bool,
+    /// Not a consumption: the check under `idempotency_key` was denied for
+    /// this reason. Decides the key unless a consumption counted it first;
+    /// `units` is 0 and nothing is counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Reason>,
 }
 
 /// `region/meter/<node>`: a node's [`MeterLease`].
@@ -252,16 +268,49 @@ fn idempotency_key(day: i64, key: &str) -> Vec<u8> {
     format!("region/usage-key/{day:08}/{key}").into_bytes()
 }
 
-/// Whether a report with `key` was already counted (today or yesterday, as
-/// of `at`).
-pub fn idempotency_key_seen(
+/// How the log decided an idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyVerdict {
+    /// A consumption under it was counted.
+    Counted,
+    /// A check under it was denied first, for this reason.
+    Refused(Reason),
+}
+
+/// What a refused key is stored as (a counted one is the time it was
+/// counted, a JSON integer).
+#[derive(Serialize, Deserialize)]
+struct RefusedKey {
+    refused: Reason,
+    at: i64,
+}
+
+/// How a report with `key` was decided (today or yesterday, as of `at`),
+/// if it was.
+pub fn idempotency_key_verdict(
     state: &dyn ReadState,
     key: &str,
     at: UnixSeconds,
-) -> Result<bool, ReadError> {
+) -> Result<Option<KeyVerdict>, ReadError> {
     let today = day(at);
-    Ok(state.get(&idempotency_key(today, key))?.is_some()
-        || state.get(&idempotency_key(today - 1, key))?.is_some())
+    for day in [today, today - 1] {
+        let stored = idempotency_key(day, key);
+        let Some(bytes) = state.get(&stored)? else {
+            continue;
+        };
+        if serde_json::from_slice::<i64>(&bytes).is_ok() {
+            return Ok(Some(KeyVerdict::Counted));
+        }
+        let refused: RefusedKey = serde_json::from_slice(&bytes).map_err(|e| {
+            ReadError(format!(
+                "stored value under {} does not decode: {e}",
+                String::from_utf8_lossy(&stored)
+            ))
+        })?;
+        return Ok(Some(KeyVerdict::Refused(refused.refused)));
+    }
+    Ok(None)
 }
 
 fn read_json<T: serde::de::DeserializeOwned + Default>(
@@ -429,7 +478,7 @@ pub fn last_batch(state: &dyn ReadState, node: u64) -> Result<u64, ReadError> {
 }
 
 /// What [`record_usage`] counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recorded {
     /// Entries added to their counters.
     pub counted: u32,
@@ -437,6 +486,28 @@ pub struct Recorded {
     pub duplicates: u32,
     /// The whole batch was applied before (a retried report): nothing done.
     pub repeated_batch: bool,
+    /// Consumptions not counted because their key was refused first, and
+    /// refusals that decided their key.
+    #[serde(default)]
+    pub refused: u32,
+    /// How the log decided the key of each entry that has one, in order
+    /// (for a repeated batch too: as the state has them now). Empty from a
+    /// node that predates refusals.
+    #[serde(default)]
+    pub keys: Vec<KeyOutcome>,
+}
+
+/// How the log decided one keyed entry of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyOutcome {
+    /// This entry counted its key.
+    Counted,
+    /// The key was counted before (by this consumption's earlier attempt,
+    /// elsewhere or in this report): nothing more counted.
+    AlreadyCounted,
+    /// The key is refused, by this entry or before it: nothing counted.
+    Refused(Reason),
 }
 
 /// Node `node` reports usage at `at` in its report number `batch` (a
@@ -451,8 +522,26 @@ pub fn record_usage(
     entries: &[UsageEntry],
 ) -> Result<(Vec<Write>, Recorded), ReadError> {
     if batch <= last_batch(state, node)? {
+        // Applied before: each key is as that application (or an earlier
+        // entry) left it.
+        let mut keys = Vec::new();
+        for entry in entries {
+            let Some(key) = &entry.idempotency_key else {
+                continue;
+            };
+            keys.push(match idempotency_key_verdict(state, key, at)? {
+                Some(KeyVerdict::Refused(reason)) => KeyOutcome::Refused(reason),
+                Some(KeyVerdict::Counted) => KeyOutcome::AlreadyCounted,
+                // Forgotten since (two days on): as it was first decided.
+                None => match entry.refused {
+                    Some(reason) => KeyOutcome::Refused(reason),
+                    None => KeyOutcome::AlreadyCounted,
+                },
+            });
+        }
         let recorded = Recorded {
             repeated_batch: true,
+            keys,
             ..Recorded::default()
         };
         return Ok((Vec::new(), recorded));
@@ -464,6 +553,30 @@ pub fn record_usage(
     let mut recorded = Recorded::default();
     let today = day(at);
     for entry in entries {
+        if let Some(reason) = entry.refused {
+            // A refusal counts nothing and holds no chunk: it only decides
+            // its key, unless a consumption decided it first.
+            let Some(key) = &entry.idempotency_key else {
+                continue;
+            };
+            let outcome = match idempotency_key_verdict(&overlay, key, at)? {
+                Some(KeyVerdict::Counted) => KeyOutcome::AlreadyCounted,
+                Some(KeyVerdict::Refused(first)) => KeyOutcome::Refused(first),
+                None => {
+                    overlay.put(
+                        idempotency_key(today, key),
+                        &RefusedKey {
+                            refused: reason,
+                            at: at.0,
+                        },
+                    );
+                    recorded.refused += 1;
+                    KeyOutcome::Refused(reason)
+                }
+            };
+            recorded.keys.push(outcome);
+            continue;
+        }
         let counter = &entry.counter;
         let mut counted = counter_state(&overlay, counter)?;
         if entry.from_chunk {
@@ -474,22 +587,29 @@ pub fn record_usage(
             counted.reserved = counted.reserved.saturating_sub(used);
             overlay.put(chunk_key(counter, node), &(held - used));
         }
-        let duplicate = match &entry.idempotency_key {
+        let outcome = match &entry.idempotency_key {
             Some(key) => {
-                let seen = idempotency_key_seen(&overlay, key, at)?;
-                if !seen {
+                let verdict = idempotency_key_verdict(&overlay, key, at)?;
+                if verdict.is_none() {
                     overlay.put(idempotency_key(today, key), &at.0);
                 }
-                seen
+                Some(match verdict {
+                    None => KeyOutcome::Counted,
+                    Some(KeyVerdict::Counted) => KeyOutcome::AlreadyCounted,
+                    Some(KeyVerdict::Refused(reason)) => KeyOutcome::Refused(reason),
+                })
             }
-            None => false,
+            None => None,
         };
-        if duplicate {
-            recorded.duplicates += 1;
-        } else {
-            counted.consumed = counted.consumed.saturating_add(entry.units);
-            recorded.counted += 1;
+        match outcome {
+            Some(KeyOutcome::AlreadyCounted) => recorded.duplicates += 1,
+            Some(KeyOutcome::Refused(_)) => recorded.refused += 1,
+            Some(KeyOutcome::Counted) | None => {
+                counted.consumed = counted.consumed.saturating_add(entry.units);
+                recorded.counted += 1;
+            }
         }
+        recorded.keys.extend(outcome);
         overlay.put(counter_key(counter), &counted);
     }
     overlay.put(batch_key(node), &batch);

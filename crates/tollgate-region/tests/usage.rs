@@ -87,6 +87,7 @@ fn entry(units: u64, key: Option<&str>, from_chunk: bool) -> UsageEntry {
         units,
         idempotency_key: key.map(str::to_string),
         from_chunk,
+        refused: None,
     }
 }
 
@@ -134,6 +135,142 @@ proptest! {
     }
 }
 
+fn refusal(key: &str, reason: tollgate_engine::Reason) -> UsageEntry {
+    UsageEntry {
+        refused: Some(reason),
+        ..entry(0, Some(key), false)
+    }
+}
+
+/// A key is decided once, by the first of a consumption and a refusal in
+/// the log: the consumption of a key already refused counts nothing (and
+/// still leaves the chunk), and a refusal of a key already counted
+/// writes nothing, each saying how the key went.
+#[test]
+fn a_key_is_decided_by_the_first_of_its_consumption_and_its_refusal() {
+    use tollgate_engine::Reason::{Revoked, UsageCapReached};
+    let mut state = MemState::default();
+    slice(&mut state, 1, 100);
+    draw(&mut state, 1, 100, 10);
+    // Refused first (a retry denied on node 2 while node 1's report of
+    // the first attempt was in flight): node 1's report counts nothing.
+    let refused = report(&mut state, 2, vec![refusal("k-1", UsageCapReached)]);
+    assert_eq!(refused.keys, vec![KeyOutcome::Refused(UsageCapReached)]);
+    assert_eq!((refused.counted, refused.refused), (0, 1));
+    let late = report(&mut state, 1, vec![entry(3, Some("k-1"), true)]);
+    assert_eq!(late.keys, vec![KeyOutcome::Refused(UsageCapReached)]);
+    assert_eq!((late.counted, late.refused), (0, 1));
+    let c = counter_state(&state, &counter(1)).unwrap();
+    assert_eq!(c.consumed, 0, "a refused key is never billed");
+    assert_eq!(c.reserved, 7, "its units left node 1's chunk all the same");
+    assert_eq!(
+        usage::idempotency_key_verdict(&state, "k-1", NOW).unwrap(),
+        Some(KeyVerdict::Refused(UsageCapReached))
+    );
+    // A second refusal keeps the first reason.
+    let again = report(&mut state, 2, vec![refusal("k-1", Revoked)]);
+    assert_eq!(again.keys, vec![KeyOutcome::Refused(UsageCapReached)]);
+    assert_eq!(again.refused, 0);
+    // Counted first: a later refusal writes nothing and says so.
+    let counted = report(&mut state, 1, vec![entry(2, Some("k-2"), true)]);
+    assert_eq!(counted.keys, vec![KeyOutcome::Counted]);
+    let refusal_after = report(&mut state, 2, vec![refusal("k-2", UsageCapReached)]);
+    assert_eq!(refusal_after.keys, vec![KeyOutcome::AlreadyCounted]);
+    assert_eq!(refusal_after.refused, 0);
+    assert_eq!(counter_state(&state, &counter(1)).unwrap().consumed, 2);
+    // Within one report, in order; keyless entries have no outcome.
+    let mixed = report(
+        &mut state,
+        2,
+        vec![
+            refusal("k-3", UsageCapReached),
+            entry(1, None, false),
+            entry(1, Some("k-3"), false),
+            entry(1, Some("k-4"), false),
+        ],
+    );
+    assert_eq!(
+        mixed.keys,
+        vec![
+            KeyOutcome::Refused(UsageCapReached),
+            KeyOutcome::Refused(UsageCapReached),
+            KeyOutcome::Counted,
+        ]
+    );
+    assert_eq!(counter_state(&state, &counter(1)).unwrap().consumed, 4);
+}
+
+/// A report applied before says, when it comes again, how each of its keys
+/// stands now, so a node whose answer was lost still answers by the log.
+#[test]
+fn a_repeated_report_says_how_its_keys_stand() {
+    use tollgate_engine::Reason::UsageCapReached;
+    let mut state = MemState::default();
+    let command = RegionCommand::RecordUsage {
+        node: 1,
+        incarnation: 0,
+        batch: 1,
+        at: NOW,
+        entries: vec![
+            entry(1, Some("c"), false),
+            refusal("r", UsageCapReached),
+            entry(1, None, false),
+        ],
+    };
+    let first = apply(&mut state, command.clone());
+    let again = apply(&mut state, command);
+    let RegionResponse::Recorded(first) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        first.keys,
+        vec![KeyOutcome::Counted, KeyOutcome::Refused(UsageCapReached)]
+    );
+    assert_eq!(
+        again,
+        RegionResponse::Recorded(Recorded {
+            repeated_batch: true,
+            keys: vec![
+                KeyOutcome::AlreadyCounted,
+                KeyOutcome::Refused(UsageCapReached)
+            ],
+            ..Recorded::default()
+        })
+    );
+    assert_eq!(counter_state(&state, &counter(1)).unwrap().consumed, 2);
+}
+
+/// A refusal that allows, or names no key, is refused whole.
+#[test]
+fn a_refusal_must_deny_and_name_its_key() {
+    use tollgate_engine::Reason::{Allow, UsageCapReached};
+    let mut state = MemState::default();
+    for bad in [
+        refusal("k", Allow),
+        UsageEntry {
+            idempotency_key: None,
+            ..refusal("k", UsageCapReached)
+        },
+    ] {
+        let answer = apply(
+            &mut state,
+            RegionCommand::RecordUsage {
+                node: 1,
+                incarnation: 0,
+                batch: 1,
+                at: NOW,
+                entries: vec![entry(1, None, false), bad],
+            },
+        );
+        assert!(
+            matches!(answer, RegionResponse::Refused { .. }),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(counter_state(&state, &counter(1)).unwrap().consumed, 0);
+    assert_eq!(last_batch(&state, 1).unwrap(), 0);
+}
+
 #[test]
 fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
     let mut state = MemState::default();
@@ -146,7 +283,9 @@ fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
         Recorded {
             counted: 1,
             duplicates: 0,
-            repeated_batch: false
+            repeated_batch: false,
+            keys: vec![KeyOutcome::Counted],
+            ..Recorded::default()
         }
     );
     // The same batch again (a report whose answer was lost): skipped whole.
@@ -165,7 +304,9 @@ fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
         RegionResponse::Recorded(Recorded {
             counted: 0,
             duplicates: 0,
-            repeated_batch: true
+            repeated_batch: true,
+            keys: vec![KeyOutcome::AlreadyCounted],
+            ..Recorded::default()
         })
     );
     // The same request retried on node 2: counted once, but node 2 did
@@ -176,7 +317,9 @@ fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
         Recorded {
             counted: 0,
             duplicates: 1,
-            repeated_batch: false
+            repeated_batch: false,
+            keys: vec![KeyOutcome::AlreadyCounted],
+            ..Recorded::default()
         }
     );
     let c = counter_state(&state, &counter(1)).unwrap();
@@ -197,7 +340,9 @@ fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
         Recorded {
             counted: 1,
             duplicates: 1,
-            repeated_batch: false
+            repeated_batch: false,
+            keys: vec![KeyOutcome::Counted, KeyOutcome::AlreadyCounted],
+            ..Recorded::default()
         }
     );
     // The next day the key is still known; two days on it is forgotten.
@@ -213,7 +358,9 @@ fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
         RegionResponse::Recorded(Recorded {
             counted: 0,
             duplicates: 1,
-            repeated_batch: false
+            repeated_batch: false,
+            keys: vec![KeyOutcome::AlreadyCounted],
+            ..Recorded::default()
         })
     );
     assert_eq!(
@@ -221,7 +368,9 @@ fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
         RegionResponse::Recorded(Recorded {
             counted: 1,
             duplicates: 0,
-            repeated_batch: false
+            repeated_batch: false,
+            keys: vec![KeyOutcome::Counted],
+            ..Recorded::default()
         })
     );
     assert!(
@@ -555,6 +704,7 @@ fn a_new_meter_incarnation_fences_the_previous_life() {
             units: 3,
             idempotency_key: Some("late".into()),
             from_chunk: true,
+            refused: None,
         }],
     };
     let second = lease(&mut state, RegionCommand::MeterStart { node: 1, at: NOW }).unwrap();
@@ -612,6 +762,7 @@ fn report_as(state: &mut MemState, node: u64, incarnation: u64, batch: u64) -> R
                 units: 1,
                 idempotency_key: None,
                 from_chunk: false,
+                refused: None,
             }],
         },
     ) {

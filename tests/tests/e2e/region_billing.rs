@@ -378,3 +378,167 @@ async fn a_meter_storage_error_is_unavailable_and_loses_or_doubles_nothing() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// A retry denied on another node while the first attempt's report is still
+/// in flight is never billed behind the caller's back. Node A takes the
+/// last unit of a hard cap for key `k` but cannot write its report (its
+/// log writes fail), so the caller hears UNAVAILABLE and retries on node
+/// B, where the cap is spent: B denies, and records the refusal in the log
+/// before it answers. When A's report finally goes through, `k` is
+/// already decided: it counts nothing, and every node answers a further
+/// retry of `k` with the same denial. Without the refusal the bill was one
+/// over the ALLOW answers (simulation seed 206).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_denied_elsewhere_is_never_billed_by_the_first_attempt() {
+    init_tracing();
+    const LIMIT: u64 = 32;
+    let dir = tempfile::tempdir().unwrap();
+    let origin =
+        TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
+    origin.seed(&[]).await;
+    origin
+        .ok(
+            Method::PUT,
+            "/v1/features/exports",
+            json!({"id": "exports", "product": "studio", "name": "exports",
+                "kind": {"metered": {"unit": "export", "period": "lifetime"}}}),
+        )
+        .await;
+    origin
+        .ok(
+            Method::POST,
+            "/v1/entitlements",
+            json!({"id": "e-exports", "account": "acme", "valid_from": 1_700_000_000,
+                "grant": {"feature": {"feature": "exports",
+                    "usage_cap": {"limit": LIMIT, "enforcement": "hard"}}}}),
+        )
+        .await;
+    let head = origin.ok(Method::GET, "/v1/status", json!(null)).await["head_revision"]
+        .as_u64()
+        .unwrap();
+    let region = start_region(3, dir.path(), &origin.node, origin.feed_url(), None, |c| {
+        c.meter.durable_wait = Duration::from_millis(500);
+        // A's last unit stays in its chunk until A's report goes through.
+        c.meter.chunk_idle = Duration::from_secs(600);
+    })
+    .await;
+    wait_until("the region to catch up", DEADLINE, || async {
+        let behind: Vec<_> = region
+            .iter()
+            .filter(|n| n.applied_revision() < head)
+            .map(|n| (n.name().to_string(), n.applied_revision()))
+            .collect();
+        if behind.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("behind {head}: {behind:?}"))
+        }
+    })
+    .await
+    .unwrap();
+    let (a, b) = (&region[0], &region[1]);
+    let client_a = CheckServiceClient::new(tollgate_tests::channel(a.grpc_addr()).await);
+    let client_b = CheckServiceClient::new(tollgate_tests::channel(b.grpc_addr()).await);
+    let check = |client: &CheckServiceClient<_>, key: String| {
+        let mut client = client.clone();
+        async move {
+            client
+                .check(check_request("exports", 1, Some(&key)))
+                .await
+                .map_err(|s| format!("{} {}", error_code(&s), s.message()))
+                .and_then(|r| r.into_inner().decision.ok_or("no decision".to_string()))
+        }
+    };
+    let mut allowed: HashSet<String> = HashSet::new();
+
+    info!("A consumes one unit and so holds a chunk with one more in it.");
+    let first = wait_until("A's meter to start", DEADLINE, || {
+        check(&client_a, "a-0".into())
+    })
+    .await
+    .unwrap();
+    assert!(first.allowed, "{first:?}");
+    allowed.insert("a-0".into());
+
+    info!("B spends the rest of the cap.");
+    let mut n = 0;
+    loop {
+        let key = format!("b-{n}");
+        n += 1;
+        let decision = wait_until("B to answer", DEADLINE, || check(&client_b, key.clone()))
+            .await
+            .unwrap();
+        if !decision.allowed {
+            assert_eq!(
+                decision.reason,
+                pb::Reason::UsageCapReached as i32,
+                "{decision:?}"
+            );
+            break;
+        }
+        allowed.insert(key);
+        assert!(
+            n <= LIMIT as usize,
+            "B was allowed {n} units of a cap of {LIMIT}"
+        );
+    }
+
+    info!("A takes its last unit for `k` but cannot report it: the caller hears UNAVAILABLE.");
+    let faults = a.meter_faults();
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    let lost = check(&client_a, "k".into()).await.unwrap_err();
+    assert!(lost.starts_with("USAGE_UNAVAILABLE"), "{lost}");
+    assert!(
+        a.status().metering.pending_entries > 0,
+        "A's report is in flight"
+    );
+
+    info!("The retry on B is denied, and the refusal is in the log before the answer.");
+    let retry = check(&client_b, "k".into()).await.unwrap();
+    assert!(!retry.allowed, "{retry:?}");
+    assert_eq!(
+        retry.reason,
+        pb::Reason::UsageCapReached as i32,
+        "{retry:?}"
+    );
+
+    info!("A's report goes through at last; `k` stays unbilled.");
+    faults.fail_writes.store(false, Ordering::SeqCst);
+    wait_until("A's report to be taken", DEADLINE, || async {
+        match a.status().metering.pending_entries {
+            0 => Ok(()),
+            n => Err(format!("{n} pending on A")),
+        }
+    })
+    .await
+    .unwrap();
+    let billed = allowed.len() as u64;
+    for node in &region {
+        wait_until("every node to apply the bill", DEADLINE, || async {
+            let c = counter_state(&node.raft().view(), &counter()).map_err(|e| e.to_string())?;
+            if c.consumed == billed {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} has {} consumed; {billed} keys were answered ALLOW",
+                    node.name(),
+                    c.consumed
+                ))
+            }
+        })
+        .await
+        .unwrap();
+    }
+    for (name, client) in [("A", &client_a), ("B", &client_b)] {
+        let again = check(client, "k".into()).await.unwrap();
+        assert!(!again.allowed, "{name}: {again:?}");
+        assert_eq!(again.reason, pb::Reason::UsageCapReached as i32, "{name}");
+    }
+    let counted = counter_state(&a.raft().view(), &counter())
+        .unwrap()
+        .consumed;
+    assert_eq!(counted, billed, "billed exactly the keys answered ALLOW");
+    for node in region {
+        node.shutdown().await.unwrap();
+    }
+}
