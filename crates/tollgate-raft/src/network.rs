@@ -32,7 +32,7 @@ use tollgate_proto::convert::{
     append_entries_request, install_snapshot_request, raft_result_from_proto, vote_request,
 };
 use tollgate_tls::{Allow, Expect, Transport};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::codec::{decode, encode};
 use crate::error::Error;
@@ -133,13 +133,13 @@ impl ChannelPool {
             return Ok(pooled.channel.clone());
         }
         let url = format!("{}://{addr}", self.transport.scheme());
-        let endpoint = Endpoint::from_shared(url)
+        // Keepalive pings while idle too (the transport's default).
+        let endpoint = self
+            .transport
+            .endpoint(&url)
             .map_err(|e| Error::InvalidArgument(format!("bad peer address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_millis(self.config.connect_timeout_ms))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
+            .tcp_nodelay(true);
         let expect = match self.transport.identity().and_then(|me| me.sibling(peer)) {
             Some(sibling) => Expect::Peers(vec![Allow::Exactly(sibling.subject)]),
             // Plaintext (no identity to check), or a holder that is not a

@@ -79,13 +79,11 @@ fn refused(what: &'static str, key: &[u8], error: &str) {
     tracing::warn!(key = %String::from_utf8_lossy(key), what, error, "A stored quota record does not decode; skipped.");
 }
 
-/// Runs while `stop` is false; acts only while this node leads.
-/// HTTP/2 pings on the link to the origin, idle or not: a connection that
-/// a partition left half-open (no reset ever arrives) is given up after
-/// `ORIGIN_KEEPALIVE_INTERVAL + ORIGIN_KEEPALIVE_TIMEOUT` and dialled anew,
-/// instead of timing out every call until the kernel gives up on it (the
-/// whole-system simulation found leases and reports stalled long after a
-/// heal).
+/// HTTP/2 pings on the link to the origin, tighter than the transport's
+/// default: a connection that a partition left half-open (no reset ever
+/// arrives) is given up after `ORIGIN_KEEPALIVE_INTERVAL +
+/// ORIGIN_KEEPALIVE_TIMEOUT` and dialled anew (the whole-system simulation
+/// found leases and reports stalled long after a heal).
 const ORIGIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
 const ORIGIN_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -100,11 +98,11 @@ pub(crate) fn origin_channel(
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(ORIGIN_KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(ORIGIN_KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
+        .keep_alive_timeout(ORIGIN_KEEPALIVE_TIMEOUT);
     Ok(transport.lazy_channel(&endpoint, Expect::Peers(vec![Allow::OriginNodes]), "quota"))
 }
 
+/// Runs while `stop` is false; acts only while this node leads.
 pub(crate) async fn run(
     node: Arc<Node<RegionLogic>>,
     config: QuotaAgentConfig,
