@@ -66,18 +66,20 @@ fn draw(state: &mut MemState, node: u64, limit: u64, want: u64) -> Drawn {
 
 fn report(state: &mut MemState, node: u64, entries: Vec<UsageEntry>) -> Recorded {
     let batch = last_batch(state, node).unwrap() + 1;
-    match apply(
-        state,
-        RegionCommand::RecordUsage {
-            node,
-            incarnation: 0,
-            batch,
-            at: NOW,
-            entries,
-        },
-    ) {
+    match apply(state, record(node, batch, entries)) {
         RegionResponse::Recorded(r) => r,
         other => panic!("{other:?}"),
+    }
+}
+
+/// Node `node`'s usage report number `batch` (incarnation 0, at `NOW`).
+fn record(node: u64, batch: u64, entries: Vec<UsageEntry>) -> RegionCommand {
+    RegionCommand::RecordUsage {
+        node,
+        incarnation: 0,
+        batch,
+        at: NOW,
+        entries,
     }
 }
 
@@ -206,17 +208,15 @@ fn a_key_is_decided_by_the_first_of_its_consumption_and_its_refusal() {
 fn a_repeated_report_says_how_its_keys_stand() {
     use tollgate_engine::Reason::UsageCapReached;
     let mut state = MemState::default();
-    let command = RegionCommand::RecordUsage {
-        node: 1,
-        incarnation: 0,
-        batch: 1,
-        at: NOW,
-        entries: vec![
+    let command = record(
+        1,
+        1,
+        vec![
             entry(1, Some("c"), false),
             refusal("r", UsageCapReached),
             entry(1, None, false),
         ],
-    };
+    );
     let first = apply(&mut state, command.clone());
     let again = apply(&mut state, command);
     let RegionResponse::Recorded(first) = first else {
@@ -252,16 +252,7 @@ fn a_refusal_must_deny_and_name_its_key() {
             ..refusal("k", UsageCapReached)
         },
     ] {
-        let answer = apply(
-            &mut state,
-            RegionCommand::RecordUsage {
-                node: 1,
-                incarnation: 0,
-                batch: 1,
-                at: NOW,
-                entries: vec![entry(1, None, false), bad],
-            },
-        );
+        let answer = apply(&mut state, record(1, 1, vec![entry(1, None, false), bad]));
         assert!(
             matches!(answer, RegionResponse::Refused { .. }),
             "{answer:?}"
@@ -291,13 +282,11 @@ fn a_retried_report_is_counted_once_and_still_leaves_the_chunk() {
     // The same batch again (a report whose answer was lost): skipped whole.
     let again = apply(
         &mut state,
-        RegionCommand::RecordUsage {
-            node: 1,
-            incarnation: 0,
-            batch: 1,
-            at: NOW,
-            entries: vec![entry(3, Some("req-1"), true), entry(4, None, false)],
-        },
+        record(
+            1,
+            1,
+            vec![entry(3, Some("req-1"), true), entry(4, None, false)],
+        ),
     );
     assert_eq!(
         again,

@@ -36,14 +36,16 @@ fn counter() -> Counter {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn billing_is_exactly_once_when_the_leader_crashes_mid_load() {
-    init_tracing();
-    let _heavy = tollgate_tests::heavy_test().await;
-    let dir = tempfile::tempdir().unwrap();
-    let origin =
-        TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
-    origin.seed(&[]).await;
+/// An origin whose catalog has `features` and the metered feature
+/// `exports`, granted to account `acme` with a hard cap of `limit`; and
+/// its head revision.
+async fn origin_with_capped_exports(
+    dir: &std::path::Path,
+    features: &[&str],
+    limit: u64,
+) -> (TestOrigin, u64) {
+    let origin = TestOrigin::start(OriginConfig::new(1, dir.join("origin")), dir).await;
+    origin.seed(features).await;
     origin
         .ok(
             Method::PUT,
@@ -58,12 +60,21 @@ async fn billing_is_exactly_once_when_the_leader_crashes_mid_load() {
             "/v1/entitlements",
             json!({"id": "e-exports", "account": "acme",
                 "grant": {"feature": {"feature": "exports",
-                    "usage_cap": {"limit": CAP, "enforcement": "hard"}}},
+                    "usage_cap": {"limit": limit, "enforcement": "hard"}}},
                 "valid_from": 1_700_000_000}),
         )
         .await["revision"]
         .as_u64()
         .unwrap();
+    (origin, head)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_is_exactly_once_when_the_leader_crashes_mid_load() {
+    init_tracing();
+    let _heavy = tollgate_tests::heavy_test().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, head) = origin_with_capped_exports(dir.path(), &[], CAP).await;
     let region = start_region(3, dir.path(), &origin.node, origin.feed_url(), None, |c| {
         // A dead node's chunk is handed back after 2 s of silence here (a
         // minute by default); live nodes hand idle chunks back sooner.
@@ -239,33 +250,15 @@ fn check_request(feature: &str, consume: u64, key: Option<&str>) -> pb::CheckReq
 async fn a_meter_storage_error_is_unavailable_and_loses_or_doubles_nothing() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let origin =
-        TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
-    origin.seed(&["cad"]).await;
+    let (origin, _) = origin_with_capped_exports(dir.path(), &["cad"], 100).await;
     origin
         .ok(
-            Method::PUT,
-            "/v1/features/exports",
-            json!({"id": "exports", "product": "studio", "name": "exports",
-                "kind": {"metered": {"unit": "export", "period": "lifetime"}}}),
+            Method::POST,
+            "/v1/entitlements",
+            json!({"id": "e-cad", "account": "acme", "grant": {"feature": {"feature": "cad"}},
+                "valid_from": 1_700_000_000}),
         )
         .await;
-    for (id, grant) in [
-        (
-            "e-exports",
-            json!({"feature": {"feature": "exports",
-                "usage_cap": {"limit": 100, "enforcement": "hard"}}}),
-        ),
-        ("e-cad", json!({"feature": {"feature": "cad"}})),
-    ] {
-        origin
-            .ok(
-                Method::POST,
-                "/v1/entitlements",
-                json!({"id": id, "account": "acme", "grant": grant, "valid_from": 1_700_000_000}),
-            )
-            .await;
-    }
     let head = origin.ok(Method::GET, "/v1/status", json!(null)).await["head_revision"]
         .as_u64()
         .unwrap();
@@ -393,29 +386,7 @@ async fn a_retry_denied_elsewhere_is_never_billed_by_the_first_attempt() {
     init_tracing();
     const LIMIT: u64 = 32;
     let dir = tempfile::tempdir().unwrap();
-    let origin =
-        TestOrigin::start(OriginConfig::new(1, dir.path().join("origin")), dir.path()).await;
-    origin.seed(&[]).await;
-    origin
-        .ok(
-            Method::PUT,
-            "/v1/features/exports",
-            json!({"id": "exports", "product": "studio", "name": "exports",
-                "kind": {"metered": {"unit": "export", "period": "lifetime"}}}),
-        )
-        .await;
-    origin
-        .ok(
-            Method::POST,
-            "/v1/entitlements",
-            json!({"id": "e-exports", "account": "acme", "valid_from": 1_700_000_000,
-                "grant": {"feature": {"feature": "exports",
-                    "usage_cap": {"limit": LIMIT, "enforcement": "hard"}}}}),
-        )
-        .await;
-    let head = origin.ok(Method::GET, "/v1/status", json!(null)).await["head_revision"]
-        .as_u64()
-        .unwrap();
+    let (origin, head) = origin_with_capped_exports(dir.path(), &[], LIMIT).await;
     let region = start_region(3, dir.path(), &origin.node, origin.feed_url(), None, |c| {
         c.meter.durable_wait = Duration::from_millis(500);
         // A's last unit stays in its chunk until A's report goes through.
