@@ -234,15 +234,14 @@ impl Checker {
             let Some(key) = key else {
                 return Ok(denied);
             };
-            let counter = counter_of(&denied);
             match self
                 .meter
-                .refuse(counter.clone(), key.to_owned(), denied.reason)
+                .refuse(counter_of(&denied), key.to_owned(), denied.reason)
                 .await
                 .map_err(meter_status)?
             {
                 KeyVerdict::Refused(_) => Ok(denied),
-                counted @ KeyVerdict::Counted => retried(counted, Some(&counter)),
+                KeyVerdict::Counted => retried(KeyVerdict::Counted, None),
             }
         };
         let decision = decide_with(&request.check, None)?;
@@ -252,11 +251,7 @@ impl Checker {
         let Some(metering) = decision.metering.filter(|_| consume > 0) else {
             return Ok(decision);
         };
-        let counter = Counter {
-            account: request.check.account.clone(),
-            feature: request.check.feature.clone(),
-            period: metering.period,
-        };
+        let counter = counter_of(&decision);
         if self.meter.backed_up() {
             return Err(meter_status(MeterError::Backlog));
         }
@@ -281,7 +276,7 @@ impl Checker {
         let verdict = self
             .meter
             .consume(
-                counter.clone(),
+                counter,
                 consume,
                 request.idempotency_key.clone(),
                 from_chunk,
@@ -291,7 +286,7 @@ impl Checker {
         match verdict {
             KeyVerdict::Counted => Ok(decision),
             // Refused first, elsewhere: nothing was counted.
-            refused @ KeyVerdict::Refused(_) => retried(refused, Some(&counter)),
+            refused @ KeyVerdict::Refused(_) => retried(refused, Some(&counter_of(&decision))),
         }
     }
 }

@@ -43,7 +43,7 @@ use tollgate_region::usage::{
     self, counter_state, parse_chunk_key, MeterLease, CHUNK_PREFIX, USAGE_ENTRIES_PER_COMMAND_MAX,
 };
 use tollgate_region::{
-    Counter, KeyOutcome, KeyVerdict, RegionCommand, RegionLogic, RegionResponse, UsageEntry,
+    Counter, KeyVerdict, RegionCommand, RegionLogic, RegionResponse, UsageEntry,
 };
 use tollgate_server::served::scan_all;
 
@@ -611,34 +611,24 @@ impl Meter {
         match outcome.response {
             RegionResponse::Recorded(recorded) => {
                 metrics::counter!("tollgate_meter_reports_total").increment(1);
-                let keyed: Vec<&UsageEntry> = inflight
-                    .entries
-                    .iter()
-                    .filter(|e| e.idempotency_key.is_some())
-                    .collect();
-                // A leader that predates refusals says nothing of keys: its
+                // How the log decided each keyed entry, in order. A leader
+                // that predates refusals says nothing of keys: its
                 // consumptions counted as before; a refusal's outcome is
                 // unknown.
-                let verdicts: Vec<Option<KeyVerdict>> = if recorded.keys.len() == keyed.len() {
-                    recorded
-                        .keys
-                        .iter()
-                        .map(|outcome| {
-                            Some(match outcome {
-                                KeyOutcome::Counted | KeyOutcome::AlreadyCounted => {
-                                    KeyVerdict::Counted
-                                }
-                                KeyOutcome::Refused(reason) => KeyVerdict::Refused(*reason),
-                            })
-                        })
-                        .collect()
-                } else {
-                    keyed
-                        .iter()
-                        .map(|e| e.refused.is_none().then_some(KeyVerdict::Counted))
-                        .collect()
-                };
-                for (entry, verdict) in keyed.iter().zip(&verdicts) {
+                let keyed = inflight
+                    .entries
+                    .iter()
+                    .filter(|e| e.idempotency_key.is_some());
+                let verdicts: Vec<Option<KeyVerdict>> =
+                    if recorded.keys.len() == keyed.clone().count() {
+                        recorded.keys.iter().map(|o| Some(o.verdict())).collect()
+                    } else {
+                        keyed
+                            .clone()
+                            .map(|e| e.refused.is_none().then_some(KeyVerdict::Counted))
+                            .collect()
+                    };
+                for (entry, verdict) in keyed.zip(&verdicts) {
                     if let (Some(key), Some(verdict)) = (&entry.idempotency_key, verdict) {
                         remember(&mut state, key, *verdict);
                     }

@@ -278,12 +278,14 @@ pub enum KeyVerdict {
     Refused(Reason),
 }
 
-/// What a refused key is stored as (a counted one is the time it was
-/// counted, a JSON integer).
+/// What a decided key is stored as: a counted one as the time it was
+/// counted (a JSON integer, as before refusals), a refused one as its
+/// reason and time.
 #[derive(Serialize, Deserialize)]
-struct RefusedKey {
-    refused: Reason,
-    at: i64,
+#[serde(untagged)]
+enum StoredKey {
+    Counted(i64),
+    Refused { refused: Reason, at: i64 },
 }
 
 /// How a report with `key` was decided (today or yesterday, as of `at`),
@@ -295,22 +297,44 @@ pub fn idempotency_key_verdict(
 ) -> Result<Option<KeyVerdict>, ReadError> {
     let today = day(at);
     for day in [today, today - 1] {
-        let stored = idempotency_key(day, key);
-        let Some(bytes) = state.get(&stored)? else {
-            continue;
-        };
-        if serde_json::from_slice::<i64>(&bytes).is_ok() {
-            return Ok(Some(KeyVerdict::Counted));
+        let stored: Option<StoredKey> = read_json(state, &idempotency_key(day, key))?;
+        match stored {
+            Some(StoredKey::Counted(_)) => return Ok(Some(KeyVerdict::Counted)),
+            Some(StoredKey::Refused { refused, .. }) => {
+                return Ok(Some(KeyVerdict::Refused(refused)))
+            }
+            None => {}
         }
-        let refused: RefusedKey = serde_json::from_slice(&bytes).map_err(|e| {
-            ReadError(format!(
-                "stored value under {} does not decode: {e}",
-                String::from_utf8_lossy(&stored)
-            ))
-        })?;
-        return Ok(Some(KeyVerdict::Refused(refused.refused)));
     }
     Ok(None)
+}
+
+/// Decides `key` by `entry` (a consumption, or a refusal when
+/// `entry.refused`) unless the log decided it before, and says how it went
+/// and whether this entry decided it.
+fn decide_key(
+    overlay: &mut Overlay<'_>,
+    key: &str,
+    entry: &UsageEntry,
+    at: UnixSeconds,
+) -> Result<(KeyOutcome, bool), ReadError> {
+    Ok(match idempotency_key_verdict(overlay, key, at)? {
+        Some(before) => (KeyOutcome::decided_before(before), false),
+        None => {
+            let (stored, outcome) = match entry.refused {
+                Some(reason) => (
+                    StoredKey::Refused {
+                        refused: reason,
+                        at: at.0,
+                    },
+                    KeyOutcome::Refused(reason),
+                ),
+                None => (StoredKey::Counted(at.0), KeyOutcome::Counted),
+            };
+            overlay.put(idempotency_key(day(at), key), &stored);
+            (outcome, true)
+        }
+    })
 }
 
 fn read_json<T: serde::de::DeserializeOwned + Default>(
@@ -510,6 +534,24 @@ pub enum KeyOutcome {
     Refused(Reason),
 }
 
+impl KeyOutcome {
+    /// The outcome for an entry whose key the log decided before it.
+    pub fn decided_before(verdict: KeyVerdict) -> KeyOutcome {
+        match verdict {
+            KeyVerdict::Counted => KeyOutcome::AlreadyCounted,
+            KeyVerdict::Refused(reason) => KeyOutcome::Refused(reason),
+        }
+    }
+
+    /// How the key stands after this entry.
+    pub fn verdict(self) -> KeyVerdict {
+        match self {
+            KeyOutcome::Counted | KeyOutcome::AlreadyCounted => KeyVerdict::Counted,
+            KeyOutcome::Refused(reason) => KeyVerdict::Refused(reason),
+        }
+    }
+}
+
 /// Node `node` reports usage at `at` in its report number `batch` (a
 /// batch at or below the last one applied is a retry: skipped). The writes are computed entry by
 /// entry over the state as the earlier entries left it, so a report may
@@ -530,8 +572,7 @@ pub fn record_usage(
                 continue;
             };
             keys.push(match idempotency_key_verdict(state, key, at)? {
-                Some(KeyVerdict::Refused(reason)) => KeyOutcome::Refused(reason),
-                Some(KeyVerdict::Counted) => KeyOutcome::AlreadyCounted,
+                Some(before) => KeyOutcome::decided_before(before),
                 // Forgotten since (two days on): as it was first decided.
                 None => match entry.refused {
                     Some(reason) => KeyOutcome::Refused(reason),
@@ -553,27 +594,15 @@ pub fn record_usage(
     let mut recorded = Recorded::default();
     let today = day(at);
     for entry in entries {
-        if let Some(reason) = entry.refused {
+        if entry.refused.is_some() {
             // A refusal counts nothing and holds no chunk: it only decides
-            // its key, unless a consumption decided it first.
+            // its key, unless a consumption decided it first (apply refuses
+            // a refusal without a key).
             let Some(key) = &entry.idempotency_key else {
                 continue;
             };
-            let outcome = match idempotency_key_verdict(&overlay, key, at)? {
-                Some(KeyVerdict::Counted) => KeyOutcome::AlreadyCounted,
-                Some(KeyVerdict::Refused(first)) => KeyOutcome::Refused(first),
-                None => {
-                    overlay.put(
-                        idempotency_key(today, key),
-                        &RefusedKey {
-                            refused: reason,
-                            at: at.0,
-                        },
-                    );
-                    recorded.refused += 1;
-                    KeyOutcome::Refused(reason)
-                }
-            };
+            let (outcome, decided) = decide_key(&mut overlay, key, entry, at)?;
+            recorded.refused += u32::from(decided);
             recorded.keys.push(outcome);
             continue;
         }
@@ -588,17 +617,7 @@ pub fn record_usage(
             overlay.put(chunk_key(counter, node), &(held - used));
         }
         let outcome = match &entry.idempotency_key {
-            Some(key) => {
-                let verdict = idempotency_key_verdict(&overlay, key, at)?;
-                if verdict.is_none() {
-                    overlay.put(idempotency_key(today, key), &at.0);
-                }
-                Some(match verdict {
-                    None => KeyOutcome::Counted,
-                    Some(KeyVerdict::Counted) => KeyOutcome::AlreadyCounted,
-                    Some(KeyVerdict::Refused(reason)) => KeyOutcome::Refused(reason),
-                })
-            }
+            Some(key) => Some(decide_key(&mut overlay, key, entry, at)?.0),
             None => None,
         };
         match outcome {
