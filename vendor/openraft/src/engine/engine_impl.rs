@@ -15,7 +15,6 @@ use crate::engine::handler::following_handler::FollowingHandler;
 use crate::engine::handler::leader_handler::LeaderHandler;
 use crate::engine::handler::log_handler::LogHandler;
 use crate::engine::handler::replication_handler::ReplicationHandler;
-use crate::engine::handler::replication_handler::SendNone;
 use crate::engine::handler::server_state_handler::ServerStateHandler;
 use crate::engine::handler::snapshot_handler::SnapshotHandler;
 use crate::engine::handler::vote_handler::VoteHandler;
@@ -154,17 +153,19 @@ where C: RaftTypeConfig
             self.state.membership_state.effective().is_voter(&self.config.id)
         );
 
-        // Previously it is a leader. restore it as leader at once
-        if self.state.is_leader(&self.config.id) {
-            self.vote_handler().update_internal_server_state();
-
-            let mut rh = self.replication_handler();
-
-            // Restore the progress about the local log
-            rh.update_local_progress(rh.state.last_log_id().cloned());
-
-            rh.initiate_replication(SendNone::False);
-
+        // PATCHED (Tollgate): a node that was the leader when it stopped
+        // campaigns for a new term instead of resuming its old one. A leader
+        // replicates entries before its own flush (see `submit_leader_append`
+        // in raft_core.rs), so after a power loss its log may lack entries
+        // that followers hold under its term; resuming that term would write
+        // different entries under the same log ids, which Raft's log matching
+        // cannot tell apart. A new term cannot collide.
+        // A leader that is no longer a voter starts as a learner, below.
+        if self.state.is_leader(&self.config.id) && self.state.membership_state.effective().is_voter(&self.config.id)
+        {
+            self.state.server_state = ServerState::Follower;
+            self.elect();
+            tracing::info!("startup done: id={} was the leader: campaigns for a new term", self.config.id);
             return;
         }
 
