@@ -17,6 +17,7 @@ use anyhow::{bail, ensure};
 use common::{expect_value, init_tracing, put, write_over_grpc, Cluster, DEADLINE};
 use tollgate_raft::store::Faults;
 use tollgate_raft::NodeId;
+use tollgate_testkit::wait_until;
 use tracing::info;
 
 fn follower_of(cluster: &Cluster, leader: NodeId) -> NodeId {
@@ -27,8 +28,13 @@ fn follower_of(cluster: &Cluster, leader: NodeId) -> NodeId {
         .expect("a cluster of three has followers")
 }
 
+/// A leader replicates an entry while its own flush runs (the vendored
+/// openraft's change), so a write may still be acknowledged when the
+/// leader's fsync fails: by the two followers, which hold it durably. What
+/// must hold is that nothing acknowledged is lost, and that the leader,
+/// whose disk failed, stops and comes back on what it flushed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_whose_fsync_fails_acknowledges_nothing_and_the_cluster_moves_on(
+async fn a_leader_whose_fsync_fails_loses_no_acknowledged_write_and_the_cluster_moves_on(
 ) -> anyhow::Result<()> {
     init_tracing();
     let mut cluster = Cluster::in_memory(&[1, 2, 3], |_| {}).await?;
@@ -37,7 +43,7 @@ async fn a_leader_whose_fsync_fails_acknowledges_nothing_and_the_cluster_moves_o
 
     info!(
         leader,
-        "Proving that a leader whose fsync fails acknowledges no write."
+        "Failing the leader's fsync, then writing through it."
     );
     let disk = cluster.disk(leader)?;
     disk.set_faults(Faults {
@@ -46,13 +52,17 @@ async fn a_leader_whose_fsync_fails_acknowledges_nothing_and_the_cluster_moves_o
     });
     let answer =
         tokio::time::timeout(DEADLINE, cluster.node(leader)?.write(put("during", "1"))).await;
-    match answer {
+    let acknowledged = match answer {
         Ok(Ok(outcome)) => {
-            bail!("a write was acknowledged by a leader that could not fsync: {outcome:?}")
+            info!(?outcome, "The followers committed the write.");
+            true
         }
-        Ok(Err(error)) => info!(%error, "The leader refused the write."),
+        Ok(Err(error)) => {
+            info!(%error, "The leader refused the write.");
+            false
+        }
         Err(_) => bail!("the leader neither answered nor failed the write within {DEADLINE:?}"),
-    }
+    };
     ensure!(
         disk.stats().failed_flushes >= 1,
         "the fault was never hit: {disk:?}"
@@ -65,6 +75,60 @@ async fn a_leader_whose_fsync_fails_acknowledges_nothing_and_the_cluster_moves_o
 
     info!("Proving that the failed node comes back on what it flushed and catches up.");
     cluster.start(leader).await?;
+    let state = cluster.converged(after.log_index).await?;
+    expect_value(&state, "before", "1")?;
+    expect_value(&state, "after", "1")?;
+    if acknowledged {
+        expect_value(&state, "during", "1")?;
+    }
+    cluster.shutdown_all().await
+}
+
+/// A leader may have sent entries that its own disk never made durable, so
+/// after a restart it must not lead its old term again: it would write
+/// different entries under log ids its followers already hold (the Raft
+/// simulation lost acknowledged writes this way, seeds 11 and 255). The
+/// followers are kept from campaigning, so only the restarted node can
+/// start a term: resuming the old one fails this test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_leader_campaigns_for_a_new_term() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = Cluster::in_memory(&[1, 2, 3], |_| {}).await?;
+    let before = cluster.write(put("before", "1")).await?;
+    let leader = cluster.leader().await?;
+    let term = cluster.node(leader)?.metrics().current_term;
+    for (id, node) in &cluster.nodes {
+        if *id != leader {
+            node.raft().runtime_config().elect(false);
+        }
+    }
+
+    info!(
+        leader,
+        term, "Power-cycling the leader, keeping its whole disk."
+    );
+    cluster.power_loss(leader, usize::MAX).await?;
+    cluster.start(leader).await?;
+    let restarted = wait_until(
+        "the restarted node to lead a new term",
+        DEADLINE,
+        || async {
+            let metrics = cluster.node(leader).map_err(|e| e.to_string())?.metrics();
+            if metrics.state.is_leader() && metrics.current_term > term {
+                Ok(metrics.current_term)
+            } else {
+                Err(format!(
+                    "node {leader}: {:?} in term {} (it led term {term})",
+                    metrics.state, metrics.current_term
+                ))
+            }
+        },
+    )
+    .await?;
+    info!(restarted, "The restarted node leads a new term.");
+
+    let after = cluster.write(put("after", "1")).await?;
+    ensure!(after.log_index > before.log_index);
     let state = cluster.converged(after.log_index).await?;
     expect_value(&state, "before", "1")?;
     expect_value(&state, "after", "1")?;
