@@ -4,8 +4,9 @@
 //! once with part of what they wrote since their last flush gone.
 //!
 //! The invariant each test holds: a write the cluster acknowledged is on
-//! every node after the faults heal, and a node whose disk failed never
-//! acknowledged anything it had not made durable.
+//! every node after the faults heal (a majority had made it durable before
+//! it was acknowledged, whichever node's disk failed), and a node whose disk
+//! failed comes back on what it flushed.
 
 mod common;
 
