@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fmt::Display;
 use std::fmt::Formatter;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -718,22 +719,45 @@ where
     {
         tracing::debug!("append_to_log");
 
+        self.submit_append(entries, vote, last_log_id).await?.await
+    }
+
+    /// PATCHED (Tollgate): submits an append to the log store and returns
+    /// what resolves once the store flushed it (a callback dropped
+    /// unreported is a failed write).
+    async fn submit_append<I>(
+        &mut self,
+        entries: I,
+        vote: Vote<C::NodeId>,
+        last_log_id: LogId<C::NodeId>,
+    ) -> Result<impl Future<Output = Result<(), StorageError<C::NodeId>>> + OptionalSend + 'static, StorageError<C::NodeId>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
         let (tx, rx) = C::AsyncRuntime::oneshot();
         let log_io_id = LogIOId::new(vote, Some(last_log_id));
 
         let callback = LogFlushed::new(log_io_id, tx);
 
         self.log_store.append(entries, callback).await?;
-        rx.await
-            .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?
-            .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
-        Ok(())
+        Ok(async move {
+            rx.await
+                .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?
+                .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
+            Ok(())
+        })
     }
 
     /// PATCHED (Tollgate): submits a leader's append without waiting for
     /// its flush; a task reports the flush back as
     /// [`Notify::LocalLogFlushed`], which moves the leader's own progress.
-    pub(crate) async fn submit_leader_append<I>(
+    ///
+    /// What bounds the flushes outstanding is what bounds the leader's
+    /// appends: its proposals in flight (Tollgate's write batcher holds
+    /// `writes_in_flight_max` of them) plus its blank and membership
+    /// entries.
+    async fn submit_leader_append<I>(
         &mut self,
         entries: I,
         vote: Vote<C::NodeId>,
@@ -743,22 +767,11 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let (tx, rx) = C::AsyncRuntime::oneshot();
-        let log_io_id = LogIOId::new(vote.clone(), Some(last_log_id.clone()));
-        let callback = LogFlushed::new(log_io_id, tx);
-
-        self.log_store.append(entries, callback).await?;
-
+        let flushed = self.submit_append(entries, vote.clone(), last_log_id.clone()).await?;
         let tx_notify = self.tx_notify.clone();
-        // The task ends when the flush reports back; a callback dropped
-        // unreported is a failed write, as in `append_to_log`.
         #[allow(clippy::let_underscore_future)]
         let _ = C::spawn(async move {
-            let result = match rx.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(StorageIOError::write_logs(AnyError::error(e)).into()),
-                Err(e) => Err(StorageIOError::write_logs(AnyError::error(e)).into()),
-            };
+            let result = flushed.await;
             // RaftCore has quit if this fails; nothing is left to tell.
             let _ = tx_notify.send(Notify::LocalLogFlushed {
                 vote,
@@ -767,6 +780,11 @@ where
             });
         });
         Ok(())
+    }
+
+    /// PATCHED (Tollgate): whether this node leads under `vote` now.
+    fn leads_with(&self, vote: &Vote<C::NodeId>) -> bool {
+        self.engine.leader.as_ref().is_some_and(|l| &l.vote == vote)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -1370,7 +1388,7 @@ where
             Notify::LocalLogFlushed { vote, log_id, result } => {
                 result.map_err(Fatal::from)?;
                 // A flush submitted under an earlier leadership moves nothing.
-                if self.engine.leader.as_ref().map(|l| &l.vote) == Some(&vote) {
+                if self.leads_with(&vote) {
                     if let Ok(mut lh) = self.engine.leader_handler() {
                         lh.replication_handler().update_local_progress(Some(log_id));
                     }
@@ -1694,7 +1712,7 @@ where
                 // quorum only when the flush reports back
                 // (`Notify::LocalLogFlushed`). A follower still answers its
                 // leader only once its append is flushed.
-                if self.engine.leader.as_ref().map(|l| &l.vote) == Some(&vote) {
+                if self.leads_with(&vote) {
                     self.submit_leader_append(entries, vote, last_log_id).await?;
                 } else {
                     self.append_to_log(entries, vote, last_log_id.clone()).await?;
