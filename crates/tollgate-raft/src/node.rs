@@ -411,9 +411,9 @@ async fn run_batcher<L: StateMachineLogic>(
         tokio::spawn(async move {
             let _permit = permit;
             // openraft does not always answer an entry its leader loses:
-            // one appended by a node that still believed it led after a
-            // restart, then replaced by a snapshot from the real leader,
-            // is never answered. Waiting for it would hold the batcher's
+            // one appended by a leader deposed before it committed, then
+            // replaced by a snapshot from the next leader, is never
+            // answered. Waiting for it would hold the batcher's
             // permit, and so every later write, forever. Once this node no
             // longer leads in the term it accepted the entry in, the
             // outcome is unknown: say so (a caller retries, and every

@@ -7,14 +7,15 @@
 //! completes them all: appends that arrive while a flush runs share the next
 //! one.
 //!
-//! Measured caveat: openraft 0.9.25's core awaits each append's callback
-//! before running its next command (`RaftCore::append_to_log`), so a node
-//! never has more than one append in flight and the flusher, in practice,
-//! completes one callback per flush. What makes concurrent proposals share a
-//! flush on 0.9 is the write batcher in front of `client_write`
-//! ([`crate::node`]), which packs them into one entry. The flusher keeps the
-//! contract honest (the callback fires only after fdatasync) and groups as
-//! soon as the core pipelines appends (openraft 0.10).
+//! How many appends are in flight: a follower's core (openraft 0.9.25)
+//! awaits each append's callback before running its next command
+//! (`RaftCore::append_to_log`), so it has one at a time. The leader's core,
+//! as patched in `vendor/openraft`, submits an append and goes on
+//! replicating; the flush reports back later. Its appends are bounded by
+//! the write batcher in front of `client_write` ([`crate::node`]:
+//! `writes_in_flight_max` proposals, each packing concurrent writes into
+//! one entry) plus its blank and membership entries, and appends queued
+//! while a flush runs share the next one.
 
 // openraft's StorageError is large; the trait methods return it anyway.
 #![allow(clippy::result_large_err)]
