@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use tollgate_origin::{OriginCommand, OriginLogic, OriginResponse};
 use tollgate_raft::codec::{decode, decode_stored, encode};
 use tollgate_raft::logic::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
-use tollgate_raft::store::{decode_snapshot, encode_pair, SnapshotData, SNAPSHOT_MAGIC};
+use tollgate_raft::store::{
+    decode_snapshot, encode_pair, encode_snapshot, SnapshotData, SNAPSHOT_MAGIC_V1,
+};
 use tollgate_raft::{NodeId, TypeConfig};
 use tollgate_region::{RegionCommand, RegionLogic, RegionResponse};
 
@@ -91,11 +93,13 @@ fn built_entry(u: &mut Unstructured<'_>) -> arbitrary::Result<RegionEntry> {
     })
 }
 
-/// Mode 0: pairs built with `arbitrary`, encoded as a snapshot: they decode
-/// to the same pairs, and a snapshot cut anywhere but between two pairs is
-/// refused. Mode 1: any bytes as a snapshot: one that decodes re-encodes to
-/// exactly those bytes (the format has one spelling), and is read back
-/// unchanged through `SnapshotData`.
+/// Mode 0: pairs built with `arbitrary`, encoded as a snapshot (compressed
+/// blocks, and the older uncompressed format): they decode to the same
+/// pairs, and a snapshot cut anywhere decodes to a prefix of them or is
+/// refused; the uncompressed one is refused unless cut between two pairs.
+/// Mode 1: any bytes as a snapshot: one that decodes re-encodes to the same
+/// pairs (an uncompressed one to exactly those bytes: it has one
+/// spelling), and is read back unchanged through `SnapshotData`.
 pub fn raft_snapshot(data: &[u8]) {
     let mut input = Input::new(data);
     let mode = input.u8() % 2;
@@ -109,7 +113,19 @@ pub fn raft_snapshot(data: &[u8]) {
             .into_iter()
             .filter(|(k, v)| k.len() <= KEY_BYTES_MAX && v.len() <= VALUE_BYTES_MAX)
             .collect();
-        let mut encoded = SNAPSHOT_MAGIC.to_vec();
+        let compressed = encode_snapshot(pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        assert_eq!(
+            decode_snapshot(&compressed).expect("a snapshot decodes"),
+            pairs
+        );
+        if let Ok(fewer) = decode_snapshot(&compressed[..cut % compressed.len()]) {
+            assert_eq!(
+                fewer,
+                pairs[..fewer.len()],
+                "a cut snapshot read other pairs"
+            );
+        }
+        let mut encoded = SNAPSHOT_MAGIC_V1.to_vec();
         let mut boundaries = vec![encoded.len()];
         for (key, value) in &pairs {
             encode_pair(&mut encoded, key, value);
@@ -133,13 +149,15 @@ pub fn raft_snapshot(data: &[u8]) {
         let Ok(pairs) = decode_snapshot(bytes) else {
             return;
         };
-        if !bytes.is_empty() {
-            let mut encoded = SNAPSHOT_MAGIC.to_vec();
+        if bytes.starts_with(SNAPSHOT_MAGIC_V1) {
+            let mut encoded = SNAPSHOT_MAGIC_V1.to_vec();
             for (key, value) in &pairs {
                 encode_pair(&mut encoded, key, value);
             }
-            assert_eq!(encoded, bytes, "a snapshot has one encoding");
+            assert_eq!(encoded, bytes, "an uncompressed snapshot has one encoding");
         }
+        let again = encode_snapshot(pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        assert_eq!(decode_snapshot(&again).expect("re-encoded decodes"), pairs);
         let data = SnapshotData::from_bytes(bytes.to_vec());
         assert_eq!(data.len(), bytes.len() as u64);
         assert_eq!(data.to_vec().expect("in-memory data reads"), bytes);

@@ -8,6 +8,9 @@ use crate::network::NetworkConfig;
 use crate::store::StorageConfig;
 use crate::types::NodeId;
 
+/// Default of [`NodeConfig::snapshot_log_bytes_max`]: 256 MiB.
+pub const SNAPSHOT_LOG_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
+
 /// Everything a node needs to know. Every field has a default except the
 /// id and the data directory.
 #[derive(Debug, Clone)]
@@ -30,6 +33,11 @@ pub struct NodeConfig {
     /// Build a snapshot (and then purge the log) after this many entries
     /// were applied since the last one.
     pub snapshot_logs_since_last: u64,
+    /// Also build a snapshot once the log grew by this many bytes since the
+    /// last one began (or since the node started): a region catching up on
+    /// the origin writes entries of up to 256 KiB, so counting entries
+    /// alone lets the log reach gigabytes. 0: entries only.
+    pub snapshot_log_bytes_max: u64,
     /// Entries kept in the log behind the snapshot, for followers that are
     /// only a little behind.
     pub max_in_snapshot_log_to_keep: u64,
@@ -85,6 +93,7 @@ impl NodeConfig {
             election_timeout_ms_min: 150,
             election_timeout_ms_max: 300,
             snapshot_logs_since_last: 10_000,
+            snapshot_log_bytes_max: SNAPSHOT_LOG_BYTES_MAX_DEFAULT,
             max_in_snapshot_log_to_keep: 1_000,
             snapshot_chunk_bytes_max: 1024 * 1024,
             install_snapshot_timeout_ms: 2_000,
@@ -148,6 +157,12 @@ impl NodeConfig {
         }
         if self.snapshot_logs_since_last == 0 {
             return invalid("snapshot_logs_since_last", "must be at least 1");
+        }
+        if self.snapshot_log_bytes_max != 0 && self.snapshot_log_bytes_max < 1024 * 1024 {
+            return invalid(
+                "snapshot_log_bytes_max",
+                "must be 0 (off) or at least 1 MiB",
+            );
         }
         self.raft_config()?;
         Ok(())

@@ -44,7 +44,7 @@ pub mod status;
 pub mod store;
 pub mod types;
 
-pub use config::NodeConfig;
+pub use config::{NodeConfig, SNAPSHOT_LOG_BYTES_MAX_DEFAULT};
 pub use error::Error;
 pub use inner::WriteOutcome;
 pub use logic::{
@@ -53,6 +53,7 @@ pub use logic::{
 };
 pub use node::Node;
 pub use store::{
-    open_db_for_inspection, open_storage, LogStore, SledStateMachine, StateView, StorageConfig,
+    open_db_for_inspection, open_storage, LogGrowth, LogStore, SledStateMachine, StateView,
+    StorageConfig,
 };
 pub use types::{NodeId, TypeConfig};

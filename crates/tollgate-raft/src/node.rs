@@ -41,6 +41,8 @@ pub struct Node<L: StateMachineLogic> {
     server_stop: Option<tokio::sync::watch::Sender<bool>>,
     batcher: JoinHandle<()>,
     watchdog: Option<JoinHandle<()>>,
+    /// Triggers a snapshot when the log grew past `snapshot_log_bytes_max`.
+    snapshots: Option<JoinHandle<()>>,
 }
 
 /// Start a node and serve until `shutdown` resolves; then shut down
@@ -85,6 +87,8 @@ impl<L: StateMachineLogic> Node<L> {
                 .map_err(|e| Error::Raft(format!("storage open task failed: {e}")))??,
         };
         let flush_stats = log_store.flush_stats();
+        let growth = log_store.log_growth();
+        growth.set_limit(config.snapshot_log_bytes_max);
         let view = state_machine.view();
 
         let pool = Arc::new(ChannelPool::new(
@@ -101,6 +105,8 @@ impl<L: StateMachineLogic> Node<L> {
         )
         .await?;
 
+        let snapshots = (config.snapshot_log_bytes_max > 0)
+            .then(|| tokio::spawn(run_snapshot_trigger::<L>(raft.clone(), growth)));
         let (write_tx, write_rx) = mpsc::channel(config.write_queue_capacity);
         let batcher = tokio::spawn(run_batcher::<L>(
             config.node_id,
@@ -144,6 +150,7 @@ impl<L: StateMachineLogic> Node<L> {
             server_stop: Some(server_stop),
             batcher,
             watchdog,
+            snapshots,
         })
     }
 
@@ -288,10 +295,7 @@ impl<L: StateMachineLogic> Node<L> {
                 Err(_) => tracing::warn!("gRPC server did not stop within 5 s."),
             }
         }
-        self.batcher.abort();
-        if let Some(watchdog) = &self.watchdog {
-            watchdog.abort();
-        }
+        self.abort_tasks();
         raft_result.map_err(|e| Error::Raft(format!("raft core task failed: {e}")))
     }
 
@@ -314,13 +318,24 @@ impl<L: StateMachineLogic> Node<L> {
             server.abort();
             let _ = server.await;
         }
+        self.abort_tasks();
+        // openraft 0.9 offers no way to stop its tasks other than shutdown;
+        // it does not flush anything on the way out.
+        let _ = self.inner.raft.shutdown().await;
+    }
+}
+
+impl<L: StateMachineLogic> Node<L> {
+    /// Stops the node's own tasks (the batcher, the watchdog, the snapshot
+    /// trigger); Raft's are stopped by its shutdown.
+    fn abort_tasks(&self) {
         self.batcher.abort();
         if let Some(watchdog) = &self.watchdog {
             watchdog.abort();
         }
-        // openraft 0.9 offers no way to stop its tasks other than shutdown;
-        // it does not flush anything on the way out.
-        let _ = self.inner.raft.shutdown().await;
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.abort();
+        }
     }
 }
 
@@ -329,10 +344,7 @@ impl<L: StateMachineLogic> Drop for Node<L> {
         if let Some(server) = self.server.take() {
             server.abort();
         }
-        self.batcher.abort();
-        if let Some(watchdog) = &self.watchdog {
-            watchdog.abort();
-        }
+        self.abort_tasks();
         // openraft's core holds a sender to itself and so never stops on its
         // own: a Node dropped without `shutdown()` would keep its Raft (and
         // its data directory's lock) alive. Stop it in the background.
@@ -342,6 +354,38 @@ impl<L: StateMachineLogic> Drop for Node<L> {
             handle.spawn(async move {
                 let _ = raft.shutdown().await;
             });
+        }
+    }
+}
+
+/// Asks Raft for a snapshot whenever the log grew past the byte limit
+/// since the last one began (see [`crate::store::LogGrowth`]).
+async fn run_snapshot_trigger<L: StateMachineLogic>(
+    raft: Raft<L>,
+    growth: Arc<crate::store::LogGrowth>,
+) {
+    loop {
+        growth.reached().await;
+        let mut metrics = raft.metrics();
+        let before = metrics.borrow().snapshot;
+        let grown = growth.bytes();
+        tracing::info!(
+            log_bytes = grown,
+            "The log grew past snapshot_log_bytes_max since the last snapshot: building one."
+        );
+        if raft.trigger().snapshot().await.is_err() {
+            return; // Raft stopped.
+        }
+        // Until a build began (it resets the count) or one in progress
+        // ended (then a new one is asked for).
+        loop {
+            let ended = metrics.borrow().snapshot != before;
+            if ended || growth.bytes() < grown {
+                break;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
         }
     }
 }

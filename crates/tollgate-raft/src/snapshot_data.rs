@@ -3,7 +3,10 @@
 //! A snapshot this node built, or installed, is stored in sled in pieces and
 //! read piece by piece as it is streamed, so neither starting a node nor
 //! sending a snapshot holds a whole snapshot in memory. A snapshot being
-//! received is collected in memory until it is installed.
+//! received is written into pieces as its chunks arrive (staged), and the
+//! install reads it back from them; the pieces of a received snapshot that
+//! is never installed are removed when it is dropped (or, after a crash,
+//! at the next start).
 
 use std::io::{self, SeekFrom};
 use std::pin::Pin;
@@ -59,10 +62,61 @@ impl StoredPieces {
         self.prefix == prefix
     }
 
+    /// Pieces being written for a snapshot being received: removed when
+    /// the last handle goes, unless an install adopts them first.
+    pub(crate) fn staging(tree: Tree, prefix: Vec<u8>) -> Arc<Self> {
+        Arc::new(StoredPieces {
+            tree,
+            prefix,
+            retired: AtomicBool::new(true),
+        })
+    }
+
+    /// The pieces' key prefix.
+    pub(crate) fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
     /// A newer snapshot replaced this one: remove the pieces once nobody
     /// reads them.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::SeqCst);
+    }
+
+    /// An install made these (staged) pieces the current snapshot's: keep them.
+    pub(crate) fn adopt(&self) {
+        self.retired.store(false, Ordering::SeqCst);
+    }
+
+    /// Writes `data` at byte `position` (at most the length written so far:
+    /// no holes), piece by piece.
+    fn write_at(&self, position: u64, mut data: &[u8]) -> io::Result<()> {
+        let mut position = position;
+        while !data.is_empty() {
+            let index = position / PIECE_BYTES as u64;
+            let offset = (position % PIECE_BYTES as u64) as usize;
+            let n = (PIECE_BYTES - offset).min(data.len());
+            let key = piece_key(&self.prefix, index);
+            let mut piece = match self.tree.get(&key).map_err(io::Error::other)? {
+                Some(piece) => piece.to_vec(),
+                None => Vec::new(),
+            };
+            if piece.len() < offset {
+                return Err(io::Error::other(format!(
+                    "snapshot piece {index} holds {} bytes; a write at {offset} would leave a hole",
+                    piece.len()
+                )));
+            }
+            let end = offset + n;
+            if piece.len() < end {
+                piece.resize(end, 0);
+            }
+            piece[offset..end].copy_from_slice(&data[..n]);
+            self.tree.insert(&key, piece).map_err(io::Error::other)?;
+            data = &data[n..];
+            position += n as u64;
+        }
+        Ok(())
     }
 }
 
@@ -80,10 +134,19 @@ impl Drop for StoredPieces {
 
 enum Bytes {
     Memory(Vec<u8>),
-    Stored { pieces: Arc<StoredPieces>, len: u64 },
+    Stored {
+        pieces: Arc<StoredPieces>,
+        len: u64,
+    },
+    /// Being received: written into pieces as it comes.
+    Staging {
+        pieces: Arc<StoredPieces>,
+        len: u64,
+    },
 }
 
-/// A snapshot's bytes: in memory, or stored in sled and read lazily.
+/// A snapshot's bytes: in memory, stored in sled and read lazily, or being
+/// received into sled.
 pub struct SnapshotData {
     bytes: Bytes,
     position: u64,
@@ -106,11 +169,29 @@ impl SnapshotData {
         }
     }
 
+    /// A snapshot to be received into `pieces` (made by
+    /// [`StoredPieces::staging`]).
+    pub(crate) fn staging(pieces: Arc<StoredPieces>) -> Self {
+        SnapshotData {
+            bytes: Bytes::Staging { pieces, len: 0 },
+            position: 0,
+        }
+    }
+
+    /// The pieces a received snapshot was staged into, for an install to
+    /// adopt (`None`: not staged).
+    pub(crate) fn staged_pieces(&self) -> Option<&Arc<StoredPieces>> {
+        match &self.bytes {
+            Bytes::Staging { pieces, .. } => Some(pieces),
+            _ => None,
+        }
+    }
+
     /// The snapshot's size in bytes.
     pub fn len(&self) -> u64 {
         match &self.bytes {
             Bytes::Memory(v) => v.len() as u64,
-            Bytes::Stored { len, .. } => *len,
+            Bytes::Stored { len, .. } | Bytes::Staging { len, .. } => *len,
         }
     }
 
@@ -119,11 +200,11 @@ impl SnapshotData {
         self.len() == 0
     }
 
-    /// Every byte, in memory (installing a received snapshot; tests).
+    /// Every byte, in memory (tests, small snapshots).
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
         match &self.bytes {
             Bytes::Memory(v) => Ok(v.clone()),
-            Bytes::Stored { pieces, len } => {
+            Bytes::Stored { pieces, len } | Bytes::Staging { pieces, len } => {
                 let mut out = Vec::with_capacity(*len as usize);
                 for index in 0..len.div_ceil(PIECE_BYTES as u64) {
                     out.extend_from_slice(&piece(pieces, index)?);
@@ -143,8 +224,58 @@ impl SnapshotData {
     pub fn into_vec(self) -> io::Result<Vec<u8>> {
         match self.bytes {
             Bytes::Memory(v) => Ok(v),
-            Bytes::Stored { .. } => self.to_vec(),
+            Bytes::Stored { .. } | Bytes::Staging { .. } => self.to_vec(),
         }
+    }
+
+    /// Reads the bytes from the start, one piece in memory at a time.
+    pub fn reader(&self) -> SnapshotReader<'_> {
+        SnapshotReader {
+            data: self,
+            position: 0,
+        }
+    }
+
+    /// Copies up to `buf.len()` bytes from `position`; 0 at the end.
+    fn read_at(&self, position: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if position >= self.len() || buf.is_empty() {
+            return Ok(0);
+        }
+        match &self.bytes {
+            Bytes::Memory(v) => {
+                let from = &v[position as usize..];
+                let n = from.len().min(buf.len());
+                buf[..n].copy_from_slice(&from[..n]);
+                Ok(n)
+            }
+            Bytes::Stored { pieces, .. } | Bytes::Staging { pieces, .. } => {
+                let index = position / PIECE_BYTES as u64;
+                let offset = (position % PIECE_BYTES as u64) as usize;
+                let piece = piece(pieces, index)?;
+                let Some(from) = piece.get(offset..).filter(|rest| !rest.is_empty()) else {
+                    return Err(io::Error::other(format!(
+                        "snapshot piece {index} is shorter than its place in the snapshot"
+                    )));
+                };
+                let n = from.len().min(buf.len());
+                buf[..n].copy_from_slice(&from[..n]);
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// A blocking reader over a snapshot's bytes (see [`SnapshotData::reader`]).
+pub struct SnapshotReader<'a> {
+    data: &'a SnapshotData,
+    position: u64,
+}
+
+impl io::Read for SnapshotReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.data.read_at(self.position, buf)?;
+        self.position += n as u64;
+        Ok(n)
     }
 }
 
@@ -165,30 +296,8 @@ impl AsyncRead for SnapshotData {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let position = self.position;
-        if position >= self.len() || buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        let n = match &self.bytes {
-            Bytes::Memory(v) => {
-                let from = &v[position as usize..];
-                let n = from.len().min(buf.remaining());
-                buf.put_slice(&from[..n]);
-                n
-            }
-            Bytes::Stored { pieces, .. } => {
-                let index = position / PIECE_BYTES as u64;
-                let offset = (position % PIECE_BYTES as u64) as usize;
-                let piece = piece(pieces, index)?;
-                let Some(from) = piece.get(offset..).filter(|rest| !rest.is_empty()) else {
-                    return Poll::Ready(Err(io::Error::other(format!(
-                        "snapshot piece {index} is shorter than its place in the snapshot"
-                    ))));
-                };
-                let n = from.len().min(buf.remaining());
-                buf.put_slice(&from[..n]);
-                n
-            }
-        };
+        let n = self.read_at(position, buf.initialize_unfilled())?;
+        buf.advance(n);
         self.position += n as u64;
         Poll::Ready(Ok(()))
     }
@@ -221,19 +330,34 @@ impl AsyncWrite for SnapshotData {
         _cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let position = self.position as usize;
-        let Bytes::Memory(v) = &mut self.bytes else {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a stored snapshot is read-only",
-            )));
-        };
-        let end = position + data.len();
-        if v.len() < end {
-            v.resize(end, 0);
+        let position = self.position;
+        let end = position + data.len() as u64;
+        match &mut self.bytes {
+            Bytes::Memory(v) => {
+                let (position, end) = (position as usize, end as usize);
+                if v.len() < end {
+                    v.resize(end, 0);
+                }
+                v[position..end].copy_from_slice(data);
+            }
+            Bytes::Staging { pieces, len } => {
+                if position > *len {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("a snapshot chunk at byte {position}, past the {len} received"),
+                    )));
+                }
+                pieces.write_at(position, data)?;
+                *len = (*len).max(end);
+            }
+            Bytes::Stored { .. } => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "a stored snapshot is read-only",
+                )))
+            }
         }
-        v[position..end].copy_from_slice(data);
-        self.position = end as u64;
+        self.position = end;
         Poll::Ready(Ok(data.len()))
     }
 

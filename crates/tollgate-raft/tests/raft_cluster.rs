@@ -232,6 +232,47 @@ fn small_snapshots(config: &mut tollgate_raft::NodeConfig) {
     config.snapshot_chunk_bytes_max = 1024;
 }
 
+/// openraft 0.9 counts entries; a few large entries (a region catching up
+/// on the origin) must still lead to a snapshot and a purged log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_grown_by_bytes_is_snapshotted_on_every_node() -> anyhow::Result<()> {
+    init_tracing();
+    let cluster = Cluster::formed(&[1, 2, 3], |config| {
+        config.snapshot_logs_since_last = 10_000;
+        config.max_in_snapshot_log_to_keep = 0;
+        config.snapshot_log_bytes_max = 1024 * 1024;
+    })
+    .await?;
+    let leader = cluster.leader().await?;
+    let before = cluster.node(leader)?.raft().metrics().borrow().snapshot;
+    ensure!(before.is_none(), "a snapshot before any write: {before:?}");
+    // 16 entries of 120 KiB: far from 10,000 entries, past 1 MiB.
+    let value = "v".repeat(120 * 1024);
+    let mut last = 0;
+    for i in 0..16 {
+        last = cluster
+            .write(put(format!("big{i:02}"), value.clone()))
+            .await?
+            .log_index;
+    }
+    for id in [1, 2, 3] {
+        let m = cluster
+            .node(id)?
+            .wait_until(DEADLINE, "a snapshot and a purged log", |m| {
+                m.snapshot.is_some() && m.purged.is_some()
+            })
+            .await?;
+        ensure!(
+            m.snapshot.is_some_and(|s| s.index <= last),
+            "node {id}: snapshot {:?} beyond the last write {last}",
+            m.snapshot
+        );
+    }
+    let state = cluster.converged(last).await?;
+    ensure!(state.len() == 16, "state has {} keys", state.len());
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fourth_node_catches_up_by_snapshot_then_membership_changes() -> anyhow::Result<()> {
     init_tracing();

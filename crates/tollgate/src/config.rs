@@ -453,6 +453,10 @@ pub struct Raft {
     /// A snapshot is built after this many log entries; it bounds the log
     /// on disk and what a lagging member replays.
     pub snapshot_logs_since_last: u64,
+    /// A snapshot is also built once the log grew by this many bytes since
+    /// the last one (a region catching up on the origin writes entries of
+    /// up to 256 KiB each). 0: count entries only.
+    pub snapshot_log_bytes: u64,
     /// Entries kept behind a snapshot, so a member a little behind catches
     /// up from the log instead of a whole snapshot.
     pub logs_kept_after_snapshot: u64,
@@ -465,6 +469,7 @@ impl Raft {
         config.election_timeout_ms_min = self.election_timeout_ms_min;
         config.election_timeout_ms_max = self.election_timeout_ms_max;
         config.snapshot_logs_since_last = self.snapshot_logs_since_last;
+        config.snapshot_log_bytes_max = self.snapshot_log_bytes;
         config.max_in_snapshot_log_to_keep = self.logs_kept_after_snapshot;
     }
 }
@@ -476,6 +481,7 @@ impl Default for Raft {
             election_timeout_ms_min: 150,
             election_timeout_ms_max: 300,
             snapshot_logs_since_last: 10_000,
+            snapshot_log_bytes: tollgate_raft::SNAPSHOT_LOG_BYTES_MAX_DEFAULT,
             logs_kept_after_snapshot: 1_000,
         }
     }
@@ -1007,6 +1013,13 @@ impl NodeFile {
             raft.snapshot_logs_since_last,
             100..=10_000_000,
         )?;
+        if raft.snapshot_log_bytes != 0 {
+            within(
+                "raft.snapshot_log_bytes",
+                raft.snapshot_log_bytes,
+                1024 * 1024..=1024 * 1024 * 1024 * 1024,
+            )?;
+        }
         within(
             "raft.logs_kept_after_snapshot",
             raft.logs_kept_after_snapshot,

@@ -31,8 +31,8 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError};
 
 use super::{
-    any_error, META_COMMITTED, META_LAST_PURGED, META_VOTE, STORED_VALUE_BYTES_MAX, TREE_LOG,
-    TREE_META,
+    any_error, LogGrowth, META_COMMITTED, META_LAST_PURGED, META_VOTE, STORED_VALUE_BYTES_MAX,
+    TREE_LOG, TREE_META,
 };
 use crate::codec::{decode_stored, encode};
 use crate::error::Error;
@@ -186,6 +186,7 @@ pub struct LogStore<L> {
     log: Tree,
     meta: Tree,
     flusher: Arc<Flusher>,
+    growth: Arc<LogGrowth>,
     _logic: PhantomData<fn() -> L>,
 }
 
@@ -196,13 +197,14 @@ impl<L> Clone for LogStore<L> {
             log: self.log.clone(),
             meta: self.meta.clone(),
             flusher: self.flusher.clone(),
+            growth: self.growth.clone(),
             _logic: PhantomData,
         }
     }
 }
 
 impl<L: StateMachineLogic> LogStore<L> {
-    pub(crate) fn open(db: Db) -> Result<Self, Error> {
+    pub(crate) fn open(db: Db, growth: Arc<LogGrowth>) -> Result<Self, Error> {
         let log = db.open_tree(TREE_LOG)?;
         let meta = db.open_tree(TREE_META)?;
         let flusher = Arc::new(Flusher::spawn(db.clone())?);
@@ -211,8 +213,14 @@ impl<L: StateMachineLogic> LogStore<L> {
             log,
             meta,
             flusher,
+            growth,
             _logic: PhantomData,
         })
+    }
+
+    /// How many bytes the log grew by since the last snapshot began.
+    pub fn log_growth(&self) -> Arc<LogGrowth> {
+        self.growth.clone()
     }
 
     /// The group-commit counters of this store.
@@ -329,8 +337,10 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
         I::IntoIter: Send,
     {
         let mut batch = Batch::default();
+        let mut bytes = 0;
         for entry in entries {
             let value = encode(&entry).map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+            bytes += value.len() as u64;
             // Larger values would become sled blobs, which sled never fsyncs;
             // the write batcher's byte limit keeps entries well below this.
             if value.len() > STORED_VALUE_BYTES_MAX {
@@ -350,6 +360,7 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
         self.log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+        self.growth.add(bytes);
         self.flusher.stats.appends.fetch_add(1, Ordering::Relaxed);
         if let Some(db) = &self.flusher.inline {
             let result = db.flush();

@@ -22,13 +22,17 @@ mod snapshot;
 mod state_machine;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::kv::{DiskStats, Faults, MemDisk};
 pub use crate::snapshot_data::SnapshotData;
 pub use log_store::{FlushStats, LogReader, LogStore};
-pub use snapshot::{decode_snapshot, encode_pair, for_each_pair, Pair, SNAPSHOT_MAGIC};
+pub use snapshot::{
+    decode_snapshot, encode_pair, encode_snapshot, for_each_pair, read_pairs, Pair, SnapshotWriter,
+    SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1,
+};
 pub use state_machine::{SledStateMachine, SnapshotBuilder, StateView};
 
 use crate::error::Error;
@@ -48,8 +52,12 @@ pub(crate) const META_SNAPSHOT_META: &[u8] = b"snapshot_meta";
 pub(crate) const META_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
 /// The stored snapshot's length in bytes.
 pub(crate) const META_SNAPSHOT_LEN: &[u8] = b"snapshot_len";
-/// Stored snapshots' pieces: `snapshot_pieces/<snapshot id>/<u64 BE>`.
+/// Stored snapshots' pieces: `snapshot_pieces/<set>/<u64 BE>`, where the
+/// set is the id of a snapshot this node built, or `receiving-<n>` for one
+/// it received.
 pub(crate) const META_SNAPSHOT_PIECES: &[u8] = b"snapshot_pieces/";
+/// The set holding the current snapshot's pieces (absent: its id).
+pub(crate) const META_SNAPSHOT_SET: &[u8] = b"snapshot_set";
 
 /// Default sled page-cache size: 64 MiB (sled's own default is 1 GiB).
 pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
@@ -67,7 +75,14 @@ pub struct StorageConfig {
     /// Keep the data on this disk in memory instead of in `data_dir`: for
     /// simulations and fault tests only (nothing survives the process).
     pub memory: Option<MemDisk>,
+    /// How much of a snapshot's undo map (the values applies replaced while
+    /// the snapshot copies the state) stays in memory; the rest goes to a
+    /// scratch tree on disk.
+    pub undo_memory_bytes_max: usize,
 }
+
+/// Default of [`StorageConfig::undo_memory_bytes_max`]: 32 MiB.
+pub const UNDO_MEMORY_BYTES_MAX_DEFAULT: usize = 32 * 1024 * 1024;
 
 impl StorageConfig {
     /// Defaults for `data_dir`.
@@ -77,6 +92,7 @@ impl StorageConfig {
             cache_capacity_bytes: CACHE_CAPACITY_BYTES_DEFAULT,
             lock_wait_ms_max: 5_000,
             memory: None,
+            undo_memory_bytes_max: UNDO_MEMORY_BYTES_MAX_DEFAULT,
         }
     }
 
@@ -167,14 +183,65 @@ fn open_sled(config: &StorageConfig) -> Result<(sled::Db, std::fs::File), Error>
     }
 }
 
+/// The byte side of the snapshot policy (openraft 0.9's own policy counts
+/// entries, and a few entries of 256 KiB weigh as much as thousands of
+/// small ones): the bytes appended to the log since the last snapshot
+/// began, or since the node started, and a signal once they reach a limit.
+#[derive(Debug, Default)]
+pub struct LogGrowth {
+    bytes: AtomicU64,
+    /// 0: no limit.
+    limit: AtomicU64,
+    reached: tokio::sync::Notify,
+}
+
+impl LogGrowth {
+    /// Counts `n` bytes appended.
+    pub(crate) fn add(&self, n: u64) {
+        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        let limit = self.limit.load(Ordering::Relaxed);
+        if limit > 0 && total >= limit {
+            self.reached.notify_one();
+        }
+    }
+
+    /// A snapshot began: what it covers no longer counts.
+    pub(crate) fn reset(&self) {
+        self.bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// The bytes appended since the last snapshot began (or the start).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets the limit (0: none).
+    pub fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Waits until the bytes reach the limit.
+    pub async fn reached(&self) {
+        loop {
+            let notified = self.reached.notified();
+            let limit = self.limit.load(Ordering::Relaxed);
+            if limit > 0 && self.bytes() >= limit {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Open (or create) a node's storage: its log store and state machine.
 pub fn open_storage<L: StateMachineLogic>(
     config: &StorageConfig,
     logic: Arc<L>,
 ) -> Result<(LogStore<L>, SledStateMachine<L>), Error> {
     let db = open_db(config)?;
-    let log_store = LogStore::open(db.clone())?;
-    let state_machine = SledStateMachine::open(db, logic)?;
+    let growth = Arc::new(LogGrowth::default());
+    let log_store = LogStore::open(db.clone(), growth.clone())?;
+    let state_machine = SledStateMachine::open(db, logic, growth, config.undo_memory_bytes_max)?;
     Ok((log_store, state_machine))
 }
 

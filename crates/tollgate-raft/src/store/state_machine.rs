@@ -3,16 +3,16 @@
 // openraft's StorageError is large; the trait methods return it anyway.
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 
-use super::snapshot::{encode_pair, for_each_pair, Pair, SNAPSHOT_MAGIC};
+use super::snapshot::{read_pairs, Pair, SnapshotWriter};
 use super::{
-    any_error, META_SM_GENERATION, META_SNAPSHOT_DATA, META_SNAPSHOT_LEN, META_SNAPSHOT_META,
-    META_SNAPSHOT_PIECES, SM_TREE_PREFIX, TREE_META,
+    any_error, LogGrowth, META_SM_GENERATION, META_SNAPSHOT_DATA, META_SNAPSHOT_LEN,
+    META_SNAPSHOT_META, META_SNAPSHOT_PIECES, META_SNAPSHOT_SET, SM_TREE_PREFIX, TREE_META,
 };
 use crate::codec::{decode_stored, encode};
 use crate::error::Error;
@@ -184,11 +184,117 @@ impl ReadState for Overlay<'_> {
     }
 }
 
+/// The scratch tree an undo map moves to once it outgrows its memory.
+const TREE_UNDO: &str = "snapshot.undo";
+
 /// While a snapshot copies the state, the value each data key had when the
 /// snapshot began, recorded by the first apply that writes the key
 /// (`None`: it did not exist). The copy reads these instead of the live
 /// values, so applies go on while it runs.
-type Undo = HashMap<Vec<u8>, Option<Value>>;
+///
+/// Bounded: past `memory_bytes_max` the entries go to a scratch tree,
+/// which is never flushed on purpose (a crash ends the build anyway) and
+/// is dropped when the build ends and at every start.
+struct Undo {
+    memory: HashMap<Vec<u8>, Option<Value>>,
+    memory_bytes: usize,
+    memory_bytes_max: usize,
+    spill: Option<Tree>,
+    spilled: usize,
+}
+
+/// What one entry costs in memory, roughly: the bytes and the map's own.
+fn undo_entry_bytes(key: &[u8], old: &Option<Value>) -> usize {
+    key.len() + old.as_ref().map_or(0, |v| v.len()) + 64
+}
+
+impl Undo {
+    fn new(memory_bytes_max: usize) -> Self {
+        Undo {
+            memory: HashMap::new(),
+            memory_bytes: 0,
+            memory_bytes_max,
+            spill: None,
+            spilled: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.memory.len() + self.spilled
+    }
+
+    /// The value `key` had when the snapshot began, if an apply has
+    /// written it since.
+    fn get(&self, key: &[u8]) -> Result<Option<Option<Value>>, Error> {
+        if let Some(old) = self.memory.get(key) {
+            return Ok(Some(old.clone()));
+        }
+        match &self.spill {
+            Some(tree) => Ok(tree.get(key)?.map(|v| decode_undo(&v))),
+            None => Ok(None),
+        }
+    }
+
+    /// Records `key`'s value at the snapshot's point, unless recorded.
+    fn record(&mut self, db: &Db, key: Vec<u8>, tree: &Tree) -> Result<(), Error> {
+        if self.get(&key)?.is_some() {
+            return Ok(());
+        }
+        let old = tree.get(&key)?;
+        let bytes = undo_entry_bytes(&key, &old);
+        if self.memory_bytes + bytes <= self.memory_bytes_max {
+            self.memory_bytes += bytes;
+            self.memory.insert(key, old);
+            return Ok(());
+        }
+        let spill = match &self.spill {
+            Some(spill) => spill,
+            None => {
+                tracing::info!(
+                    entries = self.memory.len(),
+                    bytes = self.memory_bytes,
+                    "A snapshot's undo map reached its memory bound; the rest goes to disk."
+                );
+                self.spill.insert(db.open_tree(TREE_UNDO)?)
+            }
+        };
+        let mut value = Vec::with_capacity(1 + old.as_ref().map_or(0, |v| v.len()));
+        match old {
+            Some(old) => {
+                value.push(1);
+                value.extend_from_slice(&old);
+            }
+            None => value.push(0),
+        }
+        spill.insert(&key, value)?;
+        self.spilled += 1;
+        Ok(())
+    }
+
+    /// Every entry, from memory then from disk.
+    fn for_each(
+        &self,
+        mut visit: impl FnMut(&[u8], &Option<Value>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        for (key, old) in &self.memory {
+            visit(key, old)?;
+        }
+        if let Some(spill) = &self.spill {
+            for item in spill.range::<&[u8], _>(..) {
+                let (key, value) = item?;
+                visit(&key, &decode_undo(&value))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode_undo(value: &[u8]) -> Option<Value> {
+    match value.split_first() {
+        Some((1, old)) => Some(Value::from(old)),
+        _ => None,
+    }
+}
 
 /// Locks a mutex whose holders never leave its value half-written, so a
 /// panic elsewhere (poisoning) is no reason to stop.
@@ -212,11 +318,22 @@ pub struct SledStateMachine<L> {
     undo: Arc<Mutex<Option<Undo>>>,
     /// The current snapshot's pieces, once anyone has asked for them.
     current_pieces: Arc<Mutex<Option<Arc<StoredPieces>>>>,
+    /// The log's growth since the last snapshot (reset when one begins).
+    growth: Arc<LogGrowth>,
+    /// How much of a snapshot's undo map stays in memory.
+    undo_memory_bytes_max: usize,
 }
 
 impl<L: StateMachineLogic> SledStateMachine<L> {
-    pub(crate) fn open(durable: Db, logic: Arc<L>) -> Result<Self, Error> {
+    pub(crate) fn open(
+        durable: Db,
+        logic: Arc<L>,
+        growth: Arc<LogGrowth>,
+        undo_memory_bytes_max: usize,
+    ) -> Result<Self, Error> {
         let db = durable.clone();
+        // A build the node was running when it stopped left its scratch.
+        db.drop_tree(TREE_UNDO)?;
         let meta = db.open_tree(TREE_META)?;
         let number: u64 = read_sys(&meta, META_SM_GENERATION)?.unwrap_or(0);
         let current_name = sm_tree_name(number);
@@ -234,8 +351,8 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
             current: Arc::new(RwLock::new(Generation { number, tree })),
         };
         migrate_legacy_snapshot(&meta)?;
-        let current: Option<SnapshotMeta> = read_sys(&meta, META_SNAPSHOT_META)?;
-        remove_stale_pieces(&meta, current.as_ref().map(|m| m.snapshot_id.as_str()))?;
+        let current = current_set(&meta)?;
+        remove_stale_pieces(&meta, current.as_deref())?;
         durable.flush()?;
         Ok(SledStateMachine {
             db: durable,
@@ -245,6 +362,8 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
             snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
             undo: Arc::new(Mutex::new(None)),
             current_pieces: Arc::new(Mutex::new(None)),
+            growth,
+            undo_memory_bytes_max,
         })
     }
 
@@ -350,10 +469,7 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
             return Ok(());
         };
         for key in keys {
-            if let std::collections::hash_map::Entry::Vacant(slot) = undo.entry(data_key(key)) {
-                let old = tree.get(slot.key())?;
-                slot.insert(old);
-            }
+            undo.record(&self.db, data_key(key), tree)?;
         }
         Ok(())
     }
@@ -370,29 +486,38 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
             remove_pieces(&self.meta, &meta.snapshot_id)?;
             return Ok(());
         }
+        let previous = current_set(&self.meta)?;
         // The pieces are durable before anything names them.
         self.db.flush_async().await?;
-        let batch = snapshot_batch(None, meta, len)?;
+        let batch = snapshot_batch(None, meta, &meta.snapshot_id, len)?;
         self.meta.apply_batch(batch)?;
         self.db.flush_async().await?;
-        self.switch_pieces(
-            &meta.snapshot_id,
-            existing.as_ref().map(|e| e.snapshot_id.as_str()),
-        )?;
+        self.switch_pieces(&meta.snapshot_id, previous.as_deref())?;
         Ok(())
     }
 }
 
-fn pieces_prefix(snapshot_id: &str) -> Vec<u8> {
+/// The key prefix of the pieces of snapshot set `set`.
+fn pieces_prefix(set: &str) -> Vec<u8> {
     let mut k = META_SNAPSHOT_PIECES.to_vec();
-    k.extend_from_slice(snapshot_id.as_bytes());
+    k.extend_from_slice(set.as_bytes());
     k.push(b'/');
     k
 }
 
-/// Writes a snapshot's bytes into the meta tree as pieces under its id,
-/// as they come, so the whole snapshot is never in memory. Nothing names
-/// the pieces until [`snapshot_batch`] does.
+/// The set holding the current snapshot's pieces, if there is a snapshot.
+fn current_set(meta: &Tree) -> Result<Option<String>, Error> {
+    let Some(current) = read_sys::<SnapshotMeta>(meta, META_SNAPSHOT_META)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        read_sys::<String>(meta, META_SNAPSHOT_SET)?.unwrap_or(current.snapshot_id),
+    ))
+}
+
+/// Writes a snapshot's bytes into the meta tree as pieces of a set, as
+/// they come, so the whole snapshot is never in memory. Nothing names the
+/// pieces until [`snapshot_batch`] does.
 struct PieceWriter<'a> {
     tree: &'a Tree,
     prefix: Vec<u8>,
@@ -402,12 +527,12 @@ struct PieceWriter<'a> {
 }
 
 impl<'a> PieceWriter<'a> {
-    fn new(tree: &'a Tree, snapshot_id: &str) -> Result<Self, Error> {
-        // A leftover of an earlier attempt under the same id is garbage.
-        remove_pieces(tree, snapshot_id)?;
+    fn new(tree: &'a Tree, set: &str) -> Result<Self, Error> {
+        // A leftover of an earlier attempt under the same set is garbage.
+        remove_pieces(tree, set)?;
         Ok(PieceWriter {
             tree,
-            prefix: pieces_prefix(snapshot_id),
+            prefix: pieces_prefix(set),
             pending: Vec::with_capacity(PIECE_BYTES),
             index: 0,
             len: 0,
@@ -445,14 +570,25 @@ impl<'a> PieceWriter<'a> {
     }
 }
 
-/// Removes the stored pieces of one snapshot.
-fn remove_pieces(tree: &Tree, snapshot_id: &str) -> Result<(), Error> {
-    Ok(remove_prefix(tree, &pieces_prefix(snapshot_id))?)
+impl std::io::Write for PieceWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        PieceWriter::write(self, buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
-/// Removes every stored piece but the current snapshot's: left by a build
-/// or an install that a crash interrupted. The current snapshot's own
-/// range is skipped, not read.
+/// Removes the stored pieces of one set.
+fn remove_pieces(tree: &Tree, set: &str) -> Result<(), Error> {
+    Ok(remove_prefix(tree, &pieces_prefix(set))?)
+}
+
+/// Removes every stored piece but the current snapshot's: left by a build,
+/// a receive or an install that a crash interrupted. The current
+/// snapshot's own range is skipped, not read.
 fn remove_stale_pieces(tree: &Tree, current: Option<&str>) -> Result<(), Error> {
     let mut all_end = META_SNAPSHOT_PIECES.to_vec();
     *all_end.last_mut().expect("a non-empty prefix") += 1;
@@ -504,11 +640,61 @@ fn migrate_legacy_snapshot(tree: &Tree) -> Result<(), Error> {
     Ok(())
 }
 
-/// One batch that names the stored snapshot (its meta and length), plus the
-/// new state-machine generation when installing.
-fn snapshot_batch(generation: Option<u64>, meta: &SnapshotMeta, len: u64) -> Result<Batch, Error> {
+/// Fills a fresh generation tree from a snapshot, in bounded batches, and
+/// records the snapshot's point in it.
+fn fill_generation(
+    tree: &Tree,
+    snapshot: &SnapshotData,
+    last_log_id: Vec<u8>,
+    membership: Vec<u8>,
+) -> Result<(), Error> {
+    const INSTALL_BATCH_PAIRS: usize = 4096;
+    let mut batch = Batch::default();
+    let mut batched = 0;
+    read_pairs(snapshot.reader(), |k, v| {
+        if k.len() > KEY_BYTES_MAX || v.len() > VALUE_BYTES_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "snapshot pair of {} + {} bytes exceeds the limits",
+                k.len(),
+                v.len()
+            )));
+        }
+        batch.insert(data_key(k), v);
+        batched += 1;
+        if batched == INSTALL_BATCH_PAIRS {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            batched = 0;
+        }
+        Ok(())
+    })?;
+    batch.insert(SYS_LAST_APPLIED, last_log_id);
+    batch.insert(SYS_MEMBERSHIP, membership);
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+/// The set named by a pieces prefix (`snapshot_pieces/<set>/`).
+fn set_of(prefix: &[u8]) -> Result<String, Error> {
+    prefix
+        .strip_prefix(META_SNAPSHOT_PIECES)
+        .and_then(|rest| rest.strip_suffix(b"/"))
+        .and_then(|set| std::str::from_utf8(set).ok())
+        .map(str::to_string)
+        .ok_or_else(|| Error::InvalidArgument("a staged snapshot outside the pieces".into()))
+}
+
+/// One batch that names the stored snapshot (its meta, the set holding its
+/// pieces, its length), plus the new state-machine generation when
+/// installing.
+fn snapshot_batch(
+    generation: Option<u64>,
+    meta: &SnapshotMeta,
+    set: &str,
+    len: u64,
+) -> Result<Batch, Error> {
     let mut batch = Batch::default();
     batch.insert(META_SNAPSHOT_META, encode(meta)?);
+    batch.insert(META_SNAPSHOT_SET, encode(&set)?);
     batch.insert(META_SNAPSHOT_LEN, encode(&len)?);
     if let Some(generation) = generation {
         batch.insert(META_SM_GENERATION, encode(&generation)?);
@@ -548,7 +734,13 @@ impl<L> Drop for SnapshotBuilder<L> {
     fn drop(&mut self) {
         if self.guard.is_some() {
             // Abandoned mid-build: applies stop recording.
-            *lock(&self.sm.undo) = None;
+            let undo = lock(&self.sm.undo).take();
+            if undo.is_some_and(|undo| undo.spill.is_some()) {
+                if let Err(error) = self.sm.db.drop_tree(TREE_UNDO) {
+                    // The next start drops it.
+                    tracing::warn!(%error, "Dropping an abandoned snapshot's undo tree failed.");
+                }
+            }
         }
     }
 }
@@ -563,14 +755,16 @@ impl<L> SledStateMachine<L> {
             snapshot_lock: self.snapshot_lock.clone(),
             undo: self.undo.clone(),
             current_pieces: self.current_pieces.clone(),
+            growth: self.growth.clone(),
+            undo_memory_bytes_max: self.undo_memory_bytes_max,
         }
     }
 
-    /// A handle on `snapshot_id`'s pieces: the shared one when it is the
-    /// current snapshot (the first ask after a start makes it), otherwise
+    /// A handle on the pieces of `set`: the shared one when they are the
+    /// current snapshot's (the first ask after a start makes it), otherwise
     /// (a build an install overtook) one that is never retired.
-    fn pieces_of(&self, snapshot_id: &str) -> Arc<StoredPieces> {
-        let prefix = pieces_prefix(snapshot_id);
+    fn pieces_of(&self, set: &str) -> Arc<StoredPieces> {
+        let prefix = pieces_prefix(set);
         let mut current = lock(&self.current_pieces);
         match current.as_ref() {
             Some(pieces) if pieces.is(&prefix) => pieces.clone(),
@@ -581,17 +775,15 @@ impl<L> SledStateMachine<L> {
         }
     }
 
-    /// `snapshot_id`'s pieces are now the current snapshot's (its meta is
+    /// The pieces of `set` are now the current snapshot's (its meta is
     /// durable); the previous snapshot's go once nobody reads them.
-    fn switch_pieces(&self, snapshot_id: &str, previous: Option<&str>) -> Result<(), Error> {
-        let pieces = StoredPieces::new(self.meta.clone(), pieces_prefix(snapshot_id));
+    fn switch_pieces(&self, set: &str, previous: Option<&str>) -> Result<(), Error> {
+        let pieces = StoredPieces::new(self.meta.clone(), pieces_prefix(set));
         let old = lock(&self.current_pieces).replace(pieces);
         match (old, previous) {
             (Some(old), _) => old.retire(),
             // Nobody was handed the previous snapshot: remove it now.
-            (None, Some(previous)) if previous != snapshot_id => {
-                remove_pieces(&self.meta, previous)?
-            }
+            (None, Some(previous)) if previous != set => remove_pieces(&self.meta, previous)?,
             (None, _) => {}
         }
         Ok(())
@@ -610,7 +802,8 @@ impl<L> SledStateMachine<L> {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, sequence),
             None => format!("0-0-{sequence}"),
         };
-        *lock(&self.undo) = Some(Undo::new());
+        *lock(&self.undo) = Some(Undo::new(self.undo_memory_bytes_max));
+        self.growth.reset();
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership.unwrap_or_default(),
@@ -621,46 +814,46 @@ impl<L> SledStateMachine<L> {
 
     /// Copies the state as it stood at `begin_snapshot` into the snapshot's
     /// pieces; its length. A key is read live unless an apply has since
-    /// written it, then from the undo map; keys deleted before the copy
-    /// reached them come from the undo map at the end. (A key written after
-    /// the copy passed it may appear twice, both times with its value at
-    /// the snapshot's point.) Memory stays at one piece plus the undo map.
+    /// written it, then from the undo map; at the end every recorded value
+    /// is written once more, which brings in the keys deleted before the
+    /// copy reached them. (So a key may appear twice, both times with its
+    /// value at the snapshot's point.) Memory stays at one block plus the
+    /// undo map's bound.
     fn copy_state(&self, tree: &Tree, snapshot_id: &str) -> Result<u64, Error> {
         let started = std::time::Instant::now();
-        let mut writer = PieceWriter::new(&self.meta, snapshot_id)?;
-        writer.write(SNAPSHOT_MAGIC)?;
-        let mut pair = Vec::new();
-        let mut emit = |writer: &mut PieceWriter, key: &[u8], value: &[u8]| {
-            pair.clear();
-            encode_pair(&mut pair, &key[1..], value);
-            writer.write(&pair)
+        let pieces = PieceWriter::new(&self.meta, snapshot_id)?;
+        let mut writer = SnapshotWriter::new(pieces).map_err(Error::Io)?;
+        let emit = |writer: &mut SnapshotWriter<PieceWriter>, key: &[u8], value: &[u8]| {
+            writer.pair(&key[1..], value).map_err(Error::Io)
         };
-        let mut replaced_seen = HashSet::new();
         for item in tree.scan_prefix([DATA_PREFIX]) {
             let (key, live) = item?;
             // Read the live value first, then look for an earlier value: an
             // apply records the old value before it writes the new one.
-            let replaced = lock(&self.undo)
-                .as_ref()
-                .and_then(|undo| undo.get(key.as_ref()).cloned());
+            let replaced = match lock(&self.undo).as_ref() {
+                Some(undo) => undo.get(key.as_ref())?,
+                None => None,
+            };
             match replaced {
                 None => emit(&mut writer, &key, &live)?,
-                Some(old) => {
-                    replaced_seen.insert(key.to_vec());
-                    if let Some(old) = old {
-                        emit(&mut writer, &key, &old)?;
-                    }
-                }
+                Some(Some(old)) => emit(&mut writer, &key, &old)?,
+                Some(None) => {} // created after the snapshot's point
             }
         }
-        let undo = lock(&self.undo).take().unwrap_or_default();
-        let replaced = undo.len();
-        for (key, old) in undo {
-            if let Some(old) = old.filter(|_| !replaced_seen.contains(&key)) {
-                emit(&mut writer, &key, &old)?;
+        let undo = lock(&self.undo).take();
+        let replaced = undo.as_ref().map_or(0, Undo::len);
+        if let Some(undo) = undo {
+            undo.for_each(|key, old| match old {
+                Some(old) => emit(&mut writer, key, old),
+                None => Ok(()),
+            })?;
+            if undo.spill.is_some() {
+                drop(undo);
+                self.db.drop_tree(TREE_UNDO)?;
             }
         }
-        let len = writer.finish()?;
+        let (pieces, _) = writer.finish().map_err(Error::Io)?;
+        let len = pieces.finish()?;
         tracing::info!(
             snapshot_id,
             bytes = len,
@@ -679,13 +872,14 @@ impl<L> SledStateMachine<L> {
         let Some(meta) = read_sys::<SnapshotMeta>(&self.meta, META_SNAPSHOT_META)? else {
             return Ok(None);
         };
+        let set = current_set(&self.meta)?.unwrap_or_else(|| meta.snapshot_id.clone());
         let len: u64 = read_sys(&self.meta, META_SNAPSHOT_LEN)?.ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "snapshot {} has no recorded length",
                 meta.snapshot_id
             ))
         })?;
-        let data = SnapshotData::stored(self.pieces_of(&meta.snapshot_id), len);
+        let data = SnapshotData::stored(self.pieces_of(&set), len);
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(data),
@@ -757,7 +951,17 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
-        Ok(Box::new(SnapshotData::from_bytes(Vec::new())))
+        // Staged into pieces of a set of its own as the chunks arrive: a
+        // snapshot as large as the state is never held in memory.
+        let set = self
+            .db
+            .generate_id()
+            .map(|n| format!("receiving-{n}"))
+            .map_err(|e| StorageIOError::write_snapshot(None, any_error(e)))?;
+        remove_pieces(&self.meta, &set)
+            .map_err(|e| StorageIOError::write_snapshot(None, any_error(e)))?;
+        let pieces = StoredPieces::staging(self.meta.clone(), pieces_prefix(&set));
+        Ok(Box::new(SnapshotData::staging(pieces)))
     }
 
     async fn install_snapshot(
@@ -771,9 +975,6 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
                 any_error(e),
             ))
         };
-        let data = snapshot.into_vec().map_err(|e| err(e.into()))?;
-        // Refuse a malformed snapshot before touching anything.
-        for_each_pair(&data, |_, _| Ok(())).map_err(err)?;
         let old = self.view.generation();
         let next_number = old.number + 1;
         let next_name = sm_tree_name(next_number);
@@ -782,23 +983,26 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
         db.drop_tree(&next_name).map_err(|e| err(e.into()))?;
         let tree = db.open_tree(&next_name).map_err(|e| err(e.into()))?;
         // The next generation is invisible until the flip, so it fills in
-        // bounded batches rather than one batch as large as the state.
-        const INSTALL_BATCH_PAIRS: usize = 4096;
-        let mut batch = Batch::default();
-        let mut batched = 0;
-        for_each_pair(&data, |k, v| {
-            batch.insert(data_key(k), v);
-            batched += 1;
-            if batched == INSTALL_BATCH_PAIRS {
-                tree.apply_batch(std::mem::take(&mut batch))?;
-                batched = 0;
-            }
-            Ok(())
-        })
-        .map_err(err)?;
-        batch.insert(SYS_LAST_APPLIED, encode(&meta.last_log_id).map_err(err)?);
-        batch.insert(SYS_MEMBERSHIP, encode(&meta.last_membership).map_err(err)?);
-        tree.apply_batch(batch).map_err(|e| err(e.into()))?;
+        // bounded batches, reading the snapshot one block at a time, on a
+        // blocking thread. A malformed snapshot stops the fill and its tree
+        // is dropped: nothing the node serves changed.
+        let (snapshot, filled) = {
+            let tree = tree.clone();
+            let last_log_id = encode(&meta.last_log_id).map_err(err)?;
+            let membership = encode(&meta.last_membership).map_err(err)?;
+            self.db
+                .run_blocking(move || {
+                    let filled = fill_generation(&tree, &snapshot, last_log_id, membership);
+                    Ok::<_, Error>((snapshot, filled))
+                })
+                .await
+                .map_err(err)?
+        };
+        if let Err(e) = filled {
+            drop(tree);
+            db.drop_tree(&next_name).map_err(|e| err(e.into()))?;
+            return Err(err(e));
+        }
         self.db.flush_async().await.map_err(|e| err(e.into()))?;
 
         // The flip: one batch in the meta tree names the new generation and
@@ -806,21 +1010,31 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
         // state.
         {
             let _guard = self.snapshot_lock.lock().await;
-            let mut writer = PieceWriter::new(&self.meta, &meta.snapshot_id).map_err(err)?;
-            writer.write(&data).map_err(err)?;
-            let len = writer.finish().map_err(err)?;
-            drop(data);
+            let (set, len) = match snapshot.staged_pieces() {
+                // Received here: its pieces become the current snapshot's.
+                Some(staged) => {
+                    let set = set_of(staged.prefix()).map_err(err)?;
+                    (set, snapshot.len())
+                }
+                // Handed over whole (tests, tools): stored under its id.
+                None => {
+                    let mut writer =
+                        PieceWriter::new(&self.meta, &meta.snapshot_id).map_err(err)?;
+                    std::io::copy(&mut snapshot.reader(), &mut writer)
+                        .map_err(|e| err(e.into()))?;
+                    (meta.snapshot_id.clone(), writer.finish().map_err(err)?)
+                }
+            };
             self.db.flush_async().await.map_err(|e| err(e.into()))?;
-            let previous: Option<SnapshotMeta> =
-                read_sys(&self.meta, META_SNAPSHOT_META).map_err(err)?;
-            let flip = snapshot_batch(Some(next_number), meta, len).map_err(err)?;
+            let previous = current_set(&self.meta).map_err(err)?;
+            let flip = snapshot_batch(Some(next_number), meta, &set, len).map_err(err)?;
             self.meta.apply_batch(flip).map_err(|e| err(e.into()))?;
             self.db.flush_async().await.map_err(|e| err(e.into()))?;
-            self.switch_pieces(
-                &meta.snapshot_id,
-                previous.as_ref().map(|p| p.snapshot_id.as_str()),
-            )
-            .map_err(err)?;
+            if let Some(staged) = snapshot.staged_pieces() {
+                staged.adopt();
+            }
+            drop(snapshot);
+            self.switch_pieces(&set, previous.as_deref()).map_err(err)?;
         }
         self.view.swap(Generation {
             number: next_number,
