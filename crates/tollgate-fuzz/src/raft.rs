@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use tollgate_origin::{OriginCommand, OriginLogic, OriginResponse};
-use tollgate_raft::codec::{decode, decode_stored, encode};
+use tollgate_raft::codec::{decode, decode_log_entry, decode_stored, encode, encode_log_entry};
 use tollgate_raft::logic::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use tollgate_raft::store::{
     decode_snapshot, encode_pair, encode_snapshot, SnapshotData, SNAPSHOT_MAGIC_V1,
@@ -65,6 +65,11 @@ pub fn raft_log(data: &[u8]) {
                 let encoded = encode(&entry).expect("an entry encodes");
                 let again: RegionEntry =
                     decode_stored("raft.log entry", &encoded).expect("an encoded entry decodes");
+                assert_eq!(format!("{again:?}"), shown);
+                // As the log store keeps it (compressed when that is shorter).
+                let (stored, json_len) = encode_log_entry(&entry).expect("an entry encodes");
+                let again: RegionEntry = decode_log_entry("raft.log entry", &stored, json_len)
+                    .expect("a stored entry decodes");
                 assert_eq!(format!("{again:?}"), shown);
             }
         }

@@ -246,12 +246,21 @@ async fn a_log_grown_by_bytes_is_snapshotted_on_every_node() -> anyhow::Result<(
     let leader = cluster.leader().await?;
     let before = cluster.node(leader)?.raft().metrics().borrow().snapshot;
     ensure!(before.is_none(), "a snapshot before any write: {before:?}");
-    // 16 entries of 120 KiB: far from 10,000 entries, past 1 MiB.
-    let value = "v".repeat(120 * 1024);
+    // 16 entries of 120 KiB that do not compress (the log store keeps
+    // entries LZ4-compressed): far from 10,000 entries, past 1 MiB.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut last = 0;
     for i in 0..16 {
+        let value: String = (0..120 * 1024)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from(b'a' + (seed % 26) as u8)
+            })
+            .collect();
         last = cluster
-            .write(put(format!("big{i:02}"), value.clone()))
+            .write(put(format!("big{i:02}"), value))
             .await?
             .log_index;
     }

@@ -34,7 +34,7 @@ use super::{
     any_error, LogGrowth, META_COMMITTED, META_LAST_PURGED, META_VOTE, STORED_VALUE_BYTES_MAX,
     TREE_LOG, TREE_META,
 };
-use crate::codec::{decode_stored, encode};
+use crate::codec::{decode_log_entry, decode_stored, encode, encode_log_entry};
 use crate::error::Error;
 use crate::kv::{Batch, Db, Tree};
 use crate::logic::StateMachineLogic;
@@ -164,11 +164,16 @@ fn read_range<L: StateMachineLogic>(
     let mut entries = Vec::new();
     for item in iter {
         let (_, value) = item.map_err(|e| StorageIOError::read_logs(any_error(e)))?;
-        let entry: Entry<L> = decode_stored("raft.log entry", &value)
-            .map_err(|e| StorageIOError::read_logs(any_error(e)))?;
+        let entry: Entry<L> = decode_entry(&value)?;
         entries.push(entry);
     }
     Ok(entries)
+}
+
+/// A stored log entry, plain or compressed JSON.
+fn decode_entry<L: StateMachineLogic>(value: &[u8]) -> Result<Entry<L>, StorageError> {
+    decode_log_entry("raft.log entry", value, STORED_VALUE_BYTES_MAX)
+        .map_err(|e| StorageIOError::read_logs(any_error(e)).into())
 }
 
 impl<L: StateMachineLogic> RaftLogReader<TypeConfig<L>> for LogReader<L> {
@@ -265,8 +270,7 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
             .map_err(|e| StorageIOError::read_logs(any_error(e)))?;
         let last_log_id = match last {
             Some((_, value)) => {
-                let entry: Entry<L> = decode_stored("raft.log entry", &value)
-                    .map_err(|e| StorageIOError::read_logs(any_error(e)))?;
+                let entry: Entry<L> = decode_entry(&value)?;
                 Some(entry.log_id)
             }
             None => last_purged_log_id,
@@ -339,16 +343,19 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
         let mut batch = Batch::default();
         let mut bytes = 0;
         for entry in entries {
-            let value = encode(&entry).map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+            let (value, json_len) =
+                encode_log_entry(&entry).map_err(|e| StorageIOError::write_logs(any_error(e)))?;
             bytes += value.len() as u64;
             // Larger values would become sled blobs, which sled never fsyncs;
             // the write batcher's byte limit keeps entries well below this.
-            if value.len() > STORED_VALUE_BYTES_MAX {
+            // The bound is on the JSON, so that an entry that only fits
+            // compressed is refused too (and reading one back allocates at
+            // most this much).
+            if json_len > STORED_VALUE_BYTES_MAX {
                 return Err(StorageIOError::write_log_entry(
                     entry.log_id,
                     any_error(format!(
-                        "entry of {} bytes exceeds {STORED_VALUE_BYTES_MAX}",
-                        value.len()
+                        "entry of {json_len} bytes exceeds {STORED_VALUE_BYTES_MAX}"
                     )),
                 )
                 .into());

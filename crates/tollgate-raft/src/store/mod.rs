@@ -5,7 +5,9 @@
 //! fsyncs and crashes on command.
 //!
 //! Trees:
-//! - `raft.log`: key = log index (big-endian u64), value = the entry (JSON).
+//! - `raft.log`: key = log index (big-endian u64), value = the entry: JSON,
+//!   LZ4-compressed when that is shorter (`codec::encode_log_entry`; both
+//!   forms read, so a log written before compression still replays).
 //! - `raft.meta`: vote, committed log id, last purged log id, the state
 //!   machine's current generation, and the current snapshot (meta + bytes).
 //! - `sm.<generation>`: the state machine. Keys `0x00 ...` hold its own
