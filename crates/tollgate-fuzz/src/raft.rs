@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tollgate_origin::{OriginCommand, OriginLogic, OriginResponse};
 use tollgate_raft::codec::{decode, decode_log_entry, decode_stored, encode, encode_log_entry};
 use tollgate_raft::logic::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use tollgate_raft::store::value::{self, FieldNames};
 use tollgate_raft::store::{
     decode_snapshot, encode_pair, encode_snapshot, SnapshotData, SNAPSHOT_MAGIC_V1,
 };
@@ -163,6 +164,20 @@ pub fn raft_snapshot(data: &[u8]) {
         }
         let again = encode_snapshot(pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
         assert_eq!(decode_snapshot(&again).expect("re-encoded decodes"), pairs);
+        // Values as the state machine stores them: a stored value either
+        // decodes or is refused, and what the encoder stores reads back as
+        // exactly what it was given.
+        let names = FieldNames::new(tollgate_model::stored::STORED_FIELD_NAMES);
+        for (_, value) in &pairs {
+            let _ = value::decode(value, &names);
+            let stored = value::encode(value, &names);
+            let back = value::decode(&stored, &names).expect("a stored value decodes");
+            assert_eq!(
+                back.as_ref(),
+                value.as_slice(),
+                "a value changed in storage"
+            );
+        }
         let data = SnapshotData::from_bytes(bytes.to_vec());
         assert_eq!(data.len(), bytes.len() as u64);
         assert_eq!(data.to_vec().expect("in-memory data reads"), bytes);

@@ -20,6 +20,7 @@ mod offline;
 pub mod region_report;
 mod revocation;
 mod schema;
+pub mod stored;
 mod time;
 
 pub use account::{Account, AccountStatus, Subject, SubjectKind};

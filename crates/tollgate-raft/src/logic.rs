@@ -97,6 +97,12 @@ pub trait StateMachineLogic: Send + Sync + 'static {
     /// The answer to a command.
     type Response: Serialize + DeserializeOwned + Debug + Clone + Send + Sync + 'static;
 
+    /// The field names of the JSON objects the role stores, numbered in
+    /// this order in the stored form of its values (`store::value`). Only
+    /// ever append: a stored value names its fields by number. A name not
+    /// listed is stored spelled out.
+    const FIELD_NAMES: &'static [&'static str] = &[];
+
     /// Apply one command. Must be deterministic: same command, same state,
     /// same context, same result, on every node. A refused command (say, no
     /// free seat) is a `response`, not an `Err`; `Err` is for a failed read

@@ -664,3 +664,79 @@ async fn an_undo_map_past_its_memory_bound_moves_to_disk_and_the_snapshot_holds(
     );
     Ok(())
 }
+
+/// A data directory written before values had a binary form holds them as
+/// JSON: they read unchanged, the first open rewrites them in the binary
+/// form (reads still give the same bytes), and a snapshot carries them in
+/// that form to a node that installs it.
+#[tokio::test]
+async fn json_values_of_an_older_node_are_rewritten_at_open_and_read_the_same() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let object =
+        br#"{"id":"ent-1","status":"active","valid_until":null,"geo_rule":{"allow_countries":[]}}"#;
+    let legacy: Vec<(&[u8], &[u8])> = vec![
+        (b"entitlement/ent-1", object),
+        (b"list", br#"[1,2,3]"#),
+        (b"counter", b"42"),
+        (b"index/a/b", b""),
+        (b"spaced", br#"{"a": 1}"#),
+    ];
+    {
+        let (_log, _sm) = open(dir.path())?;
+    }
+    {
+        // What an older node left: JSON under the data keys, no marker.
+        let db = open_raw(dir.path())?;
+        let sm = db.open_tree("sm.0")?;
+        sm.remove(b"\x00value_format")?;
+        for (key, value) in &legacy {
+            let mut k = vec![0x01];
+            k.extend_from_slice(key);
+            sm.insert(k, *value)?;
+        }
+        db.flush()?;
+    }
+    let expected: BTreeMap<Vec<u8>, Vec<u8>> = legacy
+        .iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    let (meta, bytes) = {
+        let (_log, mut sm) = open(dir.path())?;
+        ensure!(
+            sm.view().dump()? == expected,
+            "values read differently after the rewrite"
+        );
+        ensure!(sm.view().get(b"entitlement/ent-1")?.as_deref() == Some(object.as_slice()));
+        let built = build(&mut sm).await?;
+        (built.meta, built.snapshot.to_vec()?)
+    };
+    {
+        let db = open_raw(dir.path())?;
+        let sm = db.open_tree("sm.0")?;
+        let stored = |key: &[u8]| -> anyhow::Result<Vec<u8>> {
+            let mut k = vec![0x01];
+            k.extend_from_slice(key);
+            Ok(sm.get(k)?.map(|v| v.to_vec()).unwrap_or_default())
+        };
+        ensure!(
+            stored(b"entitlement/ent-1")?[0] == tollgate_raft::store::value::BINARY
+                && stored(b"list")?[0] == tollgate_raft::store::value::BINARY,
+            "objects and arrays were not rewritten"
+        );
+        ensure!(stored(b"entitlement/ent-1")?.len() < object.len());
+        ensure!(stored(b"counter")? == b"42" && stored(b"spaced")? == br#"{"a": 1}"#);
+        ensure!(sm.get(b"\x00value_format")?.is_some(), "no marker");
+    }
+    let target_dir = tempfile::tempdir()?;
+    let (_log, mut target) = open(target_dir.path())?;
+    target
+        .install_snapshot(&meta, Box::new(SnapshotData::from_bytes(bytes)))
+        .await
+        .map_err(err)?;
+    ensure!(
+        target.view().dump()? == expected,
+        "the installed state reads differently"
+    );
+    Ok(())
+}

@@ -450,6 +450,7 @@ pub struct RegionLogic;
 impl StateMachineLogic for RegionLogic {
     type Command = RegionCommand;
     type Response = RegionResponse;
+    const FIELD_NAMES: &'static [&'static str] = tollgate_model::stored::STORED_FIELD_NAMES;
 
     fn apply(
         &self,

@@ -10,6 +10,13 @@
 //! `TOLLGATE_SCALE_ACCOUNTS` changes the number of accounts. The records
 //! are proposed to the region's log directly, as the leader proposes the
 //! origin's verified records, so the origin's own cost is not measured.
+//!
+//! With `TOLLGATE_SCALE_REDIS=<host:port>` (a Redis on loopback that may be
+//! emptied; `bench/vs-redis.sh` starts one), the same records are then
+//! loaded into it as hashes (one per entitlement, account and subject, each
+//! top-level field a hash field, plus a set per account naming its
+//! entitlements, the region's index) and its resident memory is reported
+//! beside the node's.
 
 use std::time::{Duration, Instant};
 use tollgate_model::*;
@@ -150,6 +157,116 @@ fn logical_mib_by_tree(data: &std::path::Path) -> Vec<(String, f64)> {
             )
         })
         .collect()
+}
+
+/// Loads the same records into the Redis at `addr` as hashes (after
+/// emptying it) and returns its `used_memory_rss` and `used_memory`, in
+/// MiB. Speaks RESP directly: a few commands do not earn a client crate.
+fn redis_memory_mib(addr: &str, now: UnixSeconds, accounts: usize) -> (f64, f64) {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(addr).expect("the Redis to measure");
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = std::io::BufWriter::new(stream);
+    fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
+        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for arg in args {
+            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            out.extend_from_slice(arg);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    fn hash(out: &mut Vec<u8>, key: &str, object: &serde_json::Value) {
+        let fields: Vec<(String, Vec<u8>)> = object
+            .as_object()
+            .expect("records are objects")
+            .iter()
+            .map(|(field, value)| {
+                let value = match value {
+                    serde_json::Value::String(s) => s.clone().into_bytes(),
+                    other => serde_json::to_vec(other).unwrap(),
+                };
+                (field.clone(), value)
+            })
+            .collect();
+        let mut args: Vec<&[u8]> = vec![b"HSET", key.as_bytes()];
+        for (field, value) in &fields {
+            args.push(field.as_bytes());
+            args.push(value);
+        }
+        command(out, &args);
+    }
+    let mut replies = 0usize;
+    let read_replies = |reader: &mut BufReader<std::net::TcpStream>, n: usize| {
+        let mut line = String::new();
+        for _ in 0..n {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            assert!(!line.starts_with('-'), "Redis refused a command: {line}");
+        }
+    };
+    let mut batch = Vec::new();
+    command(&mut batch, &[b"FLUSHALL"]);
+    writer.write_all(&batch).unwrap();
+    writer.flush().unwrap();
+    read_replies(&mut reader, 1);
+    for account in 0..accounts {
+        batch.clear();
+        let record = account_record(now, account as u64 + 2, account);
+        let mut sent = 0;
+        let account_id = format!("account-{account:06}");
+        for m in &record.mutations {
+            let (key, object) = match m {
+                Mutation::PutAccount(a) => (format!("account:{}", a.id), serde_json::to_value(a)),
+                Mutation::PutSubject(s) => (
+                    format!("subject:{}:{}", s.account, s.id),
+                    serde_json::to_value(s),
+                ),
+                Mutation::PutEntitlement(e) => {
+                    command(
+                        &mut batch,
+                        &[
+                            b"SADD",
+                            format!("account-entitlements:{account_id}").as_bytes(),
+                            e.id.as_str().as_bytes(),
+                        ],
+                    );
+                    sent += 1;
+                    (format!("entitlement:{}", e.id), serde_json::to_value(e))
+                }
+                other => panic!("an account record holds {other:?}"),
+            };
+            hash(&mut batch, &key, &object.unwrap());
+            sent += 1;
+        }
+        writer.write_all(&batch).unwrap();
+        replies += sent;
+        // Keep a bounded number of replies outstanding.
+        if account % 100 == 99 {
+            writer.flush().unwrap();
+            read_replies(&mut reader, replies);
+            replies = 0;
+        }
+    }
+    writer.flush().unwrap();
+    read_replies(&mut reader, replies);
+    batch.clear();
+    command(&mut batch, &[b"INFO", b"memory"]);
+    writer.write_all(&batch).unwrap();
+    writer.flush().unwrap();
+    let mut header = String::new();
+    reader.read_line(&mut header).unwrap();
+    let len: usize = header.trim_start_matches('$').trim().parse().unwrap();
+    let mut body = vec![0; len + 2];
+    std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+    let info = String::from_utf8_lossy(&body);
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("INFO memory has no {name}"))
+            / (1024.0 * 1024.0)
+    };
+    (field("used_memory_rss"), field("used_memory"))
 }
 
 /// p50, p99 and the slowest of some durations.
@@ -359,4 +476,12 @@ async fn a_region_node_holding_a_million_entitlements() {
         "  restart: node started in {started_in:?}, first check answered {to_first_check:?} after start; {restarted_rss:.0} MiB resident"
     );
     println!("  a cold account's first check (connect + view build): {cold_each:?}");
+    if let Ok(redis) = std::env::var("TOLLGATE_SCALE_REDIS") {
+        let (rss, used) = redis_memory_mib(&redis, now, accounts);
+        println!(
+            "  Redis holding the same records as hashes: {rss:.0} MiB resident ({used:.0} MiB used); node/Redis resident: {:.2} after loading, {:.2} after the restart",
+            loaded_rss / rss,
+            restarted_rss / rss
+        );
+    }
 }

@@ -187,6 +187,7 @@ fn touched(target: String) -> Changed {
 impl StateMachineLogic for OriginLogic {
     type Command = OriginCommand;
     type Response = OriginResponse;
+    const FIELD_NAMES: &'static [&'static str] = tollgate_model::stored::STORED_FIELD_NAMES;
 
     fn apply(
         &self,

@@ -14,7 +14,8 @@
 //!   bookkeeping (last applied log id, last membership), keys `0x01 ++ k`
 //!   hold the role's key `k`. Keeping both in one tree lets one
 //!   `apply_batch` write a batch of entries' effects and `last_applied`
-//!   atomically. Installing a snapshot fills a fresh generation tree,
+//!   atomically. A role's JSON values are kept in a compact binary form
+//!   ([`value`]); every read gives back the JSON the role wrote. Installing a snapshot fills a fresh generation tree,
 //!   flushes it, then flips `sm_generation` in `raft.meta`: a crash before
 //!   the flip leaves the old state, after it the new one.
 
@@ -22,6 +23,7 @@ mod log_store;
 mod snapshot;
 
 mod state_machine;
+pub mod value;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,6 +10,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 
 use super::snapshot::{read_pairs, Pair, SnapshotWriter};
+use super::value::{self, FieldNames};
 use super::{
     any_error, LogGrowth, META_SM_GENERATION, META_SNAPSHOT_DATA, META_SNAPSHOT_LEN,
     META_SNAPSHOT_META, META_SNAPSHOT_PIECES, META_SNAPSHOT_SET, SM_TREE_PREFIX, TREE_META,
@@ -25,6 +26,10 @@ use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, T
 
 const SYS_LAST_APPLIED: &[u8] = b"\x00last_applied";
 const SYS_MEMBERSHIP: &[u8] = b"\x00membership";
+/// The form the data values are stored in: absent before [`value`]'s
+/// binary form existed, [`VALUE_FORMAT`] once every value was rewritten.
+const SYS_VALUE_FORMAT: &[u8] = b"\x00value_format";
+const VALUE_FORMAT: &[u8] = b"1";
 const DATA_PREFIX: u8 = 0x01;
 
 fn data_key(key: &[u8]) -> Vec<u8> {
@@ -50,6 +55,7 @@ struct Generation {
 #[derive(Clone)]
 pub struct StateView {
     current: Arc<RwLock<Generation>>,
+    names: Arc<FieldNames>,
 }
 
 impl StateView {
@@ -78,7 +84,10 @@ impl StateView {
 
     /// The value of the role's `key` in the applied state.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.tree().get(data_key(key))?.map(|v| v.to_vec()))
+        match self.tree().get(data_key(key))? {
+            Some(stored) => Ok(Some(read_value(key, &stored, &self.names)?)),
+            None => Ok(None),
+        }
     }
 
     /// The last applied log id.
@@ -114,7 +123,8 @@ impl StateView {
             if !k.starts_with(&full_prefix) {
                 break;
             }
-            out.push((k[1..].to_vec(), v.to_vec()));
+            let value = read_value(&k[1..], &v, &self.names)?;
+            out.push((k[1..].to_vec(), value));
         }
         Ok(out)
     }
@@ -125,7 +135,8 @@ impl StateView {
         let mut out = BTreeMap::new();
         for item in self.tree().scan_prefix([DATA_PREFIX]) {
             let (k, v) = item?;
-            out.insert(k[1..].to_vec(), v.to_vec());
+            let value = read_value(&k[1..], &v, &self.names)?;
+            out.insert(k[1..].to_vec(), value);
         }
         Ok(out)
     }
@@ -135,6 +146,18 @@ impl ReadState for StateView {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
         StateView::get(self, key).map_err(|e| ReadError(e.to_string()))
     }
+}
+
+/// A stored data value as the role wrote it.
+fn read_value(key: &[u8], stored: &[u8], names: &FieldNames) -> Result<Vec<u8>, Error> {
+    value::decode(stored, names)
+        .map(|v| v.into_owned())
+        .map_err(|reason| {
+            Error::InvalidArgument(format!(
+                "stored value under {} does not decode: {reason}",
+                String::from_utf8_lossy(key)
+            ))
+        })
 }
 
 fn read_sys<T: serde::de::DeserializeOwned>(tree: &Tree, key: &[u8]) -> Result<Option<T>, Error> {
@@ -148,6 +171,7 @@ fn read_sys<T: serde::de::DeserializeOwned>(tree: &Tree, key: &[u8]) -> Result<O
 /// batch's earlier commands over the tree's contents.
 struct Overlay<'a> {
     base: &'a Tree,
+    names: &'a FieldNames,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
@@ -177,10 +201,16 @@ impl ReadState for Overlay<'_> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
-        self.base
+        match self
+            .base
             .get(data_key(key))
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| ReadError(e.to_string()))
+            .map_err(|e| ReadError(e.to_string()))?
+        {
+            Some(stored) => read_value(key, &stored, self.names)
+                .map(Some)
+                .map_err(|e| ReadError(e.to_string())),
+            None => Ok(None),
+        }
     }
 }
 
@@ -347,8 +377,11 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
             }
         }
         let tree = db.open_tree(&current_name)?;
+        let names = Arc::new(FieldNames::new(L::FIELD_NAMES));
+        migrate_values(&tree, &names)?;
         let view = StateView {
             current: Arc::new(RwLock::new(Generation { number, tree })),
+            names,
         };
         migrate_legacy_snapshot(&meta)?;
         let current = current_set(&meta)?;
@@ -379,6 +412,7 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
         let tree = self.view.tree();
         let mut overlay = Overlay {
             base: &tree,
+            names: &self.view.names,
             pending: BTreeMap::new(),
         };
         let mut last_applied: Option<LogId> = None;
@@ -437,7 +471,9 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
         let mut batch = Batch::default();
         for (key, value) in overlay.pending {
             match value {
-                Some(value) => batch.insert(data_key(&key), value),
+                Some(value) => {
+                    batch.insert(data_key(&key), value::encode(&value, &self.view.names))
+                }
                 None => batch.remove(data_key(&key)),
             }
         }
@@ -645,6 +681,7 @@ fn migrate_legacy_snapshot(tree: &Tree) -> Result<(), Error> {
 fn fill_generation(
     tree: &Tree,
     snapshot: &SnapshotData,
+    names: &FieldNames,
     last_log_id: Vec<u8>,
     membership: Vec<u8>,
 ) -> Result<(), Error> {
@@ -659,7 +696,9 @@ fn fill_generation(
                 v.len()
             )));
         }
-        batch.insert(data_key(k), v);
+        // Stored forms as they are; a snapshot from a node that stored
+        // JSON holds JSON.
+        batch.insert(data_key(k), value::migrate(v, names));
         batched += 1;
         if batched == INSTALL_BATCH_PAIRS {
             tree.apply_batch(std::mem::take(&mut batch))?;
@@ -669,7 +708,49 @@ fn fill_generation(
     })?;
     batch.insert(SYS_LAST_APPLIED, last_log_id);
     batch.insert(SYS_MEMBERSHIP, membership);
+    batch.insert(SYS_VALUE_FORMAT, VALUE_FORMAT);
     tree.apply_batch(batch)?;
+    Ok(())
+}
+
+/// Rewrites, once, every value a node stored before values had a binary
+/// form (see [`value`]); a state already rewritten is only checked for its
+/// marker. What every read gives back does not change, and every node
+/// rewrites the same bytes the same way.
+fn migrate_values(tree: &Tree, names: &FieldNames) -> Result<(), Error> {
+    if tree
+        .get(SYS_VALUE_FORMAT)?
+        .is_some_and(|f| f.as_ref() == VALUE_FORMAT)
+    {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    const MIGRATE_BATCH_PAIRS: usize = 4096;
+    let (mut batch, mut batched, mut rewritten) = (Batch::default(), 0, 0u64);
+    for item in tree.scan_prefix([DATA_PREFIX]) {
+        let (key, stored) = item?;
+        // A rewrite a crash cut short left some values in the stored form
+        // already: `migrate` keeps those.
+        let encoded = value::migrate(&stored, names);
+        if encoded.as_ref() != stored.as_ref() {
+            batch.insert(&key, encoded);
+            batched += 1;
+            rewritten += 1;
+        }
+        if batched == MIGRATE_BATCH_PAIRS {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            batched = 0;
+        }
+    }
+    batch.insert(SYS_VALUE_FORMAT, VALUE_FORMAT);
+    tree.apply_batch(batch)?;
+    if rewritten > 0 {
+        tracing::info!(
+            rewritten,
+            took_ms = started.elapsed().as_millis() as u64,
+            "Rewrote the stored values in their binary form."
+        );
+    }
     Ok(())
 }
 
@@ -988,11 +1069,12 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
         // is dropped: nothing the node serves changed.
         let (snapshot, filled) = {
             let tree = tree.clone();
+            let names = self.view.names.clone();
             let last_log_id = encode(&meta.last_log_id).map_err(err)?;
             let membership = encode(&meta.last_membership).map_err(err)?;
             self.db
                 .run_blocking(move || {
-                    let filled = fill_generation(&tree, &snapshot, last_log_id, membership);
+                    let filled = fill_generation(&tree, &snapshot, &names, last_log_id, membership);
                     Ok::<_, Error>((snapshot, filled))
                 })
                 .await
