@@ -14,7 +14,7 @@
 //! With `TOLLGATE_SCALE_REDIS=<host:port>` (a Redis on loopback that may be
 //! emptied; `bench/vs-redis.sh` starts one), the same records are then
 //! loaded into it as hashes (one per entitlement, account and subject, each
-//! top-level field a hash field, plus a set per account naming its
+//! field a hash field, nested ones dotted, plus a set per account naming its
 //! entitlements, the region's index) and its resident memory is reported
 //! beside the node's.
 
@@ -175,19 +175,25 @@ fn redis_memory_mib(addr: &str, now: UnixSeconds, accounts: usize) -> (f64, f64)
             out.extend_from_slice(b"\r\n");
         }
     }
+    /// Nested objects become dotted fields (`geo_rule.allow_countries`),
+    /// so every value stays short enough for Redis's compact hash encoding
+    /// (values of at most `hash-max-listpack-value`, 64 bytes, by default).
+    fn flatten(prefix: &str, object: &serde_json::Value, out: &mut Vec<(String, Vec<u8>)>) {
+        for (field, value) in object.as_object().expect("records are objects") {
+            let name = match prefix {
+                "" => field.clone(),
+                _ => format!("{prefix}.{field}"),
+            };
+            match value {
+                serde_json::Value::Object(_) => flatten(&name, value, out),
+                serde_json::Value::String(s) => out.push((name, s.clone().into_bytes())),
+                other => out.push((name, serde_json::to_vec(other).unwrap())),
+            }
+        }
+    }
     fn hash(out: &mut Vec<u8>, key: &str, object: &serde_json::Value) {
-        let fields: Vec<(String, Vec<u8>)> = object
-            .as_object()
-            .expect("records are objects")
-            .iter()
-            .map(|(field, value)| {
-                let value = match value {
-                    serde_json::Value::String(s) => s.clone().into_bytes(),
-                    other => serde_json::to_vec(other).unwrap(),
-                };
-                (field.clone(), value)
-            })
-            .collect();
+        let mut fields = Vec::new();
+        flatten("", object, &mut fields);
         let mut args: Vec<&[u8]> = vec![b"HSET", key.as_bytes()];
         for (field, value) in &fields {
             args.push(field.as_bytes());
