@@ -195,17 +195,21 @@ fn open_raw(path: &std::path::Path) -> anyhow::Result<sled::Db> {
     Ok(opened?)
 }
 
+/// A stopped node in `dir` whose state is `a = 1`, with a snapshot of it.
+async fn one_key_and_a_snapshot(dir: &std::path::Path) -> anyhow::Result<()> {
+    let (_log, mut sm) = open(dir)?;
+    sm.apply([entry(1, vec![put("a", "1")])])
+        .await
+        .map_err(err)?;
+    build(&mut sm).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn crash_before_the_install_flip_leaves_the_old_state() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    {
-        let (_log, mut sm) = open(dir.path())?;
-        sm.apply([entry(1, vec![put("a", "1")])])
-            .await
-            .map_err(err)?;
-        // Make it durable as a log flush would.
-        build(&mut sm).await?;
-    }
+    // Made durable as a log flush would.
+    one_key_and_a_snapshot(dir.path()).await?;
     {
         // What an install leaves behind when the process dies after filling
         // the next generation but before flipping to it.
@@ -577,13 +581,7 @@ async fn an_abandoned_or_malformed_receive_leaves_nothing_behind() -> anyhow::Re
 #[tokio::test]
 async fn pieces_of_a_receive_cut_by_a_crash_are_removed_at_start() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    {
-        let (_log, mut sm) = open(dir.path())?;
-        sm.apply([entry(1, vec![put("a", "1")])])
-            .await
-            .map_err(err)?;
-        build(&mut sm).await?;
-    }
+    one_key_and_a_snapshot(dir.path()).await?;
     {
         // What a receive in progress has written when the process dies.
         let db = open_raw(dir.path())?;
