@@ -220,14 +220,6 @@ impl SnapshotData {
         }
     }
 
-    /// The bytes, taken out of memory without a copy when they are there.
-    pub fn into_vec(self) -> io::Result<Vec<u8>> {
-        match self.bytes {
-            Bytes::Memory(v) => Ok(v),
-            Bytes::Stored { .. } | Bytes::Staging { .. } => self.to_vec(),
-        }
-    }
-
     /// Reads the bytes from the start, one piece in memory at a time.
     pub fn reader(&self) -> SnapshotReader<'_> {
         SnapshotReader {

@@ -34,7 +34,7 @@ pub use crate::kv::{DiskStats, Faults, MemDisk};
 pub use crate::snapshot_data::SnapshotData;
 pub use log_store::{FlushStats, LogReader, LogStore};
 pub use snapshot::{
-    decode_snapshot, encode_pair, encode_snapshot, for_each_pair, read_pairs, Pair, SnapshotWriter,
+    decode_snapshot, encode_pair, encode_snapshot, read_pairs, Pair, SnapshotWriter,
     SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1,
 };
 pub use state_machine::{SledStateMachine, SnapshotBuilder, StateView};

@@ -241,19 +241,11 @@ pub fn encode_snapshot<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>
 /// Decodes a snapshot held in memory.
 pub fn decode_snapshot(data: &[u8]) -> Result<Vec<Pair>, Error> {
     let mut pairs = Vec::new();
-    for_each_pair(data, |key, value| {
+    read_pairs(data, |key, value| {
         pairs.push((key.to_vec(), value.to_vec()));
         Ok(())
     })?;
     Ok(pairs)
-}
-
-/// [`read_pairs`] over a snapshot held in memory.
-pub fn for_each_pair(
-    data: &[u8],
-    visit: impl FnMut(&[u8], &[u8]) -> Result<(), Error>,
-) -> Result<(), Error> {
-    read_pairs(data, visit)
 }
 
 #[cfg(test)]

@@ -688,14 +688,8 @@ fn fill_generation(
     const INSTALL_BATCH_PAIRS: usize = 4096;
     let mut batch = Batch::default();
     let mut batched = 0;
+    // `read_pairs` refuses a key or value over the limits.
     read_pairs(snapshot.reader(), |k, v| {
-        if k.len() > KEY_BYTES_MAX || v.len() > VALUE_BYTES_MAX {
-            return Err(Error::InvalidArgument(format!(
-                "snapshot pair of {} + {} bytes exceeds the limits",
-                k.len(),
-                v.len()
-            )));
-        }
         // Stored forms as they are; a snapshot from a node that stored
         // JSON holds JSON.
         batch.insert(data_key(k), value::migrate(v, names));
