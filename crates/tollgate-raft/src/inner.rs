@@ -78,6 +78,8 @@ pub(crate) struct NodeInner<L: StateMachineLogic> {
     pub(crate) view: StateView,
     pub(crate) pool: Arc<ChannelPool>,
     pub(crate) leader_contact: LeaderContact,
+    /// Whether reads may be answered ([`crate::recovery`]).
+    pub(crate) serving: Arc<crate::recovery::Serving>,
     pub(crate) write_tx: mpsc::Sender<WriteRequest<L>>,
     /// The role's own facts about this node, for `Status`
     /// ([`crate::Node::set_role_status`]).

@@ -25,6 +25,9 @@
 //!   `last_applied` are one sled batch.
 //! - `append` reports entries flushed only after they are on disk (sled
 //!   flush, then fdatasync); the vote is on disk before `save_vote` returns.
+//! - The commit index and the applied state are not flushed on the write
+//!   path: after an unclean stop a node answers reads only once it has
+//!   caught up with a leader ([`recovery`]).
 //! - Nothing here reads the clock inside apply: time is part of a command.
 
 pub mod codec;
@@ -37,6 +40,7 @@ pub mod logic;
 pub mod network;
 pub mod node;
 pub mod quiet;
+pub mod recovery;
 pub mod runtime;
 pub mod server;
 mod snapshot_data;

@@ -30,7 +30,8 @@ use crate::error::{client_write_error, Error};
 use crate::inner::{LeaderContact, NodeInner, WriteOutcome, WriteRequest};
 use crate::logic::StateMachineLogic;
 use crate::network::{ChannelPool, NetworkFactory};
-use crate::store::{open_storage, FlushStats, StateView};
+use crate::recovery::Serving;
+use crate::store::{open_storage, FlushStats, LogStore, StateView};
 use crate::types::{NodeId, Raft};
 
 /// A running cluster member.
@@ -43,6 +44,10 @@ pub struct Node<L: StateMachineLogic> {
     watchdog: Option<JoinHandle<()>>,
     /// Triggers a snapshot when the log grew past `snapshot_log_bytes_max`.
     snapshots: Option<JoinHandle<()>>,
+    /// After an unclean stop: opens reads once caught up ([`Serving`]).
+    recovery: Option<JoinHandle<()>>,
+    /// Marks a clean stop at `shutdown`.
+    stop_store: LogStore<L>,
 }
 
 /// Start a node and serve until `shutdown` resolves; then shut down
@@ -80,12 +85,25 @@ impl<L: StateMachineLogic> Node<L> {
         // Opening sled may wait for the directory lock: keep it off the
         // runtime. A memory disk never waits, and opens inline (no thread
         // whose timing would vary in a simulation).
-        let (log_store, state_machine) = match storage_config.memory.is_some() {
-            true => open_storage(&storage_config, logic)?,
-            false => tokio::task::spawn_blocking(move || open_storage(&storage_config, logic))
+        let open = move || -> Result<_, Error> {
+            let (log_store, state_machine) = open_storage(&storage_config, logic)?;
+            let clean = log_store.take_clean_stop()?;
+            Ok((log_store, state_machine, clean))
+        };
+        let (log_store, state_machine, clean) = match config.storage.memory.is_some() {
+            true => open()?,
+            false => tokio::task::spawn_blocking(open)
                 .await
                 .map_err(|e| Error::Raft(format!("storage open task failed: {e}")))??,
         };
+        if !clean {
+            tracing::warn!(
+                node_id = config.node_id,
+                "This node did not stop cleanly: it answers reads once it has caught up with a leader."
+            );
+        }
+        let serving = Serving::new(clean);
+        let stop_store = log_store.clone();
         let flush_stats = log_store.flush_stats();
         let growth = log_store.log_growth();
         growth.set_limit(config.snapshot_log_bytes_max);
@@ -105,6 +123,8 @@ impl<L: StateMachineLogic> Node<L> {
         )
         .await?;
 
+        let recovery =
+            (!clean).then(|| tokio::spawn(serving.clone().watch(config.node_id, raft.clone())));
         let snapshots = (config.snapshot_log_bytes_max > 0)
             .then(|| tokio::spawn(run_snapshot_trigger::<L>(raft.clone(), growth)));
         let (write_tx, write_rx) = mpsc::channel(config.write_queue_capacity);
@@ -125,6 +145,7 @@ impl<L: StateMachineLogic> Node<L> {
             view,
             pool,
             leader_contact: LeaderContact::new(),
+            serving,
             write_tx,
             role_status: std::sync::RwLock::new(None),
         });
@@ -151,7 +172,15 @@ impl<L: StateMachineLogic> Node<L> {
             batcher,
             watchdog,
             snapshots,
+            recovery,
+            stop_store,
         })
+    }
+
+    /// Whether this node answers reads from its applied state (false after
+    /// an unclean stop until it has caught up: see [`crate::recovery`]).
+    pub fn serving(&self) -> Arc<Serving> {
+        self.inner.serving.clone()
     }
 
     /// This node's id.
@@ -296,7 +325,10 @@ impl<L: StateMachineLogic> Node<L> {
             }
         }
         self.abort_tasks();
-        raft_result.map_err(|e| Error::Raft(format!("raft core task failed: {e}")))
+        raft_result.map_err(|e| Error::Raft(format!("raft core task failed: {e}")))?;
+        // Raft has stopped applying: what it applied goes to disk, and the
+        // next start may answer reads at once.
+        self.stop_store.mark_clean_stop().await
     }
 
     /// Stop abruptly, as close to a crash as one process allows: the
@@ -335,6 +367,9 @@ impl<L: StateMachineLogic> Node<L> {
         }
         if let Some(snapshots) = &self.snapshots {
             snapshots.abort();
+        }
+        if let Some(recovery) = &self.recovery {
+            recovery.abort();
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use openraft::raft::InstallSnapshotRequest;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest};
 use serde::Serialize;
 use tollgate_proto::cluster::v1 as pb;
 use tollgate_proto::cluster::v1::cluster_admin_server::{ClusterAdmin, ClusterAdminServer};
@@ -200,9 +200,19 @@ impl<L: StateMachineLogic> RaftService for RaftGrpc<L> {
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::RaftResponse>, Status> {
         authorize(&self.inner, &request, Callers::Members, "AppendEntries")?;
-        let rpc = decode(&request.into_inner().payload).map_err(bad_request)?;
+        let rpc: AppendEntriesRequest<TypeConfig<L>> =
+            decode(&request.into_inner().payload).map_err(bad_request)?;
         self.inner.leader_contact.touch();
-        reply(self.inner.raft.append_entries(rpc).await)
+        let (leader_term, leader_commit) = (rpc.vote.leader_id().term, rpc.leader_commit);
+        let result = self.inner.raft.append_entries(rpc).await;
+        // Any answer but a higher vote means this node took the sender as
+        // its leader: its commit index may let reads open (see `recovery`).
+        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.inner
+                .serving
+                .leader_committed(leader_term, leader_commit.as_ref());
+        }
+        reply(result)
     }
 
     async fn vote(
@@ -357,6 +367,11 @@ impl<L: StateMachineLogic> ClusterAdmin for AdminGrpc<L> {
                 key.len(),
                 crate::logic::KEY_BYTES_MAX
             ))));
+        }
+        if !self.inner.serving.is_serving() {
+            return Err(error_to_status(&Error::Unavailable(
+                "this node stopped uncleanly and has not caught up with a leader yet".into(),
+            )));
         }
         let view = &self.inner.view;
         let applied_index = view

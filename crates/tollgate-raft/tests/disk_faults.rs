@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
-use common::{expect_value, init_tracing, put, write_over_grpc, Cluster, DEADLINE};
+use common::{
+    expect_value, init_tracing, put, read_local_over_grpc, write_over_grpc, Cluster, DEADLINE,
+};
 use tollgate_raft::store::Faults;
 use tollgate_raft::NodeId;
 use tollgate_testkit::wait_until;
@@ -247,34 +249,42 @@ async fn power_lost_on_two_nodes_mid_burst_loses_no_acknowledged_write() -> anyh
     cluster.shutdown_all().await
 }
 
-/// What a node applied survives the power: the commit index reaches the
-/// disk before the entries it covers are applied, so a node that loses
-/// every write since its last flush re-applies on start up to where it
-/// was, and never answers from a state older than one it answered from
-/// (the whole-system simulation found a region node going back a
-/// revision after a power loss).
+/// What a node applied need not survive the power (neither the commit
+/// index nor the applied state is flushed on the write path), but what it
+/// answered does: a node that lost power answers reads only once it has
+/// caught up with a leader, and by then it is at least where it was (the
+/// whole-system simulation once found a region node going back a revision
+/// after a power loss). Round 0 cuts the leader's power, the others a
+/// follower's, while the leader's heartbeats are held back: that follower
+/// comes back behind where it was and must not answer until the leader
+/// speaks again. Every sample that says "serving" must show the node at
+/// least where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_loses_power_starts_at_least_where_it_had_applied() -> anyhow::Result<()> {
+async fn a_node_that_loses_power_answers_only_once_back_where_it_had_applied() -> anyhow::Result<()>
+{
     init_tracing();
     let mut cluster = Cluster::in_memory(&[1, 2, 3], |_| {}).await?;
     for round in 0..3 {
         let last = cluster.write(put(format!("k{round}"), "1")).await?;
         cluster.converged(last.log_index).await?;
         let leader = cluster.leader().await?;
-        // The leader in round 0, a follower after.
         let victim = match round {
             0 => leader,
             _ => follower_of(&cluster, leader),
         };
-        let applied = cluster
-            .node(victim)?
-            .view()
-            .last_applied()?
-            .map(|l| l.index);
+        let applied = applied_index(&cluster, victim)?;
         ensure!(
             applied >= Some(last.log_index),
             "node {victim} applied {applied:?}"
         );
+        let held = round > 0;
+        if held {
+            cluster
+                .node(leader)?
+                .raft()
+                .runtime_config()
+                .heartbeat(false);
+        }
         info!(
             round,
             victim,
@@ -283,16 +293,102 @@ async fn a_node_that_loses_power_starts_at_least_where_it_had_applied() -> anyho
         );
         cluster.power_loss(victim, 0).await?;
         cluster.start(victim).await?;
-        let restarted = cluster
-            .node(victim)?
-            .view()
-            .last_applied()?
-            .map(|l| l.index);
-        ensure!(
-            restarted >= applied,
-            "node {victim} applied {applied:?} before the power loss but {restarted:?} when it started again"
-        );
+        let serving = cluster.node(victim)?.serving();
+        if held {
+            // Nothing was flushed after the last apply, and no leader has
+            // spoken since the start.
+            let at_start = applied_index(&cluster, victim)?;
+            ensure!(
+                at_start < applied,
+                "node {victim} came back at {at_start:?}, not behind {applied:?}: the power loss kept what it applied"
+            );
+            ensure!(
+                !serving.is_serving(),
+                "node {victim} answers reads at {at_start:?}, below the {applied:?} it had applied before the power loss"
+            );
+            cluster
+                .node(leader)?
+                .raft()
+                .runtime_config()
+                .heartbeat(true);
+        }
+        let caught_up = wait_until(
+            "the restarted node to answer reads again",
+            DEADLINE,
+            || async {
+                // Serving first: what it applied only grows after.
+                let open = serving.is_serving();
+                let now = applied_index(&cluster, victim).map_err(|e| e.to_string())?;
+                match (open, now >= applied) {
+                    (true, true) => Ok(Ok(now)),
+                    (true, false) => Ok(Err(format!(
+                        "node {victim} answers reads at {now:?}, below the {applied:?} it had applied before the power loss"
+                    ))),
+                    (false, _) => Err(format!("not serving yet, applied {now:?} (was {applied:?})")),
+                }
+            },
+        )
+        .await?;
+        caught_up.map_err(anyhow::Error::msg)?;
         cluster.leader().await?;
     }
-    Ok(())
+    cluster.shutdown_all().await
+}
+
+/// A clean stop leaves everything applied on disk and says so: the node
+/// answers reads at once when it starts again, even alone. The same node,
+/// after a crash and alone, answers nothing (no leader can tell it how far
+/// to catch up), over gRPC as to its own region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_serves_at_once_and_a_crash_waits_for_a_leader() -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = Cluster::in_memory(&[1, 2, 3], |_| {}).await?;
+    let last = cluster.write(put("k", "v")).await?;
+    cluster.converged(last.log_index).await?;
+    for id in [1, 2, 3] {
+        cluster.stop(id).await?;
+    }
+    cluster.start(1).await?;
+    let node = cluster.node(1)?;
+    ensure!(
+        node.serving().is_serving(),
+        "node 1 stopped cleanly but does not answer reads alone"
+    );
+    ensure!(applied_index(&cluster, 1)? >= Some(last.log_index));
+    let read = read_local_over_grpc(&cluster, 1, "k").await;
+    ensure!(
+        matches!(&read, Ok(Some(v)) if v == b"v"),
+        "a read of a cleanly stopped node: {read:?}"
+    );
+
+    cluster.crash(1).await?;
+    cluster.start(1).await?;
+    ensure!(
+        !cluster.node(1)?.serving().is_serving(),
+        "node 1 crashed and is alone, yet answers reads"
+    );
+    let read = read_local_over_grpc(&cluster, 1, "k").await;
+    ensure!(
+        matches!(&read, Err(status) if status.code() == tonic::Code::Unavailable),
+        "a read of a crashed node with no leader: {read:?}"
+    );
+
+    // The others come back; a leader is elected and reads open.
+    cluster.start(2).await?;
+    cluster.start(3).await?;
+    cluster.leader().await?;
+    let serving = cluster.node(1)?.serving();
+    wait_until("node 1 to answer reads again", DEADLINE, || async {
+        match serving.is_serving() {
+            true => Ok(()),
+            false => Err("not serving".to_string()),
+        }
+    })
+    .await?;
+    ensure!(applied_index(&cluster, 1)? >= Some(last.log_index));
+    cluster.shutdown_all().await
+}
+
+fn applied_index(cluster: &Cluster, id: NodeId) -> anyhow::Result<Option<u64>> {
+    Ok(cluster.node(id)?.view().last_applied()?.map(|l| l.index))
 }

@@ -159,6 +159,19 @@ async fn leader_killed_with_sigkill_mid_burst_recovers_and_converges() -> anyhow
         })
         .await?;
         let mut c = client(addr).await?;
+        // A killed node answers reads once it has caught up with a leader
+        // (`tollgate_raft::recovery`), which may be a moment after it has
+        // applied that far.
+        wait_until(&format!("{addr} to answer reads"), DEADLINE, || {
+            let mut c = c.clone();
+            async move {
+                c.read_local(pb::ReadLocalRequest { key: b"k".to_vec() })
+                    .await
+                    .map(|_| ())
+                    .map_err(|status| status.to_string())
+            }
+        })
+        .await?;
         for (key, _) in &acked {
             let r = c
                 .read_local(pb::ReadLocalRequest {

@@ -82,7 +82,8 @@ impl RegionNode {
         // entry it moves the views forward and wakes revision waiters.
         let views = Arc::new(
             Views::open(view.clone(), config.account_views_cached_max)
-                .map_err(|e| NodeError::Other(format!("reading the applied state: {e}")))?,
+                .map_err(|e| NodeError::Other(format!("reading the applied state: {e}")))?
+                .gated_by(node.serving()),
         );
         let applied_rx = views.applied();
         let mut tasks = Vec::new();

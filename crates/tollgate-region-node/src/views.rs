@@ -33,6 +33,7 @@ use tollgate_model::{
     AccountId, AppCredential, Catalog, ChangeRecord, EntitlementId, Mutation, UnixSeconds,
 };
 use tollgate_origin::keys;
+use tollgate_raft::recovery::Serving;
 use tollgate_raft::StateView;
 use tollgate_region::{account_entitlements_prefix, ORIGIN_CONTACT};
 use tollgate_server::served::Entries;
@@ -65,6 +66,11 @@ pub enum ViewError {
     /// The state kept moving while views were built.
     #[error("the applied state moved on {READ_ATTEMPTS_MAX} reads in a row; try again")]
     Moving,
+    /// This node stopped uncleanly and may hold less than it answered
+    /// before: it answers nothing until it has caught up with its region's
+    /// leader (`tollgate_raft::recovery`).
+    #[error("this node restarted after an unclean stop and has not caught up with its region's leader yet; try another node")]
+    Recovering,
 }
 
 impl ViewError {
@@ -76,6 +82,7 @@ impl ViewError {
             ViewError::Storage(_) => (Code::Unavailable, "STATE_UNREADABLE"),
             ViewError::OverLimit(_) => (Code::Internal, "STATE_OVER_LIMIT"),
             ViewError::Moving => (Code::Unavailable, "STATE_MOVING"),
+            ViewError::Recovering => (Code::Unavailable, "NODE_RECOVERING"),
         };
         error_status(code, error_code, self.to_string())
     }
@@ -115,6 +122,8 @@ pub struct Views {
     state: RwLock<State>,
     applied_tx: watch::Sender<u64>,
     accounts_max: usize,
+    /// Whether the applied state may be answered from; `None`: always.
+    serving: Option<Arc<Serving>>,
 }
 
 impl Views {
@@ -142,7 +151,23 @@ impl Views {
             }),
             view,
             accounts_max: accounts_max.max(1),
+            serving: None,
         })
+    }
+
+    /// Answers nothing while `serving` says this node may not (after an
+    /// unclean stop, until it caught up): reads and callers are refused
+    /// with [`ViewError::Recovering`].
+    pub fn gated_by(mut self, serving: Arc<Serving>) -> Views {
+        self.serving = Some(serving);
+        self
+    }
+
+    fn check_serving(&self) -> Result<(), ViewError> {
+        match &self.serving {
+            Some(serving) if !serving.is_serving() => Err(ViewError::Recovering),
+            _ => Ok(()),
+        }
     }
 
     /// The applied revision as the views hold it, for `at_least_revision`
@@ -247,6 +272,7 @@ impl Views {
         &self,
         accounts: &[&AccountId],
     ) -> Result<(Snapshot, Vec<Option<Arc<AccountView>>>), ViewError> {
+        self.check_serving()?;
         for _ in 0..READ_ATTEMPTS_MAX {
             let (snapshot, generation, mut found) = {
                 let state = self.read_state();
@@ -332,6 +358,7 @@ impl Views {
         gate: &Gate,
         request: &tonic::Request<T>,
     ) -> Result<Caller, tonic::Status> {
+        self.check_serving().map_err(|e| e.status())?;
         let metadata = request.metadata();
         let caller = if gate.mode == CredentialMode::Off
             && !metadata.contains_key(CREDENTIAL_METADATA_KEY)

@@ -49,6 +49,9 @@ pub(crate) const SM_TREE_PREFIX: &str = "sm.";
 
 pub(crate) const META_VOTE: &[u8] = b"vote";
 pub(crate) const META_COMMITTED: &[u8] = b"committed";
+/// Present (flushed) only between a clean stop and the next start: see
+/// [`crate::recovery`].
+pub(crate) const META_CLEAN_STOP: &[u8] = b"clean_stop";
 pub(crate) const META_LAST_PURGED: &[u8] = b"last_purged";
 pub(crate) const META_SM_GENERATION: &[u8] = b"sm_generation";
 pub(crate) const META_SNAPSHOT_META: &[u8] = b"snapshot_meta";

@@ -325,3 +325,28 @@ pub async fn write_over_grpc(
     )
     .await
 }
+
+/// Node `id`'s own value of `key` through the cluster-admin `ReadLocal`,
+/// as a caller on the network sees it: `None` when it holds no such key.
+pub async fn read_local_over_grpc(
+    cluster: &Cluster,
+    id: NodeId,
+    key: &str,
+) -> Result<Option<Vec<u8>>, tonic::Status> {
+    use tollgate_proto::cluster::v1 as pb;
+    use tollgate_proto::cluster::v1::cluster_admin_client::ClusterAdminClient;
+    let addr = cluster
+        .addrs
+        .get(&id)
+        .ok_or_else(|| tonic::Status::not_found(format!("node {id} has no address")))?;
+    let mut client = ClusterAdminClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{addr}: {e}")))?;
+    let reply = client
+        .read_local(pb::ReadLocalRequest {
+            key: key.as_bytes().to_vec(),
+        })
+        .await?
+        .into_inner();
+    Ok(reply.found.then_some(reply.value))
+}
