@@ -688,8 +688,7 @@ impl OriginNode {
             // A request still holds the node: stop Raft through the shared
             // handle; its storage is released when the last holder goes.
             Err(node) => node
-                .raft()
-                .shutdown()
+                .shutdown_raft()
                 .await
                 .map_err(|e| NodeError::Other(format!("raft shutdown: {e}")))?,
         }

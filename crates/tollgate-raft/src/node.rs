@@ -331,6 +331,19 @@ impl<L: StateMachineLogic> Node<L> {
         self.stop_store.mark_clean_stop().await
     }
 
+    /// Stops Raft through a shared handle (where [`Self::shutdown`] cannot
+    /// take the node: a request still holds it) and, once it has stopped,
+    /// marks the stop clean as `shutdown` does. The endpoint and the
+    /// node's own tasks stop when the last holder drops it.
+    pub async fn shutdown_raft(&self) -> Result<(), Error> {
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| Error::Raft(format!("raft core task failed: {e}")))?;
+        self.stop_store.mark_clean_stop().await
+    }
+
     /// Stop abruptly, as close to a crash as one process allows: the
     /// endpoint and the write path are aborted mid-flight (in-flight writes
     /// get no answer), no final flush is made, and Raft's tasks are stopped

@@ -298,7 +298,8 @@ impl RegionNode {
         )?;
         // The check port's health follows the node's readiness (`/readyz`):
         // NOT_SERVING until it is a member, has heard from the origin, is
-        // within the lag bound and has its geo database.
+        // within the lag bound, has caught up after an unclean stop and has
+        // its geo database.
         let readiness = ops.clone();
         tasks.push(health.follow(READINESS_INTERVAL, stop_rx.clone(), move || {
             readiness.status().ready
@@ -450,8 +451,7 @@ impl RegionNode {
         match Arc::try_unwrap(self.node) {
             Ok(node) => node.shutdown().await?,
             Err(node) => node
-                .raft()
-                .shutdown()
+                .shutdown_raft()
                 .await
                 .map_err(|e| NodeError::Other(format!("raft shutdown: {e}")))?,
         }

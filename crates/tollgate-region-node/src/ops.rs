@@ -135,6 +135,11 @@ impl OpsState {
                 self.ready_lag_revisions_max
             ));
         }
+        if !self.node.serving().is_serving() {
+            not_ready.push(
+                "stopped uncleanly and has not caught up with the region's leader".to_string(),
+            );
+        }
         if self.geo.is_none() && self.geo_required {
             not_ready.push("no geo database is loaded".to_string());
         }

@@ -19,6 +19,7 @@ mod region_leader_kill;
 mod region_metering;
 mod region_ops;
 mod region_partition;
+mod region_recovery;
 mod region_reports;
 mod region_scale;
 mod region_snapshot;
