@@ -142,6 +142,8 @@ enum Bytes {
     Staging {
         pieces: Arc<StoredPieces>,
         len: u64,
+        /// Refused past this many bytes.
+        max: u64,
     },
 }
 
@@ -170,10 +172,14 @@ impl SnapshotData {
     }
 
     /// A snapshot to be received into `pieces` (made by
-    /// [`StoredPieces::staging`]).
-    pub(crate) fn staging(pieces: Arc<StoredPieces>) -> Self {
+    /// [`StoredPieces::staging`]), of at most `max` bytes.
+    pub(crate) fn staging(pieces: Arc<StoredPieces>, max: u64) -> Self {
         SnapshotData {
-            bytes: Bytes::Staging { pieces, len: 0 },
+            bytes: Bytes::Staging {
+                pieces,
+                len: 0,
+                max,
+            },
             position: 0,
         }
     }
@@ -204,7 +210,7 @@ impl SnapshotData {
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
         match &self.bytes {
             Bytes::Memory(v) => Ok(v.clone()),
-            Bytes::Stored { pieces, len } | Bytes::Staging { pieces, len } => {
+            Bytes::Stored { pieces, len } | Bytes::Staging { pieces, len, .. } => {
                 let mut out = Vec::with_capacity(*len as usize);
                 for index in 0..len.div_ceil(PIECE_BYTES as u64) {
                     out.extend_from_slice(&piece(pieces, index)?);
@@ -332,11 +338,19 @@ impl AsyncWrite for SnapshotData {
                 }
                 v[position..end].copy_from_slice(data);
             }
-            Bytes::Staging { pieces, len } => {
+            Bytes::Staging { pieces, len, max } => {
                 if position > *len {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         format!("a snapshot chunk at byte {position}, past the {len} received"),
+                    )));
+                }
+                if end > *max {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "a snapshot chunk ending at byte {end}, past the {max} bytes a received snapshot may hold (received_snapshot_bytes_max)"
+                        ),
                     )));
                 }
                 pieces.write_at(position, data)?;

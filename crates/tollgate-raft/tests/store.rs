@@ -577,6 +577,40 @@ async fn an_abandoned_or_malformed_receive_leaves_nothing_behind() -> anyhow::Re
     Ok(())
 }
 
+/// A received snapshot has a size bound: the chunk that would take it past
+/// `received_snapshot_bytes_max` is refused with an error that names the
+/// bound, whatever offset it claims, and nothing it staged outlives it.
+#[tokio::test]
+async fn a_received_snapshot_past_its_bound_is_refused() -> anyhow::Result<()> {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let dir = tempfile::tempdir()?;
+    one_key_and_a_snapshot(dir.path()).await?;
+    {
+        let mut config = config(dir.path());
+        config.received_snapshot_bytes_max = 250_000;
+        let (_log, mut sm) = open_storage(&config, Arc::new(KvLogic))?;
+        let mut data = sm.begin_receiving_snapshot().await.map_err(err)?;
+        data.write_all(&[7u8; 200_000]).await?;
+        let refused = data.write_all(&[7u8; 100_000]).await;
+        let error = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        ensure!(
+            error.contains("received_snapshot_bytes_max"),
+            "a chunk past the bound: {error:?}"
+        );
+        // Up to the bound exactly is still taken.
+        data.seek(std::io::SeekFrom::Start(200_000)).await?;
+        data.write_all(&[7u8; 50_000]).await?;
+        ensure!(data.len() == 250_000, "received {} bytes", data.len());
+        drop(data);
+    }
+    let sets = piece_sets(dir.path())?;
+    ensure!(
+        !sets.iter().any(|s| s.starts_with("receiving-")),
+        "staged pieces left behind: {sets:?}"
+    );
+    Ok(())
+}
+
 /// Pieces a crash left mid-receive are removed at the next start.
 #[tokio::test]
 async fn pieces_of_a_receive_cut_by_a_crash_are_removed_at_start() -> anyhow::Result<()> {

@@ -457,6 +457,10 @@ pub struct Raft {
     /// the last one (a region catching up on the origin writes entries of
     /// up to 256 KiB each). 0: count entries only.
     pub snapshot_log_bytes: u64,
+    /// The largest snapshot a node accepts from its leader: one that would
+    /// grow past it is refused, so a leader gone wrong cannot fill the
+    /// disk.
+    pub received_snapshot_bytes: u64,
     /// Entries kept behind a snapshot, so a member a little behind catches
     /// up from the log instead of a whole snapshot.
     pub logs_kept_after_snapshot: u64,
@@ -470,6 +474,7 @@ impl Raft {
         config.election_timeout_ms_max = self.election_timeout_ms_max;
         config.snapshot_logs_since_last = self.snapshot_logs_since_last;
         config.snapshot_log_bytes_max = self.snapshot_log_bytes;
+        config.storage.received_snapshot_bytes_max = self.received_snapshot_bytes;
         config.max_in_snapshot_log_to_keep = self.logs_kept_after_snapshot;
     }
 }
@@ -482,6 +487,7 @@ impl Default for Raft {
             election_timeout_ms_max: 300,
             snapshot_logs_since_last: 10_000,
             snapshot_log_bytes: tollgate_raft::SNAPSHOT_LOG_BYTES_MAX_DEFAULT,
+            received_snapshot_bytes: tollgate_raft::store::RECEIVED_SNAPSHOT_BYTES_MAX_DEFAULT,
             logs_kept_after_snapshot: 1_000,
         }
     }
@@ -1020,6 +1026,11 @@ impl NodeFile {
                 1024 * 1024..=1024 * 1024 * 1024 * 1024,
             )?;
         }
+        within(
+            "raft.received_snapshot_bytes",
+            raft.received_snapshot_bytes,
+            1024 * 1024..=1024 * 1024 * 1024 * 1024,
+        )?;
         within(
             "raft.logs_kept_after_snapshot",
             raft.logs_kept_after_snapshot,

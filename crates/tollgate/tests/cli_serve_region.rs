@@ -327,6 +327,7 @@ fn region_configs_are_checked_as_a_whole() {
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[checks]\ncredentials = \"sometimes\"\n", "credentials"),
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[raft]\nsnapshot_logs_since_last = 5\n", "raft.snapshot_logs_since_last"),
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[raft]\nsnapshot_log_bytes = 4096\n", "raft.snapshot_log_bytes"),
+        ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[raft]\nreceived_snapshot_bytes = 0\n", "raft.received_snapshot_bytes"),
         ("role = \"region\"\nnode_id = 1\ndata_dir = \"/tmp/x\"\n[listen]\nraft = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n[origin]\nfeed = \"http://x:1\"\npublic_keys_path = \"k\"\n[raft]\nheartbeat_interval_ms = 100\nelection_timeout_ms_min = 150\n", "raft.election_timeout_ms_min"),
     ] {
         // Each row is wrong in one key; TLS is not the point here.

@@ -86,7 +86,15 @@ pub struct StorageConfig {
     /// the snapshot copies the state) stays in memory; the rest goes to a
     /// scratch tree on disk.
     pub undo_memory_bytes_max: usize,
+    /// Largest snapshot this node accepts from its leader: a chunk that
+    /// would take a received snapshot past it is refused, so a leader
+    /// gone wrong cannot fill the disk with one.
+    pub received_snapshot_bytes_max: u64,
 }
+
+/// Default of [`StorageConfig::received_snapshot_bytes_max`]: 16 GiB (the
+/// snapshot of a million entitlements is about 30 MiB).
+pub const RECEIVED_SNAPSHOT_BYTES_MAX_DEFAULT: u64 = 16 * 1024 * 1024 * 1024;
 
 /// Default of [`StorageConfig::undo_memory_bytes_max`]: 32 MiB.
 pub const UNDO_MEMORY_BYTES_MAX_DEFAULT: usize = 32 * 1024 * 1024;
@@ -100,6 +108,7 @@ impl StorageConfig {
             lock_wait_ms_max: 5_000,
             memory: None,
             undo_memory_bytes_max: UNDO_MEMORY_BYTES_MAX_DEFAULT,
+            received_snapshot_bytes_max: RECEIVED_SNAPSHOT_BYTES_MAX_DEFAULT,
         }
     }
 
@@ -248,7 +257,13 @@ pub fn open_storage<L: StateMachineLogic>(
     let db = open_db(config)?;
     let growth = Arc::new(LogGrowth::default());
     let log_store = LogStore::open(db.clone(), growth.clone())?;
-    let state_machine = SledStateMachine::open(db, logic, growth, config.undo_memory_bytes_max)?;
+    let state_machine = SledStateMachine::open(
+        db,
+        logic,
+        growth,
+        config.undo_memory_bytes_max,
+        config.received_snapshot_bytes_max,
+    )?;
     Ok((log_store, state_machine))
 }
 

@@ -352,6 +352,8 @@ pub struct SledStateMachine<L> {
     growth: Arc<LogGrowth>,
     /// How much of a snapshot's undo map stays in memory.
     undo_memory_bytes_max: usize,
+    /// Largest snapshot this node accepts from a leader.
+    received_snapshot_bytes_max: u64,
 }
 
 impl<L: StateMachineLogic> SledStateMachine<L> {
@@ -360,6 +362,7 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
         logic: Arc<L>,
         growth: Arc<LogGrowth>,
         undo_memory_bytes_max: usize,
+        received_snapshot_bytes_max: u64,
     ) -> Result<Self, Error> {
         let db = durable.clone();
         // A build the node was running when it stopped left its scratch.
@@ -397,6 +400,7 @@ impl<L: StateMachineLogic> SledStateMachine<L> {
             current_pieces: Arc::new(Mutex::new(None)),
             growth,
             undo_memory_bytes_max,
+            received_snapshot_bytes_max,
         })
     }
 
@@ -832,6 +836,7 @@ impl<L> SledStateMachine<L> {
             current_pieces: self.current_pieces.clone(),
             growth: self.growth.clone(),
             undo_memory_bytes_max: self.undo_memory_bytes_max,
+            received_snapshot_bytes_max: self.received_snapshot_bytes_max,
         }
     }
 
@@ -1036,7 +1041,10 @@ impl<L: StateMachineLogic> RaftStateMachine<TypeConfig<L>> for SledStateMachine<
         remove_pieces(&self.meta, &set)
             .map_err(|e| StorageIOError::write_snapshot(None, any_error(e)))?;
         let pieces = StoredPieces::staging(self.meta.clone(), pieces_prefix(&set));
-        Ok(Box::new(SnapshotData::staging(pieces)))
+        Ok(Box::new(SnapshotData::staging(
+            pieces,
+            self.received_snapshot_bytes_max,
+        )))
     }
 
     async fn install_snapshot(
