@@ -162,13 +162,16 @@ die() {
     exit 1
 }
 
+# start_redis and stop_redis (REDIS_PID, REDIS_PORT, REDIS_VERSION).
+# shellcheck source=bench/redis.sh
+source "$(dirname "${BASH_SOURCE[0]}")/redis.sh"
+
 # Floating-point arithmetic: calc EXPRESSION (awk syntax) prints the result.
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 
 # ------------------------------------------------- temp dir, cleanup trap --
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tollgate-compare.XXXXXX")"
-REDIS_PID=""
 DEV_PID=""
 
 # Sends signal $2 to pid $1, then waits up to $3 seconds for it to exit;
@@ -195,9 +198,7 @@ cleanup() {
     if [[ -n $DEV_PID ]]; then
         stop_process "$DEV_PID" INT 20 # tollgate dev stops cleanly on Ctrl-C
     fi
-    if [[ -n $REDIS_PID ]]; then
-        stop_process "$REDIS_PID" TERM 10
-    fi
+    stop_redis
     if ((rc != 0)); then
         if [[ -s $WORK/dev.log ]]; then
             printf '%s: the last lines tollgate dev printed (%s):\n' "$SCRIPT_NAME" "$WORK/dev.log" >&2
@@ -346,42 +347,13 @@ cpu_between() {
 
 # --------------------------------------------------------------- 3. redis --
 
-REDIS_PORT=""
-REDIS_VERSION=""
-
-# True when nothing accepts connections on 127.0.0.1:$1.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-start_redis() {
-    local dir=$WORK/redis attempt port i
-    mkdir -p "$dir"
-    for ((attempt = 0; attempt < 20; attempt++)); do
-        port=$((20000 + RANDOM % 30000))
-        port_free "$port" || continue
-        # No RDB snapshots, no AOF, loopback only, its own directory and log.
-        redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
-            --dir "$dir" --logfile "$dir/redis.log" --daemonize no \
-            --protected-mode yes --databases 1 >/dev/null 2>&1 &
-        REDIS_PID=$!
-        for ((i = 0; i < 100; i++)); do # up to 10 s
-            if [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]]; then
-                REDIS_PORT=$port
-                break 2
-            fi
-            kill -0 "$REDIS_PID" 2>/dev/null || break # lost a race for the port
-            sleep 0.1
-        done
-        stop_process "$REDIS_PID" TERM 5
-        REDIS_PID=""
-    done
-    [[ -n $REDIS_PORT ]] || die "redis-server did not start (its log: $(tail -n 3 "$dir/redis.log" 2>/dev/null))"
-    REDIS_VERSION=$(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')
+start_own_redis() {
+    start_redis "$WORK/redis"
     # redis-benchmark's GET asks for the literal key "key:__rand_int__" (no
     # -r): give it a value of the benchmark's default 3 bytes, so every GET
     # returns data, as every check returns a decision.
     [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" set key:__rand_int__ xxx) == OK ]] ||
         die "could not SET the benchmark key in redis"
-    log "redis-server $REDIS_VERSION on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
 }
 
 # redis_get CLIENTS REQUESTS: runs redis-benchmark GET and prints one JSON
@@ -688,7 +660,7 @@ dev_log_problems() {
 main() {
     ensure_tools
     locate_tollgate
-    start_redis
+    start_own_redis
     start_tollgate_dev
     measure_idle
 

@@ -24,18 +24,15 @@ if ! command -v "$server" >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
 fi
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+SCRIPT_NAME="vs-redis"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+# shellcheck source=bench/redis.sh
+source bench/redis.sh
 dir=$(mktemp -d)
-"$server" --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
-    --dir "$dir" --daemonize no --loglevel warning &
-redis_pid=$!
-trap 'kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-    kill -0 "$redis_pid" || { echo "vs-redis: redis-server exited" >&2; exit 1; }
-    sleep 0.1
-done
+trap 'stop_redis; rm -rf "$dir"' EXIT
+start_redis "$dir"
 
 # The node has no origin to reach and says so every second: errors only.
-RUST_LOG="${RUST_LOG:-error}" TOLLGATE_SCALE_ACCOUNTS="$accounts" TOLLGATE_SCALE_REDIS="127.0.0.1:$port" \
+RUST_LOG="${RUST_LOG:-error}" TOLLGATE_SCALE_ACCOUNTS="$accounts" TOLLGATE_SCALE_REDIS="127.0.0.1:$REDIS_PORT" \
     cargo test --release -p tollgate-tests --test e2e region_scale -- --ignored --nocapture
