@@ -36,7 +36,7 @@ pub fn issue_credential(
     now: UnixSeconds,
 ) -> Result<(String, AppCredential), Problem> {
     let mut random = [0u8; 40];
-    getrandom::fill(&mut random)
+    tollgate_clock::random::fill(&mut random)
         .map_err(|e| Problem::internal(format!("no randomness for a new credential: {e}")))?;
     let id: String = format!(
         "cred-{}",

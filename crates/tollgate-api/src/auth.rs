@@ -54,7 +54,7 @@ pub fn issue_key_for(
     now: UnixSeconds,
 ) -> Result<IssuedKey, Problem> {
     let mut random = [0u8; 40];
-    getrandom::fill(&mut random)
+    tollgate_clock::random::fill(&mut random)
         .map_err(|e| Problem::internal(format!("no randomness for a new key: {e}")))?;
     let id: String = format!(
         "key-{}",

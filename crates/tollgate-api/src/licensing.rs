@@ -351,7 +351,7 @@ fn account_slice<S: OriginStore>(
 
 fn random_id() -> Result<RandomId, Problem> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)
+    tollgate_clock::random::fill(&mut bytes)
         .map_err(|e| Problem::internal(format!("no randomness for an id: {e}")))?;
     Ok(RandomId::from_bytes(bytes))
 }

@@ -8,6 +8,10 @@
 //! the engine and the model never read a clock.
 //!
 //! `tests/one_clock.rs` fails when any other crate reads `SystemTime::now`.
+//!
+//! Random bytes come from one place too ([`random`]), for the same reason.
+
+pub mod random;
 
 use std::fmt;
 use std::sync::Arc;

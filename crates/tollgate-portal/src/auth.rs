@@ -67,7 +67,7 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
         return Err(PasswordError::Length);
     }
     let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| PasswordError::Hash(e.to_string()))?;
+    tollgate_clock::random::fill(&mut salt).map_err(|e| PasswordError::Hash(e.to_string()))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| PasswordError::Hash(e.to_string()))?;
     Ok(argon2()?
         .hash_password(password.as_bytes(), &salt)

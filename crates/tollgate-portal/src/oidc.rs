@@ -963,7 +963,8 @@ async fn read_bounded(
 /// 32 random bytes from the OS, base64url without padding.
 fn random_token() -> Result<String, OidcError> {
     let mut bytes = [0u8; RANDOM_BYTES];
-    getrandom::fill(&mut bytes).map_err(|error| OidcError::Random(error.to_string()))?;
+    tollgate_clock::random::fill(&mut bytes)
+        .map_err(|error| OidcError::Random(error.to_string()))?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 

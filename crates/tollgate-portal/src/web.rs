@@ -42,7 +42,8 @@ const CSP_REPORT_MAX: usize = 16 * 1024;
 /// 32 random bytes, base64url: session tokens, CSRF tokens, invitations.
 pub(crate) fn random_token() -> Result<String, PageError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| PageError::Internal(format!("no randomness: {e}")))?;
+    tollgate_clock::random::fill(&mut bytes)
+        .map_err(|e| PageError::Internal(format!("no randomness: {e}")))?;
     Ok(B64.encode(bytes))
 }
 

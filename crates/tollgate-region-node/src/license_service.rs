@@ -138,7 +138,7 @@ impl pb::licenses_server::Licenses for RegionLicenses {
         let revision = read_u64(&self.view, keys::HEAD_REVISION)
             .map_err(|e| unreadable("the applied revision", e))?;
         let mut random = [0u8; 16];
-        getrandom::fill(&mut random)
+        tollgate_clock::random::fill(&mut random)
             .map_err(|e| Status::internal(format!("no randomness for a token id: {e}")))?;
         let id = tollgate_license::RandomId::from_bytes(random);
         let device_bound = r.device_fingerprint.is_some();

@@ -611,7 +611,7 @@ fn transport_for(
 /// A fresh idempotency key: `sdk-` and 32 hex digits of OS randomness.
 pub fn new_idempotency_key() -> String {
     let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
+    if tollgate_clock::random::fill(&mut bytes).is_err() {
         // No OS randomness: fall back to the clock and a counter, which is
         // still unique within this process.
         static COUNTER: AtomicUsize = AtomicUsize::new(0);

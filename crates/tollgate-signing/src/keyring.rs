@@ -300,7 +300,7 @@ struct StoredKey {
 
 pub(crate) fn new_secret() -> Result<SigningKey, SigningError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| SigningError::Random(e.to_string()))?;
+    tollgate_clock::random::fill(&mut seed).map_err(|e| SigningError::Random(e.to_string()))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 

@@ -59,7 +59,7 @@ impl SealKey {
     /// A new random seal key.
     pub fn generate() -> Result<SealKey, SigningError> {
         let mut key = [0u8; SEAL_KEY_LEN];
-        getrandom::fill(&mut key).map_err(|e| SigningError::Random(e.to_string()))?;
+        tollgate_clock::random::fill(&mut key).map_err(|e| SigningError::Random(e.to_string()))?;
         Ok(SealKey::from_bytes(key))
     }
 
@@ -189,7 +189,8 @@ impl SealedKey {
         let kid = KeyId::of(&secret.verifying_key());
         let public_key = B64.encode(secret.verifying_key().as_bytes());
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| SigningError::Random(e.to_string()))?;
+        tollgate_clock::random::fill(&mut nonce)
+            .map_err(|e| SigningError::Random(e.to_string()))?;
         let mut in_out = secret.to_bytes().to_vec();
         seal.aead()
             .seal_in_place_append_tag(

@@ -469,10 +469,18 @@ impl Nemesis {
     }
 }
 
+/// Mixed into a seed for the stream of random bytes the nodes draw
+/// (`tollgate_clock::random`), apart from openraft's election timeouts.
+pub(crate) const RANDOM_BYTES_STREAM: u64 = 0x5eed_b17e_5eed_b17e;
+
 /// Run one seed.
 pub fn run(options: &Options) -> Outcome {
     tollgate_raft::runtime::seed_thread_rng(Some(options.seed));
+    // The nodes' random bytes (key ids, tokens, keys): from the seed too,
+    // on a stream of their own.
+    tollgate_clock::random::seed_thread(Some(options.seed ^ RANDOM_BYTES_STREAM));
     let outcome = run_seeded(options);
+    tollgate_clock::random::seed_thread(None);
     tollgate_raft::runtime::seed_thread_rng(None);
     outcome
 }

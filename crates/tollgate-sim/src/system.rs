@@ -51,6 +51,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::http::{self, HttpError};
+use crate::RANDOM_BYTES_STREAM;
 
 /// Raft and cluster administration, on every node.
 const RAFT: u16 = 7000;
@@ -1661,7 +1662,11 @@ const EPOCH_SECS: u64 = 1_800_000_000;
 /// Runs the whole system for one seed.
 pub fn run_system(options: &SystemOptions) -> SystemOutcome {
     tollgate_raft::runtime::seed_thread_rng(Some(options.seed));
+    // The nodes' random bytes (key ids, tokens, keys): from the seed too,
+    // on a stream of their own.
+    tollgate_clock::random::seed_thread(Some(options.seed ^ RANDOM_BYTES_STREAM));
     let outcome = run_seeded(options);
+    tollgate_clock::random::seed_thread(None);
     tollgate_raft::runtime::seed_thread_rng(None);
     outcome
 }

@@ -869,7 +869,8 @@ async fn portal_sign_ins(origin: &OriginNode, root: &Path) -> anyhow::Result<Vec
     let mut sign_ins = Vec::new();
     for (who, email, name, role, account) in users {
         let mut random = [0u8; 12];
-        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        tollgate_clock::random::fill(&mut random)
+            .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let hash = {
             let password = password.clone();

@@ -127,7 +127,7 @@ fn state_of(user: &PortalUser, now: UnixSeconds) -> &'static str {
 /// A fresh invitation by `caller`: what to store, and its token.
 fn new_invite(caller: &Caller, now: UnixSeconds) -> Result<(PortalInvite, String), Problem> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
+    tollgate_clock::random::fill(&mut bytes)
         .map_err(|e| Problem::internal(format!("no randomness for an invitation: {e}")))?;
     let token = B64.encode(bytes);
     Ok((
