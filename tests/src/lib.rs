@@ -261,6 +261,28 @@ impl TestOrigin {
     }
 }
 
+/// Region node `id`'s config as [`start_region`] makes it, before its
+/// `configure`: data in `<dir>/region-<id>`, named `eu-<id>`, following
+/// `origin_feed`, no region reports.
+pub fn region_config(
+    id: u64,
+    dir: &std::path::Path,
+    origin: &tollgate_origin_node::OriginNode,
+    origin_feed: String,
+) -> tollgate_region_node::RegionConfig {
+    let mut config = tollgate_region_node::RegionConfig::new(
+        id,
+        dir.join(format!("region-{id}")),
+        origin_feed,
+        origin.public_keys().expect("the origin holds its keys"),
+    );
+    config.name = format!("eu-{id}");
+    // Each region report commits an origin revision: off unless a test
+    // asks for them, so tests that count revisions see only their own.
+    config.report_interval = None;
+    config
+}
+
 /// Starts a region of `size` nodes following `origin_feed` (node names
 /// `eu-<id>`), lets `configure` adjust each config, and initialises it.
 /// A node left plaintext gets its TLS (as node `<id>` of its `region`)
@@ -275,16 +297,7 @@ pub async fn start_region(
 ) -> Vec<tollgate_region_node::RegionNode> {
     let mut region = Vec::new();
     for id in 1..=size {
-        let mut config = tollgate_region_node::RegionConfig::new(
-            id,
-            dir.join(format!("region-{id}")),
-            origin_feed.clone(),
-            origin.public_keys().expect("the origin holds its keys"),
-        );
-        config.name = format!("eu-{id}");
-        // Each region report commits an origin revision: off unless a test
-        // asks for them, so tests that count revisions see only their own.
-        config.report_interval = None;
+        let mut config = region_config(id, dir, origin, origin_feed.clone());
         configure(&mut config);
         if !config.raft.transport.is_tls() {
             config.raft.transport = pki().region_node(&config.region, id);

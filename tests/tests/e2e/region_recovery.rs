@@ -9,8 +9,10 @@ use std::time::Duration;
 use tollgate_origin_node::OriginConfig;
 use tollgate_proto::check::v1 as pb;
 use tollgate_proto::check::v1::check_service_client::CheckServiceClient;
-use tollgate_region_node::{RegionConfig, RegionListeners, RegionNode};
-use tollgate_tests::{init_tracing, loopback, pki, start_region, wait_until, TestOrigin};
+use tollgate_region_node::{RegionListeners, RegionNode};
+use tollgate_tests::{
+    init_tracing, loopback, pki, region_config, start_region, wait_until, TestOrigin,
+};
 use tracing::info;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -58,14 +60,7 @@ async fn restart(
     origin: &TestOrigin,
     raft_addr: &str,
 ) -> RegionNode {
-    let mut config = RegionConfig::new(
-        id,
-        dir.join(format!("region-{id}")),
-        origin.feed_url(),
-        origin.node.public_keys().unwrap(),
-    );
-    config.name = format!("eu-{id}");
-    config.report_interval = None;
+    let mut config = region_config(id, dir, &origin.node, origin.feed_url());
     config.raft.transport = pki().region_node(&config.region, id);
     // A crashed node's listener closes as its accept task ends.
     let raft = wait_until(&format!("rebinding {raft_addr}"), DEADLINE, || async {
