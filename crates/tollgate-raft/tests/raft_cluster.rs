@@ -237,70 +237,26 @@ fn small_snapshots(config: &mut tollgate_raft::NodeConfig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_grown_by_bytes_is_snapshotted_on_every_node() -> anyhow::Result<()> {
     init_tracing();
-    let cluster = Cluster::formed(&[1, 2, 3], bytes_policy_only).await?;
+    let cluster = Cluster::formed(&[1, 2, 3], |config| {
+        config.snapshot_logs_since_last = 10_000;
+        config.max_in_snapshot_log_to_keep = 0;
+        config.snapshot_log_bytes_max = 1024 * 1024;
+    })
+    .await?;
     let leader = cluster.leader().await?;
     let before = cluster.node(leader)?.raft().metrics().borrow().snapshot;
     ensure!(before.is_none(), "a snapshot before any write: {before:?}");
     // 16 entries of 120 KiB that do not compress (the log store keeps
     // entries LZ4-compressed): far from 10,000 entries, past 1 MiB.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let last = write_big(&cluster, &mut seed, 0..16).await?;
-    every_node_snapshots(&cluster, last).await?;
-    let state = cluster.converged(last).await?;
-    ensure!(state.len() == 16, "state has {} keys", state.len());
-    Ok(())
-}
-
-/// The byte count survives a restart: 8 large entries, every node stopped
-/// and started again, then 4 more reach the limit together (the 4 alone
-/// are well under it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_grown_by_bytes_across_a_restart_is_snapshotted() -> anyhow::Result<()> {
-    init_tracing();
-    let mut cluster = Cluster::formed(&[1, 2, 3], bytes_policy_only).await?;
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    write_big(&cluster, &mut seed, 0..8).await?;
-    for id in [1, 2, 3] {
-        cluster.stop(id).await?;
-    }
-    for id in [1, 2, 3] {
-        cluster.start(id).await?;
-    }
-    cluster.leader().await?;
-    for id in [1, 2, 3] {
-        let m = cluster.node(id)?.metrics();
-        ensure!(
-            m.snapshot.is_none(),
-            "node {id} snapshotted before the limit: {:?}",
-            m.snapshot
-        );
-    }
-    let last = write_big(&cluster, &mut seed, 8..12).await?;
-    every_node_snapshots(&cluster, last).await?;
-    Ok(())
-}
-
-fn bytes_policy_only(config: &mut tollgate_raft::NodeConfig) {
-    config.snapshot_logs_since_last = 10_000;
-    config.max_in_snapshot_log_to_keep = 0;
-    config.snapshot_log_bytes_max = 1024 * 1024;
-}
-
-/// Writes keys `big<i>` for `keys`, each a 120 KiB value that LZ4 cannot
-/// shrink much (random letters from `seed`); the last index written.
-async fn write_big(
-    cluster: &Cluster,
-    seed: &mut u64,
-    keys: std::ops::Range<u32>,
-) -> anyhow::Result<u64> {
     let mut last = 0;
-    for i in keys {
+    for i in 0..16 {
         let value: String = (0..120 * 1024)
             .map(|_| {
-                *seed ^= *seed << 13;
-                *seed ^= *seed >> 7;
-                *seed ^= *seed << 17;
-                char::from(b'a' + (*seed % 26) as u8)
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from(b'a' + (seed % 26) as u8)
             })
             .collect();
         last = cluster
@@ -308,11 +264,6 @@ async fn write_big(
             .await?
             .log_index;
     }
-    Ok(last)
-}
-
-/// Every node builds a snapshot (at or below `last`) and purges its log.
-async fn every_node_snapshots(cluster: &Cluster, last: u64) -> anyhow::Result<()> {
     for id in [1, 2, 3] {
         let m = cluster
             .node(id)?
@@ -326,6 +277,8 @@ async fn every_node_snapshots(cluster: &Cluster, last: u64) -> anyhow::Result<()
             m.snapshot
         );
     }
+    let state = cluster.converged(last).await?;
+    ensure!(state.len() == 16, "state has {} keys", state.len());
     Ok(())
 }
 

@@ -384,9 +384,7 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
         self.log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
-        self.growth
-            .add(bytes)
-            .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+        self.growth.add(bytes);
         self.flusher.stats.appends.fetch_add(1, Ordering::Relaxed);
         if let Some(db) = &self.flusher.inline {
             let result = db.flush();

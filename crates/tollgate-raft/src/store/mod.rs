@@ -49,8 +49,6 @@ pub(crate) const SM_TREE_PREFIX: &str = "sm.";
 
 pub(crate) const META_VOTE: &[u8] = b"vote";
 pub(crate) const META_COMMITTED: &[u8] = b"committed";
-/// [`LogGrowth`]'s count.
-pub(crate) const META_LOG_GROWTH: &[u8] = b"log_growth";
 /// Present (flushed) only between a clean stop and the next start: see
 /// [`crate::recovery`].
 pub(crate) const META_CLEAN_STOP: &[u8] = b"clean_stop";
@@ -204,72 +202,33 @@ fn open_sled(config: &StorageConfig) -> Result<(sled::Db, std::fs::File), Error>
 /// The byte side of the snapshot policy (openraft 0.9's own policy counts
 /// entries, and a few entries of 256 KiB weigh as much as thousands of
 /// small ones): the bytes appended to the log since the last snapshot
-/// began, and a signal once they reach a limit. The count is kept in the
-/// node's meta tree too (written with each append, so made durable by its
-/// flush), so a restart does not start it again from zero: a node that
-/// restarts often would otherwise never reach the limit.
-#[derive(Default)]
+/// began, or since the node started, and a signal once they reach a limit.
+#[derive(Debug, Default)]
 pub struct LogGrowth {
-    /// The count, and where it is kept (`None`: in memory only).
-    bytes: std::sync::Mutex<u64>,
-    stored: Option<crate::kv::Tree>,
+    bytes: AtomicU64,
     /// 0: no limit.
     limit: AtomicU64,
     reached: tokio::sync::Notify,
 }
 
-impl std::fmt::Debug for LogGrowth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogGrowth")
-            .field("bytes", &self.bytes())
-            .field("stored", &self.stored.is_some())
-            .field("limit", &self.limit.load(Ordering::Relaxed))
-            .finish()
-    }
-}
-
 impl LogGrowth {
-    /// The count kept in `meta`, from where it stood when the node stopped.
-    pub(crate) fn stored(meta: crate::kv::Tree) -> Result<LogGrowth, Error> {
-        let bytes = match meta.get(META_LOG_GROWTH)? {
-            None => 0,
-            Some(v) => crate::codec::decode_stored("raft.meta log_growth", &v)?,
-        };
-        Ok(LogGrowth {
-            bytes: std::sync::Mutex::new(bytes),
-            stored: Some(meta),
-            ..LogGrowth::default()
-        })
-    }
-
-    fn set(&self, f: impl FnOnce(u64) -> u64) -> Result<u64, Error> {
-        let mut bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
-        let total = f(*bytes);
-        if let Some(meta) = &self.stored {
-            meta.insert(META_LOG_GROWTH, crate::codec::encode(&total)?)?;
-        }
-        *bytes = total;
-        Ok(total)
-    }
-
     /// Counts `n` bytes appended.
-    pub(crate) fn add(&self, n: u64) -> Result<(), Error> {
-        let total = self.set(|bytes| bytes.saturating_add(n))?;
+    pub(crate) fn add(&self, n: u64) {
+        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
         let limit = self.limit.load(Ordering::Relaxed);
         if limit > 0 && total >= limit {
             self.reached.notify_one();
         }
-        Ok(())
     }
 
     /// A snapshot began: what it covers no longer counts.
-    pub(crate) fn reset(&self) -> Result<(), Error> {
-        self.set(|_| 0).map(|_| ())
+    pub(crate) fn reset(&self) {
+        self.bytes.store(0, Ordering::Relaxed);
     }
 
-    /// The bytes appended since the last snapshot began.
+    /// The bytes appended since the last snapshot began (or the start).
     pub fn bytes(&self) -> u64 {
-        *self.bytes.lock().unwrap_or_else(|p| p.into_inner())
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Sets the limit (0: none).
@@ -296,7 +255,7 @@ pub fn open_storage<L: StateMachineLogic>(
     logic: Arc<L>,
 ) -> Result<(LogStore<L>, SledStateMachine<L>), Error> {
     let db = open_db(config)?;
-    let growth = Arc::new(LogGrowth::stored(db.open_tree(TREE_META)?)?);
+    let growth = Arc::new(LogGrowth::default());
     let log_store = LogStore::open(db.clone(), growth.clone())?;
     let state_machine = SledStateMachine::open(
         db,

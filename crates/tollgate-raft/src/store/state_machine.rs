@@ -883,7 +883,7 @@ impl<L> SledStateMachine<L> {
             None => format!("0-0-{sequence}"),
         };
         *lock(&self.undo) = Some(Undo::new(self.undo_memory_bytes_max));
-        self.growth.reset()?;
+        self.growth.reset();
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership.unwrap_or_default(),
