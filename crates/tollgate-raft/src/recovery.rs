@@ -27,6 +27,7 @@
 //! node that never voted has never accepted an entry, so has answered
 //! nothing: it serves at once too.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use openraft::RaftMetrics;
@@ -37,7 +38,8 @@ use crate::types::{LogId, NodeId, Raft};
 /// Whether reads may be answered, and, while not, what would let them.
 #[derive(Debug)]
 pub struct Serving {
-    serving: watch::Sender<bool>,
+    /// Only ever turns true; read on every check (an atomic, no lock).
+    serving: AtomicBool,
     /// The least commit index that opens reads, once a leader gave one.
     target: watch::Sender<Option<u64>>,
 }
@@ -45,19 +47,14 @@ pub struct Serving {
 impl Serving {
     pub(crate) fn new(serving: bool) -> Arc<Serving> {
         Arc::new(Serving {
-            serving: watch::channel(serving).0,
+            serving: AtomicBool::new(serving),
             target: watch::channel(None).0,
         })
     }
 
     /// Whether this node answers reads from its applied state now.
     pub fn is_serving(&self) -> bool {
-        *self.serving.borrow()
-    }
-
-    /// Changes of [`Self::is_serving`] (it only ever turns true).
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.serving.subscribe()
+        self.serving.load(Ordering::Acquire)
     }
 
     /// An `AppendEntries` from the leader of `leader_term` was accepted,
@@ -103,14 +100,17 @@ impl Serving {
         let mut metrics = raft.metrics();
         let mut target = self.target.subscribe();
         loop {
-            if self.opens(id, &metrics.borrow_and_update()) {
-                let applied = metrics.borrow().last_applied.map(|l| l.index);
+            let (open, applied) = {
+                let m = metrics.borrow_and_update();
+                (self.opens(id, &m), m.last_applied.map(|l| l.index))
+            };
+            if open {
                 tracing::info!(
                     node_id = id,
                     applied,
                     "Caught up with the leader after an unclean stop; answering reads again."
                 );
-                self.serving.send_replace(true);
+                self.serving.store(true, Ordering::Release);
                 return;
             }
             tokio::select! {
