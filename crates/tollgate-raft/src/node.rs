@@ -313,7 +313,9 @@ impl<L: StateMachineLogic> Node<L> {
         if let Some(stop) = self.server_stop.take() {
             stop.send_replace(true);
         }
-        let raft_result = self.inner.raft.shutdown().await;
+        // Raft stops, and once it has stopped applying, what it applied
+        // goes to disk and the stop is marked clean.
+        let stopped = self.shutdown_raft().await;
         if let Some(server) = self.server.take() {
             // The server drains in-flight calls; Raft is already down so they
             // end quickly. Bounded anyway.
@@ -325,10 +327,7 @@ impl<L: StateMachineLogic> Node<L> {
             }
         }
         self.abort_tasks();
-        raft_result.map_err(|e| Error::Raft(format!("raft core task failed: {e}")))?;
-        // Raft has stopped applying: what it applied goes to disk, and the
-        // next start may answer reads at once.
-        self.stop_store.mark_clean_stop().await
+        stopped
     }
 
     /// Stops Raft through a shared handle (where [`Self::shutdown`] cannot
