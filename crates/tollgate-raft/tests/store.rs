@@ -772,3 +772,138 @@ async fn json_values_of_an_older_node_are_rewritten_at_open_and_read_the_same() 
     );
     Ok(())
 }
+
+/// The log's indexes and the term of each, read through the log store.
+async fn log_terms(dir: &std::path::Path) -> anyhow::Result<Vec<(u64, u64)>> {
+    use openraft::storage::RaftLogStorage;
+    use openraft::RaftLogReader;
+    let (mut log, _sm) = open(dir)?;
+    let entries = log.try_get_log_entries(0..u64::MAX).await.map_err(err)?;
+    let state = log.get_log_state().await.map_err(err)?;
+    ensure!(
+        state.last_log_id.map(|id| id.index) == entries.last().map(|e| e.log_id.index),
+        "log state {state:?} disagrees with the entries read"
+    );
+    Ok(entries
+        .iter()
+        .map(|e| (e.log_id.index, e.log_id.leader_id.term))
+        .collect())
+}
+
+fn entry_of_term(term: u64, index: u64) -> Entry<TypeConfig<KvLogic>> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Normal(vec![put(&format!("k{index}"), &format!("t{term}"))]),
+    }
+}
+
+/// Removes log entries `from..` behind the store's back, as a power cut
+/// that took sled's unflushed writes would.
+fn lose_sled_log_from(dir: &std::path::Path, from: u64) -> anyhow::Result<()> {
+    let db = open_raw(dir)?;
+    let log = db.open_tree("raft.log")?;
+    for item in log.range(from.to_be_bytes()..) {
+        let (key, _) = item?;
+        log.remove(key)?;
+    }
+    db.flush()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn appends_sled_lost_come_back_from_the_journal() -> anyhow::Result<()> {
+    use openraft::storage::RaftLogStorageExt;
+    let dir = tempfile::tempdir()?;
+    {
+        let (mut log, _sm) = open(dir.path())?;
+        log.blocking_append((1..=5).map(|i| entry_of_term(1, i)))
+            .await
+            .map_err(err)?;
+    }
+    lose_sled_log_from(dir.path(), 3)?;
+    let terms = log_terms(dir.path()).await?;
+    ensure!(
+        terms == (1..=5).map(|i| (i, 1)).collect::<Vec<_>>(),
+        "after sled lost entries 3..=5 the log reads {terms:?}"
+    );
+    // The replay was flushed into sled and the journal turned: losing the
+    // same again now loses them for good (nothing replays them twice).
+    lose_sled_log_from(dir.path(), 4)?;
+    let terms = log_terms(dir.path()).await?;
+    ensure!(
+        terms == (1..=3).map(|i| (i, 1)).collect::<Vec<_>>(),
+        "a turned journal replayed old records: {terms:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn entries_a_truncation_removed_never_come_back_from_the_journal() -> anyhow::Result<()> {
+    use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+    let dir = tempfile::tempdir()?;
+    {
+        let (mut log, _sm) = open(dir.path())?;
+        log.blocking_append((1..=5).map(|i| entry_of_term(1, i)))
+            .await
+            .map_err(err)?;
+        // A new leader's log differs from index 4 on.
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 4))
+            .await
+            .map_err(err)?;
+        log.blocking_append([entry_of_term(2, 4)])
+            .await
+            .map_err(err)?;
+    }
+    // Whatever sled kept past index 4, the journal must give back the log
+    // as it was written: 1..=3 of term 1, 4 of term 2, and no 5.
+    lose_sled_log_from(dir.path(), 4)?;
+    let terms = log_terms(dir.path()).await?;
+    ensure!(
+        terms == vec![(1, 1), (2, 1), (3, 1), (4, 2)],
+        "after a truncation and a crash the log reads {terms:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn entries_a_purge_removed_are_not_replayed() -> anyhow::Result<()> {
+    use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+    let dir = tempfile::tempdir()?;
+    {
+        let (mut log, _sm) = open(dir.path())?;
+        log.blocking_append((1..=5).map(|i| entry_of_term(1, i)))
+            .await
+            .map_err(err)?;
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 3))
+            .await
+            .map_err(err)?;
+        log.blocking_append([entry_of_term(1, 6)])
+            .await
+            .map_err(err)?;
+    }
+    // The purge flushed sled (4 and 5 are there for good); 6 was appended
+    // after it, into the journal only.
+    lose_sled_log_from(dir.path(), 6)?;
+    let terms = log_terms(dir.path()).await?;
+    ensure!(
+        terms == vec![(4, 1), (5, 1), (6, 1)],
+        "after a purge to 3 and a crash the log reads {terms:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_damaged_journal_stops_the_node_from_opening() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    drop(open(dir.path())?);
+    let path = dir.path().join(tollgate_raft::store::journal::FILE_NAME);
+    let mut bytes = std::fs::read(&path)?;
+    bytes[..1024].fill(0xa5);
+    std::fs::write(&path, &bytes)?;
+    let error = match open(dir.path()) {
+        Ok(_) => anyhow::bail!("a journal with no valid header was opened"),
+        Err(error) => error.to_string(),
+    };
+    ensure!(error.contains("neither header is valid"), "{error}");
+    Ok(())
+}

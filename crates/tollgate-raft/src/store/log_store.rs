@@ -1,11 +1,14 @@
 //! The Raft log and vote on sled, with group commit.
 //!
 //! `append` writes the entries to sled's memory (readable at once, as
-//! openraft requires) and hands the completion callback to one flusher
-//! thread per store. That thread takes every callback queued so far, makes
-//! them durable with one flush + fdatasync (see [`super::DurableDb`]), then
-//! completes them all: appends that arrive while a flush runs share the next
-//! one.
+//! openraft requires) and hands their journal record and the completion
+//! callback to one flusher thread per store. That thread takes everything
+//! queued so far, writes the records into the log's journal
+//! ([`super::journal`]) and makes them durable with one `fdatasync`, then
+//! completes them all: appends that arrive while a sync runs share the next
+//! one. sled itself is flushed only when the journal turns (when it is
+//! full, and at every truncation and purge). A store in memory (simulations)
+//! has no journal: it flushes inline at each append.
 //!
 //! How many appends are in flight: a follower's core (openraft 0.9.25)
 //! awaits each append's callback before running its next command
@@ -30,6 +33,7 @@ use std::sync::{mpsc, Arc};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError};
 
+use super::journal::{Journal, Record};
 use super::{
     any_error, LogGrowth, META_CLEAN_STOP, META_COMMITTED, META_LAST_PURGED, META_VOTE,
     STORED_VALUE_BYTES_MAX, TREE_LOG, TREE_META,
@@ -50,17 +54,31 @@ type FlushCallback = Box<dyn FnOnce(Result<(), io::Error>) + Send>;
 pub struct FlushStats {
     /// `append` calls whose callback was queued.
     pub appends: AtomicU64,
-    /// `sled::Db::flush` calls made by the flusher.
+    /// Durability points the flusher made: journal syncs, or sled flushes
+    /// where there is no journal.
     pub flushes: AtomicU64,
+    /// Journal turns (each a sled flush).
+    pub turns: AtomicU64,
+}
+
+/// What the flusher thread is asked to do, in the order asked.
+enum Job {
+    /// Make an append durable: its record into the journal, or, with none,
+    /// a sled flush.
+    Append { record: Record, done: FlushCallback },
+    /// Flush sled and start the journal's next generation (after a
+    /// truncation or a purge: see [`super::journal`]).
+    Turn { done: FlushCallback },
 }
 
 struct Flusher {
     /// `None` for a disk in memory: its flush does not block, so `append`
     /// flushes inline, with no thread whose timing would vary.
-    tx: Option<mpsc::Sender<FlushCallback>>,
+    tx: Option<mpsc::Sender<Job>>,
     inline: Option<Db>,
     thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<FlushStats>,
+    journaled: bool,
 }
 
 impl Drop for Flusher {
@@ -75,8 +93,106 @@ impl Drop for Flusher {
     }
 }
 
+/// The flusher thread's state: sled, and the journal where there is one.
+struct FlushWorker {
+    db: Db,
+    journal: Option<Journal>,
+    /// Set by the first journal or flush failure: from then on what is on
+    /// disk is unknown, so every later job fails with it (openraft stops
+    /// on a storage error: fail closed).
+    broken: Option<String>,
+    stats: Arc<FlushStats>,
+}
+
+impl FlushWorker {
+    fn run(&mut self, jobs: Vec<Job>) {
+        let mut pending: Vec<FlushCallback> = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Append { record, done } => {
+                    pending.push(done);
+                    if let Err(error) = self.write(&record) {
+                        self.fail(error, &mut pending);
+                    }
+                }
+                Job::Turn { done } => {
+                    pending.push(done);
+                    let result = self.flush_and_turn();
+                    self.complete(result, &mut pending);
+                }
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        let result = match (&self.broken, &self.journal) {
+            (Some(broken), _) => Err(io::Error::other(broken.clone())),
+            (None, Some(journal)) => journal.sync(),
+            (None, None) => self.db.flush().map_err(|e| io::Error::other(e.to_string())),
+        };
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        self.complete(result, &mut pending);
+    }
+
+    /// Writes an append's record (not yet synced); with no journal, nothing
+    /// to write (the batch's sled flush covers it).
+    fn write(&mut self, record: &Record) -> Result<(), io::Error> {
+        if let Some(broken) = &self.broken {
+            return Err(io::Error::other(broken.clone()));
+        }
+        let Some(journal) = &mut self.journal else {
+            return Ok(());
+        };
+        if !journal.ever_fits(record.len()) {
+            // Larger than the journal: durable in sled instead (its flush
+            // covers every append queued before it too).
+            return self.flush_and_turn();
+        }
+        if !journal.fits(record.len()) {
+            self.flush_and_turn()?;
+        }
+        let journal = self.journal.as_mut().expect("checked above");
+        journal.write(record)
+    }
+
+    fn flush_and_turn(&mut self) -> Result<(), io::Error> {
+        if let Some(broken) = &self.broken {
+            return Err(io::Error::other(broken.clone()));
+        }
+        let result = self
+            .db
+            .flush()
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|()| match &mut self.journal {
+                Some(journal) => journal.turn(),
+                None => Ok(()),
+            });
+        self.stats.turns.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = &result {
+            self.broken = Some(format!("the log's flush failed: {error}"));
+        }
+        result
+    }
+
+    fn fail(&mut self, error: io::Error, pending: &mut Vec<FlushCallback>) {
+        if self.broken.is_none() {
+            self.broken = Some(format!("the log's journal failed: {error}"));
+        }
+        self.complete(Err(error), pending);
+    }
+
+    fn complete(&self, result: Result<(), io::Error>, pending: &mut Vec<FlushCallback>) {
+        for done in pending.drain(..) {
+            done(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            });
+        }
+    }
+}
+
 impl Flusher {
-    fn spawn(db: Db) -> Result<Flusher, Error> {
+    fn spawn(db: Db, journal: Option<Journal>) -> Result<Flusher, Error> {
         let stats = Arc::new(FlushStats::default());
         if db.is_memory() {
             return Ok(Flusher {
@@ -84,10 +200,17 @@ impl Flusher {
                 inline: Some(db),
                 thread: None,
                 stats,
+                journaled: false,
             });
         }
-        let (tx, rx) = mpsc::channel::<FlushCallback>();
-        let thread_stats = stats.clone();
+        let journaled = journal.is_some();
+        let (tx, rx) = mpsc::channel::<Job>();
+        let mut worker = FlushWorker {
+            db,
+            journal,
+            broken: None,
+            stats: stats.clone(),
+        };
         // A thread, not a task: flush blocks, and openraft's test suite runs
         // each case on a runtime of its own.
         let thread = std::thread::Builder::new()
@@ -95,21 +218,14 @@ impl Flusher {
             .spawn(move || {
                 // Ends when every sender (every LogStore clone) is gone.
                 while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < FLUSH_BATCH_MAX {
+                    let mut jobs = vec![first];
+                    while jobs.len() < FLUSH_BATCH_MAX {
                         match rx.try_recv() {
-                            Ok(cb) => batch.push(cb),
+                            Ok(job) => jobs.push(job),
                             Err(_) => break,
                         }
                     }
-                    let result = db.flush();
-                    thread_stats.flushes.fetch_add(1, Ordering::Relaxed);
-                    for cb in batch {
-                        cb(match &result {
-                            Ok(_) => Ok(()),
-                            Err(e) => Err(io::Error::other(e.to_string())),
-                        });
-                    }
+                    worker.run(jobs);
                 }
             })?;
         Ok(Flusher {
@@ -117,6 +233,7 @@ impl Flusher {
             inline: None,
             thread: Some(thread),
             stats,
+            journaled,
         })
     }
 }
@@ -209,10 +326,46 @@ impl<L> Clone for LogStore<L> {
 }
 
 impl<L: StateMachineLogic> LogStore<L> {
-    pub(crate) fn open(db: Db, growth: Arc<LogGrowth>) -> Result<Self, Error> {
+    /// Opens the log in `db`; `journal_dir`, for a node on disk, is where
+    /// its journal is (made there if missing): what the journal holds is
+    /// written back into the log, flushed, and the journal turned.
+    pub(crate) fn open(
+        db: Db,
+        growth: Arc<LogGrowth>,
+        journal_dir: Option<&std::path::Path>,
+    ) -> Result<Self, Error> {
         let log = db.open_tree(TREE_LOG)?;
         let meta = db.open_tree(TREE_META)?;
-        let flusher = Arc::new(Flusher::spawn(db.clone())?);
+        let journal = match journal_dir {
+            Some(dir) => {
+                let (mut journal, entries) = Journal::open(dir)?;
+                let purged: Option<u64> = match meta.get(META_LAST_PURGED)? {
+                    Some(v) => Some(decode_stored::<LogId>("last_purged", &v)?.index),
+                    None => None,
+                };
+                let mut batch = Batch::default();
+                let mut replayed = 0usize;
+                for (index, value) in entries {
+                    // Below the last purge: what a purge removed (the
+                    // journal turns after each, but a crash can come
+                    // between). The snapshot covers it.
+                    if purged.is_some_and(|purged| index <= purged) {
+                        continue;
+                    }
+                    batch.insert(index_key(index), value);
+                    replayed += 1;
+                }
+                log.apply_batch(batch)?;
+                db.flush()?;
+                journal.turn()?;
+                if replayed > 0 {
+                    tracing::info!(entries = replayed, "Log entries replayed from the journal.");
+                }
+                Some(journal)
+            }
+            None => None,
+        };
+        let flusher = Arc::new(Flusher::spawn(db.clone(), journal)?);
         Ok(LogStore {
             db,
             log,
@@ -247,6 +400,28 @@ impl<L: StateMachineLogic> LogStore<L> {
 
     async fn flush(&self) -> Result<(), Error> {
         Ok(self.db.flush_async().await?)
+    }
+
+    /// With a journal: flushes sled and turns the journal, behind every
+    /// append queued before. Without one, nothing.
+    async fn turn_journal(&self) -> Result<(), io::Error> {
+        if !self.flusher.journaled {
+            return Ok(());
+        }
+        let Some(tx) = &self.flusher.tx else {
+            return Ok(());
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        tx.send(Job::Turn {
+            done: Box::new(move |result| {
+                // The receiver is gone only if the caller was cancelled.
+                let _ = done_tx.send(result);
+            }),
+        })
+        .map_err(|_| io::Error::other("log flusher thread is gone"))?;
+        done_rx
+            .await
+            .map_err(|_| io::Error::other("log flusher thread is gone"))?
     }
 
     /// At start: whether what this node applied before is all on disk, so
@@ -358,6 +533,7 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
         I::IntoIter: Send,
     {
         let mut batch = Batch::default();
+        let mut record = Record::default();
         let mut bytes = 0;
         for entry in entries {
             let (value, json_len) =
@@ -377,13 +553,31 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
                 )
                 .into());
             }
+            if self.flusher.journaled {
+                record.push(entry.log_id.index, &value);
+            }
             batch.insert(index_key(entry.log_id.index), value);
         }
         // Readable as soon as this returns (openraft's requirement); durable
         // once the flusher calls back.
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+        if self.flusher.journaled {
+            // One insert each, not a batch: sled seals and writes out its
+            // I/O buffer at every batch (a device write on each append,
+            // competing with the journal's fdatasync); inserts stay in its
+            // buffer until a turn flushes it. The journal makes them durable
+            // and replays them whole, so the batch's atomicity is not needed.
+            for (key, value) in batch.into_ops() {
+                if let Some(value) = value {
+                    self.log
+                        .insert(key, value)
+                        .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+                }
+            }
+        } else {
+            self.log
+                .apply_batch(batch)
+                .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+        }
         self.growth.add(bytes);
         self.flusher.stats.appends.fetch_add(1, Ordering::Relaxed);
         if let Some(db) = &self.flusher.inline {
@@ -394,7 +588,10 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
         }
         let queued = match &self.flusher.tx {
             Some(tx) => tx
-                .send(Box::new(move |result| callback.log_io_completed(result)))
+                .send(Job::Append {
+                    record,
+                    done: Box::new(move |result| callback.log_io_completed(result)),
+                })
                 .is_ok(),
             None => false,
         };
@@ -412,6 +609,11 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
         }
         self.log
             .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+        // No journal record from before this may replay over what is
+        // appended after it.
+        self.turn_journal()
+            .await
             .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
         Ok(())
     }
@@ -435,6 +637,9 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
         }
         self.log
             .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
+        self.turn_journal()
+            .await
             .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
         Ok(())
     }

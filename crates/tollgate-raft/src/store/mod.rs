@@ -19,6 +19,7 @@
 //!   flushes it, then flips `sm_generation` in `raft.meta`: a crash before
 //!   the flip leaves the old state, after it the new one.
 
+pub mod journal;
 mod log_store;
 mod snapshot;
 
@@ -256,7 +257,8 @@ pub fn open_storage<L: StateMachineLogic>(
 ) -> Result<(LogStore<L>, SledStateMachine<L>), Error> {
     let db = open_db(config)?;
     let growth = Arc::new(LogGrowth::default());
-    let log_store = LogStore::open(db.clone(), growth.clone())?;
+    let journal_dir = config.memory.is_none().then_some(config.data_dir.as_path());
+    let log_store = LogStore::open(db.clone(), growth.clone(), journal_dir)?;
     let state_machine = SledStateMachine::open(
         db,
         logic,
