@@ -114,6 +114,14 @@ impl Db {
         }
     }
 
+    /// The memory disk this storage is on, if it is.
+    pub(crate) fn memory_disk(&self) -> Option<MemDisk> {
+        match &self.kind {
+            DbKind::Memory(disk) => Some(disk.clone()),
+            DbKind::Sled { .. } => None,
+        }
+    }
+
     /// Whether the storage is in memory (then nothing blocks: flushes and
     /// copies run inline instead of on threads, which keeps a simulation
     /// deterministic).
@@ -479,6 +487,26 @@ struct DiskState {
     next_id: u64,
     faults: Faults,
     stats: DiskStats,
+    /// The one plain file of the node's storage, its log journal
+    /// (`store::journal`), once made.
+    file: Option<MemFile>,
+}
+
+/// A file on a [`MemDisk`]: its bytes as written, what the last sync made
+/// durable, and the writes since, in order.
+#[derive(Clone)]
+struct MemFile {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+    unsynced: Vec<(u64, Vec<u8>)>,
+}
+
+fn write_at(bytes: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    let end = offset as usize + data.len();
+    if bytes.len() < end {
+        bytes.resize(end, 0);
+    }
+    bytes[offset as usize..end].copy_from_slice(data);
 }
 
 fn crashed() -> Error {
@@ -543,6 +571,15 @@ impl DiskState {
     }
 }
 
+impl DiskState {
+    fn file(&self) -> io::Result<&MemFile> {
+        self.live().map_err(io::Error::other)?;
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no journal on this disk"))
+    }
+}
+
 /// A node's disk, in memory: what its storage wrote, what a flush made
 /// durable, and the faults to inject. Cloning shares the disk.
 #[derive(Clone)]
@@ -579,6 +616,7 @@ impl MemDisk {
                 next_id: 0,
                 faults: Faults::default(),
                 stats: DiskStats::default(),
+                file: None,
             })),
         }
     }
@@ -604,6 +642,71 @@ impl MemDisk {
         self.lock().stats
     }
 
+    /// The journal file's length; `None` when it was never made.
+    pub(crate) fn file_len(&self) -> io::Result<Option<u64>> {
+        let state = self.lock();
+        state.live().map_err(io::Error::other)?;
+        Ok(state.file.as_ref().map(|f| f.live.len() as u64))
+    }
+
+    /// Makes the journal file, `len` zeros, durably (as the disk version's
+    /// write, sync and rename).
+    pub(crate) fn file_create(&self, len: u64) -> io::Result<()> {
+        let mut state = self.lock();
+        state.check_write().map_err(io::Error::other)?;
+        let zeros = vec![0u8; len as usize];
+        state.file = Some(MemFile {
+            live: zeros.clone(),
+            durable: zeros,
+            unsynced: Vec::new(),
+        });
+        Ok(())
+    }
+
+    pub(crate) fn file_read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let state = self.lock();
+        let file = state.file()?;
+        let end = offset as usize + buf.len();
+        if end > file.live.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of the journal",
+            ));
+        }
+        buf.copy_from_slice(&file.live[offset as usize..end]);
+        Ok(())
+    }
+
+    /// Writes into the journal file (durable at the next sync; a fault that
+    /// refuses writes refuses this too).
+    pub(crate) fn file_write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut state = self.lock();
+        state.file()?;
+        state.check_write().map_err(io::Error::other)?;
+        let file = state.file.as_mut().expect("checked above");
+        write_at(&mut file.live, offset, data);
+        file.unsynced.push((offset, data.to_vec()));
+        state.stats.writes += 1;
+        Ok(())
+    }
+
+    /// `fdatasync` of the journal file (a fault that fails flushes fails
+    /// this too, and makes nothing durable).
+    pub(crate) fn file_sync(&self) -> io::Result<()> {
+        let mut state = self.lock();
+        state.file()?;
+        if state.faults.fail_flushes {
+            state.stats.failed_flushes += 1;
+            return Err(io::Error::other("injected fault: fsync failed"));
+        }
+        let file = state.file.as_mut().expect("checked above");
+        for (offset, data) in file.unsynced.drain(..) {
+            write_at(&mut file.durable, offset, &data);
+        }
+        state.stats.flushes += 1;
+        Ok(())
+    }
+
     /// Writes made since the last successful flush.
     pub fn unflushed_writes(&self) -> usize {
         self.lock().journal.len()
@@ -618,7 +721,9 @@ impl MemDisk {
     /// restarted node finds is returned. It holds what was flushed, plus
     /// the first `unflushed_kept` writes made after the last flush (at most
     /// as many as there were: sled writes its log in order, so what reached
-    /// the platter unflushed is a prefix). Faults are cleared.
+    /// the platter unflushed is a prefix), and of the journal file what was
+    /// synced plus its first `unflushed_kept` writes after. Faults are
+    /// cleared.
     pub fn crash(&self, unflushed_kept: usize) -> MemDisk {
         let mut state = self.lock();
         let mut durable = state.durable.clone();
@@ -626,6 +731,17 @@ impl MemDisk {
         for op in &state.journal[..kept] {
             replay(&mut durable, op);
         }
+        let file = state.file.as_ref().map(|file| {
+            let mut bytes = file.durable.clone();
+            for (offset, data) in file.unsynced.iter().take(unflushed_kept) {
+                write_at(&mut bytes, *offset, data);
+            }
+            MemFile {
+                live: bytes.clone(),
+                durable: bytes,
+                unsynced: Vec::new(),
+            }
+        });
         state.live = None;
         let next_id = state.next_id;
         let stats = state.stats;
@@ -639,6 +755,7 @@ impl MemDisk {
                 next_id,
                 faults: Faults::default(),
                 stats,
+                file,
             })),
         }
     }

@@ -41,6 +41,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::kv::MemDisk;
+
 /// The journal's file name in a node's data directory.
 pub const FILE_NAME: &str = "raft.journal";
 /// The journal's size, filled with zeros when it is made so that a record
@@ -48,6 +50,9 @@ pub const FILE_NAME: &str = "raft.journal";
 /// size or newly allocated blocks costs a journal commit of the file
 /// system's). sled is flushed once per this many bytes of entries.
 pub const CAPACITY: u64 = 16 * 1024 * 1024;
+/// The journal's size on a memory disk (simulations): small, so that a run
+/// turns it often and the turns are tested too.
+pub const MEMORY_CAPACITY: u64 = 64 * 1024;
 /// Where the first record starts.
 pub const DATA_START: u64 = 4096;
 const MAGIC: &[u8; 8] = b"TGRJRNL1";
@@ -58,9 +63,45 @@ const RECORD_HEADER_LEN: usize = 16;
 /// Entries as `(index, value)`, in the order they were written.
 pub type Entries = Vec<(u64, Vec<u8>)>;
 
+/// Where a journal's bytes are: a file, or a memory disk's file.
+enum Backing {
+    File(File),
+    Memory(MemDisk),
+}
+
+impl Backing {
+    fn len(&self) -> io::Result<u64> {
+        match self {
+            Backing::File(file) => Ok(file.metadata()?.len()),
+            Backing::Memory(disk) => Ok(disk.file_len()?.unwrap_or(0)),
+        }
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            Backing::File(file) => file.read_exact_at(buf, offset),
+            Backing::Memory(disk) => disk.file_read(offset, buf),
+        }
+    }
+
+    fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        match self {
+            Backing::File(file) => file.write_all_at(data, offset),
+            Backing::Memory(disk) => disk.file_write(offset, data),
+        }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        match self {
+            Backing::File(file) => file.sync_data(),
+            Backing::Memory(disk) => disk.file_sync(),
+        }
+    }
+}
+
 /// One open journal, owned by the flusher thread.
 pub struct Journal {
-    file: File,
+    file: Backing,
     generation: u64,
     offset: u64,
     capacity: u64,
@@ -136,20 +177,31 @@ impl Journal {
         Self::open_with_capacity(dir, CAPACITY)
     }
 
-    pub(crate) fn open_with_capacity(
-        dir: &Path,
-        capacity: u64,
-    ) -> io::Result<(Journal, Entries)> {
+    pub(crate) fn open_with_capacity(dir: &Path, capacity: u64) -> io::Result<(Journal, Entries)> {
         let path = dir.join(FILE_NAME);
         if !path.exists() {
             Self::create(dir, capacity)?;
         }
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let len = file.metadata()?.len();
+        Self::open_backing(Backing::File(file), &path.display().to_string())
+    }
+
+    /// The journal on a memory disk (made there, `MEMORY_CAPACITY` bytes,
+    /// when missing).
+    pub fn open_memory(disk: MemDisk) -> io::Result<(Journal, Entries)> {
+        if disk.file_len()?.is_none() {
+            disk.file_create(MEMORY_CAPACITY)?;
+            disk.file_write(SLOT_OFFSETS[1], &header(1))?;
+            disk.file_sync()?;
+        }
+        Self::open_backing(Backing::Memory(disk), "the memory disk's journal")
+    }
+
+    fn open_backing(file: Backing, name: &str) -> io::Result<(Journal, Entries)> {
+        let len = file.len()?;
         if len < DATA_START {
             return Err(invalid(format!(
-                "{} is {len} bytes, shorter than its header",
-                path.display()
+                "{name} is {len} bytes, shorter than its header"
             )));
         }
         let mut slots = [[0u8; HEADER_LEN]; 2];
@@ -161,8 +213,7 @@ impl Journal {
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => {
                 return Err(invalid(format!(
-                    "{}: neither header is valid; the log's journal is damaged",
-                    path.display()
+                    "{name}: neither header is valid; the log's journal is damaged"
                 )))
             }
         };
@@ -440,5 +491,43 @@ mod tests {
         assert!(j.write(&record(&[(2, &big)])).is_err());
         j.turn().unwrap();
         assert!(j.fits(3100));
+    }
+
+    #[test]
+    fn on_a_memory_disk_a_power_cut_keeps_what_was_synced() {
+        let disk = MemDisk::new();
+        let (mut j, replayed) = Journal::open_memory(disk.clone()).unwrap();
+        assert!(replayed.is_empty());
+        j.write(&record(&[(1, b"synced")])).unwrap();
+        j.sync().unwrap();
+        j.write(&record(&[(2, b"written, not synced")])).unwrap();
+        drop(j);
+        let after = disk.crash(0);
+        let (_, replayed) = Journal::open_memory(after).unwrap();
+        assert_eq!(replayed, owned(&[(1, b"synced")]));
+        // A cut that kept the unsynced write too replays it.
+        let disk = MemDisk::new();
+        let (mut j, _) = Journal::open_memory(disk.clone()).unwrap();
+        j.write(&record(&[(1, b"synced")])).unwrap();
+        j.sync().unwrap();
+        j.write(&record(&[(2, b"kept by luck")])).unwrap();
+        drop(j);
+        let (_, replayed) = Journal::open_memory(disk.crash(1)).unwrap();
+        assert_eq!(replayed, owned(&[(1, b"synced"), (2, b"kept by luck")]));
+    }
+
+    #[test]
+    fn on_a_memory_disk_a_failing_fsync_is_an_error_and_makes_nothing_durable() {
+        let disk = MemDisk::new();
+        let (mut j, _) = Journal::open_memory(disk.clone()).unwrap();
+        j.write(&record(&[(1, b"one")])).unwrap();
+        disk.set_faults(crate::kv::Faults {
+            fail_writes: false,
+            fail_flushes: true,
+        });
+        assert!(j.sync().is_err());
+        drop(j);
+        let (_, replayed) = Journal::open_memory(disk.crash(0)).unwrap();
+        assert!(replayed.is_empty(), "{replayed:?}");
     }
 }

@@ -8,7 +8,7 @@
 //! completes them all: appends that arrive while a sync runs share the next
 //! one. sled itself is flushed only when the journal turns (when it is
 //! full, and at every truncation and purge). A store in memory (simulations)
-//! has no journal: it flushes inline at each append.
+//! has a journal on its memory disk and does the flusher's work inline.
 //!
 //! How many appends are in flight: a follower's core (openraft 0.9.25)
 //! awaits each append's callback before running its next command
@@ -72,13 +72,31 @@ enum Job {
 }
 
 struct Flusher {
-    /// `None` for a disk in memory: its flush does not block, so `append`
-    /// flushes inline, with no thread whose timing would vary.
     tx: Option<mpsc::Sender<Job>>,
-    inline: Option<Db>,
+    /// For a disk in memory: the worker, run inline by each call (nothing
+    /// it does blocks), with no thread whose timing would vary.
+    inline: Option<std::sync::Mutex<FlushWorker>>,
     thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<FlushStats>,
     journaled: bool,
+}
+
+impl Flusher {
+    /// Runs `job` inline (a memory disk) or queues it for the thread;
+    /// false when the thread is gone.
+    fn submit(&self, job: Job) -> bool {
+        if let Some(worker) = &self.inline {
+            worker
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .run(vec![job]);
+            return true;
+        }
+        match &self.tx {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        }
+    }
 }
 
 impl Drop for Flusher {
@@ -194,23 +212,24 @@ impl FlushWorker {
 impl Flusher {
     fn spawn(db: Db, journal: Option<Journal>) -> Result<Flusher, Error> {
         let stats = Arc::new(FlushStats::default());
-        if db.is_memory() {
-            return Ok(Flusher {
-                tx: None,
-                inline: Some(db),
-                thread: None,
-                stats,
-                journaled: false,
-            });
-        }
         let journaled = journal.is_some();
-        let (tx, rx) = mpsc::channel::<Job>();
+        let is_memory = db.is_memory();
         let mut worker = FlushWorker {
             db,
             journal,
             broken: None,
             stats: stats.clone(),
         };
+        if is_memory {
+            return Ok(Flusher {
+                tx: None,
+                inline: Some(std::sync::Mutex::new(worker)),
+                thread: None,
+                stats,
+                journaled,
+            });
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
         // A thread, not a task: flush blocks, and openraft's test suite runs
         // each case on a runtime of its own.
         let thread = std::thread::Builder::new()
@@ -336,9 +355,13 @@ impl<L: StateMachineLogic> LogStore<L> {
     ) -> Result<Self, Error> {
         let log = db.open_tree(TREE_LOG)?;
         let meta = db.open_tree(TREE_META)?;
-        let journal = match journal_dir {
-            Some(dir) => {
-                let (mut journal, entries) = Journal::open(dir)?;
+        let opened = match (db.memory_disk(), journal_dir) {
+            (Some(disk), _) => Some(Journal::open_memory(disk)?),
+            (None, Some(dir)) => Some(Journal::open(dir)?),
+            (None, None) => None,
+        };
+        let journal = match opened {
+            Some((mut journal, entries)) => {
                 let purged: Option<u64> = match meta.get(META_LAST_PURGED)? {
                     Some(v) => Some(decode_stored::<LogId>("last_purged", &v)?.index),
                     None => None,
@@ -408,17 +431,16 @@ impl<L: StateMachineLogic> LogStore<L> {
         if !self.flusher.journaled {
             return Ok(());
         }
-        let Some(tx) = &self.flusher.tx else {
-            return Ok(());
-        };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        tx.send(Job::Turn {
+        let queued = self.flusher.submit(Job::Turn {
             done: Box::new(move |result| {
                 // The receiver is gone only if the caller was cancelled.
                 let _ = done_tx.send(result);
             }),
-        })
-        .map_err(|_| io::Error::other("log flusher thread is gone"))?;
+        });
+        if !queued {
+            return Err(io::Error::other("log flusher thread is gone"));
+        }
         done_rx
             .await
             .map_err(|_| io::Error::other("log flusher thread is gone"))?
@@ -580,21 +602,10 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
         }
         self.growth.add(bytes);
         self.flusher.stats.appends.fetch_add(1, Ordering::Relaxed);
-        if let Some(db) = &self.flusher.inline {
-            let result = db.flush();
-            self.flusher.stats.flushes.fetch_add(1, Ordering::Relaxed);
-            callback.log_io_completed(result.map_err(|e| io::Error::other(e.to_string())));
-            return Ok(());
-        }
-        let queued = match &self.flusher.tx {
-            Some(tx) => tx
-                .send(Job::Append {
-                    record,
-                    done: Box::new(move |result| callback.log_io_completed(result)),
-                })
-                .is_ok(),
-            None => false,
-        };
+        let queued = self.flusher.submit(Job::Append {
+            record,
+            done: Box::new(move |result| callback.log_io_completed(result)),
+        });
         if !queued {
             return Err(StorageIOError::write_logs(any_error("log flusher thread is gone")).into());
         }
