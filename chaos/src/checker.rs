@@ -10,8 +10,10 @@
 //!   (each node's applied revision reaches the last acknowledged one and its
 //!   decisions equal what the origin's final state implies).
 //! - **revision_went_back**: a node never answers at a lower revision than
-//!   an answer it gave that finished before this one was asked (its applied
-//!   state is durable; nothing here restores an older backup).
+//!   an answer it gave that finished before this one was asked (what it
+//!   answered is durable, or it answers nothing until it has caught up
+//!   again: a status that says `recovering` is not an answer; nothing here
+//!   restores an older backup).
 //! - **decision_at_revision**: a node that says it answered at revision `r`
 //!   answers what the acknowledged writes up to `r` imply (a region applies
 //!   the origin's records in order and whole), or what a newer state
@@ -358,7 +360,9 @@ impl<'a> Indexed<'a> {
         }
         for s in &self.statuses {
             if let StatusOutcome::Ok {
-                applied_revision, ..
+                applied_revision,
+                recovering: false,
+                ..
             } = s.outcome
             {
                 obs.entry(s.node.as_str()).or_default().push((

@@ -303,6 +303,10 @@ pub struct NodeStatus {
     pub applied_revision: u64,
     pub origin_head_revision: u64,
     pub staleness_seconds: Option<u64>,
+    /// Recovering from an unclean stop (a node of an older version does
+    /// not say: it never is).
+    #[serde(default)]
+    pub recovering: bool,
     /// What the node metered and has not seen applied in the region's log.
     #[serde(default)]
     pub metering: Metering,

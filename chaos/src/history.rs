@@ -235,6 +235,10 @@ pub enum StatusOutcome {
         leader: Option<u64>,
         applied_revision: u64,
         staleness_seconds: Option<u64>,
+        /// The node said it is recovering from an unclean stop: it answers
+        /// nothing from its state yet, so its revision is no answer.
+        #[serde(default)]
+        recovering: bool,
     },
     Error {
         error: String,

@@ -960,6 +960,7 @@ async fn status_poller(
                         leader: s.leader,
                         applied_revision: s.applied_revision,
                         staleness_seconds: s.staleness_seconds,
+                        recovering: s.recovering,
                     },
                     Err(error) => StatusOutcome::Error {
                         error: format!("{error:#}").chars().take(200).collect(),

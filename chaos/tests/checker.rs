@@ -247,6 +247,7 @@ fn clean() -> Vec<Event> {
                 leader: Some(1),
                 applied_revision: 12,
                 staleness_seconds: Some(0),
+                recovering: false,
             },
         }));
     }
@@ -515,6 +516,19 @@ fn doctored_histories() {
             // eu-2 answered 12 at 3_501..3_506; later it answers slot 1 at 11.
             |h| h.push(answered("eu-2", 9, 1, 5_000, 11, "ALLOW")),
             Caught(RevisionWentBack),
+        ),
+        (
+            "a status at a lower revision than an answer before it is caught",
+            // eu-2 answered 12 at 3_501..3_506.
+            |h| h.push(status_at("eu-2", 5_000, 11, false)),
+            Caught(RevisionWentBack),
+        ),
+        (
+            "a status that says the node is recovering from a crash is no answer",
+            // Its revision is what its disk kept; it answers no check
+            // until it has caught up with its leader again.
+            |h| h.push(status_at("eu-2", 5_000, 3, true)),
+            Passes,
         ),
         (
             "overlapping answers at different revisions are not a regression",
@@ -858,6 +872,24 @@ fn retries_of_one_consumption_count_once() {
     assert_eq!(report.stats.cap.allowed, 8);
 }
 
+/// A status of `node` at `applied_revision`, recovering or not.
+fn status_at(node: &str, end_ms: Millis, applied_revision: u64, recovering: bool) -> Event {
+    Event::Status(Status {
+        start_ms: end_ms - 10,
+        end_ms,
+        region: region_of(node),
+        node: node.into(),
+        outcome: StatusOutcome::Ok {
+            role: "follower".into(),
+            term: 1,
+            leader: Some(1),
+            applied_revision,
+            staleness_seconds: Some(0),
+            recovering,
+        },
+    })
+}
+
 fn status(node: &str, end_ms: Millis, term: u64, leader: Option<u64>) -> Event {
     Event::Status(Status {
         start_ms: end_ms - 10,
@@ -870,6 +902,7 @@ fn status(node: &str, end_ms: Millis, term: u64, leader: Option<u64>) -> Event {
             leader,
             applied_revision: 12,
             staleness_seconds: Some(0),
+            recovering: false,
         },
     })
 }

@@ -35,6 +35,11 @@ pub struct RegionStatus {
     pub term: u64,
     pub leader: Option<u64>,
     /// The origin revision this node has applied.
+    /// The node stopped uncleanly and has not yet caught up with the
+    /// region's leader (`tollgate_raft::recovery`): it answers no check,
+    /// and `applied_revision` is what its disk kept, possibly below what
+    /// it answered before the stop.
+    pub recovering: bool,
     pub applied_revision: u64,
     /// The origin's head as the region last heard it.
     pub origin_head_revision: u64,
@@ -135,7 +140,8 @@ impl OpsState {
                 self.ready_lag_revisions_max
             ));
         }
-        if !self.node.serving().is_serving() {
+        let recovering = !self.node.serving().is_serving();
+        if recovering {
             not_ready.push(
                 "stopped uncleanly and has not caught up with the region's leader".to_string(),
             );
@@ -153,6 +159,7 @@ impl OpsState {
             role,
             term: metrics.current_term,
             leader: metrics.current_leader,
+            recovering,
             applied_revision: applied,
             origin_head_revision: head,
             lag_revisions: head - applied,

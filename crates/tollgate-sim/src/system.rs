@@ -1016,6 +1016,7 @@ async fn status_poller(load: Arc<Load>, region: String, node: String) {
                 leader: s["leader"].as_u64(),
                 applied_revision: s["applied_revision"].as_u64().unwrap_or(0),
                 staleness_seconds: s["staleness_seconds"].as_u64(),
+                recovering: s["recovering"].as_bool().unwrap_or(false),
             },
             Err(error) => StatusOutcome::Error {
                 error: error.chars().take(200).collect(),

@@ -130,6 +130,11 @@ async fn a_crashed_region_node_answers_nobody_until_a_leader_caught_it_up() {
         Err((tonic::Code::Unavailable, "NODE_RECOVERING".to_string())),
         "a crashed node with no leader to catch up with"
     );
+    let status = node1.status();
+    assert!(
+        status.recovering && !status.ready,
+        "its status says it is recovering: {status:?}"
+    );
 
     info!("Node 2 comes back: a leader is elected, and node 1 answers again.");
     let node2 = restart(2, dir.path(), &origin, &raft_addrs[1]).await;
@@ -140,6 +145,10 @@ async fn a_crashed_region_node_answers_nobody_until_a_leader_caught_it_up() {
     .unwrap();
     assert_eq!(again, answered);
     assert!(node1.applied_revision() >= head);
+    assert!(
+        !node1.status().recovering,
+        "caught up, it no longer says so"
+    );
     node1.shutdown().await.unwrap();
     node2.shutdown().await.unwrap();
     origin.node.shutdown().await.unwrap();
