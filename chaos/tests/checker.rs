@@ -874,23 +874,21 @@ fn retries_of_one_consumption_count_once() {
 
 /// A status of `node` at `applied_revision`, recovering or not.
 fn status_at(node: &str, end_ms: Millis, applied_revision: u64, recovering: bool) -> Event {
-    Event::Status(Status {
-        start_ms: end_ms - 10,
-        end_ms,
-        region: region_of(node),
-        node: node.into(),
-        outcome: StatusOutcome::Ok {
-            role: "follower".into(),
-            term: 1,
-            leader: Some(1),
-            applied_revision,
-            staleness_seconds: Some(0),
-            recovering,
-        },
-    })
+    status_of(node, end_ms, 1, Some(1), applied_revision, recovering)
 }
 
 fn status(node: &str, end_ms: Millis, term: u64, leader: Option<u64>) -> Event {
+    status_of(node, end_ms, term, leader, 12, false)
+}
+
+fn status_of(
+    node: &str,
+    end_ms: Millis,
+    term: u64,
+    leader: Option<u64>,
+    applied_revision: u64,
+    recovering: bool,
+) -> Event {
     Event::Status(Status {
         start_ms: end_ms - 10,
         end_ms,
@@ -900,9 +898,9 @@ fn status(node: &str, end_ms: Millis, term: u64, leader: Option<u64>) -> Event {
             role: "follower".into(),
             term,
             leader,
-            applied_revision: 12,
+            applied_revision,
             staleness_seconds: Some(0),
-            recovering: false,
+            recovering,
         },
     })
 }
