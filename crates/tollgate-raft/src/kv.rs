@@ -62,12 +62,6 @@ impl Batch {
         self.ops.push((key.as_ref().to_vec(), None));
     }
 
-    /// The batch's operations in order: `(key, Some(value))` sets, `(key,
-    /// None)` removes.
-    pub fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        self.ops
-    }
-
     fn into_sled(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
         for (key, value) in self.ops {

@@ -73,7 +73,9 @@ impl Backing {
     fn len(&self) -> io::Result<u64> {
         match self {
             Backing::File(file) => Ok(file.metadata()?.len()),
-            Backing::Memory(disk) => Ok(disk.file_len()?.unwrap_or(0)),
+            Backing::Memory(disk) => disk.file_len()?.ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "the memory disk has no journal")
+            }),
         }
     }
 
@@ -128,10 +130,6 @@ impl Record {
         self.bytes
             .extend_from_slice(&(value.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(value);
-    }
-
-    pub fn extend(&mut self, other: &Record) {
-        self.bytes.extend_from_slice(&other.bytes);
     }
 
     pub fn len(&self) -> usize {
@@ -331,7 +329,8 @@ impl Journal {
         Ok(())
     }
 
-    pub fn generation(&self) -> u64 {
+    #[cfg(test)]
+    fn generation(&self) -> u64 {
         self.generation
     }
 }

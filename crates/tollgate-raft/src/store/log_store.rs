@@ -33,7 +33,7 @@ use std::sync::{mpsc, Arc};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError};
 
-use super::journal::{Journal, Record};
+use super::journal::{Entries, Journal, Record};
 use super::{
     any_error, LogGrowth, META_CLEAN_STOP, META_COMMITTED, META_LAST_PURGED, META_VOTE,
     STORED_VALUE_BYTES_MAX, TREE_LOG, TREE_META,
@@ -54,17 +54,14 @@ type FlushCallback = Box<dyn FnOnce(Result<(), io::Error>) + Send>;
 pub struct FlushStats {
     /// `append` calls whose callback was queued.
     pub appends: AtomicU64,
-    /// Durability points the flusher made: journal syncs, or sled flushes
-    /// where there is no journal.
+    /// Journal syncs the flusher made (each covering every append queued
+    /// since the one before).
     pub flushes: AtomicU64,
-    /// Journal turns (each a sled flush).
-    pub turns: AtomicU64,
 }
 
 /// What the flusher thread is asked to do, in the order asked.
 enum Job {
-    /// Make an append durable: its record into the journal, or, with none,
-    /// a sled flush.
+    /// Make an append durable: its record into the journal.
     Append { record: Record, done: FlushCallback },
     /// Flush sled and start the journal's next generation (after a
     /// truncation or a purge: see [`super::journal`]).
@@ -78,7 +75,6 @@ struct Flusher {
     inline: Option<std::sync::Mutex<FlushWorker>>,
     thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<FlushStats>,
-    journaled: bool,
 }
 
 impl Flusher {
@@ -111,10 +107,10 @@ impl Drop for Flusher {
     }
 }
 
-/// The flusher thread's state: sled, and the journal where there is one.
+/// The flusher thread's state: sled and the journal.
 struct FlushWorker {
     db: Db,
-    journal: Option<Journal>,
+    journal: Journal,
     /// Set by the first journal or flush failure: from then on what is on
     /// disk is unknown, so every later job fails with it (openraft stops
     /// on a storage error: fail closed).
@@ -143,34 +139,28 @@ impl FlushWorker {
         if pending.is_empty() {
             return;
         }
-        let result = match (&self.broken, &self.journal) {
-            (Some(broken), _) => Err(io::Error::other(broken.clone())),
-            (None, Some(journal)) => journal.sync(),
-            (None, None) => self.db.flush().map_err(|e| io::Error::other(e.to_string())),
+        let result = match &self.broken {
+            Some(broken) => Err(io::Error::other(broken.clone())),
+            None => self.journal.sync(),
         };
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.complete(result, &mut pending);
     }
 
-    /// Writes an append's record (not yet synced); with no journal, nothing
-    /// to write (the batch's sled flush covers it).
+    /// Writes an append's record (not yet synced).
     fn write(&mut self, record: &Record) -> Result<(), io::Error> {
         if let Some(broken) = &self.broken {
             return Err(io::Error::other(broken.clone()));
         }
-        let Some(journal) = &mut self.journal else {
-            return Ok(());
-        };
-        if !journal.ever_fits(record.len()) {
+        if !self.journal.ever_fits(record.len()) {
             // Larger than the journal: durable in sled instead (its flush
             // covers every append queued before it too).
             return self.flush_and_turn();
         }
-        if !journal.fits(record.len()) {
+        if !self.journal.fits(record.len()) {
             self.flush_and_turn()?;
         }
-        let journal = self.journal.as_mut().expect("checked above");
-        journal.write(record)
+        self.journal.write(record)
     }
 
     fn flush_and_turn(&mut self) -> Result<(), io::Error> {
@@ -181,11 +171,7 @@ impl FlushWorker {
             .db
             .flush()
             .map_err(|e| io::Error::other(e.to_string()))
-            .and_then(|()| match &mut self.journal {
-                Some(journal) => journal.turn(),
-                None => Ok(()),
-            });
-        self.stats.turns.fetch_add(1, Ordering::Relaxed);
+            .and_then(|()| self.journal.turn());
         if let Err(error) = &result {
             self.broken = Some(format!("the log's flush failed: {error}"));
         }
@@ -210,9 +196,8 @@ impl FlushWorker {
 }
 
 impl Flusher {
-    fn spawn(db: Db, journal: Option<Journal>) -> Result<Flusher, Error> {
+    fn spawn(db: Db, journal: Journal) -> Result<Flusher, Error> {
         let stats = Arc::new(FlushStats::default());
-        let journaled = journal.is_some();
         let is_memory = db.is_memory();
         let mut worker = FlushWorker {
             db,
@@ -226,7 +211,6 @@ impl Flusher {
                 inline: Some(std::sync::Mutex::new(worker)),
                 thread: None,
                 stats,
-                journaled,
             });
         }
         let (tx, rx) = mpsc::channel::<Job>();
@@ -252,13 +236,34 @@ impl Flusher {
             inline: None,
             thread: Some(thread),
             stats,
-            journaled,
         })
     }
 }
 
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
+}
+
+/// Writes the journal's entries back into the log, in order; returns how
+/// many. Entries at or below the last purge are skipped: the journal turns
+/// after every purge, but a crash can come between, and the snapshot
+/// covers them.
+fn write_back(log: &Tree, meta: &Tree, entries: Entries) -> Result<usize, Error> {
+    let purged = match meta.get(META_LAST_PURGED)? {
+        Some(v) => Some(decode_stored::<LogId>("last_purged", &v)?.index),
+        None => None,
+    };
+    let mut batch = Batch::default();
+    let mut replayed = 0;
+    for (index, value) in entries {
+        if purged.is_some_and(|purged| index <= purged) {
+            continue;
+        }
+        batch.insert(index_key(index), value);
+        replayed += 1;
+    }
+    log.apply_batch(batch)?;
+    Ok(replayed)
 }
 
 /// Reads log entries; cloned into each replication task.
@@ -345,49 +350,27 @@ impl<L> Clone for LogStore<L> {
 }
 
 impl<L: StateMachineLogic> LogStore<L> {
-    /// Opens the log in `db`; `journal_dir`, for a node on disk, is where
-    /// its journal is (made there if missing): what the journal holds is
-    /// written back into the log, flushed, and the journal turned.
+    /// Opens the log in `db`, with its journal: on the memory disk for a
+    /// store in memory, else in `data_dir` (made there if missing). What
+    /// the journal holds is written back into the log, flushed, and the
+    /// journal turned.
     pub(crate) fn open(
         db: Db,
         growth: Arc<LogGrowth>,
-        journal_dir: Option<&std::path::Path>,
+        data_dir: &std::path::Path,
     ) -> Result<Self, Error> {
         let log = db.open_tree(TREE_LOG)?;
         let meta = db.open_tree(TREE_META)?;
-        let opened = match (db.memory_disk(), journal_dir) {
-            (Some(disk), _) => Some(Journal::open_memory(disk)?),
-            (None, Some(dir)) => Some(Journal::open(dir)?),
-            (None, None) => None,
+        let (mut journal, entries) = match db.memory_disk() {
+            Some(disk) => Journal::open_memory(disk)?,
+            None => Journal::open(data_dir)?,
         };
-        let journal = match opened {
-            Some((mut journal, entries)) => {
-                let purged: Option<u64> = match meta.get(META_LAST_PURGED)? {
-                    Some(v) => Some(decode_stored::<LogId>("last_purged", &v)?.index),
-                    None => None,
-                };
-                let mut batch = Batch::default();
-                let mut replayed = 0usize;
-                for (index, value) in entries {
-                    // Below the last purge: what a purge removed (the
-                    // journal turns after each, but a crash can come
-                    // between). The snapshot covers it.
-                    if purged.is_some_and(|purged| index <= purged) {
-                        continue;
-                    }
-                    batch.insert(index_key(index), value);
-                    replayed += 1;
-                }
-                log.apply_batch(batch)?;
-                db.flush()?;
-                journal.turn()?;
-                if replayed > 0 {
-                    tracing::info!(entries = replayed, "Log entries replayed from the journal.");
-                }
-                Some(journal)
-            }
-            None => None,
-        };
+        let replayed = write_back(&log, &meta, entries)?;
+        db.flush()?;
+        journal.turn()?;
+        if replayed > 0 {
+            tracing::info!(entries = replayed, "Log entries replayed from the journal.");
+        }
         let flusher = Arc::new(Flusher::spawn(db.clone(), journal)?);
         Ok(LogStore {
             db,
@@ -425,12 +408,9 @@ impl<L: StateMachineLogic> LogStore<L> {
         Ok(self.db.flush_async().await?)
     }
 
-    /// With a journal: flushes sled and turns the journal, behind every
-    /// append queued before. Without one, nothing.
+    /// Flushes sled and turns the journal, behind every append queued
+    /// before.
     async fn turn_journal(&self) -> Result<(), io::Error> {
-        if !self.flusher.journaled {
-            return Ok(());
-        }
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let queued = self.flusher.submit(Job::Turn {
             done: Box::new(move |result| {
@@ -554,8 +534,8 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
         I: IntoIterator<Item = Entry<L>> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = Batch::default();
         let mut record = Record::default();
+        let mut encoded = Vec::new();
         let mut bytes = 0;
         for entry in entries {
             let (value, json_len) =
@@ -575,29 +555,19 @@ impl<L: StateMachineLogic> RaftLogStorage<TypeConfig<L>> for LogStore<L> {
                 )
                 .into());
             }
-            if self.flusher.journaled {
-                record.push(entry.log_id.index, &value);
-            }
-            batch.insert(index_key(entry.log_id.index), value);
+            record.push(entry.log_id.index, &value);
+            encoded.push((entry.log_id.index, value));
         }
         // Readable as soon as this returns (openraft's requirement); durable
-        // once the flusher calls back.
-        if self.flusher.journaled {
-            // One insert each, not a batch: sled seals and writes out its
-            // I/O buffer at every batch (a device write on each append,
-            // competing with the journal's fdatasync); inserts stay in its
-            // buffer until a turn flushes it. The journal makes them durable
-            // and replays them whole, so the batch's atomicity is not needed.
-            for (key, value) in batch.into_ops() {
-                if let Some(value) = value {
-                    self.log
-                        .insert(key, value)
-                        .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
-                }
-            }
-        } else {
+        // once the flusher calls back. One insert each, not a batch: sled
+        // seals and writes out its I/O buffer at every batch (a device write
+        // on each append, competing with the journal's fdatasync); inserts
+        // stay in its buffer until a turn flushes it. The journal makes them
+        // durable and replays them whole, so a batch's atomicity is not
+        // needed. Every entry is checked before the first is written.
+        for (index, value) in encoded {
             self.log
-                .apply_batch(batch)
+                .insert(index_key(index), value)
                 .map_err(|e| StorageIOError::write_logs(any_error(e)))?;
         }
         self.growth.add(bytes);

@@ -257,8 +257,7 @@ pub fn open_storage<L: StateMachineLogic>(
 ) -> Result<(LogStore<L>, SledStateMachine<L>), Error> {
     let db = open_db(config)?;
     let growth = Arc::new(LogGrowth::default());
-    let journal_dir = config.memory.is_none().then_some(config.data_dir.as_path());
-    let log_store = LogStore::open(db.clone(), growth.clone(), journal_dir)?;
+    let log_store = LogStore::open(db.clone(), growth.clone(), &config.data_dir)?;
     let state_machine = SledStateMachine::open(
         db,
         logic,
