@@ -173,14 +173,22 @@ async fn etcd_put(grpc: &mut tonic::client::Grpc<Channel>, key: String, value: S
     .expect("etcd put");
 }
 
-async fn etcd_status(addr: &str) -> Result<etcd::StatusResponse, String> {
-    let mut grpc = tonic::client::Grpc::new(channel(addr).await?);
+async fn etcd_status_on(
+    grpc: &mut tonic::client::Grpc<Channel>,
+) -> Result<etcd::StatusResponse, String> {
     grpc.ready().await.map_err(|e| e.to_string())?;
     let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Maintenance/Status");
     let codec = tonic_prost::ProstCodec::<etcd::StatusRequest, etcd::StatusResponse>::default();
     grpc.unary(tonic::Request::new(etcd::StatusRequest {}), path, codec)
         .await
         .map(tonic::Response::into_inner)
+        .map_err(|e| e.to_string())
+}
+
+async fn etcd_status(addr: &str) -> Result<etcd::StatusResponse, String> {
+    let mut grpc = tonic::client::Grpc::new(channel(addr).await?);
+    etcd_status_on(&mut grpc)
+        .await
         .map_err(|e| format!("{addr}: {e}"))
 }
 
@@ -379,9 +387,26 @@ impl Writer {
             Writer::Tollgate(client) => tollgate_put(client, key, value).await,
         }
     }
+
+    /// One status call to the leader: a gRPC round trip with no write, the
+    /// floor under each system's commit latency.
+    async fn status(&mut self) {
+        match self {
+            Writer::Etcd(grpc) => {
+                etcd_status_on(grpc).await.expect("etcd status");
+            }
+            Writer::Tollgate(client) => {
+                client
+                    .status(pb::StatusRequest {})
+                    .await
+                    .expect("Tollgate status");
+            }
+        }
+    }
 }
 
 struct Figures {
+    round_trip_p50: Duration,
     p50: Duration,
     p99: Duration,
     rate: f64,
@@ -410,6 +435,13 @@ async fn measure(system: System, leader: &str, options: &Options) -> Figures {
         latencies.push(started.elapsed());
     }
     latencies.sort();
+    let mut round_trips = Vec::with_capacity(1_000);
+    for _ in 0..1_000 {
+        let started = Instant::now();
+        writer.status().await;
+        round_trips.push(started.elapsed());
+    }
+    round_trips.sort();
     let run_for = Duration::from_secs(options.seconds);
     let mut writers = Vec::new();
     for _ in 0..options.clients {
@@ -440,6 +472,7 @@ async fn measure(system: System, leader: &str, options: &Options) -> Figures {
     let elapsed = started.elapsed();
     all.sort();
     Figures {
+        round_trip_p50: percentile(&round_trips, 0.5),
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
         rate: all.len() as f64 / elapsed.as_secs_f64(),
@@ -465,13 +498,14 @@ fn main() {
         drop(tollgate);
         for (name, f) in [("etcd", &etcd_figures), ("tollgate", &tollgate_figures)] {
             println!(
-                "vs-etcd: {name:>8}: 1 client p50 {:.3} ms, p99 {:.3} ms (n={}); {} clients {:.0} commits/s, p99 {:.3} ms",
+                "vs-etcd: {name:>8}: 1 client p50 {:.3} ms, p99 {:.3} ms (n={}); {} clients {:.0} commits/s, p99 {:.3} ms; status round trip p50 {:.3} ms",
                 ms(f.p50),
                 ms(f.p99),
                 options.writes,
                 options.clients,
                 f.rate,
                 ms(f.concurrent_p99),
+                ms(f.round_trip_p50),
             );
         }
         let p50_ratio = ms(tollgate_figures.p50) / ms(etcd_figures.p50);
