@@ -1,7 +1,8 @@
 //! A Tollgate Raft group against etcd, side by side, in one run on one
 //! machine: a three-member etcd (fsync on, as it always is) and three
-//! Tollgate Raft nodes (one process each, sled flushed at every durability
-//! point, as deployed), each measured with the same client code:
+//! Tollgate Raft nodes (one process each, every append fsynced in the log's
+//! journal before it counts, as deployed), each measured with the same
+//! client code:
 //! - one client writing sequentially: commit latency p50 and p99;
 //! - 64 clients, each on its own connection, for a fixed time: commits a
 //!   second.

@@ -31,7 +31,7 @@ use crate::inner::{LeaderContact, NodeInner, WriteOutcome, WriteRequest};
 use crate::logic::StateMachineLogic;
 use crate::network::{ChannelPool, NetworkFactory};
 use crate::recovery::Serving;
-use crate::store::{open_storage, FlushStats, LogStore, StateView};
+use crate::store::{open_storage, FlushStats, LogStore, SledStateMachine, StateView};
 use crate::types::{NodeId, Raft};
 
 /// A running cluster member.
@@ -48,6 +48,9 @@ pub struct Node<L: StateMachineLogic> {
     recovery: Option<JoinHandle<()>>,
     /// Marks a clean stop at `shutdown`.
     stop_store: LogStore<L>,
+    /// The state machine, for the clean stop's write-back of the applies
+    /// it still holds in memory.
+    stop_state_machine: SledStateMachine<L>,
 }
 
 /// Start a node and serve until `shutdown` resolves; then shut down
@@ -104,6 +107,7 @@ impl<L: StateMachineLogic> Node<L> {
         }
         let serving = Serving::new(clean);
         let stop_store = log_store.clone();
+        let stop_state_machine = state_machine.clone_handle();
         let flush_stats = log_store.flush_stats();
         let growth = log_store.log_growth();
         growth.set_limit(config.snapshot_log_bytes_max);
@@ -174,6 +178,7 @@ impl<L: StateMachineLogic> Node<L> {
             snapshots,
             recovery,
             stop_store,
+            stop_state_machine,
         })
     }
 
@@ -340,6 +345,7 @@ impl<L: StateMachineLogic> Node<L> {
             .shutdown()
             .await
             .map_err(|e| Error::Raft(format!("raft core task failed: {e}")))?;
+        self.stop_state_machine.write_back_pending()?;
         self.stop_store.mark_clean_stop().await
     }
 

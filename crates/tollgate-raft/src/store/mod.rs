@@ -38,7 +38,9 @@ pub use snapshot::{
     decode_snapshot, encode_pair, encode_snapshot, read_pairs, Pair, SnapshotWriter,
     SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1,
 };
-pub use state_machine::{SledStateMachine, SnapshotBuilder, StateView};
+pub use state_machine::{
+    SledStateMachine, SnapshotBuilder, StateView, PENDING_APPLIES_MAX, PENDING_BYTES_MAX,
+};
 
 use crate::error::Error;
 use crate::kv::Db;
