@@ -27,7 +27,7 @@
 //! node that never voted has never accepted an entry, so has answered
 //! nothing: it serves at once too.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::RaftMetrics;
@@ -40,6 +40,10 @@ use crate::types::{LogId, NodeId, Raft};
 pub struct Serving {
     /// Only ever turns true; read on every check (an atomic, no lock).
     serving: AtomicBool,
+    /// The log index this node had applied when it opened (0: it served
+    /// from its start). What a reader builds from the applied state must
+    /// cover it before answering from it.
+    opened_at: AtomicU64,
     /// The least commit index that opens reads, once a leader gave one.
     target: watch::Sender<Option<u64>>,
 }
@@ -48,6 +52,7 @@ impl Serving {
     pub(crate) fn new(serving: bool) -> Arc<Serving> {
         Arc::new(Serving {
             serving: AtomicBool::new(serving),
+            opened_at: AtomicU64::new(0),
             target: watch::channel(None).0,
         })
     }
@@ -55,6 +60,15 @@ impl Serving {
     /// Whether this node answers reads from its applied state now.
     pub fn is_serving(&self) -> bool {
         self.serving.load(Ordering::Acquire)
+    }
+
+    /// The log index applied when this node opened after an unclean stop
+    /// (0 when it served from its start). A reader that keeps its own
+    /// copy of the applied state (the region's check views) answers only
+    /// once that copy covers this index: the state machine opening does not
+    /// mean the copy has caught up.
+    pub fn opened_at(&self) -> u64 {
+        self.opened_at.load(Ordering::Acquire)
     }
 
     /// An `AppendEntries` from the leader of `leader_term` was accepted,
@@ -110,6 +124,8 @@ impl Serving {
                     applied,
                     "Caught up with the leader after an unclean stop; answering reads again."
                 );
+                self.opened_at
+                    .store(applied.unwrap_or(0), Ordering::Release);
                 self.serving.store(true, Ordering::Release);
                 return;
             }

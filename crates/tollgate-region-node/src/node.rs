@@ -118,7 +118,8 @@ impl RegionNode {
                         let views = refresher.clone();
                         // Sled reads (and, when the catalog changed, its
                         // rebuild) stay off the runtime's workers.
-                        match tollgate_tls::net::spawn_blocking(move || views.refresh()).await {
+                        let covers = index.unwrap_or(0);
+                        match tollgate_tls::net::spawn_blocking(move || views.refresh_at(covers)).await {
                             Ok(Ok(())) => {}
                             Ok(Err(error)) => {
                                 // Try again at the next change of any kind.

@@ -140,7 +140,7 @@ impl OpsState {
                 self.ready_lag_revisions_max
             ));
         }
-        let recovering = !self.node.serving().is_serving();
+        let recovering = self.views.recovering();
         if recovering {
             not_ready.push(
                 "stopped uncleanly and has not caught up with the region's leader".to_string(),
