@@ -93,15 +93,14 @@ impl Serving {
     }
 
     /// Whether `metrics` and the target open reads.
-    fn opens(&self, id: NodeId, metrics: &RaftMetrics<NodeId, openraft::BasicNode>) -> bool {
-        let Some(applied) = metrics.last_applied else {
-            return false;
-        };
+    /// The applied log index reads open at, if the rule allows now.
+    fn opens(&self, id: NodeId, metrics: &RaftMetrics<NodeId, openraft::BasicNode>) -> Option<u64> {
+        let applied = metrics.last_applied.as_ref()?;
         let leads_and_applied_own = metrics.current_leader == Some(id)
             && metrics.vote.is_committed()
             && applied.leader_id.term == metrics.vote.leader_id().term;
         let caught_up = (*self.target.borrow()).is_some_and(|target| applied.index >= target);
-        leads_and_applied_own || caught_up
+        (leads_and_applied_own || caught_up).then_some(applied.index)
     }
 
     /// Opens reads once the rule above allows: run from the start of a node
@@ -114,18 +113,14 @@ impl Serving {
         let mut metrics = raft.metrics();
         let mut target = self.target.subscribe();
         loop {
-            let (open, applied) = {
-                let m = metrics.borrow_and_update();
-                (self.opens(id, &m), m.last_applied.map(|l| l.index))
-            };
-            if open {
+            let open = self.opens(id, &metrics.borrow_and_update());
+            if let Some(applied) = open {
                 tracing::info!(
                     node_id = id,
                     applied,
                     "Caught up with the leader after an unclean stop; answering reads again."
                 );
-                self.opened_at
-                    .store(applied.unwrap_or(0), Ordering::Release);
+                self.opened_at.store(applied, Ordering::Release);
                 self.serving.store(true, Ordering::Release);
                 return;
             }

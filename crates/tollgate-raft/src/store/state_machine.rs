@@ -169,26 +169,15 @@ pub struct StateView {
 
 impl StateView {
     fn tree(&self) -> Tree {
-        // A poisoned lock means a panic while swapping a Tree handle, which
-        // cannot leave it half-written: keep reading.
-        match self.current.read() {
-            Ok(g) => g.tree.clone(),
-            Err(poisoned) => poisoned.into_inner().tree.clone(),
-        }
+        read_lock(&self.current).tree.clone()
     }
 
     fn generation(&self) -> Generation {
-        match self.current.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        read_lock(&self.current).clone()
     }
 
     fn swap(&self, next: Generation) {
-        match self.current.write() {
-            Ok(mut g) => *g = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
-        }
+        *write_lock(&self.current) = next;
     }
 
     /// The value of the role's `key` in the applied state.
