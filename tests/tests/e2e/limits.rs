@@ -74,7 +74,7 @@ fn refused(port: &str, reason: &str) -> u64 {
         .sum()
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Kind {
     /// TCP only: never starts its handshake.
     NoHandshake,
@@ -82,6 +82,20 @@ enum Kind {
     Silent,
     /// Handshakes, then sends its request a byte every 200 ms.
     Dripping,
+}
+
+/// Where the attacking connections still open are: by kind, port and
+/// stage, so a wait that times out says which the server failed to cut.
+type Stages = Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>;
+
+fn stage(stages: &Stages, kind: Kind, h2: bool, what: &str, delta: isize) {
+    let key = format!("{kind:?} {} {what}", if h2 { "check" } else { "rest" });
+    let mut stages = stages.lock().unwrap();
+    let count = stages.entry(key.clone()).or_insert(0);
+    *count = count.checked_add_signed(delta).expect("a stage count");
+    if *count == 0 {
+        stages.remove(&key);
+    }
 }
 
 /// One attacking connection: holds its socket until the server closes it
@@ -92,6 +106,7 @@ async fn attack(
     h2: bool,
     config: Arc<rustls::ClientConfig>,
     open: Arc<AtomicUsize>,
+    stages: Stages,
 ) {
     // Counted from the moment the socket exists, so that this process's
     // descriptors less `open` are the server's.
@@ -99,65 +114,106 @@ async fn attack(
         return;
     };
     open.fetch_add(1, Ordering::SeqCst);
-    let Ok(tcp) = socket.connect(addr).await else {
-        open.fetch_sub(1, Ordering::SeqCst);
-        return;
+    let mut at = "connecting";
+    stage(&stages, kind, h2, at, 1);
+    let mut moved = |to: &'static str| {
+        stage(&stages, kind, h2, at, -1);
+        stage(&stages, kind, h2, to, 1);
+        at = to;
     };
     let give_up = tokio::time::Instant::now() + DEADLINE;
     let mut buf = [0u8; 512];
-    match kind {
-        Kind::NoHandshake => {
-            let mut tcp = tcp;
-            let _ = tokio::time::timeout_at(give_up, async {
-                while let Ok(n) = tcp.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            })
-            .await;
-        }
-        Kind::Silent | Kind::Dripping => {
-            let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
-            let connector = tokio_rustls::TlsConnector::from(config);
-            let Ok(Ok(tls)) = tokio::time::timeout_at(give_up, connector.connect(name, tcp)).await
-            else {
-                open.fetch_sub(1, Ordering::SeqCst);
-                return;
-            };
-            let (mut read, mut write) = tokio::io::split(tls);
-            let request: &[u8] = if h2 {
-                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-            } else {
-                b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n"
-            };
-            let mut next = 0;
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            let _ = tokio::time::timeout_at(give_up, async {
-                loop {
-                    tokio::select! {
-                        n = read.read(&mut buf) => match n {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        },
-                        _ = tick.tick(), if matches!(kind, Kind::Dripping) => {
-                            // Never the last byte: the request never completes.
-                            if next + 1 < request.len() {
-                                if write.write_all(&request[next..next + 1]).await.is_err()
-                                    || write.flush().await.is_err()
-                                {
-                                    return;
-                                }
-                                next += 1;
-                            }
+    if let Ok(Ok(tcp)) = tokio::time::timeout_at(give_up, socket.connect(addr)).await {
+        probe_while_idle(&tcp);
+        match kind {
+            Kind::NoHandshake => {
+                moved("connected");
+                let mut tcp = tcp;
+                let _ = tokio::time::timeout_at(give_up, async {
+                    while let Ok(n) = tcp.read(&mut buf).await {
+                        if n == 0 {
+                            break;
                         }
                     }
+                })
+                .await;
+            }
+            Kind::Silent | Kind::Dripping => {
+                moved("handshaking");
+                let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+                let connector = tokio_rustls::TlsConnector::from(config);
+                if let Ok(Ok(tls)) =
+                    tokio::time::timeout_at(give_up, connector.connect(name, tcp)).await
+                {
+                    moved("handshaken");
+                    hold(tls, kind, h2, give_up, &mut buf).await;
                 }
-            })
-            .await;
+            }
         }
     }
+    stage(&stages, kind, h2, at, -1);
     open.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// TCP keepalive every second once the connection is quiet for two.
+///
+/// 2,000 connects at once overflow the listeners' queues, and the kernel
+/// then answers some connects with a SYN cookie, keeping no state: when
+/// the final ACK finds the accept queue still full it is dropped, and the
+/// client believes a connection the server never had. One that sends
+/// nothing (`NoHandshake`) would never learn it and hold its socket until
+/// the test's deadline. A keepalive probe is the first thing it sends:
+/// the server's kernel answers it with a reset when it holds nothing (and
+/// with an ACK, changing nothing, when it does), so the count of open
+/// attackers falls to zero exactly when the server holds none of them.
+fn probe_while_idle(tcp: &TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(2))
+        .with_interval(Duration::from_secs(1));
+    socket2::SockRef::from(tcp)
+        .set_tcp_keepalive(&keepalive)
+        .expect("keepalive on an attacking connection");
+}
+
+/// Holds a handshaken attacking connection until the server closes it:
+/// silent, or dripping its request a byte at a time.
+async fn hold(
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+    kind: Kind,
+    h2: bool,
+    give_up: tokio::time::Instant,
+    buf: &mut [u8],
+) {
+    let (mut read, mut write) = tokio::io::split(tls);
+    let request: &[u8] = if h2 {
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    } else {
+        b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n"
+    };
+    let mut next = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let _ = tokio::time::timeout_at(give_up, async {
+        loop {
+            tokio::select! {
+                n = read.read(buf) => match n {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                _ = tick.tick(), if matches!(kind, Kind::Dripping) => {
+                    // Never the last byte: the request never completes.
+                    if next + 1 < request.len() {
+                        if write.write_all(&request[next..next + 1]).await.is_err()
+                            || write.flush().await.is_err()
+                        {
+                            return;
+                        }
+                        next += 1;
+                    }
+                }
+            }
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -221,6 +277,7 @@ async fn a_slowloris_on_rest_and_check_ports_starves_no_one() {
         .expect("a client config")
         .expect("TLS");
     let open = Arc::new(AtomicUsize::new(0));
+    let stages = Stages::default();
     let kinds = [Kind::NoHandshake, Kind::Silent, Kind::Dripping];
     let mut attackers = Vec::new();
     for n in 0..ATTACKERS {
@@ -236,6 +293,7 @@ async fn a_slowloris_on_rest_and_check_ports_starves_no_one() {
             is_h2,
             config,
             open.clone(),
+            stages.clone(),
         )));
     }
 
@@ -319,7 +377,7 @@ async fn a_slowloris_on_rest_and_check_ports_starves_no_one() {
             let left = open.load(Ordering::SeqCst);
             (left == 0)
                 .then_some(())
-                .ok_or(format!("{left} still open"))
+                .ok_or(format!("{left} still open: {:?}", stages.lock().unwrap()))
         },
     )
     .await
