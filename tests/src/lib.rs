@@ -81,11 +81,9 @@ impl CutProxy {
     }
 }
 
-/// A listener on a free loopback port.
+/// A listener on a free loopback port, bound as a node binds its ports.
 pub async fn loopback() -> tokio::net::TcpListener {
-    tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0")
+    tollgate_tls::net::bind(([127, 0, 0, 1], 0).into()).expect("bind 127.0.0.1:0")
 }
 
 /// A one-node origin, initialised, with its bootstrap admin key and a REST

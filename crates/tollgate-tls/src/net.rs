@@ -202,6 +202,33 @@ impl TcpListener {
     }
 }
 
+/// How many connections the kernel completes and holds for a listener
+/// before the server accepts them; Linux caps it at
+/// `net.core.somaxconn` (4,096 by default since 5.4).
+///
+/// Rust's and tokio's `bind` ask for 128. A burst larger than that (every
+/// SDK client of a region reconnecting after a failover, or a flood) then
+/// overflows the queue: Linux drops SYNs, which clients resend after 1 s,
+/// 3 s, 7 s, or answers them with SYN cookies and drops the final ACK
+/// while the queue is full, leaving a client that believes in a
+/// connection the server never had until it sends. A deep queue costs a
+/// little kernel memory per waiting connection, and each still holds one
+/// of its port's slots once accepted (see [`crate::limits`]).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` (address reuse on, as tokio's `bind` sets it) with a
+/// queue of [`LISTEN_BACKLOG`] connections. Every port of a node binds
+/// through here.
+pub fn bind(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Whether the caller runs inside a simulation's host.
 pub fn in_simulation() -> bool {
     #[cfg(feature = "sim")]

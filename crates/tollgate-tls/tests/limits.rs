@@ -314,3 +314,64 @@ async fn over_tls_a_silent_client_and_one_that_never_handshakes_are_cut() {
     .await
     .expect("slots free");
 }
+
+/// A burst of connections larger than Rust's default listen queue (128),
+/// as when every client of a region reconnects at once, is completed and
+/// held by the kernel until the server accepts it: none waits on a
+/// resent SYN (1 s, 3 s, 7 s...) or believes in a connection the server
+/// never had (a SYN cookie whose ACK met a full queue).
+#[tokio::test]
+async fn a_burst_of_connections_waits_whole_in_the_listen_queue() {
+    const BURST: usize = 300;
+    let listener = tollgate_tls::net::bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    let connected = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..BURST)
+        .map(|_| {
+            let connected = connected.clone();
+            tokio::spawn(async move {
+                let stream = TcpStream::connect(addr).await.expect("a connect");
+                connected.fetch_add(1, Ordering::SeqCst);
+                stream
+            })
+        })
+        .collect();
+    // Nothing is accepted yet: only the kernel's queue holds them.
+    wait_until("the whole burst connected", WAIT, || async {
+        let n = connected.load(Ordering::SeqCst);
+        (n == BURST).then_some(()).ok_or(format!("{n} of {BURST}"))
+    })
+    .await
+    .expect("the burst connected");
+    let mut streams = Vec::new();
+    for client in clients {
+        streams.push(client.await.expect("a client task"));
+    }
+    let accepted = tokio::sync::Mutex::new(Vec::new());
+    wait_until("the whole burst accepted", WAIT, || async {
+        let mut accepted = accepted.lock().await;
+        while let Ok(Ok((stream, _))) =
+            tokio::time::timeout(Duration::from_millis(50), listener.accept()).await
+        {
+            accepted.push(stream);
+        }
+        let n = accepted.len();
+        (n == BURST).then_some(()).ok_or(format!("{n} of {BURST}"))
+    })
+    .await
+    .expect("the burst accepted");
+    let mut accepted = accepted.into_inner();
+    // Each accepted connection is one of the burst's: a byte sent by the
+    // client arrives on it.
+    for stream in &mut streams {
+        stream.write_all(b"x").await.expect("a write");
+    }
+    for stream in &mut accepted {
+        let mut byte = [0u8; 1];
+        stream
+            .read_exact(&mut byte)
+            .await
+            .expect("the client's byte");
+        assert_eq!(&byte, b"x");
+    }
+}

@@ -24,7 +24,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tollgate_model::{Dataset, Mutation, UnixSeconds};
 use tollgate_origin::{Op, OriginCommand, OriginResponse};
 use tollgate_origin_node::{OriginConfig, OriginListeners, OriginNode};
@@ -350,9 +349,9 @@ async fn bind_all(
 ) -> anyhow::Result<Bound> {
     let mut bound = Vec::new();
     for port in layout.uses() {
-        let listener = TcpListener::bind(("127.0.0.1", port.port))
-            .await
-            .map_err(|error| bind_error(&port, from, root, error))?;
+        let listener =
+            tollgate_tls::net::bind(std::net::SocketAddr::from(([127, 0, 0, 1], port.port)))
+                .map_err(|error| bind_error(&port, from, root, error))?;
         bound.push(listener);
     }
     let mut listeners = bound.into_iter();

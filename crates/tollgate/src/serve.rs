@@ -152,9 +152,7 @@ fn transport(file: &NodeFile) -> anyhow::Result<tollgate_tls::Transport> {
 }
 
 async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listen.{key}: cannot bind {addr}"))
+    tollgate_tls::net::bind(addr).with_context(|| format!("listen.{key}: cannot bind {addr}"))
 }
 
 async fn shutdown_signal() {

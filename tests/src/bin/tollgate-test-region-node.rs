@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use tokio::net::TcpListener;
 use tollgate_region_node::{RegionConfig, RegionListeners, RegionNode};
 use tollgate_tls::{Subject, Tls, TlsFiles, Transport};
 
@@ -66,7 +65,7 @@ fn main() -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let bind = || TcpListener::bind("127.0.0.1:0");
+        let bind = || async { tollgate_tls::net::bind(([127, 0, 0, 1], 0).into()) };
         let node = RegionNode::start(
             config,
             RegionListeners {
