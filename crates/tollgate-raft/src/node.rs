@@ -88,8 +88,10 @@ impl<L: StateMachineLogic> Node<L> {
         // Opening sled may wait for the directory lock: keep it off the
         // runtime. A memory disk never waits, and opens inline (no thread
         // whose timing would vary in a simulation).
+        let node_id = config.node_id;
         let open = move || -> Result<_, Error> {
             let (log_store, state_machine) = open_storage(&storage_config, logic)?;
+            log_store.set_node_id(node_id);
             let clean = log_store.take_clean_stop()?;
             Ok((log_store, state_machine, clean))
         };

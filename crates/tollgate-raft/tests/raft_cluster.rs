@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -45,8 +46,20 @@ async fn three_nodes_every_acked_write_is_on_all_three() -> anyhow::Result<()> {
         expect_value(&state, &format!("k{i}"), &format!("v{i}"))?;
     }
 
-    info!("Phase 2 proves: 200 concurrent writers are all acked and applied everywhere, sharing log entries.");
+    info!("Phase 2 proves: 200 concurrent writers are all acked and applied everywhere, sharing log entries; each follower flushes its appends inline, the leader on its flusher thread.");
     let leader_node = cluster.node(leader)?;
+    let flushes = |id: u64| -> anyhow::Result<(u64, u64)> {
+        let stats = cluster.node(id)?.flush_stats();
+        Ok((
+            stats.appends.load(Ordering::Relaxed),
+            stats.inline_appends.load(Ordering::Relaxed),
+        ))
+    };
+    let before: Vec<(u64, (u64, u64))> = cluster
+        .nodes
+        .keys()
+        .map(|id| Ok((*id, flushes(*id)?)))
+        .collect::<anyhow::Result<_>>()?;
     let writes = (0..200).map(|i| leader_node.write(put(format!("c{i}"), format!("{i}"))));
     let outcomes = futures::future::join_all(writes).await;
     let mut indexes = BTreeSet::new();
@@ -63,6 +76,22 @@ async fn three_nodes_every_acked_write_is_on_all_three() -> anyhow::Result<()> {
     let state = cluster.converged(last).await?;
     for i in 0..200 {
         expect_value(&state, &format!("c{i}"), &format!("{i}"))?;
+    }
+    for (id, (appends_before, inline_before)) in before {
+        let (appends, inline) = flushes(id)?;
+        let (appends, inline) = (appends - appends_before, inline - inline_before);
+        ensure!(appends > 0, "node {id} appended nothing in phase 2");
+        if id == leader {
+            ensure!(
+                inline == 0,
+                "the leader flushed {inline} of {appends} appends inline, holding up replication"
+            );
+        } else {
+            ensure!(
+                inline == appends,
+                "follower {id} flushed {inline} of {appends} appends inline"
+            );
+        }
     }
 
     info!("Phase 3 proves: the admin service forwards a follower's ClientWrite to the leader over gRPC.");
