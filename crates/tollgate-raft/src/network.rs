@@ -221,9 +221,18 @@ impl<L: StateMachineLogic> RaftNetworkFactory<TypeConfig<L>> for NetworkFactory<
             message_bytes_max: self.pool.config.message_bytes_max,
             backoff_ms_min: self.pool.config.backoff_ms_min,
             backoff_ms_max: self.pool.config.backoff_ms_max,
+            stream: None,
+            unary_only: false,
             _logic: PhantomData,
         }
     }
+}
+
+/// An open `AppendEntriesStream` to one peer: every request sent is
+/// answered by one response, in order.
+struct AppendStream {
+    requests: tokio::sync::mpsc::Sender<pb::AppendEntriesRequest>,
+    responses: tonic::Streaming<pb::RaftResponse>,
 }
 
 /// The Raft transport to one peer.
@@ -234,6 +243,14 @@ pub struct NetworkClient<L> {
     message_bytes_max: usize,
     backoff_ms_min: u64,
     backoff_ms_max: u64,
+    /// The stream AppendEntries go over, between calls. A call takes it
+    /// out and puts it back only once answered: a call that fails, runs
+    /// out of time or is dropped half-way drops it, so a late answer can
+    /// never be read as the next call's. The next call opens a new one.
+    stream: Option<AppendStream>,
+    /// The peer answered the stream UNIMPLEMENTED (a member not yet
+    /// upgraded): AppendEntries go as single calls from then on.
+    unary_only: bool,
     _logic: PhantomData<fn() -> L>,
 }
 
@@ -351,6 +368,86 @@ impl<L> NetworkClient<L> {
     }
 }
 
+impl<L: StateMachineLogic> NetworkClient<L> {
+    /// A call that failed: tells the pool whether it ran out of time (as
+    /// [`NetworkClient::settle`] does) and says why.
+    fn failed<E: std::error::Error>(&self, failure: Result<tonic::Status, Duration>) -> RpcErr<E> {
+        let timed_out = match &failure {
+            Err(_) => true,
+            Ok(status) => matches!(
+                status.code(),
+                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+            ),
+        };
+        self.pool.record(self.target, &self.addr, timed_out);
+        match failure {
+            Ok(status) => status_to_rpc(status),
+            Err(ttl) => local_error(Error::Timeout(format!("Raft RPC exceeded {ttl:?}"))),
+        }
+    }
+
+    /// Sends `request` over the peer's append stream (opened first when
+    /// there is none) and reads its answer; `Ok(Err(request))` when the
+    /// peer serves no stream, for the caller to send it as one call.
+    async fn append_streamed(
+        &mut self,
+        request: pb::AppendEntriesRequest,
+        option: &RPCOption,
+    ) -> Result<Result<pb::RaftResponse, pb::AppendEntriesRequest>, RpcErr<RaftError<NodeId>>> {
+        let ttl = option.hard_ttl();
+        let deadline = tokio::time::Instant::now() + ttl;
+        let mut stream = match self.stream.take() {
+            Some(stream) => stream,
+            None => {
+                let mut client = self.client()?;
+                // One request in flight at a time: openraft awaits each.
+                let (requests, outgoing) = tokio::sync::mpsc::channel(1);
+                let opened = tokio::time::timeout_at(
+                    deadline,
+                    client.append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(
+                        outgoing,
+                    )),
+                )
+                .await;
+                match opened {
+                    Ok(Ok(response)) => AppendStream {
+                        requests,
+                        responses: response.into_inner(),
+                    },
+                    Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                        tracing::info!(
+                            peer = self.target,
+                            addr = %self.addr,
+                            "The peer serves no append stream (an older version); sending appends as single calls."
+                        );
+                        self.unary_only = true;
+                        return Ok(Err(request));
+                    }
+                    Ok(Err(status)) => return Err(self.failed(Ok(status))),
+                    Err(_) => return Err(self.failed(Err(ttl))),
+                }
+            }
+        };
+        if stream.requests.send(request).await.is_err() {
+            return Err(self.failed(Ok(tonic::Status::unavailable(
+                "the append stream to the peer has ended",
+            ))));
+        }
+        match tokio::time::timeout_at(deadline, stream.responses.message()).await {
+            Ok(Ok(Some(response))) => {
+                self.pool.record(self.target, &self.addr, false);
+                self.stream = Some(stream);
+                Ok(Ok(response))
+            }
+            Ok(Ok(None)) => Err(self.failed(Ok(tonic::Status::unavailable(
+                "the peer ended the append stream",
+            )))),
+            Ok(Err(status)) => Err(self.failed(Ok(status))),
+            Err(_) => Err(self.failed(Err(ttl))),
+        }
+    }
+}
+
 impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
     async fn append_entries(
         &mut self,
@@ -365,10 +462,20 @@ impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
                 PayloadTooLarge::new_entries_hint(entries / 2),
             ));
         }
+        let mut request = append_entries_request(payload);
+        if !self.unary_only {
+            match self.append_streamed(request, &option).await {
+                Ok(Ok(response)) => {
+                    return self.observe(decode_response(self.target, response));
+                }
+                Ok(Err(unsent)) => request = unsent,
+                Err(error) => return self.observe(Err(error)),
+            }
+        }
         let mut client = self.observe(self.client())?;
         let response = timed(
             &option,
-            client.append_entries(with_deadline(append_entries_request(payload), &option)),
+            client.append_entries(with_deadline(request, &option)),
         )
         .await;
         let response = self.settle(response);
@@ -421,5 +528,105 @@ impl<L: StateMachineLogic> RaftNetwork<TypeConfig<L>> for NetworkClient<L> {
         Backoff::new((0..).map(move |attempt: u32| {
             Duration::from_millis(min.saturating_mul(1u64 << attempt.min(20)).min(max))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use openraft::Vote;
+    use tollgate_proto::cluster::v1::raft_service_server::{RaftService, RaftServiceServer};
+    use tollgate_proto::convert::raft_response;
+
+    use super::*;
+    use crate::logic::KvLogic;
+
+    /// A member of an older version: no append stream, single calls only,
+    /// each answered `Success`.
+    #[derive(Default)]
+    struct OlderMember {
+        streams: Arc<AtomicUsize>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    #[tonic::async_trait]
+    impl RaftService for OlderMember {
+        async fn append_entries(
+            &self,
+            _: tonic::Request<pb::AppendEntriesRequest>,
+        ) -> Result<tonic::Response<pb::RaftResponse>, tonic::Status> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let ok = encode(&AppendEntriesResponse::<NodeId>::Success).expect("an answer");
+            Ok(tonic::Response::new(raft_response(Ok(ok))))
+        }
+
+        type AppendEntriesStreamStream =
+            futures::stream::Empty<Result<pb::RaftResponse, tonic::Status>>;
+
+        async fn append_entries_stream(
+            &self,
+            _: tonic::Request<tonic::Streaming<pb::AppendEntriesRequest>>,
+        ) -> Result<tonic::Response<Self::AppendEntriesStreamStream>, tonic::Status> {
+            self.streams.fetch_add(1, Ordering::SeqCst);
+            Err(tonic::Status::unimplemented("not served by this version"))
+        }
+
+        async fn vote(
+            &self,
+            _: tonic::Request<pb::VoteRequest>,
+        ) -> Result<tonic::Response<pb::RaftResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _: tonic::Request<pb::InstallSnapshotRequest>,
+        ) -> Result<tonic::Response<pb::RaftResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+    }
+
+    fn heartbeat() -> AppendEntriesRequest<TypeConfig<KvLogic>> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_to_a_member_without_the_stream_go_as_single_calls() {
+        let member = OlderMember::default();
+        let (streams, calls) = (member.streams.clone(), member.calls.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServiceServer::new(member))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let pool = Arc::new(ChannelPool::new(
+            NetworkConfig::default(),
+            Transport::Plaintext,
+        ));
+        let mut client = NetworkFactory::<KvLogic>::new(pool)
+            .new_client(2, &BasicNode::new(addr.to_string()))
+            .await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        for n in 1..=3 {
+            let answer = client
+                .append_entries(heartbeat(), option.clone())
+                .await
+                .expect("an answer as a single call");
+            assert!(
+                matches!(answer, AppendEntriesResponse::Success),
+                "{answer:?}"
+            );
+            assert_eq!(calls.load(Ordering::SeqCst), n);
+        }
+        // The stream was asked for once, and never again once refused.
+        assert_eq!(streams.load(Ordering::SeqCst), 1);
     }
 }

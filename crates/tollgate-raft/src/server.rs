@@ -59,6 +59,7 @@ pub(crate) async fn serve<L: StateMachineLogic>(
     let limit = inner.config.network.message_bytes_max;
     let raft = RaftServiceServer::new(RaftGrpc {
         inner: inner.clone(),
+        stop: stop.clone(),
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
@@ -100,6 +101,25 @@ pub(crate) async fn serve<L: StateMachineLogic>(
             }
         })
         .await
+}
+
+/// One AppendEntries, unary or streamed.
+async fn append<L: StateMachineLogic>(
+    inner: &NodeInner<L>,
+    request: pb::AppendEntriesRequest,
+) -> Result<pb::RaftResponse, Status> {
+    let rpc: AppendEntriesRequest<TypeConfig<L>> = decode(&request.payload).map_err(bad_request)?;
+    inner.leader_contact.touch();
+    let (leader_term, leader_commit) = (rpc.vote.leader_id().term, rpc.leader_commit);
+    let result = inner.raft.append_entries(rpc).await;
+    // Any answer but a higher vote means this node took the sender as its
+    // leader: its commit index may let reads open (see `recovery`).
+    if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+        inner
+            .serving
+            .leader_committed(leader_term, leader_commit.as_ref());
+    }
+    reply(result).map(Response::into_inner)
 }
 
 fn reply<T: Serialize, E: Serialize>(
@@ -191,6 +211,9 @@ fn refuse(method: &'static str, who: &str, why: &str) -> Status {
 
 struct RaftGrpc<L: StateMachineLogic> {
     inner: Arc<NodeInner<L>>,
+    /// The server's stop: it ends every append stream, which the server's
+    /// drain would otherwise wait on for as long as its leader runs.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 #[tonic::async_trait]
@@ -200,19 +223,49 @@ impl<L: StateMachineLogic> RaftService for RaftGrpc<L> {
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::RaftResponse>, Status> {
         authorize(&self.inner, &request, Callers::Members, "AppendEntries")?;
-        let rpc: AppendEntriesRequest<TypeConfig<L>> =
-            decode(&request.into_inner().payload).map_err(bad_request)?;
-        self.inner.leader_contact.touch();
-        let (leader_term, leader_commit) = (rpc.vote.leader_id().term, rpc.leader_commit);
-        let result = self.inner.raft.append_entries(rpc).await;
-        // Any answer but a higher vote means this node took the sender as
-        // its leader: its commit index may let reads open (see `recovery`).
-        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-            self.inner
-                .serving
-                .leader_committed(leader_term, leader_commit.as_ref());
-        }
-        reply(result)
+        append(&self.inner, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type AppendEntriesStreamStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::RaftResponse, Status>> + Send + 'static>,
+    >;
+
+    async fn append_entries_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::AppendEntriesRequest>>,
+    ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+        authorize(
+            &self.inner,
+            &request,
+            Callers::Members,
+            "AppendEntriesStream",
+        )?;
+        let state = (self.inner.clone(), request.into_inner(), self.stop.clone());
+        // One request at a time: the next is read only when tonic asks for
+        // the next response, so the stream never holds more than one
+        // request's work. A malformed request ends the stream with its
+        // status; the leader opens a new one. The server's stop ends it
+        // between requests.
+        let responses = futures::stream::unfold(Some(state), |state| async move {
+            let (inner, mut requests, mut stop) = state?;
+            let next = tokio::select! {
+                next = requests.message() => next,
+                _ = stop.wait_for(|stopped| *stopped) => return None,
+            };
+            match next {
+                Ok(Some(request)) => {
+                    let response = append(&inner, request).await;
+                    let next = response.is_ok().then_some((inner, requests, stop));
+                    Some((response, next))
+                }
+                // The leader closed its side.
+                Ok(None) => None,
+                Err(status) => Some((Err(status), None)),
+            }
+        });
+        Ok(Response::new(Box::pin(responses)))
     }
 
     async fn vote(

@@ -477,3 +477,117 @@ async fn leader_crash_mid_burst_recovers_and_converges() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The append stream a leader keeps to each follower, from outside: each
+/// request is answered in order (a stale leader's heartbeat with the vote
+/// that beats it, a current one with success), and a malformed request
+/// ends the stream with INVALID_ARGUMENT, the follower unharmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_append_stream_answers_in_order_and_ends_on_a_malformed_request() -> anyhow::Result<()>
+{
+    use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+    use tollgate_proto::cluster::v1::raft_service_client::RaftServiceClient;
+    use tollgate_raft::{KvLogic, NodeId, TypeConfig};
+
+    init_tracing();
+    let cluster = Cluster::three().await?;
+    let leader = cluster.leader().await?;
+    let follower = *cluster
+        .nodes
+        .keys()
+        .find(|id| **id != leader)
+        .ok_or_else(|| anyhow!("no follower"))?;
+    let metrics = cluster.node(leader)?.raft().metrics().borrow().clone();
+    let term = metrics.current_term;
+    let heartbeat = |term: u64| -> anyhow::Result<pb::AppendEntriesRequest> {
+        let request = AppendEntriesRequest::<TypeConfig<KvLogic>> {
+            vote: openraft::Vote::new_committed(term, leader),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: Vec::new(),
+        };
+        Ok(pb::AppendEntriesRequest {
+            payload: serde_json::to_vec(&request)?,
+        })
+    };
+    let requests = vec![
+        heartbeat(term - 1)?,
+        heartbeat(term)?,
+        pb::AppendEntriesRequest {
+            payload: b"{not json".to_vec(),
+        },
+    ];
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        cluster.node(follower)?.addr()
+    ))?
+    .connect()
+    .await?;
+    let mut answers = RaftServiceClient::new(channel.clone())
+        .append_entries_stream(tokio_stream::iter(requests))
+        .await?
+        .into_inner();
+    let answer =
+        |response: Option<pb::RaftResponse>| -> anyhow::Result<AppendEntriesResponse<NodeId>> {
+            let response = response.ok_or_else(|| anyhow!("the stream ended early"))?;
+            match response.result {
+                Some(pb::raft_response::Result::Ok(bytes)) => Ok(serde_json::from_slice(&bytes)?),
+                other => Err(anyhow!("not a success: {other:?}")),
+            }
+        };
+    let stale = answer(answers.message().await?)?;
+    ensure!(
+        matches!(stale, AppendEntriesResponse::HigherVote(_)),
+        "a heartbeat of term {} was answered {stale:?}",
+        term - 1
+    );
+    let current = answer(answers.message().await?)?;
+    ensure!(
+        matches!(current, AppendEntriesResponse::Success),
+        "a heartbeat of the current term was answered {current:?}"
+    );
+    let status = answers
+        .message()
+        .await
+        .err()
+        .ok_or_else(|| anyhow!("a malformed request was answered"))?;
+    ensure!(
+        status.code() == tonic::Code::InvalidArgument,
+        "a malformed request ended the stream with {status:?}"
+    );
+    info!("The follower still takes the leader's writes.");
+    let out = cluster
+        .node(leader)?
+        .write(put("after-the-stream", "yes"))
+        .await?;
+    let state = cluster.converged(out.log_index).await?;
+    expect_value(&state, "after-the-stream", "yes")?;
+
+    info!("A follower that stops ends the streams open to it, cleanly: its server's drain does not wait on them.");
+    let (open, requests) = tokio::sync::mpsc::channel(1);
+    open.send(heartbeat(term)?).await?;
+    let mut answers = RaftServiceClient::new(channel)
+        .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await?
+        .into_inner();
+    answer(answers.message().await?)?;
+    let mut cluster = cluster;
+    let node = cluster
+        .nodes
+        .remove(&follower)
+        .ok_or_else(|| anyhow!("no follower {follower}"))?;
+    let stopped = tokio::spawn(node.shutdown());
+    // Still open from this side (`open` is held): only the server ends it,
+    // with a clean end of stream; a connection cut at the drain's timeout
+    // would be an error instead.
+    let end = tokio::time::timeout(DEADLINE, answers.message())
+        .await
+        .map_err(|_| anyhow!("the stream to a stopping follower stayed open for {DEADLINE:?}"))?;
+    ensure!(
+        matches!(end, Ok(None)),
+        "the stream to a stopping follower ended with {end:?}"
+    );
+    stopped.await??;
+    drop(open);
+    Ok(())
+}

@@ -297,7 +297,7 @@ async fn the_raft_port_refuses_every_stranger_and_applies_nothing_from_them() {
         .into_inner();
     assert_eq!(status.node_id, 1);
 
-    info!("Each admitted caller keeps to its own methods: an operator may not append a raw command or vote.");
+    info!("Each admitted caller keeps to its own methods: an operator may not append a raw command, vote or open an append stream.");
     let head = origin.node.head_revision();
     let denied = |status: tonic::Status| {
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
@@ -322,6 +322,14 @@ async fn the_raft_port_refuses_every_stranger_and_applies_nothing_from_them() {
     denied(
         RaftServiceClient::new(channel.clone())
             .vote(vote(term + 600, 9))
+            .await
+            .unwrap_err(),
+    );
+    denied(
+        RaftServiceClient::new(channel.clone())
+            .append_entries_stream(tokio_stream::iter(vec![cluster::AppendEntriesRequest {
+                payload: b"{}".to_vec(),
+            }]))
             .await
             .unwrap_err(),
     );
