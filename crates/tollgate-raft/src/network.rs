@@ -332,12 +332,16 @@ fn with_deadline<T>(message: T, option: &RPCOption) -> tonic::Request<T> {
 pub(crate) fn ran_out_of_time<T, E>(outcome: &Result<Result<T, tonic::Status>, E>) -> bool {
     match outcome {
         Err(_) => true,
-        Ok(Err(status)) => matches!(
-            status.code(),
-            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
-        ),
+        Ok(Err(status)) => status_ran_out_of_time(status),
         Ok(Ok(_)) => false,
     }
+}
+
+fn status_ran_out_of_time(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+    )
 }
 
 /// A call's answer, or the deadline it ran past.
@@ -356,36 +360,29 @@ impl<L> NetworkClient<L> {
     /// The call's result, after telling the pool whether it ran out of
     /// time.
     fn settle<T, E: std::error::Error>(&self, outcome: Timed<T>) -> Result<T, RpcErr<E>> {
-        self.pool
-            .record(self.target, &self.addr, ran_out_of_time(&outcome));
         match outcome {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(status_to_rpc(status)),
-            Err(ttl) => Err(local_error(Error::Timeout(format!(
-                "Raft RPC exceeded {ttl:?}"
-            )))),
+            Ok(Ok(response)) => {
+                self.pool.record(self.target, &self.addr, false);
+                Ok(response.into_inner())
+            }
+            Ok(Err(status)) => Err(self.failed(Ok(status))),
+            Err(ttl) => Err(self.failed(Err(ttl))),
         }
     }
-}
 
-impl<L: StateMachineLogic> NetworkClient<L> {
-    /// A call that failed: tells the pool whether it ran out of time (as
-    /// [`NetworkClient::settle`] does) and says why.
+    /// A call that failed (a status, or the deadline it ran past): tells
+    /// the pool whether it ran out of time and says why.
     fn failed<E: std::error::Error>(&self, failure: Result<tonic::Status, Duration>) -> RpcErr<E> {
-        let timed_out = match &failure {
-            Err(_) => true,
-            Ok(status) => matches!(
-                status.code(),
-                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
-            ),
-        };
+        let timed_out = failure.as_ref().map_or(true, status_ran_out_of_time);
         self.pool.record(self.target, &self.addr, timed_out);
         match failure {
             Ok(status) => status_to_rpc(status),
             Err(ttl) => local_error(Error::Timeout(format!("Raft RPC exceeded {ttl:?}"))),
         }
     }
+}
 
+impl<L: StateMachineLogic> NetworkClient<L> {
     /// Sends `request` over the peer's append stream (opened first when
     /// there is none) and reads its answer; `Ok(Err(request))` when the
     /// peer serves no stream, for the caller to send it as one call.
