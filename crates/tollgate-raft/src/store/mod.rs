@@ -131,6 +131,10 @@ impl StorageConfig {
 /// 4 MiB puts the blob threshold just under 1 MiB.
 pub const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
 
+/// How often sled's own flusher writes out what it holds and cleans
+/// segments ([`open_sled`] says why it runs).
+pub const SLED_FLUSH_EVERY_MS: u64 = 1000;
+
 /// Largest single value this crate writes to sled; keeps clear of the blob
 /// threshold (a quarter of [`SEGMENT_BYTES`], minus headers).
 pub const STORED_VALUE_BYTES_MAX: usize = SEGMENT_BYTES / 4 - 64 * 1024;
@@ -159,9 +163,16 @@ fn open_db(config: &StorageConfig) -> Result<Db, Error> {
 ///
 /// sled 0.34's `flush` writes its I/O buffers with `sync_file_range`, which
 /// neither flushes the drive's cache nor persists the file's size; only its
-/// periodic flusher (which we disable) calls `fsync`. So every durability
-/// point is `flush` followed by `fdatasync` on the data file
-/// ([`Db::flush`]).
+/// periodic flusher calls `fsync`. So every durability point is `flush`
+/// followed by `fdatasync` on the data file ([`Db::flush`]).
+///
+/// The periodic flusher runs anyway, every [`SLED_FLUSH_EVERY_MS`], for what
+/// else it does: it writes out what sled holds unflushed, and it is the
+/// only caller of sled's segment cleaning. Our own flushes come only at the
+/// journal's turns, snapshots, purges and votes, so without it sled kept
+/// everything written between them in memory: a region loading 200,000
+/// entitlements held 395 MiB resident instead of 190 MiB, and 3.5 GiB at a
+/// million.
 fn open_sled(config: &StorageConfig) -> Result<(sled::Db, std::fs::File), Error> {
     if config.cache_capacity_bytes < 1024 * 1024 {
         return Err(Error::InvalidConfig {
@@ -177,10 +188,9 @@ fn open_sled(config: &StorageConfig) -> Result<(sled::Db, std::fs::File), Error>
             .cache_capacity(config.cache_capacity_bytes)
             .mode(sled::Mode::LowSpace)
             .segment_size(SEGMENT_BYTES)
-            // Every durability point flushes explicitly (append, vote,
-            // snapshot, purge); the periodic flusher would only add fsyncs
-            // that compete with them.
-            .flush_every_ms(None)
+            // Durability never waits for it (see above); it bounds what
+            // sled holds in memory between our flushes, and cleans segments.
+            .flush_every_ms(Some(SLED_FLUSH_EVERY_MS))
             .open();
         match opened {
             Ok(db) => {
@@ -272,4 +282,37 @@ pub fn open_storage<L: StateMachineLogic>(
 
 pub(crate) fn any_error(e: impl std::fmt::Display) -> openraft::AnyError {
     openraft::AnyError::error(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sled's own flusher writes out a small write (far from filling an I/O
+    /// buffer) with no flush of ours: what is written between our flushes
+    /// does not stay in memory.
+    #[test]
+    fn sled_writes_out_what_it_holds_without_our_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _file) = open_sled(&StorageConfig::new(dir.path())).unwrap();
+        let marker = b"unflushed-probe-7c41e0d2".repeat(8);
+        db.open_tree("probe")
+            .unwrap()
+            .insert(b"k", marker.clone())
+            .unwrap();
+        let path = dir.path().join("db");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let bytes = std::fs::read(&path).unwrap();
+            if bytes.windows(marker.len()).any(|w| w == marker) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sled's file ({} bytes) still lacks the write after 20 s",
+                bytes.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
