@@ -301,18 +301,18 @@ mod tests {
             .insert(b"k", marker.clone())
             .unwrap();
         let path = dir.path().join("db");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let bytes = std::fs::read(&path).unwrap();
-            if bytes.windows(marker.len()).any(|w| w == marker) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sled's file ({} bytes) still lacks the write after 20 s",
-                bytes.len()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        tollgate_testkit::wait_until_blocking(
+            "sled's own flusher to write the value out",
+            Duration::from_secs(20),
+            || {
+                let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+                if bytes.windows(marker.len()).any(|w| w == marker) {
+                    Ok(())
+                } else {
+                    Err(format!("sled's file, {} bytes, without it", bytes.len()))
+                }
+            },
+        )
+        .unwrap();
     }
 }
