@@ -132,7 +132,7 @@ impl StorageConfig {
 pub const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// How often sled's own flusher writes out what it holds and cleans
-/// segments ([`open_sled`] says why it runs).
+/// segments (`open_sled` says why it runs).
 pub const SLED_FLUSH_EVERY_MS: u64 = 1000;
 
 /// Largest single value this crate writes to sled; keeps clear of the blob
