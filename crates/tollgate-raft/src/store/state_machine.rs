@@ -97,9 +97,9 @@ pub const PENDING_APPLIES_MAX: usize = 64;
 /// 1.5 and a write during it waited 38 ms at p99 instead of 10
 /// (`region_scale`). Those figures were taken while sled's own flusher
 /// was off, which alone cost twice the memory (`super::SLED_FLUSH_EVERY_MS`);
-/// with it on, 64 KiB measured 190 MiB and 5.2 ms, and 1 MiB was not
-/// measured again. Sixty-four small writes (a one-client workload) still
-/// gather whole.
+/// with it on, 1 MiB still measured worse than 64 KiB: 256 MiB against
+/// 190, and 28 ms at p99 against 5.2. Sixty-four small writes (a
+/// one-client workload) still gather whole.
 pub const PENDING_BYTES_MAX: usize = 64 << 10;
 
 fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
