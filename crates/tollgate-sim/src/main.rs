@@ -1,7 +1,17 @@
 //! `tollgate-sim`: run one seed (the replay command a failing seed
 //! prints), or many, and say how many seeds a minute this machine runs.
+//!
+//! Many seeds run `--jobs` at a time, each seed in a process of its own:
+//! a seed's run is then the run its replay command gives (two simulations
+//! on two threads of one process were seen to differ by a tick), and the
+//! output is printed in seed order whatever order they finish in.
 
-use std::process::ExitCode;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::process::{Command as Process, ExitCode, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +64,10 @@ enum Command {
         from: u64,
         #[command(flatten)]
         shape: Shape,
+        /// Seeds run at once, each in a process of its own (by default,
+        /// one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// The whole system (a three-node origin, two regions of three, the
     /// meter and seats) under the chaos workload and checker: one seed, or
@@ -74,6 +88,10 @@ enum Command {
         /// RUST_LOG; each line names its host.
         #[arg(long)]
         log: Option<String>,
+        /// Seeds run at once, each in a process of its own (by default,
+        /// one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
 }
 
@@ -106,48 +124,174 @@ fn log_to_stderr(filter: &str) {
         .init();
 }
 
-fn system(seed: u64, seeds: u64, fault_seconds: u64, history: bool) -> ExitCode {
-    let started = Instant::now();
-    let mut failed = Vec::new();
-    for seed in seed..seed.saturating_add(seeds) {
-        let options = SystemOptions {
-            seed,
-            fault_seconds,
-        };
-        let run_started = Instant::now();
-        let outcome = run_system(&options);
-        if history {
-            for line in &outcome.history {
-                println!("{line}");
+/// How many seeds run at once: `--jobs`, or one per core.
+fn jobs(asked: Option<usize>) -> usize {
+    asked
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1)
+}
+
+/// Runs this program once per seed of `seeds`, `jobs` at a time, with the
+/// arguments `args` gives for the seed, and hands each finished run to
+/// `each` in seed order (a run waits there until those before it are done).
+fn in_processes(
+    seeds: Range<u64>,
+    jobs: usize,
+    args: &(dyn Fn(u64) -> Vec<String> + Sync),
+    mut each: impl FnMut(u64, std::io::Result<Output>),
+) -> Result<(), String> {
+    let program: PathBuf = std::env::current_exe()
+        .map_err(|error| format!("cannot find this program to run seeds in: {error}"))?;
+    let next = AtomicU64::new(seeds.start);
+    let (done, finished) = mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            let (next, done, program) = (&next, done.clone(), &program);
+            let end = seeds.end;
+            scope.spawn(move || loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= end {
+                    break;
+                }
+                let output = Process::new(program)
+                    .args(args(seed))
+                    .stdin(Stdio::null())
+                    .output();
+                if done.send((seed, output)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done);
+        let mut waiting = BTreeMap::new();
+        let mut due = seeds.start;
+        for (seed, output) in finished {
+            waiting.insert(seed, output);
+            while let Some(output) = waiting.remove(&due) {
+                each(due, output);
+                due += 1;
             }
         }
-        println!(
-            "seed {seed}: {} events, {} faults, {:.1} s simulated in {:.2} s; {}",
-            outcome.history.len(),
-            outcome.faults,
-            outcome.simulated.as_secs_f64(),
-            run_started.elapsed().as_secs_f64(),
-            outcome.stats
-        );
-        if !outcome.passed() {
-            for violation in &outcome.violations {
-                println!("VIOLATION: {violation}");
+    });
+    Ok(())
+}
+
+/// Whether a seed's process passed; what it printed is relayed, its
+/// standard error only when it failed (a panic says why there).
+fn relay(seed: u64, output: std::io::Result<Output>, print_passing: bool) -> bool {
+    match output {
+        Ok(output) => {
+            let passed = output.status.success();
+            if print_passing || !passed {
+                print!("{}", String::from_utf8_lossy(&output.stdout));
             }
-            println!("FAIL; replay: {}", options.replay_command());
-            failed.push(seed);
+            if !passed {
+                eprint!("{}", String::from_utf8_lossy(&output.stderr));
+                if output.status.code().is_none() {
+                    println!(
+                        "seed {seed}: its process ended without an exit code ({})",
+                        output.status
+                    );
+                }
+            }
+            passed
+        }
+        Err(error) => {
+            println!("seed {seed}: its process did not start: {error}");
+            false
         }
     }
-    let minutes = started.elapsed().as_secs_f64() / 60.0;
-    println!(
-        "{seeds} system seeds ({fault_seconds} simulated seconds of faults each) in {:.1} s: {:.1} seeds a minute; {} failed {failed:?}",
-        started.elapsed().as_secs_f64(),
-        seeds as f64 / minutes.max(f64::MIN_POSITIVE),
-        failed.len()
-    );
+}
+
+fn system(
+    seed: u64,
+    seeds: u64,
+    fault_seconds: u64,
+    history: bool,
+    log: Option<String>,
+    jobs: usize,
+) -> ExitCode {
+    let started = Instant::now();
+    let range = seed..seed.saturating_add(seeds);
+    let mut failed = Vec::new();
+    if seeds == 1 || jobs == 1 {
+        if let Some(filter) = &log {
+            log_to_stderr(filter);
+        }
+        for seed in range {
+            if !system_seed(seed, fault_seconds, history) {
+                failed.push(seed);
+            }
+        }
+    } else {
+        let args = |seed: u64| {
+            let mut args = vec![
+                "system".to_string(),
+                format!("--seed={seed}"),
+                format!("--fault-seconds={fault_seconds}"),
+            ];
+            if history {
+                args.push("--history".into());
+            }
+            if let Some(filter) = &log {
+                args.push(format!("--log={filter}"));
+            }
+            args
+        };
+        let ran = in_processes(range, jobs, &args, |seed, output| {
+            if !relay(seed, output, true) {
+                failed.push(seed);
+            }
+        });
+        if let Err(error) = ran {
+            println!("{error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if seeds > 1 {
+        let minutes = started.elapsed().as_secs_f64() / 60.0;
+        println!(
+            "{seeds} system seeds ({fault_seconds} simulated seconds of faults each, {jobs} at a time) in {:.1} s: {:.1} seeds a minute; {} failed {failed:?}",
+            started.elapsed().as_secs_f64(),
+            seeds as f64 / minutes.max(f64::MIN_POSITIVE),
+            failed.len()
+        );
+    }
     match failed.is_empty() {
         true => ExitCode::SUCCESS,
         false => ExitCode::FAILURE,
     }
+}
+
+/// Runs one seed of the whole system here and prints what it saw; whether
+/// it passed.
+fn system_seed(seed: u64, fault_seconds: u64, history: bool) -> bool {
+    let options = SystemOptions {
+        seed,
+        fault_seconds,
+    };
+    let run_started = Instant::now();
+    let outcome = run_system(&options);
+    if history {
+        for line in &outcome.history {
+            println!("{line}");
+        }
+    }
+    println!(
+        "seed {seed}: {} events, {} faults, {:.1} s simulated in {:.2} s; {}",
+        outcome.history.len(),
+        outcome.faults,
+        outcome.simulated.as_secs_f64(),
+        run_started.elapsed().as_secs_f64(),
+        outcome.stats
+    );
+    if !outcome.passed() {
+        for violation in &outcome.violations {
+            println!("VIOLATION: {violation}");
+        }
+        println!("FAIL; replay: {}", options.replay_command());
+    }
+    outcome.passed()
 }
 
 fn main() -> ExitCode {
@@ -158,12 +302,8 @@ fn main() -> ExitCode {
             fault_seconds,
             history,
             log,
-        } => {
-            if let Some(filter) = log {
-                log_to_stderr(&filter);
-            }
-            system(seed, seeds, fault_seconds, history)
-        }
+            jobs: asked,
+        } => system(seed, seeds, fault_seconds, history, log, jobs(asked)),
         Command::Run {
             seed,
             shape,
@@ -200,33 +340,63 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Command::Many { seeds, from, shape } => {
-            let started = Instant::now();
-            let mut failed = Vec::new();
-            for seed in from..from.saturating_add(seeds) {
-                let options = options(seed, &shape);
-                let outcome = run(&options);
-                if !outcome.passed() {
-                    println!(
-                        "seed {seed} FAILED: {}; replay: {}",
-                        outcome.violations.join("; "),
-                        options.replay_command()
-                    );
-                    failed.push(seed);
-                }
-            }
-            let minutes = started.elapsed().as_secs_f64() / 60.0;
-            println!(
-                "{seeds} seeds ({} simulated seconds of faults each) in {:.1} s: {:.0} seeds a minute; {} failed {failed:?}",
-                shape.fault_seconds,
-                started.elapsed().as_secs_f64(),
-                seeds as f64 / minutes.max(f64::MIN_POSITIVE),
-                failed.len()
-            );
-            match failed.is_empty() {
-                true => ExitCode::SUCCESS,
-                false => ExitCode::FAILURE,
+        Command::Many {
+            seeds,
+            from,
+            shape,
+            jobs: asked,
+        } => many(from..from.saturating_add(seeds), &shape, jobs(asked)),
+    }
+}
+
+fn many(range: Range<u64>, shape: &Shape, jobs: usize) -> ExitCode {
+    let started = Instant::now();
+    let seeds = range.end - range.start;
+    let mut failed = Vec::new();
+    if jobs == 1 {
+        for seed in range {
+            let options = options(seed, shape);
+            let outcome = run(&options);
+            if !outcome.passed() {
+                println!(
+                    "seed {seed} FAILED: {}; replay: {}",
+                    outcome.violations.join("; "),
+                    options.replay_command()
+                );
+                failed.push(seed);
             }
         }
+    } else {
+        let args = |seed: u64| {
+            vec![
+                "run".to_string(),
+                "--quiet".to_string(),
+                format!("--seed={seed}"),
+                format!("--fault-seconds={}", shape.fault_seconds),
+                format!("--writers={}", shape.writers),
+                format!("--nodes={}", shape.nodes),
+            ]
+        };
+        let ran = in_processes(range, jobs, &args, |seed, output| {
+            if !relay(seed, output, false) {
+                failed.push(seed);
+            }
+        });
+        if let Err(error) = ran {
+            println!("{error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    println!(
+        "{seeds} seeds ({} simulated seconds of faults each, {jobs} at a time) in {:.1} s: {:.0} seeds a minute; {} failed {failed:?}",
+        shape.fault_seconds,
+        started.elapsed().as_secs_f64(),
+        seeds as f64 / minutes.max(f64::MIN_POSITIVE),
+        failed.len()
+    );
+    match failed.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
     }
 }

@@ -96,8 +96,16 @@ fn system_seeds_that_found_bugs_stay_fixed() {
 /// The history `tollgate-sim system --seed N --history` prints: one event
 /// a line, without the summary lines (they state real time).
 fn history_of(seed: u64, fault_seconds: u64) -> Vec<String> {
+    histories_of(seed, 1, fault_seconds)
+}
+
+/// The histories of `seeds` seeds from `seed`, run two at a time, each in
+/// a process of its own, as `system --seeds N` runs thousands: one after
+/// the other, in seed order.
+fn histories_of(seed: u64, seeds: u64, fault_seconds: u64) -> Vec<String> {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate-sim"))
         .args(["system", "--history", "--seed", &seed.to_string()])
+        .args(["--seeds", &seeds.to_string(), "--jobs", "2"])
         .args(["--fault-seconds", &fault_seconds.to_string()])
         .output()
         .expect("tollgate-sim runs");
@@ -140,4 +148,14 @@ fn one_system_seed_replays_the_same_history() {
     }
     let other = history_of(6, 10);
     assert_ne!(first, other, "another seed must give another run");
+    // Run side by side, as `--seeds N` runs them, each seed gives the run
+    // its replay command gives, and they are printed in seed order.
+    let both = histories_of(5, 2, 10);
+    assert!(
+        both == [first.as_slice(), other.as_slice()].concat(),
+        "seeds 5 and 6 run two at a time gave {} events, alone {} and {}",
+        both.len(),
+        first.len(),
+        other.len()
+    );
 }
