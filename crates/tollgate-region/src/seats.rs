@@ -194,6 +194,17 @@ pub fn seat_command(
     let expires_at = UnixSeconds(at.0.saturating_add(i64::from(ttl_seconds)));
     let held = current.iter().position(|l| &l.holder == subject);
     let outcome = match (action, held) {
+        // A release asked for before this lease was taken is not about it:
+        // a request its caller gave up on, retried elsewhere and followed
+        // with a new acquire, can still reach the log after that acquire
+        // (a write forwarded over a link that held it). Applied, it would
+        // free a seat its holder is using, and the region would hand the
+        // seat back to the origin for another region to lease (the
+        // simulation's seed 316). The lease runs on; the caller, if it
+        // still waits, holds nothing it asked about.
+        (SeatAction::Release, Some(i)) if released_before(&current[i], at) => {
+            return Ok((Vec::new(), SeatOutcome::Released));
+        }
         (SeatAction::Release, Some(i)) => {
             current.remove(i);
             SeatOutcome::Released
@@ -249,6 +260,14 @@ pub fn seat_command(
         });
     }
     Ok((writes, outcome))
+}
+
+/// Whether a release stamped `at` (its proposer's clock) was asked for
+/// before `lease` was taken (its acquirer's clock, in whole seconds: a
+/// release in the same second as the acquire applies). A lease recorded
+/// before acquisitions were stamped has nothing to compare and is released.
+fn released_before(lease: &SeatLease, at: UnixSeconds) -> bool {
+    lease.acquired_at.is_some_and(|acquired| at < acquired)
 }
 
 /// Seat releases the origin published (`Mutation::ReleaseSeat`), gathered

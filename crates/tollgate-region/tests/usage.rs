@@ -593,6 +593,54 @@ fn seats_are_never_handed_out_twice_and_expired_leases_free_them() {
     assert_eq!(unknown, SeatOutcome::NoFloatingSeats);
 }
 
+/// Found by the whole-system simulation (seed 316): a release its caller
+/// gave up on, held on a link for seconds, reached the log after the same
+/// holder had taken a new seat, freed it, and the region handed the seat
+/// back to the origin while it was in use.
+#[test]
+fn a_release_asked_for_before_a_lease_was_taken_leaves_that_lease() {
+    let mut state = MemState::default();
+    floating_entitlement(&mut state, 2);
+    assert!(matches!(
+        seat(&mut state, SeatAction::Acquire, "ann", 27),
+        SeatOutcome::Held { used: 1, .. }
+    ));
+    // The release asked for at 22 s, before this lease was taken at 27 s.
+    assert_eq!(
+        seat(&mut state, SeatAction::Release, "ann", 22),
+        SeatOutcome::Released
+    );
+    assert!(
+        matches!(
+            seat(&mut state, SeatAction::Renew, "ann", 28),
+            SeatOutcome::Held { used: 1, .. }
+        ),
+        "the stale release left ann's seat"
+    );
+    let released = apply(
+        &mut state,
+        RegionCommand::ReleaseSeatSlice {
+            entitlement: id("e-float"),
+            at: UnixSeconds(NOW.0 + 28),
+        },
+    );
+    assert_eq!(
+        released,
+        RegionResponse::Released { units: 1 },
+        "only the seat nobody uses goes back to the origin"
+    );
+    // A release asked for in the same second as the acquire, or later,
+    // frees it.
+    assert_eq!(
+        seat(&mut state, SeatAction::Release, "ann", 27),
+        SeatOutcome::Released
+    );
+    assert!(matches!(
+        seat(&mut state, SeatAction::Renew, "ann", 28),
+        SeatOutcome::NotHeld
+    ));
+}
+
 #[test]
 fn a_region_hands_out_only_the_seats_the_origin_leased_it() {
     use tollgate_region::seats::{seat_slice as slice_of, seat_wanted_key};
