@@ -11,10 +11,12 @@
 //! event ([`Outcome::history`]); `tollgate-sim run --seed N` is the command
 //! a failing seed prints.
 //!
-//! The nemesis partitions a node from everyone, slows links, kills a node
-//! and restarts it on what its disk kept (a random part of what it wrote
-//! since its last flush), and makes a disk refuse writes or fsyncs until
-//! the node is power-cycled. After the fault window every fault heals and
+//! The nemesis partitions a node from everyone, slows links, cuts a node's
+//! links to its peers one way (it hears them but is not heard, or the
+//! reverse), holds them and then delivers what they held at once, kills a
+//! node and restarts it on what its disk kept (a random part of what it
+//! wrote since its last flush), and makes a disk refuse writes or fsyncs
+//! until the node is power-cycled. After the fault window every fault heals and
 //! the run checks that no acknowledged write was lost and that every node
 //! holds the same state.
 //!
@@ -318,6 +320,42 @@ enum Fault {
     Down(String),
     Disk(String),
     Slow(String),
+    /// Its links to its peers carry nothing one way: it hears them but is
+    /// not heard (`deaf: false`), or the reverse.
+    OneWay {
+        name: String,
+        deaf: bool,
+    },
+    /// Its links to its peers hold every message until released, then
+    /// deliver them all at once.
+    Held(String),
+}
+
+impl Fault {
+    fn node(&self) -> &str {
+        match self {
+            Fault::Isolated(n)
+            | Fault::Down(n)
+            | Fault::Disk(n)
+            | Fault::Slow(n)
+            | Fault::OneWay { name: n, .. }
+            | Fault::Held(n) => n,
+        }
+    }
+
+    /// Cuts or holds links (turmoil keeps one state a link, so a one-way
+    /// cut or a hold never shares the network with another such fault: its
+    /// undoing would undo the other's on a link both touch).
+    fn is_exclusive_link_fault(&self) -> bool {
+        matches!(self, Fault::OneWay { .. } | Fault::Held(_))
+    }
+
+    fn touches_links(&self) -> bool {
+        matches!(
+            self,
+            Fault::Isolated(_) | Fault::Slow(_) | Fault::OneWay { .. } | Fault::Held(_)
+        )
+    }
 }
 
 struct Nemesis {
@@ -329,11 +367,15 @@ struct Nemesis {
 
 impl Nemesis {
     fn others(name: &str, nodes: usize) -> Vec<String> {
-        (0..nodes)
-            .map(node_name)
-            .filter(|n| n != name)
+        Self::peers(name, nodes)
+            .into_iter()
             .chain(std::iter::once("client".to_string()))
             .collect()
+    }
+
+    /// The other members.
+    fn peers(name: &str, nodes: usize) -> Vec<String> {
+        (0..nodes).map(node_name).filter(|n| n != name).collect()
     }
 
     /// Kill `name` now: its disk keeps what it flushed and a random part
@@ -395,6 +437,21 @@ impl Nemesis {
                     }
                     shared.log(now, format!("nemesis fast {name}"));
                 }
+                Fault::OneWay { name, deaf } => {
+                    for peer in Self::peers(&name, nodes) {
+                        match deaf {
+                            true => sim.repair_oneway(peer.as_str(), name.as_str()),
+                            false => sim.repair_oneway(name.as_str(), peer.as_str()),
+                        }
+                    }
+                    shared.log(now, format!("nemesis two-way {name}"));
+                }
+                Fault::Held(name) => {
+                    for peer in Self::peers(&name, nodes) {
+                        sim.release(name.as_str(), peer.as_str());
+                    }
+                    shared.log(now, format!("nemesis release {name}"));
+                }
             }
         }
         if now < self.next_at {
@@ -406,14 +463,22 @@ impl Nemesis {
             return;
         }
         let name = node_name(self.rng.gen_range(0..nodes));
-        let busy = self.active.iter().any(|(_, f)| match f {
-            Fault::Isolated(n) | Fault::Down(n) | Fault::Disk(n) | Fault::Slow(n) => *n == name,
-        });
-        if busy {
+        if self.active.iter().any(|(_, f)| f.node() == name) {
             return;
         }
         let until = now + Duration::from_millis(self.rng.gen_range(300..5_000));
-        let fault = match self.rng.gen_range(0..4) {
+        let kind = self.rng.gen_range(0..6);
+        // A one-way cut or a hold only while no other fault is on the
+        // links, and no other while one is.
+        let links_busy = |exclusive: bool| {
+            self.active
+                .iter()
+                .any(|(_, f)| f.is_exclusive_link_fault() || (exclusive && f.touches_links()))
+        };
+        if ((kind == 0 || kind == 3) && links_busy(false)) || (kind >= 4 && links_busy(true)) {
+            return;
+        }
+        let fault = match kind {
             0 => {
                 for other in Self::others(&name, nodes) {
                     sim.partition(name.as_str(), other.as_str());
@@ -443,7 +508,7 @@ impl Nemesis {
                 shared.log(now, format!("nemesis disk {name} {faults:?}"));
                 Fault::Disk(name)
             }
-            _ => {
+            3 => {
                 let latency = Duration::from_millis(self.rng.gen_range(20..400));
                 for other in Self::others(&name, nodes) {
                     sim.set_link_latency(name.as_str(), other.as_str(), latency);
@@ -453,6 +518,25 @@ impl Nemesis {
                     format!("nemesis slow {name} {}ms", latency.as_millis()),
                 );
                 Fault::Slow(name)
+            }
+            4 => {
+                let deaf = self.rng.gen_bool(0.5);
+                for peer in Self::peers(&name, nodes) {
+                    match deaf {
+                        true => sim.partition_oneway(peer.as_str(), name.as_str()),
+                        false => sim.partition_oneway(name.as_str(), peer.as_str()),
+                    }
+                }
+                let what = if deaf { "deaf" } else { "mute" };
+                shared.log(now, format!("nemesis {what} {name}"));
+                Fault::OneWay { name, deaf }
+            }
+            _ => {
+                for peer in Self::peers(&name, nodes) {
+                    sim.hold(name.as_str(), peer.as_str());
+                }
+                shared.log(now, format!("nemesis hold {name}"));
+                Fault::Held(name)
             }
         };
         self.injected += 1;

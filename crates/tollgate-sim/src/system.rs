@@ -17,9 +17,11 @@
 //! within the reported bound, no seat held twice, exact billing, answers
 //! consistent with their revision and regions available.
 //!
-//! The nemesis isolates a node, slows its links, kills it and restarts it
-//! on what its disk kept, fails its disk's writes or fsyncs until it is
-//! power-cycled, skews its clock, and cuts a region off from the origin.
+//! The nemesis isolates a node, slows its links, cuts its links to its
+//! peers one way or holds them and then delivers what they held at once,
+//! kills it and restarts it on what its disk kept, fails its disk's writes
+//! or fsyncs until it is power-cycled, skews its clock, and cuts a region
+//! off from the origin.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -1423,6 +1425,16 @@ enum Kind {
     Disk(String),
     Slow(String),
     Skew(String),
+    /// A node's links to the rest of its cluster carry nothing one way: it
+    /// hears its peers but they do not hear it (`deaf: false`), or the
+    /// other way round.
+    OneWay {
+        host: String,
+        deaf: bool,
+    },
+    /// A node's links to the rest of its cluster hold every message, and
+    /// deliver them all at once when released: a stall, then a burst.
+    Hold(String),
     /// A region cut off from every origin node.
     Cut(&'static str),
 }
@@ -1431,12 +1443,31 @@ impl Kind {
     /// The hosts it touches.
     fn hosts(&self) -> Vec<String> {
         match self {
-            Kind::Isolate(h) | Kind::Kill(h) | Kind::Disk(h) | Kind::Slow(h) | Kind::Skew(h) => {
-                vec![h.clone()]
-            }
+            Kind::Isolate(h)
+            | Kind::Kill(h)
+            | Kind::Disk(h)
+            | Kind::Slow(h)
+            | Kind::Skew(h)
+            | Kind::OneWay { host: h, .. }
+            | Kind::Hold(h) => vec![h.clone()],
             Kind::Cut(region) => region_nodes(region),
         }
     }
+}
+
+/// The cluster a host belongs to: `o`, or a region's name.
+fn cluster_of(host: &str) -> &str {
+    host.trim_end_matches(|c: char| c.is_ascii_digit())
+}
+
+/// The other members of `host`'s cluster. Faults on these links alone never
+/// meet another cluster's fault (one fault per cluster at a time), so one
+/// fault's undoing never undoes another's.
+fn cluster_peers(host: &str) -> Vec<String> {
+    all_hosts()
+        .into_iter()
+        .filter(|other| other != host && cluster_of(other) == cluster_of(host))
+        .collect()
 }
 
 struct Nemesis {
@@ -1523,6 +1554,24 @@ impl Nemesis {
                 lock(&world.skews).remove(h);
                 format!("clock of {h} back in step")
             }
+            Kind::OneWay { host, deaf } => {
+                for peer in cluster_peers(host) {
+                    match deaf {
+                        true => sim.repair_oneway(peer.as_str(), host.as_str()),
+                        false => sim.repair_oneway(host.as_str(), peer.as_str()),
+                    }
+                }
+                match deaf {
+                    true => format!("{host} hears its peers again"),
+                    false => format!("{host}'s peers hear it again"),
+                }
+            }
+            Kind::Hold(h) => {
+                for peer in cluster_peers(h) {
+                    sim.release(h.as_str(), peer.as_str());
+                }
+                format!("release the links of {h} to its peers")
+            }
             Kind::Cut(region) => {
                 for node in region_nodes(region) {
                     for o in 0..ORIGINS {
@@ -1554,24 +1603,28 @@ impl Nemesis {
         }
         let hosts = all_hosts();
         let host = hosts[self.rng.gen_range(0..hosts.len())].clone();
-        let kind = match self.rng.gen_range(0..6) {
+        let kind = match self.rng.gen_range(0..8) {
             0 => Kind::Isolate(host),
             1 => Kind::Kill(host),
             2 => Kind::Disk(host),
             3 => Kind::Slow(host),
             4 => Kind::Skew(host),
+            5 => Kind::OneWay {
+                host,
+                deaf: self.rng.gen_bool(0.5),
+            },
+            6 => Kind::Hold(host),
             _ => Kind::Cut(REGIONS[self.rng.gen_range(0..REGIONS.len())]),
         };
         // One fault per cluster at a time, and never two on one host: a
         // region keeps two nodes that answer, the origin a quorum.
-        let cluster_of = |h: &str| h.trim_end_matches(|c: char| c.is_ascii_digit()).to_string();
         let busy: BTreeSet<String> = self
             .active
             .iter()
             .flat_map(|(_, _, k)| k.hosts())
-            .map(|h| cluster_of(&h))
+            .map(|h| cluster_of(&h).to_string())
             .collect();
-        if kind.hosts().iter().any(|h| busy.contains(&cluster_of(h))) {
+        if kind.hosts().iter().any(|h| busy.contains(cluster_of(h))) {
             return;
         }
         let until = now + Duration::from_millis(self.rng.gen_range(500..6_000));
@@ -1624,6 +1677,24 @@ impl Nemesis {
                 let skew = self.rng.gen_range(-bound..=bound);
                 lock(&world.skews).insert(h.clone(), skew);
                 format!("skew the clock of {h} by {skew}ms")
+            }
+            Kind::OneWay { host, deaf } => {
+                for peer in cluster_peers(host) {
+                    match deaf {
+                        true => sim.partition_oneway(peer.as_str(), host.as_str()),
+                        false => sim.partition_oneway(host.as_str(), peer.as_str()),
+                    }
+                }
+                match deaf {
+                    true => format!("{host} cannot hear its peers"),
+                    false => format!("{host}'s peers cannot hear it"),
+                }
+            }
+            Kind::Hold(h) => {
+                for peer in cluster_peers(h) {
+                    sim.hold(h.as_str(), peer.as_str());
+                }
+                format!("hold the links of {h} to its peers")
             }
             Kind::Cut(region) => {
                 for node in region_nodes(region) {
