@@ -176,23 +176,22 @@ fn in_processes(
     Ok(())
 }
 
-/// Whether a seed's process passed; what it printed is relayed, its
-/// standard error only when it failed (a panic says why there).
+/// Whether a seed's process passed; what it printed (its standard output
+/// and error: `--log` lines, or the panic that says why it failed) is
+/// relayed, a passing seed's only with `print_passing`.
 fn relay(seed: u64, output: std::io::Result<Output>, print_passing: bool) -> bool {
     match output {
         Ok(output) => {
             let passed = output.status.success();
             if print_passing || !passed {
                 print!("{}", String::from_utf8_lossy(&output.stdout));
-            }
-            if !passed {
                 eprint!("{}", String::from_utf8_lossy(&output.stderr));
-                if output.status.code().is_none() {
-                    println!(
-                        "seed {seed}: its process ended without an exit code ({})",
-                        output.status
-                    );
-                }
+            }
+            if !passed && output.status.code().is_none() {
+                println!(
+                    "seed {seed}: its process ended without an exit code ({})",
+                    output.status
+                );
             }
             passed
         }
