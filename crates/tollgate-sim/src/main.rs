@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::{Command as Process, ExitCode, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Condvar, Mutex};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
@@ -131,28 +130,44 @@ fn jobs(asked: Option<usize>) -> usize {
         .max(1)
 }
 
+/// Finished seeds held back, per job, behind one still running (their
+/// output waits to be printed in seed order): a slow seed pauses the others
+/// rather than letting what they printed pile up.
+const HELD_BACK_PER_JOB: u64 = 4;
+
 /// Runs this program once per seed of `seeds`, `jobs` at a time, with the
-/// arguments `args` gives for the seed, and hands each finished run to
-/// `each` in seed order (a run waits there until those before it are done).
+/// arguments `args` gives for the seed, and relays what each printed in seed
+/// order (a passing seed's only with `print_passing`); the seeds that failed.
 fn in_processes(
     seeds: Range<u64>,
     jobs: usize,
     args: &(dyn Fn(u64) -> Vec<String> + Sync),
-    mut each: impl FnMut(u64, std::io::Result<Output>),
-) -> Result<(), String> {
+    print_passing: bool,
+) -> Result<Vec<u64>, String> {
     let program: PathBuf = std::env::current_exe()
         .map_err(|error| format!("cannot find this program to run seeds in: {error}"))?;
-    let next = AtomicU64::new(seeds.start);
+    let held_back_max = jobs as u64 * HELD_BACK_PER_JOB;
+    // The next seed to start, and the next to print.
+    let progress = Mutex::new((seeds.start, seeds.start));
+    let printed = Condvar::new();
     let (done, finished) = mpsc::channel();
+    let mut failed = Vec::new();
     std::thread::scope(|scope| {
         for _ in 0..jobs {
-            let (next, done, program) = (&next, done.clone(), &program);
+            let (progress, printed, done, program) = (&progress, &printed, done.clone(), &program);
             let end = seeds.end;
             scope.spawn(move || loop {
-                let seed = next.fetch_add(1, Ordering::SeqCst);
-                if seed >= end {
-                    break;
-                }
+                let seed = {
+                    let mut progress = progress.lock().unwrap_or_else(|p| p.into_inner());
+                    while progress.0 < end && progress.0 >= progress.1 + held_back_max {
+                        progress = printed.wait(progress).unwrap_or_else(|p| p.into_inner());
+                    }
+                    if progress.0 >= end {
+                        break;
+                    }
+                    progress.0 += 1;
+                    progress.0 - 1
+                };
                 let output = Process::new(program)
                     .args(args(seed))
                     .stdin(Stdio::null())
@@ -168,12 +183,25 @@ fn in_processes(
         for (seed, output) in finished {
             waiting.insert(seed, output);
             while let Some(output) = waiting.remove(&due) {
-                each(due, output);
+                if !relay(due, output, print_passing) {
+                    failed.push(due);
+                }
                 due += 1;
+                progress.lock().unwrap_or_else(|p| p.into_inner()).1 = due;
+                printed.notify_all();
             }
         }
     });
-    Ok(())
+    Ok(failed)
+}
+
+/// Success when no seed failed.
+fn exit_code(failed: &[u64]) -> ExitCode {
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Whether a seed's process passed; what it printed (its standard output
@@ -237,14 +265,12 @@ fn system(
             }
             args
         };
-        let ran = in_processes(range, jobs, &args, |seed, output| {
-            if !relay(seed, output, true) {
-                failed.push(seed);
+        match in_processes(range, jobs, &args, true) {
+            Ok(failures) => failed = failures,
+            Err(error) => {
+                println!("{error}");
+                return ExitCode::FAILURE;
             }
-        });
-        if let Err(error) = ran {
-            println!("{error}");
-            return ExitCode::FAILURE;
         }
     }
     if seeds > 1 {
@@ -256,10 +282,7 @@ fn system(
             failed.len()
         );
     }
-    match failed.is_empty() {
-        true => ExitCode::SUCCESS,
-        false => ExitCode::FAILURE,
-    }
+    exit_code(&failed)
 }
 
 /// Runs one seed of the whole system here and prints what it saw; whether
@@ -376,14 +399,12 @@ fn many(range: Range<u64>, shape: &Shape, jobs: usize) -> ExitCode {
                 format!("--nodes={}", shape.nodes),
             ]
         };
-        let ran = in_processes(range, jobs, &args, |seed, output| {
-            if !relay(seed, output, false) {
-                failed.push(seed);
+        match in_processes(range, jobs, &args, false) {
+            Ok(failures) => failed = failures,
+            Err(error) => {
+                println!("{error}");
+                return ExitCode::FAILURE;
             }
-        });
-        if let Err(error) = ran {
-            println!("{error}");
-            return ExitCode::FAILURE;
         }
     }
     let minutes = started.elapsed().as_secs_f64() / 60.0;
@@ -394,8 +415,5 @@ fn many(range: Range<u64>, shape: &Shape, jobs: usize) -> ExitCode {
         seeds as f64 / minutes.max(f64::MIN_POSITIVE),
         failed.len()
     );
-    match failed.is_empty() {
-        true => ExitCode::SUCCESS,
-        false => ExitCode::FAILURE,
-    }
+    exit_code(&failed)
 }
