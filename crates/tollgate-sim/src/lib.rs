@@ -438,11 +438,8 @@ impl Nemesis {
                     shared.log(now, format!("nemesis fast {name}"));
                 }
                 Fault::OneWay { name, deaf } => {
-                    for peer in Self::peers(&name, nodes) {
-                        match deaf {
-                            true => sim.repair_oneway(peer.as_str(), name.as_str()),
-                            false => sim.repair_oneway(name.as_str(), peer.as_str()),
-                        }
+                    for (from, to) in one_way_links(&name, Self::peers(&name, nodes), deaf) {
+                        sim.repair_oneway(from.as_str(), to.as_str());
                     }
                     shared.log(now, format!("nemesis two-way {name}"));
                 }
@@ -521,11 +518,8 @@ impl Nemesis {
             }
             4 => {
                 let deaf = self.rng.gen_bool(0.5);
-                for peer in Self::peers(&name, nodes) {
-                    match deaf {
-                        true => sim.partition_oneway(peer.as_str(), name.as_str()),
-                        false => sim.partition_oneway(name.as_str(), peer.as_str()),
-                    }
+                for (from, to) in one_way_links(&name, Self::peers(&name, nodes), deaf) {
+                    sim.partition_oneway(from.as_str(), to.as_str());
                 }
                 let what = if deaf { "deaf" } else { "mute" };
                 shared.log(now, format!("nemesis {what} {name}"));
@@ -551,6 +545,18 @@ impl Nemesis {
         self.next_at = Duration::MAX;
         self.tick(sim, shared, nodes, now);
     }
+}
+
+/// The links a one-way cut between `host` and `peers` silences, as (from,
+/// to): those into it when it is `deaf`, those out of it otherwise.
+pub(crate) fn one_way_links(host: &str, peers: Vec<String>, deaf: bool) -> Vec<(String, String)> {
+    peers
+        .into_iter()
+        .map(|peer| match deaf {
+            true => (peer, host.to_string()),
+            false => (host.to_string(), peer),
+        })
+        .collect()
 }
 
 /// Mixed into a seed for the stream of random bytes the nodes draw

@@ -53,7 +53,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::http::{self, HttpError};
-use crate::RANDOM_BYTES_STREAM;
+use crate::{one_way_links, RANDOM_BYTES_STREAM};
 
 /// Raft and cluster administration, on every node.
 const RAFT: u16 = 7000;
@@ -1555,11 +1555,8 @@ impl Nemesis {
                 format!("clock of {h} back in step")
             }
             Kind::OneWay { host, deaf } => {
-                for peer in cluster_peers(host) {
-                    match deaf {
-                        true => sim.repair_oneway(peer.as_str(), host.as_str()),
-                        false => sim.repair_oneway(host.as_str(), peer.as_str()),
-                    }
+                for (from, to) in one_way_links(host, cluster_peers(host), *deaf) {
+                    sim.repair_oneway(from.as_str(), to.as_str());
                 }
                 match deaf {
                     true => format!("{host} hears its peers again"),
@@ -1679,11 +1676,8 @@ impl Nemesis {
                 format!("skew the clock of {h} by {skew}ms")
             }
             Kind::OneWay { host, deaf } => {
-                for peer in cluster_peers(host) {
-                    match deaf {
-                        true => sim.partition_oneway(peer.as_str(), host.as_str()),
-                        false => sim.partition_oneway(host.as_str(), peer.as_str()),
-                    }
+                for (from, to) in one_way_links(host, cluster_peers(host), *deaf) {
+                    sim.partition_oneway(from.as_str(), to.as_str());
                 }
                 match deaf {
                     true => format!("{host} cannot hear its peers"),
