@@ -518,6 +518,18 @@ fn seat_slice(state: &mut MemState, granted_total: u64) {
     );
 }
 
+/// The region hands back the seats of `e-float` no live lease uses at
+/// `at` seconds.
+fn release_seat_slice(state: &mut MemState, at: i64) -> RegionResponse {
+    apply(
+        state,
+        RegionCommand::ReleaseSeatSlice {
+            entitlement: id("e-float"),
+            at: UnixSeconds(NOW.0 + at),
+        },
+    )
+}
+
 fn seat(state: &mut MemState, action: SeatAction, subject: &str, at: i64) -> SeatOutcome {
     match apply(
         state,
@@ -617,13 +629,7 @@ fn a_release_asked_for_before_a_lease_was_taken_leaves_that_lease() {
         ),
         "the stale release left ann's seat"
     );
-    let released = apply(
-        &mut state,
-        RegionCommand::ReleaseSeatSlice {
-            entitlement: id("e-float"),
-            at: UnixSeconds(NOW.0 + 28),
-        },
-    );
+    let released = release_seat_slice(&mut state, 28);
     assert_eq!(
         released,
         RegionResponse::Released { units: 1 },
@@ -646,13 +652,7 @@ fn a_region_hands_out_only_the_seats_the_origin_leased_it() {
     use tollgate_region::seats::{seat_slice as slice_of, seat_wanted_key};
     let mut state = MemState::default();
     floating_entitlement(&mut state, 2);
-    apply(
-        &mut state,
-        RegionCommand::ReleaseSeatSlice {
-            entitlement: id("e-float"),
-            at: NOW,
-        },
-    );
+    release_seat_slice(&mut state, 0);
     assert_eq!(
         slice_of(&state, &id("e-float")).unwrap().held(),
         0,
@@ -684,13 +684,7 @@ fn a_region_hands_out_only_the_seats_the_origin_leased_it() {
         seat(&mut state, SeatAction::Release, "ann", 2),
         SeatOutcome::Released
     );
-    let released = apply(
-        &mut state,
-        RegionCommand::ReleaseSeatSlice {
-            entitlement: id("e-float"),
-            at: UnixSeconds(NOW.0 + 3),
-        },
-    );
+    let released = release_seat_slice(&mut state, 3);
     assert_eq!(
         released,
         RegionResponse::Released { units: 1 },
